@@ -1,0 +1,130 @@
+"""Frozen dataclass configs of every model, and their (de)serialisation to JSON-able dicts.
+
+Each config carries a ``kind`` class attribute used as the discriminator in ``config.json``.
+Variations are made with :func:`dataclasses.replace`; presets live in :mod:`vavam.presets`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class VQConfig:
+    """LlamaGen-style VQ tokenizer (conv encoder/decoder, L2-normalised codebook).
+
+    The downsampling factor is ``2 ** (len(ch_mult) - 1)``.
+    """
+
+    kind: ClassVar[str] = "vq"
+    codebook_size: int = 16384
+    codebook_embed_dim: int = 8
+    codebook_l2_norm: bool = True
+    commit_loss_beta: float = 0.25
+    entropy_loss_ratio: float = 0.0
+    base_channels: int = 128
+    ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
+    z_channels: int = 256
+    num_res_blocks: int = 2
+    norm_groups: int = 32
+    dropout: float = 0.0
+
+    @property
+    def downsample(self) -> int:
+        return 2 ** (len(self.ch_mult) - 1)
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    """VaViM: GPT-2-style next-token model over frames of VQ tokens, muP-parametrised.
+
+    ``base_width`` is the muP base width (256 in the released models); the tied readout divides
+    its input by ``width / base_width``.
+    """
+
+    kind: ClassVar[str] = "video"
+    width: int = 768
+    num_layers: int = 24
+    head_dim: int = 128
+    mlp_ratio: int = 4
+    vocab_size: int = 16385
+    num_frames: int = 8
+    tokens_per_frame: int = 576
+    init_std: float = 0.0289
+    base_width: int = 256
+
+    @property
+    def num_heads(self) -> int:
+        return self.width // self.head_dim
+
+    @property
+    def width_mult(self) -> float:
+        return self.width / self.base_width
+
+
+@dataclass(frozen=True)
+class ActionConfig:
+    """VaVAM: action expert reading a VaViM's keys/values at every layer, trained by flow matching.
+
+    The expert has ``video.num_layers`` layers and attention of the video width and heads.
+    ``base_width`` / ``base_attention_width`` are the expert's muP bases (64 / 256 released).
+    """
+
+    kind: ClassVar[str] = "action"
+    video: VideoConfig = field(default_factory=VideoConfig)
+    width: int = 192
+    base_width: int = 64
+    base_attention_width: int = 256
+    action_dim: int = 2
+    horizon: int = 6
+    num_commands: int = 3
+    init_std: float = 0.0086
+    train_frames: int = 8
+    action_scaling: float = 70.0
+    flow_sig_min: float = 0.001
+    num_inference_steps: int = 10
+    final_action_clip_value: float | None = None
+    max_period: float = 10000.0
+
+    @property
+    def width_mult(self) -> float:
+        return self.width / self.base_width
+
+
+CONFIG_TYPES: dict[str, type] = {c.kind: c for c in (VQConfig, VideoConfig, ActionConfig)}
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """Config dataclass -> JSON-able dict with a ``kind`` key (nested configs included)."""
+    out: dict[str, Any] = {"kind": type(config).kind}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            value = config_to_dict(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
+def config_from_dict(data: dict[str, Any]) -> Any:
+    """Inverse of :func:`config_to_dict`. Unknown kinds or fields raise ``ValueError``."""
+    data = dict(data)
+    kind = data.pop("kind", None)
+    if kind not in CONFIG_TYPES:
+        raise ValueError(f"config kind {kind!r} is not one of {sorted(CONFIG_TYPES)}")
+    cls = CONFIG_TYPES[kind]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ValueError(f"{kind} config has unknown fields {sorted(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        if isinstance(value, dict) and "kind" in value:
+            value = config_from_dict(value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)

@@ -1,0 +1,398 @@
+"""Safe file handling: a restricted unpickler for third-party ``.pt`` files, and atomic writes.
+
+Every loader of a file we did not write goes through :func:`safe_torch_load`; every writer goes
+through :func:`atomic_write` (temporary name in the same folder, fsync, rename), so a crash leaves
+either the old file or the new one, never half of one.
+
+Third-party pickles (the authors' Lightning checkpoints) contain omegaconf and mup objects. They
+are mapped to small stand-in classes here and converted to plain Python values afterwards
+(:func:`to_plain`): a ``DictConfig`` becomes a dict, a ``ListConfig`` a list, a mup ``InfShape``
+the list of its base dims. Every global not on the allow-list is refused with
+:class:`UnsafePickleError` before anything is called.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import hashlib
+import io as _io
+import json
+import os
+import pickle
+import tempfile
+import types
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """A pickle asked for a global that is not on the allow-list."""
+
+
+# ------------------------------------------------------------------------------ stand-ins
+
+
+class _StandIn:
+    """Base of the stand-ins: accepts any pickled state and keeps it as attributes."""
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) == 2:  # (dict state, slots state)
+            state = {**(state[0] or {}), **(state[1] or {})}
+        if not isinstance(state, dict):
+            raise pickle.UnpicklingError(f"{type(self).__name__}: unexpected state of type {type(state).__name__}")
+        self.__dict__.update(state)
+
+
+class DictConfigStandIn(_StandIn):
+    """omegaconf ``DictConfig``: values in ``_content``."""
+
+
+class ListConfigStandIn(_StandIn):
+    """omegaconf ``ListConfig``: values in ``_content``."""
+
+
+class NodeStandIn(_StandIn):
+    """omegaconf value node (``AnyNode``, ``StringNode``, ...): value in ``_val``."""
+
+
+class MetadataStandIn(_StandIn):
+    """omegaconf metadata: not needed to read values."""
+
+
+class InfDimStandIn(_StandIn):
+    """mup ``InfDim``: ``base_dim`` (None for a finite axis) and ``dim``."""
+
+
+class InfShapeStandIn(tuple):
+    """mup ``InfShape``: a tuple of ``InfDim``."""
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, dict):
+            self.__dict__.update(state)
+
+
+class _AnyStandIn:
+    """``typing.Any`` referenced as a value."""
+
+
+_OMEGACONF_NODES = ("AnyNode", "StringNode", "IntegerNode", "FloatNode", "BooleanNode", "EnumNode", "BytesNode", "PathNode")
+
+#: (module, name) -> object the pickle gets instead. Torch's own storage classes are resolved by
+#: torch before this table is consulted.
+ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("collections", "defaultdict"): collections.defaultdict,
+    ("builtins", "dict"): dict,
+    ("builtins", "list"): list,
+    ("builtins", "tuple"): tuple,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("builtins", "int"): int,
+    ("builtins", "float"): float,
+    ("builtins", "bool"): bool,
+    ("builtins", "str"): str,
+    ("builtins", "bytes"): bytes,
+    ("builtins", "slice"): slice,
+    ("builtins", "object"): object,
+    ("__builtin__", "dict"): dict,
+    ("__builtin__", "list"): list,
+    ("__builtin__", "tuple"): tuple,
+    ("__builtin__", "set"): set,
+    ("__builtin__", "int"): int,
+    ("__builtin__", "long"): int,
+    ("__builtin__", "float"): float,
+    ("__builtin__", "bool"): bool,
+    ("__builtin__", "str"): str,
+    ("__builtin__", "unicode"): str,
+    ("__builtin__", "object"): object,
+    ("typing", "Any"): _AnyStandIn,
+    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+    ("torch._tensor", "_rebuild_from_type_v2"): torch._tensor._rebuild_from_type_v2,
+    ("torch", "Size"): torch.Size,
+    ("torch", "Tensor"): torch.Tensor,
+    ("torch.nn.parameter", "Parameter"): torch.nn.Parameter,
+    ("torch", "device"): torch.device,
+    ("omegaconf.dictconfig", "DictConfig"): DictConfigStandIn,
+    ("omegaconf.listconfig", "ListConfig"): ListConfigStandIn,
+    ("omegaconf.base", "ContainerMetadata"): MetadataStandIn,
+    ("omegaconf.base", "Metadata"): MetadataStandIn,
+    ("mup.infshape", "InfShape"): InfShapeStandIn,
+    ("mup.infshape", "InfDim"): InfDimStandIn,
+    **{("omegaconf.nodes", n): NodeStandIn for n in _OMEGACONF_NODES},
+}
+for _dtype_name in ("float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool"):
+    ALLOWED_GLOBALS[("torch", _dtype_name)] = getattr(torch, _dtype_name)
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """``pickle.Unpickler`` that resolves only :data:`ALLOWED_GLOBALS` (plus ``extra_globals``)."""
+
+    extra_globals: dict[tuple[str, str], Any] = {}
+    source: str = "<pickle>"
+
+    def find_class(self, module: str, name: str) -> Any:  # noqa: D102
+        key = (module, name)
+        if key in self.extra_globals:
+            return self.extra_globals[key]
+        if key in ALLOWED_GLOBALS:
+            return ALLOWED_GLOBALS[key]
+        raise UnsafePickleError(
+            f"{self.source}: refusing to load global '{module}.{name}' (not on vavam's allow-list of "
+            "tensor, container and config types; the file may run code when unpickled)"
+        )
+
+
+def _pickle_module(source: str, extra_globals: dict[tuple[str, str], Any] | None) -> types.ModuleType:
+    """A stand-in for the ``pickle`` module whose ``Unpickler`` is restricted (for ``torch.load``)."""
+    unpickler = type(
+        "RestrictedUnpickler",
+        (RestrictedUnpickler,),
+        {"extra_globals": dict(extra_globals or {}), "source": source},
+    )
+    module = types.ModuleType("vavam_restricted_pickle")
+    module.Unpickler = unpickler  # type: ignore[attr-defined]
+    module.load = lambda f, **kw: unpickler(f, **kw).load()  # type: ignore[attr-defined]
+    module.loads = lambda b, **kw: unpickler(_io.BytesIO(b), **kw).load()  # type: ignore[attr-defined]
+    module.__name__ = "pickle"  # torch checks pickle_module.__name__ for protocol handling
+    return module
+
+
+def to_plain(obj: Any) -> Any:
+    """Replace stand-ins by plain values, recursively: configs -> dict/list, InfShape -> list of base dims."""
+    if isinstance(obj, DictConfigStandIn):
+        content = getattr(obj, "_content", None) or {}
+        return {key: to_plain(value) for key, value in content.items()}
+    if isinstance(obj, ListConfigStandIn):
+        return [to_plain(value) for value in (getattr(obj, "_content", None) or [])]
+    if isinstance(obj, NodeStandIn):
+        return to_plain(getattr(obj, "_val", None))
+    if isinstance(obj, InfShapeStandIn):
+        return [getattr(dim, "base_dim", None) for dim in obj]
+    if isinstance(obj, InfDimStandIn):
+        return getattr(obj, "base_dim", None)
+    if isinstance(obj, (MetadataStandIn, _AnyStandIn)) or obj is _AnyStandIn:
+        return None
+    if isinstance(obj, collections.OrderedDict):
+        return collections.OrderedDict((k, to_plain(v)) for k, v in obj.items())
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, tuple) and not isinstance(obj, torch.Size):
+        return tuple(to_plain(v) for v in obj)
+    return obj
+
+
+def safe_torch_load(
+    path: str | os.PathLike,
+    map_location: str | torch.device = "cpu",
+    extra_globals: dict[tuple[str, str], Any] | None = None,
+) -> Any:
+    """Load a ``torch.save`` file without running pickled code; stand-ins converted to plain values.
+
+    Args:
+        path: a ``.pt`` / ``.ckpt`` file (zip or legacy format).
+        map_location: where tensors go.
+        extra_globals: further ``(module, name) -> object`` entries to allow (trusted, plain types only).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        UnsafePickleError: the file names a global that is not allowed (nothing of it was run).
+        ValueError: the file is truncated or not a torch file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    module = _pickle_module(str(path), extra_globals)
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=False, pickle_module=module)
+    except UnsafePickleError:
+        raise
+    except (RuntimeError, EOFError, pickle.UnpicklingError, OSError, ValueError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise ValueError(f"{path}: cannot read as a torch checkpoint (truncated or corrupt?): {exc}") from exc
+    return to_plain(obj)
+
+
+def safe_pickle_load(path: str | os.PathLike, extra_globals: dict[tuple[str, str], Any] | None = None) -> Any:
+    """Load a plain pickle file (e.g. a dataset index) through the restricted unpickler."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        unpickler = _pickle_module(str(path), extra_globals).Unpickler(f)
+        return to_plain(unpickler.load())
+
+
+def load_torchscript(path: str | os.PathLike, trust_code: bool = False, map_location: str = "cpu") -> torch.jit.ScriptModule:
+    """Load a TorchScript file. TorchScript runs arbitrary code, so ``trust_code=True`` is required."""
+    if not trust_code:
+        raise PermissionError(
+            f"{path}: TorchScript files execute code when loaded; pass trust_code=True if you trust this file"
+        )
+    return torch.jit.load(str(path), map_location=map_location)
+
+
+# ------------------------------------------------------------------------------ atomic writes
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
+    """Open a temporary file beside ``path``; on success fsync and rename it over ``path``.
+
+    On an exception (or a kill before the rename) ``path`` keeps its old content and the
+    temporary file is removed (or left under a ``.tmp`` name that readers never pick up).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_write(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file; a missing or malformed file raises ``ValueError`` naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ValueError(f"{path}: file is missing") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------ checkpoint folders
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+META_FILE = "meta.json"
+
+
+def save_checkpoint(folder: str | os.PathLike, state_dict: dict[str, torch.Tensor], config: Any, meta: dict | None = None) -> Path:
+    """Write our checkpoint folder: ``model.safetensors`` + ``config.json`` + ``meta.json``.
+
+    Each file is written atomically; ``meta.json`` (written last) records the sha256 of the
+    weights, so a folder whose meta is missing or whose hash does not match is incomplete.
+    Tensors that share storage (tied weights) are stored once per name as contiguous copies.
+    """
+    from safetensors.torch import save as st_save
+
+    from vavam.config import config_to_dict
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
+    data = st_save(tensors)
+    atomic_write_bytes(folder / MODEL_FILE, data)
+    atomic_write_json(folder / CONFIG_FILE, config_to_dict(config) if not isinstance(config, dict) else config)
+    meta = dict(meta or {})
+    meta["model_sha256"] = hashlib.sha256(data).hexdigest()
+    meta.setdefault("vavam_version", _version())
+    atomic_write_json(folder / META_FILE, meta)
+    return folder
+
+
+def load_checkpoint(folder: str | os.PathLike, verify: bool = True) -> tuple[dict[str, torch.Tensor], Any, dict]:
+    """Read our checkpoint folder -> (state_dict, config, meta). Checks the weights' sha256.
+
+    Raises ``ValueError`` naming the folder and the file when something is missing or corrupt.
+    """
+    from safetensors.torch import load as st_load
+
+    from vavam.config import config_from_dict
+
+    folder = Path(folder)
+    for name in (MODEL_FILE, CONFIG_FILE, META_FILE):
+        if not (folder / name).is_file():
+            raise ValueError(f"{folder}: not a complete vavam checkpoint folder ({name} is missing)")
+    meta = read_json(folder / META_FILE)
+    data = (folder / MODEL_FILE).read_bytes()
+    if verify and meta.get("model_sha256") and hashlib.sha256(data).hexdigest() != meta["model_sha256"]:
+        raise ValueError(f"{folder / MODEL_FILE}: content hash does not match meta.json (corrupt or partly written)")
+    try:
+        state = st_load(data)
+    except Exception as exc:  # safetensors raises its own error types
+        raise ValueError(f"{folder / MODEL_FILE}: cannot read safetensors ({exc})") from exc
+    config = config_from_dict(read_json(folder / CONFIG_FILE))
+    return state, config, meta
+
+
+def is_checkpoint_folder(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a folder holding our ``config.json``."""
+    path = Path(path)
+    return path.is_dir() and (path / CONFIG_FILE).is_file()
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("vavam")
+    except Exception:
+        return "0+unknown"
+
+
+__all__ = [
+    "UnsafePickleError",
+    "RestrictedUnpickler",
+    "ALLOWED_GLOBALS",
+    "safe_torch_load",
+    "safe_pickle_load",
+    "load_torchscript",
+    "to_plain",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+    "read_json",
+    "sha256_file",
+    "save_checkpoint",
+    "load_checkpoint",
+    "is_checkpoint_folder",
+]

@@ -1,0 +1,90 @@
+"""Preset configs, as functions. Vary them with ``dataclasses.replace``.
+
+Each component has a ``*_tiny`` preset that builds and runs in well under a second on a CPU.
+"""
+
+from __future__ import annotations
+
+from vavam.config import ActionConfig, VideoConfig, VQConfig
+
+# ---------------------------------------------------------------------------------- tokenizer
+
+
+def vq16() -> VQConfig:
+    """LlamaGen VQ-16: downsampling 16, codebook 16384 x 8 (the tokenizer of the paper)."""
+    return VQConfig()
+
+
+def vq_tiny() -> VQConfig:
+    """Small VQ with downsampling 8 and a 1024-code codebook, for tests and the quickstart."""
+    return VQConfig(
+        codebook_size=1024,
+        codebook_embed_dim=8,
+        base_channels=32,
+        ch_mult=(1, 2, 2, 4),
+        z_channels=64,
+        num_res_blocks=1,
+        norm_groups=8,
+    )
+
+
+# ---------------------------------------------------------------------------------- VaViM
+
+
+def vavim_s() -> VideoConfig:
+    """VaViM-S: width 768, 24 layers (182,901,504 parameters)."""
+    return VideoConfig(width=768)
+
+
+def vavim_b() -> VideoConfig:
+    """VaViM-B: width 1024, 24 layers (319,366,144 parameters)."""
+    return VideoConfig(width=1024)
+
+
+def vavim_l() -> VideoConfig:
+    """VaViM-L: width 2048, 24 layers (1,242,712,064 parameters)."""
+    return VideoConfig(width=2048)
+
+
+def vavim_tiny() -> VideoConfig:
+    """Two layers of width 64 (head dim 32), 1025-token vocabulary, 4 frames of 4 x 6 tokens."""
+    return VideoConfig(
+        width=64, num_layers=2, head_dim=32, vocab_size=1025, num_frames=4, tokens_per_frame=24, init_std=0.02
+    )
+
+
+# ---------------------------------------------------------------------------------- VaVAM
+
+
+def vavam_s() -> ActionConfig:
+    """VaVAM-S: VaViM-S with an expert of width 192 (21,346,752 expert parameters)."""
+    return ActionConfig(video=vavim_s(), width=192)
+
+
+def vavam_b() -> ActionConfig:
+    """VaVAM-B: VaViM-B with an expert of width 256 (37,948,672 expert parameters)."""
+    return ActionConfig(video=vavim_b(), width=256)
+
+
+def vavam_l() -> ActionConfig:
+    """VaVAM-L: VaViM-L with an expert of width 512 (151,790,080 expert parameters)."""
+    return ActionConfig(video=vavim_l(), width=512)
+
+
+def vavam_tiny() -> ActionConfig:
+    """``vavim_tiny`` with an expert of width 16, 4 training frames."""
+    return ActionConfig(video=vavim_tiny(), width=16, train_frames=4, init_std=0.02)
+
+
+PRESETS = {
+    name: fn
+    for name, fn in dict(globals()).items()
+    if callable(fn) and name.startswith(("vq", "vavim_", "vavam_"))
+}
+
+
+def get(name: str):
+    """Preset config by name (``'vq_tiny'``, ``'vavim_s'``, ...); unknown names raise ``KeyError``."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]()

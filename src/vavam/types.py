@@ -1,0 +1,44 @@
+"""Conventions shared by every part of vavam, written once.
+
+- Ego frame: x forward, y left, metres.
+- Trajectories: ``NUM_WAYPOINTS`` waypoints at ``WAYPOINT_DT`` seconds (2 Hz), absolute offsets
+  from the current pose (not deltas), shape ``[..., 6, 2]``.
+- Commands: 0 = right, 1 = left, 2 = straight.
+- Images: RGB, float in [-1, 1], ``[B, 3, H, W]``; uint8 -> float is ``x / 255 * 2 - 1``.
+- Tokens: frame-major, then row-major inside a frame: sequence index ``t*h*w + r*w + c``.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import torch
+
+NUM_WAYPOINTS = 6
+WAYPOINT_DT = 0.5  # seconds between waypoints (2 Hz)
+HORIZON_S = NUM_WAYPOINTS * WAYPOINT_DT  # 3 s
+CONTEXT_FRAMES = 8
+FRAME_RATE_HZ = 2.0
+IMAGE_SIZE = (288, 512)  # (H, W) of the real pipeline
+ACTION_SCALING = 70.0  # metres per model unit
+
+
+class Command(enum.IntEnum):
+    """High-level driving command, as stored in tensors."""
+
+    RIGHT = 0
+    LEFT = 1
+    STRAIGHT = 2
+
+
+def uint8_to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB ``[..., 3, H, W]`` (0..255) -> float in [-1, 1], same shape."""
+    return images.float().div(255.0).mul(2.0).sub(1.0)
+
+
+def unit_to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """float ``[..., 3, H, W]`` in about [-1, 1] -> uint8 (clamped), same shape.
+
+    Uses ``x * 127.5 + 127.5`` (the symmetric inverse of :func:`uint8_to_unit`), rounded.
+    """
+    return images.float().mul(127.5).add(127.5).round().clamp(0, 255).to(torch.uint8)
