@@ -1,0 +1,74 @@
+"""The ``vavam`` command: subcommands over plain functions (tyro builds each one's arguments).
+
+Commands are registered as ``"module:function"`` strings and imported only when run, so
+``vavam --help`` is instant and a missing optional dependency only affects its own command.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from typing import Callable, Sequence
+
+#: command path -> "module:function". A path with a space is a nested command ("train tokenizer").
+COMMANDS: dict[str, str] = {
+    "quickstart": "vavam.quickstart:quickstart",
+    "train tokenizer": "vavam.train.tokenizer:train_tokenizer",
+    "tokenize": "vavam.data.tokenize:tokenize",
+    "tokenize convert": "vavam.data.tokenize:convert_npy_layout",
+    "tokenize merge": "vavam.data.tokenize:merge_manifests",
+}
+
+
+def _resolve(target: str) -> Callable:
+    module_name, func_name = target.split(":")
+    return getattr(importlib.import_module(module_name), func_name)
+
+
+def _summary(target: str) -> str:
+    """First docstring line of a command, without importing heavy modules when avoidable."""
+    try:
+        doc = inspect.getdoc(_resolve(target)) or ""
+    except Exception as exc:  # a command whose module fails to import still lists
+        return f"(unavailable: {type(exc).__name__}: {exc})"
+    return doc.splitlines()[0] if doc else ""
+
+
+def _print_help(prefix: str = "") -> None:
+    names = sorted(c for c in COMMANDS if c.startswith(prefix))
+    print(f"usage: vavam {prefix}<command> [--help] [options]\n")
+    print("VaViM / VaVAM: video generative models for driving.\n")
+    print("commands:")
+    width = max(len(n) for n in names)
+    for name in names:
+        print(f"  {name.ljust(width)}  {_summary(COMMANDS[name])}")
+    print("\nRun 'vavam <command> --help' for a command's options.")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``vavam`` console script."""
+    import tyro
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        _print_help()
+        return 0
+    # Longest command path that prefixes the arguments ("tokenize convert" before "tokenize").
+    for depth in (2, 1):
+        name = " ".join(args[:depth])
+        if len(args) >= depth and name in COMMANDS:
+            func = _resolve(COMMANDS[name])
+            result = tyro.cli(func, args=args[depth:], prog=f"vavam {name}")
+            return result if isinstance(result, int) else 0
+    group = args[0] + " "
+    if any(c.startswith(group) for c in COMMANDS):
+        _print_help(group)
+        return 0 if len(args) > 1 and args[1] in ("-h", "--help") else 2
+    print(f"vavam: unknown command {args[0]!r}\n", file=sys.stderr)
+    _print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Configs and presets: JSON round trip, presets by name, CLI help."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+
+from vavam import presets
+from vavam.config import config_from_dict, config_to_dict
+
+
+@pytest.mark.parametrize("name", sorted(presets.PRESETS))
+def test_preset_round_trips_through_json(name: str):
+    config = presets.get(name)
+    assert dataclasses.is_dataclass(config)
+    assert config_from_dict(json.loads(json.dumps(config_to_dict(config)))) == config
+
+
+def test_configs_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        presets.vq_tiny().codebook_size = 3  # type: ignore[misc]
+
+
+def test_bad_config_dict_is_named():
+    with pytest.raises(ValueError, match="unknown fields"):
+        config_from_dict({"kind": "vq", "bogus": 1})
+    with pytest.raises(ValueError, match="kind"):
+        config_from_dict({"kind": "nope"})
+    with pytest.raises(KeyError, match="unknown preset"):
+        presets.get("vavim_xxl")
+
+
+def test_downsample_follows_channel_multipliers():
+    assert presets.vq16().downsample == 16
+    assert presets.vq_tiny().downsample == 8
+
+
+def test_cli_help_lists_commands():
+    out = subprocess.run([sys.executable, "-m", "vavam.cli", "--help"], capture_output=True, text=True, check=True)
+    assert "quickstart" in out.stdout and "train tokenizer" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "vavam.cli", "nonsense"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown command" in bad.stderr
