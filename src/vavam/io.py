@@ -219,6 +219,21 @@ def safe_torch_load(
     return to_plain(obj)
 
 
+def safe_torch_loads(data: bytes, source: str = "<bytes>", map_location: str | torch.device = "cpu") -> Any:
+    """:func:`safe_torch_load` for in-memory bytes (e.g. a base64-decoded server payload).
+
+    ``source`` names the input in error messages. Raises ``UnsafePickleError`` or ``ValueError``.
+    """
+    module = _pickle_module(source, None)
+    try:
+        obj = torch.load(_io.BytesIO(data), map_location=map_location, weights_only=False, pickle_module=module)
+    except UnsafePickleError:
+        raise
+    except (RuntimeError, EOFError, pickle.UnpicklingError, OSError, ValueError) as exc:
+        raise ValueError(f"{source}: cannot read as a torch.save payload (truncated or corrupt?): {exc}") from exc
+    return to_plain(obj)
+
+
 def safe_pickle_load(path: str | os.PathLike, extra_globals: dict[tuple[str, str], Any] | None = None) -> Any:
     """Load a plain pickle file (e.g. a dataset index) through the restricted unpickler."""
     path = Path(path)
@@ -383,6 +398,7 @@ __all__ = [
     "RestrictedUnpickler",
     "ALLOWED_GLOBALS",
     "safe_torch_load",
+    "safe_torch_loads",
     "safe_pickle_load",
     "load_torchscript",
     "to_plain",

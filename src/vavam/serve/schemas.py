@@ -1,0 +1,134 @@
+"""NeuroNCAP's model-server wire format (pydantic), and image payload encoding.
+
+The simulator POSTs a :class:`ModelInput` to ``/infer`` at 2 Hz and expects a :class:`ModelOutput`:
+six ``[x, y]`` points in the ego frame (x forward, y left, metres) at 0.5 s, 1.0 s, ... 3.0 s.
+Images arrive as base64 of a ``torch.save``d uint8 ``H x W x 3`` tensor (NeuroNCAP's own format);
+PNG and JPEG base64 are accepted too. Torch payloads are decoded through vavam's restricted
+unpickler, so a payload can never run code.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io as _io
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field, field_validator
+
+from vavam.io import safe_torch_loads
+from vavam.types import NUM_WAYPOINTS
+
+CAMERAS = ("CAM_FRONT", "CAM_FRONT_LEFT", "CAM_FRONT_RIGHT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
+DEFAULT_PORT = 9000
+
+
+class Calibration(BaseModel):
+    """Per-camera intrinsics (3x3) and extrinsics (camera-to-ego 4x4), and lidar-to-ego (4x4)."""
+
+    camera2image: dict[str, list[list[float]]] = Field(default_factory=dict)
+    camera2ego: dict[str, list[list[float]]] = Field(default_factory=dict)
+    lidar2ego: list[list[float]] = Field(default_factory=lambda: np.eye(4).tolist())
+
+
+class ModelInput(BaseModel):
+    """One ``/infer`` request (NeuroNCAP ``ModelInput.to_json_dict``)."""
+
+    images: dict[str, str]
+    ego2world: list[list[float]]
+    canbus: list[float]
+    timestamp: int  # microseconds
+    command: int  # 0 right, 1 left, 2 straight (3 follow-reference is resolved by the simulator)
+    calibration: Calibration = Field(default_factory=Calibration)
+
+    @field_validator("ego2world")
+    @classmethod
+    def _pose_is_4x4(cls, value: list[list[float]]) -> list[list[float]]:
+        if len(value) != 4 or any(len(row) != 4 for row in value):
+            raise ValueError("ego2world must be a 4x4 matrix")
+        if not np.isfinite(np.asarray(value, dtype=np.float64)).all():
+            raise ValueError("ego2world has non-finite entries")
+        return value
+
+    @field_validator("command")
+    @classmethod
+    def _command_known(cls, value: int) -> int:
+        if value not in (0, 1, 2):
+            raise ValueError(f"command must be 0 (right), 1 (left) or 2 (straight), got {value}")
+        return value
+
+    @property
+    def speed(self) -> float:
+        """Forward speed in m/s (``canbus[13]``); 0 when the CAN bus vector is short."""
+        return float(self.canbus[13]) if len(self.canbus) > 13 else 0.0
+
+
+class AuxOutputs(BaseModel):
+    """Optional perception outputs. NeuroNCAP reads this dict's keys, so it must be an object (fields may be null)."""
+
+    objects_in_bev: Optional[list[list[float]]] = None
+    object_classes: Optional[list[str]] = None
+    object_scores: Optional[list[float]] = None
+    object_ids: Optional[list[int]] = None
+    future_trajs: Optional[list[Any]] = None
+
+
+class ModelOutput(BaseModel):
+    """One ``/infer`` response: ``NUM_WAYPOINTS`` [x, y] points, ego frame, metres."""
+
+    trajectory: list[list[float]]
+    aux_outputs: AuxOutputs = Field(default_factory=AuxOutputs)
+
+    @field_validator("trajectory")
+    @classmethod
+    def _trajectory_shape(cls, value: list[list[float]]) -> list[list[float]]:
+        if len(value) != NUM_WAYPOINTS or any(len(p) != 2 for p in value):
+            raise ValueError(f"trajectory must be {NUM_WAYPOINTS} [x, y] points, got {len(value)} points")
+        if not np.isfinite(np.asarray(value, dtype=np.float64)).all():
+            raise ValueError("trajectory has non-finite entries")
+        return value
+
+
+def encode_image(image: np.ndarray | torch.Tensor, fmt: str = "torch") -> str:
+    """uint8 ``[H, W, 3]`` RGB image -> base64 string (``fmt`` 'torch' as NeuroNCAP sends, or 'png')."""
+    array = image.cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"encode_image expects uint8 [H,W,3], got {array.dtype} {list(array.shape)}")
+    buffer = _io.BytesIO()
+    if fmt == "torch":
+        torch.save(torch.from_numpy(np.ascontiguousarray(array)), buffer)
+    elif fmt == "png":
+        from PIL import Image
+
+        Image.fromarray(array).save(buffer, format="PNG")
+    else:
+        raise ValueError(f"unknown image format {fmt!r} (torch or png)")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def decode_image(payload: str, name: str = "image") -> np.ndarray:
+    """base64 (torch.save'd uint8 tensor, PNG or JPEG) -> uint8 ``[H, W, 3]``. Errors name ``name``."""
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"{name}: not valid base64 ({exc})") from exc
+    if data[:8] == b"\x89PNG\r\n\x1a\n" or data[:3] == b"\xff\xd8\xff":
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(_io.BytesIO(data)) as img:
+                array = np.asarray(img.convert("RGB"))
+        except (UnidentifiedImageError, OSError) as exc:
+            raise ValueError(f"{name}: corrupt PNG/JPEG ({exc})") from exc
+    else:
+        obj = safe_torch_loads(data, source=name)
+        if not isinstance(obj, torch.Tensor):
+            raise ValueError(f"{name}: payload holds a {type(obj).__name__}, expected a uint8 tensor")
+        array = obj.numpy()
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"{name}: expected an H x W x 3 image, got shape {list(array.shape)}")
+    if array.dtype != np.uint8:
+        raise ValueError(f"{name}: expected uint8 pixels, got {array.dtype}")
+    return array
