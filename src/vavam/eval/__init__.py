@@ -1,0 +1,1 @@
+"""Evaluations: next-token, open-loop planning, video quality, probes, scaling laws, reports."""

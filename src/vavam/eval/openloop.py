@@ -1,0 +1,132 @@
+"""Open-loop planning metrics: minADE over K samples, best-sample ADE / FDE, L2 at 1 / 2 / 3 s.
+
+All trajectories are ``[..., 6, 2]`` metres in the ego frame of the current frame (x forward,
+y left), waypoint ``i`` at ``0.5 * (i + 1)`` s. The "best" sample of a window is the one with the
+smallest ADE (as for minADE); FDE and L2@t are read off that sample.
+
+:class:`OpenLoopAccumulator` sums per command and over all windows and reduces across
+``torch.distributed`` ranks (sums and counts, so every window weighs the same whatever the rank).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from vavam.types import Command, NUM_WAYPOINTS, WAYPOINT_DT
+
+L2_TIMES = (1.0, 2.0, 3.0)
+
+
+def trajectory_errors(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-window errors of K sampled trajectories against the ground truth.
+
+    Args:
+        pred: ``[N, K, 6, 2]`` sampled trajectories (metres).
+        gt: ``[N, 6, 2]`` ground truth (metres).
+
+    Returns:
+        dict of ``[N]`` float tensors: ``min_ade``, ``fde`` (of the best sample), ``l2@1s``,
+        ``l2@2s``, ``l2@3s`` (distance at that time, best sample), and ``best`` (long index).
+    """
+    if pred.ndim != 4 or pred.shape[-2:] != (NUM_WAYPOINTS, 2):
+        raise ValueError(f"pred must be [N,K,{NUM_WAYPOINTS},2], got {list(pred.shape)}")
+    if gt.shape != (pred.shape[0], NUM_WAYPOINTS, 2):
+        raise ValueError(f"gt must be [N,{NUM_WAYPOINTS},2] with N={pred.shape[0]}, got {list(gt.shape)}")
+    dist = torch.linalg.vector_norm(pred.double() - gt.double()[:, None], dim=-1)  # [N, K, 6]
+    ade = dist.mean(-1)  # [N, K]
+    min_ade, best = ade.min(dim=1)  # [N]
+    best_dist = dist[torch.arange(dist.shape[0]), best]  # [N, 6]
+    out = {"min_ade": min_ade, "fde": best_dist[:, -1], "best": best}
+    for t in L2_TIMES:
+        out[f"l2@{t:g}s"] = best_dist[:, round(t / WAYPOINT_DT) - 1]
+    return out
+
+
+def constant_velocity_trajectory(speed: torch.Tensor) -> torch.Tensor:
+    """Straight-ahead trajectory at constant speed: ``speed [N]`` m/s -> ``[N, 6, 2]`` metres."""
+    steps = torch.arange(1, NUM_WAYPOINTS + 1, dtype=torch.float64) * WAYPOINT_DT  # [6]
+    traj = torch.zeros(speed.shape[0], NUM_WAYPOINTS, 2, dtype=torch.float64)
+    traj[:, :, 0] = speed.double()[:, None] * steps
+    return traj.to(speed.dtype if speed.is_floating_point() else torch.float32)
+
+
+def speed_from_previous_frame(prev_positions: torch.Tensor) -> torch.Tensor:
+    """Ego speed estimate from the previous context frame's ground-truth trajectory.
+
+    ``prev_positions [N, 6, 2]``: the trajectory of frame t-1 in its own ego frame; its first
+    waypoint is where the ego is at frame t (0.5 s later), so speed = |p0| / 0.5 s. -> ``[N]``.
+    """
+    return torch.linalg.vector_norm(prev_positions[:, 0], dim=-1) / WAYPOINT_DT
+
+
+class MeanTrajectoryBaseline:
+    """Predicts the mean training trajectory of the window's command (the overall mean if unseen)."""
+
+    def __init__(self) -> None:
+        self.means: torch.Tensor | None = None  # [3, 6, 2]
+
+    def fit(self, positions: torch.Tensor, commands: torch.Tensor) -> "MeanTrajectoryBaseline":
+        """``positions [N, 6, 2]``, ``commands [N]`` (0 right, 1 left, 2 straight)."""
+        if len(positions) == 0:
+            raise ValueError("MeanTrajectoryBaseline.fit: no training trajectories")
+        overall = positions.double().mean(0)
+        means = []
+        for c in Command:
+            sel = positions[commands == int(c)]
+            means.append(sel.double().mean(0) if len(sel) else overall)
+        self.means = torch.stack(means).float()
+        return self
+
+    def predict(self, commands: torch.Tensor) -> torch.Tensor:
+        """``commands [N]`` -> ``[N, 6, 2]``."""
+        if self.means is None:
+            raise RuntimeError("MeanTrajectoryBaseline: call fit() first")
+        return self.means[commands.long()]
+
+
+@dataclass
+class OpenLoopAccumulator:
+    """Running sums of the open-loop metrics, overall and per command; DDP-safe :meth:`reduce`."""
+
+    metrics: tuple[str, ...] = ("min_ade", "fde", "l2@1s", "l2@2s", "l2@3s")
+    sums: torch.Tensor = field(init=False)  # [4 groups (right, left, straight, all), M]
+    counts: torch.Tensor = field(init=False)  # [4]
+
+    def __post_init__(self) -> None:
+        self.sums = torch.zeros(4, len(self.metrics), dtype=torch.float64)
+        self.counts = torch.zeros(4, dtype=torch.float64)
+
+    def update(self, pred: torch.Tensor, gt: torch.Tensor, commands: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Add a batch: ``pred [N,K,6,2]``, ``gt [N,6,2]``, ``commands [N]``. Returns its per-window errors."""
+        errors = trajectory_errors(pred, gt)
+        values = torch.stack([errors[m] for m in self.metrics], dim=1).cpu()  # [N, M]
+        commands = commands.cpu().long()
+        for c in range(3):
+            sel = commands == c
+            self.sums[c] += values[sel].sum(0)
+            self.counts[c] += sel.sum()
+        self.sums[3] += values.sum(0)
+        self.counts[3] += len(values)
+        return errors
+
+    def reduce(self) -> None:
+        """Sum the running totals over all ranks (no-op without an initialised process group)."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            packed = torch.cat([self.sums.flatten(), self.counts])
+            torch.distributed.all_reduce(packed)
+            n = self.sums.numel()
+            self.sums = packed[:n].view_as(self.sums)
+            self.counts = packed[n:]
+
+    def compute(self) -> dict[str, dict[str, float]]:
+        """``{"all" | "right" | "left" | "straight": {metric: mean, "count": n}}`` (NaN where empty)."""
+        names = ["right", "left", "straight", "all"]
+        out = {}
+        for i, name in enumerate(names):
+            n = float(self.counts[i])
+            row = {m: (float(self.sums[i, j]) / n if n else float("nan")) for j, m in enumerate(self.metrics)}
+            row["count"] = int(n)
+            out[name] = row
+        return out

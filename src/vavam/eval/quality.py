@@ -1,0 +1,64 @@
+"""Fréchet distance between two sets of features (the FID formula), with running statistics.
+
+``FD = |mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))`` with covariances using ``n - 1``. The
+matrix square root is scipy's ``sqrtm``; when the product is singular, ``eps`` is added to both
+diagonals, as in the common FID implementations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import linalg
+
+
+class FeatureStats:
+    """Running sums of features and their outer products (float64) -> mean and covariance."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.n = 0
+        self.sum = np.zeros(dim, dtype=np.float64)
+        self.outer = np.zeros((dim, dim), dtype=np.float64)
+
+    def update(self, features: torch.Tensor | np.ndarray) -> None:
+        """Add ``[N, dim]`` features."""
+        x = features.detach().double().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features, np.float64)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"FeatureStats expects [N, {self.dim}] features, got {list(x.shape)}")
+        self.n += x.shape[0]
+        self.sum += x.sum(0)
+        self.outer += x.T @ x
+
+    def mean_cov(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean [dim], covariance [dim, dim] with n - 1). Needs at least 2 samples."""
+        if self.n < 2:
+            raise ValueError(f"FeatureStats: need at least 2 samples for a covariance, have {self.n}")
+        mu = self.sum / self.n
+        cov = (self.outer - self.n * np.outer(mu, mu)) / (self.n - 1)
+        return mu, cov
+
+
+def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray, eps: float = 1e-6) -> float:
+    """Fréchet distance between the Gaussians N(mu1, cov1) and N(mu2, cov2)."""
+    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
+    cov1, cov2 = np.atleast_2d(cov1).astype(np.float64), np.atleast_2d(cov2).astype(np.float64)
+    if mu1.shape != mu2.shape or cov1.shape != cov2.shape:
+        raise ValueError(f"frechet_distance: shapes differ ({mu1.shape} vs {mu2.shape}, {cov1.shape} vs {cov2.shape})")
+    diff = mu1 - mu2
+    covmean = linalg.sqrtm(cov1 @ cov2)
+    if not np.isfinite(covmean).all():
+        offset = np.eye(cov1.shape[0]) * eps
+        covmean = linalg.sqrtm((cov1 + offset) @ (cov2 + offset))
+    covmean = covmean.real
+    return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * np.trace(covmean))
+
+
+def frechet_distance_from_features(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> float:
+    """Fréchet distance between two feature sets ``[N, d]`` and ``[M, d]``."""
+    stats = []
+    for feats in (x, y):
+        s = FeatureStats(int(feats.shape[-1]))
+        s.update(feats)
+        stats.append(s.mean_cov())
+    return frechet_distance(*stats[0], *stats[1])

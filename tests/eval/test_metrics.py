@@ -1,0 +1,119 @@
+"""Evaluation metrics pinned on hand-computed cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vavam.eval.nexttoken import FrequencyBaseline, model_cross_entropy, perplexity
+from vavam.eval.openloop import (
+    MeanTrajectoryBaseline,
+    OpenLoopAccumulator,
+    constant_velocity_trajectory,
+    speed_from_previous_frame,
+    trajectory_errors,
+)
+from vavam.eval.quality import FeatureStats, frechet_distance, frechet_distance_from_features
+
+
+def _line(speed: float, lateral: float = 0.0) -> torch.Tensor:
+    t = torch.arange(1, 7, dtype=torch.float32) * 0.5
+    return torch.stack([speed * t, torch.full_like(t, lateral)], -1)  # [6, 2]
+
+
+def test_min_ade_fde_l2_by_hand():
+    gt = _line(10.0)[None]  # [1, 6, 2]
+    # sample 0: offset 1 m laterally everywhere (ADE 1); sample 1: offset 3 m (ADE 3)
+    pred = torch.stack([_line(10.0, 1.0), _line(10.0, 3.0)])[None]  # [1, 2, 6, 2]
+    e = trajectory_errors(pred, gt)
+    assert e["min_ade"].item() == pytest.approx(1.0) and e["best"].item() == 0
+    assert e["fde"].item() == pytest.approx(1.0)
+    # growing error: pred at speed 12 -> error 2 m/s * t; ADE = mean(1,2,...,6) = 3.5
+    e = trajectory_errors(_line(12.0)[None, None], gt)
+    assert e["min_ade"].item() == pytest.approx(3.5)
+    assert e["fde"].item() == pytest.approx(6.0)
+    assert e["l2@1s"].item() == pytest.approx(2.0)
+    assert e["l2@2s"].item() == pytest.approx(4.0)
+    assert e["l2@3s"].item() == pytest.approx(6.0)
+    with pytest.raises(ValueError, match="pred"):
+        trajectory_errors(torch.zeros(1, 6, 2), gt)
+
+
+def test_accumulator_per_command_and_mean():
+    acc = OpenLoopAccumulator()
+    gt = torch.stack([_line(10.0)] * 3)
+    pred = torch.stack([_line(10.0, 1.0), _line(10.0, 2.0), _line(10.0, 4.0)])[:, None]
+    acc.update(pred, gt, torch.tensor([0, 1, 1]))
+    res = acc.compute()
+    assert res["right"]["min_ade"] == pytest.approx(1.0) and res["right"]["count"] == 1
+    assert res["left"]["min_ade"] == pytest.approx(3.0) and res["left"]["count"] == 2
+    assert math.isnan(res["straight"]["min_ade"]) and res["straight"]["count"] == 0
+    assert res["all"]["min_ade"] == pytest.approx(7.0 / 3)
+    acc.reduce()  # no process group: unchanged
+    assert acc.compute()["all"] == res["all"]
+
+
+def test_baselines():
+    speed = speed_from_previous_frame(_line(8.0)[None])
+    assert speed.item() == pytest.approx(8.0)
+    cv = constant_velocity_trajectory(speed)
+    assert torch.allclose(cv[0], _line(8.0))
+    base = MeanTrajectoryBaseline().fit(torch.stack([_line(2.0), _line(4.0), _line(5.0, 3.0)]), torch.tensor([2, 2, 1]))
+    pred = base.predict(torch.tensor([2, 1, 0]))
+    assert torch.allclose(pred[0], _line(3.0))
+    assert torch.allclose(pred[1], _line(5.0, 3.0))
+    assert torch.allclose(pred[2], (_line(2.0) + _line(4.0) + _line(5.0, 3.0)) / 3)  # unseen command: overall mean
+
+
+def test_frechet_distance_closed_forms():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 4))
+    assert frechet_distance_from_features(x, x) == pytest.approx(0.0, abs=1e-6)
+    # same covariance, shifted mean: FD = |shift|^2
+    assert frechet_distance_from_features(x, x + np.array([1.0, 2.0, 0.0, 0.0])) == pytest.approx(5.0, rel=1e-6)
+    # 1-D Gaussians: FD = (m1-m2)^2 + (s1-s2)^2
+    assert frechet_distance(np.array([0.0]), np.array([[4.0]]), np.array([1.0]), np.array([[9.0]])) == pytest.approx(1 + 1)
+    # diagonal covariances: sum over dims of (sqrt a - sqrt b)^2
+    a, b = np.diag([1.0, 4.0]), np.diag([9.0, 16.0])
+    assert frechet_distance(np.zeros(2), a, np.zeros(2), b) == pytest.approx((1 - 3) ** 2 + (2 - 4) ** 2)
+
+
+def test_feature_stats_match_numpy():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(100, 3))
+    stats = FeatureStats(3)
+    stats.update(x[:40])
+    stats.update(torch.from_numpy(x[40:]))
+    mu, cov = stats.mean_cov()
+    assert np.allclose(mu, x.mean(0)) and np.allclose(cov, np.cov(x, rowvar=False))
+    with pytest.raises(ValueError, match="features"):
+        stats.update(np.zeros((2, 4)))
+
+
+def test_frequency_baselines_by_hand():
+    # vocab 4, frames of 1x2 tokens. Training: position 0 always 1, position 1 always 2 (3 frames).
+    train = torch.tensor([[1, 2], [1, 2], [1, 2]]).view(3, 1, 1, 2)
+    uni = FrequencyBaseline(4, per_position=False).fit(train)
+    # counts with add-one: [1, 4, 4, 1] / 10
+    assert torch.allclose(uni.log_probs().exp()[0], torch.tensor([0.1, 0.4, 0.4, 0.1], dtype=torch.float64))
+    pos = FrequencyBaseline(4, per_position=True).fit(train)
+    assert torch.allclose(pos.log_probs().exp()[0], torch.tensor([1, 4, 1, 1], dtype=torch.float64) / 7)
+    window = torch.tensor([[1, 2], [1, 2]]).view(1, 2, 1, 2)  # targets: 2 (pos 1), 1 (pos 0), 2 (pos 1)
+    total, n = pos.cross_entropy(window)
+    assert n == 3 and total == pytest.approx(-3 * math.log(4 / 7))
+    total_u, _ = uni.cross_entropy(window)
+    assert total_u == pytest.approx(-3 * math.log(0.4))
+    assert perplexity(math.log(7)) == pytest.approx(7.0)
+
+
+def test_model_cross_entropy_matches_uniform_logits():
+    class Uniform(torch.nn.Module):
+        def forward(self, tokens):
+            return torch.zeros(tokens.shape[0], tokens[0].numel(), 5)
+
+    tokens = torch.randint(0, 5, (2, 2, 2, 3))
+    total, n = model_cross_entropy(Uniform(), tokens)
+    assert n == 2 * 11 and total / n == pytest.approx(math.log(5))
