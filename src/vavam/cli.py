@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "tokenize": "vavam.data.tokenize:tokenize",
     "tokenize convert": "vavam.data.tokenize:convert_npy_layout",
     "tokenize merge": "vavam.data.tokenize:merge_manifests",
+    "serve": "vavam.serve.server:serve",
 }
 
 

@@ -1,0 +1,132 @@
+"""The NeuroNCAP-compatible server and agent, with a recording fake tokenizer and model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from vavam.serve.agent import AgentOptions, TokenHistory, VaVAMAgent, preprocess_image, reduce_samples
+from vavam.serve.schemas import encode_image
+from vavam.serve.server import create_app
+
+
+class FakeTokenizer:
+    """Token = mean pixel value bucket; counts calls so we can check each frame is encoded once."""
+
+    downsample = 16
+
+    def __init__(self):
+        self.calls = 0
+
+    def encode(self, images):
+        self.calls += images.shape[0]
+        b, _, h, w = images.shape
+        value = ((images.mean(dim=(1, 2, 3)) + 1) * 50).round().long()  # [B]
+        return value[:, None, None].expand(b, h // 16, w // 16).clone()
+
+
+class FakeModel:
+    """Trajectory encodes what it saw: x = number of context frames, y = command; noise adds jitter."""
+
+    def __init__(self):
+        self.contexts = []
+
+    def sample_trajectory(self, tokens, command, num_samples=1, num_steps=10, noise=None, generator=None):
+        self.contexts.append(tokens.clone())
+        b, t = tokens.shape[:2]
+        base = torch.zeros(b, num_samples, 6, 2)
+        base[..., 0] = t
+        base[..., 1] = command.float()[:, None, None]
+        return base + 0.01 * torch.randn(b, num_samples, 6, 2, generator=generator)
+
+
+def _request(ts_us, value=0, command=2, size=(90, 160), fmt="torch"):
+    img = np.full((*size, 3), value, dtype=np.uint8)
+    return {
+        "images": {"CAM_FRONT": encode_image(img, fmt), "CAM_BACK": encode_image(img, fmt)},
+        "ego2world": np.eye(4).tolist(),
+        "canbus": [0.0] * 18,
+        "timestamp": ts_us,
+        "command": command,
+        "calibration": {"camera2image": {}, "camera2ego": {}, "lidar2ego": np.eye(4).tolist()},
+    }
+
+
+def _client(**opts):
+    tok, model = FakeTokenizer(), FakeModel()
+    agent = VaVAMAgent(tok, model, AgentOptions(image_size=(32, 64), neuroncap_rule=False, **opts), context_frames=8)
+    return TestClient(create_app(agent)), tok, model
+
+
+def test_alive_reset_infer_round():
+    client, tok, model = _client()
+    assert client.get("/alive").json() is True
+    assert client.post("/reset", json={}).json() is True
+    for i in range(10):
+        out = client.post("/infer", json=_request(i * 500_000, value=i * 20, command=1)).json()
+        assert len(out["trajectory"]) == 6 and all(len(p) == 2 for p in out["trajectory"])
+        assert isinstance(out["aux_outputs"], dict)
+        assert out["trajectory"][0][0] == pytest.approx(min(i + 1, 8), abs=0.1)  # context grows to 8, then rolls
+        assert out["trajectory"][0][1] == pytest.approx(1.0, abs=0.1)
+    assert tok.calls == 10  # each frame tokenized once
+    # rolling context keeps the LAST 8 frames, oldest first
+    last = model.contexts[-1][0, :, 0, 0]
+    expected = ((torch.arange(2, 10) * 20 / 255 * 2 - 1 + 1) * 50).round()
+    assert torch.equal(last, expected.long())
+    client.post("/reset", json={})
+    out = client.post("/infer", json=_request(0)).json()
+    assert out["trajectory"][0][0] == pytest.approx(1.0, abs=0.1)
+
+
+def test_context_is_chosen_at_2hz_when_called_faster():
+    hist = TokenHistory(context_frames=4, spacing_us=500_000, tolerance_us=60_000)
+    for i in range(30):  # 10 Hz calls
+        hist.push(i * 100_000, torch.full((1, 1), i))
+    assert [int(hist.tokens[j]) for j in hist.context_indices()] == [14, 19, 24, 29]
+    with pytest.raises(ValueError, match="reset"):
+        hist.push(5, torch.zeros(1, 1))
+
+
+def test_gap_in_history_shortens_context():
+    hist = TokenHistory(context_frames=8)
+    for t in (0, 500_000, 2_000_000, 2_500_000):  # a 1.5 s gap
+        hist.push(t, torch.full((1, 1), t))
+    assert len(hist.context_indices()) == 2
+
+
+def test_bad_requests_are_named():
+    client, _, _ = _client()
+    req = _request(0)
+    del req["images"]["CAM_FRONT"]
+    r = client.post("/infer", json=req)
+    assert r.status_code == 400 and "CAM_FRONT" in r.json()["detail"]
+    req = _request(0)
+    req["images"]["CAM_FRONT"] = "not base64!"
+    r = client.post("/infer", json=req)
+    assert r.status_code == 400 and "images.CAM_FRONT" in r.json()["detail"]
+    assert client.post("/infer", json={**_request(0), "command": 7}).status_code == 422
+    client.post("/infer", json=_request(1_000_000))
+    r = client.post("/infer", json=_request(500_000))
+    assert r.status_code == 400 and "reset" in r.json()["detail"]
+
+
+def test_png_payload_and_seed_reproducible():
+    client, _, _ = _client(num_samples=3, reduction="medoid", seed=7)
+    a = client.post("/infer", json=_request(0, value=10, fmt="png")).json()["trajectory"]
+    client.post("/reset", json={})
+    b = client.post("/infer", json=_request(0, value=10, fmt="torch")).json()["trajectory"]
+    assert a == b
+
+
+def test_preprocess_neuroncap_rule_and_reductions():
+    img = np.zeros((900, 1599, 3), dtype=np.uint8)
+    x = preprocess_image(img)
+    assert x.shape == (3, 288, 512) and x.min() >= -1 and x.max() <= 1
+    samples = torch.tensor([[[0.0, 0.0]] * 6, [[1.0, 0.0]] * 6, [[10.0, 0.0]] * 6])
+    assert torch.equal(reduce_samples(samples, "first"), samples[0])
+    assert torch.allclose(reduce_samples(samples, "mean"), samples.mean(0))
+    assert torch.equal(reduce_samples(samples, "medoid"), samples[1])
+    with pytest.raises(ValueError):
+        preprocess_image(np.zeros((4, 4), dtype=np.uint8))
