@@ -1,0 +1,457 @@
+"""Training windows over scene records: 8 context frames + per-frame future trajectory + command.
+
+A window is ``context_frames`` (8) frames taken every ``subsampling`` raw frames (so at 2 Hz:
+nuPlan / OpenDV at 10 Hz use 5, nuScenes keyframes use 1). For **each** context frame ``k`` it
+carries
+
+- ``positions[j]`` ``[6, 2]``: the ego positions of frames ``k + s, k + 2s, ..., k + 6s`` (0.5 s
+  apart) expressed in frame ``k``'s ego frame (x forward, y left, metres), absolute offsets from
+  the current pose. As in the reference, the world displacement ``(dx, dy, 0)`` is rotated by the
+  inverse of the full 3D ego rotation and x, y are kept.
+- ``commands[j]``: the high-level command from the pose ``lookahead`` frames ahead (default
+  ``6 * s`` = **3 s** at any frame rate), with full 3D translation in the current ego frame:
+  lateral ``y > +2 m`` -> LEFT (1), ``y < -2 m`` -> RIGHT (0), else STRAIGHT (2).
+
+  Reference bug fixed: the authors' code looked ``6`` *raw* frames ahead, i.e. 3 s on nuScenes
+  (2 Hz) but only 0.6 s on nuPlan (10 Hz), so nuPlan commands were almost always STRAIGHT. The old
+  behaviour stays reachable with ``WindowConfig(command_lookahead_frames=6)`` for comparisons.
+
+Windows never cross scene boundaries: a window starting at local frame ``i`` exists when frames
+``i .. i + (8 - 1 + 6) * s`` all lie in the scene (14 sampled entries, as in the reference).
+Windows start at every ``stride``-th raw frame (default 1, the reference's stride).
+
+Index construction is vectorised over the concatenation of all scenes: per-frame targets
+(``[F, 6, 2]`` positions, ``[F]`` commands) are computed once, and a window only gathers rows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from vavam.data.records import SceneRecord
+from vavam.types import CONTEXT_FRAMES, NUM_WAYPOINTS, WAYPOINT_DT, Command
+
+COMMAND_THRESHOLD_M = 2.0
+
+#: raw frames per 0.5 s step of the datasets we know.
+DATASET_SUBSAMPLING = {"nuplan": 5, "opendv": 5, "nuscenes": 1}
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """How windows are cut.
+
+    Attributes:
+        context_frames: frames per window (8).
+        num_waypoints: future waypoints per context frame (6, one per ``subsampling`` raw frames).
+        subsampling: raw frames per 0.5 s step (nuPlan / OpenDV 5, nuScenes keyframes 1).
+        stride: raw frames between consecutive window starts inside a scene.
+        command_threshold_m: lateral offset beyond which the command turns LEFT / RIGHT.
+        command_lookahead_frames: raw frames ahead for the command pose; None -> ``num_waypoints *
+            subsampling`` (3 s). ``6`` reproduces the reference's nuPlan bug (0.6 s at 10 Hz).
+        max_step_error_us: when set, skip windows where any of the sampled steps deviates from
+            ``WAYPOINT_DT`` (0.5 s) by more than this many microseconds (dropped frames); None keeps
+            every window, like the reference.
+    """
+
+    context_frames: int = CONTEXT_FRAMES
+    num_waypoints: int = NUM_WAYPOINTS
+    subsampling: int = 1
+    stride: int = 1
+    command_threshold_m: float = COMMAND_THRESHOLD_M
+    command_lookahead_frames: int | None = None
+    max_step_error_us: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("context_frames", "num_waypoints", "subsampling", "stride"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"WindowConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.command_lookahead_frames is not None and self.command_lookahead_frames < 1:
+            raise ValueError(f"WindowConfig.command_lookahead_frames must be >= 1, got {self.command_lookahead_frames}")
+
+    @classmethod
+    def for_dataset(cls, dataset: str, **overrides: Any) -> WindowConfig:
+        """Config for a known dataset (``nuplan``, ``opendv``: subsampling 5; ``nuscenes``: 1)."""
+        key = dataset.lower()
+        if key not in DATASET_SUBSAMPLING:
+            raise ValueError(f"unknown dataset {dataset!r}; known: {sorted(DATASET_SUBSAMPLING)} (or set subsampling=)")
+        return cls(**{"subsampling": DATASET_SUBSAMPLING[key], **overrides})
+
+    @property
+    def lookahead(self) -> int:
+        """Raw frames between a frame and its command pose."""
+        return (
+            self.command_lookahead_frames
+            if self.command_lookahead_frames is not None
+            else self.num_waypoints * self.subsampling
+        )
+
+    @property
+    def future_frames(self) -> int:
+        """Raw frames a context frame needs after itself (waypoints and command pose)."""
+        return max(self.num_waypoints * self.subsampling, self.lookahead)
+
+    @property
+    def span(self) -> int:
+        """Raw frames a window covers, first context frame to last needed future frame, inclusive."""
+        return (self.context_frames - 1) * self.subsampling + self.future_frames + 1
+
+
+def infer_subsampling(timestamps_us: np.ndarray, step_s: float = WAYPOINT_DT) -> int:
+    """Raw frames per ``step_s`` from the median frame interval of ``timestamps_us`` ``[N]`` (int64 µs)."""
+    dt = np.diff(np.asarray(timestamps_us, dtype=np.int64))
+    if len(dt) == 0 or np.median(dt) <= 0:
+        raise ValueError("need at least two increasing timestamps to infer the frame rate")
+    return max(1, round(step_s * 1e6 / float(np.median(dt))))
+
+
+# ------------------------------------------------------------------------------------- per-frame targets
+
+
+def _rotation_entries(rotations: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Entries R00, R01, R10, R11, R21 of R(q) for ``[F, 4]`` (w, x, y, z) quaternions."""
+    q = rotations / np.linalg.norm(rotations, axis=1, keepdims=True)
+    w, x, y, z = q[:, 0], q[:, 1], q[:, 2], q[:, 3]
+    r00 = 1 - 2 * (y * y + z * z)
+    r01 = 2 * (x * y - w * z)
+    r10 = 2 * (x * y + w * z)
+    r11 = 1 - 2 * (x * x + z * z)
+    r21 = 2 * (y * z + w * x)
+    return r00, r01, r10, r11, r21
+
+
+def _frame_targets(
+    translations: np.ndarray,
+    rotations: np.ndarray,
+    frame_end: np.ndarray,
+    config: WindowConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame positions ``[F, W, 2]`` float32 (NaN where the future leaves the scene) and
+    commands ``[F]`` int64 (-1 there). ``frame_end[f]`` = exclusive end (global) of f's scene."""
+    n = len(translations)
+    s, w = config.subsampling, config.num_waypoints
+    positions = np.full((n, w, 2), np.nan, dtype=np.float32)
+    commands = np.full(n, -1, dtype=np.int64)
+    if n == 0:
+        return positions, commands
+    r00, r01, r10, r11, r21 = _rotation_entries(np.asarray(rotations, dtype=np.float64))
+    t = np.asarray(translations, dtype=np.float64)
+    idx = np.arange(n, dtype=np.int64)
+    for m in range(1, w + 1):
+        j = idx + m * s
+        ok = j < frame_end
+        jc = np.minimum(j, n - 1)
+        dx = t[jc, 0] - t[:, 0]
+        dy = t[jc, 1] - t[:, 1]
+        # R^T (dx, dy, 0): the reference rotates the planar displacement by the inverse 3D rotation.
+        positions[:, m - 1, 0] = np.where(ok, r00 * dx + r10 * dy, np.nan)
+        positions[:, m - 1, 1] = np.where(ok, r01 * dx + r11 * dy, np.nan)
+    positions[idx + w * s >= frame_end] = np.nan  # a frame's trajectory is all or nothing
+    j = idx + config.lookahead
+    ok = j < frame_end
+    jc = np.minimum(j, n - 1)
+    d = t[jc] - t
+    lateral = r01 * d[:, 0] + r11 * d[:, 1] + r21 * d[:, 2]  # y of R^T d (full 3D, as in the reference)
+    thr = config.command_threshold_m
+    cmd = np.where(
+        lateral > thr, int(Command.LEFT), np.where(lateral < -thr, int(Command.RIGHT), int(Command.STRAIGHT))
+    )
+    commands[:] = np.where(ok, cmd, -1)
+    return positions, commands
+
+
+def trajectory_targets(
+    translations: np.ndarray,
+    rotations: np.ndarray,
+    config: WindowConfig | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Future waypoints and command of every frame of one scene.
+
+    Args:
+        translations: ego-to-world translations ``[N, 3]``.
+        rotations: ego-to-world quaternions ``[N, 4]`` (w, x, y, z).
+        config: window config (subsampling, waypoints, command rule); default ``WindowConfig()``.
+
+    Returns:
+        positions ``[N, num_waypoints, 2]`` float32 in each frame's ego frame (x forward, y left;
+        NaN where the future leaves the scene) and commands ``[N]`` int64 (0 right, 1 left,
+        2 straight; -1 where the command pose leaves the scene).
+    """
+    config = config or WindowConfig()
+    n = len(translations)
+    return _frame_targets(
+        np.asarray(translations).reshape(n, 3), np.asarray(rotations).reshape(n, 4), np.full(n, n), config
+    )
+
+
+# ------------------------------------------------------------------------------------- the index
+
+
+@dataclass
+class Window:
+    """One window (``C`` = context frames, 8; ``W`` = waypoints, 6).
+
+    Attributes:
+        index: window number in its :class:`WindowIndex`.
+        scene: scene name.
+        scene_index: position of the scene in the index's record list.
+        frame_indices: ``[C]`` int64, frame numbers inside the scene of the context frames.
+        timestamps_us: ``[C]`` int64 timestamps (µs) of the context frames.
+        positions: ``[C, W, 2]`` float32, per context frame its future waypoints (x forward, y left).
+        commands: ``[C]`` int64, per context frame its command (0 right, 1 left, 2 straight).
+        image_paths: ``C`` image paths as stored in the record, or None.
+        token_indices: ``[C]`` int64 token rows from the record, or None.
+    """
+
+    index: int
+    scene: str
+    scene_index: int
+    frame_indices: np.ndarray
+    timestamps_us: np.ndarray
+    positions: np.ndarray
+    commands: np.ndarray
+    image_paths: list[str] | None = None
+    token_indices: np.ndarray | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Torch form: ``positions`` float32 ``[C,W,2]``, ``commands`` int64 ``[C]``, ``timestamps_us``
+        int64 ``[C]``, ``frame_indices`` int64 ``[C]``, plus ``scene``, ``window_idx``, ``image_paths``."""
+        out: dict[str, Any] = {
+            "positions": torch.from_numpy(self.positions.copy()),
+            "commands": torch.from_numpy(self.commands.copy()),
+            "timestamps_us": torch.from_numpy(self.timestamps_us.copy()),
+            "frame_indices": torch.from_numpy(self.frame_indices.copy()),
+            "scene": self.scene,
+            "window_idx": self.index,
+        }
+        if self.image_paths is not None:
+            out["image_paths"] = list(self.image_paths)
+        return out
+
+
+class WindowIndex:
+    """All windows of a list of scene records (vectorised), indexable like a dataset.
+
+    ``index[i]`` -> :class:`Window`; :meth:`batch` gathers many windows at once as arrays.
+
+    Attributes:
+        config: the :class:`WindowConfig`.
+        scene_names: ``S`` scene names.
+        scene_offsets: ``[S+1]`` int64; scene ``s`` owns global frames ``scene_offsets[s]:scene_offsets[s+1]``.
+        frame_timestamps: ``[F]`` int64 µs of every frame.
+        frame_positions: ``[F, W, 2]`` float32 targets of every frame (NaN where undefined).
+        frame_commands: ``[F]`` int64 command of every frame (-1 where undefined).
+        window_starts: ``[N]`` int64 global frame of each window's first context frame.
+        window_scenes: ``[N]`` int64 scene of each window.
+    """
+
+    def __init__(self, records: Sequence[SceneRecord], config: WindowConfig | None = None) -> None:
+        """Build the index over ``records`` (each one scene; windows never cross records)."""
+        self.config = config = config or WindowConfig()
+        self.scene_names = [r.name for r in records]
+        if len(set(self.scene_names)) != len(self.scene_names):
+            dup = next(n for n in self.scene_names if self.scene_names.count(n) > 1)
+            raise ValueError(f"scene '{dup}' appears more than once in the records")
+        lengths = np.array([len(r) for r in records], dtype=np.int64)
+        self.scene_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        n = int(self.scene_offsets[-1])
+        self._image_paths = [r.image_paths for r in records]
+        self._token_indices = [r.token_indices for r in records]
+        if n == 0:
+            trans, rots = np.zeros((0, 3)), np.zeros((0, 4))
+            self.frame_timestamps = np.zeros(0, dtype=np.int64)
+        else:
+            trans = np.concatenate([r.translations for r in records])
+            rots = np.concatenate([r.rotations for r in records])
+            self.frame_timestamps = np.concatenate([r.timestamps for r in records]).astype(np.int64)
+        frame_scene = np.repeat(np.arange(len(records), dtype=np.int64), lengths)
+        frame_end = self.scene_offsets[1:][frame_scene]
+        frame_start = self.scene_offsets[:-1][frame_scene]
+        self.frame_positions, self.frame_commands = _frame_targets(trans, rots, frame_end, config)
+
+        s = config.subsampling
+        idx = np.arange(n, dtype=np.int64)
+        valid = idx + (config.span - 1) < frame_end
+        if config.stride > 1:
+            valid &= (idx - frame_start) % config.stride == 0
+        if config.max_step_error_us is not None and n:
+            j = np.minimum(idx + s, n - 1)
+            step = self.frame_timestamps[j] - self.frame_timestamps
+            bad = (
+                (idx + s >= frame_end) | (np.abs(step - round(WAYPOINT_DT * 1e6)) > config.max_step_error_us)
+            ).astype(np.int64)
+            steps = config.context_frames - 1 + config.num_waypoints
+            bad_count = np.zeros(n, dtype=np.int64)
+            for i in range(steps):
+                bad_count += bad[np.minimum(idx + i * s, n - 1)]
+            valid &= bad_count == 0
+        self.window_starts = np.flatnonzero(valid).astype(np.int64)
+        self.window_scenes = frame_scene[self.window_starts]
+        self._ctx = np.arange(config.context_frames, dtype=np.int64) * s
+
+    # -------------------------------------------------------------------------------- access
+
+    @property
+    def num_frames(self) -> int:
+        """F, frames over all scenes."""
+        return int(self.scene_offsets[-1])
+
+    def __len__(self) -> int:
+        return len(self.window_starts)
+
+    def context_frames(self, windows: np.ndarray | int) -> np.ndarray:
+        """Global frame numbers of the context frames: ``[...]`` window ids -> ``[..., C]`` int64."""
+        return self.window_starts[np.asarray(windows)][..., None] + self._ctx
+
+    def batch(self, windows: np.ndarray | Sequence[int]) -> dict[str, np.ndarray]:
+        """Gather ``B`` windows as arrays: ``positions [B,C,W,2]`` float32, ``commands [B,C]`` int64,
+        ``timestamps_us [B,C]`` int64, ``frame_indices [B,C]`` int64 (inside the scene), ``scene_index [B]``."""
+        w = np.asarray(windows, dtype=np.int64)
+        g = self.context_frames(w)
+        scene = self.window_scenes[w]
+        return {
+            "positions": self.frame_positions[g],
+            "commands": self.frame_commands[g],
+            "timestamps_us": self.frame_timestamps[g],
+            "frame_indices": g - self.scene_offsets[scene][..., None],
+            "scene_index": scene,
+        }
+
+    def __getitem__(self, i: int) -> Window:
+        i = int(i)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"window {i} out of range (index has {len(self)})")
+        g = self.context_frames(i)
+        s = int(self.window_scenes[i])
+        local = g - self.scene_offsets[s]
+        paths = self._image_paths[s]
+        tok = self._token_indices[s]
+        return Window(
+            index=i,
+            scene=self.scene_names[s],
+            scene_index=s,
+            frame_indices=local,
+            timestamps_us=self.frame_timestamps[g],
+            positions=self.frame_positions[g],
+            commands=self.frame_commands[g],
+            image_paths=None if paths is None else [paths[k] for k in local.tolist()],
+            token_indices=None if tok is None else tok[local],
+        )
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def __repr__(self) -> str:
+        return (
+            f"WindowIndex({len(self)} windows, {len(self.scene_names)} scenes, {self.num_frames} frames, {self.config})"
+        )
+
+
+def build_window_index(records: Sequence[SceneRecord], config: WindowConfig | None = None) -> WindowIndex:
+    """Same as ``WindowIndex(records, config)``."""
+    return WindowIndex(records, config)
+
+
+class WindowDataset(torch.utils.data.Dataset):
+    """Windows as dicts for a ``DataLoader`` (no tokens): :meth:`Window.as_dict` of each window.
+
+    Item: ``positions`` float32 ``[C, W, 2]``, ``commands`` int64 ``[C]``, ``timestamps_us`` int64 ``[C]``,
+    ``frame_indices`` int64 ``[C]``, ``scene`` str, ``window_idx`` int, and ``image_paths`` (``C``
+    strings as stored in the records, joined to ``image_root`` when given) for scenes that have them.
+    """
+
+    def __init__(self, index: WindowIndex, image_root: str | None = None) -> None:
+        self.index = index
+        self.image_root = image_root
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        out = self.index[i].as_dict()
+        if self.image_root is not None and "image_paths" in out:
+            out["image_paths"] = [os.path.join(self.image_root, p) for p in out["image_paths"]]
+        return out
+
+
+# ------------------------------------------------------------------------------------- token adapter
+
+
+class TokenStoreLike(Protocol):
+    """What :class:`TokenWindowDataset` needs from a token store."""
+
+    def timestamps(self, scene: str) -> np.ndarray:  # int64 µs [T]
+        ...
+
+    def tokens(self, scene: str) -> np.ndarray:  # memmap [T, h, w]
+        ...
+
+    def frame_index_at(self, scene: str, timestamps_us: np.ndarray, tolerance_us: int | None) -> np.ndarray:  # int [K]
+        ...
+
+
+class TokenWindowDataset(torch.utils.data.Dataset):
+    """Windows joined with a token store by timestamp.
+
+    Item ``i`` is a dict: ``tokens`` int64 ``[C, h, w]``, ``positions`` float32 ``[C, W, 2]``,
+    ``commands`` int64 ``[C]``, ``timestamps_us`` int64 ``[C]``, ``frame_indices`` int64 ``[C]``,
+    ``scene`` str, ``window_idx`` int.
+
+    Args:
+        index: the windows.
+        store: a token store (e.g. :class:`vavam.data.tokens.TokenStore`):
+            ``frame_index_at(scene, timestamps_us, tolerance_us) -> [C]`` ints (raising, or negative,
+            for a miss) and ``tokens(scene) -> [T, h, w]``.
+        tolerance_us: largest allowed |record timestamp - token timestamp|; None lets the store
+            choose (the vavam store: half its median frame interval).
+    """
+
+    def __init__(self, index: WindowIndex, store: TokenStoreLike, tolerance_us: int | None = None) -> None:
+        self.index = index
+        self.store = store
+        self.tolerance_us = tolerance_us
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        w = self.index[i]
+        rows = np.asarray(
+            self.store.frame_index_at(w.scene, w.timestamps_us, self.tolerance_us), dtype=np.int64
+        ).reshape(-1)
+        if rows.shape != w.timestamps_us.shape or np.any(rows < 0):
+            missing = (
+                w.timestamps_us[rows < 0].tolist() if rows.shape == w.timestamps_us.shape else w.timestamps_us.tolist()
+            )
+            raise KeyError(
+                f"scene '{w.scene}', window {w.index}: no tokens within {self.tolerance_us} us of timestamps {missing}"
+            )
+        tokens = np.asarray(self.store.tokens(w.scene)[rows]).astype(np.int64)
+        out = w.as_dict()
+        out.pop("image_paths", None)
+        out["tokens"] = torch.from_numpy(tokens)
+        return out
+
+
+__all__ = [
+    "COMMAND_THRESHOLD_M",
+    "DATASET_SUBSAMPLING",
+    "TokenStoreLike",
+    "TokenWindowDataset",
+    "Window",
+    "WindowConfig",
+    "WindowDataset",
+    "WindowIndex",
+    "build_window_index",
+    "infer_subsampling",
+    "trajectory_targets",
+]
