@@ -67,7 +67,7 @@ def vavam_b() -> ActionConfig:
 
 
 def vavam_l() -> ActionConfig:
-    """VaVAM-L: VaViM-L with an expert of width 512 (151,790,080 expert parameters)."""
+    """VaVAM-L: VaViM-L with an expert of width 512 (151,788,032 expert parameters; the issue text says 151,790,080, which 579·e²+13·e does not give)."""
     return ActionConfig(video=vavim_l(), width=512)
 
 

@@ -75,9 +75,9 @@ class VideoGPT(nn.Module):
         """
         p = tokens_per_frame or self.config.tokens_per_frame
         pos = torch.arange(start, start + tokens.shape[1], device=tokens.device)
-        temporal = pos // p
-        if int(temporal[-1]) >= self.config.num_frames:
+        if (start + tokens.shape[1] - 1) // p >= self.config.num_frames:
             raise ValueError(f"position {start + tokens.shape[1] - 1} is beyond {self.config.num_frames} frames")
+        temporal = pos // p
         return self.token_emb(tokens) + self.spatial_pos_emb(pos % p) + self.temporal_pos_emb(temporal)
 
     def embed_frames(self, tokens: torch.Tensor) -> torch.Tensor:

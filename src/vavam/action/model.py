@@ -1,0 +1,160 @@
+"""VaVAM: a frozen VaViM plus a flow-matching action expert reading its keys/values layer by layer."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vavam import flow
+from vavam.action.expert import ActionExpert
+from vavam.action.joint import VisualKV, VisualKVCache, action_stream
+from vavam.action.masks import action_rows_samples, action_rows_training
+from vavam.config import ActionConfig
+from vavam.video.model import VideoGPT
+
+
+class VideoActionModel(nn.Module):
+    """VaVAM built from an :class:`~vavam.config.ActionConfig`: ``video`` (a :class:`VideoGPT`, frozen:
+    ``requires_grad=False``) and ``expert`` (an :class:`ActionExpert`).
+
+    Units: noisy actions, noise and velocities are in model units (metres / ``action_scaling``);
+    trajectories are in metres, ego frame x forward, y left.
+    """
+
+    def __init__(self, config: ActionConfig) -> None:
+        super().__init__()
+        if config.video.width % config.video.head_dim:
+            raise ValueError("video width must be a multiple of its head dim")
+        self.config = config
+        self.video = VideoGPT(config.video)
+        self.video.requires_grad_(False)
+        self.expert = ActionExpert(config)
+
+    # ------------------------------------------------------------------ pieces
+
+    def visual_kv(self, tokens: torch.Tensor) -> VisualKV:
+        """VaViM's per-layer keys/values over ``tokens [B, T, h, w]``: ``num_layers`` pairs ``[B, H, T·h·w, Dh]``.
+
+        Computed without autograd when VaViM is frozen (it never depends on the actions).
+        """
+        frozen = not any(p.requires_grad for p in self.video.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+            return self.video.visual_kv(tokens)
+
+    # ------------------------------------------------------------------ training path
+
+    def velocity(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        command: torch.Tensor,
+        tokens: torch.Tensor,
+        return_embeds: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Predicted velocity of every frame's trajectory, with the training mask.
+
+        Args:
+            x_t: noisy actions ``[B, T, H, 2]`` (model units).
+            t: flow times ``[B, T]``.
+            command: long ``[B, T]`` (0 right, 1 left, 2 straight).
+            tokens: long ``[B, T, h, w]``.
+            return_embeds: also return the expert stream after its final norm, ``[B, T, H, e]``.
+
+        Returns:
+            velocity ``[B, T, H, 2]`` (model units).
+        """
+        b, t_frames, horizon, _ = x_t.shape
+        if tokens.shape[:2] != (b, t_frames):
+            raise ValueError(f"tokens {tuple(tokens.shape)} and actions {tuple(x_t.shape)} disagree on [B, T]")
+        p = tokens.shape[2] * tokens.shape[3]
+        visual = self.visual_kv(tokens)
+        action = self.expert.encoder(x_t, command, t).reshape(b, t_frames * horizon, -1)  # [B, T·H, e]
+        mask = action_rows_training(t_frames, p, horizon, device=x_t.device)
+        hidden = action_stream(self.expert, action, visual, mask)
+        hidden = hidden.view(b, t_frames, horizon, -1)  # [B, T·H, e] -> [B, T, H, e]
+        v = self.expert.decode(hidden)
+        return (v, hidden) if return_embeds else v
+
+    def flow_loss(
+        self,
+        tokens: torch.Tensor,
+        command: torch.Tensor,
+        actions: torch.Tensor,
+        t: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Flow-matching loss (mean squared velocity error over ``B·T·H·2`` values), scalar.
+
+        Args:
+            tokens: long ``[B, T, h, w]``; command: long ``[B, T]``; actions: metres ``[B, T, H, 2]``.
+            t: flow times ``[B, T]`` (default: Beta(1.5, 1) sampler); noise: ``[B, T, H, 2]`` (default N(0, I)).
+        """
+        c = self.config
+        x1 = actions / c.action_scaling
+        if noise is None:
+            noise = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
+        if t is None:
+            t = flow.sample_time(tuple(x1.shape[:2]), sig_min=c.flow_sig_min, generator=generator, device=x1.device)
+        x_t = flow.interpolate(noise, x1, t, c.flow_sig_min)
+        v = self.velocity(x_t, t.to(x1.dtype), command, tokens)
+        return ((v - flow.target_velocity(noise, x1, c.flow_sig_min)) ** 2).mean()
+
+    # ------------------------------------------------------------------ inference
+
+    @torch.no_grad()
+    def sample_trajectory(
+        self,
+        tokens: torch.Tensor,
+        command: torch.Tensor,
+        num_samples: int = 1,
+        num_steps: int | None = 10,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        return_intermediate: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Sample trajectories for the last context frame by Euler integration of the flow.
+
+        VaViM's stream is computed once per call; the K samples are batched as K independent action
+        groups attending to the same cached visual keys/values.
+
+        Args:
+            tokens: long ``[B, T, h, w]``, T ≤ the model's frames.
+            command: long ``[B]`` (that of the last context frame; ``[B, 1]`` accepted).
+            num_samples: K.
+            num_steps: Euler steps (None: the config's ``num_inference_steps``).
+            noise: the state at t = 0 in model units ``[B, K, H, 2]`` (default N(0, I) from ``generator``).
+            return_intermediate: also return the trajectory after each step, ``[S, B, K, H, 2]`` metres.
+
+        Returns:
+            trajectories in metres ``[B, K, H, 2]`` (x forward, y left).
+        """
+        c = self.config
+        b = tokens.shape[0]
+        k = num_samples
+        num_steps = num_steps or c.num_inference_steps
+        if tokens.shape[1] > c.video.num_frames:
+            raise ValueError(f"{tokens.shape[1]} context frames exceed the model's {c.video.num_frames}")
+        command = command.reshape(b, -1)[:, -1]  # [B]
+        param = self.expert.readout.weight
+        if noise is None:
+            noise = torch.randn((b, k, c.horizon, c.action_dim), generator=generator, dtype=param.dtype)
+            noise = noise.to(param.device)
+        elif noise.shape != (b, k, c.horizon, c.action_dim):
+            raise ValueError(f"noise must be [B, K, H, 2] = {(b, k, c.horizon, c.action_dim)}, got {tuple(noise.shape)}")
+        cache = VisualKVCache(self.visual_kv(tokens), k * c.horizon)
+        mask = action_rows_samples(cache.num_visual, k, c.horizon, device=noise.device)
+        commands = command[:, None].expand(b, k)  # [B, K]
+
+        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            action = self.expert.encoder(x, commands, t).reshape(b, k * c.horizon, -1)  # [B, K·H, e]
+            hidden = action_stream(self.expert, action, cache, mask)
+            return self.expert.decode(hidden).view(b, k, c.horizon, c.action_dim)
+
+        x, states = flow.euler_integrate(velocity, noise, num_steps, time_shape=(b, k), return_intermediate=True)
+        if c.final_action_clip_value is not None:
+            x = x.clamp(-c.final_action_clip_value, c.final_action_clip_value)
+        traj = x * c.action_scaling
+        if return_intermediate:
+            return traj, states * c.action_scaling
+        return traj

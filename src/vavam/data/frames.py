@@ -1,0 +1,456 @@
+"""Read front-camera frames from image folders and video files, resized and normalised for a tokenizer.
+
+A *frame source* is one scene/video: either a folder of images (``.jpg``/``.jpeg``/``.png``, in
+natural sort order, so ``f_2`` comes before ``f_10``) or one video file (``.mp4``, ``.webm``, ...,
+decoded with PyAV; no ffmpeg binary needed). Each frame comes with a timestamp in microseconds:
+
+* image folder: from a sidecar ``timestamps.json`` (a list of µs, one per sorted frame, or a dict
+  ``{file name: µs}``) or ``timestamps.txt`` (one ``µs`` or ``name µs`` / ``name,µs`` per line);
+  else from the trailing ``__<digits>`` of nuScenes-style names (``..__CAM_FRONT__1535385095912404.jpg``);
+  else ``index * 1e6 / fps``;
+* video: from each decoded frame's presentation timestamp (``pts * time_base``).
+
+Preprocessing (reference §1.2): RGB uint8 -> antialiased bilinear resize -> float in [-1, 1],
+``[3, H, W]``. The target size is either explicit (``size=(H, W)``) or the per-dataset divisor rule
+``(int(H / div), int(W / div))`` (OpenDV 1.0, nuPlan 3.75, nuScenes 3.125). The resize is
+``torch.nn.functional.interpolate(..., mode="bilinear", antialias=True)`` on the uint8 values, rounded
+back to integers as torchvision's resize of a uint8 image does, then ``x / 127.5 - 1``.
+
+Every decoding or size problem raises :class:`FrameError` naming the file (and the frame index
+for videos) and what is wrong.
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IMAGE_EXTS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+VIDEO_EXTS: tuple[str, ...] = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+TIMESTAMP_SIDECARS: tuple[str, ...] = ("timestamps.json", "timestamps.txt")
+
+#: Per-dataset divisor applied to both sides of the source frame (reference §1.2).
+DATASET_DIVISORS: dict[str, float] = {"opendv": 1.0, "nuplan": 3.75, "nuscenes": 3.125}
+
+_NUSCENES_TS = re.compile(r"__(\d{10,})$")
+_NATURAL = re.compile(r"(\d+)")
+
+
+class FrameError(ValueError):
+    """A frame cannot be read or has the wrong size; the message names the file (and frame)."""
+
+
+def natural_key(name: str) -> list:
+    """Sort key that orders embedded numbers numerically (``f_2`` < ``f_10``)."""
+    return [int(part) if part.isdigit() else part for part in _NATURAL.split(name)]
+
+
+# ------------------------------------------------------------------------------ resize + normalise
+
+
+def resized_shape(height: int, width: int, divisor: float) -> tuple[int, int]:
+    """Divisor rule of the reference: ``(int(height / divisor), int(width / divisor))`` (truncation)."""
+    if divisor <= 0:
+        raise ValueError(f"divisor must be > 0, got {divisor}")
+    return int(height / divisor), int(width / divisor)
+
+
+def preprocess_frame(
+    image: np.ndarray,
+    size: tuple[int, int] | None = None,
+    divisor: float | None = None,
+    expected: tuple[int, int] | None = None,
+    where: str = "<frame>",
+) -> torch.Tensor:
+    """RGB uint8 ``[H0, W0, 3]`` -> float ``[3, H, W]`` in [-1, 1].
+
+    Args:
+        image: the decoded frame.
+        size: explicit output ``(H, W)``; wins over ``divisor``.
+        divisor: divisor rule (``int(H0/div), int(W0/div)``); ``None`` and no ``size`` = keep the size.
+        expected: the size the output must have (e.g. the store's image size); a mismatch raises.
+        where: names the frame in error messages (file, frame index).
+
+    Raises:
+        FrameError: not an ``[H, W, 3]`` uint8 array, or the output size differs from ``expected``.
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise FrameError(f"{where}: expected an RGB uint8 image [H,W,3], got {image.dtype} {tuple(image.shape)}")
+    h0, w0 = image.shape[:2]
+    if size is not None:
+        out = (int(size[0]), int(size[1]))
+    elif divisor is not None:
+        out = resized_shape(h0, w0, divisor)
+    else:
+        out = (h0, w0)
+    if expected is not None and tuple(out) != tuple(expected):
+        rule = f"explicit size {out[0]}x{out[1]}" if size is not None else (
+            f"divisor {divisor} gives {out[1]}x{out[0]} (WxH)" if divisor is not None else "no resize"
+        )
+        raise FrameError(
+            f"{where}: wrong frame size: source is {w0}x{h0} (WxH), {rule}, "
+            f"but this store/scene needs {expected[1]}x{expected[0]} (WxH)"
+        )
+    if min(out) < 1:
+        raise FrameError(f"{where}: source {w0}x{h0} (WxH) resizes to an empty image {out[1]}x{out[0]}")
+    if not image.flags.writeable or not image.flags.c_contiguous:
+        image = np.array(image, order="C")
+    x = torch.from_numpy(image).permute(2, 0, 1)
+    if out != (h0, w0):
+        xf = F.interpolate(x[None].float(), size=out, mode="bilinear", antialias=True, align_corners=False)[0]
+        x = xf.round_().clamp_(0, 255)
+    return x.float().div_(127.5).sub_(1.0)
+
+
+# ------------------------------------------------------------------------------ decoding
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode an image file -> RGB uint8 ``[H, W, 3]``. Truncated/corrupt files raise :class:`FrameError`."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            rgb = im.convert("RGB")
+    except FileNotFoundError as exc:
+        raise FrameError(f"{path}: image file is missing") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise FrameError(f"{path}: cannot decode image (truncated or corrupt?): {exc}") from exc
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+@dataclass
+class Frame:
+    """One preprocessed frame: ``image`` float ``[3, H, W]`` in [-1, 1]."""
+
+    index: int
+    timestamp_us: int
+    image: torch.Tensor
+    name: str = ""
+
+
+@dataclass
+class FrameSource:
+    """One scene: an image folder (``files``) or a video file (``path``).
+
+    Build with :meth:`from_image_folder`, :meth:`from_files`, :meth:`from_video` or :func:`discover_sources`.
+    """
+
+    name: str
+    path: Path
+    kind: str  # "images" | "video"
+    files: tuple[Path, ...] = ()
+    timestamps_us: np.ndarray | None = None  # known up front for image folders
+    fps: float | None = None  # video: resample to this rate (None = every frame); images: nominal rate
+    num_frames_hint: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    # -------------------------------------------------------------- constructors
+    @classmethod
+    def from_files(
+        cls, name: str, files: Sequence[str | Path], timestamps_us: Sequence[int] | None = None, fps: float = 10.0
+    ) -> "FrameSource":
+        """A scene from an explicit, already ordered list of image files (e.g. one nuScenes scene)."""
+        files = tuple(Path(f) for f in files)
+        if not files:
+            raise FrameError(f"scene {name!r}: no image files given")
+        if timestamps_us is None:
+            ts = _timestamps_from_names(files)
+            if ts is None:
+                ts = (np.arange(len(files), dtype=np.float64) * 1e6 / fps).round().astype(np.int64)
+        else:
+            ts = np.asarray(timestamps_us, dtype=np.int64)
+            if ts.shape != (len(files),):
+                raise FrameError(f"scene {name!r}: {len(ts)} timestamps for {len(files)} files")
+        parent = files[0].parent
+        return cls(name=name, path=parent, kind="images", files=files, timestamps_us=ts, fps=fps,
+                   num_frames_hint=len(files))
+
+    @classmethod
+    def from_image_folder(cls, folder: str | Path, name: str | None = None, fps: float = 10.0) -> "FrameSource":
+        """All ``.jpg``/``.jpeg``/``.png`` of ``folder`` (natural sort); timestamps as in the module doc."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FrameError(f"{folder}: not a folder")
+        files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file()),
+                       key=lambda p: natural_key(p.name))
+        if not files:
+            raise FrameError(f"{folder}: no {'/'.join(IMAGE_EXTS)} images in this folder")
+        ts = _read_sidecar(folder, files)
+        source = cls.from_files(name or folder.name, files, timestamps_us=ts, fps=fps)
+        source.path = folder
+        return source
+
+    @classmethod
+    def from_video(cls, path: str | Path, name: str | None = None, fps: float | None = None) -> "FrameSource":
+        """A video file; ``fps`` resamples to that rate (first frame reaching each 1/fps slot), None keeps all."""
+        path = Path(path)
+        if not path.is_file():
+            raise FrameError(f"{path}: video file is missing")
+        hint = None
+        try:
+            import av
+
+            with av.open(str(path)) as container:
+                stream = container.streams.video[0]
+                hint = int(stream.frames) or None
+                if fps and hint and stream.average_rate:
+                    hint = int(hint * fps / float(stream.average_rate)) + 1
+        except Exception as exc:  # noqa: BLE001 - reported when the scene is decoded; never hide it
+            raise FrameError(f"{path}: cannot open video (truncated or corrupt?): {exc}") from exc
+        return cls(name=name or path.stem, path=path, kind="video", fps=fps, num_frames_hint=hint)
+
+    # -------------------------------------------------------------- reading
+    def frames(
+        self,
+        size: tuple[int, int] | None = None,
+        divisor: float | None = None,
+        expected: tuple[int, int] | None = None,
+        num_workers: int = 0,
+    ) -> Iterator[Frame]:
+        """Decoded, resized, normalised frames in order. Sizes as in :func:`preprocess_frame`.
+
+        When ``expected`` is None the first frame's output size becomes the expected one for the rest.
+        """
+        if self.kind == "images":
+            yield from self._image_frames(size, divisor, expected, num_workers)
+        elif self.kind == "video":
+            yield from self._video_frames(size, divisor, expected)
+        else:
+            raise ValueError(f"unknown frame source kind {self.kind!r}")
+
+    def _image_frames(self, size, divisor, expected, num_workers) -> Iterator[Frame]:
+        assert self.timestamps_us is not None
+
+        def load(i: int) -> torch.Tensor:
+            path = self.files[i]
+            return preprocess_frame(read_image(path), size, divisor, expected, where=f"{path} (frame {i})")
+
+        n = len(self.files)
+        if expected is None and n:
+            first = load(0)
+            expected = tuple(first.shape[1:])
+            yield Frame(0, int(self.timestamps_us[0]), first, self.files[0].name)
+            start = 1
+        else:
+            start = 0
+        if num_workers > 0:
+            with ThreadPoolExecutor(num_workers) as pool:
+                chunk = max(4 * num_workers, 8)
+                for lo in range(start, n, chunk):
+                    idx = range(lo, min(n, lo + chunk))
+                    for i, img in zip(idx, pool.map(load, idx)):
+                        yield Frame(i, int(self.timestamps_us[i]), img, self.files[i].name)
+        else:
+            for i in range(start, n):
+                yield Frame(i, int(self.timestamps_us[i]), load(i), self.files[i].name)
+
+    def _video_frames(self, size, divisor, expected) -> Iterator[Frame]:
+        import av
+
+        path = self.path
+        try:
+            container = av.open(str(path))
+        except Exception as exc:  # noqa: BLE001
+            raise FrameError(f"{path}: cannot open video (truncated or corrupt?): {exc}") from exc
+        decoded = 0
+        kept = 0
+        last_slot = -1
+        t0: int | None = None
+        try:
+            if not container.streams.video:
+                raise FrameError(f"{path}: no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            declared = int(stream.frames or 0)
+            time_base = stream.time_base or Fraction(1, 1)
+            rate = float(stream.average_rate) if stream.average_rate else None
+            it = container.decode(stream)
+            while True:
+                try:
+                    frame = next(it)
+                except StopIteration:
+                    break
+                except Exception as exc:  # noqa: BLE001 - av.error.* and friends
+                    raise FrameError(f"{path} (frame {decoded}): cannot decode video frame "
+                                     f"(truncated or corrupt?): {exc}") from exc
+                if frame.pts is not None:
+                    ts = int(round(float(frame.pts * time_base) * 1e6))
+                else:
+                    ts = int(round(decoded * 1e6 / (rate or 10.0)))
+                i = decoded
+                decoded += 1
+                if self.fps:
+                    if t0 is None:
+                        t0 = ts
+                    slot = int(np.floor((ts - t0) * self.fps / 1e6 + 1e-6))  # first frame at/after each slot
+                    if slot <= last_slot:
+                        continue
+                    last_slot = slot
+                image = preprocess_frame(frame.to_ndarray(format="rgb24"), size, divisor, expected,
+                                         where=f"{path} (frame {i})")
+                if expected is None:
+                    expected = tuple(image.shape[1:])
+                yield Frame(kept, ts, image, f"{i}")
+                kept += 1
+            if decoded == 0:
+                raise FrameError(f"{path}: video has no decodable frames (truncated or corrupt?)")
+            if declared and decoded < declared:
+                raise FrameError(f"{path} (frame {decoded}): video ends after {decoded} of {declared} "
+                                 "declared frames (truncated?)")
+        finally:
+            container.close()
+
+
+# ------------------------------------------------------------------------------ timestamps
+
+
+def _timestamps_from_names(files: Sequence[Path]) -> np.ndarray | None:
+    """µs from nuScenes-style ``..__<timestamp_us>.jpg`` names, when every name has one."""
+    out = []
+    for f in files:
+        m = _NUSCENES_TS.search(f.stem)
+        if not m:
+            return None
+        out.append(int(m.group(1)))
+    return np.asarray(out, dtype=np.int64)
+
+
+def _read_sidecar(folder: Path, files: Sequence[Path]) -> np.ndarray | None:
+    """Timestamps of ``files`` from ``folder/timestamps.{json,txt}``; None when there is no sidecar."""
+    for name in TIMESTAMP_SIDECARS:
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            if name.endswith(".json"):
+                data = json.loads(path.read_text(encoding="utf-8"))
+            else:
+                data = _parse_txt_sidecar(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise FrameError(f"{path}: cannot parse timestamp sidecar: {exc}") from exc
+        if isinstance(data, dict):
+            missing = [f.name for f in files if f.name not in data]
+            if missing:
+                raise FrameError(f"{path}: no timestamp for {len(missing)} frame(s), e.g. {missing[0]}")
+            return np.asarray([int(data[f.name]) for f in files], dtype=np.int64)
+        if isinstance(data, list):
+            if len(data) != len(files):
+                raise FrameError(f"{path}: {len(data)} timestamps for {len(files)} image files in {folder}")
+            return np.asarray([int(v) for v in data], dtype=np.int64)
+        raise FrameError(f"{path}: expected a list of µs or a {{file name: µs}} object")
+    return None
+
+
+def _parse_txt_sidecar(text: str) -> list[int] | dict[str, int]:
+    rows = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    if all(re.fullmatch(r"-?\d+", r) for r in rows):
+        return [int(r) for r in rows]
+    out: dict[str, int] = {}
+    for r in rows:
+        parts = re.split(r"[,\s]+", r)
+        if len(parts) != 2:
+            raise ValueError(f"bad line {r!r} (expected 'µs' or 'name µs')")
+        out[parts[0]] = int(parts[1])
+    return out
+
+
+# ------------------------------------------------------------------------------ discovery
+
+
+def discover_sources(
+    inputs: Sequence[str | Path],
+    fps: float | None = None,
+    name_depth: int = 1,
+    recursive: bool = False,
+) -> list[FrameSource]:
+    """Frame sources from paths: image folders, video files, glob patterns, or ``.txt`` lists of those.
+
+    Args:
+        inputs: each an image folder, a video file, a glob pattern (``frames512/*/*``), or a ``.txt``
+            file listing such paths one per line. With ``recursive`` a folder is searched for image
+            folders (folders holding images) and video files at any depth.
+        fps: image folders without sidecar/name timestamps get ``index / fps``; videos are resampled
+            to ``fps`` (None: keep every video frame; image folders then assume 10 fps).
+        name_depth: a scene's name is its last ``name_depth`` path components joined with ``/``
+            (file extension dropped), e.g. 2 -> ``channel/video_id``.
+
+    Returns:
+        Sources sorted by name. Duplicate names raise ``ValueError`` (raise ``name_depth``).
+    """
+    paths: list[Path] = []
+    for item in inputs:
+        s = str(item)
+        if any(c in s for c in "*?[") and not Path(s).exists():
+            matches = sorted(_glob.glob(s, recursive=True), key=natural_key)
+            if not matches:
+                raise FileNotFoundError(f"{s}: glob pattern matches nothing")
+            paths.extend(Path(m) for m in matches)
+        elif s.endswith(".txt") and Path(s).is_file():
+            lines = Path(s).read_text(encoding="utf-8").splitlines()
+            paths.extend(Path(line.strip()) for line in lines if line.strip() and not line.startswith("#"))
+        else:
+            paths.append(Path(s))
+    sources: list[FrameSource] = []
+    for p in paths:
+        if p.is_file() and p.suffix.lower() in VIDEO_EXTS:
+            sources.append(FrameSource.from_video(p, _scene_name(p, name_depth, True), fps=fps))
+        elif p.is_dir():
+            has_images = any(c.suffix.lower() in IMAGE_EXTS for c in p.iterdir())
+            if has_images and not recursive:
+                sources.append(FrameSource.from_image_folder(p, _scene_name(p, name_depth, False), fps=fps or 10.0))
+            elif recursive:
+                for sub in sorted(p.rglob("*"), key=lambda q: natural_key(str(q))):
+                    if sub.is_file() and sub.suffix.lower() in VIDEO_EXTS:
+                        sources.append(FrameSource.from_video(sub, _scene_name(sub, name_depth, True), fps=fps))
+                for folder in sorted({q.parent for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTS}, key=str):
+                    sources.append(
+                        FrameSource.from_image_folder(folder, _scene_name(folder, name_depth, False), fps=fps or 10.0)
+                    )
+            else:
+                raise FrameError(f"{p}: folder holds no images (pass recursive=True to search sub-folders)")
+        elif p.exists():
+            raise FrameError(f"{p}: not an image folder nor a video file ({'/'.join(VIDEO_EXTS)})")
+        else:
+            raise FileNotFoundError(f"{p}: no such file or folder")
+    names: dict[str, Path] = {}
+    for src in sources:
+        if src.name in names:
+            raise ValueError(f"two sources have the scene name {src.name!r}: {names[src.name]} and {src.path} "
+                             f"(use a larger name_depth)")
+        names[src.name] = src.path
+    return sorted(sources, key=lambda s: s.name)
+
+
+def _scene_name(path: Path, depth: int, is_file: bool) -> str:
+    parts = list(path.absolute().parts[-max(1, depth):]) if depth > 1 else [path.name]
+    if is_file:
+        parts[-1] = Path(parts[-1]).stem
+    return "/".join(parts)
+
+
+__all__ = [
+    "IMAGE_EXTS",
+    "VIDEO_EXTS",
+    "DATASET_DIVISORS",
+    "FrameError",
+    "Frame",
+    "FrameSource",
+    "discover_sources",
+    "natural_key",
+    "preprocess_frame",
+    "read_image",
+    "resized_shape",
+]

@@ -1,0 +1,472 @@
+"""Tokenize image folders and videos into a token store (``vavam tokenize``), and convert the
+authors' one-``.npy``-per-frame layout (``vavam tokenize convert``).
+
+Python use::
+
+    from vavam.data.frames import discover_sources
+    from vavam.data.tokenize import tokenize_sources
+    store = tokenize_sources(discover_sources(["frames512/*/*"]), "tokens/", tok, batch_size=64)
+
+Resumable: scenes already recorded in the manifest (with files of the right size) are skipped; a
+scene that was interrupted is redone. ``shard="i/N"`` takes every N-th scene of the sorted names
+starting at ``i`` and writes ``manifest.part-i-of-N.json``; after all shards finish,
+``merge_manifests(root)`` (``vavam tokenize merge``) writes ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+from vavam.data.frames import DATASET_DIVISORS, FrameSource, discover_sources, natural_key
+from vavam.data.tokens import (
+    MANIFEST,
+    TokenStoreError,
+    TokenStoreWriter,
+    check_codebook_size,
+    merge_manifests,
+    part_manifest_name,
+    read_manifest,
+)
+
+__all__ = [
+    "tokenize",
+    "tokenize_sources",
+    "convert_npy_layout",
+    "merge_manifests",
+    "parse_shard",
+    "select_shard",
+    "tokenizer_identity_of",
+]
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def parse_shard(shard: str | None) -> tuple[int, int] | None:
+    """``"i/N"`` (0-based i < N) -> ``(i, N)``; None -> None."""
+    if shard is None or shard == "":
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(shard))
+    if not m:
+        raise ValueError(f"shard must look like 'i/N' (e.g. 0/4), got {shard!r}")
+    i, n = int(m.group(1)), int(m.group(2))
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"shard {shard!r}: need 0 <= i < N")
+    return i, n
+
+
+def select_shard(names: Sequence[str], shard: tuple[int, int] | None) -> list[str]:
+    """Deterministic split: sort the names, shard ``(i, N)`` takes positions ``i, i+N, i+2N, ...``."""
+    names = sorted(names)
+    if shard is None:
+        return names
+    i, n = shard
+    return names[i::n]
+
+
+def tokenizer_identity_of(tokenizer: Any) -> dict:
+    """Identity of a tokenizer (config + weight hash) for the manifest.
+
+    Uses ``vavam.tokenizer.tokenizer_identity`` when available; otherwise class name, config and a
+    sha256 over the state dict.
+    """
+    with contextlib.suppress(ImportError, AttributeError):
+        from vavam.tokenizer import tokenizer_identity
+
+        return dict(tokenizer_identity(tokenizer))
+    ident: dict[str, Any] = {"class": type(tokenizer).__name__}
+    config = getattr(tokenizer, "config", None)
+    if config is not None:
+        try:
+            from vavam.config import config_to_dict
+
+            ident["config"] = config_to_dict(config)
+        except Exception:  # noqa: BLE001 - any config object: fall back to its repr
+            ident["config"] = repr(config)
+    if isinstance(tokenizer, torch.nn.Module):
+        digest = hashlib.sha256()
+        for key, value in sorted(tokenizer.state_dict().items()):
+            digest.update(key.encode())
+            digest.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        ident["weights_sha256"] = digest.hexdigest()
+    return ident
+
+
+def _codebook_size(tokenizer: Any) -> int | None:
+    for obj in (getattr(tokenizer, "config", None), tokenizer):
+        value = getattr(obj, "codebook_size", None)
+        if value is not None:
+            return int(value)
+    return None
+
+
+def _load_tokenizer(tokenizer: Any, device: str) -> Any:
+    if not isinstance(tokenizer, (str, Path)):  # (str has an .encode method too)
+        return tokenizer
+    spec = str(tokenizer)
+    if spec.startswith("preset:"):
+        import vavam
+
+        torch.manual_seed(0)
+        model = vavam.build_model(getattr(vavam.presets, spec.split(":", 1)[1])())
+    else:
+        import vavam
+
+        model = vavam.load_tokenizer(spec, device=device)
+    return model
+
+
+def _resize_args(dataset: str | None, divisor: float | None, height: int | None, width: int | None):
+    if (height is None) != (width is None):
+        raise ValueError("give both height and width, or neither")
+    size = (int(height), int(width)) if height is not None else None
+    if divisor is None and dataset is not None:
+        key = dataset.lower()
+        if key not in DATASET_DIVISORS:
+            raise ValueError(f"unknown dataset {dataset!r}; known: {sorted(DATASET_DIVISORS)} (or pass divisor=)")
+        divisor = DATASET_DIVISORS[key]
+    return size, divisor
+
+
+def _batches(frames: Iterator, batch_size: int) -> Iterator[list]:
+    batch: list = []
+    for fr in frames:
+        batch.append(fr)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _progress(total: int | None, enabled: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, unit="frame", desc=desc, dynamic_ncols=True, smoothing=0.05)
+
+
+# ------------------------------------------------------------------------------ tokenize
+
+
+def tokenize_sources(
+    sources: Sequence[FrameSource],
+    out: str | Path,
+    tokenizer: Any,
+    batch_size: int = 64,
+    size: tuple[int, int] | None = None,
+    divisor: float | None = None,
+    device: str = "cpu",
+    bf16: bool = False,
+    shard: str | tuple[int, int] | None = None,
+    resume: bool = True,
+    num_workers: int = 0,
+    progress: bool = True,
+    fps: float | None = None,
+) -> Path:
+    """Encode frame sources into the token store at ``out``; returns the manifest (part) path.
+
+    Args:
+        sources: scenes (see :mod:`vavam.data.frames`); names must be unique.
+        out: store folder.
+        tokenizer: anything with ``encode(float [B,3,H,W] in [-1,1]) -> long [B,H/ds,W/ds]`` and ``downsample``.
+        batch_size: frames per ``encode`` call (batches never mix scenes).
+        size / divisor: resize rule (see :func:`vavam.data.frames.preprocess_frame`).
+        device: where the tokenizer runs (the model is moved there when it is an ``nn.Module``).
+        bf16: encode under ``torch.autocast(dtype=bfloat16)``.
+        shard: ``"i/N"`` or ``(i, N)``: this process's share of the sorted scenes; writes a manifest part.
+        resume: skip scenes recorded with complete files (False: start the manifest afresh).
+        num_workers: image-decoding threads per scene (0: decode in the main thread).
+        progress: show a tqdm bar (frames, rate, ETA).
+        fps: nominal store frame rate recorded in the manifest.
+
+    Raises:
+        FrameError: a frame cannot be decoded or has the wrong size (names the file and frame).
+        TokenStoreError: an existing store at ``out`` is incompatible or its manifest is unreadable.
+        ValueError: codebook larger than 65,536 codes; duplicate scene names.
+    """
+    shard_t = parse_shard(shard) if isinstance(shard, str) or shard is None else tuple(shard)
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"duplicate scene names: {dup[:5]}")
+    check_codebook_size(_codebook_size(tokenizer))
+    downsample = int(getattr(tokenizer, "downsample"))
+    by_name = {s.name: s for s in sources}
+    mine = [by_name[n] for n in select_shard(names, shard_t)]
+    dev = torch.device(device)
+    if isinstance(tokenizer, torch.nn.Module):
+        tokenizer = tokenizer.to(dev).eval()
+    identity = tokenizer_identity_of(tokenizer)
+
+    out = Path(out)
+    writer: TokenStoreWriter | None = None
+    image_size: tuple[int, int] | None = size
+    # Header of an existing store fixes the image size (so scenes of a resumed run must match it).
+    if image_size is None and resume:
+        for existing in (out / MANIFEST, out / part_manifest_name(*shard_t) if shard_t else None):
+            if existing is not None and existing.is_file():
+                prev = read_manifest(existing)
+                if prev.get("image_size"):
+                    image_size = tuple(prev["image_size"])
+                    break
+
+    def make_writer(img_size: tuple[int, int]) -> TokenStoreWriter:
+        h, w = img_size
+        if h % downsample or w % downsample:
+            raise ValueError(f"image size {w}x{h} (WxH) is not divisible by the tokenizer's downsampling {downsample}")
+        return TokenStoreWriter(out, (h // downsample, w // downsample), image_size=img_size, downsample=downsample,
+                                codebook_size=_codebook_size(tokenizer), tokenizer=identity, fps=fps,
+                                shard=shard_t, resume=resume)
+
+    if image_size is not None:
+        writer = make_writer(image_size)
+    todo = [s for s in mine if writer is None or not writer.is_done(s.name)]
+    total = sum(s.num_frames_hint or 0 for s in todo) or None
+    autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    bar = _progress(total, progress, f"tokenize{f' {shard_t[0]}/{shard_t[1]}' if shard_t else ''}")
+    try:
+        for source in todo:
+            if writer is not None and writer.is_done(source.name):
+                continue
+            if writer is not None:
+                writer.remove_stale_temporaries(source.name)
+            chunks: list[np.ndarray] = []
+            stamps: list[int] = []
+            frames = source.frames(size=size, divisor=divisor, expected=image_size, num_workers=num_workers)
+            skipped = False
+            for batch in _batches(frames, batch_size):
+                images = torch.stack([f.image for f in batch]).to(dev)
+                if image_size is None:
+                    image_size = tuple(images.shape[-2:])
+                if writer is None:
+                    writer = make_writer(image_size)
+                    if writer.is_done(source.name):  # resumed store whose image size we only now learnt
+                        skipped = True
+                        break
+                with torch.inference_mode(), autocast:
+                    ids = tokenizer.encode(images)
+                ids = ids.detach().to("cpu", torch.int64).numpy()
+                if ids.size and (ids.min() < 0 or ids.max() > 65535):
+                    raise ValueError(f"{source.path}: tokenizer returned ids outside [0, 65535] "
+                                     f"(min {ids.min()}, max {ids.max()}); uint16 tokens cannot hold them")
+                chunks.append(ids.astype(np.uint16))
+                stamps.extend(f.timestamp_us for f in batch)
+                bar.update(len(batch))
+            frames.close()
+            if not skipped:
+                assert writer is not None
+                grid = tuple(writer.header["grid"])
+                tokens = np.concatenate(chunks) if chunks else np.zeros((0, *grid), np.uint16)
+                scene_fps = source.fps if source.kind == "video" else fps or source.fps
+                if scene_fps is None and len(stamps) > 1:  # video at its native rate: measured from pts
+                    scene_fps = round(1e6 / float(np.median(np.diff(stamps))), 3)
+                writer.write_scene(source.name, tokens, stamps, source=str(source.path), fps=scene_fps)
+    finally:
+        bar.close()
+    if writer is None:  # nothing to do and no size known: still leave a valid (empty) manifest
+        if not mine and image_size is None:
+            raise ValueError("no scenes to tokenize and no image size given (pass height/width)")
+        writer = make_writer(image_size)  # type: ignore[arg-type]
+    return writer.manifest_path
+
+
+def tokenize(
+    sources: list[str],
+    out: Path,
+    tokenizer: str,
+    dataset: Optional[str] = None,
+    divisor: Optional[float] = None,
+    height: Optional[int] = None,
+    width: Optional[int] = None,
+    fps: Optional[float] = None,
+    batch_size: int = 64,
+    device: str = "cpu",
+    bf16: bool = False,
+    shard: Optional[str] = None,
+    resume: bool = True,
+    num_workers: int = 2,
+    name_depth: int = 1,
+    recursive: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Tokenize image folders and/or videos into a token store (one uint16 [T,h,w] array per scene).
+
+    Args:
+        sources: image folders, video files, glob patterns (quote them) or .txt lists of those.
+        out: store folder (manifest.json + scenes/).
+        tokenizer: a LlamaGen VQ .pt, our checkpoint folder, or "preset:vq_tiny" (random weights, for tests).
+        dataset: opendv | nuplan | nuscenes: resize by the dataset's divisor (1.0 / 3.75 / 3.125).
+        divisor: resize both sides by int(side / divisor) (overrides dataset).
+        height: explicit output height (with width; overrides the divisor).
+        width: explicit output width.
+        fps: videos are resampled to this rate; image folders without timestamps get index / fps (default 10).
+        batch_size: frames per encoder call.
+        device: cpu, cuda, cuda:1, ...
+        bf16: encode under bf16 autocast.
+        shard: "i/N": tokenize every N-th scene (sorted by name) from i; writes a manifest part (merge afterwards).
+        resume: skip scenes already in the manifest (False: restart the manifest).
+        num_workers: image decoding threads.
+        name_depth: scene name = last name_depth path components (2 -> channel/video_id).
+        recursive: search the given folders for image folders and videos at any depth.
+        progress: show a progress bar with ETA.
+
+    Returns:
+        Path of the manifest (or manifest part) written.
+    """
+    size, div = _resize_args(dataset, divisor, height, width)
+    found = discover_sources(sources, fps=fps, name_depth=name_depth, recursive=recursive)
+    model = _load_tokenizer(tokenizer, device)
+    return tokenize_sources(found, out, model, batch_size=batch_size, size=size, divisor=div, device=device,
+                            bf16=bf16, shard=shard, resume=resume, num_workers=num_workers, progress=progress,
+                            fps=fps if fps is not None else 10.0)
+
+
+# ------------------------------------------------------------------------------ npy layout conversion
+
+_NUSCENES_TS = re.compile(r"__(\d{10,})$")
+_TRAILING_NUM = re.compile(r"(\d+)$")
+
+
+def _converted_timestamps(files: Sequence[Path], mode: str, fps: float, number_base: int, where: str) -> np.ndarray:
+    stems = [f.stem for f in files]
+    if mode == "auto":
+        if all(_NUSCENES_TS.search(s) for s in stems):
+            mode = "name-us"
+        elif all(_TRAILING_NUM.search(s) for s in stems):
+            mode = "name-number"
+        else:
+            mode = "index"
+    if mode == "name-us":
+        vals = []
+        for f, s in zip(files, stems):
+            m = _NUSCENES_TS.search(s)
+            if not m:
+                raise ValueError(f"{f}: name carries no '__<timestamp_us>'")
+            vals.append(int(m.group(1)))
+        return np.asarray(vals, dtype=np.int64)
+    if mode == "name-number":
+        nums = []
+        for f, s in zip(files, stems):
+            m = _TRAILING_NUM.search(s)
+            if not m:
+                raise ValueError(f"{f}: name has no trailing frame number")
+            nums.append(int(m.group(1)))
+        return ((np.asarray(nums, dtype=np.float64) - number_base) * 1e6 / fps).round().astype(np.int64)
+    if mode == "index":
+        return (np.arange(len(files), dtype=np.float64) * 1e6 / fps).round().astype(np.int64)
+    raise ValueError(f"{where}: unknown timestamps mode {mode!r} (auto | name-us | name-number | index)")
+
+
+def _load_token_file(path: Path, grid: tuple[int, int] | None) -> np.ndarray:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise TokenStoreError(f"{path}: cannot read token file (truncated or corrupt?): {exc}") from exc
+    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
+        raise TokenStoreError(f"{path}: expected an integer [h, w] token array, got {arr.dtype} {arr.shape}")
+    if grid is not None and tuple(arr.shape) != tuple(grid):
+        raise TokenStoreError(f"{path}: token grid {arr.shape[0]}x{arr.shape[1]}, other frames are {grid[0]}x{grid[1]}")
+    if arr.size and (arr.min() < 0 or arr.max() > 65535):
+        raise TokenStoreError(f"{path}: token ids outside [0, 65535]")
+    return arr
+
+
+def convert_npy_layout(
+    src: Path,
+    out: Path,
+    fps: float = 10.0,
+    timestamps: str = "auto",
+    number_base: int = 1,
+    scenes_json: Optional[Path] = None,
+    downsample: int = 16,
+    codebook_size: int = 16384,
+    tokenizer: Optional[str] = None,
+    shard: Optional[str] = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> Path:
+    """Convert the authors' one-.npy-per-frame token layout into a token store.
+
+    Every folder under ``src`` that holds ``.npy`` files is a scene named by its path relative to
+    ``src`` (OpenDV ``tokens/{channel}/{video_id}/t_000001.npy`` -> ``channel/video_id``; nuPlan
+    ``{log}/{camera}``). Frames are sorted naturally. For layouts where a folder mixes scenes
+    (nuScenes ``samples/CAM_FRONT``), pass ``scenes_json``: ``{scene name: [relative .npy or .jpg paths, ...]}``.
+
+    Args:
+        src: root of the per-frame layout (e.g. ``tokens/`` or ``flat_tokens/``).
+        out: store folder to write.
+        fps: frame rate for name-number / index timestamps.
+        timestamps: auto | name-us (nuScenes ``..__<µs>``) | name-number ((n - number_base) / fps) | index (i / fps).
+        number_base: frame number of the first frame (OpenDV ``t_000001`` -> 1).
+        scenes_json: explicit scene -> files mapping (paths relative to src; .jpg is read as .npy).
+        downsample: tokenizer downsampling (image size = grid * downsample); recorded in the manifest.
+        codebook_size: recorded in the manifest (> 65,536 is refused).
+        tokenizer: optional tokenizer (path or preset:NAME) whose identity is recorded.
+        shard: "i/N" share of the sorted scenes (writes a manifest part; merge afterwards).
+        resume: skip scenes already converted.
+        progress: show a progress bar.
+
+    Returns:
+        Path of the manifest (or manifest part) written.
+    """
+    src = Path(src)
+    check_codebook_size(codebook_size)
+    if not src.is_dir():
+        raise FileNotFoundError(f"{src}: no such folder")
+    groups: dict[str, list[Path]] = {}
+    if scenes_json is not None:
+        from vavam.io import read_json
+
+        spec = read_json(scenes_json)
+        if not isinstance(spec, dict):
+            raise ValueError(f"{scenes_json}: expected an object {{scene name: [files]}}")
+        for name, files in spec.items():
+            groups[str(name)] = [src / Path(f).with_suffix(".npy") for f in files]
+    else:
+        by_dir: dict[Path, list[Path]] = {}
+        for f in src.rglob("*.npy"):
+            if f.name.startswith("."):
+                continue
+            by_dir.setdefault(f.parent, []).append(f)
+        for folder, files in by_dir.items():
+            name = folder.relative_to(src).as_posix()
+            groups[name if name != "." else src.name] = sorted(files, key=lambda p: natural_key(p.name))
+    if not groups:
+        raise FileNotFoundError(f"{src}: no .npy token files found")
+    shard_t = parse_shard(shard)
+    mine = select_shard(list(groups), shard_t)
+    identity: dict[str, Any] = {"name": "unknown", "converted_from": "per-frame npy layout"}
+    if tokenizer is not None:
+        identity = tokenizer_identity_of(_load_tokenizer(tokenizer, "cpu"))
+    first_scene = mine[0] if mine else next(iter(groups))
+    first = _load_token_file(groups[first_scene][0], None)
+    grid = tuple(first.shape)
+    writer = TokenStoreWriter(out, grid, image_size=(grid[0] * downsample, grid[1] * downsample), downsample=downsample,
+                              codebook_size=codebook_size, tokenizer=identity, fps=fps, shard=shard_t, resume=resume)
+    todo = [n for n in mine if not writer.is_done(n)]
+    bar = _progress(sum(len(groups[n]) for n in todo), progress, "convert")
+    try:
+        for name in todo:
+            files = groups[name]
+            writer.remove_stale_temporaries(name)
+            tokens = np.empty((len(files), *grid), dtype=np.uint16)
+            for i, f in enumerate(files):
+                tokens[i] = _load_token_file(f, grid)
+                bar.update(1)
+            ts = _converted_timestamps(files, timestamps, fps, number_base, name)
+            order = np.argsort(ts, kind="stable")
+            if np.any(order != np.arange(len(order))):
+                tokens, ts = tokens[order], ts[order]
+                files = [files[k] for k in order]
+            writer.write_scene(name, tokens, ts, source=str(files[0].parent), fps=fps,
+                               first_frame=files[0].name, last_frame=files[-1].name)
+    finally:
+        bar.close()
+    return writer.manifest_path

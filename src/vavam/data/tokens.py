@@ -1,0 +1,534 @@
+"""The token store: one uint16 ``.npy`` array ``[T, h, w]`` per scene plus a ``manifest.json``.
+
+Layout of a store folder::
+
+    root/
+      manifest.json                         # the finished scenes (see below)
+      manifest.part-000-of-004.json         # per-shard parts, merged by merge_manifests()
+      scenes/<name>.npy                     # uint16 [T, h, w], frame-major then row-major
+      scenes/<name>.timestamps.npy          # int64 [T], µs, non-decreasing
+
+``manifest.json``::
+
+    {
+      "format": "vavam-token-store", "version": 1, "dtype": "uint16",
+      "grid": [h, w], "image_size": [H, W], "downsample": 16, "codebook_size": 16384,
+      "fps": 10.0,                              # nominal rate (null when unknown)
+      "tokenizer": {...}, "tokenizer_hash": "<sha256 of the identity JSON>",
+      "shard": null | [i, N],
+      "scenes": {
+        "<name>": {"name": "<name>", "num_frames": T, "file": "scenes/<name>.npy",
+                   "timestamps_file": "scenes/<name>.timestamps.npy", "bytes": <size of the .npy>,
+                   "source": "<path of the images/video>", "fps": 10.0,
+                   "first_timestamp_us": ..., "last_timestamp_us": ...}
+      }
+    }
+
+Scene names may contain ``/`` (``channel/video_id``), which become sub-folders of ``scenes/``.
+
+Writing (:class:`TokenStoreWriter`): each scene's arrays are written atomically (temporary name +
+fsync + rename, :func:`vavam.io.atomic_write`), and only then is the scene recorded in the manifest,
+which is itself rewritten atomically. A crash or Ctrl-C mid-scene leaves the scene unrecorded, and
+the next run redoes it. Reading (:class:`TokenStore`) goes through memory maps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from vavam.io import atomic_write, atomic_write_json, read_json
+
+FORMAT = "vavam-token-store"
+VERSION = 1
+MANIFEST = "manifest.json"
+SCENES_DIR = "scenes"
+UINT16_CODES = 1 << 16
+#: manifest keys that must agree between a store and a writer resuming into it / parts being merged
+HEADER_KEYS: tuple[str, ...] = ("format", "version", "dtype", "grid", "image_size", "downsample", "codebook_size",
+                                "tokenizer_hash")
+
+
+class TokenStoreError(ValueError):
+    """A token store (manifest or scene file) is missing, corrupt or inconsistent; the message names the file."""
+
+
+def part_manifest_name(shard_index: int, num_shards: int) -> str:
+    """File name of shard ``shard_index`` (0-based) of ``num_shards``'s manifest part."""
+    return f"manifest.part-{shard_index:03d}-of-{num_shards:03d}.json"
+
+
+def check_codebook_size(codebook_size: int | None) -> None:
+    """Refuse codebooks that do not fit in uint16 (more than 65,536 codes)."""
+    if codebook_size is not None and int(codebook_size) > UINT16_CODES:
+        raise ValueError(f"codebook of {codebook_size} codes does not fit in uint16 tokens (at most {UINT16_CODES})")
+
+
+def identity_hash(identity: Mapping[str, Any] | None) -> str | None:
+    """sha256 of the canonical JSON of a tokenizer identity (None for None)."""
+    if identity is None:
+        return None
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _scene_relpath(name: str, suffix: str) -> str:
+    if not name or name.startswith("/") or "\\" in name or any(p in ("", ".", "..") for p in name.split("/")):
+        raise ValueError(f"invalid scene name {name!r} (use non-empty '/'-separated parts, no '.' or '..')")
+    return f"{SCENES_DIR}/{name}{suffix}"
+
+
+def _npy_nbytes(shape: Sequence[int], dtype: str) -> int:
+    """Size of the ``.npy`` file ``np.save`` writes for a C-contiguous array (header + data)."""
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": tuple(shape)}
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, header)
+    return buf.tell() + int(np.prod(shape)) * np.dtype(dtype).itemsize
+
+
+def _save_npy_atomic(path: Path, array: np.ndarray) -> int:
+    with atomic_write(path, "wb") as f:
+        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+    return path.stat().st_size
+
+
+def validate_manifest(manifest: Any, path: Path | str) -> dict:
+    """Check a manifest's structure; raise :class:`TokenStoreError` naming ``path`` when wrong."""
+    if not isinstance(manifest, dict):
+        raise TokenStoreError(f"{path}: not a token store manifest (top level is not an object)")
+    if manifest.get("format") != FORMAT:
+        raise TokenStoreError(f"{path}: not a token store manifest (format={manifest.get('format')!r}, "
+                              f"expected {FORMAT!r})")
+    if manifest.get("version") != VERSION:
+        raise TokenStoreError(f"{path}: token store version {manifest.get('version')!r} is not supported "
+                              f"(this vavam reads version {VERSION})")
+    for key in ("grid", "scenes", "dtype"):
+        if key not in manifest:
+            raise TokenStoreError(f"{path}: manifest lacks the key {key!r}")
+    if not isinstance(manifest["scenes"], dict):
+        raise TokenStoreError(f"{path}: 'scenes' must be an object {{name: entry}}")
+    for name, entry in manifest["scenes"].items():
+        if not isinstance(entry, dict) or not {"num_frames", "file", "timestamps_file"} <= set(entry):
+            raise TokenStoreError(f"{path}: scene {name!r} entry lacks num_frames/file/timestamps_file")
+    return manifest
+
+
+def read_manifest(path: str | Path) -> dict:
+    """Read and validate a manifest file; unreadable or malformed -> :class:`TokenStoreError` naming it."""
+    path = Path(path)
+    try:
+        data = read_json(path)
+    except ValueError as exc:
+        raise TokenStoreError(f"cannot read token store manifest: {exc}") from exc
+    return validate_manifest(data, path)
+
+
+# ------------------------------------------------------------------------------ reading
+
+
+class TokenStore:
+    """Read-only view of a token store through memory maps.
+
+    Attributes:
+        root: the store folder.
+        manifest: the parsed ``manifest.json``.
+        scenes: scene names, sorted.
+        grid: ``(h, w)`` tokens per frame.
+        image_size: ``(H, W)`` of the tokenized images (None when unknown).
+        downsample, codebook_size, fps, tokenizer: from the manifest.
+    """
+
+    def __init__(self, root: str | Path, manifest: str = MANIFEST) -> None:
+        self.root = Path(root)
+        path = self.root / manifest
+        if not path.is_file():
+            parts = sorted(self.root.glob("manifest.part-*.json")) if self.root.is_dir() else []
+            hint = " (shard parts exist: run merge_manifests / `vavam tokenize merge`)" if parts else ""
+            raise TokenStoreError(f"{path}: token store manifest is missing{hint}")
+        self.manifest_path = path
+        self.manifest = read_manifest(path)
+        m = self.manifest
+        self.grid: tuple[int, int] = (int(m["grid"][0]), int(m["grid"][1]))
+        self.image_size: tuple[int, int] | None = tuple(m["image_size"]) if m.get("image_size") else None
+        self.downsample: int | None = m.get("downsample")
+        self.codebook_size: int | None = m.get("codebook_size")
+        self.fps: float | None = m.get("fps")
+        self.tokenizer: dict | None = m.get("tokenizer")
+        self.tokenizer_hash: str | None = m.get("tokenizer_hash")
+        self.scenes: list[str] = sorted(m["scenes"])
+        self._tokens: dict[str, np.ndarray] = {}
+        self._timestamps: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def __contains__(self, scene: object) -> bool:
+        return scene in self.manifest["scenes"]
+
+    def __repr__(self) -> str:
+        return (f"TokenStore({str(self.root)!r}, scenes={len(self.scenes)}, frames={self.total_frames()}, "
+                f"grid={self.grid[0]}x{self.grid[1]})")
+
+    def entry(self, scene: str) -> dict:
+        """The manifest entry of ``scene``."""
+        try:
+            return self.manifest["scenes"][scene]
+        except KeyError:
+            raise KeyError(f"{self.manifest_path}: no scene {scene!r} in this token store") from None
+
+    def num_frames(self, scene: str) -> int:
+        """Number of frames T of ``scene``."""
+        return int(self.entry(scene)["num_frames"])
+
+    def total_frames(self) -> int:
+        """Frames over all scenes."""
+        return sum(int(e["num_frames"]) for e in self.manifest["scenes"].values())
+
+    def tokens(self, scene: str) -> np.ndarray:
+        """Read-only memory map uint16 ``[T, h, w]`` of ``scene`` (cached per store object)."""
+        arr = self._tokens.get(scene)
+        if arr is None:
+            e = self.entry(scene)
+            path = self.root / e["file"]
+            try:
+                arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            except FileNotFoundError as exc:
+                raise TokenStoreError(f"{path}: token file of scene {scene!r} is missing") from exc
+            except (ValueError, OSError) as exc:
+                raise TokenStoreError(f"{path}: cannot read token file of scene {scene!r} "
+                                      f"(truncated or corrupt?): {exc}") from exc
+            expected = (int(e["num_frames"]), *self.grid)
+            if arr.dtype != np.uint16 or tuple(arr.shape) != expected:
+                raise TokenStoreError(f"{path}: holds {arr.dtype} {tuple(arr.shape)}, manifest says uint16 {expected}")
+            self._tokens[scene] = arr
+        return arr
+
+    def timestamps(self, scene: str) -> np.ndarray:
+        """Frame timestamps int64 ``[T]`` in µs (non-decreasing)."""
+        ts = self._timestamps.get(scene)
+        if ts is None:
+            e = self.entry(scene)
+            path = self.root / e["timestamps_file"]
+            try:
+                ts = np.load(path, allow_pickle=False)
+            except FileNotFoundError as exc:
+                raise TokenStoreError(f"{path}: timestamps file of scene {scene!r} is missing") from exc
+            except (ValueError, OSError) as exc:
+                raise TokenStoreError(f"{path}: cannot read timestamps of scene {scene!r}: {exc}") from exc
+            if ts.dtype != np.int64 or ts.shape != (int(e["num_frames"]),):
+                raise TokenStoreError(f"{path}: holds {ts.dtype} {ts.shape}, expected int64 ({e['num_frames']},)")
+            ts.setflags(write=False)
+            self._timestamps[scene] = ts
+        return ts
+
+    def window(self, scene: str, start: int, num_frames: int, stride: int = 1) -> np.ndarray:
+        """Frames ``start, start+stride, ..., start+(num_frames-1)*stride`` -> uint16 ``[num_frames, h, w]`` (a copy).
+
+        Raises ``IndexError`` when the window does not fit in the scene.
+        """
+        if num_frames < 1 or stride < 1:
+            raise ValueError(f"num_frames and stride must be >= 1, got {num_frames}, {stride}")
+        arr = self.tokens(scene)
+        last = start + (num_frames - 1) * stride
+        if start < 0 or last >= arr.shape[0]:
+            raise IndexError(f"scene {scene!r}: window start={start} num_frames={num_frames} stride={stride} "
+                             f"needs frames {start}..{last}, scene has {arr.shape[0]}")
+        return np.array(arr[start:last + 1:stride])
+
+    def window_starts(self, scene: str, num_frames: int, stride: int = 1) -> range:
+        """Every valid ``start`` of :meth:`window` for this scene (empty when the scene is too short)."""
+        span = (num_frames - 1) * stride + 1
+        return range(0, max(0, self.num_frames(scene) - span + 1))
+
+    def frame_index_at(self, scene: str, timestamps_us: int | Sequence[int] | np.ndarray,
+                       tolerance_us: int | None = None) -> np.ndarray:
+        """Index of the frame nearest to each timestamp (join ego poses to tokens by time).
+
+        Args:
+            scene: the scene.
+            timestamps_us: int or int64 ``[N]`` in µs.
+            tolerance_us: largest allowed |frame time - query|; default half the median frame interval.
+
+        Returns:
+            int64 ``[N]`` (or a 0-d array for a scalar query).
+
+        Raises:
+            ValueError: some query has no frame within the tolerance (names scene, query and nearest frame).
+        """
+        ts = self.timestamps(scene)
+        q = np.asarray(timestamps_us, dtype=np.int64)
+        if len(ts) == 0:
+            raise ValueError(f"scene {scene!r} has no frames")
+        if tolerance_us is None:
+            tolerance_us = int(np.median(np.diff(ts)) // 2) if len(ts) > 1 else 0
+        flat = q.reshape(-1)
+        right = np.searchsorted(ts, flat, side="left").clip(0, len(ts) - 1)
+        left = (right - 1).clip(0, len(ts) - 1)
+        pick = np.where(np.abs(ts[left] - flat) <= np.abs(ts[right] - flat), left, right)
+        err = np.abs(ts[pick] - flat)
+        bad = np.nonzero(err > tolerance_us)[0]
+        if bad.size:
+            k = int(bad[0])
+            raise ValueError(
+                f"scene {scene!r}: no frame within {tolerance_us} µs of timestamp {int(flat[k])} µs "
+                f"({bad.size} of {flat.size} queries unmatched; nearest frame {int(pick[k])} "
+                f"at {int(ts[pick[k]])} µs, "
+                f"scene spans {int(ts[0])}..{int(ts[-1])} µs)"
+            )
+        return pick.reshape(q.shape).astype(np.int64)
+
+
+# ------------------------------------------------------------------------------ writing
+
+
+class TokenStoreWriter:
+    """Writes scenes into a store folder; each scene is recorded only after its arrays are complete.
+
+    Args:
+        root: store folder (created).
+        grid: ``(h, w)``.
+        image_size: ``(H, W)`` of the tokenized images (None when unknown, e.g. converted stores).
+        downsample: tokenizer downsampling factor.
+        codebook_size: number of codes (> 65,536 raises: tokens are uint16).
+        tokenizer: identity dict of the tokenizer (config + weight hash), stored in the manifest.
+        fps: nominal frame rate of the store.
+        shard: ``(i, N)`` to write the part ``manifest.part-i-of-N.json`` instead of ``manifest.json``.
+        resume: keep the finished scenes of an existing manifest (else start the manifest afresh).
+
+    Raises:
+        TokenStoreError: the existing manifest was made with another tokenizer/grid/image size.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        grid: tuple[int, int],
+        image_size: tuple[int, int] | None = None,
+        downsample: int | None = None,
+        codebook_size: int | None = None,
+        tokenizer: Mapping[str, Any] | None = None,
+        fps: float | None = None,
+        shard: tuple[int, int] | None = None,
+        resume: bool = True,
+    ) -> None:
+        check_codebook_size(codebook_size)
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.shard = shard
+        self.manifest_path = self.root / (part_manifest_name(*shard) if shard else MANIFEST)
+        self.header: dict[str, Any] = {
+            "format": FORMAT,
+            "version": VERSION,
+            "dtype": "uint16",
+            "grid": [int(grid[0]), int(grid[1])],
+            "image_size": [int(image_size[0]), int(image_size[1])] if image_size else None,
+            "downsample": int(downsample) if downsample else None,
+            "codebook_size": int(codebook_size) if codebook_size else None,
+            "fps": fps,
+            "tokenizer": dict(tokenizer) if tokenizer is not None else None,
+            "tokenizer_hash": identity_hash(tokenizer),
+            "shard": list(shard) if shard else None,
+        }
+        self.scenes: dict[str, dict] = {}
+        #: finished scenes of the merged manifest.json (when writing a shard part), also skipped on resume
+        self.merged_scenes: dict[str, dict] = {}
+        if resume:
+            if self.manifest_path.is_file():
+                old = read_manifest(self.manifest_path)
+                check_compatible(self.header, old, self.manifest_path)
+                self.scenes = dict(old["scenes"])
+            if shard and (self.root / MANIFEST).is_file():
+                main = read_manifest(self.root / MANIFEST)
+                check_compatible(self.header, main, self.root / MANIFEST)
+                self.merged_scenes = dict(main["scenes"])
+        self._write_manifest()
+
+    # -------------------------------------------------------------- queries
+    def is_done(self, name: str) -> bool:
+        """True when ``name`` is recorded (here or in the merged manifest) and its files are complete."""
+        entry = self.scenes.get(name) or self.merged_scenes.get(name)
+        return entry is not None and scene_files_ok(self.root, entry, tuple(self.header["grid"]))
+
+    def manifest(self) -> dict:
+        """The manifest as it is on disk."""
+        return {**self.header, "scenes": {k: self.scenes[k] for k in sorted(self.scenes)}}
+
+    # -------------------------------------------------------------- writing
+    def write_scene(self, name: str, tokens: np.ndarray, timestamps_us: Sequence[int] | np.ndarray,
+                    source: str | None = None, fps: float | None = None, **extra: Any) -> dict:
+        """Write one scene: tokens integer ``[T, h, w]`` (< 65,536), timestamps int ``[T]`` µs (non-decreasing).
+
+        The arrays are written atomically, then the manifest (atomically) records the scene.
+        Returns the manifest entry.
+        """
+        h, w = self.header["grid"]
+        tokens = np.asarray(tokens)
+        if tokens.ndim != 3 or tuple(tokens.shape[1:]) != (h, w):
+            raise ValueError(f"scene {name!r}: tokens of shape {tuple(tokens.shape)}, store grid is [T,{h},{w}]")
+        if tokens.dtype != np.uint16:
+            if tokens.size and (tokens.min() < 0 or tokens.max() >= UINT16_CODES):
+                raise ValueError(f"scene {name!r}: token ids outside [0, 65535] cannot be stored as uint16 "
+                                 f"(min {tokens.min()}, max {tokens.max()})")
+            tokens = tokens.astype(np.uint16)
+        ts = np.asarray(timestamps_us, dtype=np.int64).reshape(-1)
+        if ts.shape[0] != tokens.shape[0]:
+            raise ValueError(f"scene {name!r}: {ts.shape[0]} timestamps for {tokens.shape[0]} frames")
+        if ts.size > 1 and np.any(np.diff(ts) < 0):
+            raise ValueError(f"scene {name!r}: timestamps are not non-decreasing")
+        file = _scene_relpath(name, ".npy")
+        ts_file = _scene_relpath(name, ".timestamps.npy")
+        # Unrecord first: a rewrite of a finished scene must not leave the old entry pointing at new files.
+        if name in self.scenes:
+            del self.scenes[name]
+            self._write_manifest()
+        _save_npy_atomic(self.root / ts_file, ts)
+        nbytes = _save_npy_atomic(self.root / file, tokens)
+        entry = {
+            "name": name,
+            "num_frames": int(tokens.shape[0]),
+            "file": file,
+            "timestamps_file": ts_file,
+            "bytes": int(nbytes),
+            "source": source,
+            "fps": fps,
+            "first_timestamp_us": int(ts[0]) if ts.size else None,
+            "last_timestamp_us": int(ts[-1]) if ts.size else None,
+            **extra,
+        }
+        self.scenes[name] = entry
+        self._write_manifest()
+        return entry
+
+    def remove_stale_temporaries(self, name: str) -> None:
+        """Delete temporary files a killed writer left for scene ``name`` (only this scene's)."""
+        for suffix in (".npy", ".timestamps.npy"):
+            path = self.root / _scene_relpath(name, suffix)
+            if path.parent.is_dir():
+                for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+                    try:
+                        tmp.unlink()
+                    except FileNotFoundError:
+                        pass
+
+    def _write_manifest(self) -> None:
+        atomic_write_json(self.manifest_path, self.manifest())
+
+
+def scene_files_ok(root: Path, entry: Mapping[str, Any], grid: tuple[int, int]) -> bool:
+    """A recorded scene's files exist with the sizes the manifest implies (cheap check, no reading)."""
+    try:
+        tok = root / entry["file"]
+        ts = root / entry["timestamps_file"]
+        t = int(entry["num_frames"])
+        expected = _npy_nbytes((t, *grid), "uint16")
+        if entry.get("bytes") is not None and int(entry["bytes"]) != expected:
+            return False
+        return tok.stat().st_size == expected and ts.stat().st_size == _npy_nbytes((t,), "int64")
+    except (OSError, KeyError, TypeError, ValueError):
+        return False
+
+
+def check_compatible(header: Mapping[str, Any], other: Mapping[str, Any], where: Path | str) -> None:
+    """Raise :class:`TokenStoreError` when ``other`` (a manifest) disagrees with ``header`` on a header key."""
+    for key in HEADER_KEYS:
+        a, b = header.get(key), other.get(key)
+        if key == "tokenizer_hash" and (a is None or b is None):
+            continue
+        if key in ("image_size", "downsample", "codebook_size") and (a is None or b is None):
+            continue
+        if a != b:
+            raise TokenStoreError(
+                f"{where}: existing store has {key}={b!r} but this run has {key}={a!r} "
+                "(a store holds tokens of one tokenizer at one size; write to a new folder)"
+            )
+
+
+def merge_manifests(root: Path, remove_parts: bool = False) -> Path:
+    """Merge the shard parts ``manifest.part-*-of-*.json`` of a store into its ``manifest.json``.
+
+    Scenes of the existing ``manifest.json`` are kept; every part must agree on tokenizer, grid and
+    image size; a scene recorded by two parts with different files or frame counts raises; a recorded
+    scene whose files are incomplete is dropped (it will be redone). Idempotent.
+
+    Args:
+        root: the store folder.
+        remove_parts: delete the part files after a successful merge.
+
+    Returns:
+        Path of the written ``manifest.json``.
+    """
+    root = Path(root)
+    parts = sorted(root.glob("manifest.part-*-of-*.json"))
+    main_path = root / MANIFEST
+    sources: list[tuple[Path, dict]] = []
+    if main_path.is_file():
+        sources.append((main_path, read_manifest(main_path)))
+    sources += [(p, read_manifest(p)) for p in parts]
+    if not sources:
+        raise TokenStoreError(f"{root}: no manifest.json nor manifest parts to merge")
+    counts = {int(p.name.split("-of-")[1].split(".")[0]) for p in parts}
+    if len(counts) > 1:
+        raise TokenStoreError(f"{root}: manifest parts of different shard counts {sorted(counts)}; remove stale parts")
+    header = {k: v for k, v in sources[0][1].items() if k != "scenes"}
+    scenes: dict[str, dict] = {}
+    origin: dict[str, Path] = {}
+    for path, m in sources:
+        check_compatible(header, m, path)
+        for key in ("image_size", "downsample", "codebook_size", "tokenizer", "tokenizer_hash", "fps"):
+            if header.get(key) is None and m.get(key) is not None:
+                header[key] = m[key]
+        for name, entry in m["scenes"].items():
+            if not scene_files_ok(root, entry, tuple(header["grid"])):
+                continue
+            key = (entry["file"], entry["num_frames"])
+            if name in scenes and (scenes[name]["file"], scenes[name]["num_frames"]) != key:
+                raise TokenStoreError(f"{path}: scene {name!r} is also recorded by {origin[name]} with other content")
+            scenes[name] = entry
+            origin[name] = path
+    header["shard"] = None
+    atomic_write_json(main_path, {**header, "scenes": {k: scenes[k] for k in sorted(scenes)}})
+    if remove_parts:
+        for p in parts:
+            os.unlink(p)
+    return main_path
+
+
+def write_synthetic_store(root: str | Path, num_scenes: int, num_frames: int, grid: tuple[int, int] = (18, 32),
+                          codebook_size: int = 16384, fps: float = 10.0, seed: int = 0) -> TokenStore:
+    """A store of random tokens (tests, benchmarks): ``num_scenes`` scenes ``scene_{k:04d}`` of ``num_frames``."""
+    rng = np.random.default_rng(seed)
+    writer = TokenStoreWriter(root, grid, image_size=None, codebook_size=codebook_size,
+                              tokenizer={"name": "synthetic", "seed": seed}, fps=fps, resume=False)
+    for k in range(num_scenes):
+        toks = rng.integers(0, codebook_size, size=(num_frames, *grid), dtype=np.uint16)
+        ts = (np.arange(num_frames) * (1e6 / fps)).round().astype(np.int64)
+        writer.write_scene(f"scene_{k:04d}", toks, ts, source="synthetic", fps=fps)
+    return TokenStore(root)
+
+
+def iter_scene_entries(manifest: Mapping[str, Any]) -> Iterable[tuple[str, dict]]:
+    """``(name, entry)`` of a manifest's scenes, sorted by name."""
+    return sorted(manifest["scenes"].items())
+
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "MANIFEST",
+    "TokenStore",
+    "TokenStoreWriter",
+    "TokenStoreError",
+    "check_codebook_size",
+    "identity_hash",
+    "merge_manifests",
+    "part_manifest_name",
+    "read_manifest",
+    "scene_files_ok",
+    "write_synthetic_store",
+]

@@ -1,0 +1,174 @@
+"""Loading and saving VaViM: the authors' released ``.pt`` files and our checkpoint folders.
+
+Released layout (Lightning dict, read through :func:`vavam.io.safe_torch_load`, never by running
+pickled code): ``state_dict`` with a ``network.`` prefix (``transformer.wie/wse/wte``,
+``transformer.h.{i}.attn.c_attn / c_proj``, ``transformer.h.{i}.mlp.c_fc / c_proj``, ``lm_head``
+tied to ``wie``), sizes in ``hyper_parameters["network"]``, muP bases in the top-level
+``mup_base_shapes`` (``{name: [base dim or None per axis]}``). DeepSpeed-consolidated files
+(``*_fused.pt``) have the same layout, possibly with a ``_forward_module.`` prefix; a DeepSpeed
+checkpoint directory is read from ``checkpoint/mp_rank_00_model_states.pt``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from vavam.config import VideoConfig
+from vavam.io import is_checkpoint_folder, load_checkpoint, safe_torch_load, save_checkpoint
+from vavam.video.model import VideoGPT
+
+DEFAULT_BASE_WIDTH = 256
+
+_BLOCK_KEYS = {
+    "attn.c_attn.weight": "attn.qkv_proj.weight",
+    "attn.c_proj.weight": "attn.out_proj.weight",
+    "mlp.c_fc.weight": "mlp.fc_in.weight",
+    "mlp.c_proj.weight": "mlp.fc_out.weight",
+}
+_TOP_KEYS = {
+    "transformer.wie.weight": "token_emb.weight",
+    "transformer.wse.weight": "spatial_pos_emb.weight",
+    "transformer.wte.weight": "temporal_pos_emb.weight",
+}
+_BLOCK_RE = re.compile(r"^transformer\.h\.(\d+)\.(.+)$")
+
+
+def strip_prefix(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """Entries of ``state`` whose key starts with ``prefix``, with the prefix removed."""
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def video_state_from_reference(ref_state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Reference ``MupGPT2`` state dict (no ``network.`` prefix) -> :class:`VideoGPT` state dict.
+
+    ``lm_head.weight`` must equal ``transformer.wie.weight`` (tied readout) and is dropped.
+    Unknown keys raise ``KeyError``.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in ref_state.items():
+        if key in _TOP_KEYS:
+            out[_TOP_KEYS[key]] = value
+        elif key == "lm_head.weight":
+            wie = ref_state.get("transformer.wie.weight")
+            if wie is None or not torch.equal(wie, value):
+                raise ValueError("lm_head.weight differs from transformer.wie.weight: only tied readouts are supported")
+        elif (m := _BLOCK_RE.match(key)) and m.group(2) in _BLOCK_KEYS:
+            out[f"blocks.{m.group(1)}.{_BLOCK_KEYS[m.group(2)]}"] = value
+        else:
+            raise KeyError(f"unexpected VaViM parameter {key!r} in the released state dict")
+    return out
+
+
+def video_state_to_reference(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`video_state_from_reference` (adds ``lm_head.weight`` = the token embedding)."""
+    inv_top = {v: k for k, v in _TOP_KEYS.items()}
+    inv_block = {v: k for k, v in _BLOCK_KEYS.items()}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key in inv_top:
+            out[inv_top[key]] = value
+        else:
+            _, i, rest = key.split(".", 2)
+            out[f"transformer.h.{i}.{inv_block[rest]}"] = value
+    out["lm_head.weight"] = state["token_emb.weight"]
+    return out
+
+
+def base_width_from_shapes(base_shapes: Mapping[str, Any] | None, default: int = DEFAULT_BASE_WIDTH) -> int:
+    """muP base width of a VaViM from stored base shapes (``transformer.wie.weight: [None, base]``)."""
+    if not isinstance(base_shapes, Mapping):
+        return default
+    for key in ("transformer.wie.weight", "network.transformer.wie.weight"):
+        dims = base_shapes.get(key)
+        if dims is not None and len(dims) == 2 and dims[1] is not None:
+            return int(dims[1])
+    return default
+
+
+def video_config_from_reference(network: Mapping[str, Any], base_shapes: Mapping[str, Any] | None = None) -> VideoConfig:
+    """``hyper_parameters["network"]`` (``MupGPT2`` kwargs) + stored base shapes -> :class:`VideoConfig`."""
+    if network.get("output_tied", True) is False:
+        raise ValueError("only VaViM models with a tied readout (output_tied=True) are supported")
+    defaults = VideoConfig()
+    return VideoConfig(
+        width=int(network["embedding_dim"]),
+        num_layers=int(network["nb_layers"]),
+        head_dim=int(network.get("dim_heads", defaults.head_dim)),
+        mlp_ratio=int(network.get("mlp_dim_mult", defaults.mlp_ratio)),
+        vocab_size=int(network.get("vocabulary_size", defaults.vocab_size)),
+        num_frames=int(network.get("nb_timesteps", defaults.num_frames)),
+        tokens_per_frame=int(network.get("nb_tokens_per_timestep", defaults.tokens_per_frame)),
+        init_std=float(network.get("init_std", 0.02)),
+        base_width=base_width_from_shapes(base_shapes),
+    )
+
+
+def _meta_model(config: VideoConfig) -> VideoGPT:
+    with torch.device("meta"):
+        return VideoGPT(config)
+
+
+def build_from_state(config: VideoConfig, state: Mapping[str, torch.Tensor], device: str | torch.device = "cpu") -> VideoGPT:
+    """Build a :class:`VideoGPT` on ``device`` holding ``state`` (strict), float32, eval mode."""
+    model = _meta_model(config)
+    state = {k: v.to(device=device, dtype=torch.float32) for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval()
+
+
+def _read_released(path: Path) -> dict[str, Any]:
+    if path.is_dir():  # DeepSpeed checkpoint directory
+        inner = path / "checkpoint" / "mp_rank_00_model_states.pt"
+        if not inner.is_file():
+            raise ValueError(f"{path}: neither a vavam checkpoint folder nor a DeepSpeed checkpoint directory")
+        ckpt = safe_torch_load(inner)
+        if "state_dict" not in ckpt and "module" in ckpt:
+            ckpt = dict(ckpt, state_dict=ckpt["module"])
+        return ckpt
+    return safe_torch_load(path)
+
+
+def load_released_video(path: str | os.PathLike, device: str | torch.device = "cpu") -> VideoGPT:
+    """Load the authors' VaViM ``.pt`` (or DeepSpeed directory / fused file) -> :class:`VideoGPT`."""
+    ckpt = _read_released(Path(path))
+    try:
+        network = ckpt["hyper_parameters"]["network"]
+        state = ckpt["state_dict"]
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a VaViM Lightning checkpoint (missing {exc})") from exc
+    for prefix in ("_forward_module.", "module."):
+        if any(k.startswith(prefix) for k in state):
+            state = strip_prefix(state, prefix)
+    state = strip_prefix(state, "network.")
+    if not state:
+        raise ValueError(f"{path}: no 'network.' parameters in the state dict")
+    config = video_config_from_reference(network, ckpt.get("mup_base_shapes"))
+    return build_from_state(config, video_state_from_reference(state), device)
+
+
+def load_video_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> VideoGPT:
+    """Load a VaViM: our checkpoint folder or the authors' released ``.pt`` file. Eval mode.
+
+    Args:
+        path: folder with ``config.json`` / ``model.safetensors`` / ``meta.json``, or a ``.pt`` file.
+        device: where the weights go.
+    """
+    path = Path(path)
+    if is_checkpoint_folder(path):
+        state, config, _ = load_checkpoint(path)
+        if not isinstance(config, VideoConfig):
+            raise ValueError(f"{path}: holds a {type(config).__name__}, not a VideoConfig")
+        return build_from_state(config, state, device)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    return load_released_video(path, device)
+
+
+def save_video_model(model: VideoGPT, folder: str | os.PathLike, meta: dict | None = None) -> Path:
+    """Write ``model`` as our checkpoint folder (``model.safetensors`` + ``config.json`` + ``meta.json``)."""
+    return save_checkpoint(folder, model.state_dict(), model.config, meta)

@@ -1,0 +1,118 @@
+"""Autoregressive frame generation with VaViM (token by token, KV cache).
+
+Differences from the reference (``MupGPT2.forward_inference``): when the window is full, the
+context keeps its **last** ``num_frames - 1`` frames (the reference keeps the first ones, so every
+frame after the window is full is generated from a stale context); the cache is then recomputed
+because the temporal positions are absolute inside the window.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vavam.video.model import VideoGPT
+
+
+def sample_logits(
+    logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = 1, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Draw one token per row from ``logits [B, V]`` -> long ``[B]``.
+
+    ``logits / temperature`` -> softmax -> keep the ``top_k`` largest probabilities (all if None) ->
+    renormalise -> multinomial draw. ``top_k == 1`` is greedy (argmax, no randomness).
+    """
+    if top_k == 1:
+        return logits.argmax(dim=-1)
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_k is not None and top_k < probs.shape[-1]:
+        top_p, top_i = probs.topk(top_k, dim=-1)  # [B, k]
+        choice = torch.multinomial(top_p / top_p.sum(-1, keepdim=True), 1, generator=generator)  # [B, 1]
+        return top_i.gather(-1, choice).squeeze(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate_frames(
+    model: VideoGPT,
+    context: torch.Tensor,
+    num_frames: int,
+    temperature: float = 1.0,
+    top_k: int | None = 1,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+    return_step_logits: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Generate ``num_frames`` frames of tokens after ``context``, token by token.
+
+    Args:
+        model: a :class:`VideoGPT` (put it in eval mode; it has no dropout anyway).
+        context: long ``[B, T0, h, w]``, ``T0 >= 1``.
+        num_frames: number of new frames F.
+        temperature, top_k, generator: see :func:`sample_logits` (defaults: greedy).
+        use_cache: KV-cached decoding (default); False reruns the whole window at every token.
+        return_step_logits: also return the readout output before temperature/top-k at each step.
+
+    Returns:
+        long ``[B, F, h, w]``; with ``return_step_logits`` also float ``[B, F·h·w, V]``.
+
+    When ``T0`` plus the frames generated so far reach the model's ``num_frames``, the context is
+    trimmed to its last ``num_frames - 1`` frames before the next frame (and the cache recomputed).
+    """
+    if context.dim() != 4:
+        raise ValueError(f"context must be [B, T0, h, w], got shape {tuple(context.shape)}")
+    b, t0, h, w = context.shape
+    if t0 < 1:
+        raise ValueError("context needs at least one frame")
+    p = h * w
+    max_frames = model.config.num_frames
+    if max_frames < 2:
+        raise ValueError("the model must hold at least 2 frames to generate")
+    window = context[:, -(max_frames - 1) :] if t0 >= max_frames else context  # [B, T, h, w]
+    new_frames: list[torch.Tensor] = []
+    step_logits: list[torch.Tensor] = []
+    cache = None
+    pending: torch.Tensor | None = None  # last generated token, not yet fed to the cache: [B, 1]
+
+    for _ in range(num_frames):
+        if window.shape[1] >= max_frames:  # slide: keep the LAST frames, recompute the cache
+            window = window[:, -(max_frames - 1) :]
+            cache = None
+        seq = window.reshape(b, -1)  # [B, T·p]
+        if use_cache:
+            if cache is None:
+                cache = model.new_kv_cache(b, max_frames * p)
+                logits = model.decode_step(seq, cache, p)  # prefill
+            else:
+                logits = model.decode_step(pending, cache, p)
+        else:
+            logits = _full_last_logits(model, seq, p)
+        frame: list[torch.Tensor] = []
+        for j in range(p):
+            if return_step_logits:
+                step_logits.append(logits)
+            tok = sample_logits(logits, temperature, top_k, generator)  # [B]
+            frame.append(tok)
+            if j < p - 1:
+                if use_cache:
+                    logits = model.decode_step(tok[:, None], cache, p)
+                else:
+                    logits = _full_last_logits(model, torch.cat([seq, torch.stack(frame, 1)], 1), p)
+        new = torch.stack(frame, dim=1).view(b, 1, h, w)  # [B, p] -> [B, 1, h, w]
+        pending = new.view(b, p)[:, -1:]
+        new_frames.append(new)
+        window = torch.cat([window, new], dim=1)
+
+    out = torch.cat(new_frames, dim=1) if new_frames else context.new_zeros(b, 0, h, w)
+    if return_step_logits:
+        v = model.config.vocab_size
+        logits_all = torch.stack(step_logits, dim=1) if step_logits else context.new_zeros(b, 0, v, dtype=torch.float)
+        return out, logits_all
+    return out
+
+
+def _full_last_logits(model: VideoGPT, seq: torch.Tensor, tokens_per_frame: int) -> torch.Tensor:
+    """Uncached: run the whole flat sequence ``[B, n]`` (causal), logits of the last position ``[B, V]``."""
+    x = model.run_blocks(model.embed(seq, 0, tokens_per_frame))
+    return model.readout(model.final_norm(x[:, -1]))

@@ -1,0 +1,97 @@
+"""VideoActionModel structure: parameter counts, init, batched sampling, frozen visual stream."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import vavam
+from vavam import presets
+from vavam.action import VideoActionModel, joint_forward, training_mask
+
+
+@pytest.mark.parametrize(
+    "preset, count",
+    # L: 579·512² + 13·512 (the reference architecture; S and B follow the same formula)
+    [(presets.vavam_s, 21_346_752), (presets.vavam_b, 37_948_672), (presets.vavam_l, 151_788_032)],
+)
+def test_expert_parameter_counts_on_meta(preset, count):
+    with torch.device("meta"):
+        model = vavam.build_model(preset())
+    assert isinstance(model, VideoActionModel)
+    e = model.config.width
+    assert sum(p.numel() for p in model.expert.parameters()) == count == 579 * e * e + 13 * e
+
+
+def test_expert_init():
+    config = presets.vavam_tiny()
+    torch.manual_seed(0)
+    model = VideoActionModel(config)
+    ex = model.expert
+    assert torch.count_nonzero(ex.readout.weight) == 0
+    std, layers = config.init_std, config.video.num_layers
+    m_e = config.width / config.base_width
+    m_a = config.video.width / config.base_attention_width
+    w_attn = torch.cat([b.attn.out_proj.weight.flatten() for b in ex.blocks])
+    w_mlp = torch.cat([b.mlp.fc_out.weight.flatten() for b in ex.blocks])
+    w_fc = torch.cat([b.mlp.fc_in.weight.flatten() for b in ex.blocks])
+    assert w_attn.std().item() == pytest.approx(std / math.sqrt(2 * layers) / math.sqrt(m_a), rel=0.1)
+    assert w_mlp.std().item() == pytest.approx(std / math.sqrt(2 * layers) / math.sqrt(m_e), rel=0.1)
+    assert w_fc.std().item() == pytest.approx(std / math.sqrt(m_e), rel=0.1)
+    for b in ex.blocks:
+        assert torch.count_nonzero(b.attn.qkv_proj.weight[: config.video.width]) == 0
+    assert not any(p.requires_grad for p in model.video.parameters())
+
+
+def _noisy_tiny(seed: int = 0) -> VideoActionModel:
+    torch.manual_seed(seed)
+    model = VideoActionModel(presets.vavam_tiny()).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    return model
+
+
+@torch.no_grad()
+def test_batched_samples_equal_separate_calls():
+    model = _noisy_tiny()
+    tokens = torch.randint(0, 1024, (2, 3, 4, 6))
+    command = torch.tensor([0, 2])
+    noise = torch.randn(2, 5, 6, 2)
+    batched = model.sample_trajectory(tokens, command, num_samples=5, noise=noise)
+    assert batched.shape == (2, 5, 6, 2)
+    separate = torch.cat([model.sample_trajectory(tokens, command, noise=noise[:, i : i + 1]) for i in range(5)], 1)
+    assert (batched - separate).abs().max() < 1e-4
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(model.sample_trajectory(tokens, command, 2, generator=g1), model.sample_trajectory(tokens, command, 2, generator=g2))
+
+
+@torch.no_grad()
+def test_visual_stream_unchanged_by_actions():
+    model = _noisy_tiny(1)
+    tokens = torch.randint(0, 1024, (2, 4, 4, 6))
+    mask = training_mask(4, 24, 6)
+    a1, a2 = torch.randn(2, 24, 16), torch.randn(2, 24, 16) * 5
+    vis1, act1 = joint_forward(model.video, model.expert, tokens, a1, mask)
+    vis2, act2 = joint_forward(model.video, model.expert, tokens, a2, mask)
+    assert torch.equal(vis1, vis2)
+    assert not torch.allclose(act1, act2)
+    assert (vis1.view(2, 4, 4, 6, -1) - model.video.features(tokens, -1)).abs().max() < 1e-5
+
+
+def test_velocity_frame_prefix_and_gradients():
+    """Frame τ's velocity depends only on frames 0..τ; gradients reach the expert, not VaViM."""
+    model = _noisy_tiny(2)
+    tokens = torch.randint(0, 1024, (1, 4, 4, 6))
+    x, t, c = torch.randn(1, 4, 6, 2), torch.rand(1, 4), torch.randint(0, 3, (1, 4))
+    with torch.no_grad():
+        v = model.velocity(x, t, c, tokens)
+        v_prefix = model.velocity(x[:, :2], t[:, :2], c[:, :2], tokens[:, :2])
+    assert (v[:, :2] - v_prefix).abs().max() < 1e-4
+    model.train()
+    loss = model.flow_loss(tokens, c, torch.randn(1, 4, 6, 2) * 10, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert model.expert.readout.weight.grad is not None
+    assert all(p.grad is None for p in model.video.parameters())

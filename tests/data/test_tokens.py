@@ -1,0 +1,401 @@
+"""Token store: round trip, memmap windows, timestamp join, resume, crash safety, shards, npy conversion."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vavam.data.frames import FrameSource, discover_sources
+from vavam.data.tokenize import (
+    convert_npy_layout,
+    merge_manifests,
+    parse_shard,
+    select_shard,
+    tokenize,
+    tokenize_sources,
+)
+from vavam.data.tokens import (
+    TokenStore,
+    TokenStoreError,
+    TokenStoreWriter,
+    read_manifest,
+    write_synthetic_store,
+)
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from test_frames import make_images, make_video  # noqa: E402
+
+
+class FakeTokenizer:
+    """Deterministic stand-in: mean of each ``ds x ds`` patch of channel 0, quantised to ``codebook_size`` codes."""
+
+    def __init__(self, downsample: int = 4, codebook_size: int = 256, fail_after: int | None = None) -> None:
+        self.downsample = downsample
+        self.codebook_size = codebook_size
+        self.calls = 0
+        self.fail_after = fail_after
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise KeyboardInterrupt("simulated Ctrl-C inside the encoding loop")
+        pooled = F.avg_pool2d(images[:, :1].float(), self.downsample)[:, 0]
+        return ((pooled + 1) / 2 * (self.codebook_size - 1)).round().long().clamp(0, self.codebook_size - 1)
+
+
+def make_sources(root: Path) -> list[FrameSource]:
+    make_images(root / "imgs" / "a_scene", 5, h=16, w=24, seed=1)
+    make_images(root / "imgs" / "b_scene", 3, h=16, w=24, seed=2)
+    make_video(root / "vids" / "c_scene.mp4", 7, h=16, w=24)
+    make_images(root / "imgs" / "d_scene", 4, h=16, w=24, seed=3)
+    return discover_sources([str(root / "imgs" / "*"), root / "vids" / "c_scene.mp4"])
+
+
+def expected_tokens(source: FrameSource, tok: FakeTokenizer) -> np.ndarray:
+    images = torch.stack([f.image for f in source.frames()])
+    return tok.encode(images).numpy().astype(np.uint16)
+
+
+def store_arrays(root: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    store = TokenStore(root)
+    return {s: (np.array(store.tokens(s)), store.timestamps(s).copy()) for s in store.scenes}
+
+
+# ------------------------------------------------------------------------------ round trip
+
+
+def test_round_trip_and_manifest(tmp_path):
+    sources = make_sources(tmp_path)
+    tok = FakeTokenizer()
+    out = tmp_path / "store"
+    path = tokenize_sources(sources, out, tok, batch_size=2, progress=False, fps=10.0)
+    assert path == out / "manifest.json"
+    store = TokenStore(out)
+    assert store.scenes == ["a_scene", "b_scene", "c_scene", "d_scene"]
+    assert store.grid == (4, 6) and store.image_size == (16, 24) and store.downsample == 4
+    assert store.codebook_size == 256
+    for src in sources:
+        arr = store.tokens(src.name)
+        assert isinstance(arr, np.memmap) and arr.dtype == np.uint16
+        np.testing.assert_array_equal(arr, expected_tokens(src, FakeTokenizer()))
+    assert store.timestamps("a_scene").tolist() == [0, 100_000, 200_000, 300_000, 400_000]
+    assert store.timestamps("c_scene").tolist() == [i * 100_000 for i in range(7)]
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["format"] == "vavam-token-store" and m["version"] == 1 and m["dtype"] == "uint16"
+    e = m["scenes"]["c_scene"]
+    assert e["num_frames"] == 7 and e["file"] == "scenes/c_scene.npy" and e["source"].endswith("c_scene.mp4")
+    assert e["bytes"] == (out / e["file"]).stat().st_size
+    assert m["tokenizer_hash"] and m["tokenizer"]["class"] == "FakeTokenizer"
+
+
+def test_window_and_starts(tmp_path):
+    store = write_synthetic_store(tmp_path / "s", num_scenes=2, num_frames=20, grid=(3, 4))
+    full = np.array(store.tokens("scene_0001"))
+    w = store.window("scene_0001", start=2, num_frames=4, stride=5)
+    assert w.shape == (4, 3, 4) and not isinstance(w, np.memmap)
+    np.testing.assert_array_equal(w, full[[2, 7, 12, 17]])
+    assert store.window_starts("scene_0001", 4, 5) == range(0, 5)
+    np.testing.assert_array_equal(store.window("scene_0001", 4, 4, 5), full[[4, 9, 14, 19]])
+    with pytest.raises(IndexError, match="scene_0001.*needs frames 5..20.*has 20"):
+        store.window("scene_0001", 5, 4, 5)
+
+
+def test_frame_index_at_join(tmp_path):
+    store = write_synthetic_store(tmp_path / "s", num_scenes=1, num_frames=10, fps=10.0)
+    idx = store.frame_index_at("scene_0000", [0, 149_000, 151_000, 900_000])
+    assert idx.tolist() == [0, 1, 2, 9]
+    assert int(store.frame_index_at("scene_0000", 310_000)) == 3
+    assert store.frame_index_at("scene_0000", np.array([[0, 100_000]])).shape == (1, 2)
+    with pytest.raises(ValueError, match=r"scene 'scene_0000': no frame within 10000 µs of timestamp 2000000"):
+        store.frame_index_at("scene_0000", [0, 2_000_000], tolerance_us=10_000)
+    with pytest.raises(ValueError, match="no frame within 50000"):  # default: half the frame interval
+        store.frame_index_at("scene_0000", [-60_000])
+
+
+# ------------------------------------------------------------------------------ resume and crash safety
+
+
+def test_resume_skips_finished_scenes(tmp_path):
+    sources = make_sources(tmp_path)
+    out = tmp_path / "store"
+    tokenize_sources(sources, out, FakeTokenizer(), batch_size=2, progress=False)
+    before = store_arrays(out)
+    tok = FakeTokenizer()
+    tokenize_sources(sources, out, tok, batch_size=2, progress=False)
+    assert tok.calls == 0
+    # a scene whose file lost bytes is redone (verified by size)
+    f = out / "scenes" / "b_scene.npy"
+    f.write_bytes(f.read_bytes()[:-10])
+    tok = FakeTokenizer()
+    tokenize_sources(sources, out, tok, batch_size=2, progress=False)
+    assert tok.calls == 2  # 3 frames of b_scene in batches of 2
+    after = store_arrays(out)
+    for k in before:
+        np.testing.assert_array_equal(before[k][0], after[k][0])
+
+
+def test_interrupted_scene_not_marked_done(tmp_path):
+    sources = make_sources(tmp_path)
+    out = tmp_path / "store"
+    # a_scene (5 frames) takes 3 calls with batch 2, b_scene needs 2 more: fail in b_scene's 2nd batch
+    with pytest.raises(KeyboardInterrupt):
+        tokenize_sources(sources, out, FakeTokenizer(fail_after=4), batch_size=2, progress=False)
+    m = read_manifest(out / "manifest.json")
+    assert list(m["scenes"]) == ["a_scene"]
+    assert not (out / "scenes" / "b_scene.npy").exists()
+    assert not list((out / "scenes").glob(".*.tmp"))
+    tok = FakeTokenizer()
+    tokenize_sources(sources, out, tok, batch_size=2, progress=False)
+    assert tok.calls == 2 + 4 + 2  # b, c (7 frames), d — a skipped
+    clean = tmp_path / "clean"
+    tokenize_sources(sources, clean, FakeTokenizer(), batch_size=2, progress=False)
+    for k, (t, ts) in store_arrays(clean).items():
+        got = store_arrays(out)[k]
+        np.testing.assert_array_equal(got[0], t)
+        np.testing.assert_array_equal(got[1], ts)
+
+
+def test_killed_process_leaves_no_half_scene(tmp_path):
+    """SIGKILL in the middle of a scene (no Python cleanup runs): the scene is not recorded; a rerun finishes it."""
+    make_images(tmp_path / "imgs" / "a", 4, h=16, w=24, seed=1)
+    make_images(tmp_path / "imgs" / "b", 6, h=16, w=24, seed=2)
+    out = tmp_path / "store"
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(HERE)!r})
+        from test_tokens import FakeTokenizer
+        from vavam.data.frames import discover_sources
+        from vavam.data.tokenize import tokenize_sources
+
+        tok = FakeTokenizer()  # same identity as the rerun's tokenizer
+        encode = tok.encode
+
+        def killer(images):
+            if tok.calls == 3:  # a: 2 calls, b: killed in its 2nd batch
+                os.kill(os.getpid(), signal.SIGKILL)
+            return encode(images)
+
+        tok.encode = killer
+        tokenize_sources(discover_sources([{str(tmp_path / 'imgs' / '*')!r}]), {str(out)!r}, tok,
+                         batch_size=2, progress=False)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    m = read_manifest(out / "manifest.json")
+    assert list(m["scenes"]) == ["a"]
+    tok = FakeTokenizer()
+    tokenize_sources(discover_sources([str(tmp_path / "imgs" / "*")]), out, tok, batch_size=2, progress=False)
+    assert tok.calls == 3
+    assert TokenStore(out).scenes == ["a", "b"] and TokenStore(out).num_frames("b") == 6
+
+
+def test_resume_refuses_other_tokenizer(tmp_path):
+    sources = make_sources(tmp_path)
+    out = tmp_path / "store"
+    tokenize_sources(sources[:1], out, FakeTokenizer(), progress=False)
+    with pytest.raises(TokenStoreError, match=r"manifest\.json: existing store has codebook_size=256"):
+        tokenize_sources(sources, out, FakeTokenizer(codebook_size=512), progress=False)
+
+
+# ------------------------------------------------------------------------------ shards
+
+
+def test_shards_and_merge_equal_single_process(tmp_path):
+    sources = make_sources(tmp_path)
+    single, sharded = tmp_path / "single", tmp_path / "sharded"
+    tokenize_sources(sources, single, FakeTokenizer(), batch_size=3, progress=False)
+    parts = [tokenize_sources(sources, sharded, FakeTokenizer(), batch_size=3, shard=f"{i}/3", progress=False)
+             for i in range(3)]
+    assert [p.name for p in parts] == [f"manifest.part-00{i}-of-003.json" for i in range(3)]
+    assert sorted(read_manifest(parts[0])["scenes"]) == ["a_scene", "d_scene"]
+    with pytest.raises(TokenStoreError, match="merge_manifests"):
+        TokenStore(sharded)
+    merge_manifests(sharded)
+    merge_manifests(sharded)  # idempotent
+    a, b = store_arrays(single), store_arrays(sharded)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k][0], b[k][0])
+        np.testing.assert_array_equal(a[k][1], b[k][1])
+    ma, mb = read_manifest(single / "manifest.json"), read_manifest(sharded / "manifest.json")
+    assert ma == mb
+    # a shard re-run after the merge skips everything
+    tok = FakeTokenizer()
+    tokenize_sources(sources, sharded, tok, shard="1/3", progress=False)
+    assert tok.calls == 0
+
+
+def test_shard_parsing_and_split():
+    assert parse_shard("2/4") == (2, 4) and parse_shard(None) is None
+    for bad in ("4/4", "a/b", "1/0"):
+        with pytest.raises(ValueError):
+            parse_shard(bad)
+    names = [f"s{i}" for i in range(7)]
+    parts = [select_shard(names[::-1], (i, 3)) for i in range(3)]
+    assert sorted(sum(parts, [])) == sorted(names) and parts[0] == ["s0", "s3", "s6"]
+
+
+# ------------------------------------------------------------------------------ conversion
+
+
+def test_convert_opendv_npy_layout(tmp_path):
+    rng = np.random.default_rng(0)
+    src = tmp_path / "tokens"
+    expected = {}
+    for chan, vid, n in (("chanA", "vid1", 5), ("chanB", "@vid2", 3)):
+        folder = src / chan / vid
+        folder.mkdir(parents=True)
+        arrs = rng.integers(0, 16384, (n, 18, 32), dtype=np.uint16)
+        for i in range(n):
+            np.save(folder / f"t_{i + 1:06d}.npy", arrs[i])
+        expected[f"{chan}/{vid}"] = arrs
+    out = tmp_path / "store"
+    convert_npy_layout(src, out, progress=False)
+    store = TokenStore(out)
+    assert store.scenes == ["chanA/vid1", "chanB/@vid2"] and store.grid == (18, 32) and store.image_size == (288, 512)
+    for k, arrs in expected.items():
+        np.testing.assert_array_equal(store.tokens(k), arrs)
+    assert store.timestamps("chanA/vid1").tolist() == [0, 100_000, 200_000, 300_000, 400_000]
+    assert (out / "scenes" / "chanB" / "@vid2.npy").is_file()
+    # OpenDV windows: 8 frames every 5 files
+    assert store.window_starts("chanA/vid1", 8, 5) == range(0)
+
+
+def test_convert_nuscenes_with_scene_list(tmp_path):
+    src = tmp_path / "tokens"
+    (src / "samples" / "CAM_FRONT").mkdir(parents=True)
+    names = {"scene-0001": [1535385095912404, 1535385096412404], "scene-0002": [1535385200012404]}
+    for scene, stamps in names.items():
+        for t in stamps:
+            np.save(src / "samples" / "CAM_FRONT" / f"n008__CAM_FRONT__{t}.npy", np.full((18, 32), t % 7, np.uint16))
+    spec = {s: [f"samples/CAM_FRONT/n008__CAM_FRONT__{t}.jpg" for t in ts] for s, ts in names.items()}
+    (tmp_path / "scenes.json").write_text(json.dumps(spec))
+    convert_npy_layout(src, tmp_path / "store", scenes_json=tmp_path / "scenes.json", progress=False)
+    store = TokenStore(tmp_path / "store")
+    assert store.scenes == ["scene-0001", "scene-0002"]
+    assert store.timestamps("scene-0001").tolist() == names["scene-0001"]
+    assert int(store.frame_index_at("scene-0001", 1535385096412000, tolerance_us=1000)) == 1
+
+
+def test_convert_bad_frame_names_file(tmp_path):
+    folder = tmp_path / "tokens" / "v"
+    folder.mkdir(parents=True)
+    np.save(folder / "t_000001.npy", np.zeros((18, 32), np.uint16))
+    np.save(folder / "t_000002.npy", np.zeros((18, 31), np.uint16))
+    with pytest.raises(TokenStoreError, match=r"t_000002\.npy: token grid 18x31"):
+        convert_npy_layout(tmp_path / "tokens", tmp_path / "store", progress=False)
+    np.save(folder / "t_000002.npy", np.zeros((18, 32), np.uint16))
+    data = (folder / "t_000002.npy").read_bytes()
+    (folder / "t_000002.npy").write_bytes(data[:100])
+    with pytest.raises(TokenStoreError, match=r"t_000002\.npy: cannot read token file"):
+        convert_npy_layout(tmp_path / "tokens", tmp_path / "store", progress=False)
+
+
+# ------------------------------------------------------------------------------ bad inputs
+
+
+def test_corrupt_manifest_names_file(tmp_path):
+    write_synthetic_store(tmp_path / "s", 1, 3)
+    (tmp_path / "s" / "manifest.json").write_text('{"format": "vavam-token-store", "scen')
+    with pytest.raises(TokenStoreError, match=r"s/manifest\.json: not valid JSON"):
+        TokenStore(tmp_path / "s")
+    with pytest.raises(TokenStoreError, match=r"s/manifest\.json"):
+        tokenize_sources([], tmp_path / "s", FakeTokenizer(), size=(16, 24), progress=False)
+    (tmp_path / "s" / "manifest.json").write_text('{"format": "other"}')
+    with pytest.raises(TokenStoreError, match=r"manifest\.json: not a token store manifest"):
+        TokenStore(tmp_path / "s")
+    with pytest.raises(TokenStoreError, match="manifest is missing"):
+        TokenStore(tmp_path / "nowhere")
+
+
+def test_truncated_scene_file_names_file(tmp_path):
+    store = write_synthetic_store(tmp_path / "s", 1, 30)
+    f = tmp_path / "s" / "scenes" / "scene_0000.npy"
+    f.write_bytes(f.read_bytes()[:500])
+    with pytest.raises(TokenStoreError, match=r"scene_0000\.npy"):
+        TokenStore(tmp_path / "s").tokens("scene_0000")
+    del store
+
+
+def test_tokenize_bad_inputs_name_files(tmp_path):
+    from vavam.data.frames import FrameError
+
+    paths = make_images(tmp_path / "imgs" / "v", 3, h=16, w=24, ext=".jpg")
+    paths[2].write_bytes(paths[2].read_bytes()[:200])
+    with pytest.raises(FrameError, match=r"f_000003\.jpg"):
+        tokenize_sources(discover_sources([tmp_path / "imgs" / "v"]), tmp_path / "s", FakeTokenizer(), progress=False)
+    assert not (tmp_path / "s" / "scenes" / "v.npy").exists()
+    make_images(tmp_path / "imgs" / "w", 2, h=20, w=24)
+    # the store's image size is fixed (16x24 from its first run): a 20x24 scene is refused, naming the file
+    (tmp_path / "imgs" / "v" / "f_000003.jpg").unlink()
+    tokenize_sources(discover_sources([tmp_path / "imgs" / "v"]), tmp_path / "s", FakeTokenizer(), progress=False)
+    with pytest.raises(FrameError, match=r"w/f_000001\.png \(frame 0\): wrong frame size"):
+        tokenize_sources(discover_sources([tmp_path / "imgs" / "w"]), tmp_path / "s", FakeTokenizer(), progress=False)
+
+
+def test_uint16_guard(tmp_path):
+    sources = make_sources(tmp_path)
+    with pytest.raises(ValueError, match="does not fit in uint16"):
+        tokenize_sources(sources, tmp_path / "s", FakeTokenizer(codebook_size=70_000), progress=False)
+    with pytest.raises(ValueError, match="does not fit in uint16"):
+        TokenStoreWriter(tmp_path / "s2", (2, 2), codebook_size=65_537)
+    w = TokenStoreWriter(tmp_path / "s3", (2, 2))
+    with pytest.raises(ValueError, match="outside"):
+        w.write_scene("x", np.full((1, 2, 2), 70_000), [0])
+
+
+def test_scene_names_with_folders_and_bad_names(tmp_path):
+    w = TokenStoreWriter(tmp_path / "s", (2, 2))
+    w.write_scene("chan/vid", np.zeros((2, 2, 2), np.uint16), [0, 5])
+    assert TokenStore(tmp_path / "s").scenes == ["chan/vid"]
+    for bad in ("../x", "/abs", "a//b", ""):
+        with pytest.raises(ValueError, match="invalid scene name"):
+            w.write_scene(bad, np.zeros((1, 2, 2), np.uint16), [0])
+
+
+# ------------------------------------------------------------------------------ real tokenizer
+
+
+def _vq_tiny():
+    try:
+        import vavam
+
+        torch.manual_seed(0)
+        return vavam.build_model(vavam.presets.vq_tiny()).eval()
+    except (ImportError, AttributeError) as exc:  # pragma: no cover - before the tokenizer lands
+        pytest.skip(f"vq_tiny not available: {exc}")
+
+
+def test_real_vq_tiny_round_trip(tmp_path):
+    model = _vq_tiny()
+    make_images(tmp_path / "imgs" / "v", 3, h=16, w=32)
+    sources = discover_sources([tmp_path / "imgs" / "v"])
+    tokenize_sources(sources, tmp_path / "s", model, batch_size=2, progress=False)
+    store = TokenStore(tmp_path / "s")
+    assert store.grid == (16 // model.downsample, 32 // model.downsample)
+    with torch.inference_mode():
+        ref = model.encode(torch.stack([f.image for f in sources[0].frames()])).numpy()
+    np.testing.assert_array_equal(store.tokens("v"), ref)
+    from vavam.tokenizer import tokenizer_identity
+
+    assert store.tokenizer == tokenizer_identity(model)
+
+
+def test_cli_function_with_preset(tmp_path):
+    _vq_tiny()
+    make_images(tmp_path / "frames" / "c" / "v1", 2, h=16, w=32)
+    make_video(tmp_path / "vids" / "v2.mp4", 4, h=32, w=64)
+    path = tokenize([str(tmp_path / "frames" / "*" / "*"), str(tmp_path / "vids" / "v2.mp4")], tmp_path / "s",
+                    tokenizer="preset:vq_tiny", divisor=None, height=16, width=32, fps=None, batch_size=4,
+                    num_workers=0, progress=False)
+    store = TokenStore(path.parent)
+    assert store.scenes == ["v1", "v2"] and store.num_frames("v2") == 4 and store.fps == 10.0
