@@ -1,0 +1,192 @@
+"""Training VaVAM's action expert by flow matching on trajectory windows, VaViM frozen (Lightning).
+
+Recipe of the released models (reference §3.5, §3.8): for every context frame of a window, the
+expert denoises that frame's 6-waypoint future (metres / 70) with the training mask; flow times
+t = 0.999 (1 - Beta(1.5, 1)); MSE to the target velocity; muP AdamW on the expert only;
+Warmup-Stable-Drop; gradient clipping at 1.0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from vavam import presets
+from vavam.config import ActionConfig
+from vavam.data.records import load_records
+from vavam.data.tokens import TokenStore
+from vavam.data.windows import TokenWindowDataset, WindowConfig, WindowIndex
+from vavam.io import atomic_write_json
+from vavam.train.optim import build_optimizer, build_wsd_scheduler
+
+
+def expert_width_multipliers(expert: torch.nn.Module) -> dict[str, float]:
+    """muP multipliers of an ActionExpert's matrix-like weights (fan-in multiplier); others get 1.
+
+    Encoder fuse/out projections, QKV, MLP in/out: ``e / base_width``; attention output projection
+    (fan-in = attention width): ``video width / base_attention_width``.
+    """
+    c = expert.config
+    m_e, m_a = c.width_mult, c.video.width / c.base_attention_width
+    out = {"encoder.fuse_proj.weight": m_e, "encoder.out_proj.weight": m_e}
+    for i in range(len(expert.blocks)):
+        out[f"blocks.{i}.attn.qkv_proj.weight"] = m_e
+        out[f"blocks.{i}.attn.out_proj.weight"] = m_a
+        out[f"blocks.{i}.mlp.fc_in.weight"] = m_e
+        out[f"blocks.{i}.mlp.fc_out.weight"] = m_e
+    return out
+
+
+class ActionLitModule(L.LightningModule):
+    """Thin Lightning wrapper around :class:`vavam.action.VideoActionModel`; only the expert trains."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        lr: float = 0.0194,
+        weight_decay: float = 1e-7,
+        warmup_iter: int = 0,
+        end_iter: int = 1000,
+        drop_iter: int = 0,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.model.video.requires_grad_(False)
+        self.lr, self.weight_decay = lr, weight_decay
+        self.schedule = (warmup_iter, end_iter, drop_iter)
+
+    def mup_width_multipliers(self) -> dict[str, float]:
+        return {f"model.expert.{k}": v for k, v in expert_width_multipliers(self.model.expert).items()}
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.model.video.eval()  # frozen (no dropout exists, but keep it explicit)
+        return self
+
+    def _loss(self, batch: dict) -> torch.Tensor:
+        return self.model.flow_loss(batch["tokens"], batch["commands"], batch["positions"].float())
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self._loss(batch)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(batch["tokens"]))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self.log("val/loss", self._loss(batch), prog_bar=True, on_epoch=True, batch_size=len(batch["tokens"]))
+
+    def configure_optimizers(self):
+        opt = build_optimizer(self, self.lr, self.weight_decay)
+        sched = build_wsd_scheduler(opt, *self.schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _collate(items: list[dict]) -> dict:
+    keys = ("tokens", "positions", "commands")
+    return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in keys}
+
+
+def make_window_dataset(records: Path, tokens: Path, context_frames: int, subsampling: int = 1) -> TokenWindowDataset:
+    """Trajectory windows of a records file joined (by timestamp) to a token store."""
+    index = WindowIndex(load_records(records, check_files=False), WindowConfig(context_frames=context_frames,
+                                                                              subsampling=subsampling))
+    if len(index) == 0:
+        raise ValueError(f"{records}: no window of {context_frames} frames + 3 s future fits any scene")
+    return TokenWindowDataset(index, TokenStore(tokens))
+
+
+def train_action(
+    out: Path,
+    video: Path,
+    records: Path,
+    tokens: Path,
+    preset: str = "vavam_tiny",
+    steps: int = 200,
+    batch_size: int = 8,
+    lr: float = 0.0194,
+    weight_decay: float = 1e-7,
+    init_std: float | None = None,
+    warmup_frac: float = 0.01,
+    drop_frac: float = 0.1,
+    subsampling: int = 1,
+    val_records: Path | None = None,
+    val_tokens: Path | None = None,
+    val_every: int = 100,
+    tokenizer: Path | None = None,
+    seed: int = 0,
+    precision: Literal["32", "bf16-mixed"] = "32",
+    num_workers: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Train VaVAM's action expert on a frozen VaViM; writes our checkpoint folder to OUT/model.
+
+    Args:
+        out: run folder (checkpoint in ``out/model``, CSV logs in ``out/logs``).
+        video: the VaViM (our checkpoint folder or a released ``.pt``); frozen.
+        records: scene records (``.npz``) with ego poses of the training scenes.
+        tokens: token store of the same scenes (joined to the records by timestamp).
+        preset: an ActionConfig preset for the expert (its ``video`` part is replaced by the loaded VaViM's).
+        steps: optimiser steps.
+        batch_size: windows per step.
+        lr: muP base learning rate.
+        weight_decay: decoupled weight decay.
+        init_std: override of the preset's expert init std.
+        warmup_frac: share of steps of linear warmup.
+        drop_frac: share of steps of the final drop to 0.1 x lr.
+        subsampling: record frames per 0.5 s (1 for 2 Hz data, 5 for 10 Hz).
+        val_records: validation records (with ``val_tokens``).
+        val_tokens: validation token store.
+        val_every: validation interval in steps.
+        tokenizer: the tokenizer these tokens came from, recorded in the checkpoint for serving.
+        seed: seed of initialisation, noise and data order.
+        precision: "32" or "bf16-mixed".
+        num_workers: DataLoader workers.
+        progress: show a progress bar.
+    """
+    import vavam
+    from lightning.pytorch.loggers import CSVLogger
+
+    from vavam.action import VideoActionModel, save_action_model
+
+    L.seed_everything(seed, workers=True, verbose=False)
+    vim = vavam.load_video_model(video)
+    config = presets.get(preset)
+    if not isinstance(config, ActionConfig):
+        raise ValueError(f"preset {preset!r} is not an action model preset")
+    frames = min(config.train_frames, vim.config.num_frames)
+    config = dataclasses.replace(config, video=vim.config, train_frames=frames,
+                                 init_std=init_std if init_std is not None else config.init_std)
+    model = VideoActionModel(config)
+    model.video.load_state_dict(vim.state_dict())
+    model.video.requires_grad_(False)
+    train_set = make_window_dataset(records, tokens, frames, subsampling)
+    loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, collate_fn=_collate,
+                        drop_last=len(train_set) >= batch_size, num_workers=num_workers,
+                        generator=torch.Generator().manual_seed(seed))
+    val_loader = None
+    if val_records is not None and val_tokens is not None:
+        val_loader = DataLoader(make_window_dataset(val_records, val_tokens, frames, subsampling),
+                                batch_size=batch_size, collate_fn=_collate, num_workers=num_workers)
+    module = ActionLitModule(model, lr, weight_decay, int(warmup_frac * steps), steps, int(drop_frac * steps))
+    out = Path(out)
+    trainer = L.Trainer(
+        max_steps=steps, accelerator="auto", devices=1, precision=precision, gradient_clip_val=1.0,
+        logger=CSVLogger(out, name="logs"), enable_checkpointing=False, enable_progress_bar=progress,
+        enable_model_summary=False, val_check_interval=min(val_every, len(loader)) if val_loader else None,
+        check_val_every_n_epoch=None if val_loader else 1, num_sanity_val_steps=0, log_every_n_steps=10,
+    )
+    start = time.perf_counter()
+    trainer.fit(module, loader, val_loader)
+    summary = {"steps": steps, "seconds": round(time.perf_counter() - start, 2), "windows": len(train_set),
+               "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()}}
+    meta = {"train": summary, "video": str(video), "records": str(records), "tokens": str(tokens)}
+    if tokenizer is not None:
+        meta["tokenizer"] = str(Path(tokenizer).resolve())
+    save_action_model(model, out / "model", meta=meta)
+    atomic_write_json(out / "summary.json", summary)
+    return summary

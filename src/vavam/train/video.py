@@ -1,0 +1,190 @@
+"""Training VaViM by next-token prediction on a token store (Lightning).
+
+Recipe of the released models (reference §2.6–2.9): cross-entropy over all positions of a window
+but the last (position i predicts token i+1), muP AdamW (lr / m for matrix-like weights, betas
+0.9 / 0.95, decoupled weight decay), Warmup-Stable-Drop schedule stepped per optimiser step,
+gradient clipping at norm 1.0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from vavam import presets
+from vavam.config import VideoConfig
+from vavam.data.tokens import TokenStore
+from vavam.io import atomic_write_json
+from vavam.train.optim import build_optimizer, build_wsd_scheduler
+
+
+class VideoWindowDataset(Dataset):
+    """Every window of ``num_frames`` frames (``stride`` apart) of a token store's scenes.
+
+    Items are long ``[num_frames, h, w]``.
+    """
+
+    def __init__(self, store: TokenStore, num_frames: int, stride: int = 1, scenes: list[str] | None = None):
+        self.store = store
+        self.num_frames = num_frames
+        self.stride = stride
+        self.index: list[tuple[str, int]] = []
+        for scene in scenes if scenes is not None else store.scenes:
+            self.index.extend((scene, s) for s in store.window_starts(scene, num_frames, stride))
+        if not self.index:
+            raise ValueError(f"{store.root}: no window of {num_frames} frames (stride {stride}) fits any scene")
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        scene, start = self.index[i]
+        window = self.store.window(scene, start, self.num_frames, self.stride)  # uint16 [T, h, w]
+        return torch.from_numpy(window.astype(np.int64))
+
+
+def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Mean CE of positions ``0..L-2`` predicting tokens ``1..L-1``.
+
+    Args:
+        logits: ``[B, L, V]`` from the model over the whole window.
+        tokens: long ``[B, T, h, w]`` with ``T*h*w == L``.
+    """
+    b, length, vocab = logits.shape
+    targets = tokens.reshape(b, length)[:, 1:]  # [B, L-1]
+    return F.cross_entropy(logits[:, :-1].reshape(-1, vocab).float(), targets.reshape(-1))
+
+
+def video_width_multipliers(model: torch.nn.Module) -> dict[str, float]:
+    """muP multipliers of a VideoGPT: ``width / base_width`` for every block matrix, 1 for embeddings."""
+    m = model.config.width_mult
+    return {name: m for name, p in model.named_parameters() if name.startswith("blocks.") and p.ndim == 2}
+
+
+class VideoLitModule(L.LightningModule):
+    """Thin Lightning wrapper around a :class:`vavam.video.VideoGPT`."""
+
+    def __init__(
+        self,
+        config: VideoConfig,
+        lr: float = 0.0041,
+        weight_decay: float = 1e-7,
+        warmup_iter: int = 0,
+        end_iter: int = 1000,
+        drop_iter: int = 0,
+    ) -> None:
+        super().__init__()
+        from vavam.video import VideoGPT
+
+        self.save_hyperparameters({"config": dataclasses.asdict(config), "lr": lr, "weight_decay": weight_decay,
+                                   "warmup_iter": warmup_iter, "end_iter": end_iter, "drop_iter": drop_iter})
+        self.model = VideoGPT(config)
+        self.lr, self.weight_decay = lr, weight_decay
+        self.schedule = (warmup_iter, end_iter, drop_iter)
+
+    def mup_width_multipliers(self) -> dict[str, float]:
+        return {f"model.{k}": v for k, v in video_width_multipliers(self.model).items()}
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        loss = next_token_loss(self.model(batch), batch)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        return loss
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        self.log("val/loss", next_token_loss(self.model(batch), batch), prog_bar=True, on_epoch=True)
+
+    def configure_optimizers(self):
+        opt = build_optimizer(self, self.lr, self.weight_decay)
+        sched = build_wsd_scheduler(opt, *self.schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def train_video(
+    out: Path,
+    tokens: Path,
+    preset: str = "vavim_tiny",
+    steps: int = 200,
+    batch_size: int = 8,
+    lr: float = 0.0041,
+    weight_decay: float = 1e-7,
+    init_std: float | None = None,
+    warmup_frac: float = 0.1,
+    drop_frac: float = 0.1,
+    num_frames: int | None = None,
+    stride: int = 1,
+    val_tokens: Path | None = None,
+    val_every: int = 100,
+    seed: int = 0,
+    precision: Literal["32", "bf16-mixed"] = "32",
+    num_workers: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Train VaViM by next-token prediction on a token store; writes our checkpoint folder to OUT/model.
+
+    Args:
+        out: run folder (checkpoint in ``out/model``, CSV logs in ``out/logs``).
+        tokens: token store folder (``vavam tokenize``) with training scenes.
+        preset: a VideoConfig preset (vavim_tiny, vavim_s, ...); the grid and frame count adapt to the store.
+        steps: optimiser steps.
+        batch_size: windows per step.
+        lr: muP base learning rate (divided by width / base_width for matrices).
+        weight_decay: decoupled weight decay.
+        init_std: override of the preset's init std.
+        warmup_frac: share of steps of linear warmup.
+        drop_frac: share of steps of the final linear drop to 0.1 x lr.
+        num_frames: frames per window (default: the preset's).
+        stride: frames skipped between window frames (subsampling factor of the store's fps).
+        val_tokens: a token store with validation scenes (optional).
+        val_every: validation interval in steps.
+        seed: seed of initialisation and data order.
+        precision: "32" or "bf16-mixed".
+        num_workers: DataLoader workers.
+        progress: show a progress bar.
+    """
+    from lightning.pytorch.loggers import CSVLogger
+
+    from vavam.video import save_video_model
+
+    L.seed_everything(seed, workers=True, verbose=False)
+    store = TokenStore(tokens)
+    config = presets.get(preset)
+    if not isinstance(config, VideoConfig):
+        raise ValueError(f"preset {preset!r} is not a video model preset")
+    h, w = store.grid
+    frames = num_frames or config.num_frames
+    vocab = max(config.vocab_size, int(store.codebook_size or 0) + 1)
+    config = dataclasses.replace(config, tokens_per_frame=h * w, num_frames=frames, vocab_size=vocab,
+                                 init_std=init_std if init_std is not None else config.init_std)
+    train_set = VideoWindowDataset(store, frames, stride)
+    loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=len(train_set) >= batch_size,
+                        num_workers=num_workers, generator=torch.Generator().manual_seed(seed))
+    val_loader = None
+    if val_tokens is not None:
+        val_set = VideoWindowDataset(TokenStore(val_tokens), frames, stride)
+        val_loader = DataLoader(val_set, batch_size=batch_size, num_workers=num_workers)
+    module = VideoLitModule(config, lr, weight_decay, int(warmup_frac * steps), steps, int(drop_frac * steps))
+    out = Path(out)
+    trainer = L.Trainer(
+        max_steps=steps, accelerator="auto", devices=1, precision=precision, gradient_clip_val=1.0,
+        logger=CSVLogger(out, name="logs"), enable_checkpointing=False, enable_progress_bar=progress,
+        enable_model_summary=False, val_check_interval=min(val_every, len(loader)) if val_loader else None,
+        check_val_every_n_epoch=None if val_loader else 1, num_sanity_val_steps=0, deterministic=True,
+        log_every_n_steps=10,
+    )
+    start = time.perf_counter()
+    trainer.fit(module, loader, val_loader)
+    seconds = time.perf_counter() - start
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    summary = {"steps": steps, "seconds": round(seconds, 2), "windows": len(train_set), "metrics": metrics,
+               "config": dataclasses.asdict(config)}
+    save_video_model(module.model, out / "model", meta={"train": summary, "tokens": str(tokens)})
+    atomic_write_json(out / "summary.json", summary)
+    return summary
