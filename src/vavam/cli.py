@@ -15,6 +15,10 @@ from typing import Callable, Sequence
 COMMANDS: dict[str, str] = {
     "quickstart": "vavam.quickstart:quickstart",
     "train tokenizer": "vavam.train.tokenizer:train_tokenizer",
+    "train video": "vavam.train.video:train_video",
+    "train action": "vavam.train.action:train_action",
+    "world generate": "vavam.world.export:generate",
+    "world scenarios": "vavam.world.evaluate:scenarios",
     "tokenize": "vavam.data.tokenize:tokenize",
     "tokenize convert": "vavam.data.tokenize:convert_npy_layout",
     "tokenize merge": "vavam.data.tokenize:merge_manifests",
@@ -28,12 +32,23 @@ def _resolve(target: str) -> Callable:
 
 
 def _summary(target: str) -> str:
-    """First docstring line of a command, without importing heavy modules when avoidable."""
+    """First docstring line of a command, read from its source without importing the module."""
+    import ast
+    import importlib.util
+
+    module_name, func_name = target.split(":")
     try:
-        doc = inspect.getdoc(_resolve(target)) or ""
-    except Exception as exc:  # a command whose module fails to import still lists
+        spec = importlib.util.find_spec(module_name)
+        if spec is None or spec.origin is None:
+            return "(unavailable: module not found)"
+        tree = ast.parse(open(spec.origin, encoding="utf-8").read())
+    except Exception as exc:  # a command whose module is missing still lists
         return f"(unavailable: {type(exc).__name__}: {exc})"
-    return doc.splitlines()[0] if doc else ""
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == func_name:
+            doc = ast.get_docstring(node) or ""
+            return doc.splitlines()[0] if doc else ""
+    return "(unavailable: function not found)"
 
 
 def _print_help(prefix: str = "") -> None:

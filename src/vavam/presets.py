@@ -28,6 +28,19 @@ def vq_tiny() -> VQConfig:
     )
 
 
+def vq_mini() -> VQConfig:
+    """``vq_tiny`` with a 512-code codebook: the quickstart's tokenizer (64x128 frames -> 8x16 tokens)."""
+    return VQConfig(
+        codebook_size=512,
+        codebook_embed_dim=8,
+        base_channels=32,
+        ch_mult=(1, 2, 2, 4),
+        z_channels=64,
+        num_res_blocks=1,
+        norm_groups=8,
+    )
+
+
 # ---------------------------------------------------------------------------------- VaViM
 
 
@@ -53,6 +66,14 @@ def vavim_tiny() -> VideoConfig:
     )
 
 
+def vavim_mini() -> VideoConfig:
+    """The quickstart's VaViM: 4 layers of width 128 (head dim 32), 8 frames of 8 x 16 tokens, 513 codes."""
+    return VideoConfig(
+        width=128, num_layers=4, head_dim=32, vocab_size=513, num_frames=8, tokens_per_frame=128, init_std=0.02,
+        base_width=128,
+    )
+
+
 # ---------------------------------------------------------------------------------- VaVAM
 
 
@@ -74,6 +95,11 @@ def vavam_l() -> ActionConfig:
 def vavam_tiny() -> ActionConfig:
     """``vavim_tiny`` with an expert of width 16, 4 training frames."""
     return ActionConfig(video=vavim_tiny(), width=16, train_frames=4, init_std=0.02)
+
+
+def vavam_mini() -> ActionConfig:
+    """The quickstart's VaVAM: ``vavim_mini`` with an expert of width 64 (base widths = own widths)."""
+    return ActionConfig(video=vavim_mini(), width=64, base_width=64, base_attention_width=128, init_std=0.02)
 
 
 PRESETS = {

@@ -111,6 +111,7 @@ def train_action(
     lr: float = 0.0194,
     weight_decay: float = 1e-7,
     init_std: float | None = None,
+    width: int | None = None,
     warmup_frac: float = 0.01,
     drop_frac: float = 0.1,
     subsampling: int = 1,
@@ -136,6 +137,7 @@ def train_action(
         lr: muP base learning rate.
         weight_decay: decoupled weight decay.
         init_std: override of the preset's expert init std.
+        width: override of the expert's width (its muP base width stays).
         warmup_frac: share of steps of linear warmup.
         drop_frac: share of steps of the final drop to 0.1 x lr.
         subsampling: record frames per 0.5 s (1 for 2 Hz data, 5 for 10 Hz).
@@ -160,7 +162,8 @@ def train_action(
         raise ValueError(f"preset {preset!r} is not an action model preset")
     frames = min(config.train_frames, vim.config.num_frames)
     config = dataclasses.replace(config, video=vim.config, train_frames=frames,
-                                 init_std=init_std if init_std is not None else config.init_std)
+                                 init_std=init_std if init_std is not None else config.init_std,
+                                 width=width or config.width)
     model = VideoActionModel(config)
     model.video.load_state_dict(vim.state_dict())
     model.video.requires_grad_(False)

@@ -116,6 +116,7 @@ def train_video(
     lr: float = 0.0041,
     weight_decay: float = 1e-7,
     init_std: float | None = None,
+    width: int | None = None,
     warmup_frac: float = 0.1,
     drop_frac: float = 0.1,
     num_frames: int | None = None,
@@ -138,6 +139,7 @@ def train_video(
         lr: muP base learning rate (divided by width / base_width for matrices).
         weight_decay: decoupled weight decay.
         init_std: override of the preset's init std.
+        width: override of the preset's width (its muP base width stays: hyper-parameters transfer).
         warmup_frac: share of steps of linear warmup.
         drop_frac: share of steps of the final linear drop to 0.1 x lr.
         num_frames: frames per window (default: the preset's).
@@ -162,7 +164,8 @@ def train_video(
     frames = num_frames or config.num_frames
     vocab = max(config.vocab_size, int(store.codebook_size or 0) + 1)
     config = dataclasses.replace(config, tokens_per_frame=h * w, num_frames=frames, vocab_size=vocab,
-                                 init_std=init_std if init_std is not None else config.init_std)
+                                 init_std=init_std if init_std is not None else config.init_std,
+                                 width=width or config.width)
     train_set = VideoWindowDataset(store, frames, stride)
     loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=len(train_set) >= batch_size,
                         num_workers=num_workers, generator=torch.Generator().manual_seed(seed))

@@ -1,0 +1,113 @@
+"""Reports people want to look at: Markdown + a self-contained-folder HTML page with tables and figures.
+
+A report is a list of :class:`Section` (title, Markdown text, optional tables and figure paths relative
+to the report folder). :func:`write_report` writes ``report.md`` and ``report.html`` atomically.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from vavam.io import atomic_write_text
+
+
+@dataclass
+class Table:
+    """A table: column names and rows of values (floats are formatted with ``digits``)."""
+
+    columns: Sequence[str]
+    rows: Sequence[Sequence[Any]]
+    digits: int = 3
+
+    def _fmt(self, value: Any) -> str:
+        if isinstance(value, float):
+            return "–" if math.isnan(value) else f"{value:.{self.digits}f}"
+        return str(value)
+
+    def markdown(self) -> str:
+        head = "| " + " | ".join(self.columns) + " |"
+        sep = "|" + "|".join("---" for _ in self.columns) + "|"
+        body = ["| " + " | ".join(self._fmt(v) for v in row) + " |" for row in self.rows]
+        return "\n".join([head, sep, *body])
+
+    def html(self) -> str:
+        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in self.columns)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(self._fmt(v))}</td>" for v in row) + "</tr>" for row in self.rows
+        )
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+@dataclass
+class Section:
+    """One part of a report. ``figures``: paths relative to the report folder (png shown, mp4 played)."""
+
+    title: str
+    text: str = ""
+    tables: list[Table] = field(default_factory=list)
+    figures: list[str] = field(default_factory=list)
+
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img,video{max-width:100%;margin:.5em 0}
+code{background:#f5f5f5;padding:1px 4px}"""
+
+
+def _markdown_to_html(text: str) -> str:
+    """Tiny Markdown subset for report prose: paragraphs, bullet lists, `code` and **bold**."""
+    import re
+
+    out, items = [], []
+
+    def flush_items() -> None:
+        if items:
+            out.append("<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>")
+            items.clear()
+
+    for block in text.strip().split("\n"):
+        line = html.escape(block.strip())
+        line = re.sub(r"`([^`]+)`", r"<code>\1</code>", line)
+        line = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", line)
+        if line.startswith("- "):
+            items.append(line[2:])
+        elif line:
+            flush_items()
+            out.append(f"<p>{line}</p>")
+        else:
+            flush_items()
+    flush_items()
+    return "\n".join(out)
+
+
+def write_report(folder: Path, title: str, sections: Sequence[Section], intro: str = "") -> tuple[Path, Path]:
+    """Write ``folder/report.md`` and ``folder/report.html``; returns both paths."""
+    folder = Path(folder)
+    md = [f"# {title}", "", intro.strip(), ""] if intro else [f"# {title}", ""]
+    body = [f"<h1>{html.escape(title)}</h1>", _markdown_to_html(intro)] if intro else [f"<h1>{html.escape(title)}</h1>"]
+    for sec in sections:
+        md += [f"## {sec.title}", ""]
+        body.append(f"<h2>{html.escape(sec.title)}</h2>")
+        if sec.text:
+            md += [sec.text.strip(), ""]
+            body.append(_markdown_to_html(sec.text))
+        for table in sec.tables:
+            md += [table.markdown(), ""]
+            body.append(table.html())
+        for fig in sec.figures:
+            if fig.endswith(".mp4"):
+                md += [f"[video: {fig}]({fig})", ""]
+                body.append(f'<video controls src="{html.escape(fig)}"></video>')
+            else:
+                md += [f"![{Path(fig).stem}]({fig})", ""]
+                body.append(f'<img src="{html.escape(fig)}" alt="{html.escape(Path(fig).stem)}">')
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")
+    md_path, html_path = folder / "report.md", folder / "report.html"
+    atomic_write_text(md_path, "\n".join(md).rstrip() + "\n")
+    atomic_write_text(html_path, page)
+    return md_path, html_path

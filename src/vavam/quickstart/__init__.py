@@ -1,0 +1,141 @@
+"""``vavam quickstart``: the whole system, end to end, on a CPU, in minutes, with a report.
+
+Stages (each resumable, in ``<out>/<stage>/``):
+
+1. ``world``      driving data from the embedded world: training towns and held-out towns;
+2. ``tokenizer``  train the VQ tokenizer on the training frames;
+3. ``tokens``     tokenize every scene into token stores;
+4. ``video``      train VaViM by next-token prediction;
+5. ``action``     train VaVAM's action expert by flow matching, VaViM frozen;
+6. ``eval``       next-token, next frame, open loop, command following, generated frames, closed loop;
+7. ``report``     ``<out>/report.md`` and ``<out>/report.html``.
+
+Sizes follow the time budget by the rule in :mod:`vavam.quickstart.plan`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from vavam.io import atomic_write_json, read_json
+from vavam.quickstart.plan import DEFAULT_BUDGET_MIN, QuickstartPlan
+from vavam.stages import Stage, run_stages
+
+SPLITS = ("train", "heldout")
+
+
+def _log(message: str) -> None:
+    print(f"[quickstart] {message}", flush=True)
+
+
+def _stages(out: Path, plan: QuickstartPlan, seed: int) -> list[Stage]:
+    world_dir, tok_dir, tokens_dir, video_dir = out / "world", out / "tokenizer", out / "tokens", out / "video"
+
+    def world(folder: Path) -> dict:
+        from vavam.world.export import generate
+
+        summary = {}
+        for split, scenes, split_seed in (("train", plan.train_scenes, seed), ("heldout", plan.heldout_scenes, seed + 7919)):
+            summary[split] = generate(
+                out=folder / split, num_scenes=scenes, duration_s=plan.scene_seconds, rate_hz=2.0,
+                height=plan.height, width=plan.width, seed=split_seed, hazard_share=plan.hazard_share,
+                labels=split == "heldout", depth=False, town_offset=0 if split == "train" else 1_000_000,
+                progress=True,
+            )
+        return summary
+
+    def tokenizer(folder: Path) -> dict:
+        from vavam.train.tokenizer import train_tokenizer
+
+        return train_tokenizer(
+            out=folder, preset=plan.tokenizer_preset, steps=plan.tokenizer_steps, batch_size=plan.tokenizer_batch,
+            image_size=(plan.height, plan.width), data=str(world_dir / "train" / "frames"), seed=seed,
+            val_frames=64, ckpt_every=plan.tokenizer_steps, eval_every=0, progress=True,
+        )
+
+    def tokens(folder: Path) -> dict:
+        import vavam
+        from vavam.data.frames import FrameSource
+        from vavam.data.records import load_records
+        from vavam.data.tokenize import tokenize_sources
+
+        tok = vavam.load_tokenizer(tok_dir / "tokenizer")
+        summary = {}
+        for split in SPLITS:
+            root = world_dir / split
+            records = load_records(root / "records.npz", image_root=root)
+            sources = [FrameSource.from_files(r.name, [root / p for p in r.image_paths], r.timestamps) for r in records]
+            tokenize_sources(sources, folder / split, tok, batch_size=64, fps=2.0, progress=True)
+            summary[split] = {"scenes": len(sources), "frames": int(sum(len(r) for r in records))}
+        return summary
+
+    def video(folder: Path) -> dict:
+        from vavam.train.video import train_video
+
+        return train_video(
+            out=folder, tokens=tokens_dir / "train", preset=plan.video_preset, steps=plan.video_steps,
+            batch_size=plan.video_batch, lr=plan.video_lr, width=plan.video_width, val_tokens=tokens_dir / "heldout",
+            val_every=plan.video_steps, seed=seed, progress=True,
+        )
+
+    def action(folder: Path) -> dict:
+        from vavam.train.action import train_action
+
+        return train_action(
+            out=folder, video=video_dir / "model", records=world_dir / "train" / "records.npz",
+            tokens=tokens_dir / "train", preset=plan.action_preset, steps=plan.action_steps,
+            batch_size=plan.action_batch, lr=plan.action_lr, width=plan.action_width,
+            tokenizer=tok_dir / "tokenizer", seed=seed, progress=True,
+        )
+
+    def evaluate(folder: Path) -> dict:
+        from vavam.quickstart.run_eval import run_all
+
+        return run_all(out, folder, plan, seed)
+
+    def report(folder: Path) -> dict:
+        from vavam.quickstart.report import write_quickstart_report
+
+        return write_quickstart_report(out, plan, seed)
+
+    return [
+        Stage("world", world, "rendering driving scenes in training and held-out towns"),
+        Stage("tokenizer", tokenizer, f"training the {plan.tokenizer_preset} tokenizer ({plan.tokenizer_steps} steps)"),
+        Stage("tokens", tokens, "tokenizing every scene"),
+        Stage("video", video, f"training VaViM ({plan.video_preset}, {plan.video_steps} steps)"),
+        Stage("action", action, f"training VaVAM's action expert ({plan.action_steps} steps)"),
+        Stage("eval", evaluate, "evaluating on held-out towns (open and closed loop)"),
+        Stage("report", report, "writing the report"),
+    ]
+
+
+def quickstart(out: Path = Path("runs/quickstart"), budget: float = DEFAULT_BUDGET_MIN, seed: int = 0) -> int:
+    """Train and evaluate the whole system on the embedded world, then write a report.
+
+    Args:
+        out: run folder; a re-run skips finished stages (delete it to start over).
+        budget: time budget in minutes on 2 CPU cores; data, steps and sizes scale with it (see the README).
+        seed: seed of the world, the initialisations and the sampling.
+    """
+    out = Path(out)
+    plan = QuickstartPlan.from_budget(budget)
+    plan_file = out / "plan.json"
+    if plan_file.is_file():
+        old = read_json(plan_file)
+        if old != {"seed": seed, **dataclasses.asdict(plan)}:
+            raise SystemExit(f"{out} holds a run with another budget or seed ({plan_file}); choose another --out")
+    else:
+        atomic_write_json(plan_file, {"seed": seed, **dataclasses.asdict(plan)})
+    _log(f"budget {budget:g} min, seed {seed}: {plan.train_scenes}+{plan.heldout_scenes} scenes at "
+         f"{plan.height}x{plan.width}, steps tokenizer {plan.tokenizer_steps} / VaViM {plan.video_steps} / "
+         f"VaVAM {plan.action_steps}")
+    start = time.perf_counter()
+    summaries = run_stages(out, _stages(out, plan, seed), log=_log)
+    headline = summaries["report"]
+    _log(f"done in {time.perf_counter() - start:.0f} s (this invocation)")
+    _log(f"report: {headline['report_html']}")
+    for line in headline["headline"]:
+        _log("  " + line)
+    return 0

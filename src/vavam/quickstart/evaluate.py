@@ -1,0 +1,169 @@
+"""The quickstart's evaluations on held-out towns: next-token, next frame, open loop, commands, video.
+
+Each function returns a JSON-able dict (and writes its figures into ``folder``) so the report can
+quote it. All randomness comes from explicit generators seeded by the caller.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vavam.data.tokens import TokenStore
+from vavam.eval.nexttoken import FrequencyBaseline, model_cross_entropy, perplexity
+from vavam.eval.openloop import (
+    MeanTrajectoryBaseline,
+    OpenLoopAccumulator,
+    constant_velocity_trajectory,
+    speed_from_previous_frame,
+)
+from vavam.eval.quality import frechet_distance_from_features
+from vavam.types import Command
+
+
+def _windows(store: TokenStore, num_frames: int, limit: int | None = None, seed: int = 0) -> torch.Tensor:
+    """Non-overlapping windows of ``num_frames`` frames of every scene -> long ``[N, T, h, w]``."""
+    out = []
+    for scene in store.scenes:
+        for start in range(0, store.num_frames(scene) - num_frames + 1, num_frames):
+            out.append(store.window(scene, start, num_frames).astype(np.int64))
+    if not out:
+        raise ValueError(f"{store.root}: no window of {num_frames} frames")
+    windows = torch.from_numpy(np.stack(out))
+    if limit is not None and len(windows) > limit:
+        windows = windows[torch.randperm(len(windows), generator=torch.Generator().manual_seed(seed))[:limit]]
+    return windows
+
+
+@torch.no_grad()
+def next_token(vim, train_store: TokenStore, heldout_store: TokenStore, batch_size: int = 8) -> dict[str, Any]:
+    """Cross-entropy (nats/token) and perplexity of VaViM on held-out windows, with two frequency baselines."""
+    frames = vim.config.num_frames
+    vocab = vim.config.vocab_size
+    train = torch.from_numpy(np.concatenate([np.asarray(train_store.tokens(s)) for s in train_store.scenes]).astype(np.int64))
+    uni = FrequencyBaseline(vocab, per_position=False).fit(train)
+    pos = FrequencyBaseline(vocab, per_position=True).fit(train)
+    windows = _windows(heldout_store, frames)
+    totals = {"VaViM": [0.0, 0], "unigram frequency": [0.0, 0], "per-position frequency": [0.0, 0]}
+    for i in range(0, len(windows), batch_size):
+        batch = windows[i : i + batch_size]
+        for name, (total, n) in (
+            ("VaViM", model_cross_entropy(vim, batch)),
+            ("unigram frequency", uni.cross_entropy(batch)),
+            ("per-position frequency", pos.cross_entropy(batch)),
+        ):
+            totals[name][0] += total
+            totals[name][1] += n
+    rows = {name: {"cross_entropy": t / n, "perplexity": perplexity(t / n)} for name, (t, n) in totals.items()}
+    return {"windows": len(windows), "rows": rows,
+            "ratio_to_per_position": rows["VaViM"]["cross_entropy"] / rows["per-position frequency"]["cross_entropy"]}
+
+
+@torch.no_grad()
+def next_frame(vim, heldout_store: TokenStore, limit: int = 24, seed: int = 0) -> dict[str, Any]:
+    """Greedy generation of the last frame of held-out windows from the others; token accuracy vs copying."""
+    from vavam.video import generate_frames
+
+    windows = _windows(heldout_store, vim.config.num_frames, limit, seed)
+    context, truth = windows[:, :-1], windows[:, -1]
+    generated = torch.cat([generate_frames(vim, context[i : i + 8], 1, top_k=1)[:, 0] for i in range(0, len(context), 8)])
+    copy = context[:, -1]
+    return {
+        "windows": len(windows),
+        "greedy_accuracy": float((generated == truth).float().mean()),
+        "copy_last_frame_accuracy": float((copy == truth).float().mean()),
+        "_generated": generated,
+        "_context": context,
+        "_truth": truth,
+    }
+
+
+def _stack(items: list[dict], key: str) -> torch.Tensor:
+    return torch.stack([torch.as_tensor(it[key]) for it in items])
+
+
+@torch.no_grad()
+def open_loop(vam, train_set, heldout_set, num_samples: int = 5, batch_size: int = 16, seed: int = 0) -> dict[str, Any]:
+    """minADE@K, FDE and L2@1/2/3 s of VaVAM on held-out windows (last context frame), with baselines.
+
+    Baselines: constant velocity (speed from the previous frame's ground truth), and the mean training
+    trajectory per command.
+    """
+    mean_base = MeanTrajectoryBaseline().fit(
+        torch.stack([torch.as_tensor(train_set[i]["positions"][-1]) for i in range(len(train_set))]),
+        torch.stack([torch.as_tensor(train_set[i]["commands"][-1]) for i in range(len(train_set))]),
+    )
+    accs = {"VaVAM": OpenLoopAccumulator(), "constant velocity": OpenLoopAccumulator(),
+            "mean trajectory per command": OpenLoopAccumulator()}
+    generator = torch.Generator().manual_seed(seed)
+    examples = []
+    for i in range(0, len(heldout_set), batch_size):
+        items = [heldout_set[j] for j in range(i, min(i + batch_size, len(heldout_set)))]
+        tokens, positions, commands = _stack(items, "tokens"), _stack(items, "positions").float(), _stack(items, "commands")
+        gt, cmd = positions[:, -1], commands[:, -1]
+        pred = vam.sample_trajectory(tokens, cmd, num_samples=num_samples, generator=generator).float()
+        accs["VaVAM"].update(pred, gt, cmd)
+        cv = constant_velocity_trajectory(speed_from_previous_frame(positions[:, -2]))
+        accs["constant velocity"].update(cv[:, None].float(), gt, cmd)
+        accs["mean trajectory per command"].update(mean_base.predict(cmd)[:, None], gt, cmd)
+        if len(examples) < 6:
+            examples.extend({"gt": gt[k], "pred": pred[k], "command": int(cmd[k]), "tokens": tokens[k]}
+                            for k in range(min(len(items), 6 - len(examples))))
+    rows = {name: acc.compute() for name, acc in accs.items()}
+    best_baseline = min(rows["constant velocity"]["all"]["min_ade"], rows["mean trajectory per command"]["all"]["min_ade"])
+    return {"windows": len(heldout_set), "num_samples": num_samples, "rows": rows,
+            "ratio_to_best_baseline": rows["VaVAM"]["all"]["min_ade"] / best_baseline, "_examples": examples}
+
+
+@torch.no_grad()
+def command_following(vam, heldout_set, num_samples: int = 5, seed: int = 0) -> dict[str, Any]:
+    """At intersections (held-out frames whose true command is left or right), the mean lateral offset at
+    3 s when the SAME frames are given the LEFT command and the RIGHT command."""
+    items = [heldout_set[i] for i in range(len(heldout_set)) if int(heldout_set[i]["commands"][-1]) != Command.STRAIGHT]
+    if not items:
+        return {"windows": 0, "left_minus_right_m": float("nan")}
+    tokens = _stack(items, "tokens")
+    lateral = {}
+    for name, command in (("left", Command.LEFT), ("right", Command.RIGHT)):
+        generator = torch.Generator().manual_seed(seed)
+        traj = torch.cat([
+            vam.sample_trajectory(tokens[i : i + 16], torch.full((len(tokens[i : i + 16]),), int(command)),
+                                  num_samples=num_samples, generator=generator)
+            for i in range(0, len(tokens), 16)
+        ])
+        lateral[name] = float(traj[:, :, -1, 1].mean())
+    return {"windows": len(items), "lateral_at_3s_left_m": lateral["left"], "lateral_at_3s_right_m": lateral["right"],
+            "left_minus_right_m": lateral["left"] - lateral["right"]}
+
+
+@torch.no_grad()
+def generated_frames(tokenizer, frames: dict[str, torch.Tensor], folder: Path, max_rows: int = 4) -> dict[str, Any]:
+    """Decode generated vs true next frames; Fréchet distance of tokenizer-encoder features (not FID).
+
+    Writes ``folder/next_frames.png``: per row, the last context frame, the true next frame, the generated one.
+    """
+    from PIL import Image
+
+    from vavam.types import unit_to_uint8
+
+    def decode(ids: torch.Tensor) -> torch.Tensor:
+        return torch.cat([tokenizer.decode(ids[i : i + 16]) for i in range(0, len(ids), 16)])
+
+    gen, true, ctx = decode(frames["_generated"]), decode(frames["_truth"]), decode(frames["_context"][:, -1])
+
+    def feats(images: torch.Tensor) -> torch.Tensor:
+        z = torch.cat([tokenizer.encode_latents(images[i : i + 16]) for i in range(0, len(images), 16)])
+        return z.flatten(2).mean(-1).double()  # [N, D]: spatially pooled encoder latents
+
+    fd = frechet_distance_from_features(feats(gen), feats(true)) if len(gen) > 2 else float("nan")
+    fd_copy = frechet_distance_from_features(feats(ctx), feats(true)) if len(gen) > 2 else float("nan")
+    rows = [torch.cat([ctx[i], true[i], gen[i]], dim=-1) for i in range(min(max_rows, len(gen)))]  # [3, H, 3W]
+    grid = unit_to_uint8(torch.cat(rows, dim=-2)).permute(1, 2, 0).numpy()
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(folder / "next_frames.png")
+    return {"frechet_tokenizer_features": fd, "frechet_tokenizer_features_copy": fd_copy,
+            "note": "Fréchet distance of pooled tokenizer-encoder features: not comparable to published FID",
+            "figure": "next_frames.png"}

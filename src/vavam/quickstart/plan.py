@@ -1,0 +1,69 @@
+"""How the quickstart's data, step counts and model sizes follow from its time budget.
+
+The rule (documented in the README): with ``s = budget_minutes / 15``,
+
+- data: ``round(32 s)`` training scenes and ``max(6, round(8 s))`` held-out scenes of 20 s at 2 Hz
+  (held-out scenes come from towns never seen in training; a fifth of all scenes contain hazards);
+- steps: tokenizer ``round(500 s)``, VaViM ``round(300 s)``, VaVAM ``round(800 s)``;
+- closed loop: ``max(1, round(2 s))`` runs of 2 layouts per scenario type;
+- sizes: 64 x 128 frames, ``vq_mini`` / ``vavim_mini`` / ``vavam_mini`` below ``s = 4``; from ``s >= 4``
+  the VaViM and expert widths double (more budget buys a bigger model, as in the paper's scaling study).
+
+Step counts are fixed by the budget, not measured, so a run is reproducible for a seed on any machine;
+the budget is what it takes on 2 CPU cores (this project's reference machine).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+DEFAULT_BUDGET_MIN = 15.0
+
+
+@dataclass(frozen=True)
+class QuickstartPlan:
+    """Every size of a quickstart run."""
+
+    budget_min: float
+    height: int = 64
+    width: int = 128
+    train_scenes: int = 32
+    heldout_scenes: int = 8
+    scene_seconds: float = 20.0
+    hazard_share: float = 0.2
+    tokenizer_preset: str = "vq_mini"
+    tokenizer_steps: int = 500
+    tokenizer_batch: int = 16
+    video_preset: str = "vavim_mini"
+    video_width: int | None = None
+    video_steps: int = 300
+    video_batch: int = 8
+    video_lr: float = 0.004
+    action_preset: str = "vavam_mini"
+    action_width: int | None = None
+    action_steps: int = 800
+    action_batch: int = 16
+    action_lr: float = 0.01
+    num_samples: int = 5
+    closed_loop_runs: int = 2
+    closed_loop_layouts: int = 2
+
+    @classmethod
+    def from_budget(cls, budget_min: float = DEFAULT_BUDGET_MIN) -> "QuickstartPlan":
+        """The plan of a time budget in minutes (see the module docstring for the rule)."""
+        if budget_min <= 0:
+            raise ValueError(f"budget must be positive minutes, got {budget_min}")
+        s = budget_min / DEFAULT_BUDGET_MIN
+        plan = cls(
+            budget_min=budget_min,
+            train_scenes=max(4, round(32 * s)),
+            heldout_scenes=max(6, round(8 * s)),
+            tokenizer_steps=max(50, round(500 * s)),
+            video_steps=max(30, round(300 * s)),
+            action_steps=max(50, round(800 * s)),
+            closed_loop_runs=max(1, round(2 * s)),
+        )
+        if s >= 4:
+            plan = dataclasses.replace(plan, video_width=256, action_width=128)
+        return plan

@@ -1,0 +1,166 @@
+"""The quickstart's report: what ran, what it learned on held-out towns, against which baselines."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vavam.eval.report import Section, Table, write_report
+from vavam.io import read_json
+from vavam.quickstart.plan import QuickstartPlan
+from vavam.stages import DONE_FILE
+
+STAGES = ("world", "tokenizer", "tokens", "video", "action", "eval", "report")
+
+
+def _curve(csv_path: Path, column: str) -> tuple[list[float], list[float]]:
+    steps, values = [], []
+    if not csv_path.is_file():
+        return steps, values
+    with open(csv_path, newline="") as f:
+        for row in csv.DictReader(f):
+            if row.get(column) not in (None, ""):
+                steps.append(float(row.get("step") or len(steps)))
+                values.append(float(row[column]))
+    return steps, values
+
+
+def _plot_curves(out: Path, path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = [
+        ("VaViM next-token loss", _curve(out / "video" / "logs" / "version_0" / "metrics.csv", "train/loss")),
+        ("VaVAM flow-matching loss", _curve(out / "action" / "logs" / "version_0" / "metrics.csv", "train/loss")),
+    ]
+    curves = [(name, c) for name, c in curves if c[0]]
+    if not curves:
+        return False
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3), squeeze=False)
+    for ax, (name, (x, y)) in zip(axes[0], curves):
+        ax.plot(x, y)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _frame_montage(world: Path, path: Path, count: int = 4) -> bool:
+    from PIL import Image
+
+    frames = sorted((world / "heldout" / "frames").glob("*/000004.png"))[:count]
+    if not frames:
+        return False
+    images = [np.asarray(Image.open(p).convert("RGB")) for p in frames]
+    Image.fromarray(np.concatenate(images, axis=1)).save(path)
+    return True
+
+
+def _stage_seconds(out: Path) -> dict[str, float]:
+    seconds = {}
+    for stage in STAGES:
+        marker = out / stage / DONE_FILE
+        if marker.is_file():
+            seconds[stage] = float(read_json(marker)["seconds"])
+    return seconds
+
+
+def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[str, Any]:
+    """Write ``out/report.md`` and ``out/report.html``; return their paths and the headline lines."""
+    res = read_json(out / "eval" / "results.json")
+    tok = read_json(out / "tokenizer" / DONE_FILE)["summary"]
+    world = read_json(out / "world" / DONE_FILE)["summary"]
+    for name in ("next_frames.png", "trajectories.png"):
+        if (out / "eval" / name).is_file():
+            shutil.copy(out / "eval" / name, out / name)
+    for mp4 in sorted((out / "eval").glob("*.mp4")):
+        shutil.copy(mp4, out / mp4.name)
+    if (out / "tokenizer" / "reconstructions.png").is_file():
+        shutil.copy(out / "tokenizer" / "reconstructions.png", out / "reconstructions.png")
+    has_curves = _plot_curves(out, out / "training_curves.png")
+    has_frames = _frame_montage(out / "world", out / "heldout_frames.png")
+
+    nt, nf, ol, cf, cl = res["next_token"], res["next_frame"], res["open_loop"], res["command_following"], res["closed_loop"]
+    best_base = min(ol["rows"]["constant velocity"]["all"]["min_ade"], ol["rows"]["mean trajectory per command"]["all"]["min_ade"])
+    checks = [
+        ("VaViM held-out cross-entropy ≤ 0.8 × per-position baseline", nt["ratio_to_per_position"] <= 0.8,
+         f"ratio {nt['ratio_to_per_position']:.3f}"),
+        ("greedy next frame beats copying the last frame", nf["greedy_accuracy"] > nf["copy_last_frame_accuracy"],
+         f"{nf['greedy_accuracy']:.3f} vs {nf['copy_last_frame_accuracy']:.3f}"),
+        (f"VaVAM minADE@{ol['num_samples']} ≤ 0.8 × best baseline", ol["ratio_to_best_baseline"] <= 0.8,
+         f"ratio {ol['ratio_to_best_baseline']:.3f}"),
+        ("LEFT minus RIGHT lateral offset at 3 s ≥ 1 m at intersections", cf["left_minus_right_m"] >= 1.0,
+         f"{cf['left_minus_right_m']:.2f} m over {cf['windows']} frames"),
+        ("closed-loop table lists VaVAM beside the baselines", "VaVAM" in cl, ", ".join(cl)),
+    ]
+    seconds = _stage_seconds(out)
+    total = sum(seconds.values())
+    split_meta = {k: v for k, v in world.items() if isinstance(v, dict)}
+    data_lines = []
+    for split, meta in split_meta.items():
+        data_lines.append(f"- {split}: " + ", ".join(f"{k} {v}" for k, v in meta.items() if not isinstance(v, (dict, list))))
+
+    sections = [
+        Section("Targets", "Measured on held-out towns never seen in training.",
+                [Table(["target", "met", "measured"], [[c, "yes" if ok else "no", m] for c, ok, m in checks])]),
+        Section("Data", "Front-camera frames rendered by the embedded world (training and held-out towns):\n"
+                + "\n".join(data_lines), figures=["heldout_frames.png"] if has_frames else []),
+        Section("Tokenizer", f"`{plan.tokenizer_preset}`, {plan.tokenizer_steps} steps. Held-out PSNR "
+                f"{tok.get('initial_psnr', float('nan')):.1f} dB at initialisation → {tok.get('final_psnr', float('nan')):.1f} dB; "
+                f"codebook usage {tok.get('codebook_usage', float('nan')):.1f} %. Originals above, reconstructions below.",
+                figures=["reconstructions.png"]),
+        Section("VaViM: next-token prediction",
+                f"Cross-entropy in nats per token over {nt['windows']} held-out windows of {plan.height // 8}×{plan.width // 8}"
+                " tokens × 8 frames; the baselines are token frequencies of the training set.",
+                [Table(["model", "cross-entropy", "perplexity"],
+                       [[k, v["cross_entropy"], v["perplexity"]] for k, v in nt["rows"].items()])]),
+        Section("VaViM: generating the next frame",
+                f"Greedy (top-1) generation of the last frame of {nf['windows']} held-out windows from the 7 before it. "
+                f"Token accuracy {nf['greedy_accuracy']:.3f} against {nf['copy_last_frame_accuracy']:.3f} for copying the "
+                f"last context frame. Fréchet distance of pooled tokenizer-encoder features to the true frames: "
+                f"{res['generated_frames']['frechet_tokenizer_features']:.3f} (copying the last frame: "
+                f"{res['generated_frames']['frechet_tokenizer_features_copy']:.3f}); not comparable to published FID. "
+                "Per row: last context frame, true next frame, generated next frame (decoded).",
+                figures=["next_frames.png"]),
+        Section("VaVAM: open-loop planning",
+                f"{ol['windows']} held-out windows; K = {ol['num_samples']} samples of 10 Euler steps; errors in metres.",
+                [Table(["planner", "minADE", "FDE", "L2@1s", "L2@2s", "L2@3s", "windows"],
+                       [[k, v["all"]["min_ade"], v["all"]["fde"], v["all"]["l2@1s"], v["all"]["l2@2s"], v["all"]["l2@3s"],
+                         v["all"]["count"]] for k, v in ol["rows"].items()]),
+                 Table(["planner", "right", "left", "straight"],
+                       [[k, v["right"]["min_ade"], v["left"]["min_ade"], v["straight"]["min_ade"]] for k, v in ol["rows"].items()])],
+                figures=["trajectories.png"]),
+        Section("VaVAM: following the command",
+                f"On {cf['windows']} held-out frames at intersections, the same frames planned with LEFT and with RIGHT: "
+                f"mean lateral offset at 3 s {cf.get('lateral_at_3s_left_m', float('nan')):.2f} m (LEFT) vs "
+                f"{cf.get('lateral_at_3s_right_m', float('nan')):.2f} m (RIGHT)."),
+        Section("Closed loop: hazard scenarios (NCAP score, 0–5)",
+                "Stationary, frontal and side hazards of the embedded world, scored with the NeuroNCAP formula.",
+                [_closed_loop_table(cl)], figures=[p.name for p in sorted(out.glob("*.mp4"))][:1]),
+        Section("Training", f"Plan for a {plan.budget_min:g}-minute budget, seed {seed}. Stage wall times (s): "
+                + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + f"; total {total:.0f} s.",
+                figures=["training_curves.png"] if has_curves else []),
+    ]
+    md, html = write_report(out, "vavam quickstart", sections,
+                            intro="The whole system trained and evaluated on the embedded driving world on a CPU.")
+    headline = [f"{c}: {'met' if ok else 'NOT met'} ({m})" for c, ok, m in checks]
+    return {"report_md": str(md), "report_html": str(html), "headline": headline}
+
+
+def _closed_loop_table(cl: dict) -> Table:
+    kinds = sorted({k for v in cl.values() for k in v.get("types", {})})
+    rows = []
+    for name, v in cl.items():
+        types = v.get("types", {})
+        rows.append([name, v.get("score", float("nan"))] + [types.get(k, {}).get("score", float("nan")) for k in kinds]
+                    + [v.get("collision_rate", float("nan"))])
+    return Table(["planner", "NCAP score"] + kinds + ["collision rate"], rows, digits=2)
