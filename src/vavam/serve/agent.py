@@ -145,14 +145,24 @@ class VaVAMAgent:
         return torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=enabled)
 
     @torch.inference_mode()
+    def observe(self, image: np.ndarray, timestamp_us: int) -> None:
+        """Tokenize a uint8 ``[H,W,3]`` frame and add it to the history without planning."""
+        with self._lock:
+            self._push(image, timestamp_us)
+
+    def _push(self, image: np.ndarray, timestamp_us: int) -> None:
+        opts = self.options
+        pixels = preprocess_image(image, opts.image_size, opts.neuroncap_rule)[None].to(opts.device)  # [1, 3, H, W]
+        with self._autocast():
+            tokens = self.tokenizer.encode(pixels)[0].cpu()  # [h, w]
+        self.history.push(timestamp_us, tokens)
+
+    @torch.inference_mode()
     def plan(self, image: np.ndarray, timestamp_us: int, command: int) -> np.ndarray:
         """One step: uint8 ``[H,W,3]`` CAM_FRONT image, time, command -> trajectory float64 ``[6, 2]`` metres."""
         opts = self.options
-        pixels = preprocess_image(image, opts.image_size, opts.neuroncap_rule)[None].to(opts.device)  # [1, 3, H, W]
         with self._lock:
-            with self._autocast():
-                tokens = self.tokenizer.encode(pixels)[0].cpu()  # [h, w]
-            self.history.push(timestamp_us, tokens)
+            self._push(image, timestamp_us)
             context = self.history.context()[None].to(opts.device)  # [1, T, h, w]
             generator = None
             if opts.seed is not None:

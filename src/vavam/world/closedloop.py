@@ -7,6 +7,8 @@ sub-steps per simulation step (10 per 0.5 s). A run ends at the first collision 
 scenario duration. The reference speed comes from the same scenario driven by the reference
 driver: the relative speed between ego and target at that run's impact.
 A planner that raises or returns a bad plan fails that run (``failure`` holds the reason).
+A planner with an ``observe(obs)`` method gets the observations of the priming steps through it (with
+the camera frame when a renderer is given), so that it can build its frame history before it drives.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ def observation(world: World, spec: ScenarioSpec, t: float, renderer=None) -> di
         "ego_to_world": world.ego_to_world(),
         "speed": float(world.ego.v),
         "command": int(world.command()),
-        "timestamp_us": int(round(t * 1e6)),
+        "timestamp_us": round(t * 1e6),
         "intrinsics": None if renderer is None else renderer.camera.intrinsics,
         "boxes": boxes,
         "world": world,
@@ -119,13 +121,16 @@ def simulate(
     plans = []
     ego_prev = _ego_box(world)
     others_prev, _, _ = _others(world, spec, t)
-    n_plans = int(round(spec.duration / (STEPS_PER_PLAN * dt)))
+    n_plans = round(spec.duration / (STEPS_PER_PLAN * dt))
     for k in range(n_plans):
         use_reference = planner is None or k < spec.priming_steps
+        observes = use_reference and planner is not None and hasattr(planner, "observe")
         try:
-            obs = observation(world, spec, t, renderer if not use_reference else None)
+            obs = observation(world, spec, t, renderer if (not use_reference or observes) else None)
+            if observes:  # priming: the planner sees the frame (history) but the reference drives
+                planner.observe(obs)
             plan = validate_plan((reference if use_reference else planner)(obs))
-        except Exception as err:  # a failing planner fails this run only
+        except Exception as err:  # noqa: BLE001 - a failing planner fails this run only
             return RunResult(
                 spec.kind,
                 spec.layout,

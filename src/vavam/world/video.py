@@ -32,8 +32,6 @@ def record_run_video(
 ) -> RunResult:
     """Run ``spec`` with ``planner`` and write a 10 Hz mp4 of the front camera with the plan drawn in.
     Returns the run's result (scored against the reference run as in :func:`run_scenario`)."""
-    import av
-
     from vavam.world.render import Renderer
     from vavam.world.scenarios import _town
 
@@ -51,10 +49,19 @@ def record_run_video(
     needs_images = planner is not None
     result = simulate(spec, planner, v_ref, renderer if needs_images else None, on_step=on_step)
     renderer.release()
+    write_mp4(frames, path)
+    return result
+
+
+def write_mp4(frames, path: str | Path, fps: int = 10) -> Path:
+    """Write RGB uint8 frames ``[H, W, 3]`` as an H.264 (else MPEG-4) mp4 (odd sizes cropped to even)."""
+    import av
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    height, width = frames[0].shape[:2]
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=10)
+        stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width - width % 2, height - height % 2, "yuv420p"
         for f in frames:
             img = av.VideoFrame.from_ndarray(np.ascontiguousarray(f[: stream.height, : stream.width]), format="rgb24")
@@ -62,4 +69,4 @@ def record_run_video(
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    return result
+    return path
