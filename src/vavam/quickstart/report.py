@@ -82,8 +82,8 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
     for name in ("next_frames.png", "trajectories.png"):
         if (out / "eval" / name).is_file():
             shutil.copy(out / "eval" / name, out / name)
-    for mp4 in sorted((out / "eval").glob("*.mp4")):
-        shutil.copy(mp4, out / mp4.name)
+    for mp4 in sorted((out / "eval").rglob("*.mp4"))[:1]:
+        shutil.copy(mp4, out / "closed_loop_vavam.mp4")
     if (out / "tokenizer" / "reconstructions.png").is_file():
         shutil.copy(out / "tokenizer" / "reconstructions.png", out / "reconstructions.png")
     has_curves = _plot_curves(out, out / "training_curves.png")
