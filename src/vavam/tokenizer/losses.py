@@ -3,8 +3,8 @@
 Generator objective (each term only when its weight is non-zero / its part is enabled)::
 
     l1_weight * |x - x̂|  +  l2_weight * (x - x̂)^2                       reconstruction
-  + codebook_weight * codebook + commit_weight * commit + entropy          VQ (from the quantizer;
-                                                                           commit already holds β = config.commit_loss_beta)
+  + codebook_weight * codebook + commit_weight * commit + entropy          VQ, from the quantizer
+                                                                         (commit holds β = config.commit_loss_beta)
   + perceptual_weight * P(x, x̂)                                           VGG16-feature distance, local weights only
   + λ_gan * (-mean D(x̂))                                                  hinge generator loss, from ``gan_start``
 
