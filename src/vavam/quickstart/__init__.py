@@ -16,14 +16,18 @@ Sizes follow the time budget by the rule in :mod:`vavam.quickstart.plan`.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from pathlib import Path
+
+import numpy as np
 
 from vavam.io import atomic_write_json, read_json
 from vavam.quickstart.plan import DEFAULT_BUDGET_MIN, QuickstartPlan
 from vavam.stages import Stage, run_stages
 
 SPLITS = ("train", "heldout")
+SCENES_PER_TOWN = 4
 
 
 def _log(message: str) -> None:
@@ -34,24 +38,37 @@ def _stages(out: Path, plan: QuickstartPlan, seed: int) -> list[Stage]:
     world_dir, tok_dir, tokens_dir, video_dir = out / "world", out / "tokenizer", out / "tokens", out / "video"
 
     def world(folder: Path) -> dict:
+        from vavam.data.records import load_records, save_records
         from vavam.world.export import generate
 
-        summary = {}
-        for split, scenes, split_seed in (("train", plan.train_scenes, seed), ("heldout", plan.heldout_scenes, seed + 7919)):
-            summary[split] = generate(
-                out=folder / split, num_scenes=scenes, duration_s=plan.scene_seconds, rate_hz=2.0,
-                height=plan.height, width=plan.width, seed=split_seed, hazard_share=plan.hazard_share,
-                labels=split == "heldout", depth=False, town_offset=0 if split == "train" else 1_000_000,
-                progress=True,
-            )
-        return summary
+        summary = generate(
+            out=folder, num_scenes=plan.train_scenes + plan.heldout_scenes, duration_s=plan.scene_seconds, rate_hz=2.0,
+            height=plan.height, width=plan.width, seed=seed, hazard_share=plan.hazard_share, labels=True, depth=False,
+            held_out_towns=max(1, plan.heldout_scenes // SCENES_PER_TOWN), scenes_per_town=SCENES_PER_TOWN, progress=True,
+        )
+        records = load_records(folder / "records.npz", image_root=folder)
+        counts = {}
+        for split in SPLITS:
+            chosen = [r for r in records if r.metadata.get("split") == split]
+            save_records(folder / f"{split}.npz", chosen, image_root=str(folder))
+            hazards = sum(1 for r in chosen if r.metadata.get("hazard"))
+            turns = sum(int(np.isin(np.asarray(r.metadata.get("commands", [])), [0, 1]).any()) for r in chosen)
+            counts[split] = {"scenes": len(chosen), "frames": int(sum(len(r) for r in chosen)),
+                             "hazard scenes": hazards, "scenes with a turn": turns}
+        train_frames = folder / "train_frames"  # the tokenizer trains on training towns only (hard links)
+        for r in records:
+            if r.metadata.get("split") == "train":
+                (train_frames / r.name).mkdir(parents=True)
+                for frame in sorted((folder / "frames" / r.name).iterdir()):
+                    os.link(frame, train_frames / r.name / frame.name)
+        return {"frames_per_s": summary.get("frames_per_s"), "seconds": summary.get("seconds"), **counts}
 
     def tokenizer(folder: Path) -> dict:
         from vavam.train.tokenizer import train_tokenizer
 
         return train_tokenizer(
             out=folder, preset=plan.tokenizer_preset, steps=plan.tokenizer_steps, batch_size=plan.tokenizer_batch,
-            image_size=(plan.height, plan.width), data=str(world_dir / "train" / "frames"), seed=seed,
+            image_size=(plan.height, plan.width), data=str(world_dir / "train_frames"), seed=seed,
             val_frames=64, ckpt_every=plan.tokenizer_steps, eval_every=0, progress=True,
         )
 
@@ -64,9 +81,9 @@ def _stages(out: Path, plan: QuickstartPlan, seed: int) -> list[Stage]:
         tok = vavam.load_tokenizer(tok_dir / "tokenizer")
         summary = {}
         for split in SPLITS:
-            root = world_dir / split
-            records = load_records(root / "records.npz", image_root=root)
-            sources = [FrameSource.from_files(r.name, [root / p for p in r.image_paths], r.timestamps) for r in records]
+            records = load_records(world_dir / f"{split}.npz", image_root=world_dir)
+            sources = [FrameSource.from_files(r.name, [world_dir / p for p in r.image_paths], r.timestamps)
+                       for r in records]
             tokenize_sources(sources, folder / split, tok, batch_size=64, fps=2.0, progress=True)
             summary[split] = {"scenes": len(sources), "frames": int(sum(len(r) for r in records))}
         return summary
@@ -84,7 +101,7 @@ def _stages(out: Path, plan: QuickstartPlan, seed: int) -> list[Stage]:
         from vavam.train.action import train_action
 
         return train_action(
-            out=folder, video=video_dir / "model", records=world_dir / "train" / "records.npz",
+            out=folder, video=video_dir / "model", records=world_dir / "train.npz",
             tokens=tokens_dir / "train", preset=plan.action_preset, steps=plan.action_steps,
             batch_size=plan.action_batch, lr=plan.action_lr, width=plan.action_width,
             tokenizer=tok_dir / "tokenizer", seed=seed, progress=True,

@@ -25,6 +25,11 @@ class WorldVaVAMPlanner:
     def reset(self) -> None:
         self.agent.reset()
 
+    def observe(self, obs: dict) -> None:
+        """Priming steps: remember the frame (its tokens join the context) without planning."""
+        if obs.get("image") is not None:
+            self.agent.observe(obs["image"], int(obs["timestamp_us"]))
+
     def __call__(self, obs: dict) -> np.ndarray:
         if obs.get("image") is None:
             raise ValueError("the VaVAM planner needs the camera frame (run with a renderer)")
@@ -75,8 +80,8 @@ def run_all(out: Path, folder: Path, plan: QuickstartPlan, seed: int) -> dict[st
     vam = vavam.load_action_model(out / "action" / "model")
     train_store, heldout_store = TokenStore(out / "tokens" / "train"), TokenStore(out / "tokens" / "heldout")
     frames = vam.config.train_frames
-    train_set = make_window_dataset(out / "world" / "train" / "records.npz", out / "tokens" / "train", frames)
-    heldout_set = make_window_dataset(out / "world" / "heldout" / "records.npz", out / "tokens" / "heldout", frames)
+    train_set = make_window_dataset(out / "world" / "train.npz", out / "tokens" / "train", frames)
+    heldout_set = make_window_dataset(out / "world" / "heldout.npz", out / "tokens" / "heldout", frames)
 
     results: dict[str, Any] = {}
     print("[eval] next-token cross-entropy", flush=True)
@@ -118,6 +123,7 @@ def closed_loop(tok, vam, plan: QuickstartPlan, seed: int, folder: Path) -> dict
     planners["VaVAM"] = (vavam_planner, renderer_factory)
     tables = {}
     for name, (planner, factory) in planners.items():
-        tables[name] = evaluate_planner(planner, name, renderer_factory=factory, video_dir=folder if name == "VaVAM" else None,
-                                        **common)
+        tables[name] = evaluate_planner(planner, name, renderer_factory=factory, image_size=(plan.height, plan.width),
+                                        out=folder / "closed_loop" / name.split()[0].lower(),
+                                        video_runs=1 if name == "VaVAM" else 0, **common)
     return tables
