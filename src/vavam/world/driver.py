@@ -68,10 +68,16 @@ class ExpertDriver:
         return acc, pure_pursuit(state, (float(target[0]), float(target[1])), self.params)
 
 
-def route_command(net: Network, path: list[int], s_rear: float, state: EgoState, threshold: float = 2.0) -> Command:
-    """NeuroNCAP's command: the route point ``3 s * max(v, 2 m/s)`` ahead, in the ego frame;
-    more than ``threshold`` m to the left -> LEFT, to the right -> RIGHT, else STRAIGHT."""
-    p = path_point(net, path, s_rear + 3.0 * max(state.v, 2.0))
+def route_command(net: Network, path: list[int], s_rear: float, state: EgoState, threshold: float = 2.0,
+                  search_m: float = 80.0, step_m: float = 0.25) -> Command:
+    """NeuroNCAP's command rule: the point ``3 s * max(v, 2 m/s)`` straight ahead of the ego, projected
+    onto the route (nearest route point within ``search_m`` ahead), expressed in the ego frame; more
+    than ``threshold`` m to the left -> LEFT, to the right -> RIGHT, else STRAIGHT."""
+    reach = 3.0 * max(state.v, 2.0)
+    ahead = np.array([state.x + reach * np.cos(state.yaw), state.y + reach * np.sin(state.yaw)])
+    arc = s_rear + np.arange(0.0, search_m + step_m, step_m)
+    route = np.array([path_point(net, path, float(a))[:2] for a in arc])  # [N, 2] world points
+    p = route[int(np.argmin(np.sum((route - ahead) ** 2, axis=1)))]
     dx, dy = p[0] - state.x, p[1] - state.y
     lateral = -np.sin(state.yaw) * dx + np.cos(state.yaw) * dy
     if lateral > threshold:
