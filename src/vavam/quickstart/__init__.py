@@ -69,7 +69,8 @@ def _stages(out: Path, plan: QuickstartPlan, seed: int) -> list[Stage]:
         return train_tokenizer(
             out=folder, preset=plan.tokenizer_preset, steps=plan.tokenizer_steps, batch_size=plan.tokenizer_batch,
             image_size=(plan.height, plan.width), data=str(world_dir / "train_frames"), seed=seed,
-            val_frames=64, ckpt_every=plan.tokenizer_steps, eval_every=0, progress=True,
+            val_frames=64, ckpt_every=plan.tokenizer_steps, eval_every=0, precision=plan.tokenizer_precision,
+            progress=True,
         )
 
     def tokens(folder: Path) -> dict:

@@ -35,6 +35,7 @@ class QuickstartPlan:
     tokenizer_preset: str = "vq_mini"
     tokenizer_steps: int = 500
     tokenizer_batch: int = 16
+    tokenizer_precision: str = "bf16-mixed"
     video_preset: str = "vavim_mini"
     video_width: int | None = None
     video_steps: int = 300
