@@ -23,7 +23,7 @@ from vavam.data.records import load_records
 from vavam.data.tokens import TokenStore
 from vavam.data.windows import TokenWindowDataset, WindowConfig, WindowIndex
 from vavam.io import atomic_write_json
-from vavam.train.optim import build_optimizer, build_wsd_scheduler
+from vavam.train.lightning import MupWsdMixin, make_trainer
 
 
 def expert_width_multipliers(expert: torch.nn.Module) -> dict[str, float]:
@@ -43,7 +43,7 @@ def expert_width_multipliers(expert: torch.nn.Module) -> dict[str, float]:
     return out
 
 
-class ActionLitModule(L.LightningModule):
+class ActionLitModule(MupWsdMixin, L.LightningModule):
     """Thin Lightning wrapper around :class:`vavam.action.VideoActionModel`; only the expert trains."""
 
     def __init__(
@@ -80,10 +80,6 @@ class ActionLitModule(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self.log("val/loss", self._loss(batch), prog_bar=True, on_epoch=True, batch_size=len(batch["tokens"]))
 
-    def configure_optimizers(self):
-        opt = build_optimizer(self, self.lr, self.weight_decay)
-        sched = build_wsd_scheduler(opt, *self.schedule)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 def _collate(items: list[dict]) -> dict:
@@ -151,8 +147,6 @@ def train_action(
         progress: show a progress bar.
     """
     import vavam
-    from lightning.pytorch.loggers import CSVLogger
-
     from vavam.action import VideoActionModel, save_action_model
 
     L.seed_everything(seed, workers=True, verbose=False)
@@ -177,12 +171,8 @@ def train_action(
                                 batch_size=batch_size, collate_fn=_collate, num_workers=num_workers)
     module = ActionLitModule(model, lr, weight_decay, int(warmup_frac * steps), steps, int(drop_frac * steps))
     out = Path(out)
-    trainer = L.Trainer(
-        max_steps=steps, accelerator="auto", devices=1, precision=precision, gradient_clip_val=1.0,
-        logger=CSVLogger(out, name="logs"), enable_checkpointing=False, enable_progress_bar=progress,
-        enable_model_summary=False, val_check_interval=min(val_every, len(loader)) if val_loader else None,
-        check_val_every_n_epoch=None if val_loader else 1, num_sanity_val_steps=0, log_every_n_steps=10,
-    )
+    trainer = make_trainer(out, steps, precision, progress, len(loader), val_every if val_loader else None,
+                           deterministic=False)
     start = time.perf_counter()
     trainer.fit(module, loader, val_loader)
     summary = {"steps": steps, "seconds": round(time.perf_counter() - start, 2), "windows": len(train_set),

@@ -23,7 +23,7 @@ from vavam import presets
 from vavam.config import VideoConfig
 from vavam.data.tokens import TokenStore
 from vavam.io import atomic_write_json
-from vavam.train.optim import build_optimizer, build_wsd_scheduler
+from vavam.train.lightning import MupWsdMixin, make_trainer
 
 
 class VideoWindowDataset(Dataset):
@@ -69,7 +69,7 @@ def video_width_multipliers(model: torch.nn.Module) -> dict[str, float]:
     return {name: m for name, p in model.named_parameters() if name.startswith("blocks.") and p.ndim == 2}
 
 
-class VideoLitModule(L.LightningModule):
+class VideoLitModule(MupWsdMixin, L.LightningModule):
     """Thin Lightning wrapper around a :class:`vavam.video.VideoGPT`."""
 
     def __init__(
@@ -101,10 +101,6 @@ class VideoLitModule(L.LightningModule):
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         self.log("val/loss", next_token_loss(self.model(batch), batch), prog_bar=True, on_epoch=True)
 
-    def configure_optimizers(self):
-        opt = build_optimizer(self, self.lr, self.weight_decay)
-        sched = build_wsd_scheduler(opt, *self.schedule)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 def train_video(
@@ -151,8 +147,6 @@ def train_video(
         num_workers: DataLoader workers.
         progress: show a progress bar.
     """
-    from lightning.pytorch.loggers import CSVLogger
-
     from vavam.video import save_video_model
 
     L.seed_everything(seed, workers=True, verbose=False)
@@ -175,13 +169,8 @@ def train_video(
         val_loader = DataLoader(val_set, batch_size=batch_size, num_workers=num_workers)
     module = VideoLitModule(config, lr, weight_decay, int(warmup_frac * steps), steps, int(drop_frac * steps))
     out = Path(out)
-    trainer = L.Trainer(
-        max_steps=steps, accelerator="auto", devices=1, precision=precision, gradient_clip_val=1.0,
-        logger=CSVLogger(out, name="logs"), enable_checkpointing=False, enable_progress_bar=progress,
-        enable_model_summary=False, val_check_interval=min(val_every, len(loader)) if val_loader else None,
-        check_val_every_n_epoch=None if val_loader else 1, num_sanity_val_steps=0, deterministic=True,
-        log_every_n_steps=10,
-    )
+    trainer = make_trainer(out, steps, precision, progress, len(loader), val_every if val_loader else None,
+                           deterministic=True)
     start = time.perf_counter()
     trainer.fit(module, loader, val_loader)
     seconds = time.perf_counter() - start
