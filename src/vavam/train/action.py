@@ -81,7 +81,6 @@ class ActionLitModule(MupWsdMixin, L.LightningModule):
         self.log("val/loss", self._loss(batch), prog_bar=True, on_epoch=True, batch_size=len(batch["tokens"]))
 
 
-
 def _collate(items: list[dict]) -> dict:
     keys = ("tokens", "positions", "commands")
     return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in keys}

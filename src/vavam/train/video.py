@@ -102,7 +102,6 @@ class VideoLitModule(MupWsdMixin, L.LightningModule):
         self.log("val/loss", next_token_loss(self.model(batch), batch), prog_bar=True, on_epoch=True)
 
 
-
 def train_video(
     out: Path,
     tokens: Path,
