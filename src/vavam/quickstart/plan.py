@@ -4,7 +4,7 @@ The rule (documented in the README): with ``s = budget_minutes / 15``,
 
 - data: ``round(32 s)`` training scenes and ``max(6, round(8 s))`` held-out scenes of 20 s at 2 Hz
   (held-out scenes come from towns never seen in training; a fifth of all scenes contain hazards);
-- steps: tokenizer ``round(500 s)``, VaViM ``round(300 s)``, VaVAM ``round(800 s)``;
+- steps: tokenizer ``round(500 s)``, VaViM ``round(300 s)``, VaVAM ``round(600 s)``;
 - closed loop: ``max(1, round(2 s))`` runs of 2 layouts per scenario type;
 - sizes: 64 x 128 frames, ``vq_mini`` / ``vavim_mini`` / ``vavam_mini`` below ``s = 4``; from ``s >= 4``
   the VaViM and expert widths double (more budget buys a bigger model, as in the paper's scaling study).
@@ -43,7 +43,7 @@ class QuickstartPlan:
     video_lr: float = 0.004
     action_preset: str = "vavam_mini"
     action_width: int | None = None
-    action_steps: int = 800
+    action_steps: int = 600
     action_batch: int = 16
     action_lr: float = 0.01
     num_samples: int = 5
@@ -62,7 +62,7 @@ class QuickstartPlan:
             heldout_scenes=max(6, round(8 * s)),
             tokenizer_steps=max(50, round(500 * s)),
             video_steps=max(30, round(300 * s)),
-            action_steps=max(50, round(800 * s)),
+            action_steps=max(50, round(600 * s)),
             closed_loop_runs=max(1, round(2 * s)),
         )
         if s >= 4:
