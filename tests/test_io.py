@@ -146,3 +146,11 @@ def test_torchscript_needs_trust(tmp_path: Path):
     with pytest.raises(PermissionError, match="trust_code"):
         io.load_torchscript(path)
     assert isinstance(io.load_torchscript(path, trust_code=True), torch.jit.ScriptModule)
+
+
+def test_checkpoint_of_another_kind_is_named(tmp_path):
+    from vavam.config import VideoConfig
+
+    folder = io.save_checkpoint(tmp_path / "ckpt", {"w": torch.zeros(1)}, vq_tiny())
+    with pytest.raises(ValueError, match="holds a VQConfig, not a VideoConfig"):
+        io.load_checkpoint(folder, expected=VideoConfig)

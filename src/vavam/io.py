@@ -358,10 +358,13 @@ def save_checkpoint(folder: str | os.PathLike, state_dict: dict[str, torch.Tenso
     return folder
 
 
-def load_checkpoint(folder: str | os.PathLike, verify: bool = True) -> tuple[dict[str, torch.Tensor], Any, dict]:
+def load_checkpoint(
+    folder: str | os.PathLike, verify: bool = True, expected: type | None = None
+) -> tuple[dict[str, torch.Tensor], Any, dict]:
     """Read our checkpoint folder -> (state_dict, config, meta). Checks the weights' sha256.
 
-    Raises ``ValueError`` naming the folder and the file when something is missing or corrupt.
+    Raises ``ValueError`` naming the folder and the file when something is missing or corrupt, or
+    when the config is not an instance of ``expected`` (e.g. a VaViM folder given as a tokenizer).
     """
     from safetensors.torch import load as st_load
 
@@ -380,6 +383,8 @@ def load_checkpoint(folder: str | os.PathLike, verify: bool = True) -> tuple[dic
     except Exception as exc:  # safetensors raises its own error types
         raise ValueError(f"{folder / MODEL_FILE}: cannot read safetensors ({exc})") from exc
     config = config_from_dict(read_json(folder / CONFIG_FILE))
+    if expected is not None and not isinstance(config, expected):
+        raise ValueError(f"{folder}: holds a {type(config).__name__}, not a {expected.__name__}")
     return state, config, meta
 
 

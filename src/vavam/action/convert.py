@@ -139,9 +139,7 @@ def load_action_model(path: str | os.PathLike, device: str | torch.device = "cpu
     """Load a VaVAM: our checkpoint folder or the authors' released ``.pt``. Eval mode, VaViM frozen."""
     path = Path(path)
     if is_checkpoint_folder(path):
-        state, config, _ = load_checkpoint(path)
-        if not isinstance(config, ActionConfig):
-            raise ValueError(f"{path}: holds a {type(config).__name__}, not an ActionConfig")
+        state, config, _ = load_checkpoint(path, expected=ActionConfig)
         return build_from_state(config, state, device)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file or checkpoint folder")

@@ -166,9 +166,7 @@ def load_tokenizer(
             "or the TorchScript *_encoder.jit/*_decoder.jit export)"
         )
     if vio.is_checkpoint_folder(path):
-        state, config, _meta = vio.load_checkpoint(path)
-        if not isinstance(config, VQConfig):
-            raise ValueError(f"{path}: checkpoint holds a {type(config).__name__}, not a tokenizer (VQConfig)")
+        state, config, _meta = vio.load_checkpoint(path, expected=VQConfig)
         with torch.device("meta"):
             model = VQModel(config)
         model.load_state_dict(state, strict=True, assign=True)

@@ -160,9 +160,7 @@ def load_video_model(path: str | os.PathLike, device: str | torch.device = "cpu"
     """
     path = Path(path)
     if is_checkpoint_folder(path):
-        state, config, _ = load_checkpoint(path)
-        if not isinstance(config, VideoConfig):
-            raise ValueError(f"{path}: holds a {type(config).__name__}, not a VideoConfig")
+        state, config, _ = load_checkpoint(path, expected=VideoConfig)
         return build_from_state(config, state, device)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
