@@ -23,7 +23,8 @@ from vavam.data.records import load_records
 from vavam.data.tokens import TokenStore
 from vavam.data.windows import TokenWindowDataset, WindowConfig, WindowIndex
 from vavam.io import atomic_write_json
-from vavam.train.lightning import MupWsdMixin, make_trainer
+from vavam.train.lightning import MupWsdMixin, NanPolicy, fit_resumable
+from vavam.train.resume import step_generator
 
 
 def expert_width_multipliers(expert: torch.nn.Module) -> dict[str, float]:
@@ -54,12 +55,16 @@ class ActionLitModule(MupWsdMixin, L.LightningModule):
         warmup_iter: int = 0,
         end_iter: int = 1000,
         drop_iter: int = 0,
+        seed: int = 0,
+        nan_policy: NanPolicy = "stop",
     ) -> None:
         super().__init__()
         self.model = model
         self.model.video.requires_grad_(False)
         self.lr, self.weight_decay = lr, weight_decay
         self.schedule = (warmup_iter, end_iter, drop_iter)
+        self.seed, self.nan_policy = seed, nan_policy
+        self.data_step = 0  # set per batch by the trainer (batches consumed so far)
 
     def mup_width_multipliers(self) -> dict[str, float]:
         return {f"model.expert.{k}": v for k, v in expert_width_multipliers(self.model.expert).items()}
@@ -69,16 +74,22 @@ class ActionLitModule(MupWsdMixin, L.LightningModule):
         self.model.video.eval()  # frozen (no dropout exists, but keep it explicit)
         return self
 
-    def _loss(self, batch: dict) -> torch.Tensor:
-        return self.model.flow_loss(batch["tokens"], batch["commands"], batch["positions"].float())
+    def _loss(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        return self.model.flow_loss(batch["tokens"], batch["commands"], batch["positions"].float(),
+                                    generator=generator)
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self._loss(batch)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(batch["tokens"]))
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        # flow times and noise of a step depend only on (seed, step, rank): exact resume, no RNG state
+        gen = step_generator(self.seed, self.data_step, self.global_rank, device=batch["tokens"].device)
+        loss = self.checked_loss(self._loss(batch, gen))
+        if loss is not None:
+            self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False,
+                     batch_size=len(batch["tokens"]))
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self.log("val/loss", self._loss(batch), prog_bar=True, on_epoch=True, batch_size=len(batch["tokens"]))
+        gen = step_generator(self.seed + 1, batch_idx, self.global_rank, device=batch["tokens"].device)
+        self.log("val/loss", self._loss(batch, gen), prog_bar=True, on_epoch=True, batch_size=len(batch["tokens"]))
 
 
 def _collate(items: list[dict]) -> dict:
@@ -117,6 +128,10 @@ def train_action(
     seed: int = 0,
     precision: Literal["32", "bf16-mixed"] = "32",
     num_workers: int = 0,
+    ckpt_every: int = 0,
+    keep: int = 3,
+    resume: bool = False,
+    nan_policy: NanPolicy = "stop",
     progress: bool = True,
 ) -> dict:
     """Train VaVAM's action expert on a frozen VaViM; writes our checkpoint folder to OUT/model.
@@ -143,6 +158,11 @@ def train_action(
         seed: seed of initialisation, noise and data order.
         precision: "32" or "bf16-mixed".
         num_workers: DataLoader workers.
+        ckpt_every: also checkpoint every this many steps (0: only at the end and on SIGTERM / SIGUSR1).
+        keep: periodic checkpoints kept in ``out/checkpoints``.
+        resume: continue from the newest intact checkpoint in ``out/checkpoints`` (exact: weights,
+            optimiser, schedule, data position; flow noise is a function of the step).
+        nan_policy: "stop" on a non-finite loss (default) or "skip" the step.
         progress: show a progress bar.
     """
     import vavam
@@ -161,21 +181,21 @@ def train_action(
     model.video.load_state_dict(vim.state_dict())
     model.video.requires_grad_(False)
     train_set = make_window_dataset(records, tokens, frames, subsampling)
-    loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, collate_fn=_collate,
-                        drop_last=len(train_set) >= batch_size, num_workers=num_workers,
-                        generator=torch.Generator().manual_seed(seed))
     val_loader = None
     if val_records is not None and val_tokens is not None:
         val_loader = DataLoader(make_window_dataset(val_records, val_tokens, frames, subsampling),
                                 batch_size=batch_size, collate_fn=_collate, num_workers=num_workers)
-    module = ActionLitModule(model, lr, weight_decay, int(warmup_frac * steps), steps, int(drop_frac * steps))
+    module = ActionLitModule(model, lr, weight_decay, int(warmup_frac * steps), steps, int(drop_frac * steps),
+                             seed=seed, nan_policy=nan_policy)
     out = Path(out)
-    trainer = make_trainer(out, steps, precision, progress, len(loader), val_every if val_loader else None,
-                           deterministic=False)
     start = time.perf_counter()
-    trainer.fit(module, loader, val_loader)
+    fit = fit_resumable(module, train_set, out=out, steps=steps, batch_size=batch_size, seed=seed,
+                        precision=precision, progress=progress, collate_fn=_collate, val_loaders=val_loader,
+                        val_every=val_every, ckpt_every=ckpt_every, keep=keep, resume=resume,
+                        num_workers=num_workers, deterministic=False)
     summary = {"steps": steps, "seconds": round(time.perf_counter() - start, 2), "windows": len(train_set),
-               "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()}}
+               "resumed_from": fit.resumed_from,
+               "metrics": {k: float(v) for k, v in fit.trainer.callback_metrics.items()}}
     meta = {"train": summary, "video": str(video), "records": str(records), "tokens": str(tokens)}
     if tokenizer is not None:
         meta["tokenizer"] = str(Path(tokenizer).resolve())

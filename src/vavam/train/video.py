@@ -23,7 +23,7 @@ from vavam import presets
 from vavam.config import VideoConfig
 from vavam.data.tokens import TokenStore
 from vavam.io import atomic_write_json
-from vavam.train.lightning import MupWsdMixin, make_trainer
+from vavam.train.lightning import MupWsdMixin, NanPolicy, fit_resumable
 
 
 class VideoWindowDataset(Dataset):
@@ -80,6 +80,8 @@ class VideoLitModule(MupWsdMixin, L.LightningModule):
         warmup_iter: int = 0,
         end_iter: int = 1000,
         drop_iter: int = 0,
+        nan_policy: NanPolicy = "stop",
+        val_names: tuple[str, ...] = (),
     ) -> None:
         super().__init__()
         from vavam.video import VideoGPT
@@ -89,17 +91,23 @@ class VideoLitModule(MupWsdMixin, L.LightningModule):
         self.model = VideoGPT(config)
         self.lr, self.weight_decay = lr, weight_decay
         self.schedule = (warmup_iter, end_iter, drop_iter)
+        self.nan_policy = nan_policy
+        self.val_names = val_names
 
     def mup_width_multipliers(self) -> dict[str, float]:
         return {f"model.{k}": v for k, v in video_width_multipliers(self.model).items()}
 
-    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        loss = next_token_loss(self.model(batch), batch)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor | None:
+        loss = self.checked_loss(next_token_loss(self.model(batch), batch))
+        if loss is not None:
+            self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         return loss
 
-    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        self.log("val/loss", next_token_loss(self.model(batch), batch), prog_bar=True, on_epoch=True)
+    def validation_step(self, batch: torch.Tensor, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Next-token CE per validation dataset: ``val/loss`` (one set) or ``val/<name>/loss``."""
+        name = "val/loss" if len(self.val_names) <= 1 else f"val/{self.val_names[dataloader_idx]}/loss"
+        self.log(name, next_token_loss(self.model(batch), batch), prog_bar=True, on_epoch=True,
+                 add_dataloader_idx=False)
 
 
 def train_video(
@@ -116,11 +124,15 @@ def train_video(
     drop_frac: float = 0.1,
     num_frames: int | None = None,
     stride: int = 1,
-    val_tokens: Path | None = None,
+    val_tokens: list[Path] | None = None,
     val_every: int = 100,
     seed: int = 0,
     precision: Literal["32", "bf16-mixed"] = "32",
     num_workers: int = 0,
+    ckpt_every: int = 0,
+    keep: int = 3,
+    resume: bool = False,
+    nan_policy: NanPolicy = "stop",
     progress: bool = True,
 ) -> dict:
     """Train VaViM by next-token prediction on a token store; writes our checkpoint folder to OUT/model.
@@ -139,11 +151,17 @@ def train_video(
         drop_frac: share of steps of the final linear drop to 0.1 x lr.
         num_frames: frames per window (default: the preset's).
         stride: frames skipped between window frames (subsampling factor of the store's fps).
-        val_tokens: a token store with validation scenes (optional).
+        val_tokens: token stores with validation scenes (optional); CE is logged per store
+            (``val/<folder name>/loss``) when there are several.
         val_every: validation interval in steps.
         seed: seed of initialisation and data order.
         precision: "32" or "bf16-mixed".
         num_workers: DataLoader workers.
+        ckpt_every: also checkpoint every this many steps (0: only at the end and on SIGTERM / SIGUSR1).
+        keep: periodic checkpoints kept in ``out/checkpoints``.
+        resume: continue from the newest intact checkpoint in ``out/checkpoints`` (exact: weights,
+            optimiser, schedule and data position).
+        nan_policy: "stop" on a non-finite loss (default) or "skip" the step.
         progress: show a progress bar.
     """
     from vavam.video import save_video_model
@@ -160,22 +178,26 @@ def train_video(
                                  init_std=init_std if init_std is not None else config.init_std,
                                  width=width or config.width)
     train_set = VideoWindowDataset(store, frames, stride)
-    loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=len(train_set) >= batch_size,
-                        num_workers=num_workers, generator=torch.Generator().manual_seed(seed))
-    val_loader = None
-    if val_tokens is not None:
-        val_set = VideoWindowDataset(TokenStore(val_tokens), frames, stride)
-        val_loader = DataLoader(val_set, batch_size=batch_size, num_workers=num_workers)
-    module = VideoLitModule(config, lr, weight_decay, int(warmup_frac * steps), steps, int(drop_frac * steps))
+    if isinstance(val_tokens, (str, Path)):
+        val_tokens = [val_tokens]
+    val_stores = [Path(v) for v in (val_tokens or [])]
+    val_loaders = [DataLoader(VideoWindowDataset(TokenStore(v), frames, stride), batch_size=batch_size,
+                              num_workers=num_workers) for v in val_stores]
+    names = tuple(v.name for v in val_stores)
+    if len(set(names)) != len(names):
+        raise ValueError(f"val_tokens: folder names must differ (they name the CE logs), got {list(names)}")
+    module = VideoLitModule(config, lr, weight_decay, int(warmup_frac * steps), steps, int(drop_frac * steps),
+                            nan_policy=nan_policy, val_names=names)
     out = Path(out)
-    trainer = make_trainer(out, steps, precision, progress, len(loader), val_every if val_loader else None,
-                           deterministic=True)
     start = time.perf_counter()
-    trainer.fit(module, loader, val_loader)
+    fit = fit_resumable(module, train_set, out=out, steps=steps, batch_size=batch_size, seed=seed,
+                        precision=precision, progress=progress, val_loaders=val_loaders or None,
+                        val_every=val_every, ckpt_every=ckpt_every, keep=keep, resume=resume,
+                        num_workers=num_workers, deterministic=True)
     seconds = time.perf_counter() - start
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics = {k: float(v) for k, v in fit.trainer.callback_metrics.items()}
     summary = {"steps": steps, "seconds": round(seconds, 2), "windows": len(train_set), "metrics": metrics,
-               "config": dataclasses.asdict(config)}
+               "resumed_from": fit.resumed_from, "config": dataclasses.asdict(config)}
     save_video_model(module.model, out / "model", meta={"train": summary, "tokens": str(tokens)})
     atomic_write_json(out / "summary.json", summary)
     return summary

@@ -1,0 +1,351 @@
+"""Exact, pre-emption-safe resume for vavam's Lightning trainers.
+
+Three pieces make a killed run continue exactly where it left off (bit-identical weights and loss
+curve in fp32 on CPU, data position included):
+
+- :class:`StepBatchSampler`: the batch of optimiser step ``k`` is a pure function of ``(seed, k)``
+  (an endless stream of seeded permutations of the dataset, cut into global batches; rank ``r``
+  takes its slice). Resuming at step ``k`` needs nothing but ``k``: no loader state to save.
+  Per-step randomness of the model (flow times, noise) is drawn from :func:`step_generator` for the
+  same reason.
+- :class:`SafeCheckpointIO`: Lightning's checkpoint I/O, but every ``.ckpt`` is written atomically
+  (temporary file, fsync, rename) with a ``.ckpt.sha256`` sidecar, and every load checks the hash
+  and unpickles **weights-only** (plain tensors and containers; a checkpoint that would run code is
+  refused).
+- :class:`ResumeCallback`: checkpoints every ``every_n_steps`` optimiser steps (``step-XXXXXXXX.ckpt``,
+  the newest ``keep`` kept) and when the process receives SIGTERM or SIGUSR1 (cluster pre-emption);
+  appends one JSON line per step to ``metrics.jsonl`` (the loss curve), truncated back to the
+  checkpoint's step on resume so that replayed steps are not logged twice.
+
+:func:`find_resume_checkpoint` picks the newest intact checkpoint of a run folder and warns about
+any newer one that is truncated or corrupt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import signal
+import threading
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from vavam.io import atomic_write, atomic_write_json
+
+__all__ = [
+    "CheckpointError",
+    "StepBatchSampler",
+    "step_generator",
+    "SafeCheckpointIO",
+    "ResumeCallback",
+    "find_resume_checkpoint",
+    "checkpoint_step",
+]
+
+CKPT_DIR = "checkpoints"
+_STEP_NAME = re.compile(r"^step-(\d{8,})\.ckpt$")
+
+
+class CheckpointError(RuntimeError):
+    """A training checkpoint is missing, truncated, corrupt or not loadable weights-only."""
+
+
+def _mix_seed(*parts: int) -> int:
+    """A 63-bit seed derived from integers (stable across runs and platforms)."""
+    digest = hashlib.sha256(b"vavam" + b"".join(int(p).to_bytes(8, "little", signed=True) for p in parts)).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def step_generator(seed: int, step: int, rank: int = 0, device: str | torch.device = "cpu") -> torch.Generator:
+    """A ``torch.Generator`` seeded by ``(seed, step, rank)``: per-step model randomness that a resume
+    at ``step`` reproduces without saving any RNG state."""
+    return torch.Generator(device=device).manual_seed(_mix_seed(seed, step, rank))
+
+
+class StepBatchSampler:
+    """Batches of dataset indices where step ``k``'s batch depends only on ``(seed, k)``.
+
+    The index stream is the concatenation of permutations ``perm(seed, epoch)`` of ``range(num_items)``;
+    step ``k`` takes stream positions ``[k·G, (k+1)·G)`` with ``G = batch_size · world_size`` (the
+    global batch), and rank ``r`` keeps the ``r``-th contiguous slice of ``batch_size``. Epoch
+    boundaries fall inside a batch when ``G`` does not divide ``num_items`` (no sample is dropped).
+
+    Args:
+        num_items: dataset length (> 0).
+        batch_size: items per rank and step.
+        seed: data-order seed.
+        total_steps: steps of the whole run; iteration stops there.
+        start_step: first step to yield (the resume step).
+        rank: this process's rank; world_size: number of ranks.
+        shuffle: False yields the stream in dataset order (validation-like, still step-addressable).
+
+    Each ``iter()`` starts at ``position()`` when a position callable is set (the trainer's live
+    ``global_step``), else at ``start_step``; ``len()`` is always ``total_steps`` so that a loop which
+    restores its in-epoch batch counter on resume ends the epoch exactly at ``total_steps``.
+    """
+
+    def __init__(self, num_items: int, batch_size: int, seed: int, total_steps: int, start_step: int = 0,
+                 rank: int = 0, world_size: int = 1, shuffle: bool = True) -> None:
+        if num_items <= 0:
+            raise ValueError(f"num_items must be > 0, got {num_items}")
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be > 0, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world_size {world_size}")
+        self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
+        self.total_steps, self.start_step = total_steps, start_step
+        self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
+        self._perms: dict[int, np.ndarray] = {}
+        self.position: Callable[[], int] | None = None
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            if len(self._perms) >= 2:
+                self._perms.pop(min(self._perms))
+            if self.shuffle:
+                rng = np.random.default_rng(_mix_seed(self.seed, epoch))
+                self._perms[epoch] = rng.permutation(self.num_items)
+            else:
+                self._perms[epoch] = np.arange(self.num_items)
+        return self._perms[epoch]
+
+    def batch(self, step: int) -> list[int]:
+        """Dataset indices of this rank's batch at ``step``."""
+        g = self.batch_size * self.world_size
+        pos = np.arange(step * g + self.rank * self.batch_size, step * g + (self.rank + 1) * self.batch_size)
+        epochs, offsets = np.divmod(pos, self.num_items)
+        out = np.empty(len(pos), dtype=np.int64)
+        for e in np.unique(epochs):
+            sel = epochs == e
+            out[sel] = self._perm(int(e))[offsets[sel]]
+        return out.tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        start = self.position() if self.position is not None else self.start_step
+        for step in range(start, self.total_steps):
+            yield self.batch(step)
+
+    def __len__(self) -> int:
+        return self.total_steps
+
+
+# --------------------------------------------------------------------------- checkpoint files
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def checkpoint_step(path: str | os.PathLike) -> int | None:
+    """The step encoded in a ``step-XXXXXXXX.ckpt`` name, else None."""
+    m = _STEP_NAME.match(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a Lightning ``.ckpt`` weights-only after checking its sha256 sidecar (when present).
+
+    Raises:
+        CheckpointError: missing, truncated or corrupt file, hash mismatch, or content that is not
+            plain tensors / containers (it would need to run pickled code).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    data = path.read_bytes()
+    side = _sidecar(path)
+    if side.is_file():
+        try:
+            meta = json.loads(side.read_text())
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{side}: unreadable hash file ({exc})") from exc
+        if meta.get("size") != len(data):
+            raise CheckpointError(f"{path}: truncated or overwritten ({len(data)} bytes, expected {meta.get('size')})")
+        if meta.get("sha256") != _sha256(data):
+            raise CheckpointError(f"{path}: content hash mismatch (corrupt checkpoint)")
+    try:
+        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is reported with the file name
+        raise CheckpointError(f"{path}: not a loadable weights-only checkpoint ({type(exc).__name__}: {exc})") from exc
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Atomic, hashed ``.ckpt`` writes and weights-only, hash-checked loads (see module doc)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        data = buffer.getvalue()
+        with atomic_write(path, "wb") as f:
+            f.write(data)
+        atomic_write_json(_sidecar(path), {"sha256": _sha256(data), "size": len(data),
+                                           "global_step": checkpoint.get("global_step")})
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return read_checkpoint(path, map_location=map_location or "cpu")  # always weights-only
+
+    def remove_checkpoint(self, path: Any) -> None:
+        path = Path(path)
+        for p in (path, _sidecar(path)):
+            p.unlink(missing_ok=True)
+
+
+def list_checkpoints(run: str | os.PathLike) -> list[Path]:
+    """``run/checkpoints/step-*.ckpt`` sorted by step, newest last."""
+    folder = Path(run) / CKPT_DIR
+    if not folder.is_dir():
+        return []
+    found = [(checkpoint_step(p), p) for p in folder.iterdir() if checkpoint_step(p) is not None]
+    return [p for _, p in sorted(found)]
+
+
+def find_resume_checkpoint(run: str | os.PathLike) -> Path | None:
+    """Newest intact checkpoint of a run folder (None when there is none at all).
+
+    Newer checkpoints that are truncated, corrupt or fail their hash are skipped with a warning;
+    if every checkpoint is bad, :class:`CheckpointError` lists them.
+    """
+    candidates = list_checkpoints(run)
+    bad = []
+    for path in reversed(candidates):
+        try:
+            read_checkpoint(path)
+        except CheckpointError as exc:
+            warnings.warn(f"skipping unusable checkpoint: {exc}", stacklevel=2)
+            bad.append(str(exc))
+            continue
+        return path
+    if bad:
+        raise CheckpointError(f"{run}: no intact checkpoint to resume from:\n  " + "\n  ".join(bad))
+    return None
+
+
+# --------------------------------------------------------------------------- callback
+
+class ResumeCallback(L.Callback):
+    """Periodic and pre-emption checkpoints plus a resumable per-step metrics log.
+
+    Args:
+        run: run folder; checkpoints go to ``run/checkpoints``, the log to ``run/metrics.jsonl``.
+        every_n_steps: checkpoint interval in optimiser steps (0: only on signals and at the end).
+        keep: how many periodic checkpoints to keep (older ones are deleted; 0 keeps all).
+        resumed_step: the step the run resumed from (the log is cut back to it), 0 for a fresh run.
+        signals: signals that trigger a checkpoint and a clean stop (default SIGTERM and SIGUSR1).
+    """
+
+    def __init__(self, run: str | os.PathLike, every_n_steps: int = 0, keep: int = 3, resumed_step: int = 0,
+                 signals: tuple[int, ...] | None = None) -> None:
+        self.run = Path(run)
+        self.every_n_steps, self.keep, self.resumed_step = every_n_steps, keep, resumed_step
+        default = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s)
+        self.signals = default if signals is None else signals
+        self.preempted: int | None = None  # signal number once received
+        self._old_handlers: dict[int, Any] = {}
+        self._log: Any = None
+        self.last_saved: Path | None = None
+
+    # -- paths
+    @property
+    def log_path(self) -> Path:
+        return self.run / "metrics.jsonl"
+
+    def checkpoint_path(self, step: int) -> Path:
+        return self.run / CKPT_DIR / f"step-{step:08d}.ckpt"
+
+    # -- signals
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.preempted = signum
+        old = self._old_handlers.get(signum)
+        if callable(old):  # keep Lightning's own SIGTERM bookkeeping (and any user handler) working
+            old(signum, frame)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for s in self.signals:
+                self._old_handlers[s] = signal.getsignal(s)
+                signal.signal(s, self._on_signal)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for s, old in self._old_handlers.items():
+            signal.signal(s, old if old is not None else signal.SIG_DFL)
+        self._old_handlers.clear()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    # -- metrics log
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        self.run.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if self.resumed_step and self.log_path.is_file():
+            for line in self.log_path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except ValueError:  # a line cut by a kill
+                    continue
+                if row.get("step", 0) <= self.resumed_step:
+                    kept.append(line)
+        with atomic_write(self.log_path, "w") as f:
+            f.write("".join(k + "\n" for k in kept))
+        self._log = open(self.log_path, "a", encoding="utf-8")
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        step = trainer.global_step
+        if trainer.is_global_zero and self._log is not None:
+            row = {"step": step}
+            loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+            if isinstance(loss, torch.Tensor):
+                row["loss"] = float(loss.detach())
+            row.update({k: float(v) for k, v in getattr(pl_module, "step_stats", {}).items()})
+            opt = trainer.optimizers[0] if trainer.optimizers else None
+            if opt is not None:
+                row["lr"] = float(opt.param_groups[0]["lr"])
+            self._log.write(json.dumps(row) + "\n")
+            self._log.flush()
+        periodic = self.every_n_steps and step % self.every_n_steps == 0
+        if periodic or self.preempted is not None:
+            self.save(trainer, step)
+        if self.preempted is not None:
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.last_saved is None or checkpoint_step(self.last_saved) != trainer.global_step:
+            self.save(trainer, trainer.global_step)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        # Lightning turns SIGTERM into an exception at the next loop boundary (possibly inside
+        # validation): the last optimiser step is complete, so its state is saved here.
+        if self.preempted is not None and (self.last_saved is None
+                                           or checkpoint_step(self.last_saved) != trainer.global_step):
+            self.save(trainer, trainer.global_step)
+
+    def save(self, trainer: L.Trainer, step: int) -> Path:
+        """Write ``step-XXXXXXXX.ckpt`` now (all ranks call; rank 0 writes) and prune old ones."""
+        path = self.checkpoint_path(step)
+        trainer.save_checkpoint(path, weights_only=False)
+        self.last_saved = path
+        if trainer.is_global_zero and self.keep:
+            for old in list_checkpoints(self.run)[: -self.keep]:
+                trainer.strategy.remove_checkpoint(old)
+                _sidecar(old).unlink(missing_ok=True)
+        return path
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"every_n_steps": self.every_n_steps}

@@ -1,0 +1,124 @@
+"""VaViM training resumes exactly: weights and loss curve of an interrupted + resumed run equal an
+uninterrupted run of the same seed (fp32, CPU), including a SIGTERM pre-emption and a corrupt newest
+checkpoint; per-dataset validation CE; non-finite losses stop (or skip) cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+import lightning as L
+
+from vavam.data.tokens import TokenStoreWriter
+from vavam.train.resume import list_checkpoints
+from vavam.train.video import train_video
+
+
+def _store(root, num_scenes=3, num_frames=8, grid=(2, 3), codes=16, seed=0):
+    rng = np.random.default_rng(seed)
+    writer = TokenStoreWriter(root, grid, codebook_size=codes, tokenizer={"name": "rand"}, fps=2.0, resume=False)
+    for k in range(num_scenes):
+        frames = rng.integers(0, codes, size=(num_frames, *grid), dtype=np.uint16)
+        writer.write_scene(f"s{k}", frames, np.arange(num_frames, dtype=np.int64) * 500_000)
+    return root
+
+
+def _weights(run):
+    from vavam.video import load_video_model
+
+    return {k: v.clone() for k, v in load_video_model(run / "model").state_dict().items()}
+
+
+def _losses(run):
+    return [(r["step"], r["loss"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+
+
+KW = dict(preset="vavim_tiny", batch_size=3, lr=0.01, num_frames=2, progress=False, seed=3)
+
+
+class _SignalAt(L.Callback):
+    """Sends a signal to this process after the given optimiser step (a cluster pre-emption)."""
+
+    def __init__(self, step: int, signum: int) -> None:
+        self.step, self.signum = step, signum
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+def test_sigterm_then_resume_is_bit_identical(tmp_path, monkeypatch):
+    tok = _store(tmp_path / "tok")
+    train_video(tmp_path / "full", tok, steps=7, **KW)
+
+    import vavam.train.video as tl
+
+    real = tl.fit_resumable
+    monkeypatch.setattr(tl, "fit_resumable", lambda *a, **k: real(*a, **k, extra_callbacks=[_SignalAt(4, signal.SIGTERM)]))
+    with pytest.raises(SystemExit) as exit_info:
+        train_video(tmp_path / "cut", tok, steps=7, ckpt_every=0, **KW)
+    assert exit_info.value.code == 128 + signal.SIGTERM
+    assert [p.name for p in list_checkpoints(tmp_path / "cut")] == ["step-00000004.ckpt"]
+    assert not (tmp_path / "cut" / "model").exists()  # no final model from a pre-empted run
+    monkeypatch.setattr(tl, "fit_resumable", real)
+
+    summary = train_video(tmp_path / "cut", tok, steps=7, resume=True, **KW)
+    assert summary["resumed_from"] == 4
+    full, cut = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
+    assert all(torch.equal(full[k], cut[k]) for k in full)
+    assert _losses(tmp_path / "full") == _losses(tmp_path / "cut")
+    assert [s for s, _ in _losses(tmp_path / "cut")] == list(range(1, 8))
+
+
+def test_resume_falls_back_past_a_corrupt_checkpoint(tmp_path):
+    tok = _store(tmp_path / "tok")
+    train_video(tmp_path / "full", tok, steps=6, **KW)
+    train_video(tmp_path / "cut", tok, steps=6, ckpt_every=2, keep=0, **KW)
+    ckpts = list_checkpoints(tmp_path / "cut")
+    assert [p.name for p in ckpts] == ["step-00000002.ckpt", "step-00000004.ckpt", "step-00000006.ckpt"]
+    # simulate a kill after step 4's checkpoint: drop the later one, truncate step 4's
+    ckpts[2].unlink()
+    data = ckpts[1].read_bytes()
+    ckpts[1].write_bytes(data[: len(data) // 2])
+    with pytest.warns(UserWarning, match="step-00000004.ckpt: truncated"):
+        summary = train_video(tmp_path / "cut", tok, steps=6, resume=True, **KW)
+    assert summary["resumed_from"] == 2
+    full, cut = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
+    assert all(torch.equal(full[k], cut[k]) for k in full)
+    assert _losses(tmp_path / "full") == _losses(tmp_path / "cut")
+
+
+def test_validation_ce_per_dataset(tmp_path):
+    a, b = _store(tmp_path / "nuplan", seed=1), _store(tmp_path / "nuscenes", seed=2)
+    tok = _store(tmp_path / "tok")
+    s = train_video(tmp_path / "run", tok, steps=2, val_tokens=[a, b], val_every=2, **KW)
+    assert {"val/nuplan/loss", "val/nuscenes/loss"} <= set(s["metrics"])
+    assert s["metrics"]["val/nuplan/loss"] != s["metrics"]["val/nuscenes/loss"]
+
+
+def test_non_finite_loss_stops_or_skips(tmp_path, monkeypatch):
+    tok = _store(tmp_path / "tok")
+    import vavam.train.video as tv
+
+    real = tv.next_token_loss
+    calls = {"n": 0}
+
+    def poisoned(logits, tokens):
+        calls["n"] += 1
+        loss = real(logits, tokens)
+        return loss * float("nan") if calls["n"] == 2 else loss
+
+    monkeypatch.setattr(tv, "next_token_loss", poisoned)
+    with pytest.raises(FloatingPointError, match="training loss is nan at step 1"):
+        train_video(tmp_path / "stop", tok, steps=4, **KW)
+    calls["n"] = 0
+    with pytest.warns(UserWarning, match="step skipped"):
+        s = train_video(tmp_path / "skip", tok, steps=4, nan_policy="skip", **KW)
+    weights = _weights(tmp_path / "skip")
+    assert all(torch.isfinite(v).all() for v in weights.values())
+    rows = [json.loads(r) for r in (tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()]
+    assert sum(r.get("skipped", 0) for r in rows) == 1 and s["steps"] == 4
