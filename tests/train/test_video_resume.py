@@ -122,3 +122,29 @@ def test_non_finite_loss_stops_or_skips(tmp_path, monkeypatch):
     assert all(torch.isfinite(v).all() for v in weights.values())
     rows = [json.loads(r) for r in (tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()]
     assert sum(r.get("skipped", 0) for r in rows) == 1 and s["steps"] == 4
+
+
+class _Gadget:
+    """Unpickling this would create a file (the side effect a malicious checkpoint would have)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_planted_pickle_checkpoint_is_refused_and_skipped(tmp_path):
+    from vavam.train.resume import CheckpointError, read_checkpoint, write_checkpoint
+
+    tok = _store(tmp_path / "tok")
+    train_video(tmp_path / "run", tok, steps=3, ckpt_every=1, keep=0, **KW)
+    marker = tmp_path / "pwned"
+    # a newer checkpoint with a valid hash sidecar whose unpickling would run code
+    bad = write_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000009.ckpt",
+                           {"global_step": 9, "state_dict": {"x": _Gadget(marker)}})
+    with pytest.raises(CheckpointError, match="not a loadable weights-only checkpoint"):
+        read_checkpoint(bad)
+    with pytest.warns(UserWarning, match="step-00000009.ckpt: not a loadable weights-only"):
+        summary = train_video(tmp_path / "run", tok, steps=3, resume=True, **KW)
+    assert summary["resumed_from"] == 3 and not marker.exists()

@@ -49,6 +49,10 @@ __all__ = [
     "ResumeCallback",
     "find_resume_checkpoint",
     "checkpoint_step",
+    "read_checkpoint",
+    "write_checkpoint",
+    "prune_checkpoints",
+    "PreemptionSignals",
 ]
 
 CKPT_DIR = "checkpoints"
@@ -181,19 +185,60 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         raise CheckpointError(f"{path}: not a loadable weights-only checkpoint ({type(exc).__name__}: {exc})") from exc
 
 
+def write_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """``torch.save`` a plain state (tensors, numbers, strings, containers) atomically, then its
+    ``.sha256`` sidecar; a kill at any moment leaves the old pair or a new file whose hash check
+    fails (never a half-written file that loads)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
+    with atomic_write(path, "wb") as f:
+        f.write(data)
+    atomic_write_json(_sidecar(path), {"sha256": _sha256(data), "size": len(data),
+                                       "global_step": state.get("global_step", state.get("step"))})
+    return path
+
+
+def prune_checkpoints(run: str | os.PathLike, keep: int) -> None:
+    """Delete all but the newest ``keep`` step checkpoints of a run (and their sidecars)."""
+    if keep > 0:
+        for old in list_checkpoints(run)[:-keep]:
+            old.unlink(missing_ok=True)
+            _sidecar(old).unlink(missing_ok=True)
+
+
+class PreemptionSignals:
+    """Context manager that records SIGTERM / SIGUSR1 instead of dying (main thread only); the
+    training loop checks :attr:`received` after each step, checkpoints and exits with 128 + signal."""
+
+    def __init__(self, signals: tuple[int, ...] | None = None) -> None:
+        default = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s)
+        self.signals = default if signals is None else signals
+        self.received: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.received = signum
+
+    def __enter__(self) -> "PreemptionSignals":
+        if threading.current_thread() is threading.main_thread():
+            for s in self.signals:
+                self._old[s] = signal.signal(s, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old if old is not None else signal.SIG_DFL)
+        self._old.clear()
+
+
 class SafeCheckpointIO(TorchCheckpointIO):
     """Atomic, hashed ``.ckpt`` writes and weights-only, hash-checked loads (see module doc)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        data = buffer.getvalue()
-        with atomic_write(path, "wb") as f:
-            f.write(data)
-        atomic_write_json(_sidecar(path), {"sha256": _sha256(data), "size": len(data),
-                                           "global_step": checkpoint.get("global_step")})
+        write_checkpoint(path, checkpoint)
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         return read_checkpoint(path, map_location=map_location or "cpu")  # always weights-only
@@ -341,10 +386,8 @@ class ResumeCallback(L.Callback):
         path = self.checkpoint_path(step)
         trainer.save_checkpoint(path, weights_only=False)
         self.last_saved = path
-        if trainer.is_global_zero and self.keep:
-            for old in list_checkpoints(self.run)[: -self.keep]:
-                trainer.strategy.remove_checkpoint(old)
-                _sidecar(old).unlink(missing_ok=True)
+        if trainer.is_global_zero:
+            prune_checkpoints(self.run, self.keep)
         return path
 
     def state_dict(self) -> dict[str, Any]:

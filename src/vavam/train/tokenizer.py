@@ -9,7 +9,9 @@ exactly the batches an uninterrupted run would have seen.
 Outputs in ``out``::
 
     tokenizer/            our checkpoint folder (model.safetensors, config.json, meta.json with metrics)
-    resume.pt             model + discriminator + optimisers + codebook monitor + step (for resume=True)
+    checkpoints/          step-XXXXXXXX.ckpt (+ .sha256): model, discriminator, optimisers, codebook
+                          monitor, step, log rows; the newest ``keep`` kept; resume=True takes the newest
+                          intact one (a truncated or corrupt newer one is skipped with a warning)
     metrics.csv           one row per log (train losses) and per evaluation (val PSNR, codebook usage)
     reconstructions.png   validation frames (top) and their reconstructions (bottom)
     summary.json          the returned summary
@@ -33,6 +35,13 @@ import torch.nn.functional as F
 from vavam.io import atomic_write, atomic_write_bytes, atomic_write_text
 from vavam.tokenizer.losses import LossConfig, TokenizerLoss, load_perceptual_loss
 from vavam.train.codebook import CodebookMonitor
+from vavam.train.resume import (
+    PreemptionSignals,
+    find_resume_checkpoint,
+    prune_checkpoints,
+    read_checkpoint,
+    write_checkpoint,
+)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -242,7 +251,9 @@ def train_tokenizer(
     log_every: int = 50,
     eval_every: int = 0,
     ckpt_every: int = 500,
+    keep: int = 2,
     resume: bool = False,
+    nan_policy: str = "stop",
     tensorboard: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -272,8 +283,11 @@ def train_tokenizer(
         val_frames: held-out frames for PSNR and codebook usage.
         log_every: steps between training-loss rows in metrics.csv.
         eval_every: steps between validations (0: at each checkpoint and at the end).
-        ckpt_every: steps between checkpoints (tokenizer folder + resume.pt).
-        resume: continue from ``out/resume.pt`` when it exists.
+        ckpt_every: steps between checkpoints (tokenizer folder + ``checkpoints/step-*.ckpt``); SIGTERM and
+            SIGUSR1 also checkpoint, then exit with status 128 + signal.
+        keep: step checkpoints kept.
+        resume: continue exactly from the newest intact checkpoint in ``out/checkpoints``.
+        nan_policy: "stop" on a non-finite loss (default) or "skip" the step (no update).
         tensorboard: also write TensorBoard events to ``out/tb``.
         progress: show a progress bar with ETA.
 
@@ -318,10 +332,12 @@ def train_tokenizer(
     autocast = precision == "bf16-mixed"
     dev_type = torch.device(device).type
 
-    start, rows, initial = 0, [], None
-    resume_path = out / "resume.pt"
-    if resume and resume_path.is_file():
-        state = torch.load(resume_path, map_location=device, weights_only=True)
+    if nan_policy not in ("stop", "skip"):
+        raise ValueError(f"nan_policy must be 'stop' or 'skip', got {nan_policy!r}")
+    start, rows, initial, running = 0, [], None, {}
+    resume_path = find_resume_checkpoint(out) if resume else None
+    if resume_path is not None:
+        state = read_checkpoint(resume_path, map_location=device)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         if opt_d is not None and state.get("opt_d") is not None:
@@ -329,6 +345,7 @@ def train_tokenizer(
             opt_d.load_state_dict(state["opt_d"])
         monitor.load_state_dict(state["monitor"])
         start, rows, initial = int(state["step"]), json.loads(state["rows"]), json.loads(state["initial"])
+        running = json.loads(state.get("running", "{}"))
     log = _MetricsLog(out / "metrics.csv", rows, out / "tb" if tensorboard else None)
     if initial is None:
         initial = evaluate(model, val, device=device)
@@ -362,9 +379,10 @@ def train_tokenizer(
             "monitor": monitor.state_dict(),
             "rows": json.dumps(log.rows),
             "initial": json.dumps(initial),
+            "running": json.dumps(running),
         }
-        with atomic_write(resume_path, "wb") as f:
-            torch.save(state, f)
+        write_checkpoint(out / "checkpoints" / f"step-{step:08d}.ckpt", state)
+        prune_checkpoints(out, keep)
         log.flush()
 
     bar = None
@@ -374,58 +392,71 @@ def train_tokenizer(
         bar = tqdm(total=steps, initial=start, desc="tokenizer", unit="step", dynamic_ncols=True)
     step_time, timed_steps = 0.0, 0
     metrics = initial
-    running: dict[str, float] = {}
     eval_every = eval_every or ckpt_every
-    for step in range(start, steps):
-        t0 = time.perf_counter()
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(step, steps, lr, warmup_steps, final_lr_ratio)
-        x = to_model_images(source.batch(step, batch_size), device)
-        gen = torch.Generator().manual_seed(_derive_seed(seed, step, 3))
-        with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=autocast):
-            z = model.encode_latents(x)
-            q = model.quantize(z)
-            recon = model.decode_latents(q.z_q)
-            loss, parts = criterion.generator_loss(
-                x, recon, q.codebook_loss, q.commit_loss, q.entropy_loss, step, last_layer=model.decoder.last_layer
-            )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if opt_d is not None and criterion.gan_on(step):
+    with PreemptionSignals() as signals:
+        for step in range(start, steps):
+            t0 = time.perf_counter()
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(step, steps, lr, warmup_steps, final_lr_ratio)
+            x = to_model_images(source.batch(step, batch_size), device)
+            gen = torch.Generator().manual_seed(_derive_seed(seed, step, 3))
             with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=autocast):
-                d_loss, d_parts = criterion.discriminator_loss(x, recon)
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-            parts.update(d_parts)
-        monitor.observe(q.indices, z, gen)
-        restarted = monitor.maybe_restart(embedding, opt, gen, l2_norm=config.codebook_l2_norm)
-        step_time += time.perf_counter() - t0
-        timed_steps += 1
+                z = model.encode_latents(x)
+                q = model.quantize(z)
+                recon = model.decode_latents(q.z_q)
+                loss, parts = criterion.generator_loss(
+                    x, recon, q.codebook_loss, q.commit_loss, q.entropy_loss, step, last_layer=model.decoder.last_layer
+                )
+            opt.zero_grad(set_to_none=True)
+            if not torch.isfinite(loss):
+                if nan_policy == "stop":
+                    raise FloatingPointError(f"tokenizer training loss is {float(loss)} at step {step}: stopping before "
+                                             "it corrupts the weights (nan_policy='skip' skips such steps)")
+                _say(f"warning: tokenizer training loss is {float(loss)} at step {step}: step skipped")
+                log.log(step + 1, {"skipped": 1.0})
+                if bar is not None:
+                    bar.update(1)
+                continue
+            loss.backward()
+            opt.step()
+            if opt_d is not None and criterion.gan_on(step):
+                with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=autocast):
+                    d_loss, d_parts = criterion.discriminator_loss(x, recon)
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                opt_d.step()
+                parts.update(d_parts)
+            monitor.observe(q.indices, z, gen)
+            restarted = monitor.maybe_restart(embedding, opt, gen, l2_norm=config.codebook_l2_norm)
+            step_time += time.perf_counter() - t0
+            timed_steps += 1
 
-        for k, v in parts.items():
-            running[k] = running.get(k, 0.0) + v
-        done = step + 1
-        if restarted:
-            log.log(done, {"restarted_codes": restarted})
-        if done % log_every == 0 or done == steps:
-            n = log_every if done % log_every == 0 else (done - start) % log_every or log_every
-            values = {f"train_{k}": v / n for k, v in running.items()}
-            values["train_psnr"] = -10 * math.log10(max(values.get("train_l2", 1.0) / 4, 1e-12))
-            log.log(done, {**values, "lr": opt.param_groups[0]["lr"], "dead_code_restarts": monitor.restarts})
-            running = {}
-        if done % eval_every == 0 or done == steps:
-            metrics = evaluate(model, val, device=device)
-            log.log(done, {"val_psnr": metrics["psnr"], "codebook_usage": metrics["codebook_usage"]})
+            for k, v in parts.items():
+                running[k] = running.get(k, 0.0) + v
+            done = step + 1
+            if restarted:
+                log.log(done, {"restarted_codes": restarted})
+            if done % log_every == 0 or done == steps:
+                n = log_every if done % log_every == 0 else (done - start) % log_every or log_every
+                values = {f"train_{k}": v / n for k, v in running.items()}
+                values["train_psnr"] = -10 * math.log10(max(values.get("train_l2", 1.0) / 4, 1e-12))
+                log.log(done, {**values, "lr": opt.param_groups[0]["lr"], "dead_code_restarts": monitor.restarts})
+                running = {}
+            if done % eval_every == 0 or done == steps:
+                metrics = evaluate(model, val, device=device)
+                log.log(done, {"val_psnr": metrics["psnr"], "codebook_usage": metrics["codebook_usage"]})
+                if bar is not None:
+                    bar.set_postfix(val_psnr=f"{metrics['psnr']:.2f}", usage=f"{metrics['codebook_usage']:.1f}%")
+            if done % ckpt_every == 0 or done == steps or signals.received is not None:
+                save(done, metrics)
             if bar is not None:
-                bar.set_postfix(val_psnr=f"{metrics['psnr']:.2f}", usage=f"{metrics['codebook_usage']:.1f}%")
-        if done % ckpt_every == 0 or done == steps:
-            save(done, metrics)
-        if bar is not None:
-            bar.update(1)
-            if done % 10 == 0:
-                bar.set_postfix(loss=f"{parts['loss']:.4f}", val_psnr=f"{metrics['psnr']:.2f}")
+                bar.update(1)
+                if done % 10 == 0:
+                    bar.set_postfix(loss=f"{parts['loss']:.4f}", val_psnr=f"{metrics['psnr']:.2f}")
+            if signals.received is not None:
+                log.close()
+                _say(f"signal {signals.received} received: checkpoint written at step {done}; rerun with --resume")
+                raise SystemExit(128 + signals.received)
     if bar is not None:
         bar.close()
     if start >= steps:  # nothing left to train: report the stored state
