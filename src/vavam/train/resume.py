@@ -133,6 +133,14 @@ class StepBatchSampler:
             out[sel] = self._perm(int(e))[offsets[sel]]
         return out.tolist()
 
+    def unseen(self, consumed_steps: int) -> np.ndarray:
+        """Dataset indices not yet drawn in the epoch that was running after ``consumed_steps`` steps
+        (every rank's share counted): the pool the cool-down recipe draws pretraining windows from.
+        At an epoch boundary that is the whole next epoch."""
+        pos = consumed_steps * self.batch_size * self.world_size
+        epoch, offset = divmod(pos, self.num_items)
+        return self._perm(epoch)[offset:].copy()
+
     def __iter__(self) -> Iterator[list[int]]:
         start = self.position() if self.position is not None else self.start_step
         for step in range(start, self.total_steps):
