@@ -23,6 +23,8 @@ COMMANDS: dict[str, str] = {
     "tokenize convert": "vavam.data.tokenize:convert_npy_layout",
     "tokenize merge": "vavam.data.tokenize:merge_manifests",
     "serve": "vavam.serve.server:serve",
+    "generate": "vavam.commands.generate:generate",
+    "plan": "vavam.commands.plan:plan",
 }
 
 

@@ -82,17 +82,36 @@ class VideoLitModule(MupWsdMixin, L.LightningModule):
         drop_iter: int = 0,
         nan_policy: NanPolicy = "stop",
         val_names: tuple[str, ...] = (),
+        init_state: dict | None = None,
+        data: dict | None = None,
     ) -> None:
         super().__init__()
         from vavam.video import VideoGPT
 
         self.save_hyperparameters({"config": dataclasses.asdict(config), "lr": lr, "weight_decay": weight_decay,
-                                   "warmup_iter": warmup_iter, "end_iter": end_iter, "drop_iter": drop_iter})
+                                   "warmup_iter": warmup_iter, "end_iter": end_iter, "drop_iter": drop_iter,
+                                   "data": data or {}})
         self.model = VideoGPT(config)
         self.lr, self.weight_decay = lr, weight_decay
         self.schedule = (warmup_iter, end_iter, drop_iter)
         self.nan_policy = nan_policy
         self.val_names = val_names
+        self.init_state = init_state  # a pretraining checkpoint to continue from (cool-down), applied once
+
+    def on_train_start(self) -> None:
+        """Cool-down start: weights and AdamW moments of the pretraining checkpoint; the schedule and
+        data position start afresh. Not re-applied when this run itself resumes (global_step > 0)."""
+        if self.init_state is None or self.trainer.global_step > 0:
+            return
+        self.load_state_dict(self.init_state["state_dict"])
+        opt_states = self.init_state.get("optimizer_states")
+        if opt_states:
+            opt = self.trainer.optimizers[0]
+            lrs = [g["lr"] for g in opt.param_groups]
+            opt.load_state_dict(opt_states[0])
+            for g, lr in zip(opt.param_groups, lrs):  # this run's schedule owns the learning rates
+                g["lr"] = lr
+        self.init_state = None
 
     def mup_width_multipliers(self) -> dict[str, float]:
         return {f"model.{k}": v for k, v in video_width_multipliers(self.model).items()}
@@ -133,6 +152,8 @@ def train_video(
     keep: int = 3,
     resume: bool = False,
     nan_policy: NanPolicy = "stop",
+    recipe: Literal["pretrain", "cooldown", "cpu"] | None = None,
+    init_from: Path | None = None,
     progress: bool = True,
 ) -> dict:
     """Train VaViM by next-token prediction on a token store; writes our checkpoint folder to OUT/model.
@@ -162,8 +183,27 @@ def train_video(
         resume: continue from the newest intact checkpoint in ``out/checkpoints`` (exact: weights,
             optimiser, schedule and data position).
         nan_policy: "stop" on a non-finite loss (default) or "skip" the step.
+        recipe: fill the arguments left at their defaults from a recipe (``pretrain``, ``cooldown``,
+            ``cpu``; see :mod:`vavam.train.recipes`). ``steps`` None means one epoch.
+        init_from: a pretraining checkpoint (``.ckpt`` of a vavam run) to continue from: weights and
+            optimiser moments are loaded, the schedule and data position start afresh (the cool-down).
         progress: show a progress bar.
     """
+    given = dict(locals())
+    from vavam.train.recipes import VIDEO_RECIPES, apply_recipe
+
+    args, extras = apply_recipe(train_video, VIDEO_RECIPES, recipe, given)
+    args.pop("recipe")
+    return _train_video(**args, ckpt_every_frac=extras.get("ckpt_every_frac"))
+
+
+def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_size: int, lr: float,
+                 weight_decay: float, init_std: float | None, width: int | None, warmup_frac: float,
+                 drop_frac: float, num_frames: int | None, stride: int, val_tokens: list[Path] | None,
+                 val_every: int, seed: int, precision: str, num_workers: int, ckpt_every: int, keep: int,
+                 resume: bool, nan_policy: NanPolicy, init_from: Path | None, progress: bool,
+                 ckpt_every_frac: float | None = None) -> dict:
+    from vavam.train.resume import read_checkpoint
     from vavam.video import save_video_model
 
     L.seed_everything(seed, workers=True, verbose=False)
@@ -178,6 +218,13 @@ def train_video(
                                  init_std=init_std if init_std is not None else config.init_std,
                                  width=width or config.width)
     train_set = VideoWindowDataset(store, frames, stride)
+    if steps is None:  # one epoch
+        steps = -(-len(train_set) // batch_size)
+    if ckpt_every_frac and not ckpt_every:
+        ckpt_every = max(1, int(ckpt_every_frac * steps))
+    init_state = read_checkpoint(init_from) if init_from is not None else None
+    if init_state is not None and "state_dict" not in init_state:
+        raise ValueError(f"init_from {init_from}: not a vavam training checkpoint (no state_dict)")
     if isinstance(val_tokens, (str, Path)):
         val_tokens = [val_tokens]
     val_stores = [Path(v) for v in (val_tokens or [])]
@@ -187,7 +234,9 @@ def train_video(
     if len(set(names)) != len(names):
         raise ValueError(f"val_tokens: folder names must differ (they name the CE logs), got {list(names)}")
     module = VideoLitModule(config, lr, weight_decay, int(warmup_frac * steps), steps, int(drop_frac * steps),
-                            nan_policy=nan_policy, val_names=names)
+                            nan_policy=nan_policy, val_names=names, init_state=init_state,
+                            data={"tokens": str(tokens), "seed": seed, "batch_size": batch_size, "stride": stride,
+                                  "num_frames": frames, "windows": len(train_set)})
     out = Path(out)
     start = time.perf_counter()
     fit = fit_resumable(module, train_set, out=out, steps=steps, batch_size=batch_size, seed=seed,
@@ -197,7 +246,8 @@ def train_video(
     seconds = time.perf_counter() - start
     metrics = {k: float(v) for k, v in fit.trainer.callback_metrics.items()}
     summary = {"steps": steps, "seconds": round(seconds, 2), "windows": len(train_set), "metrics": metrics,
-               "resumed_from": fit.resumed_from, "config": dataclasses.asdict(config)}
+               "resumed_from": fit.resumed_from, "init_from": str(init_from) if init_from else None,
+               "config": dataclasses.asdict(config)}
     save_video_model(module.model, out / "model", meta={"train": summary, "tokens": str(tokens)})
     atomic_write_json(out / "summary.json", summary)
     return summary

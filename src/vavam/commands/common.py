@@ -1,0 +1,452 @@
+"""Glue shared by the ``generate`` and ``plan`` commands: checkpoints, tokenizers, inputs, outputs.
+
+Errors are :class:`CommandError` (a ``ValueError``) or ``FileNotFoundError`` whose message starts with
+the command-line argument at fault (``--checkpoint``, ``--tokenizer``, ``--frames``, ...).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vavam.io import atomic_write, atomic_write_bytes, is_checkpoint_folder, read_json
+
+
+class CommandError(ValueError):
+    """A command's argument is wrong; the message names the argument."""
+
+
+# ------------------------------------------------------------------------------ timing
+
+
+class Timer:
+    """Named wall-clock timings in seconds: ``with timer("load"): ...``; ``timer.seconds`` is the dict."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+
+# ------------------------------------------------------------------------------ checkpoints + tokenizer
+
+
+def check_checkpoint(checkpoint: Path) -> str:
+    """``"folder"`` (our checkpoint folder) or ``"released"`` (a ``.pt`` file or DeepSpeed folder)."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"--checkpoint {checkpoint}: no such file or folder")
+    return "folder" if is_checkpoint_folder(checkpoint) else "released"
+
+
+def resolve_tokenizer(checkpoint: Path, tokenizer: str | None, required: bool) -> str | None:
+    """The tokenizer path to use: ``tokenizer`` if given, else the one our checkpoint folder records
+    in ``meta.json`` (``"tokenizer"``); a released ``.pt`` never records one.
+
+    Raises:
+        CommandError: none can be found and ``required``.
+    """
+    if tokenizer:
+        return str(tokenizer)
+    kind = check_checkpoint(checkpoint)
+    if kind == "folder":
+        try:
+            recorded = read_json(Path(checkpoint) / "meta.json").get("tokenizer")
+        except (ValueError, AttributeError):
+            recorded = None
+        if recorded and Path(recorded).exists():
+            return str(recorded)
+    if not required:
+        return None
+    if kind == "released":
+        raise CommandError(
+            f"--tokenizer is required: --checkpoint {checkpoint} is a released checkpoint, which does not record "
+            "its tokenizer (pass the LlamaGen VQ-16 .pt, our tokenizer folder, or the authors' "
+            "VQ_ds16_16384_llamagen_encoder.jit/_decoder.jit pair with --trust-code)"
+        )
+    raise CommandError(
+        f"--tokenizer is required: --checkpoint {checkpoint} does not record a tokenizer that exists "
+        "(meta.json has no usable 'tokenizer' entry)"
+    )
+
+
+def load_tokenizer_arg(tokenizer: str, trust_code: bool, device: str):
+    """Load ``--tokenizer`` (errors re-raised with the argument named)."""
+    from vavam.tokenizer import load_tokenizer
+
+    try:
+        return load_tokenizer(tokenizer, trust_code=trust_code, device=device)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"--tokenizer {tokenizer}: {exc}") from exc
+    except PermissionError as exc:
+        raise PermissionError(f"--tokenizer {tokenizer}: {exc} (pass --trust-code to allow TorchScript)") from exc
+    except ValueError as exc:
+        raise CommandError(f"--tokenizer {tokenizer}: {exc}") from exc
+
+
+def check_codebook(tok, tokenizer: str, vocab_size: int) -> list[str]:
+    """The tokenizer's codes must be model tokens: ``codebook_size <= vocab_size``. Returns warnings."""
+    codebook = int(tok.codebook_size)
+    if codebook > vocab_size:
+        raise CommandError(
+            f"--tokenizer {tokenizer}: its codebook has {codebook} codes but the model's vocabulary has "
+            f"{vocab_size} tokens (expected {vocab_size - 1} codes + 1); this tokenizer does not belong to this model"
+        )
+    if vocab_size > codebook + 1:
+        return [(f"the model's vocabulary ({vocab_size}) is larger than the tokenizer's codebook ({codebook}) + 1: "
+                 "generated ids outside the codebook are clamped for decoding")]
+    return []
+
+
+def grid_candidates(tokens_per_frame: int) -> list[tuple[int, int]]:
+    """Every ``(h, w)`` with ``h * w == tokens_per_frame``."""
+    return [(h, tokens_per_frame // h) for h in range(1, tokens_per_frame + 1) if tokens_per_frame % h == 0]
+
+
+def choose_frame_size(
+    source_hw: tuple[int, int] | None,
+    tokens_per_frame: int,
+    downsample: int,
+    size: tuple[int, int] | None = None,
+    tokenizer: str = "",
+) -> tuple[int, int]:
+    """Model-input frame size ``(H, W)``: ``size`` if given (checked), else the token grid ``h x w`` with
+    ``h * w == tokens_per_frame`` whose aspect ratio is nearest the source's (e.g. 576 tokens and a 16:9
+    source: 18 x 32 tokens -> 288 x 512 pixels with a ds-16 tokenizer), times the downsampling factor.
+    """
+    if size is not None:
+        hh, ww = int(size[0]), int(size[1])
+        if hh % downsample or ww % downsample:
+            raise CommandError(
+                f"--size {hh} {ww}: not a multiple of the downsampling factor {downsample} of --tokenizer {tokenizer}"
+            )
+        gh, gw = hh // downsample, ww // downsample
+        if gh * gw != tokens_per_frame:
+            raise CommandError(
+                f"--size {hh} {ww} with --tokenizer {tokenizer} (downsampling {downsample}) gives a {gh}x{gw} token "
+                f"grid = {gh * gw} tokens per frame, but the model expects {tokens_per_frame}"
+            )
+        return hh, ww
+    aspect = (source_hw[1] / source_hw[0]) if source_hw else 16 / 9
+    h, w = min(grid_candidates(tokens_per_frame), key=lambda g: (abs(math.log((g[1] / g[0]) / aspect)), -g[0]))
+    return h * downsample, w * downsample
+
+
+def check_grid(grid: tuple[int, int], tokens_per_frame: int, what: str) -> None:
+    """A token grid ``h x w`` must hold the model's tokens per frame."""
+    if grid[0] * grid[1] != tokens_per_frame:
+        raise CommandError(
+            f"{what}: token grid {grid[0]}x{grid[1]} = {grid[0] * grid[1]} tokens per frame, but the model "
+            f"expects {tokens_per_frame} tokens per frame"
+        )
+
+
+# ------------------------------------------------------------------------------ inputs
+
+
+@dataclass
+class ClipInput:
+    """Frames (or tokens) read for a command.
+
+    ``images``: float ``[N, 3, H, W]`` in [-1, 1] (None when read from a token store);
+    ``tokens``: long ``[N, h, w]`` (None until encoded); ``names``: per-frame names;
+    ``source``: a description for the JSON summary.
+    """
+
+    images: torch.Tensor | None
+    tokens: torch.Tensor | None
+    names: list[str]
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def frame_source(frames: Sequence[str], fps: float | None):
+    """``--frames``: one video file, one image folder, or image files (in the given order)."""
+    from vavam.data.frames import IMAGE_EXTS, VIDEO_EXTS, FrameSource
+
+    paths = [Path(f) for f in frames]
+    if not paths:
+        raise CommandError("--frames: no files given")
+    for p in paths:
+        if not p.exists():
+            raise FileNotFoundError(f"--frames {p}: no such file or folder")
+    if len(paths) == 1 and paths[0].is_dir():
+        return FrameSource.from_image_folder(paths[0])
+    if len(paths) == 1 and paths[0].suffix.lower() in VIDEO_EXTS:
+        return FrameSource.from_video(paths[0], fps=fps)
+    bad = [str(p) for p in paths if p.is_dir() or p.suffix.lower() not in IMAGE_EXTS]
+    if bad:
+        raise CommandError(
+            f"--frames: give one video ({'/'.join(VIDEO_EXTS)}), one image folder, or image files "
+            f"({'/'.join(IMAGE_EXTS)}); cannot use {bad[:3]}"
+        )
+    return FrameSource.from_files(paths[0].stem if len(paths) == 1 else paths[0].parent.name or "frames", paths)
+
+
+def source_size(source) -> tuple[int, int]:
+    """``(H, W)`` of a frame source's first frame, without decoding the whole source."""
+    if source.kind == "images":
+        from PIL import Image
+
+        with Image.open(source.files[0]) as im:
+            return im.size[1], im.size[0]
+    import av
+
+    with av.open(str(source.path)) as container:
+        cc = container.streams.video[0].codec_context
+        return int(cc.height), int(cc.width)
+
+
+def read_frames(
+    frames: Sequence[str],
+    start: int,
+    count: int,
+    needed: int,
+    tokens_per_frame: int,
+    downsample: int,
+    tokenizer: str,
+    size: tuple[int, int] | None = None,
+    fps: float | None = None,
+) -> ClipInput:
+    """Read frames ``start .. start+count-1`` of ``--frames`` (fewer when the source ends), resized for the model.
+
+    Raises:
+        CommandError: fewer than ``needed`` frames from ``start``.
+    """
+    from vavam.data.frames import FrameError
+
+    source = frame_source(frames, fps)
+    try:
+        hw = choose_frame_size(source_size(source), tokens_per_frame, downsample, size, tokenizer)
+        images, names = [], []
+        for fr in source.frames(size=hw):
+            if fr.index < start:
+                continue
+            if fr.index >= start + count:
+                break
+            images.append(fr.image)
+            names.append(fr.name)
+    except FrameError as exc:
+        raise CommandError(f"--frames: {exc}") from exc
+    if len(images) < needed:
+        where = ", ".join(map(str, frames[:3])) + (" ..." if len(frames) > 3 else "")
+        resampled = f", resampled to {fps} fps" if source.kind == "video" and fps else ""
+        raise CommandError(
+            f"--frames: {len(images)} frame(s) from --start {start} in {where}{resampled}, "
+            f"but --context needs {needed}"
+        )
+    info = {"kind": source.kind, "path": str(source.path), "name": source.name, "start": start,
+            "frames_read": len(images), "image_size": list(hw)}
+    if source.kind == "video":
+        info["fps"] = fps
+    return ClipInput(torch.stack(images), None, names, info)
+
+
+def read_store_window(
+    tokens: Path, scene: str | None, start: int, count: int, needed: int, tokens_per_frame: int
+) -> tuple[ClipInput, Any]:
+    """Frames ``start .. start+count-1`` (fewer when the scene ends) of ``scene`` in the token store ``tokens``."""
+    from vavam.data.tokens import TokenStore, TokenStoreError
+
+    try:
+        store = TokenStore(tokens)
+    except TokenStoreError as exc:
+        raise CommandError(f"--tokens: {exc}") from exc
+    check_grid(store.grid, tokens_per_frame, f"--tokens {tokens}")
+    if scene is None:
+        if len(store.scenes) != 1:
+            listed = ", ".join(store.scenes[:5]) + (" ..." if len(store.scenes) > 5 else "")
+            raise CommandError(f"--scene is required: --tokens {tokens} holds {len(store.scenes)} scenes ({listed})")
+        scene = store.scenes[0]
+    if scene not in store:
+        raise CommandError(f"--scene {scene!r}: not in --tokens {tokens} (scenes: {', '.join(store.scenes[:5])}"
+                           f"{' ...' if len(store.scenes) > 5 else ''})")
+    total = store.num_frames(scene)
+    if start < 0 or total - start < needed:
+        raise CommandError(
+            f"--tokens {tokens} --scene {scene}: {max(0, total - max(start, 0))} frame(s) from --start {start} "
+            f"(scene has {total}), but --context needs {needed}"
+        )
+    n = min(count, total - start)
+    window = torch.from_numpy(store.window(scene, start, n).astype(np.int64))
+    info = {"kind": "tokens", "path": str(tokens), "scene": scene, "start": start, "frames_read": n,
+            "grid": list(store.grid), "image_size": list(store.image_size) if store.image_size else None}
+    return ClipInput(None, window, [f"{scene}:{start + i}" for i in range(n)], info), store
+
+
+@torch.no_grad()
+def encode_images(tok, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """Tokenize float images ``[N, 3, H, W]`` -> long ``[N, h, w]`` on the CPU."""
+    out = [tok.encode(images[i : i + batch_size]).long().cpu() for i in range(0, len(images), batch_size)]
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def decode_tokens(tok, ids: torch.Tensor, batch_size: int = 16) -> tuple[torch.Tensor, int]:
+    """Decode ids ``[N, h, w]`` -> (float ``[N, 3, H, W]`` on the CPU, number of ids outside the codebook
+    that were clamped to the last code)."""
+    k = int(tok.codebook_size)
+    outside = int(((ids < 0) | (ids >= k)).sum())
+    ids = ids.clamp(0, k - 1)
+    out = [tok.decode(ids[i : i + batch_size]).float().cpu() for i in range(0, len(ids), batch_size)]
+    return torch.cat(out), outside
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """float ``[N, 3, H, W]`` in about [-1, 1] -> RGB uint8 ``[N, H, W, 3]``."""
+    from vavam.types import unit_to_uint8
+
+    return unit_to_uint8(images.detach().cpu()).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+# ------------------------------------------------------------------------------ pictures
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=max(6, int(size)))
+    except TypeError:
+        return ImageFont.load_default()
+
+
+def upscale(image: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour integer upscaling (token-level detail stays visible) ``[H, W, 3]``."""
+    if factor <= 1:
+        return image
+    return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
+
+
+def labelled(image: np.ndarray, text: str, bar: int | None = None, color=(235, 235, 235)) -> np.ndarray:
+    """``image`` with a dark label bar of ``text`` above it."""
+    from PIL import Image, ImageDraw
+
+    h, w = image.shape[:2]
+    bar = bar or max(12, min(24, w // 12))
+    canvas = Image.new("RGB", (w, h + bar), (16, 16, 16))
+    canvas.paste(Image.fromarray(image), (0, bar))
+    ImageDraw.Draw(canvas).text((4, max(0, (bar - int(bar * 0.7)) // 2)), text, fill=color, font=_font(int(bar * 0.7)))
+    return np.asarray(canvas).copy()
+
+
+def caption(image: np.ndarray, text: str, color=(235, 235, 235)) -> np.ndarray:
+    """Copy of ``image`` with ``text`` on a dark box in its bottom-left corner (pixel positions unchanged)."""
+    from PIL import Image, ImageDraw
+
+    h = image.shape[0]
+    pil = Image.fromarray(image)
+    draw = ImageDraw.Draw(pil)
+    font = _font(max(8, min(20, h // 20)))
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    x, y = 4, h - 4 - (bottom - top) - 4
+    draw.rectangle([x - 2, y - 2, x + right - left + 4, h - 4], fill=(16, 16, 16))
+    draw.text((x + 1 - left, y + 1 - top), text, fill=color, font=font)
+    return np.asarray(pil).copy()
+
+
+def hstack(images: Sequence[np.ndarray], gap: int = 4, fill: int = 0) -> np.ndarray:
+    """Images of equal height side by side with ``gap`` pixels between them."""
+    h = max(im.shape[0] for im in images)
+    parts: list[np.ndarray] = []
+    for i, im in enumerate(images):
+        if im.shape[0] < h:
+            im = np.concatenate([im, np.full((h - im.shape[0], *im.shape[1:]), fill, np.uint8)])
+        if i:
+            parts.append(np.full((h, gap, 3), fill, np.uint8))
+        parts.append(im)
+    return np.concatenate(parts, axis=1)
+
+
+def vstack(images: Sequence[np.ndarray], gap: int = 4, fill: int = 0) -> np.ndarray:
+    """Images stacked top to bottom (narrower ones padded on the right)."""
+    w = max(im.shape[1] for im in images)
+    parts: list[np.ndarray] = []
+    for i, im in enumerate(images):
+        if im.shape[1] < w:
+            im = np.concatenate([im, np.full((im.shape[0], w - im.shape[1], 3), fill, np.uint8)], axis=1)
+        if i:
+            parts.append(np.full((gap, w, 3), fill, np.uint8))
+        parts.append(im)
+    return np.concatenate(parts, axis=0)
+
+
+def pad_even(image: np.ndarray) -> np.ndarray:
+    """Pad to even height and width (H.264 / yuv420p needs them)."""
+    h, w = image.shape[:2]
+    return np.pad(image, ((0, h % 2), (0, w % 2), (0, 0)))
+
+
+# ------------------------------------------------------------------------------ writing
+
+
+def write_png(path: Path, image: np.ndarray) -> Path:
+    """Write RGB uint8 ``[H, W, 3]`` as PNG, atomically."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def write_npy(path: Path, array: np.ndarray) -> Path:
+    """Write a numpy array as ``.npy``, atomically."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def write_mp4(path: Path, frames: Sequence[np.ndarray], fps: float = 2.0) -> Path:
+    """Write RGB uint8 frames ``[H, W, 3]`` (equal sizes, padded to even) as an mp4 with PyAV, atomically.
+
+    H.264 (yuv420p) when PyAV has libx264, else MPEG-4 part 2.
+    """
+    import av
+
+    if not frames:
+        raise ValueError("write_mp4: no frames")
+    frames = [pad_even(np.ascontiguousarray(f)) for f in frames]
+    h, w = frames[0].shape[:2]
+    if any(f.shape != frames[0].shape for f in frames):
+        raise ValueError("write_mp4: frames of different sizes")
+    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+    rate = Fraction(fps).limit_denominator(1000)
+    with atomic_write(path, "wb") as f, av.open(f, mode="w", format="mp4") as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        if codec == "libx264":
+            stream.options = {"crf": "18", "preset": "medium"}
+        for img in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return Path(path)
+
+
+def progress_bar(total: float, enabled: bool, desc: str, unit: str):
+    """A tqdm bar on stderr (disabled when ``enabled`` is False)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, desc=desc, unit=unit, dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {n:.2f}/{total_fmt} " + unit + "s [{elapsed}<{remaining}]")

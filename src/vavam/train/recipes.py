@@ -1,0 +1,78 @@
+"""Training recipes: the released models' hyper-parameters as named presets (reference §2.9, §2.10, §3.8).
+
+A recipe fills the arguments of :func:`vavam.train.video.train_video` / :func:`vavam.train.action.train_action`
+that the caller left at their defaults; anything given explicitly wins. ``steps=None`` in a recipe
+means one epoch of the training windows at the recipe's global batch.
+
+======================  =========================================================================
+video recipe            what it is
+======================  =========================================================================
+``pretrain``            OpenDV pretraining: lr 0.0041, wd 1e-7, global batch 384, 8 frames at
+                        2 Hz from 10 fps tokens (stride 5), 10 % warmup, no drop, one epoch,
+                        bf16-mixed, checkpoints every quarter epoch, seed 84924
+``cooldown``            continues a pretraining checkpoint (weights + optimiser moments; schedule
+                        and data position reset) on the OpenDV / nuPlan / nuScenes mix 0.40 /
+                        0.5872 / 0.0128 for 15,529 steps, lr dropping linearly to 0.1 x lr over
+                        all of them, OpenDV windows drawn from those the pretraining had not seen
+``cpu``                 the small CPU recipe of the quickstart (vavim_mini, batch 8, lr 0.004,
+                        fp32, 300 steps, 10 % warmup and drop)
+======================  =========================================================================
+
+The action recipe ``release`` is the VaVAM imitation-learning recipe: lr 0.0194, wd 1e-7, global
+batch 384, 1 % warmup, 10 % drop, one epoch (7,251 steps on nuPlan + nuScenes), bf16-mixed,
+checkpoints every 3,625 steps; ``cpu`` is the quickstart's (vavam_mini, batch 16, lr 0.01, 600 steps).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+#: COOLDOWN_MIX: cool-down sampling ratios (OpenDV, nuPlan, nuScenes), reference §2.10 / §4.6.
+COOLDOWN_MIX = (0.40, 0.5872, 0.0128)
+
+VIDEO_RECIPES: dict[str, dict[str, Any]] = {
+    "pretrain": dict(preset="vavim_s", steps=None, batch_size=384, lr=0.0041, weight_decay=1e-7, warmup_frac=0.1,
+                     drop_frac=0.0, stride=5, precision="bf16-mixed", seed=84924, ckpt_every_frac=0.25),
+    "cooldown": dict(preset="vavim_s", steps=15_529, batch_size=384, lr=0.0041, weight_decay=1e-7, warmup_frac=0.0,
+                     drop_frac=1.0, stride=5, precision="bf16-mixed", seed=84924, ckpt_every_frac=0.25,
+                     mix_ratios=COOLDOWN_MIX),
+    "cpu": dict(preset="vavim_mini", steps=300, batch_size=8, lr=0.004, weight_decay=1e-7, warmup_frac=0.1,
+                drop_frac=0.1, stride=1, precision="32", seed=0),
+}
+
+ACTION_RECIPES: dict[str, dict[str, Any]] = {
+    "release": dict(preset="vavam_s", steps=None, batch_size=384, lr=0.0194, weight_decay=1e-7, warmup_frac=0.01,
+                    drop_frac=0.1, precision="bf16-mixed", ckpt_every=3_625),
+    "cpu": dict(preset="vavam_mini", steps=600, batch_size=16, lr=0.01, weight_decay=1e-7, warmup_frac=0.01,
+                drop_frac=0.1, precision="32"),
+}
+
+
+def apply_recipe(func: Callable, recipes: dict[str, dict[str, Any]], name: str | None,
+                 given: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Arguments of ``func`` with recipe ``name`` filling those left at their defaults.
+
+    Args:
+        func: the training function (its signature gives the defaults).
+        recipes: the recipe table.
+        name: recipe name, or None for no recipe.
+        given: the call's arguments (as from ``locals()``).
+
+    Returns:
+        (arguments, extras): the filled arguments, and recipe keys that are not arguments of ``func``
+        (``ckpt_every_frac``, ``mix_ratios``) for the caller to interpret.
+    """
+    args = dict(given)
+    if name is None:
+        return args, {}
+    if name not in recipes:
+        raise ValueError(f"recipe {name!r} unknown; choose from {sorted(recipes)}")
+    params = inspect.signature(func).parameters
+    extras = {}
+    for key, value in recipes[name].items():
+        if key not in params:
+            extras[key] = value
+        elif args.get(key) == params[key].default:
+            args[key] = value
+    return args, extras
