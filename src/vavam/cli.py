@@ -21,7 +21,7 @@ COMMANDS: dict[str, str] = {
     "world scenarios": "vavam.world.evaluate:scenarios",
     "tokenize": "vavam.data.tokenize:tokenize",
     "tokenize convert": "vavam.data.tokenize:convert_npy_layout",
-    "tokenize merge": "vavam.data.tokenize:merge_manifests",
+    "tokenize merge": "vavam.data.tokens:merge_manifests",
     "serve": "vavam.serve.server:serve",
     "generate": "vavam.commands.generate:generate",
     "plan": "vavam.commands.plan:plan",
