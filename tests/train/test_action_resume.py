@@ -33,14 +33,15 @@ def _losses(run):
 def test_action_sigusr1_resume_is_bit_identical_and_video_frozen(tmp_path, monkeypatch):
     _write_scenes(tmp_path, num_scenes=3, num_frames=12)
     vim_dir = _frozen_video(tmp_path)
-    kw = dict(preset="vavam_tiny", steps=6, batch_size=4, lr=0.01, progress=False, seed=5)
+    kw = dict(preset="vavam_tiny", steps=6, batch_size=4, lr=0.01, progress=False, seed=5, plot_every=2)
     args = (vim_dir, tmp_path / "records.npz", tmp_path / "tok")
     train_action(tmp_path / "full", *args, **kw)
 
     import vavam.train.action as ta
 
     real = ta.fit_resumable
-    monkeypatch.setattr(ta, "fit_resumable", lambda *a, **k: real(*a, **k, extra_callbacks=[_SignalAt(3, signal.SIGUSR1)]))
+    monkeypatch.setattr(ta, "fit_resumable", lambda *a, **k: real(
+        *a, **{**k, "extra_callbacks": [*k.get("extra_callbacks", ()), _SignalAt(3, signal.SIGUSR1)]}))
     with pytest.raises(SystemExit) as info:
         train_action(tmp_path / "cut", *args, **kw)
     assert info.value.code == 128 + signal.SIGUSR1
@@ -48,6 +49,11 @@ def test_action_sigusr1_resume_is_bit_identical_and_video_frozen(tmp_path, monke
     # the signal lands after step 3's checkpoint hook ran, so the run stops after step 4, saved
     assert train_action(tmp_path / "cut", *args, resume=True, **kw)["resumed_from"] == 4
 
+    pngs = sorted(p.name for p in (tmp_path / "full" / "trajectories").iterdir())
+    assert pngs == ["step-00000002.png", "step-00000004.png", "step-00000006.png"]
+    from PIL import Image
+
+    assert Image.open(tmp_path / "full" / "trajectories" / pngs[0]).size == (4 * 180, 240)
     full = vavam.load_action_model(tmp_path / "full" / "model").state_dict()
     cut = vavam.load_action_model(tmp_path / "cut" / "model").state_dict()
     assert all(torch.equal(full[k], cut[k]) for k in full)

@@ -92,6 +92,58 @@ class ActionLitModule(MupWsdMixin, L.LightningModule):
         self.log("val/loss", self._loss(batch, gen), prog_bar=True, on_epoch=True, batch_size=len(batch["tokens"]))
 
 
+class TrajectoryImages(L.Callback):
+    """Every ``every_n_steps`` steps (and at the end) draw predicted vs ground-truth trajectories of a
+    few fixed windows (last context frame, K samples each, seeded) in bird's-eye view to
+    ``out/trajectories/step-XXXXXXXX.png``; ADE of the sample mean is logged as ``train/plot_ade``."""
+
+    def __init__(self, out: Path, items: list[dict], every_n_steps: int = 150, num_samples: int = 4,
+                 seed: int = 0) -> None:
+        self.folder = Path(out) / "trajectories"
+        self.batch = _collate(items)
+        self.every, self.k, self.seed = every_n_steps, num_samples, seed
+
+    @torch.no_grad()
+    def draw(self, pl_module: L.LightningModule, step: int, log: bool = True) -> Path:
+        import numpy as np
+        from PIL import Image
+
+        from vavam.io import atomic_write_bytes
+        from vavam.viz import bev_plot
+
+        model = pl_module.model
+        was_training = model.training
+        model.eval()
+        device = pl_module.device
+        tokens = self.batch["tokens"].to(device)
+        gt = self.batch["positions"][:, -1].float()  # [N, 6, 2] future of the last context frame
+        command = self.batch["commands"][:, -1].to(device)
+        gen = torch.Generator(device=device).manual_seed(self.seed)
+        pred = model.sample_trajectory(tokens, command, num_samples=self.k, generator=gen).float().cpu()
+        model.train(was_training)
+        ade = float((pred.mean(1) - gt).norm(dim=-1).mean())
+        if log:
+            pl_module.log("train/plot_ade", ade)
+        tiles = [bev_plot(pred[i].numpy(), gt[i].numpy(), size=(240, 180)) for i in range(len(gt))]
+        picture = np.concatenate(tiles, axis=1)  # [240, N*180, 3]
+        import io
+
+        buf = io.BytesIO()
+        Image.fromarray(picture).save(buf, format="PNG")
+        path = self.folder / f"step-{step:08d}.png"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, buf.getvalue())
+        return path
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.every and trainer.global_step % self.every == 0 and trainer.is_global_zero:
+            self.draw(pl_module, trainer.global_step)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero and not (self.every and trainer.global_step % self.every == 0):
+            self.draw(pl_module, trainer.global_step, log=False)
+
+
 def _collate(items: list[dict]) -> dict:
     keys = ("tokens", "positions", "commands")
     return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in keys}
@@ -132,6 +184,8 @@ def train_action(
     keep: int = 3,
     resume: bool = False,
     nan_policy: NanPolicy = "stop",
+    plot_every: int = 150,
+    recipe: Literal["release", "cpu"] | None = None,
     progress: bool = True,
 ) -> dict:
     """Train VaVAM's action expert on a frozen VaViM; writes our checkpoint folder to OUT/model.
@@ -163,8 +217,26 @@ def train_action(
         resume: continue from the newest intact checkpoint in ``out/checkpoints`` (exact: weights,
             optimiser, schedule, data position; flow noise is a function of the step).
         nan_policy: "stop" on a non-finite loss (default) or "skip" the step.
+        plot_every: draw predicted vs ground-truth trajectories of 4 fixed windows every this many
+            steps (and at the end) to ``out/trajectories/`` (0: only at the end).
+        recipe: fill the arguments left at their defaults from a recipe (``release``, ``cpu``; see
+            :mod:`vavam.train.recipes`); ``steps`` None means one epoch.
         progress: show a progress bar.
     """
+    given = dict(locals())
+    from vavam.train.recipes import ACTION_RECIPES, apply_recipe
+
+    args, _ = apply_recipe(train_action, ACTION_RECIPES, recipe, given)
+    args.pop("recipe")
+    return _train_action(**args)
+
+
+def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: str, steps: int | None,
+                  batch_size: int, lr: float, weight_decay: float, init_std: float | None, width: int | None,
+                  warmup_frac: float, drop_frac: float, subsampling: int, val_records: Path | None,
+                  val_tokens: Path | None, val_every: int, tokenizer: Path | None, seed: int, precision: str,
+                  num_workers: int, ckpt_every: int, keep: int, resume: bool, nan_policy: NanPolicy,
+                  plot_every: int, progress: bool) -> dict:
     import vavam
     from vavam.action import VideoActionModel, save_action_model
 
@@ -181,6 +253,8 @@ def train_action(
     model.video.load_state_dict(vim.state_dict())
     model.video.requires_grad_(False)
     train_set = make_window_dataset(records, tokens, frames, subsampling)
+    if steps is None:  # one epoch
+        steps = -(-len(train_set) // batch_size)
     val_loader = None
     if val_records is not None and val_tokens is not None:
         val_loader = DataLoader(make_window_dataset(val_records, val_tokens, frames, subsampling),
@@ -189,10 +263,13 @@ def train_action(
                              seed=seed, nan_policy=nan_policy)
     out = Path(out)
     start = time.perf_counter()
+    plot_set = val_loader.dataset if val_loader is not None else train_set
+    plot_items = [plot_set[int(i)] for i in torch.linspace(0, len(plot_set) - 1, min(4, len(plot_set))).long()]
+    plots = TrajectoryImages(out, plot_items, every_n_steps=plot_every, seed=seed)
     fit = fit_resumable(module, train_set, out=out, steps=steps, batch_size=batch_size, seed=seed,
                         precision=precision, progress=progress, collate_fn=_collate, val_loaders=val_loader,
                         val_every=val_every, ckpt_every=ckpt_every, keep=keep, resume=resume,
-                        num_workers=num_workers, deterministic=False)
+                        num_workers=num_workers, deterministic=False, extra_callbacks=[plots])
     summary = {"steps": steps, "seconds": round(time.perf_counter() - start, 2), "windows": len(train_set),
                "resumed_from": fit.resumed_from,
                "metrics": {k: float(v) for k, v in fit.trainer.callback_metrics.items()}}
