@@ -24,6 +24,9 @@ COMMANDS: dict[str, str] = {
     "tokenize merge": "vavam.data.tokens:merge_manifests",
     "serve": "vavam.serve.server:serve",
     "generate": "vavam.commands.generate:generate",
+    "data prepare opendv": "vavam.data.prepare:prepare_opendv",
+    "data prepare nuscenes": "vavam.data.prepare:prepare_nuscenes",
+    "data prepare nuplan": "vavam.data.prepare:prepare_nuplan",
     "plan": "vavam.commands.plan:plan",
 }
 
@@ -73,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_help()
         return 0
     # Longest command path that prefixes the arguments ("tokenize convert" before "tokenize").
-    for depth in (2, 1):
+    for depth in range(max(len(c.split()) for c in COMMANDS), 0, -1):
         name = " ".join(args[:depth])
         if len(args) >= depth and name in COMMANDS:
             func = _resolve(COMMANDS[name])

@@ -334,3 +334,24 @@ def test_token_window_dataset() -> None:
     # tolerance too small: the error names the scene
     with pytest.raises(KeyError, match="scene 'a'"):
         TokenWindowDataset(index, store, tolerance_us=10)[0]
+
+
+def test_dataset_windows_refuse_a_dropped_frame():
+    """A frame dropped by a reader (skip_bad) leaves a 0.6 s step at 10 Hz: dataset configs refuse
+    every window whose sampled steps cross it, instead of stretching the trajectory silently."""
+    n = 120
+    xy = np.stack([np.arange(n) * 1.0, np.zeros(n)], 1)
+    full = make_scene("a", xy, np.zeros(n), hz=10.0)
+    keep = np.ones(n, dtype=bool)
+    keep[60] = False
+    cut = SceneRecord(name="a", timestamps=full.timestamps[keep], translations=full.translations[keep],
+                      rotations=full.rotations[keep])
+    cfg = WindowConfig.for_dataset("nuplan")
+    assert cfg.max_step_error_us == 75_000
+    whole, gapped = WindowIndex([full], cfg), WindowIndex([cut], cfg)
+    assert len(gapped) < len(whole)
+    for i in range(len(gapped)):  # every remaining window has exact 0.5 s steps, trajectory included
+        w = gapped[i]
+        np.testing.assert_allclose(np.diff(w.positions[-1][:, 0]), 5.0, atol=1e-9)
+    lax = WindowIndex([cut], WindowConfig(subsampling=5))  # the reference's behaviour: keeps them all
+    assert len(lax) > len(gapped)

@@ -26,6 +26,7 @@ Index construction is vectorised over the concatenation of all scenes: per-frame
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +39,10 @@ from vavam.data.records import SceneRecord
 from vavam.types import CONTEXT_FRAMES, NUM_WAYPOINTS, WAYPOINT_DT, Command
 
 COMMAND_THRESHOLD_M = 2.0
+
+#: largest deviation of a sampled step from 0.5 s that dataset windows accept (nuScenes keyframes
+#: jitter by tens of ms; a dropped frame shifts a step by 100 ms at 10 Hz and 500 ms at 2 Hz).
+DEFAULT_STEP_TOLERANCE_US = 75_000
 
 #: raw frames per 0.5 s step of the datasets we know.
 DATASET_SUBSAMPLING = {"nuplan": 5, "opendv": 5, "nuscenes": 1}
@@ -77,11 +82,14 @@ class WindowConfig:
 
     @classmethod
     def for_dataset(cls, dataset: str, **overrides: Any) -> WindowConfig:
-        """Config for a known dataset (``nuplan``, ``opendv``: subsampling 5; ``nuscenes``: 1)."""
+        """Config for a known dataset (``nuplan``, ``opendv``: subsampling 5; ``nuscenes``: 1), refusing
+        windows whose 0.5 s steps are off by more than :data:`DEFAULT_STEP_TOLERANCE_US` (a frame that
+        a reader dropped with ``skip_bad`` must not silently stretch a window)."""
         key = dataset.lower()
         if key not in DATASET_SUBSAMPLING:
             raise ValueError(f"unknown dataset {dataset!r}; known: {sorted(DATASET_SUBSAMPLING)} (or set subsampling=)")
-        return cls(**{"subsampling": DATASET_SUBSAMPLING[key], **overrides})
+        return cls(**{"subsampling": DATASET_SUBSAMPLING[key], "max_step_error_us": DEFAULT_STEP_TOLERANCE_US,
+                      **overrides})
 
     @property
     def lookahead(self) -> int:
@@ -131,38 +139,45 @@ def _frame_targets(
     rotations: np.ndarray,
     frame_end: np.ndarray,
     config: WindowConfig,
+    positions: np.ndarray | None = None,
+    commands: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame positions ``[F, W, 2]`` float32 (NaN where the future leaves the scene) and
-    commands ``[F]`` int64 (-1 there). ``frame_end[f]`` = exclusive end (global) of f's scene."""
+    commands ``[F]`` int64 (-1 there). ``frame_end[f]`` = exclusive end (in these arrays) of f's scene.
+
+    ``positions`` / ``commands``, when given, are filled in place (views into a larger index).
+    """
     n = len(translations)
     s, w = config.subsampling, config.num_waypoints
-    positions = np.full((n, w, 2), np.nan, dtype=np.float32)
-    commands = np.full(n, -1, dtype=np.int64)
+    if positions is None:
+        positions = np.empty((n, w, 2), dtype=np.float32)
+    if commands is None:
+        commands = np.empty(n, dtype=np.int64)
     if n == 0:
         return positions, commands
     r00, r01, r10, r11, r21 = _rotation_entries(np.asarray(rotations, dtype=np.float64))
     t = np.asarray(translations, dtype=np.float64)
+    # Future rows by slicing a padded copy (rows past the end repeat the last one; they are masked below).
+    far = max(w * s, config.lookahead)
+    tp = np.concatenate([t, np.broadcast_to(t[-1], (far, 3))])
     idx = np.arange(n, dtype=np.int64)
     for m in range(1, w + 1):
-        j = idx + m * s
-        ok = j < frame_end
-        jc = np.minimum(j, n - 1)
-        dx = t[jc, 0] - t[:, 0]
-        dy = t[jc, 1] - t[:, 1]
+        k = m * s
+        dx = tp[k : k + n, 0] - t[:, 0]
+        dy = tp[k : k + n, 1] - t[:, 1]
         # R^T (dx, dy, 0): the reference rotates the planar displacement by the inverse 3D rotation.
-        positions[:, m - 1, 0] = np.where(ok, r00 * dx + r10 * dy, np.nan)
-        positions[:, m - 1, 1] = np.where(ok, r01 * dx + r11 * dy, np.nan)
+        positions[:, m - 1, 0] = r00 * dx + r10 * dy
+        positions[:, m - 1, 1] = r01 * dx + r11 * dy
     positions[idx + w * s >= frame_end] = np.nan  # a frame's trajectory is all or nothing
-    j = idx + config.lookahead
-    ok = j < frame_end
-    jc = np.minimum(j, n - 1)
-    d = t[jc] - t
+    k = config.lookahead
+    d = tp[k : k + n] - t
     lateral = r01 * d[:, 0] + r11 * d[:, 1] + r21 * d[:, 2]  # y of R^T d (full 3D, as in the reference)
     thr = config.command_threshold_m
-    cmd = np.where(
-        lateral > thr, int(Command.LEFT), np.where(lateral < -thr, int(Command.RIGHT), int(Command.STRAIGHT))
-    )
-    commands[:] = np.where(ok, cmd, -1)
+    cmd = np.full(n, int(Command.STRAIGHT), dtype=np.int64)
+    cmd[lateral > thr] = int(Command.LEFT)
+    cmd[lateral < -thr] = int(Command.RIGHT)
+    cmd[idx + k >= frame_end] = -1
+    commands[:] = cmd
     return positions, commands
 
 
@@ -191,6 +206,24 @@ def trajectory_targets(
 
 
 # ------------------------------------------------------------------------------------- the index
+
+
+#: frames per construction group of :class:`WindowIndex` (whole scenes; bounds temporary memory).
+_GROUP_FRAMES = 1 << 18
+
+
+def _scene_groups(lengths: np.ndarray, target: int) -> list[tuple[int, int]]:
+    """Consecutive scene ranges ``[r0, r1)`` of about ``target`` frames each (a longer scene is its own group)."""
+    bounds = [0]
+    acc = 0
+    for i, length in enumerate(lengths.tolist()):
+        acc += length
+        if acc >= target:
+            bounds.append(i + 1)
+            acc = 0
+    if bounds[-1] != len(lengths):
+        bounds.append(len(lengths))
+    return list(itertools.pairwise(bounds))
 
 
 @dataclass
@@ -264,36 +297,56 @@ class WindowIndex:
         self._image_paths = [r.image_paths for r in records]
         self._token_indices = [r.token_indices for r in records]
         if n == 0:
-            trans, rots = np.zeros((0, 3)), np.zeros((0, 4))
             self.frame_timestamps = np.zeros(0, dtype=np.int64)
         else:
-            trans = np.concatenate([r.translations for r in records])
-            rots = np.concatenate([r.rotations for r in records])
             self.frame_timestamps = np.concatenate([r.timestamps for r in records]).astype(np.int64)
-        frame_scene = np.repeat(np.arange(len(records), dtype=np.int64), lengths)
-        frame_end = self.scene_offsets[1:][frame_scene]
-        frame_start = self.scene_offsets[:-1][frame_scene]
-        self.frame_positions, self.frame_commands = _frame_targets(trans, rots, frame_end, config)
-
+        self.frame_positions = np.empty((n, config.num_waypoints, 2), dtype=np.float32)
+        self.frame_commands = np.empty(n, dtype=np.int64)
+        # Scenes are processed in groups of about _GROUP_FRAMES frames (whole scenes only, so no
+        # group needs frames of the next): temporaries stay small and cache-friendly at any scale.
+        starts: list[np.ndarray] = []
+        scenes: list[np.ndarray] = []
+        for r0, r1 in _scene_groups(lengths, _GROUP_FRAMES):
+            a, b = int(self.scene_offsets[r0]), int(self.scene_offsets[r1])
+            local_scene = np.repeat(np.arange(r1 - r0, dtype=np.int64), lengths[r0:r1])
+            frame_end = (self.scene_offsets[r0 + 1 : r1 + 1] - a)[local_scene]
+            trans = np.concatenate([records[i].translations for i in range(r0, r1)])
+            rots = np.concatenate([records[i].rotations for i in range(r0, r1)])
+            _frame_targets(trans, rots, frame_end, config, self.frame_positions[a:b], self.frame_commands[a:b])
+            valid = self._valid_starts(
+                frame_end, local_scene, self.scene_offsets[r0:r1] - a, self.frame_timestamps[a:b]
+            )
+            local = np.flatnonzero(valid)
+            starts.append(local + a)
+            scenes.append(local_scene[local] + r0)
+        self.window_starts = np.concatenate(starts).astype(np.int64) if starts else np.zeros(0, dtype=np.int64)
+        self.window_scenes = np.concatenate(scenes).astype(np.int64) if scenes else np.zeros(0, dtype=np.int64)
         s = config.subsampling
+        self._ctx = np.arange(config.context_frames, dtype=np.int64) * s
+
+    def _valid_starts(
+        self, frame_end: np.ndarray, local_scene: np.ndarray, scene_start: np.ndarray, timestamps: np.ndarray
+    ) -> np.ndarray:
+        """Window-start mask over one group of whole scenes (all arrays local to the group)."""
+        config = self.config
+        s = config.subsampling
+        n = len(frame_end)
         idx = np.arange(n, dtype=np.int64)
         valid = idx + (config.span - 1) < frame_end
         if config.stride > 1:
-            valid &= (idx - frame_start) % config.stride == 0
+            valid &= (idx - scene_start[local_scene]) % config.stride == 0
         if config.max_step_error_us is not None and n:
             j = np.minimum(idx + s, n - 1)
-            step = self.frame_timestamps[j] - self.frame_timestamps
-            bad = (
-                (idx + s >= frame_end) | (np.abs(step - round(WAYPOINT_DT * 1e6)) > config.max_step_error_us)
-            ).astype(np.int64)
+            step = timestamps[j] - timestamps
+            bad = (idx + s >= frame_end) | (np.abs(step - round(WAYPOINT_DT * 1e6)) > config.max_step_error_us)
             steps = config.context_frames - 1 + config.num_waypoints
-            bad_count = np.zeros(n, dtype=np.int64)
+            # A valid window never reads past its scene, so padding with "bad" changes no valid window.
+            padded = np.concatenate([bad, np.ones(steps * s, dtype=bool)])
+            any_bad = np.zeros(n, dtype=bool)
             for i in range(steps):
-                bad_count += bad[np.minimum(idx + i * s, n - 1)]
-            valid &= bad_count == 0
-        self.window_starts = np.flatnonzero(valid).astype(np.int64)
-        self.window_scenes = frame_scene[self.window_starts]
-        self._ctx = np.arange(config.context_frames, dtype=np.int64) * s
+                any_bad |= padded[i * s : i * s + n]
+            valid &= ~any_bad
+        return valid
 
     # -------------------------------------------------------------------------------- access
 

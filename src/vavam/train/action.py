@@ -21,7 +21,7 @@ from vavam import presets
 from vavam.config import ActionConfig
 from vavam.data.records import load_records
 from vavam.data.tokens import TokenStore
-from vavam.data.windows import TokenWindowDataset, WindowConfig, WindowIndex
+from vavam.data.windows import DEFAULT_STEP_TOLERANCE_US, TokenWindowDataset, WindowConfig, WindowIndex
 from vavam.io import atomic_write_json
 from vavam.train.lightning import MupWsdMixin, NanPolicy, fit_resumable
 from vavam.train.resume import step_generator
@@ -151,8 +151,9 @@ def _collate(items: list[dict]) -> dict:
 
 def make_window_dataset(records: Path, tokens: Path, context_frames: int, subsampling: int = 1) -> TokenWindowDataset:
     """Trajectory windows of a records file joined (by timestamp) to a token store."""
-    index = WindowIndex(load_records(records, check_files=False), WindowConfig(context_frames=context_frames,
-                                                                              subsampling=subsampling))
+    config = WindowConfig(context_frames=context_frames, subsampling=subsampling,
+                          max_step_error_us=DEFAULT_STEP_TOLERANCE_US)  # never across a dropped frame
+    index = WindowIndex(load_records(records, check_files=False), config)
     if len(index) == 0:
         raise ValueError(f"{records}: no window of {context_frames} frames + 3 s future fits any scene")
     return TokenWindowDataset(index, TokenStore(tokens))

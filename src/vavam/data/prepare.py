@@ -1,0 +1,600 @@
+"""``vavam data prepare {opendv,nuscenes,nuplan}``: a dataset's raw layout -> records and a token store.
+
+Outputs under ``OUT`` (one folder per split)::
+
+    OUT/<split>/records.npz          # nuScenes / nuPlan: scene records (vavam.data.records format)
+    OUT/<split>/tokens/              # with --tokenizer: the token store (manifest.json + scenes/)
+    OUT/<split>.json                 # OpenDV: the split's video ids (VaViM split-file format)
+    OUT/frames512/<channel>/<id>/    # OpenDV with --frames: f_000001.jpg ... (authors' layout)
+    OUT/prepare_summary.json         # what was read, written and skipped
+
+nuScenes / nuPlan frames are read from the records' image files (``FrameSource.from_files``, the
+record timestamps) and resized by the dataset's divisor (3.125 / 3.75 -> 512x288) unless
+``--height/--width`` or ``--divisor`` say otherwise. OpenDV frames are decoded from the videos
+straight into the tokenizer (no JPEGs), trimmed and resampled to 10 fps, resized to 288x512.
+
+Token stores are written scene by scene and resumable (``--resume``, default on), optionally
+sharded (``--shard i/N``, then ``vavam tokenize merge``). With ``--skip-bad``, bad input found by
+the readers (missing / corrupt files, bad rows, non-monotonic timestamps, NaN poses, ...) and
+scenes that fail to decode during tokenization are skipped, counted and printed; without it the
+first problem raises an error naming the scene and frame. Records never keep a scene whose
+tokenization failed in the same (unsharded) run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from vavam.data.frames import DATASET_DIVISORS, FrameError, FrameSource
+from vavam.data.sources import SkipLog, SourceError, SourceResult
+
+__all__ = ["encode_sources", "prepare_nuplan", "prepare_nuscenes", "prepare_opendv", "record_sources"]
+
+SUMMARY_FILE = "prepare_summary.json"
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def record_sources(result: SourceResult, fps: float) -> list[FrameSource]:
+    """One image-list :class:`FrameSource` per record (record name, image files, record timestamps).
+
+    Relative image paths are resolved against ``result.image_root``.
+    """
+    sources = []
+    for rec in result.records:
+        if rec.image_paths is None:
+            raise SourceError(f"scene '{rec.name}': record has no image paths to tokenize")
+        files = [
+            Path(p) if Path(p).is_absolute() or result.image_root is None else Path(result.image_root) / p
+            for p in rec.image_paths
+        ]
+        sources.append(FrameSource.from_files(rec.name, files, timestamps_us=rec.timestamps, fps=fps))
+    return sources
+
+
+def _progress(total: int | None, enabled: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, unit="frame", desc=desc, dynamic_ncols=True, smoothing=0.05)
+
+
+def _codebook_size(tokenizer: Any) -> int | None:
+    for obj in (getattr(tokenizer, "config", None), tokenizer):
+        value = getattr(obj, "codebook_size", None)
+        if value is not None:
+            return int(value)
+    return None
+
+
+def encode_sources(
+    sources: Sequence[FrameSource],
+    out: str | os.PathLike,
+    tokenizer: Any,
+    *,
+    size: tuple[int, int] | None = None,
+    divisor: float | None = None,
+    batch_size: int = 64,
+    device: str = "cpu",
+    bf16: bool = False,
+    shard: str | None = None,
+    resume: bool = True,
+    num_workers: int = 0,
+    fps: float | None = None,
+    progress: bool = True,
+    skip_bad: bool = False,
+    skipped: SkipLog | None = None,
+    desc: str = "tokenize",
+) -> tuple[Path, list[str]]:
+    """Tokenize frame sources into a token store, scene by scene, skipping scenes that fail to decode.
+
+    The store format, resume and shard rules are those of :func:`vavam.data.tokenize.tokenize_sources`
+    (same writer, same manifest); in addition a scene whose frames cannot be decoded
+    (:class:`FrameError` / :class:`SourceError`) is, with ``skip_bad``, left out of the store and
+    added to ``skipped`` (``(scene, None, reason)``) while the other scenes go on. Without
+    ``skip_bad`` the error propagates.
+
+    Returns:
+        (path of the manifest or manifest part, names of the scenes that failed). The manifest does
+        not exist when no scene could be written and no image size was known.
+    """
+    from vavam.data.tokenize import parse_shard, select_shard, tokenizer_identity_of
+    from vavam.data.tokens import MANIFEST, TokenStoreWriter, check_codebook_size, part_manifest_name, read_manifest
+
+    shard_t = parse_shard(shard)
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"duplicate scene names: {dup[:5]}")
+    codebook = _codebook_size(tokenizer)
+    check_codebook_size(codebook)
+    downsample = int(tokenizer.downsample)
+    by_name = {s.name: s for s in sources}
+    mine = [by_name[n] for n in select_shard(names, shard_t)]
+    dev = torch.device(device)
+    if isinstance(tokenizer, torch.nn.Module):
+        tokenizer = tokenizer.to(dev).eval()
+    identity = tokenizer_identity_of(tokenizer)
+    out = Path(out)
+    skipped = skipped if skipped is not None else SkipLog()
+
+    image_size: tuple[int, int] | None = tuple(size) if size is not None else None  # type: ignore[assignment]
+    if image_size is None and resume:
+        for existing in (out / MANIFEST, out / part_manifest_name(*shard_t) if shard_t else None):
+            if existing is not None and existing.is_file():
+                prev = read_manifest(existing)
+                if prev.get("image_size"):
+                    image_size = tuple(prev["image_size"])  # type: ignore[assignment]
+                    break
+
+    def make_writer(img_size: tuple[int, int]) -> TokenStoreWriter:
+        h, w = img_size
+        if h % downsample or w % downsample:
+            raise ValueError(f"image size {w}x{h} (WxH) is not divisible by the tokenizer's downsampling {downsample}")
+        return TokenStoreWriter(
+            out,
+            (h // downsample, w // downsample),
+            image_size=img_size,
+            downsample=downsample,
+            codebook_size=codebook,
+            tokenizer=identity,
+            fps=fps,
+            shard=shard_t,
+            resume=resume,
+        )
+
+    writer = make_writer(image_size) if image_size is not None else None
+    todo = [s for s in mine if writer is None or not writer.is_done(s.name)]
+    autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    failed: list[str] = []
+    bar = _progress(sum(s.num_frames_hint or 0 for s in todo) or None, progress, desc)
+    try:
+        for source in todo:
+            if writer is not None and writer.is_done(source.name):
+                continue
+            if writer is not None:
+                writer.remove_stale_temporaries(source.name)
+            chunks: list[np.ndarray] = []
+            stamps: list[int] = []
+            done_already = False
+            frames = source.frames(size=size, divisor=divisor, expected=image_size, num_workers=num_workers)
+            try:
+                batch: list = []
+                for item in _with_end(frames):
+                    if item is not None:
+                        batch.append(item)
+                    if batch and (len(batch) == batch_size or item is None):
+                        images = torch.stack([f.image for f in batch]).to(dev)
+                        if image_size is None:
+                            image_size = tuple(images.shape[-2:])  # type: ignore[assignment]
+                        if writer is None:
+                            writer = make_writer(image_size)  # type: ignore[arg-type]
+                            if writer.is_done(source.name):
+                                done_already = True
+                                break
+                        with torch.inference_mode(), autocast:
+                            ids = tokenizer.encode(images)
+                        ids = ids.detach().to("cpu", torch.int64).numpy()
+                        if ids.size and (ids.min() < 0 or ids.max() > 65535):
+                            raise ValueError(f"{source.path}: tokenizer returned ids outside [0, 65535]")
+                        chunks.append(ids.astype(np.uint16))
+                        stamps.extend(f.timestamp_us for f in batch)
+                        bar.update(len(batch))
+                        batch = []
+            except (FrameError, SourceError) as exc:
+                if not skip_bad:
+                    raise
+                skipped.add(source.name, None, f"cannot tokenize: {exc}")
+                failed.append(source.name)
+                continue
+            finally:
+                frames.close()
+            if done_already:
+                continue
+            if writer is None:  # a source without frames raises in its reader; keep the invariant anyway
+                raise SourceError(f"scene '{source.name}': no frames")
+            grid = tuple(writer.header["grid"])
+            tokens = np.concatenate(chunks) if chunks else np.zeros((0, *grid), np.uint16)
+            scene_fps = source.fps if source.kind == "video" else fps or source.fps
+            writer.write_scene(source.name, tokens, stamps, source=str(source.path), fps=scene_fps)
+    finally:
+        bar.close()
+    if writer is None:
+        if image_size is None:  # every scene failed (or none was given) and no size is known: no store
+            return out / (part_manifest_name(*shard_t) if shard_t else MANIFEST), failed
+        writer = make_writer(image_size)
+    return writer.manifest_path, failed
+
+
+def _with_end(frames):
+    """The frames, then one ``None`` marking the end (so the last partial batch is flushed in the loop)."""
+    yield from frames
+    yield None
+
+
+def _load_tokenizer(tokenizer: str | None, device: str) -> Any:
+    if tokenizer is None:
+        return None
+    from vavam.data.tokenize import _load_tokenizer as load
+
+    return load(tokenizer, device)
+
+
+def _size_args(dataset: str, divisor: float | None, height: int | None, width: int | None):
+    if (height is None) != (width is None):
+        raise ValueError("give both --height and --width, or neither")
+    if height is not None:
+        return (int(height), int(width)), None  # type: ignore[arg-type]
+    return None, float(divisor) if divisor is not None else DATASET_DIVISORS[dataset]
+
+
+def _write_summary(out: Path, dataset: str, summary: dict[str, Any]) -> None:
+    from vavam.io import atomic_write_json, read_json
+
+    path = out / SUMMARY_FILE
+    old: dict[str, Any] = {}
+    if path.is_file():
+        with contextlib.suppress(Exception):
+            old = read_json(path) or {}
+    old = old if isinstance(old, dict) and old.get("dataset") == dataset else {"dataset": dataset, "splits": {}}
+    old.setdefault("splits", {}).update(summary["splits"])
+    old["dataset"] = dataset
+    atomic_write_json(path, old)
+
+
+def _skip_rows(log: SkipLog) -> list[dict[str, Any]]:
+    return [{"scene": s, "frame": f, "reason": r} for s, f, r in log.rows]
+
+
+def _report(split: str, log: SkipLog, say) -> None:
+    say(f"[{split}] {log.summary()}")
+    for scene, frame, reason in log.rows[:20]:
+        where = scene if frame is None else f"{scene} frame {frame}"
+        say(f"  - {where}: {reason}")
+    if len(log.rows) > 20:
+        say(f"  ... and {len(log.rows) - 20} more (see {SUMMARY_FILE})")
+
+
+def _prepare_records(
+    dataset: str,
+    results: list[SourceResult],
+    out: Path,
+    *,
+    fps: float,
+    tokenizer: str | None,
+    divisor: float | None,
+    height: int | None,
+    width: int | None,
+    batch_size: int,
+    device: str,
+    bf16: bool,
+    shard: str | None,
+    resume: bool,
+    num_workers: int,
+    skip_bad: bool,
+    progress: bool,
+    say,
+) -> dict[str, Any]:
+    """Shared tail of nuScenes / nuPlan: records file, optional token store, summary."""
+    from vavam.data.records import save_records
+
+    model = _load_tokenizer(tokenizer, device)
+    size, div = _size_args(dataset, divisor, height, width)
+    summary: dict[str, Any] = {"splits": {}}
+    for result in results:
+        split = result.split or "all"
+        folder = out / split
+        folder.mkdir(parents=True, exist_ok=True)
+        records = list(result.records)
+        entry: dict[str, Any] = {"scenes": len(records), "frames": int(sum(len(r) for r in records))}
+        failed: list[str] = []
+        if model is not None and records:
+            manifest, failed = encode_sources(
+                record_sources(result, fps),
+                folder / "tokens",
+                model,
+                size=size,
+                divisor=div,
+                batch_size=batch_size,
+                device=device,
+                bf16=bf16,
+                shard=shard,
+                resume=resume,
+                num_workers=num_workers,
+                fps=fps,
+                progress=progress,
+                skip_bad=skip_bad,
+                skipped=result.skipped,
+                desc=f"{dataset} {split}",
+            )
+            entry["tokens"] = str(manifest)
+        if failed and shard is None:
+            bad = set(failed)
+            records = [r for r in records if r.name not in bad]
+        path = save_records(
+            folder / "records.npz",
+            records,
+            dataset=dataset,
+            image_root=result.image_root,
+            metadata={"split": split, "skipped": result.skipped.summary()},
+        )
+        entry.update(
+            records=str(path),
+            kept_scenes=len(records),
+            skipped=_skip_rows(result.skipped),
+            skipped_summary=result.skipped.summary(),
+        )
+        summary["splits"][split] = entry
+        say(f"[{split}] {len(records)} scene(s), {sum(len(r) for r in records)} frame(s) -> {path}")
+        _report(split, result.skipped, say)
+    _write_summary(out, dataset, summary)
+    return summary
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+def prepare_opendv(
+    meta: Path,
+    videos: Path,
+    out: Path,
+    splits: tuple[str, ...] = ("train", "val"),
+    tokenizer: str | None = None,
+    frames: bool = False,
+    height: int = 288,
+    width: int = 512,
+    fps: float = 10.0,
+    trim: Literal["exact", "reference"] = "exact",
+    subset: str | None = None,
+    batch_size: int = 64,
+    device: str = "cpu",
+    bf16: bool = False,
+    shard: str | None = None,
+    resume: bool = True,
+    skip_bad: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Prepare OpenDV-YouTube: metadata + videos -> split lists, token stores (and optional 512x288 JPEGs).
+
+    Args:
+        meta: metadata file: the official OpenDV-YouTube.json / sheet CSV, or the VaViM metadata.csv (tab-separated).
+        videos: the videos folder (<channel>/<youtube id>.mp4|webm|mkv).
+        out: output folder (<split>.json video lists, <split>/tokens/, frames512/, prepare_summary.json).
+        splits: splits to prepare (train, val).
+        tokenizer: a LlamaGen VQ .pt, our checkpoint folder, or "preset:vq_tiny"; omitted: no token store.
+        frames: also write JPEG frames in the authors' layout (out/frames512/<channel>/<video id>/f_000001.jpg).
+        height: frame height fed to the tokenizer / written as JPEG (288).
+        width: frame width (512).
+        fps: frame rate after resampling (10).
+        trim: exact keeps [discard_start, duration - discard_end); reference reproduces the authors' ffmpeg span.
+        subset: keep only this subset of the official sheet (e.g. Mini).
+        batch_size: frames per tokenizer call.
+        device: cpu, cuda, cuda:1, ...
+        bf16: encode under bf16 autocast.
+        shard: "i/N": tokenize every N-th video (sorted by id) from i; merge with `vavam tokenize merge`.
+        resume: skip videos already in the token store.
+        skip_bad: skip (and count) bad metadata rows and missing, corrupt or truncated videos instead of failing.
+        progress: show progress bars.
+
+    Returns:
+        the summary written to out/prepare_summary.json.
+    """
+    from vavam.data.sources.opendv import load_opendv, write_opendv_frames, write_split_lists
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = _load_tokenizer(tokenizer, device)
+    summary: dict[str, Any] = {"splits": {}}
+    for split in splits:
+        sources = load_opendv(meta, videos, split=split, skip_bad=skip_bad, fps=fps, trim=trim, subset=subset)
+        log = sources.skipped
+        entry: dict[str, Any] = {"videos": len(sources.videos), "loaded": len(sources)}
+        bad: set[str] = set()
+        if frames:
+            bar = _progress(sum(s.num_frames_hint or 0 for s in sources) or None, progress, f"opendv {split} frames")
+            try:
+                for src in sources:
+                    try:
+                        folder = write_opendv_frames(src, out / "frames512", size=(height, width))
+                        bar.update(len(list(folder.glob("f_*.jpg"))))
+                    except SourceError as exc:
+                        if not skip_bad:
+                            raise
+                        log.add(src.name, None, f"cannot extract frames: {exc}")
+                        bad.add(src.name)
+            finally:
+                bar.close()
+        if model is not None:
+            todo = [s for s in sources if s.name not in bad]
+            if todo:
+                manifest, failed = encode_sources(
+                    todo,
+                    out / split / "tokens",
+                    model,
+                    size=(height, width),
+                    batch_size=batch_size,
+                    device=device,
+                    bf16=bf16,
+                    shard=shard,
+                    resume=resume,
+                    fps=fps,
+                    progress=progress,
+                    skip_bad=skip_bad,
+                    skipped=log,
+                    desc=f"opendv {split}",
+                )
+                bad.update(failed)
+                entry["tokens"] = str(manifest)
+        loaded = {s.name for s in sources}
+        kept = [v for v in sources.videos if v.video_id in loaded and v.video_id not in bad]
+        lists = write_split_lists(kept, out, splits=[split]) if shard is None else {}
+        entry.update(
+            kept=len(kept),
+            split_list=str(lists[split]) if split in lists else None,
+            trims={s.name: [s.trim_start_s, s.trim_end_s] for s in sources if s.name not in bad},
+            skipped=_skip_rows(log),
+            skipped_summary=log.summary(),
+        )
+        summary["splits"][split] = entry
+        print(f"[{split}] {len(kept)} of {len(sources.videos)} video(s) prepared")
+        _report(split, log, print)
+    _write_summary(out, "opendv", summary)
+    return summary
+
+
+def prepare_nuscenes(
+    dataroot: Path,
+    out: Path,
+    version: str = "v1.0-trainval",
+    splits: tuple[str, ...] = ("train", "val"),
+    camera: str = "CAM_FRONT",
+    tokenizer: str | None = None,
+    divisor: float | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    batch_size: int = 64,
+    device: str = "cpu",
+    bf16: bool = False,
+    shard: str | None = None,
+    resume: bool = True,
+    num_workers: int = 2,
+    skip_bad: bool = False,
+    check_images: bool = True,
+    progress: bool = True,
+) -> dict:
+    """Prepare nuScenes: a v1.0 dataroot -> CAM_FRONT keyframe records per split (and token stores).
+
+    Args:
+        dataroot: folder with <version>/*.json tables and samples/.
+        out: output folder (<split>/records.npz, <split>/tokens/, prepare_summary.json).
+        version: table folder (v1.0-trainval, v1.0-mini, v1.0-test).
+        splits: official splits to prepare (train, val, mini_train, mini_val, ...).
+        camera: camera channel.
+        tokenizer: a LlamaGen VQ .pt, our checkpoint folder, or "preset:vq_tiny"; omitted: records only.
+        divisor: resize both sides by int(side / divisor) (default 3.125: 1600x900 -> 512x288).
+        height: explicit frame height (with width; overrides the divisor).
+        width: explicit frame width.
+        batch_size: frames per tokenizer call.
+        device: cpu, cuda, cuda:1, ...
+        bf16: encode under bf16 autocast.
+        shard: "i/N": tokenize every N-th scene (sorted by name) from i; merge with `vavam tokenize merge`.
+        resume: skip scenes already in the token store.
+        num_workers: image decoding threads.
+        skip_bad: skip (and count) bad frames and scenes instead of failing.
+        check_images: check every image file while reading the tables.
+        progress: show progress bars.
+
+    Returns:
+        the summary written to out/prepare_summary.json.
+    """
+    from vavam.data.sources.nuscenes import load_nuscenes
+
+    out = Path(out)
+    results = [
+        load_nuscenes(
+            dataroot, version=version, split=split, camera=camera, skip_bad=skip_bad, check_images=check_images
+        )
+        for split in splits
+    ]
+    for split, result in zip(splits, results):
+        result.split = split  # output folders are named by the requested split
+    return _prepare_records(
+        "nuscenes",
+        results,
+        out,
+        fps=2.0,
+        tokenizer=tokenizer,
+        divisor=divisor,
+        height=height,
+        width=width,
+        batch_size=batch_size,
+        device=device,
+        bf16=bf16,
+        shard=shard,
+        resume=resume,
+        num_workers=num_workers,
+        skip_bad=skip_bad,
+        progress=progress,
+        say=print,
+    )
+
+
+def prepare_nuplan(
+    db: list[Path],
+    sensor_root: Path,
+    out: Path,
+    split: str = "train",
+    camera: str = "CAM_F0",
+    tokenizer: str | None = None,
+    divisor: float | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    batch_size: int = 64,
+    device: str = "cpu",
+    bf16: bool = False,
+    shard: str | None = None,
+    resume: bool = True,
+    num_workers: int = 2,
+    skip_bad: bool = False,
+    check_images: bool = True,
+    progress: bool = True,
+) -> dict:
+    """Prepare nuPlan: log databases + sensor blobs -> CAM_F0 records at 10 Hz (and a token store).
+
+    Args:
+        db: .db log files and/or folders of them (e.g. nuplan-v1.1/splits/mini).
+        sensor_root: the sensor_blobs folder (images at sensor_root/<image.filename_jpg>).
+        out: output folder (<split>/records.npz, <split>/tokens/, prepare_summary.json).
+        split: name of this split in the outputs (the databases given make the split).
+        camera: camera channel.
+        tokenizer: a LlamaGen VQ .pt, our checkpoint folder, or "preset:vq_tiny"; omitted: records only.
+        divisor: resize both sides by int(side / divisor) (default 3.75: 1920x1080 -> 512x288).
+        height: explicit frame height (with width; overrides the divisor).
+        width: explicit frame width.
+        batch_size: frames per tokenizer call.
+        device: cpu, cuda, cuda:1, ...
+        bf16: encode under bf16 autocast.
+        shard: "i/N": tokenize every N-th scene (sorted by name) from i; merge with `vavam tokenize merge`.
+        resume: skip scenes already in the token store.
+        num_workers: image decoding threads.
+        skip_bad: skip (and count) bad frames, scenes and logs instead of failing.
+        check_images: check every image file while reading the databases.
+        progress: show progress bars.
+
+    Returns:
+        the summary written to out/prepare_summary.json.
+    """
+    from vavam.data.sources.nuplan import load_nuplan
+
+    out = Path(out)
+    given: Any = [Path(p) for p in db]
+    result = load_nuplan(
+        given if len(given) != 1 else given[0], sensor_root, camera=camera, skip_bad=skip_bad, check_images=check_images
+    )
+    result.split = split
+    return _prepare_records(
+        "nuplan",
+        [result],
+        out,
+        fps=10.0,
+        tokenizer=tokenizer,
+        divisor=divisor,
+        height=height,
+        width=width,
+        batch_size=batch_size,
+        device=device,
+        bf16=bf16,
+        shard=shard,
+        resume=resume,
+        num_workers=num_workers,
+        skip_bad=skip_bad,
+        progress=progress,
+        say=print,
+    )

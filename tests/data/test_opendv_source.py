@@ -1,0 +1,308 @@
+"""OpenDV-YouTube source: metadata formats, exact trimming (checked by hand), splits, frames, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vavam.data.frames import FrameSource
+from vavam.data.sources import SourceError
+from vavam.data.sources.opendv import (
+    OpenDVVideoSource,
+    find_opendv_videos,
+    load_opendv,
+    opendv_video_id,
+    read_opendv_metadata,
+    write_opendv_frames,
+    write_split_lists,
+    youtube_id,
+)
+
+SIZE = 64
+
+
+def make_video(path: Path, n: int, fps: int) -> Path:
+    """``n`` frames at ``fps``; frame ``i`` shows ``16*(i%16)+8`` on its left half and ``16*(i//16)+8`` on its right."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width = stream.height = SIZE
+        stream.pix_fmt = "yuv420p"
+        stream.bit_rate = 2_000_000
+        for i in range(n):
+            arr = np.empty((SIZE, SIZE, 3), np.uint8)
+            arr[:, : SIZE // 2] = 16 * (i % 16) + 8
+            arr[:, SIZE // 2 :] = 16 * (i // 16) + 8
+            frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def frame_number(image) -> int:
+    """Source frame index shown by a decoded frame (float [3, H, W] in [-1, 1])."""
+    px = (image[0] + 1) * 127.5
+    lo = round((float(px[SIZE // 2, SIZE // 4]) - 8) / 16)
+    hi = round((float(px[SIZE // 2, 3 * SIZE // 4]) - 8) / 16)
+    return 16 * hi + lo
+
+
+def official_rows() -> list[dict]:
+    return [
+        {
+            "ID": 1,
+            "videoid": "-abc_DEF12",
+            "youtuber": "Road Trips",
+            "split": "Train",
+            "subset": "Mini",
+            "start_discard": 1.5,
+            "end_discard": 2,
+            "duration": "00:06",
+            "length": 6,
+        },
+        {
+            "ID": 2,
+            "videoid": "q-9Z",
+            "youtuber": "Other",
+            "split": "Val",
+            "subset": "Full",
+            "start_discard": 0.55,
+            "end_discard": 1.2,
+            "duration": "0:03",
+            "length": 3,
+        },
+        {
+            "ID": 3,
+            "videoid": "plain10",
+            "youtuber": "Other",
+            "split": "Train",
+            "subset": "Full",
+            "start_discard": 0,
+            "end_discard": 0,
+            "duration": "0:04",
+            "length": 4,
+        },
+    ]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """Videos in the official layout + the three metadata forms."""
+    root = tmp_path_factory.mktemp("opendv")
+    make_video(root / "videos" / "Road_Trips" / "-abc_DEF12.mp4", 180, 30)  # 6 s at 30 fps
+    make_video(root / "videos" / "Other" / "q-9Z.mp4", 75, 25)  # 3 s at 25 fps
+    make_video(root / "videos" / "Other" / "plain10.mkv", 40, 10)  # 4 s at 10 fps
+    (root / "OpenDV-YouTube.json").write_text(json.dumps(official_rows()))
+    headers = {
+        "ID": "ID",
+        "videoid": "VideoID",
+        "youtuber": "Youtuber",
+        "split": "Train / Val",
+        "subset": "Mini / Full Set",
+        "start_discard": "Discarded Length at the Begininning (second)",
+        "end_discard": "Discarded Length at the Ending (second)",
+        "duration": "Duration",
+    }
+    with open(root / "OpenDV-YouTube.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(headers.values())
+        for r in official_rows():
+            w.writerow([r[k] for k in headers])
+    # VaViM metadata.csv: tab separated, '@' for a leading '-', no channel column.
+    lines = ["video_id\tdiscard_start\tdiscard_end\tsplit\tcontainer\tduration"]
+    for r in official_rows():
+        lines.append(
+            f"{opendv_video_id(r['videoid'])}\t{r['start_discard']}\t{r['end_discard']}\t"
+            f"{r['split'].lower()}\t{'mkv' if r['videoid'] == 'plain10' else 'mp4'}\t{r['length']}"
+        )
+    (root / "metadata.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+# ------------------------------------------------------------------------------ metadata
+
+
+def test_ids_roundtrip():
+    assert opendv_video_id("-abc-d") == "@abc-d" and youtube_id("@abc-d") == "-abc-d"
+    assert opendv_video_id("ab-c") == "ab-c" and youtube_id("ab-c") == "ab-c"
+
+
+@pytest.mark.parametrize("name", ["OpenDV-YouTube.json", "OpenDV-YouTube.csv", "metadata.csv"])
+def test_metadata_formats_agree(dataset, name):
+    videos = read_opendv_metadata(dataset / name)
+    assert [v.video_id for v in videos] == ["@abc_DEF12", "q-9Z", "plain10"]
+    assert [v.split for v in videos] == ["train", "val", "train"]
+    assert [(v.discard_start, v.discard_end) for v in videos] == [(1.5, 2.0), (0.55, 1.2), (0.0, 0.0)]
+    assert [v.duration for v in videos] == [6.0, 3.0, 4.0]
+    assert videos[0].youtube_id == "-abc_DEF12"
+    if name != "metadata.csv":
+        assert [v.channel for v in videos] == ["Road_Trips", "Other", "Other"]  # spaces -> _
+        assert [v.subset for v in videos] == ["Mini", "Full", "Full"]
+    else:
+        assert [v.channel for v in videos] == ["", "", ""] and videos[2].container == "mkv"
+
+
+def test_find_videos_by_id(dataset):
+    found = find_opendv_videos(dataset / "videos")
+    assert sorted(found) == ["@abc_DEF12", "plain10", "q-9Z"]
+    assert found["@abc_DEF12"].name == "-abc_DEF12.mp4"
+
+
+# ------------------------------------------------------------------------------ trimming
+
+
+def test_trim_30fps_by_hand(dataset):
+    # 6 s at 30 fps, discard 1.5 s / 2 s -> keep t in [1.5, 4.0): 10 fps slots 15..39 = 25 frames,
+    # source frames 45, 48, ..., 117 (one every 3rd), timestamps 1.5 s, 1.6 s, ..., 3.9 s.
+    (src,) = load_opendv(dataset / "OpenDV-YouTube.json", dataset / "videos", split="train", subset="Mini")
+    assert isinstance(src, OpenDVVideoSource) and src.name == "@abc_DEF12"
+    assert (src.trim_start_s, src.trim_end_s, src.num_frames_hint) == (1.5, 4.0, 25)
+    frames = list(src.frames())
+    assert [f.timestamp_us for f in frames] == [1_500_000 + 100_000 * k for k in range(25)]
+    assert [frame_number(f.image) for f in frames] == list(range(45, 120, 3))
+    assert [f.index for f in frames] == list(range(25))
+
+
+def test_trim_25fps_by_hand(dataset):
+    # 3 s at 25 fps (frames every 0.04 s), discard 0.55 s / 1.2 s -> keep t in [0.55, 1.8). The first
+    # frame of each 0.1 s slot: 0.56, 0.60, 0.72, 0.80, 0.92, 1.00, 1.12, 1.20, 1.32, 1.40, 1.52, 1.60, 1.72.
+    (src,) = load_opendv(dataset / "OpenDV-YouTube.json", dataset / "videos", split="val")
+    frames = list(src.frames())
+    times = [0.56, 0.60, 0.72, 0.80, 0.92, 1.00, 1.12, 1.20, 1.32, 1.40, 1.52, 1.60, 1.72]
+    assert [f.timestamp_us for f in frames] == [round(t * 1e6) for t in times]
+    assert [frame_number(f.image) for f in frames] == [round(t * 25) for t in times]
+
+
+def test_trim_reference_mode(dataset):
+    # The authors' ffmpeg span: [start, min(D, D - end + start)) = [1.5, 5.5) -> 40 frames.
+    (src,) = load_opendv(
+        dataset / "metadata.csv", dataset / "videos", split="train", trim="reference", video_ids=["-abc_DEF12"]
+    )
+    assert (src.trim_start_s, src.trim_end_s) == (1.5, 5.5)
+    frames = list(src.frames())
+    assert len(frames) == 40 and frames[-1].timestamp_us == 5_400_000
+
+
+def test_no_trim_10fps_keeps_every_frame_and_resizes(dataset):
+    (src,) = load_opendv(dataset / "metadata.csv", dataset / "videos", split="train", video_ids=["plain10"])
+    frames = list(src.frames(size=(16, 32)))
+    assert len(frames) == 40 and frames[0].image.shape == (3, 16, 32)
+    assert [f.timestamp_us for f in frames] == [100_000 * k for k in range(40)]
+
+
+# ------------------------------------------------------------------------------ splits and frames
+
+
+def test_splits_and_split_lists(dataset, tmp_path):
+    train = load_opendv(dataset / "OpenDV-YouTube.csv", dataset / "videos", split="Train")
+    val = load_opendv(dataset / "OpenDV-YouTube.csv", dataset / "videos", split="val")
+    assert [s.name for s in train] == ["@abc_DEF12", "plain10"] and [s.name for s in val] == ["q-9Z"]
+    assert train.split == "Train" and train.skipped.rows == []
+    paths = write_split_lists(read_opendv_metadata(dataset / "metadata.csv"), tmp_path)
+    assert json.loads(paths["train"].read_text()) == ["@abc_DEF12", "plain10"]
+    assert json.loads(paths["val"].read_text()) == ["q-9Z"]
+
+
+def test_write_frames_authors_layout(dataset, tmp_path):
+    (src,) = load_opendv(dataset / "OpenDV-YouTube.json", dataset / "videos", split="val")
+    folder = write_opendv_frames(src, tmp_path / "frames512")
+    assert folder == tmp_path / "frames512" / "Other" / "q-9Z"
+    names = sorted(p.name for p in folder.glob("*.jpg"))
+    assert names == [f"f_{k:06d}.jpg" for k in range(1, 14)]
+    from PIL import Image
+
+    with Image.open(folder / "f_000001.jpg") as im:
+        assert im.size == (512, 288)
+    back = FrameSource.from_image_folder(folder)
+    assert back.timestamps_us.tolist() == [
+        round(t * 1e6) for t in (0.56, 0.60, 0.72, 0.80, 0.92, 1.00, 1.12, 1.20, 1.32, 1.40, 1.52, 1.60, 1.72)
+    ]
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+def _meta(tmp_path: Path, rows: list[dict]) -> Path:
+    path = tmp_path / "meta.json"
+    path.write_text(json.dumps(rows))
+    return path
+
+
+def _row(vid: str, split: str = "Train", start=0.5, end=0.5, channel="C") -> dict:
+    return {"videoid": vid, "youtuber": channel, "split": split, "start_discard": start, "end_discard": end}
+
+
+def test_missing_video_raises_or_is_skipped(tmp_path):
+    make_video(tmp_path / "videos" / "C" / "good.mp4", 30, 10)
+    meta = _meta(tmp_path, [_row("good"), _row("-gone")])
+    with pytest.raises(SourceError, match=r"'@gone'.*video file is missing"):
+        load_opendv(meta, tmp_path / "videos")
+    got = load_opendv(meta, tmp_path / "videos", skip_bad=True)
+    assert [s.name for s in got] == ["good"]
+    assert got.skipped.scenes == 1 and got.skipped.rows[0][0] == "@gone"
+    assert "skipped 0 frame(s) and 1 scene(s)" == got.skipped.summary()
+
+
+def test_corrupt_and_truncated_videos(tmp_path):
+    videos = tmp_path / "videos" / "C"
+    videos.mkdir(parents=True)
+    (videos / "junk.mp4").write_bytes(b"\x00not a video" * 100)
+    good = make_video(tmp_path / "full.mp4", 60, 10).read_bytes()
+    (videos / "cutmp4.mp4").write_bytes(good[: len(good) // 2])  # moov atom lost: unreadable
+    whole = make_video(tmp_path / "full.mkv", 60, 10).read_bytes()
+    (videos / "cutmkv.mkv").write_bytes(whole[: len(whole) * 6 // 10])  # header says 6 s, data stops near 3 s
+    meta = _meta(tmp_path, [_row("junk"), _row("cutmp4"), _row("cutmkv")])
+    for vid in ("junk", "cutmp4"):
+        with pytest.raises(SourceError, match=rf"'{vid}'.*cannot open video"):
+            load_opendv(meta, tmp_path / "videos", video_ids=[vid])
+    (src,) = load_opendv(meta, tmp_path / "videos", video_ids=["cutmkv"])  # opens fine ...
+    with pytest.raises(SourceError, match=r"'cutmkv'.*truncated"):  # ... but ends early
+        list(src.frames())
+    got = load_opendv(meta, tmp_path / "videos", skip_bad=True)
+    assert [s.name for s in got] == ["cutmkv"] and got.skipped.scenes == 2
+
+
+def test_nothing_left_after_trimming(tmp_path):
+    make_video(tmp_path / "videos" / "C" / "short.mp4", 20, 10)  # 2 s
+    meta = _meta(tmp_path, [_row("short", start=1.0, end=1.0)])
+    with pytest.raises(SourceError, match=r"'short'.*nothing left after trimming"):
+        load_opendv(meta, tmp_path / "videos")
+    assert len(load_opendv(meta, tmp_path / "videos", skip_bad=True).skipped.rows) == 1
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"videoid": "a", "split": "Train", "start_discard": -1, "end_discard": 0}, r"row 1: .*discard_start"),
+        ({"videoid": "a", "split": "Train", "start_discard": "N/A", "end_discard": 0}, r"row 1: .*no discard_start"),
+        ({"videoid": "a", "start_discard": 0, "end_discard": 0}, r"row 1: .*no split"),
+        ({"youtuber": "x", "split": "Train", "start_discard": 0, "end_discard": 0}, r"row 1: no video id"),
+    ],
+)
+def test_bad_metadata_rows(tmp_path, row, message):
+    (tmp_path / "videos").mkdir()
+    meta = _meta(tmp_path, [row])
+    with pytest.raises(SourceError, match=message):
+        load_opendv(meta, tmp_path / "videos")
+    got = load_opendv(meta, tmp_path / "videos", skip_bad=True)
+    assert len(got) == 0 and got.skipped.scenes == 1
+
+
+def test_duplicate_ids_and_unreadable_metadata(tmp_path):
+    (tmp_path / "videos").mkdir()
+    with pytest.raises(SourceError, match=r"row 2: video 'a' is listed twice"):
+        load_opendv(_meta(tmp_path, [_row("a"), _row("a")]), tmp_path / "videos")
+    with pytest.raises(SourceError, match="metadata file is missing"):
+        load_opendv(tmp_path / "nope.json", tmp_path / "videos")
+    (tmp_path / "broken.json").write_text("[{")
+    with pytest.raises(SourceError, match="not valid JSON"):
+        load_opendv(tmp_path / "broken.json", tmp_path / "videos")
