@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vavam.checks import check_commands, check_finite, check_positive_int
 from vavam import flow
 from vavam.action.expert import ActionExpert
 from vavam.action.joint import VisualKV, VisualKVCache, action_stream
@@ -63,7 +64,13 @@ class VideoActionModel(nn.Module):
         Returns:
             velocity ``[B, T, H, 2]`` (model units).
         """
+        if x_t.dim() != 4 or x_t.shape[2:] != (self.config.horizon, self.config.action_dim):
+            raise ValueError(f"x_t must be [B, T, {self.config.horizon}, {self.config.action_dim}], "
+                             f"got {tuple(x_t.shape)}")
         b, t_frames, horizon, _ = x_t.shape
+        check_finite(x_t, "x_t")
+        check_finite(t, "t")
+        check_commands(command, (b, t_frames))
         if tokens.shape[:2] != (b, t_frames):
             raise ValueError(f"tokens {tuple(tokens.shape)} and actions {tuple(x_t.shape)} disagree on [B, T]")
         p = tokens.shape[2] * tokens.shape[3]
@@ -91,6 +98,7 @@ class VideoActionModel(nn.Module):
             t: flow times ``[B, T]`` (default: Beta(1.5, 1) sampler); noise: ``[B, T, H, 2]`` (default N(0, I)).
         """
         c = self.config
+        check_finite(actions, "actions")
         x1 = actions / c.action_scaling
         if noise is None:
             noise = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
@@ -130,18 +138,26 @@ class VideoActionModel(nn.Module):
             trajectories in metres ``[B, K, H, 2]`` (x forward, y left).
         """
         c = self.config
+        if tokens.dim() != 4:
+            raise ValueError(f"tokens must be [B, T, h, w], got shape {tuple(tokens.shape)}")
         b = tokens.shape[0]
         k = num_samples
-        num_steps = num_steps or c.num_inference_steps
+        check_positive_int(k, "num_samples")
+        num_steps = c.num_inference_steps if num_steps is None else num_steps
+        check_positive_int(num_steps, "num_steps")
         if tokens.shape[1] > c.video.num_frames:
             raise ValueError(f"{tokens.shape[1]} context frames exceed the model's {c.video.num_frames}")
-        command = command.reshape(b, -1)[:, -1]  # [B]
+        if command.dim() == 2:  # [B, T]: that of the last context frame
+            command = command[:, -1]
+        check_commands(command, (b,))
         param = self.expert.readout.weight
         if noise is None:
             noise = torch.randn((b, k, c.horizon, c.action_dim), generator=generator, dtype=param.dtype)
             noise = noise.to(param.device)
         elif noise.shape != (b, k, c.horizon, c.action_dim):
             raise ValueError(f"noise must be [B, K, H, 2] = {(b, k, c.horizon, c.action_dim)}, got {tuple(noise.shape)}")
+        else:
+            check_finite(noise, "noise")
         cache = VisualKVCache(self.visual_kv(tokens), k * c.horizon)
         mask = action_rows_samples(cache.num_visual, k, c.horizon, device=noise.device)
         commands = command[:, None].expand(b, k)  # [B, K]

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vavam.checks import check_token_ids
 from vavam.config import VideoConfig
 from vavam.nn import Block, KVCache, layer_norm, mup_normal_, zero_query_rows_
 
@@ -92,6 +93,7 @@ class VideoGPT(nn.Module):
     def _check_tokens(self, tokens: torch.Tensor) -> tuple[int, int, int, int]:
         if tokens.dim() != 4:
             raise ValueError(f"tokens must be [B, T, h, w], got shape {tuple(tokens.shape)}")
+        check_token_ids(tokens, self.config.vocab_size)
         b, t, h, w = tokens.shape
         if h * w > self.config.tokens_per_frame:
             raise ValueError(f"grid {h}x{w} has more than {self.config.tokens_per_frame} tokens per frame")

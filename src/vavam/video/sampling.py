@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from vavam.checks import check_positive_int, check_token_ids
 from vavam.video.model import VideoGPT
 
 
@@ -21,9 +22,11 @@ def sample_logits(
     ``logits / temperature`` -> softmax -> keep the ``top_k`` largest probabilities (all if None) ->
     renormalise -> multinomial draw. ``top_k == 1`` is greedy (argmax, no randomness).
     """
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
     if top_k == 1:
         return logits.argmax(dim=-1)
-    if temperature <= 0:
+    if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     if top_k is not None and top_k < probs.shape[-1]:
@@ -65,6 +68,12 @@ def generate_frames(
     b, t0, h, w = context.shape
     if t0 < 1:
         raise ValueError("context needs at least one frame")
+    check_positive_int(num_frames, "num_frames")
+    check_token_ids(context, model.config.vocab_size, "context")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
     p = h * w
     max_frames = model.config.num_frames
     if max_frames < 2:
