@@ -11,6 +11,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from vavam.checks import check_finite
 from vavam.config import VQConfig
 from vavam.tokenizer.quantizer import VectorQuantizer
 from vavam.tokenizer.vq import Decoder, Encoder
@@ -87,6 +88,9 @@ class VQModel(nn.Module):
         h, w = images.shape[-2:]
         if h % ds or w % ds:
             raise ValueError(f"image size {h}x{w} (HxW) is not a multiple of the downsampling factor {ds}")
+        if images.numel() == 0:
+            raise ValueError(f"tokenizer got an empty batch of images {tuple(images.shape)}")
+        check_finite(images, "images")
 
     def _check_ids(self, ids: torch.Tensor) -> None:
         if not isinstance(ids, torch.Tensor) or ids.ndim != 3:
