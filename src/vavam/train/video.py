@@ -154,6 +154,9 @@ def train_video(
     nan_policy: NanPolicy = "stop",
     recipe: Literal["pretrain", "cooldown", "cpu"] | None = None,
     init_from: Path | None = None,
+    mix: list[Path] | None = None,
+    mix_ratios: list[float] | None = None,
+    mix_seed: int = 42,
     progress: bool = True,
 ) -> dict:
     """Train VaViM by next-token prediction on a token store; writes our checkpoint folder to OUT/model.
@@ -187,6 +190,12 @@ def train_video(
             ``cpu``; see :mod:`vavam.train.recipes`). ``steps`` None means one epoch.
         init_from: a pretraining checkpoint (``.ckpt`` of a vavam run) to continue from: weights and
             optimiser moments are loaded, the schedule and data position start afresh (the cool-down).
+        mix: more token stores to mix with ``tokens`` (cool-down: nuPlan, nuScenes after OpenDV); each
+            store's window stride is its fps / 2 (10 Hz -> 5, 2 Hz -> 1). The mix has exactly
+            ``steps x batch_size`` windows, split by ``mix_ratios``; when ``init_from`` was trained on
+            ``tokens``, its windows come only from those the pretraining had not drawn yet.
+        mix_ratios: one ratio per store (``tokens`` first); default the cool-down's 0.40 / 0.5872 / 0.0128.
+        mix_seed: seed of the mix's subsampling and repeats.
         progress: show a progress bar.
     """
     given = dict(locals())
@@ -194,6 +203,8 @@ def train_video(
 
     args, extras = apply_recipe(train_video, VIDEO_RECIPES, recipe, given)
     args.pop("recipe")
+    if args["mix_ratios"] is None and extras.get("mix_ratios") is not None:
+        args["mix_ratios"] = list(extras["mix_ratios"])
     return _train_video(**args, ckpt_every_frac=extras.get("ckpt_every_frac"))
 
 
@@ -201,30 +212,42 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
                  weight_decay: float, init_std: float | None, width: int | None, warmup_frac: float,
                  drop_frac: float, num_frames: int | None, stride: int, val_tokens: list[Path] | None,
                  val_every: int, seed: int, precision: str, num_workers: int, ckpt_every: int, keep: int,
-                 resume: bool, nan_policy: NanPolicy, init_from: Path | None, progress: bool,
+                 resume: bool, nan_policy: NanPolicy, init_from: Path | None, mix: list[Path] | None,
+                 mix_ratios: list[float] | None, mix_seed: int, progress: bool,
                  ckpt_every_frac: float | None = None) -> dict:
     from vavam.train.resume import read_checkpoint
     from vavam.video import save_video_model
 
     L.seed_everything(seed, workers=True, verbose=False)
     store = TokenStore(tokens)
-    config = presets.get(preset)
-    if not isinstance(config, VideoConfig):
-        raise ValueError(f"preset {preset!r} is not a video model preset")
+    init_state = read_checkpoint(init_from) if init_from is not None else None
+    if init_state is not None and "state_dict" not in init_state:
+        raise ValueError(f"init_from {init_from}: not a vavam training checkpoint (no state_dict)")
     h, w = store.grid
-    frames = num_frames or config.num_frames
-    vocab = max(config.vocab_size, int(store.codebook_size or 0) + 1)
-    config = dataclasses.replace(config, tokens_per_frame=h * w, num_frames=frames, vocab_size=vocab,
-                                 init_std=init_std if init_std is not None else config.init_std,
-                                 width=width or config.width)
+    if init_state is not None:  # the cool-down continues the pretrained model as it is (preset ignored)
+        config = VideoConfig(**init_state["hyper_parameters"]["config"])
+        frames = config.num_frames
+        if h * w != config.tokens_per_frame or (store.codebook_size or 0) >= config.vocab_size:
+            raise ValueError(f"tokens {tokens}: grid {h}x{w} / codebook {store.codebook_size} do not fit the model of "
+                             f"init_from ({config.tokens_per_frame} tokens per frame, vocab {config.vocab_size})")
+    else:
+        config = presets.get(preset)
+        if not isinstance(config, VideoConfig):
+            raise ValueError(f"preset {preset!r} is not a video model preset")
+        frames = num_frames or config.num_frames
+        vocab = max(config.vocab_size, int(store.codebook_size or 0) + 1)
+        config = dataclasses.replace(config, tokens_per_frame=h * w, num_frames=frames, vocab_size=vocab,
+                                     init_std=init_std if init_std is not None else config.init_std,
+                                     width=width or config.width)
     train_set = VideoWindowDataset(store, frames, stride)
     if steps is None:  # one epoch
         steps = -(-len(train_set) // batch_size)
     if ckpt_every_frac and not ckpt_every:
         ckpt_every = max(1, int(ckpt_every_frac * steps))
-    init_state = read_checkpoint(init_from) if init_from is not None else None
-    if init_state is not None and "state_dict" not in init_state:
-        raise ValueError(f"init_from {init_from}: not a vavam training checkpoint (no state_dict)")
+    mix_info = None
+    if mix:
+        train_set, mix_info = _cooldown_mix(train_set, tokens, [Path(m) for m in mix], mix_ratios, steps * batch_size,
+                                            mix_seed, frames, init_state)
     if isinstance(val_tokens, (str, Path)):
         val_tokens = [val_tokens]
     val_stores = [Path(v) for v in (val_tokens or [])]
@@ -246,8 +269,47 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
     seconds = time.perf_counter() - start
     metrics = {k: float(v) for k, v in fit.trainer.callback_metrics.items()}
     summary = {"steps": steps, "seconds": round(seconds, 2), "windows": len(train_set), "metrics": metrics,
+               "mix": mix_info,
                "resumed_from": fit.resumed_from, "init_from": str(init_from) if init_from else None,
                "config": dataclasses.asdict(config)}
     save_video_model(module.model, out / "model", meta={"train": summary, "tokens": str(tokens)})
     atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+def _store_stride(store: TokenStore) -> int:
+    """Frames per 0.5 s of a store (10 Hz -> 5, 2 Hz -> 1); 1 when the store does not know its rate."""
+    return max(1, round(store.fps / 2)) if store.fps else 1
+
+
+def _cooldown_mix(first: VideoWindowDataset, tokens: Path, others: list[Path], ratios: list[float] | None,
+                  total: int, seed: int, frames: int, init_state: dict | None) -> tuple[Dataset, dict]:
+    """The cool-down's training set: ``total`` windows of ``[first, *others]`` split by ``ratios``,
+    the first store's windows restricted to those a pretraining run (``init_state``) had not drawn."""
+    from vavam.data.mix import MixedDataset, cooldown_mix
+    from vavam.train.recipes import COOLDOWN_MIX
+    from vavam.train.resume import StepBatchSampler
+
+    ratios = list(ratios) if ratios is not None else list(COOLDOWN_MIX)
+    if len(ratios) != 1 + len(others):
+        raise ValueError(f"mix_ratios: {len(ratios)} ratios for {1 + len(others)} token stores (tokens + mix)")
+    datasets = [first] + [VideoWindowDataset(TokenStore(p), frames, _store_stride(TokenStore(p))) for p in others]
+    consumed_mask, unseen_from = None, None
+    data = ((init_state or {}).get("hyper_parameters") or {}).get("data") or {}
+    if data and Path(data.get("tokens", "")).resolve() == Path(tokens).resolve():
+        if data.get("windows") != len(first) or data.get("stride") != first.stride:
+            raise ValueError(f"init_from was trained on {data.get('windows')} windows (stride {data.get('stride')}) "
+                             f"of {tokens}, this run indexes {len(first)} (stride {first.stride}): cannot tell "
+                             "which windows it has seen")
+        consumed = int(init_state.get("callbacks", {}).get("_DataPosition", {}).get("consumed", 0))
+        sampler = StepBatchSampler(len(first), int(data["batch_size"]), int(data["seed"]), total_steps=consumed)
+        consumed_mask = np.ones(len(first), dtype=bool)
+        consumed_mask[sampler.unseen(consumed)] = False
+        unseen_from = consumed
+    names = [str(tokens)] + [str(p) for p in others]
+    mixture = cooldown_mix({n: len(d) for n, d in zip(names, datasets)}, total=total, ratios=ratios, seed=seed,
+                           pretraining=consumed_mask, pretraining_source=0)
+    info = {"total": total, "ratios": ratios, "sources": mixture.summary(),
+            "pretraining_steps_seen": unseen_from,
+            "pretraining_windows_available": None if consumed_mask is None else int((~consumed_mask).sum())}
+    return MixedDataset(datasets, mixture), info
