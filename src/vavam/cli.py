@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "tokenize convert": "vavam.data.tokenize:convert_npy_layout",
     "tokenize merge": "vavam.data.tokens:merge_manifests",
     "serve": "vavam.serve.server:serve",
+    "eval closedloop": "vavam.eval.closedloop:eval_closedloop",
     "generate": "vavam.commands.generate:generate",
     "data prepare opendv": "vavam.data.prepare:prepare_opendv",
     "data prepare nuscenes": "vavam.data.prepare:prepare_nuscenes",

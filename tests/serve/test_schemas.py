@@ -75,3 +75,31 @@ def test_model_io_validation():
         ModelOutput(trajectory=[[0.0, 0.0]] * 5)
     with pytest.raises(ValueError):
         ModelOutput(trajectory=[[float("nan"), 0.0]] * 6)
+
+
+def test_jpeg_payload_and_size_limit():
+    from PIL import Image
+
+    img = np.full((16, 24, 3), 128, dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=95)
+    out = decode_image(base64.b64encode(buf.getvalue()).decode(), "CAM_FRONT")
+    assert out.shape == (16, 24, 3) and out.dtype == np.uint8 and np.abs(out.astype(int) - 128).max() <= 2
+    with pytest.raises(ValueError, match="larger than allowed"):
+        decode_image(encode_image(img, "png"), "CAM_FRONT", max_pixels=100)
+    with pytest.raises(ValueError, match="larger than allowed"):
+        decode_image(encode_image(img, "torch"), "CAM_FRONT", max_pixels=100)
+    with pytest.raises(ValueError, match="uint8"):
+        buf = io.BytesIO()
+        torch.save(torch.zeros(4, 4, 3, dtype=torch.bfloat16), buf)
+        decode_image(base64.b64encode(buf.getvalue()).decode(), "CAM_FRONT")
+
+
+def test_server_defaults_are_safe():
+    import inspect
+
+    from vavam.serve.server import DEFAULT_MAX_BODY_BYTES, serve
+
+    params = inspect.signature(serve).parameters
+    assert params["host"].default == "127.0.0.1" and params["port"].default == 9000
+    assert params["token"].default is None and DEFAULT_MAX_BODY_BYTES >= 40 * 2**20  # six 900x1600 cameras fit

@@ -130,3 +130,73 @@ def test_preprocess_neuroncap_rule_and_reductions():
     assert torch.equal(reduce_samples(samples, "medoid"), samples[1])
     with pytest.raises(ValueError):
         preprocess_image(np.zeros((4, 4), dtype=np.uint8))
+
+
+def test_sessions_are_separate_and_bounded():
+    tok, model = FakeTokenizer(), FakeModel()
+    agent = VaVAMAgent(tok, model, AgentOptions(image_size=(32, 64), neuroncap_rule=False, max_sessions=2), context_frames=8)
+    client = TestClient(create_app(agent))
+    for i in range(3):
+        for s in ("a", "b"):
+            r = client.post("/infer", json=_request(i * 500_000), headers={"X-Session-Id": s})
+            assert r.json()["trajectory"][0][0] == pytest.approx(i + 1, abs=0.1)  # each session sees its own frames
+    client.post("/reset", json={}, headers={"X-Session-Id": "a"})
+    assert len(agent.history("a")) == 0 and len(agent.history("b")) == 3
+    client.post("/infer", json=_request(0), headers={"X-Session-Id": "c"})  # a third session evicts the oldest
+    assert set(agent.sessions) == {"b", "c"} or set(agent.sessions) == {"a", "c"}
+    assert len(agent.sessions) == 2
+
+
+class SessionlessPlanner:
+    def reset(self):
+        pass
+
+    def plan(self, image, timestamp_us, command):
+        return np.zeros((6, 2))
+
+
+def test_planner_without_sessions_refuses_session_header():
+    client = TestClient(create_app(SessionlessPlanner()))
+    assert client.post("/infer", json=_request(0)).status_code == 200
+    r = client.post("/infer", json=_request(0), headers={"X-Session-Id": "x"})
+    assert r.status_code == 400 and "single history" in r.json()["detail"]
+
+
+class BadPlanner(SessionlessPlanner):
+    def plan(self, image, timestamp_us, command):
+        if command == 0:
+            raise RuntimeError("model exploded")
+        return np.full((6, 2), np.nan)
+
+
+def test_planner_errors_are_5xx_and_server_keeps_serving():
+    client = TestClient(create_app(BadPlanner()), raise_server_exceptions=False)
+    assert client.post("/infer", json=_request(0, command=0)).status_code == 500
+    r = client.post("/infer", json=_request(0, command=2))
+    assert r.status_code == 500 and "bad trajectory" in r.json()["detail"]
+    assert client.get("/alive").json() is True
+
+
+def test_preprocess_rules():
+    from vavam.serve.agent import checkpoint_image_size, grid_for
+
+    img = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    x = preprocess_image(img, (32, 48))  # already the model's size: no resize at all (not via 900x1600)
+    assert torch.equal(x, torch.from_numpy(img).permute(2, 0, 1).float() / 255 * 2 - 1)
+    big = np.random.default_rng(1).integers(0, 256, (900, 1599, 3), dtype=np.uint8)
+    t = torch.from_numpy(big).permute(2, 0, 1)[None].float() / 255
+    t = torch.nn.functional.interpolate(t, size=(900, 1600), mode="bilinear", antialias=True, align_corners=False)
+    t = torch.nn.functional.interpolate(t, size=(288, 512), mode="bilinear", antialias=True, align_corners=False)
+    assert torch.allclose(preprocess_image(big), (t[0] * 2 - 1).clamp(-1, 1))
+    assert grid_for(576) == (18, 32) and grid_for(128) == (8, 16) and grid_for(24) == (4, 6)
+    assert checkpoint_image_size(FakeTokenizer(), FakeModel()) == (288, 512)  # unknown -> the paper's size
+
+
+def test_timing_split_reported():
+    client, _, _ = _client()
+    r = client.post("/infer", json=_request(0))
+    from vavam.serve.schemas import parse_server_timing
+
+    timing = parse_server_timing(r.headers["server-timing"])
+    assert {"decode", "tokenize", "denoise", "total"} <= set(timing)
+    assert parse_server_timing("tokenize;dur=1.5, prefill;dur=20") == {"tokenize": 0.0015, "prefill": 0.02}

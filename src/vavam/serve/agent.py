@@ -1,16 +1,27 @@
 """The VaVAM driving agent behind the server: image -> tokens once, context chosen by timestamp.
 
 Each ``/infer`` call brings one new front-camera image. The agent tokenizes only that image and
-keeps a short history of ``(timestamp, tokens)``. The context for the model is chosen by time:
-the newest frame, then the frames nearest to 0.5 s, 1.0 s, ... earlier (within a tolerance), up to
-``context_frames``; it stops at the first gap. So the model always sees 2 Hz context whatever rate
-the simulator calls at (NeuroNCAP calls at 2 Hz), and a frame is never tokenized twice (the
+keeps a short history of ``(timestamp, tokens)`` per session. The context for the model is chosen by
+time: the newest frame, then the frames nearest to 0.5 s, 1.0 s, ... earlier (within a tolerance),
+up to ``context_frames``; it stops at the first gap. So the model always sees 2 Hz context whatever
+rate the simulator calls at (NeuroNCAP calls at 2 Hz), and a frame is never tokenized twice (the
 reference re-tokenized all 8 frames on every call).
+
+Reproducibility: with ``AgentOptions.seed`` set, the noise of a call comes from a CPU generator
+seeded with :func:`sample_seed` ``(seed, timestamp_us)``, so the same frames, command and timestamp
+give the same trajectory whatever came before (and whichever session or thread asks).
+
+Concurrency: every session (a string key; the server takes it from a header) has its own history
+and lock; the model itself runs under one lock (one forward at a time), so concurrent callers get
+exactly the answers they would get alone.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,25 +32,52 @@ import torch.nn.functional as F
 from vavam.types import CONTEXT_FRAMES, IMAGE_SIZE, WAYPOINT_DT
 
 NEURONCAP_SIZE = (900, 1600)  # (H, W) the simulator renders; resized to this first when it differs
+DEFAULT_SESSION = "default"
 Reduction = Literal["first", "mean", "medoid"]
 
 
 def preprocess_image(image: np.ndarray, size: tuple[int, int] = IMAGE_SIZE, neuroncap_rule: bool = True) -> torch.Tensor:
     """uint8 ``[H, W, 3]`` -> float ``[3, h, w]`` in [-1, 1] at ``size`` (antialiased bilinear).
 
-    With ``neuroncap_rule`` an image that is not 900x1600 is first resized to 900x1600 (handles
-    1599-wide renders), then to ``size``, as the reference server did.
+    An image already of ``size`` is only normalised. Otherwise, with ``neuroncap_rule``, an image
+    that is not 900x1600 is first resized to 900x1600 (handles 1599-wide renders), then to ``size``,
+    as the reference server did (900x1600 -> 288x512 is its divide-by-3.125 step).
     """
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected a uint8 H x W x 3 image, got {image.dtype} {list(image.shape)}")
     if not image.flags.writeable or not image.flags.c_contiguous:
         image = np.array(image, copy=True, order="C")
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0  # [1, 3, H, W]
-    if neuroncap_rule and tuple(x.shape[-2:]) != NEURONCAP_SIZE:
-        x = F.interpolate(x, size=NEURONCAP_SIZE, mode="bilinear", antialias=True, align_corners=False)
-    if tuple(x.shape[-2:]) != tuple(size):
-        x = F.interpolate(x, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
+    size = (int(size[0]), int(size[1]))
+    if tuple(x.shape[-2:]) != size:
+        if neuroncap_rule and tuple(x.shape[-2:]) != NEURONCAP_SIZE:
+            x = F.interpolate(x, size=NEURONCAP_SIZE, mode="bilinear", antialias=True, align_corners=False)
+        if tuple(x.shape[-2:]) != size:
+            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
     return (x[0] * 2.0 - 1.0).clamp(-1.0, 1.0)
+
+
+def grid_for(tokens_per_frame: int, aspect: float = 16 / 9) -> tuple[int, int]:
+    """The ``(h, w)`` token grid with ``h * w = tokens_per_frame`` whose ``w / h`` is nearest ``aspect``
+    (576 -> 18 x 32, 128 -> 8 x 16, 24 -> 4 x 6)."""
+    pairs = [(h, tokens_per_frame // h) for h in range(1, tokens_per_frame + 1) if tokens_per_frame % h == 0]
+    return min(pairs, key=lambda p: abs(np.log(p[1] / p[0]) - np.log(aspect)))
+
+
+def checkpoint_image_size(tokenizer, model, default: tuple[int, int] = IMAGE_SIZE) -> tuple[int, int]:
+    """The image size a model was trained at: its token grid (:func:`grid_for` of the video model's
+    ``tokens_per_frame``) times the tokenizer's downsampling; ``default`` when either is unknown."""
+    video = getattr(getattr(model, "config", None), "video", None)
+    ds = getattr(tokenizer, "downsample", None)
+    if video is None or not isinstance(ds, int):
+        return tuple(default)
+    h, w = grid_for(int(video.tokens_per_frame))
+    return (h * ds, w * ds)
+
+
+def sample_seed(seed: int, timestamp_us: int) -> int:
+    """Seed of the noise generator for one call: a fixed mix of the option seed and the frame time."""
+    return (int(seed) * 1_000_003 + int(timestamp_us)) % (2**63 - 1)
 
 
 class TokenHistory:
@@ -52,16 +90,23 @@ class TokenHistory:
         self.timestamps: list[int] = []
         self.tokens: list[torch.Tensor] = []
 
+    def __len__(self) -> int:
+        return len(self.timestamps)
+
     def clear(self) -> None:
         self.timestamps.clear()
         self.tokens.clear()
 
-    def push(self, timestamp_us: int, tokens: torch.Tensor) -> None:
-        """Add the newest frame. Timestamps must increase (a new run must :meth:`clear` first)."""
+    def check_next(self, timestamp_us: int) -> None:
+        """Raise ``ValueError`` unless ``timestamp_us`` is after the newest frame."""
         if self.timestamps and timestamp_us <= self.timestamps[-1]:
             raise ValueError(
                 f"timestamp {timestamp_us} us is not after the previous frame's {self.timestamps[-1]} us; call /reset between runs"
             )
+
+    def push(self, timestamp_us: int, tokens: torch.Tensor) -> None:
+        """Add the newest frame. Timestamps must increase (a new run must :meth:`clear` first)."""
+        self.check_next(timestamp_us)
         self.timestamps.append(int(timestamp_us))
         self.tokens.append(tokens)
         horizon = self.spacing_us * self.context_frames + self.tolerance_us
@@ -105,72 +150,180 @@ def reduce_samples(samples: torch.Tensor, reduction: Reduction) -> torch.Tensor:
 
 @dataclass
 class AgentOptions:
-    """How the agent plans."""
+    """How the agent plans.
+
+    ``image_size`` None: the checkpoint's own resolution (:func:`checkpoint_image_size`).
+    ``dtype`` bf16: tokenizer and model run under bf16 autocast (CPU or GPU).
+    """
 
     num_samples: int = 1
     reduction: Reduction = "first"
     num_steps: int | None = None  # Euler steps; None = the checkpoint's own
-    seed: int | None = None  # same request + same seed -> same answer
-    image_size: tuple[int, int] = IMAGE_SIZE
+    seed: int | None = None  # same frames + same seed + same timestamp -> same answer
+    image_size: tuple[int, int] | None = None
     neuroncap_rule: bool = True
     dtype: Literal["fp32", "bf16"] = "fp32"
     device: str = "cpu"
+    max_sessions: int = 64  # least recently used session histories beyond this are dropped
+
+    def __post_init__(self) -> None:
+        if self.num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+        if self.reduction not in ("first", "mean", "medoid"):
+            raise ValueError(f"unknown reduction {self.reduction!r} (first, mean, medoid)")
+        if self.dtype not in ("fp32", "bf16"):
+            raise ValueError(f"dtype must be fp32 or bf16, got {self.dtype!r}")
+        if self.max_sessions < 1:
+            raise ValueError("max_sessions must be >= 1")
+
+
+_TIMING = threading.local()  # .timing: the dict of the agent call running in this thread; .sync: its device sync
+
+
+class _PrefillTimer:
+    """Stands in for ``model.visual_kv`` on the model instance: calls the original and, when an agent
+    call in this thread has a timing dict open, adds the seconds it took under ``"prefill"``. Shared
+    by every agent around the same model; transparent to everyone else."""
+
+    def __init__(self, original):
+        self.original = original
+
+    def __call__(self, *args, **kwargs):
+        timing = getattr(_TIMING, "timing", None)
+        if timing is None:
+            return self.original(*args, **kwargs)
+        sync = getattr(_TIMING, "sync", None) or (lambda: None)
+        sync()
+        t0 = time.perf_counter()
+        try:
+            return self.original(*args, **kwargs)
+        finally:
+            sync()
+            timing["prefill"] = timing.get("prefill", 0.0) + time.perf_counter() - t0
 
 
 class VaVAMAgent:
-    """Tokenizer + VaVAM + :class:`TokenHistory`; thread-safe :meth:`plan` and :meth:`reset`.
+    """Tokenizer + VaVAM + one :class:`TokenHistory` per session; thread-safe.
 
     ``tokenizer.encode(float [B,3,H,W]) -> long [B,h,w]`` and
     ``model.sample_trajectory(tokens [B,T,h,w], command [B], num_samples, num_steps, generator=...)
     -> metres [B,K,6,2]`` (the public API of vavam's tokenizer and action model).
+
+    Timing: :meth:`plan_timed` returns seconds spent in ``tokenize``, ``prefill`` (VaViM's keys and
+    values over the context, measured by wrapping ``model.visual_kv`` on the instance; absent for
+    models without it), ``denoise`` (the rest of ``sample_trajectory``: the Euler steps of the
+    action expert) and ``total``.
     """
 
     def __init__(self, tokenizer, model, options: AgentOptions | None = None, context_frames: int | None = None):
         self.tokenizer = tokenizer
         self.model = model
-        self.options = options or AgentOptions()
+        options = options or AgentOptions()
+        size = options.image_size if options.image_size is not None else checkpoint_image_size(tokenizer, model)
+        self.options = dataclasses.replace(options, image_size=(int(size[0]), int(size[1])))  # a copy: never the caller's
         if context_frames is None:
             video_config = getattr(getattr(model, "config", None), "video", None)
             context_frames = video_config.num_frames if video_config is not None else CONTEXT_FRAMES
-        self.history = TokenHistory(context_frames=int(context_frames))
-        self._lock = threading.Lock()
+        self.context_frames = int(context_frames)
+        self._sessions: OrderedDict[str, tuple[TokenHistory, threading.Lock]] = OrderedDict()
+        self._sessions_lock = threading.Lock()
+        self._model_lock = threading.Lock()
+        if callable(getattr(model, "visual_kv", None)) and not isinstance(model.visual_kv, _PrefillTimer):
+            model.visual_kv = _PrefillTimer(model.visual_kv)
 
-    def reset(self) -> None:
-        with self._lock:
-            self.history.clear()
+    # ------------------------------------------------------------------ sessions
+
+    def _session(self, session: str) -> tuple[TokenHistory, threading.Lock]:
+        with self._sessions_lock:
+            entry = self._sessions.get(session)
+            if entry is None:
+                entry = (TokenHistory(context_frames=self.context_frames), threading.Lock())
+                self._sessions[session] = entry
+                while len(self._sessions) > self.options.max_sessions:
+                    self._sessions.popitem(last=False)
+            self._sessions.move_to_end(session)
+            return entry
+
+    def history(self, session: str = DEFAULT_SESSION) -> TokenHistory:
+        """The frame history of ``session`` (created empty when new)."""
+        return self._session(session)[0]
+
+    @property
+    def sessions(self) -> list[str]:
+        with self._sessions_lock:
+            return list(self._sessions)
+
+    def reset(self, session: str = DEFAULT_SESSION) -> None:
+        """Forget the frames of ``session`` (a new run starts)."""
+        history, lock = self._session(session)
+        with lock:
+            history.clear()
+
+    # ------------------------------------------------------------------ compute
+
+    def _sync(self) -> None:
+        if torch.device(self.options.device).type == "cuda":
+            torch.cuda.synchronize()
 
     def _autocast(self):
         enabled = self.options.dtype == "bf16"
         device_type = torch.device(self.options.device).type
         return torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=enabled)
 
-    @torch.inference_mode()
-    def observe(self, image: np.ndarray, timestamp_us: int) -> None:
-        """Tokenize a uint8 ``[H,W,3]`` frame and add it to the history without planning."""
-        with self._lock:
-            self._push(image, timestamp_us)
-
-    def _push(self, image: np.ndarray, timestamp_us: int) -> None:
+    def _tokenize(self, image: np.ndarray) -> torch.Tensor:
         opts = self.options
         pixels = preprocess_image(image, opts.image_size, opts.neuroncap_rule)[None].to(opts.device)  # [1, 3, H, W]
-        with self._autocast():
-            tokens = self.tokenizer.encode(pixels)[0].cpu()  # [h, w]
-        self.history.push(timestamp_us, tokens)
+        with self._model_lock, self._autocast():
+            return self.tokenizer.encode(pixels)[0].cpu()  # [h, w]
 
     @torch.inference_mode()
-    def plan(self, image: np.ndarray, timestamp_us: int, command: int) -> np.ndarray:
+    def observe(self, image: np.ndarray, timestamp_us: int, session: str = DEFAULT_SESSION) -> None:
+        """Tokenize a uint8 ``[H,W,3]`` frame and add it to the history without planning."""
+        history, lock = self._session(session)
+        with lock:
+            history.check_next(int(timestamp_us))
+            history.push(int(timestamp_us), self._tokenize(image))
+
+    def plan(self, image: np.ndarray, timestamp_us: int, command: int, session: str = DEFAULT_SESSION) -> np.ndarray:
         """One step: uint8 ``[H,W,3]`` CAM_FRONT image, time, command -> trajectory float64 ``[6, 2]`` metres."""
+        return self.plan_timed(image, timestamp_us, command, session)[0]
+
+    @torch.inference_mode()
+    def plan_timed(
+        self, image: np.ndarray, timestamp_us: int, command: int, session: str = DEFAULT_SESSION
+    ) -> tuple[np.ndarray, dict[str, float]]:
+        """:meth:`plan`, also returning seconds spent per stage (``tokenize``, ``prefill``, ``denoise``, ``total``)."""
+        if int(command) not in (0, 1, 2):
+            raise ValueError(f"command must be 0 (right), 1 (left) or 2 (straight), got {command}")
         opts = self.options
-        with self._lock:
-            self._push(image, timestamp_us)
-            context = self.history.context()[None].to(opts.device)  # [1, T, h, w]
-            generator = None
-            if opts.seed is not None:
-                generator = torch.Generator(device=opts.device).manual_seed(hash((opts.seed, int(timestamp_us))) % (2**63))
-            kwargs = {"num_samples": opts.num_samples, "generator": generator}
-            if opts.num_steps is not None:
-                kwargs["num_steps"] = opts.num_steps
-            with self._autocast():
-                samples = self.model.sample_trajectory(context, torch.tensor([command], device=opts.device), **kwargs)
+        timing: dict[str, float] = {}
+        t_start = time.perf_counter()
+        history, lock = self._session(session)
+        with lock:
+            history.check_next(int(timestamp_us))  # refuse before spending compute
+            t0 = time.perf_counter()
+            tokens = self._tokenize(image)
+            timing["tokenize"] = time.perf_counter() - t0
+            history.push(int(timestamp_us), tokens)
+            context = history.context()[None].to(opts.device)  # [1, T, h, w]
+        generator = None
+        if opts.seed is not None:  # sample_trajectory draws its noise on the CPU
+            generator = torch.Generator().manual_seed(sample_seed(opts.seed, timestamp_us))
+        kwargs = {"num_samples": opts.num_samples, "generator": generator}
+        if opts.num_steps is not None:
+            kwargs["num_steps"] = opts.num_steps
+        with self._model_lock:
+            _TIMING.timing, _TIMING.sync = timing, self._sync
+            try:
+                self._sync()
+                t0 = time.perf_counter()
+                with self._autocast():
+                    samples = self.model.sample_trajectory(context, torch.tensor([int(command)], device=opts.device), **kwargs)
+                self._sync()
+                sampling = time.perf_counter() - t0
+            finally:
+                _TIMING.timing = _TIMING.sync = None
         traj = reduce_samples(samples[0].float().cpu(), opts.reduction)  # [6, 2]
-        return traj.double().numpy()
+        timing["denoise"] = sampling - timing.get("prefill", 0.0)
+        timing["total"] = time.perf_counter() - t_start
+        return traj.double().numpy(), timing

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import numpy as np
 
-from vavam.serve.schemas import DEFAULT_PORT, ModelInput, ModelOutput
+from vavam.serve.schemas import DEFAULT_PORT, ModelInput, ModelOutput, parse_server_timing
 
 
 class ModelClient:
@@ -16,10 +16,26 @@ class ModelClient:
         timeout: seconds per request.
         transport: an ``httpx`` transport (tests pass ``httpx.ASGITransport``-like objects or use
             FastAPI's TestClient instead).
+        token: bearer token for servers started with one (``Authorization: Bearer TOKEN``).
+        session: session id (``X-Session-Id``) so that several clients can share one vavam server,
+            each with its own frame history (None: the server's default session, as NeuroNCAP).
     """
 
-    def __init__(self, base_url: str = f"http://127.0.0.1:{DEFAULT_PORT}", timeout: float = 60.0, transport=None):
-        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
+    def __init__(
+        self,
+        base_url: str = f"http://127.0.0.1:{DEFAULT_PORT}",
+        timeout: float = 60.0,
+        transport=None,
+        token: str | None = None,
+        session: str | None = None,
+    ):
+        headers = {}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        if session is not None:
+            headers["X-Session-Id"] = session
+        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport, headers=headers)
+        self.last_timing: dict[str, float] = {}
 
     def alive(self) -> bool:
         """True when the server answers ``/alive`` with true."""
@@ -40,12 +56,14 @@ class ModelClient:
         response = self._http.post("/infer", json=request.model_dump())
         if response.status_code != 200:
             raise RuntimeError(f"/infer failed with HTTP {response.status_code}: {response.text[:500]}")
+        if "server-timing" in response.headers:
+            self.last_timing = parse_server_timing(response.headers["server-timing"])
         return np.asarray(ModelOutput.model_validate(response.json()).trajectory, dtype=np.float64)
 
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "ModelClient":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:

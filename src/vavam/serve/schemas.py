@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io as _io
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,11 +68,11 @@ class ModelInput(BaseModel):
 class AuxOutputs(BaseModel):
     """Optional perception outputs. NeuroNCAP reads this dict's keys, so it must be an object (fields may be null)."""
 
-    objects_in_bev: Optional[list[list[float]]] = None
-    object_classes: Optional[list[str]] = None
-    object_scores: Optional[list[float]] = None
-    object_ids: Optional[list[int]] = None
-    future_trajs: Optional[list[Any]] = None
+    objects_in_bev: list[list[float]] | None = None
+    object_classes: list[str] | None = None
+    object_scores: list[float] | None = None
+    object_ids: list[int] | None = None
+    future_trajs: list[Any] | None = None
 
 
 class ModelOutput(BaseModel):
@@ -108,8 +108,16 @@ def encode_image(image: np.ndarray | torch.Tensor, fmt: str = "torch") -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def decode_image(payload: str, name: str = "image") -> np.ndarray:
-    """base64 (torch.save'd uint8 tensor, PNG or JPEG) -> uint8 ``[H, W, 3]``. Errors name ``name``."""
+MAX_IMAGE_PIXELS = 4096 * 4096  # larger decoded images are refused (a PNG can expand enormously)
+
+
+def decode_image(payload: str, name: str = "image", max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """base64 (torch.save'd uint8 tensor, PNG or JPEG) -> uint8 ``[H, W, 3]``. Errors name ``name``.
+
+    Raises ``ValueError`` (bad base64, unreadable payload, not a tensor, wrong shape or dtype, more
+    than ``max_pixels`` pixels) or :class:`vavam.io.UnsafePickleError` (the pickle names a global that
+    is not allowed; nothing of it ran).
+    """
     try:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -119,16 +127,36 @@ def decode_image(payload: str, name: str = "image") -> np.ndarray:
 
         try:
             with Image.open(_io.BytesIO(data)) as img:
+                if img.width * img.height > max_pixels:
+                    raise ValueError(f"{name}: image of {img.height} x {img.width} pixels is larger than allowed ({max_pixels} pixels)")
                 array = np.asarray(img.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as exc:
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
             raise ValueError(f"{name}: corrupt PNG/JPEG ({exc})") from exc
     else:
         obj = safe_torch_loads(data, source=name)
         if not isinstance(obj, torch.Tensor):
             raise ValueError(f"{name}: payload holds a {type(obj).__name__}, expected a uint8 tensor")
-        array = obj.numpy()
+        if obj.layout != torch.strided or obj.dtype != torch.uint8:
+            raise ValueError(f"{name}: expected uint8 pixels (a dense uint8 tensor), got {obj.dtype} {list(obj.shape)}")
+        array = obj.detach().cpu().numpy()
+    if array.ndim >= 2 and array.shape[0] * array.shape[1] > max_pixels:
+        raise ValueError(f"{name}: image of {array.shape[0]} x {array.shape[1]} pixels is larger than allowed ({max_pixels} pixels)")
+    if array.ndim == 3 and array.shape[2] == 3 and 0 in array.shape:
+        raise ValueError(f"{name}: empty image, shape {list(array.shape)}")
     if array.ndim != 3 or array.shape[2] != 3:
         raise ValueError(f"{name}: expected an H x W x 3 image, got shape {list(array.shape)}")
     if array.dtype != np.uint8:
         raise ValueError(f"{name}: expected uint8 pixels, got {array.dtype}")
     return array
+
+
+def parse_server_timing(header: str) -> dict[str, float]:
+    """``Server-Timing`` header -> {stage: seconds}."""
+    out = {}
+    for part in header.split(","):
+        name, _, params = part.strip().partition(";")
+        for p in params.split(";"):
+            key, _, value = p.strip().partition("=")
+            if key == "dur":
+                out[name.strip()] = float(value) / 1000.0
+    return out
