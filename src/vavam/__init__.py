@@ -47,11 +47,13 @@ def load_tokenizer(path, trust_code: bool = False, device: str = "cpu"):
     return _load(path, trust_code=trust_code, device=device)
 
 
-def load_video_model(path, device: str = "cpu"):
-    """Load a VaViM: the authors' released ``.pt`` (Lightning dict) or our checkpoint folder."""
+def load_video_model(path, device: str = "cpu", head_dim: int | None = None, base_width: int | None = None):
+    """Load a VaViM: the authors' released ``.pt`` (Lightning dict), a DeepSpeed-consolidated or bare
+    state dict (``head_dim`` / ``base_width`` default to 128 / 256 when the file does not say), or our
+    checkpoint folder."""
     from vavam.video import load_video_model as _load
 
-    return _load(path, device=device)
+    return _load(path, device=device, head_dim=head_dim, base_width=base_width)
 
 
 def generate_frames(model, context, num_frames: int, temperature: float = 1.0, top_k: int | None = 1, generator=None):

@@ -13,15 +13,22 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
 from vavam.action.model import VideoActionModel
 from vavam.config import ActionConfig
-from vavam.io import is_checkpoint_folder, load_checkpoint, safe_torch_load, save_checkpoint
-from vavam.video.convert import strip_prefix, video_config_from_reference, video_state_from_reference
+from vavam.io import is_checkpoint_folder, load_checkpoint, save_checkpoint
+from vavam.video.convert import (
+    _read_released,
+    strip_prefix,
+    strip_wrapper_prefixes,
+    video_config_from_reference,
+    video_state_from_reference,
+)
 
 DEFAULT_BASE_WIDTH = 64
 DEFAULT_BASE_ATTENTION_WIDTH = 256
@@ -114,16 +121,14 @@ def build_from_state(
 
 
 def load_released_action(path: str | os.PathLike, device: str | torch.device = "cpu") -> VideoActionModel:
-    """Load the authors' VaVAM ``.pt`` -> :class:`VideoActionModel`."""
-    ckpt = safe_torch_load(path)
+    """Load the authors' VaVAM ``.pt`` (also a DeepSpeed-consolidated file or checkpoint directory) -> :class:`VideoActionModel`."""
+    ckpt = _read_released(Path(path))
     try:
         vam_conf = ckpt["hyper_parameters"]["vam_conf"]
         state = ckpt["state_dict"]
     except (KeyError, TypeError) as exc:
         raise ValueError(f"{path}: not a VaVAM Lightning checkpoint (missing {exc})") from exc
-    if any(k.startswith("_forward_module.") for k in state):
-        state = strip_prefix(state, "_forward_module.")
-    state = strip_prefix(state, "vam.")
+    state = strip_prefix(strip_wrapper_prefixes(state), "vam.")
     video_ref, expert_ref = strip_prefix(state, "gpt."), strip_prefix(state, "action_expert.")
     if not video_ref or not expert_ref:
         raise ValueError(f"{path}: no 'vam.gpt.' / 'vam.action_expert.' parameters in the state dict")
@@ -141,7 +146,7 @@ def load_action_model(path: str | os.PathLike, device: str | torch.device = "cpu
     if is_checkpoint_folder(path):
         state, config, _ = load_checkpoint(path, expected=ActionConfig)
         return build_from_state(config, state, device)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or checkpoint folder")
     return load_released_action(path, device)
 

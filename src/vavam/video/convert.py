@@ -5,16 +5,22 @@ pickled code): ``state_dict`` with a ``network.`` prefix (``transformer.wie/wse/
 ``transformer.h.{i}.attn.c_attn / c_proj``, ``transformer.h.{i}.mlp.c_fc / c_proj``, ``lm_head``
 tied to ``wie``), sizes in ``hyper_parameters["network"]``, muP bases in the top-level
 ``mup_base_shapes`` (``{name: [base dim or None per axis]}``). DeepSpeed-consolidated files
-(``*_fused.pt``) have the same layout, possibly with a ``_forward_module.`` prefix; a DeepSpeed
-checkpoint directory is read from ``checkpoint/mp_rank_00_model_states.pt``.
+(Lightning's ``convert_zero_checkpoint_to_fp32_state_dict``, the reference's ``*_fused.pt``) have the same
+layout with an fp32 ``state_dict``, plus DeepSpeed client keys (``ds_config``, ``param_shapes``, ...) that are
+ignored; Lightning < 2.1 left a ``_forward_module.`` prefix, older wrappers ``module.``. A DeepSpeed checkpoint
+directory is read from ``checkpoint/mp_rank_00_model_states.pt`` (weights under ``module``). A bare state dict
+(DeepSpeed's own ``zero_to_fp32`` output: parameter names only, with or without those prefixes) is accepted
+too: the sizes are then inferred from the tensor shapes (head dim 128 unless given), the muP base width is the
+default 256.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -108,6 +114,49 @@ def video_config_from_reference(network: Mapping[str, Any], base_shapes: Mapping
     )
 
 
+def video_network_from_state(ref_state: Mapping[str, torch.Tensor], head_dim: int | None = None) -> dict[str, Any]:
+    """``MupGPT2`` kwargs inferred from a reference state dict (no prefix), for files without ``hyper_parameters``.
+
+    The head dimension is not visible in the shapes: ``head_dim`` if given, else 128 (all released models).
+    """
+    try:
+        vocab, width = ref_state["transformer.wie.weight"].shape
+        tokens_per_frame = ref_state["transformer.wse.weight"].shape[0]
+        frames = ref_state["transformer.wte.weight"].shape[0]
+    except KeyError as exc:
+        raise ValueError(f"cannot infer the VaViM size: no {exc} in the state dict") from exc
+    layers = {int(m.group(1)) for key in ref_state if (m := _BLOCK_RE.match(key))}
+    if not layers or layers != set(range(len(layers))):
+        raise ValueError(f"cannot infer the VaViM depth from block indices {sorted(layers)[:8]}")
+    fc = ref_state.get("transformer.h.0.mlp.c_fc.weight")
+    head_dim = 128 if head_dim is None else int(head_dim)
+    if width % head_dim:
+        raise ValueError(f"width {width} is not a multiple of head dim {head_dim}: pass the model's head_dim")
+    return {
+        "embedding_dim": int(width),
+        "nb_layers": len(layers),
+        "dim_heads": head_dim,
+        "mlp_dim_mult": int(fc.shape[0] // width) if fc is not None else 4,
+        "vocabulary_size": int(vocab),
+        "nb_timesteps": int(frames),
+        "nb_tokens_per_timestep": int(tokens_per_frame),
+        "output_tied": True,
+    }
+
+
+def _is_bare_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and bool(obj) and all(torch.is_tensor(v) for v in obj.values())
+
+
+def strip_wrapper_prefixes(state: Mapping[str, Any]) -> dict[str, Any]:
+    """Remove the DeepSpeed / Lightning wrapper prefixes (``_forward_module.``, ``module.``) of a state dict."""
+    state = dict(state)
+    for prefix in ("module.", "_forward_module."):
+        if any(k.startswith(prefix) for k in state):
+            state = strip_prefix(state, prefix)
+    return state
+
+
 def _meta_model(config: VideoConfig) -> VideoGPT:
     with torch.device("meta"):
         return VideoGPT(config)
@@ -133,30 +182,54 @@ def _read_released(path: Path) -> dict[str, Any]:
     return safe_torch_load(path)
 
 
-def load_released_video(path: str | os.PathLike, device: str | torch.device = "cpu") -> VideoGPT:
-    """Load the authors' VaViM ``.pt`` (or DeepSpeed directory / fused file) -> :class:`VideoGPT`."""
+def load_released_video(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    head_dim: int | None = None,
+    base_width: int | None = None,
+) -> VideoGPT:
+    """Load the authors' VaViM ``.pt`` (or DeepSpeed directory / consolidated file / bare state dict) -> :class:`VideoGPT`.
+
+    ``head_dim`` is used only for files without ``hyper_parameters`` (default 128), ``base_width`` only for
+    files without stored ``mup_base_shapes`` (default 256).
+    """
     ckpt = _read_released(Path(path))
-    try:
-        network = ckpt["hyper_parameters"]["network"]
-        state = ckpt["state_dict"]
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"{path}: not a VaViM Lightning checkpoint (missing {exc})") from exc
-    for prefix in ("_forward_module.", "module."):
-        if any(k.startswith(prefix) for k in state):
-            state = strip_prefix(state, prefix)
-    state = strip_prefix(state, "network.")
+    if _is_bare_state_dict(ckpt):
+        ckpt = {"state_dict": ckpt}
+    if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
+        raise ValueError(  # noqa: TRY004 - a wrong file, not a wrong argument type
+            f"{path}: not a VaViM Lightning checkpoint or state dict (no 'state_dict')"
+        )
+    state = strip_wrapper_prefixes(ckpt["state_dict"])
+    if any(k.startswith("network.") for k in state):
+        state = strip_prefix(state, "network.")
     if not state:
-        raise ValueError(f"{path}: no 'network.' parameters in the state dict")
-    config = video_config_from_reference(network, ckpt.get("mup_base_shapes"))
+        raise ValueError(f"{path}: no VaViM ('network.transformer.*') parameters in the state dict")
+    hyper = ckpt.get("hyper_parameters")
+    network = hyper.get("network") if isinstance(hyper, Mapping) else None
+    if network is None:
+        network = video_network_from_state(state, head_dim)
+    shapes = ckpt.get("mup_base_shapes")
+    if not isinstance(shapes, Mapping) and base_width is not None:
+        shapes = {"transformer.wie.weight": [None, int(base_width)]}
+    config = video_config_from_reference(network, shapes)
     return build_from_state(config, video_state_from_reference(state), device)
 
 
-def load_video_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> VideoGPT:
+def load_video_model(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    head_dim: int | None = None,
+    base_width: int | None = None,
+) -> VideoGPT:
     """Load a VaViM: our checkpoint folder or the authors' released ``.pt`` file. Eval mode.
 
     Args:
-        path: folder with ``config.json`` / ``model.safetensors`` / ``meta.json``, or a ``.pt`` file.
+        path: folder with ``config.json`` / ``model.safetensors`` / ``meta.json``, a ``.pt`` file (Lightning
+            checkpoint, DeepSpeed-consolidated file or bare state dict) or a DeepSpeed checkpoint directory.
         device: where the weights go.
+        head_dim: head dimension for files that store no ``hyper_parameters`` (default 128).
+        base_width: muP base width for files that store no ``mup_base_shapes`` (default 256).
     """
     path = Path(path)
     if is_checkpoint_folder(path):
@@ -164,7 +237,7 @@ def load_video_model(path: str | os.PathLike, device: str | torch.device = "cpu"
         return build_from_state(config, state, device)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
-    return load_released_video(path, device)
+    return load_released_video(path, device, head_dim, base_width)
 
 
 def save_video_model(model: VideoGPT, folder: str | os.PathLike, meta: dict | None = None) -> Path:
