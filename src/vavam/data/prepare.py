@@ -29,11 +29,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-import torch
-
-from vavam.data.frames import DATASET_DIVISORS, FrameError, FrameSource
+from vavam.data.frames import FrameSource
 from vavam.data.sources import SkipLog, SourceError, SourceResult
+from vavam.data.tokenize import _progress, _resize_args
 
 __all__ = ["encode_sources", "prepare_nuplan", "prepare_nuscenes", "prepare_opendv", "record_sources"]
 
@@ -60,18 +58,6 @@ def record_sources(result: SourceResult, fps: float) -> list[FrameSource]:
     return sources
 
 
-def _progress(total: int | None, enabled: bool, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, disable=not enabled, unit="frame", desc=desc, dynamic_ncols=True, smoothing=0.05)
-
-
-def _codebook_size(tokenizer: Any) -> int | None:
-    for obj in (getattr(tokenizer, "config", None), tokenizer):
-        value = getattr(obj, "codebook_size", None)
-        if value is not None:
-            return int(value)
-    return None
 
 
 def encode_sources(
@@ -105,118 +91,21 @@ def encode_sources(
         (path of the manifest or manifest part, names of the scenes that failed). The manifest does
         not exist when no scene could be written and no image size was known.
     """
-    from vavam.data.tokenize import parse_shard, select_shard, tokenizer_identity_of
-    from vavam.data.tokens import MANIFEST, TokenStoreWriter, check_codebook_size, part_manifest_name, read_manifest
+    from vavam.data.tokenize import tokenize_sources
 
-    shard_t = parse_shard(shard)
-    names = [s.name for s in sources]
-    if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})
-        raise ValueError(f"duplicate scene names: {dup[:5]}")
-    codebook = _codebook_size(tokenizer)
-    check_codebook_size(codebook)
-    downsample = int(tokenizer.downsample)
-    by_name = {s.name: s for s in sources}
-    mine = [by_name[n] for n in select_shard(names, shard_t)]
-    dev = torch.device(device)
-    if isinstance(tokenizer, torch.nn.Module):
-        tokenizer = tokenizer.to(dev).eval()
-    identity = tokenizer_identity_of(tokenizer)
-    out = Path(out)
     skipped = skipped if skipped is not None else SkipLog()
-
-    image_size: tuple[int, int] | None = tuple(size) if size is not None else None  # type: ignore[assignment]
-    if image_size is None and resume:
-        for existing in (out / MANIFEST, out / part_manifest_name(*shard_t) if shard_t else None):
-            if existing is not None and existing.is_file():
-                prev = read_manifest(existing)
-                if prev.get("image_size"):
-                    image_size = tuple(prev["image_size"])  # type: ignore[assignment]
-                    break
-
-    def make_writer(img_size: tuple[int, int]) -> TokenStoreWriter:
-        h, w = img_size
-        if h % downsample or w % downsample:
-            raise ValueError(f"image size {w}x{h} (WxH) is not divisible by the tokenizer's downsampling {downsample}")
-        return TokenStoreWriter(
-            out,
-            (h // downsample, w // downsample),
-            image_size=img_size,
-            downsample=downsample,
-            codebook_size=codebook,
-            tokenizer=identity,
-            fps=fps,
-            shard=shard_t,
-            resume=resume,
-        )
-
-    writer = make_writer(image_size) if image_size is not None else None
-    todo = [s for s in mine if writer is None or not writer.is_done(s.name)]
-    autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     failed: list[str] = []
-    bar = _progress(sum(s.num_frames_hint or 0 for s in todo) or None, progress, desc)
-    try:
-        for source in todo:
-            if writer is not None and writer.is_done(source.name):
-                continue
-            if writer is not None:
-                writer.remove_stale_temporaries(source.name)
-            chunks: list[np.ndarray] = []
-            stamps: list[int] = []
-            done_already = False
-            frames = source.frames(size=size, divisor=divisor, expected=image_size, num_workers=num_workers)
-            try:
-                batch: list = []
-                for item in _with_end(frames):
-                    if item is not None:
-                        batch.append(item)
-                    if batch and (len(batch) == batch_size or item is None):
-                        images = torch.stack([f.image for f in batch]).to(dev)
-                        if image_size is None:
-                            image_size = tuple(images.shape[-2:])  # type: ignore[assignment]
-                        if writer is None:
-                            writer = make_writer(image_size)  # type: ignore[arg-type]
-                            if writer.is_done(source.name):
-                                done_already = True
-                                break
-                        with torch.inference_mode(), autocast:
-                            ids = tokenizer.encode(images)
-                        ids = ids.detach().to("cpu", torch.int64).numpy()
-                        if ids.size and (ids.min() < 0 or ids.max() > 65535):
-                            raise ValueError(f"{source.path}: tokenizer returned ids outside [0, 65535]")
-                        chunks.append(ids.astype(np.uint16))
-                        stamps.extend(f.timestamp_us for f in batch)
-                        bar.update(len(batch))
-                        batch = []
-            except (FrameError, SourceError) as exc:
-                if not skip_bad:
-                    raise
-                skipped.add(source.name, None, f"cannot tokenize: {exc}")
-                failed.append(source.name)
-                continue
-            finally:
-                frames.close()
-            if done_already:
-                continue
-            if writer is None:  # a source without frames raises in its reader; keep the invariant anyway
-                raise SourceError(f"scene '{source.name}': no frames")
-            grid = tuple(writer.header["grid"])
-            tokens = np.concatenate(chunks) if chunks else np.zeros((0, *grid), np.uint16)
-            scene_fps = source.fps if source.kind == "video" else fps or source.fps
-            writer.write_scene(source.name, tokens, stamps, source=str(source.path), fps=scene_fps)
-    finally:
-        bar.close()
-    if writer is None:
-        if image_size is None:  # every scene failed (or none was given) and no size is known: no store
-            return out / (part_manifest_name(*shard_t) if shard_t else MANIFEST), failed
-        writer = make_writer(image_size)
-    return writer.manifest_path, failed
 
+    def on_bad_scene(name: str, exc: Exception) -> None:
+        skipped.add(name, None, f"cannot tokenize: {exc}")
+        failed.append(name)
 
-def _with_end(frames):
-    """The frames, then one ``None`` marking the end (so the last partial batch is flushed in the loop)."""
-    yield from frames
-    yield None
+    path = tokenize_sources(sources, out, tokenizer, batch_size=batch_size, size=size, divisor=divisor,
+                            device=device, bf16=bf16, shard=shard, resume=resume, num_workers=num_workers,
+                            progress=progress, fps=fps, on_bad_scene=on_bad_scene if skip_bad else None,
+                            desc=desc)
+    return path, failed
+
 
 
 def _load_tokenizer(tokenizer: str | None, device: str) -> Any:
@@ -226,13 +115,6 @@ def _load_tokenizer(tokenizer: str | None, device: str) -> Any:
 
     return load(tokenizer, device)
 
-
-def _size_args(dataset: str, divisor: float | None, height: int | None, width: int | None):
-    if (height is None) != (width is None):
-        raise ValueError("give both --height and --width, or neither")
-    if height is not None:
-        return (int(height), int(width)), None  # type: ignore[arg-type]
-    return None, float(divisor) if divisor is not None else DATASET_DIVISORS[dataset]
 
 
 def _write_summary(out: Path, dataset: str, summary: dict[str, Any]) -> None:
@@ -286,7 +168,7 @@ def _prepare_records(
     from vavam.data.records import save_records
 
     model = _load_tokenizer(tokenizer, device)
-    size, div = _size_args(dataset, divisor, height, width)
+    size, div = _resize_args(dataset, divisor, height, width)
     summary: dict[str, Any] = {"splits": {}}
     for result in results:
         split = result.split or "all"

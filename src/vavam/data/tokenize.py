@@ -19,12 +19,13 @@ import contextlib
 import hashlib
 import re
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
-from vavam.data.frames import DATASET_DIVISORS, FrameSource, discover_sources, natural_key
+from vavam.data.frames import DATASET_DIVISORS, FrameError, FrameSource, discover_sources, natural_key
+from vavam.data.sources import SourceError
 from vavam.data.tokens import (
     MANIFEST,
     TokenStoreError,
@@ -169,6 +170,8 @@ def tokenize_sources(
     num_workers: int = 0,
     progress: bool = True,
     fps: float | None = None,
+    on_bad_scene: Callable[[str, Exception], None] | None = None,
+    desc: str | None = None,
 ) -> Path:
     """Encode frame sources into the token store at ``out``; returns the manifest (part) path.
 
@@ -185,6 +188,11 @@ def tokenize_sources(
         num_workers: image-decoding threads per scene (0: decode in the main thread).
         progress: show a tqdm bar (frames, rate, ETA).
         fps: nominal store frame rate recorded in the manifest.
+        on_bad_scene: when given, a scene whose frames cannot be decoded (:class:`FrameError` /
+            :class:`SourceError`) is left out of the store and reported as ``on_bad_scene(name, error)``
+            while the other scenes go on (``--skip-bad``); otherwise the error propagates. When every
+            scene fails and no image size is known, no manifest is written (its path is returned).
+        desc: progress-bar label.
 
     Raises:
         FrameError: a frame cannot be decoded or has the wrong size (names the file and frame).
@@ -230,7 +238,8 @@ def tokenize_sources(
     todo = [s for s in mine if writer is None or not writer.is_done(s.name)]
     total = sum(s.num_frames_hint or 0 for s in todo) or None
     autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    bar = _progress(total, progress, f"tokenize{f' {shard_t[0]}/{shard_t[1]}' if shard_t else ''}")
+    bar = _progress(total, progress, desc or f"tokenize{f' {shard_t[0]}/{shard_t[1]}' if shard_t else ''}")
+    failed = 0
     try:
         for source in todo:
             if writer is not None and writer.is_done(source.name):
@@ -241,25 +250,33 @@ def tokenize_sources(
             stamps: list[int] = []
             frames = source.frames(size=size, divisor=divisor, expected=image_size, num_workers=num_workers)
             skipped = False
-            for batch in _batches(frames, batch_size):
-                images = torch.stack([f.image for f in batch]).to(dev)
-                if image_size is None:
-                    image_size = tuple(images.shape[-2:])
-                if writer is None:
-                    writer = make_writer(image_size)
-                    if writer.is_done(source.name):  # resumed store whose image size we only now learnt
-                        skipped = True
-                        break
-                with torch.inference_mode(), autocast:
-                    ids = tokenizer.encode(images)
-                ids = ids.detach().to("cpu", torch.int64).numpy()
-                if ids.size and (ids.min() < 0 or ids.max() > 65535):
-                    raise ValueError(f"{source.path}: tokenizer returned ids outside [0, 65535] "
-                                     f"(min {ids.min()}, max {ids.max()}); uint16 tokens cannot hold them")
-                chunks.append(ids.astype(np.uint16))
-                stamps.extend(f.timestamp_us for f in batch)
-                bar.update(len(batch))
-            frames.close()
+            try:
+                for batch in _batches(frames, batch_size):
+                    images = torch.stack([f.image for f in batch]).to(dev)
+                    if image_size is None:
+                        image_size = tuple(images.shape[-2:])
+                    if writer is None:
+                        writer = make_writer(image_size)
+                        if writer.is_done(source.name):  # resumed store whose image size we only now learnt
+                            skipped = True
+                            break
+                    with torch.inference_mode(), autocast:
+                        ids = tokenizer.encode(images)
+                    ids = ids.detach().to("cpu", torch.int64).numpy()
+                    if ids.size and (ids.min() < 0 or ids.max() > 65535):
+                        raise ValueError(f"{source.path}: tokenizer returned ids outside [0, 65535] "
+                                         f"(min {ids.min()}, max {ids.max()}); uint16 tokens cannot hold them")
+                    chunks.append(ids.astype(np.uint16))
+                    stamps.extend(f.timestamp_us for f in batch)
+                    bar.update(len(batch))
+            except (FrameError, SourceError) as exc:
+                if on_bad_scene is None:
+                    raise
+                on_bad_scene(source.name, exc)
+                failed += 1
+                continue
+            finally:
+                frames.close()
             if not skipped:
                 assert writer is not None
                 grid = tuple(writer.header["grid"])
@@ -271,6 +288,8 @@ def tokenize_sources(
     finally:
         bar.close()
     if writer is None:  # nothing to do and no size known: still leave a valid (empty) manifest
+        if failed and image_size is None:  # every scene failed: no store
+            return out / (part_manifest_name(*shard_t) if shard_t else MANIFEST)
         if not mine and image_size is None:
             raise ValueError("no scenes to tokenize and no image size given (pass height/width)")
         writer = make_writer(image_size)  # type: ignore[arg-type]
