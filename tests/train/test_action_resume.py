@@ -4,26 +4,15 @@ the frozen VaViM is bit-identical after training steps."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 
-import lightning as L
 import pytest
 import torch
+from test_action_training import _frozen_video, _write_scenes
+from test_video_resume import _SignalAt
 
 import vavam
 from vavam.train.action import train_action
-
-from test_action_training import _frozen_video, _write_scenes  # noqa: E402  (tests/train is on sys.path)
-
-
-class _SignalAt(L.Callback):
-    def __init__(self, step: int, signum: int) -> None:
-        self.step, self.signum = step, signum
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), self.signum)
 
 
 def _losses(run):

@@ -5,35 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from vavam.io import atomic_write_json
 from vavam.quickstart import evaluate as ev
 from vavam.quickstart.plan import QuickstartPlan
-
-
-class WorldVaVAMPlanner:
-    """VaVAM as a closed-loop planner of the embedded world (reset between runs, camera frame per call)."""
-
-    def __init__(self, tokenizer, model, image_size: tuple[int, int], num_samples: int, seed: int):
-        from vavam.serve.agent import AgentOptions, VaVAMAgent
-
-        self.agent = VaVAMAgent(tokenizer, model, AgentOptions(
-            num_samples=num_samples, reduction="medoid", seed=seed, image_size=image_size, neuroncap_rule=False))
-
-    def reset(self) -> None:
-        self.agent.reset()
-
-    def observe(self, obs: dict) -> None:
-        """Priming steps: remember the frame (its tokens join the context) without planning."""
-        if obs.get("image") is not None:
-            self.agent.observe(obs["image"], int(obs["timestamp_us"]))
-
-    def __call__(self, obs: dict) -> np.ndarray:
-        if obs.get("image") is None:
-            raise ValueError("the VaVAM planner needs the camera frame (run with a renderer)")
-        return self.agent.plan(obs["image"], int(obs["timestamp_us"]), int(obs["command"]))
 
 
 def _public(d: dict) -> dict:
@@ -119,7 +95,12 @@ def closed_loop(tok, vam, plan: QuickstartPlan, seed: int, folder: Path) -> dict
     def renderer_factory(town):
         return Renderer(town, Camera(plan.height, plan.width))
 
-    vavam_planner = WorldVaVAMPlanner(tok, vam, (plan.height, plan.width), plan.num_samples, seed)
+    from vavam.eval.closedloop import AgentPlanner
+    from vavam.serve.agent import AgentOptions, VaVAMAgent
+
+    vavam_planner = AgentPlanner(VaVAMAgent(tok, vam, AgentOptions(
+        num_samples=plan.num_samples, reduction="medoid", seed=seed, image_size=(plan.height, plan.width),
+        neuroncap_rule=False)))
     planners["VaVAM"] = (vavam_planner, renderer_factory)
     tables = {}
     for name, (planner, factory) in planners.items():

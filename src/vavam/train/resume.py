@@ -229,6 +229,9 @@ class PreemptionSignals:
 
     def _handler(self, signum: int, frame: Any) -> None:
         self.received = signum
+        old = self._old.get(signum)
+        if callable(old):  # keep an earlier handler (e.g. Lightning's SIGTERM bookkeeping) working
+            old(signum, frame)
 
     def __enter__(self) -> "PreemptionSignals":
         if threading.current_thread() is threading.main_thread():
@@ -304,10 +307,7 @@ class ResumeCallback(L.Callback):
                  signals: tuple[int, ...] | None = None) -> None:
         self.run = Path(run)
         self.every_n_steps, self.keep, self.resumed_step = every_n_steps, keep, resumed_step
-        default = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s)
-        self.signals = default if signals is None else signals
-        self.preempted: int | None = None  # signal number once received
-        self._old_handlers: dict[int, Any] = {}
+        self._signals = PreemptionSignals(signals)
         self._log: Any = None
         self.last_saved: Path | None = None
 
@@ -320,22 +320,16 @@ class ResumeCallback(L.Callback):
         return self.run / CKPT_DIR / f"step-{step:08d}.ckpt"
 
     # -- signals
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        self.preempted = signum
-        old = self._old_handlers.get(signum)
-        if callable(old):  # keep Lightning's own SIGTERM bookkeeping (and any user handler) working
-            old(signum, frame)
+    @property
+    def preempted(self) -> int | None:
+        """The pre-emption signal received (None while none was)."""
+        return self._signals.received
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if threading.current_thread() is threading.main_thread():
-            for s in self.signals:
-                self._old_handlers[s] = signal.getsignal(s)
-                signal.signal(s, self._on_signal)
+        self._signals.__enter__()
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        for s, old in self._old_handlers.items():
-            signal.signal(s, old if old is not None else signal.SIG_DFL)
-        self._old_handlers.clear()
+        self._signals.__exit__()
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -397,6 +391,3 @@ class ResumeCallback(L.Callback):
         if trainer.is_global_zero:
             prune_checkpoints(self.run, self.keep)
         return path
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"every_n_steps": self.every_n_steps}
