@@ -44,7 +44,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"no benchmark named {args.only}")
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
     rows = []
+    import torch
+
+    threads = torch.get_num_threads()
     for path in files:
+        torch.set_num_threads(threads)  # a module that pins its own thread count must not change the next one's
         for row in _load(path).run():
             missing = [k for k in REQUIRED if k not in row]
             if missing:
