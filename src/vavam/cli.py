@@ -29,6 +29,14 @@ COMMANDS: dict[str, str] = {
     "data prepare nuscenes": "vavam.data.prepare:prepare_nuscenes",
     "data prepare nuplan": "vavam.data.prepare:prepare_nuplan",
     "plan": "vavam.commands.plan:plan",
+    "eval nexttoken": "vavam.eval.nexttoken:eval_nexttoken",
+    "eval openloop": "vavam.eval.openloop:eval_openloop",
+    "eval quality": "vavam.eval.video_quality:eval_quality",
+    "eval probe": "vavam.eval.probe:eval_probe",
+    "eval scaling": "vavam.eval.scaling:eval_scaling",
+    "report": "vavam.eval.gather:report",
+    "checkpoint consolidate": "vavam.train.consolidate:consolidate",
+    "plan-memory": "vavam.train.memory:plan_memory",
 }
 
 

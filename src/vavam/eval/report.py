@@ -111,3 +111,79 @@ def write_report(folder: Path, title: str, sections: Sequence[Section], intro: s
     atomic_write_text(md_path, "\n".join(md).rstrip() + "\n")
     atomic_write_text(html_path, page)
     return md_path, html_path
+
+
+# --- One evaluation's output folder, and gathering several into one page -------------------------
+
+EVAL_FILE = "evaluation.json"
+
+
+def _section_to_dict(sec: Section) -> dict[str, Any]:
+    return {
+        "title": sec.title,
+        "text": sec.text,
+        "tables": [{"columns": list(t.columns), "rows": [list(r) for r in t.rows], "digits": t.digits} for t in sec.tables],
+        "figures": list(sec.figures),
+    }
+
+
+def _section_from_dict(d: dict[str, Any]) -> Section:
+    tables = [Table(t["columns"], t["rows"], t.get("digits", 3)) for t in d.get("tables", [])]
+    return Section(d["title"], d.get("text", ""), tables, list(d.get("figures", [])))
+
+
+def _jsonable(value: Any) -> Any:
+    """Floats NaN/inf -> None, tuples -> lists, tensors/arrays -> lists (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "tolist"):
+        return _jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def save_evaluation(
+    folder: Path, kind: str, title: str, results: dict[str, Any], sections: Sequence[Section], intro: str = ""
+) -> Path:
+    """Write one evaluation's output: ``folder/evaluation.json`` + ``report.md`` / ``report.html``.
+
+    ``evaluation.json`` holds ``{"kind", "title", "intro", "results", "sections"}``: the numbers for
+    machines and the sections (tables, figure paths relative to ``folder``) from which
+    :func:`gather_reports` (``vavam report RUN_DIR``) assembles one page over many evaluations.
+    Returns the path of ``evaluation.json``.
+    """
+    import json
+
+    from vavam.io import atomic_write_text as _write
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "kind": kind,
+        "title": title,
+        "intro": intro,
+        "results": _jsonable(results),
+        "sections": [_jsonable(_section_to_dict(s)) for s in sections],
+    }
+    path = folder / EVAL_FILE
+    _write(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    write_report(folder, title, sections, intro)
+    return path
+
+
+def load_evaluation(path: Path) -> dict[str, Any]:
+    """Read an ``evaluation.json`` written by :func:`save_evaluation` (sections as :class:`Section`)."""
+    import json
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable evaluation file ({exc})") from exc
+    if not isinstance(data, dict) or "kind" not in data or "sections" not in data:
+        raise ValueError(f"{path}: not an evaluation file (needs 'kind' and 'sections')")
+    data["sections"] = [_section_from_dict(s) for s in data["sections"]]
+    return data
