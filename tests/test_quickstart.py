@@ -45,9 +45,59 @@ def test_quickstart_reduced_budget(tmp_path, capsys):
     ol = results["open_loop"]["rows"]
     assert ol["VaVAM"]["all"]["min_ade"] < 1.5 * ol["mean trajectory per command"]["all"]["min_ade"]
     assert results["command_following"]["left_minus_right_m"] > 0
+    _evaluations_beat_untrained(out, tmp_path)
     # a re-run skips every finished stage
     capsys.readouterr()
     assert quickstart(out=out, budget=BUDGET, seed=0) == 0
     assert capsys.readouterr().out.count("done earlier, skipped") == 7
     with pytest.raises(SystemExit, match="another budget"):
         quickstart(out=out, budget=BUDGET + 1, seed=0)
+
+
+def _evaluations_beat_untrained(out, tmp_path):
+    """``vavam eval nexttoken`` / ``eval openloop`` on the quickstart's trained models and on the same
+    architectures untrained; the trained ones win, and ``vavam report`` gathers both into one page."""
+    import torch
+
+    import vavam
+    from vavam.action.convert import save_action_model
+    from vavam.cli import main
+    from vavam.data.records import load_records
+    from vavam.eval.collision import future_boxes, planned_collisions
+    from vavam.train.action import make_window_dataset
+    from vavam.video.convert import save_video_model
+
+    torch.manual_seed(123)
+    vam = vavam.load_action_model(out / "action" / "model")
+    untrained = tmp_path / "untrained"
+    save_video_model(vavam.build_model(vam.video.config), untrained / "video")
+    save_action_model(vavam.build_model(vam.config), untrained / "action")
+    evals = tmp_path / "evals"
+    tokens, world = out / "tokens", out / "world"
+    for name, video, action in (("trained", out / "video" / "model", out / "action" / "model"),
+                                ("untrained", untrained / "video", untrained / "action")):
+        assert main(["eval", "nexttoken", "--video", str(video), "--tokens", str(tokens / "heldout"),
+                     "--train-tokens", str(tokens / "train"), "--out", str(evals / name / "nexttoken"),
+                     "--no-progress"]) == 0
+        assert main(["eval", "openloop", "--action", str(action), "--records", str(world / "heldout.npz"),
+                     "--tokens", str(tokens / "heldout"), "--train-records", str(world / "train.npz"),
+                     "--train-tokens", str(tokens / "train"), "--out", str(evals / name / "openloop"),
+                     "--limit", "48", "--no-progress"]) == 0
+    res = {name: {kind: json.loads((evals / name / kind / "evaluation.json").read_text())["results"]
+                  for kind in ("nexttoken", "openloop")} for name in ("trained", "untrained")}
+    ce = {n: r["nexttoken"]["datasets"]["heldout"]["model"]["cross_entropy"] for n, r in res.items()}
+    ade = {n: r["openloop"]["rows"]["VaVAM"]["all"]["min_ade"] for n, r in res.items()}
+    assert ce["trained"] < ce["untrained"] and ade["trained"] < ade["untrained"], (ce, ade)
+    ol = res["trained"]["openloop"]
+    assert ol["windows"] == 48 and 0.0 <= ol["rows"]["VaVAM"]["all"]["collision_rate"] <= 1.0
+    # the expert's own ground-truth plans never run into another agent's box
+    records = {r.name: r for r in load_records(world / "heldout.npz", check_files=False)}
+    ds = make_window_dataset(world / "heldout.npz", tokens / "heldout", vam.config.train_frames)
+    items = [ds[i] for i in range(0, len(ds), 3)]
+    gt = torch.stack([it["positions"][-1] for it in items])[:, None].numpy()
+    flags = planned_collisions(gt, [future_boxes(records[it["scene"]], int(it["frame_indices"][-1])) for it in items])
+    assert flags.sum() == 0 and not (flags != flags).any()
+    assert main(["report", str(evals)]) == 0
+    page = (evals / "summary" / "report.md").read_text()
+    assert page.count("## Next-token prediction") == 2 and page.count("## Open-loop planning") == 2
+    assert "../trained/openloop/trajectories_bev.png" in page

@@ -30,7 +30,7 @@ COMMANDS: dict[str, str] = {
     "data prepare nuplan": "vavam.data.prepare:prepare_nuplan",
     "plan": "vavam.commands.plan:plan",
     "eval nexttoken": "vavam.eval.nexttoken:eval_nexttoken",
-    "eval openloop": "vavam.eval.openloop:eval_openloop",
+    "eval openloop": "vavam.eval.planning:eval_openloop",
     "eval quality": "vavam.eval.video_quality:eval_quality",
     "eval probe": "vavam.eval.probe:eval_probe",
     "eval scaling": "vavam.eval.scaling:eval_scaling",

@@ -188,6 +188,31 @@ def closedloop_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def closedloop_section(results: dict[str, dict], title: str, out: Path) -> Any:
+    """The closed-loop table (and VaVAM's videos, relative to ``out``) as a report :class:`Section`."""
+    import os
+
+    from vavam.eval.report import Section, Table
+
+    def pct(x: Any) -> Any:
+        return 100.0 * x if isinstance(x, (int, float)) and not math.isnan(x) else float("nan")
+
+    rows = []
+    for name, res in results.items():
+        for kind, t in res["types"].items():
+            rows.append([name, kind, t["score"], pct(t["collision_rate"]), t["mean_deviation"], t["max_deviation"],
+                         pct(t["progress"])])
+        rows.append([name, "overall", res["score"], pct(res["collision_rate"]), res["mean_deviation"],
+                     res["max_deviation"], pct(res["progress"])])
+    table = Table(["planner", "type", "NCAP score ↑", "collision rate % ↓", "mean dev. (m)", "max dev. (m)",
+                   "progress %"], rows, digits=2)
+    videos = [os.path.relpath(v, out) for res in results.values() for v in res.get("videos", []) or []
+              if str(v).endswith(".mp4")][:2]
+    text = ("NeuroNCAP-style hazard scenarios in the embedded world (stationary, frontal, side); the NCAP score is "
+            "0–5 per run (5: no collision).")
+    return Section(title, text, [table], videos)
+
+
 def _latency(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
@@ -300,6 +325,10 @@ def evaluate_vavam(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "closedloop.json", summary)
     atomic_write_text(out / "closedloop.md", f"Closed loop ({mode}, {runs} runs x {layouts} layouts per type)\n\n{table}\n")
+    from vavam.eval.report import save_evaluation
+
+    title = f"Closed loop ({mode}, {runs} runs x {layouts} layouts per type)"
+    save_evaluation(out, "closedloop", "Closed loop", summary, [closedloop_section(results, title, out)])
     return {**summary, "table": table, "files": [str(out / "closedloop.md"), str(out / "closedloop.json")]}
 
 

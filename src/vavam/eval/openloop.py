@@ -93,40 +93,60 @@ class OpenLoopAccumulator:
     metrics: tuple[str, ...] = ("min_ade", "fde", "l2@1s", "l2@2s", "l2@3s")
     sums: torch.Tensor = field(init=False)  # [4 groups (right, left, straight, all), M]
     counts: torch.Tensor = field(init=False)  # [4]
+    collision_sums: torch.Tensor = field(init=False)  # [4] sum over windows of the colliding share of K plans
+    collision_counts: torch.Tensor = field(init=False)  # [4] windows with known boxes
 
     def __post_init__(self) -> None:
         self.sums = torch.zeros(4, len(self.metrics), dtype=torch.float64)
         self.counts = torch.zeros(4, dtype=torch.float64)
+        self.collision_sums = torch.zeros(4, dtype=torch.float64)
+        self.collision_counts = torch.zeros(4, dtype=torch.float64)
 
-    def update(self, pred: torch.Tensor, gt: torch.Tensor, commands: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Add a batch: ``pred [N,K,6,2]``, ``gt [N,6,2]``, ``commands [N]``. Returns its per-window errors."""
+    def update(
+        self, pred: torch.Tensor, gt: torch.Tensor, commands: torch.Tensor, collisions: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Add a batch: ``pred [N,K,6,2]``, ``gt [N,6,2]``, ``commands [N]``, optional ``collisions [N,K]``
+        (1 / 0 per plan, NaN for a window without boxes). Returns its per-window errors."""
         errors = trajectory_errors(pred, gt)
         values = torch.stack([errors[m] for m in self.metrics], dim=1).cpu()  # [N, M]
         commands = commands.cpu().long()
-        for c in range(3):
-            sel = commands == c
+        if collisions is not None:
+            collisions = torch.as_tensor(collisions, dtype=torch.float64).cpu()
+            if collisions.shape != pred.shape[:2]:
+                raise ValueError(f"collisions must be [N, K] = {list(pred.shape[:2])}, got {list(collisions.shape)}")
+            per_window = collisions.mean(1)  # [N], NaN without boxes
+            known = ~per_window.isnan()
+        for c in range(4):
+            sel = commands == c if c < 3 else torch.ones_like(commands, dtype=torch.bool)
             self.sums[c] += values[sel].sum(0)
             self.counts[c] += sel.sum()
-        self.sums[3] += values.sum(0)
-        self.counts[3] += len(values)
+            if collisions is not None:
+                self.collision_sums[c] += per_window[sel & known].sum()
+                self.collision_counts[c] += (sel & known).sum()
         return errors
 
     def reduce(self) -> None:
         """Sum the running totals over all ranks (no-op without an initialised process group)."""
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            packed = torch.cat([self.sums.flatten(), self.counts])
+            parts = [self.sums.flatten(), self.counts, self.collision_sums, self.collision_counts]
+            packed = torch.cat(parts)
             torch.distributed.all_reduce(packed)
-            n = self.sums.numel()
-            self.sums = packed[:n].view_as(self.sums)
-            self.counts = packed[n:]
+            self.sums, self.counts, self.collision_sums, self.collision_counts = (
+                t.view_as(p) for t, p in zip(packed.split([p.numel() for p in parts]), parts))
 
     def compute(self) -> dict[str, dict[str, float]]:
-        """``{"all" | "right" | "left" | "straight": {metric: mean, "count": n}}`` (NaN where empty)."""
+        """``{"all" | "right" | "left" | "straight": {metric: mean, "count": n, "collision_rate": r}}``.
+
+        Means are NaN where a group is empty; ``collision_rate`` (share of planned trajectories that
+        collide, over windows with known boxes) is NaN when no window had boxes.
+        """
         names = ["right", "left", "straight", "all"]
         out = {}
         for i, name in enumerate(names):
             n = float(self.counts[i])
             row = {m: (float(self.sums[i, j]) / n if n else float("nan")) for j, m in enumerate(self.metrics)}
+            nc = float(self.collision_counts[i])
+            row["collision_rate"] = float(self.collision_sums[i]) / nc if nc else float("nan")
             row["count"] = int(n)
             out[name] = row
         return out

@@ -1,0 +1,121 @@
+"""``vavam report RUN_DIR``: one page over every evaluation (and training curve) found in a run folder.
+
+Every ``vavam eval <kind>`` writes an ``evaluation.json`` (:func:`vavam.eval.report.save_evaluation`)
+holding its sections; this module finds them all under a folder, orders them by kind, rewrites their
+figure paths relative to the page and writes ``report.md`` + ``report.html``. Training runs found on
+the way (a ``metrics.jsonl`` written by ``vavam train``) get a loss-curve plot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import tyro
+
+from vavam.eval.report import EVAL_FILE, Section, Table, load_evaluation, write_report
+
+#: order of evaluation kinds on the page (unknown kinds go last, by folder name).
+KIND_ORDER = ("nexttoken", "openloop", "quality", "probe", "scaling", "closedloop")
+
+
+def find_evaluations(run_dir: Path, exclude: Path | None = None) -> list[tuple[Path, dict[str, Any]]]:
+    """Every readable ``evaluation.json`` under ``run_dir`` (not under ``exclude``) -> [(folder, evaluation)],
+    ordered by :data:`KIND_ORDER` then path. Unreadable files are reported on stderr and skipped."""
+    import sys
+
+    found = []
+    for path in sorted(Path(run_dir).rglob(EVAL_FILE)):
+        if exclude is not None and Path(exclude) in path.parents:
+            continue
+        try:
+            found.append((path.parent, load_evaluation(path)))
+        except ValueError as exc:
+            print(f"vavam report: skipping {exc}", file=sys.stderr)
+
+    def key(item: tuple[Path, dict[str, Any]]) -> tuple[int, str]:
+        kind = item[1]["kind"]
+        return (KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER), str(item[0]))
+
+    return sorted(found, key=key)
+
+
+def _training_runs(run_dir: Path) -> list[tuple[Path, list[dict[str, Any]]]]:
+    runs = []
+    for path in sorted(Path(run_dir).rglob("metrics.jsonl")):
+        rows = []
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and "step" in row and "loss" in row:
+                rows.append(row)
+        if rows:
+            runs.append((path.parent, rows))
+    return runs
+
+
+def _plot_training(runs: list[tuple[Path, list[dict[str, Any]]]], run_dir: Path, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(runs), figsize=(3.6 * len(runs), 3.0), squeeze=False)
+    for ax, (folder, rows) in zip(axes[0], runs):
+        ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1)
+        ax.set_title(os.path.relpath(folder, run_dir), fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("training loss")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(
+    run_dir: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR")], out: Path | None = None, title: str | None = None) -> dict[str, Any]:
+    """Gather every evaluation of a run folder (and its training curves) into one report page.
+
+    Args:
+        run_dir: folder searched recursively for ``evaluation.json`` (written by ``vavam eval ...``)
+            and ``metrics.jsonl`` (written by ``vavam train ...``).
+        out: where ``report.md`` / ``report.html`` go (default ``RUN_DIR/summary``).
+        title: page title (default: "vavam report: <run folder name>").
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    out = Path(out) if out is not None else run_dir / "summary"
+    out.mkdir(parents=True, exist_ok=True)
+    evaluations = find_evaluations(run_dir, exclude=out)
+    training = _training_runs(run_dir)
+    if not evaluations and not training:
+        raise FileNotFoundError(f"{run_dir}: no evaluation.json (vavam eval ...) and no metrics.jsonl (vavam train ...)")
+    sections: list[Section] = []
+    index_rows = []
+    for folder, ev in evaluations:
+        rel = os.path.relpath(folder, out)
+        index_rows.append([ev["kind"], ev["title"], os.path.relpath(folder, run_dir)])
+        for sec in ev["sections"]:
+            figures = [os.path.join(rel, f) for f in sec.figures]
+            text = (sec.text + f"\n\nFrom `{os.path.relpath(folder, run_dir)}`.").strip()
+            sections.append(replace(sec, title=f"{ev['title']}: {sec.title}" if sec.title != ev["title"] else sec.title,
+                                    text=text, figures=figures))
+    if training:
+        _plot_training(training, run_dir, out / "training_curves.png")
+        rows = [[os.path.relpath(f, run_dir), rows[-1]["step"], rows[-1]["loss"]] for f, rows in training]
+        sections.append(Section("Training", "Training loss per run (log scale).",
+                                [Table(["run", "last step", "last loss"], rows, digits=4)], ["training_curves.png"]))
+    intro = f"{len(evaluations)} evaluation(s) and {len(training)} training run(s) found under `{run_dir}`."
+    index = Section("Contents", "", [Table(["kind", "evaluation", "folder"], index_rows)]) if index_rows else None
+    md, html = write_report(out, title or f"vavam report: {run_dir.resolve().name}",
+                            ([index] if index else []) + sections, intro)
+    print(f"report: {html}")
+    return {"report_md": str(md), "report_html": str(html), "evaluations": [str(f) for f, _ in evaluations],
+            "training_runs": [str(f) for f, _ in training]}

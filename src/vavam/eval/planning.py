@@ -1,0 +1,273 @@
+"""Open-loop planning evaluation of VaVAM over every window of a split (``vavam eval openloop``).
+
+For each window the model plans from its context frames under the window's command (that of the
+last context frame); K samples give minADE@K and the best sample's FDE and L2 at 1 / 2 / 3 s. Where
+the records carry other agents' boxes (the world, nuScenes, nuPlan), every planned trajectory is
+checked for a collision with their future boxes (:mod:`vavam.eval.collision`). Baselines in the
+same table: constant velocity (speed from the previous context frame's ground-truth trajectory) and
+the mean trajectory per command of a training split. Under ``torch.distributed`` each rank takes
+every ``world_size``-th window and the sums are reduced, so every window counts once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from vavam.eval.collision import future_boxes, planned_collisions
+from vavam.eval.openloop import (
+    MeanTrajectoryBaseline,
+    OpenLoopAccumulator,
+    constant_velocity_trajectory,
+    speed_from_previous_frame,
+)
+
+COMMAND_NAMES = ("right", "left", "straight")
+METRIC_COLUMNS = (("minADE", "min_ade"), ("FDE", "fde"), ("L2@1s", "l2@1s"), ("L2@2s", "l2@2s"),
+                  ("L2@3s", "l2@3s"), ("collision rate", "collision_rate"))
+
+
+def _rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def fit_mean_baseline(dataset) -> MeanTrajectoryBaseline:
+    """The per-command mean trajectory of a training window dataset (last context frame of each window)."""
+    positions, commands = [], []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        positions.append(torch.as_tensor(item["positions"][-1]))
+        commands.append(torch.as_tensor(item["commands"][-1]))
+    return MeanTrajectoryBaseline().fit(torch.stack(positions), torch.stack(commands))
+
+
+@torch.no_grad()
+def evaluate_open_loop(
+    vam,
+    dataset,
+    records: dict[str, Any] | None = None,
+    mean_baseline: MeanTrajectoryBaseline | None = None,
+    num_samples: int = 5,
+    batch_size: int = 16,
+    seed: int = 0,
+    limit: int | None = None,
+    num_examples: int = 6,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Open-loop metrics of ``vam`` (None: baselines only) over the windows of ``dataset``.
+
+    Args:
+        vam: a VideoActionModel (``sample_trajectory(tokens [B,T,h,w], commands [B], num_samples, generator)``
+            -> ``[B, K, 6, 2]``), or None.
+        dataset: items with ``tokens [T,h,w]``, ``positions [T,6,2]``, ``commands [T]``, ``scene``,
+            ``frame_indices [T]`` (e.g. :class:`vavam.data.windows.TokenWindowDataset`).
+        records: scene name -> SceneRecord with boxes, for the collision rate (None: not computed).
+        mean_baseline: fitted per-command mean trajectories (None: that row is left out).
+        num_samples: K.
+        batch_size: windows per forward pass.
+        seed: seed of the sampling noise (per rank: ``seed + rank``).
+        limit: evaluate ``limit`` windows spread evenly over the dataset (None: all).
+        num_examples: windows kept (on rank 0) for figures.
+        progress: show a progress bar.
+
+    Returns:
+        ``{"windows", "num_samples", "rows": {planner: {group: metrics}}, "_examples": [...]}``.
+    """
+    rank, world = _rank_world()
+    chosen = np.arange(len(dataset))
+    if limit is not None and limit < len(dataset):
+        chosen = np.unique(np.linspace(0, len(dataset) - 1, max(1, limit)).round().astype(np.int64))
+    mine = chosen[rank::world].tolist()
+    planners = (["VaVAM"] if vam is not None else []) + ["constant velocity"]
+    if mean_baseline is not None:
+        planners.append("mean trajectory per command")
+    accs = {name: OpenLoopAccumulator() for name in planners}
+    generator = torch.Generator().manual_seed(seed + rank)
+    examples: list[dict[str, Any]] = []
+    bar = None
+    if progress and rank == 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(mine), desc="open loop", unit="window")
+    for start in range(0, len(mine), batch_size):
+        items = [dataset[j] for j in mine[start : start + batch_size]]
+        tokens = torch.stack([torch.as_tensor(it["tokens"]) for it in items])
+        positions = torch.stack([torch.as_tensor(it["positions"]) for it in items]).float()
+        commands = torch.stack([torch.as_tensor(it["commands"]) for it in items])
+        gt, cmd = positions[:, -1], commands[:, -1]
+        boxes = None
+        if records is not None:
+            boxes = [future_boxes(records[it["scene"]], int(it["frame_indices"][-1])) if it["scene"] in records else None
+                     for it in items]
+        plans: dict[str, torch.Tensor] = {}
+        if vam is not None:
+            plans["VaVAM"] = vam.sample_trajectory(tokens, cmd, num_samples=num_samples, generator=generator).float()
+        if positions.shape[1] >= 2:
+            plans["constant velocity"] = constant_velocity_trajectory(speed_from_previous_frame(positions[:, -2]))[:, None].float()
+        else:
+            raise ValueError("the constant-velocity baseline needs at least 2 context frames per window")
+        if mean_baseline is not None:
+            plans["mean trajectory per command"] = mean_baseline.predict(cmd)[:, None]
+        for name, pred in plans.items():
+            coll = None if boxes is None else torch.from_numpy(planned_collisions(pred.numpy(), boxes))
+            accs[name].update(pred, gt, cmd, coll)
+        if vam is not None and rank == 0 and len(examples) < num_examples:
+            for k in range(min(len(items), num_examples - len(examples))):
+                examples.append({"gt": gt[k].numpy(), "pred": plans["VaVAM"][k].numpy(), "command": int(cmd[k]),
+                                 "scene": items[k]["scene"], "frame": int(items[k]["frame_indices"][-1])})
+        if bar is not None:
+            bar.update(len(items))
+    if bar is not None:
+        bar.close()
+    for acc in accs.values():
+        acc.reduce()
+    windows = torch.tensor([float(len(mine))], dtype=torch.float64)
+    if world > 1:
+        torch.distributed.all_reduce(windows)
+    return {"windows": int(windows.item()), "num_samples": num_samples,
+            "rows": {name: acc.compute() for name, acc in accs.items()}, "_examples": examples}
+
+
+def open_loop_tables(result: dict[str, Any]) -> list:
+    """The report's two tables: every metric per planner, and minADE per command."""
+    from vavam.eval.report import Table
+
+    rows = result["rows"]
+    overall = Table(["planner", *(c for c, _ in METRIC_COLUMNS), "windows"],
+                    [[name, *(r["all"][key] for _, key in METRIC_COLUMNS), r["all"]["count"]] for name, r in rows.items()])
+    per_command = Table(["planner", *(f"minADE {c} ({next(iter(rows.values()))[c]['count']})" for c in COMMAND_NAMES)],
+                        [[name, *(r[c]["min_ade"] for c in COMMAND_NAMES)] for name, r in rows.items()])
+    return [overall, per_command]
+
+
+def plot_examples_bev(examples: list[dict[str, Any]], path: Path) -> None:
+    """Bird's-eye view of ground truth vs the K sampled plans of a few windows (matplotlib PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(examples)
+    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 3.6), squeeze=False)
+    for ax, ex in zip(axes[0], examples):
+        for k, traj in enumerate(np.asarray(ex["pred"])):
+            ax.plot(-traj[:, 1], traj[:, 0], "-o", ms=2, color="tab:blue", alpha=0.5,
+                    label="VaVAM samples" if k == 0 else None)
+        gt = np.asarray(ex["gt"])
+        ax.plot(-gt[:, 1], gt[:, 0], "-o", ms=3, color="black", label="ground truth")
+        ax.plot([0], [0], "^", color="tab:red")
+        ax.set_title(f"command: {COMMAND_NAMES[ex['command']]}", fontsize=9)
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.set_xlabel("right (m)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("forward (m)")
+    axes[0][0].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def overlay_examples_on_frames(examples: list[dict[str, Any]], records: dict[str, Any], image_root: Path | None,
+                               path: Path) -> bool:
+    """The plans drawn on each example's current camera frame (needs image paths); False if none could be drawn."""
+    from PIL import Image
+
+    from vavam.commands.common import hstack, write_png
+    from vavam.viz import draw_trajectories
+
+    tiles = []
+    for ex in examples:
+        rec = records.get(ex["scene"])
+        if rec is None or rec.image_paths is None:
+            continue
+        image_path = Path(rec.image_paths[ex["frame"]])
+        if not image_path.is_absolute() and image_root is not None:
+            image_path = Path(image_root) / image_path
+        if not image_path.is_file():
+            continue
+        image = np.asarray(Image.open(image_path).convert("RGB"))
+        scale = max(1, 256 // image.shape[1])
+        tiles.append(draw_trajectories(image, ex["pred"], ground_truth=ex["gt"], upscale=scale))
+    if not tiles:
+        return False
+    write_png(path, hstack(tiles))
+    return True
+
+
+def eval_openloop(
+    action: Path,
+    records: Path,
+    tokens: Path,
+    out: Path,
+    train_records: Path | None = None,
+    train_tokens: Path | None = None,
+    num_samples: int = 5,
+    batch_size: int = 16,
+    limit: int | None = None,
+    seed: int = 0,
+    image_root: Path | None = None,
+    device: Literal["cpu", "cuda"] = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Open-loop planning: minADE@K, FDE, L2@1/2/3 s and collision rate of a VaVAM, with baselines.
+
+    Args:
+        action: VaVAM checkpoint (our folder or the authors' ``.pt``).
+        records: scene records (``.npz``) of the evaluated split; windows are 8 context frames + 3 s.
+        tokens: token store of the same scenes.
+        out: output folder (``evaluation.json``, ``report.md`` / ``.html``, figures).
+        train_records, train_tokens: a training split, for the mean-trajectory-per-command baseline.
+        num_samples: K samples per window (published: 5).
+        batch_size: windows per forward pass.
+        limit: evaluate LIMIT windows spread evenly over the split (default: all).
+        seed: seed of the sampling noise.
+        image_root: folder the records' image paths are relative to (for the overlays on frames).
+        device: where the model runs.
+        progress: show a progress bar.
+    """
+    import vavam
+    from vavam.data.records import load_records
+    from vavam.eval.report import Section, save_evaluation
+    from vavam.train.action import make_window_dataset
+
+    for name, path in (("action", action), ("records", records), ("tokens", tokens)):
+        if not Path(path).exists():
+            raise FileNotFoundError(f"--{name} {path}: not found")
+    if (train_records is None) != (train_tokens is None):
+        raise ValueError("--train-records and --train-tokens go together (the mean-trajectory baseline needs both)")
+    vam = vavam.load_action_model(action, device=device)
+    frames = vam.config.train_frames
+    dataset = make_window_dataset(Path(records), Path(tokens), frames)
+    scene_records = {r.name: r for r in load_records(records, check_files=False)}
+    mean_baseline = None
+    if train_records is not None:
+        mean_baseline = fit_mean_baseline(make_window_dataset(Path(train_records), Path(train_tokens), frames))
+    result = evaluate_open_loop(vam, dataset, scene_records, mean_baseline, num_samples=num_samples,
+                                batch_size=batch_size, seed=seed, limit=limit, progress=progress)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = []
+    if result["_examples"]:
+        plot_examples_bev(result["_examples"], out / "trajectories_bev.png")
+        figures.append("trajectories_bev.png")
+        root = image_root if image_root is not None else Path(records).parent
+        if overlay_examples_on_frames(result["_examples"], scene_records, root, out / "trajectories_frames.png"):
+            figures.append("trajectories_frames.png")
+    has_boxes = any(r.boxes is not None for r in scene_records.values())
+    text = (f"{result['windows']} windows of {frames} context frames; K = {num_samples} samples; errors in metres. "
+            + ("Collision rate: share of planned trajectories whose ego box overlaps another agent's future box."
+               if has_boxes else "The records carry no agent boxes: no collision rate."))
+    if mean_baseline is None:
+        text += " (No training split given: no mean-trajectory baseline.)"
+    section = Section("Open-loop planning", text, open_loop_tables(result), figures)
+    public = {k: v for k, v in result.items() if not k.startswith("_")}
+    public.update({"action": str(action), "records": str(records), "context_frames": frames, "seed": seed})
+    save_evaluation(out, "openloop", "Open-loop planning", public, [section])
+    print(section.tables[0].markdown())
+    print(f"report: {out / 'report.html'}")
+    return public
