@@ -31,6 +31,7 @@ import time
 import torch
 
 from vavam.config import VideoConfig
+from vavam.eval.flops import video_train_flops
 from vavam.video import VideoGPT, generate_frames
 
 QUICK = os.environ.get("VAVAM_BENCH_QUICK", "") not in ("", "0")
@@ -80,13 +81,6 @@ def bench_config(frames: int = 8) -> VideoConfig:
     return VideoConfig(width=768, num_layers=4, head_dim=128, vocab_size=16385, num_frames=8, tokens_per_frame=576)
 
 
-def train_flops(config: VideoConfig, tokens: int) -> float:
-    """Analytic FLOPs of forward + backward over ``tokens`` positions: 6·N·T + 6·L·T²·d (causal attention)."""
-    d, layers = config.width, config.num_layers
-    n_matmul = 12 * d * d * layers + config.vocab_size * d
-    return 6 * n_matmul * tokens + 6 * layers * tokens * tokens * d
-
-
 def _profile(step, label: str) -> None:
     from torch.profiler import ProfilerActivity, profile
 
@@ -106,7 +100,7 @@ def bench_train(device_name: str) -> list[dict]:
     model = VideoGPT(config).train()
     tokens = torch.randint(0, 16384, (1, frames, 18, 32))
     n_tokens = frames * 576
-    flops = train_flops(config, n_tokens)
+    flops = video_train_flops(config, n_tokens, seq_len=n_tokens)
     base = f"L=4 d=768 dh=128 V=16385 tokens={frames}x576 batch=1 {device_name}"
     rows = []
     for label, dtype in DTYPES.items():
