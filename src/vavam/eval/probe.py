@@ -33,477 +33,89 @@ divided by the number of pixels in the patch (ignore pixels add nothing), and ig
 make a class "present" for the rare-label sampling.
 
 Entry points: the model-agnostic core (:class:`MemoryBuilder`, :func:`build_index`,
+Entry points: the model-agnostic core (:class:`MemoryBuilder`, :func:`build_index`,
 :func:`predict_dense`, :class:`SegmentationMeter`, :class:`DepthMeter`, :func:`probe` on feature
 tensors), :func:`run_probe` for in-memory models and data, and the CLI :func:`eval_probe`
 (``vavam eval probe``).
+
+Layout: :mod:`vavam.eval.probe_memory` (patch targets, rare-label sampling, memory bank),
+:mod:`vavam.eval.probe_knn` (search backends), :mod:`vavam.eval.probe_transfer` (label transfer,
+dense prediction), :mod:`vavam.eval.probe_metrics` (confusion matrix, IoU, depth errors),
+:mod:`vavam.eval.probe_report` (figure, report sections), :mod:`vavam.eval.probe_data` (datasets);
+this module runs the probe and re-exports their public names.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vavam.eval.probe_data import IGNORE_INDEX, ProbeSample
-
-Task = Literal["segmentation", "depth"]
-Backend = Literal["auto", "torch", "faiss"]
-DEFAULT_PATCHES = {"segmentation": 10, "depth": 100}
-DEPTH_BINS = 255
-NO_LABEL_SCORE = 1e6
-
-
-def _check_task(task: str) -> None:
-    if task not in ("segmentation", "depth"):
-        raise ValueError(f"task must be 'segmentation' or 'depth', got {task!r}")
-
-
-# ------------------------------------------------------------------------------- patch targets
-
-
-def patch_view(maps: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """Pixels of each patch: ``[N, H, W]`` -> ``[N, h, w, P_h*P_w]`` (``H = h P_h``, ``W = w P_w``)."""
-    if maps.ndim != 3:
-        raise ValueError(f"target maps must be [N, H, W], got shape {tuple(maps.shape)}")
-    n, big_h, big_w = maps.shape
-    h, w = grid
-    if h < 1 or w < 1 or big_h % h or big_w % w:
-        raise ValueError(f"target maps {big_h}x{big_w} (HxW) are not a whole number of patches of the {h}x{w} grid")
-    ph, pw = big_h // h, big_w // w
-    return maps.reshape(n, h, ph, w, pw).permute(0, 1, 3, 2, 4).reshape(n, h, w, ph * pw)
-
-
-def label_histograms(
-    labels: torch.Tensor, grid: tuple[int, int], num_classes: int, ignore_index: int = IGNORE_INDEX
-) -> torch.Tensor:
-    """Per-patch class histograms with ignore pixels dropped.
-
-    Args:
-        labels: integer ``[N, H, W]``, values in ``[0, num_classes)`` or ``ignore_index``.
-        grid: ``(h, w)`` patch grid.
-        num_classes: C.
-        ignore_index: label of pixels that count for no class.
-
-    Returns:
-        float ``[N, h, w, C]``: the number of pixels of each class divided by the patch's pixel count
-        (a patch of ignore pixels only is all zeros; rows sum to the valid share of the patch).
-    """
-    labels = torch.as_tensor(labels).long()
-    valid = labels != ignore_index
-    bad = valid & ((labels < 0) | (labels >= num_classes))
-    if bad.any():
-        value = int(labels[bad][0])
-        raise ValueError(f"labels: value {value} is neither a class in [0, {num_classes}) nor ignore_index {ignore_index}")
-    pix = patch_view(labels.where(valid, torch.zeros_like(labels)), grid)  # [N, h, w, P]
-    ok = patch_view(valid, grid).float()
-    hist = torch.zeros(*pix.shape[:3], num_classes)
-    hist.scatter_add_(-1, pix, ok)
-    return hist / pix.shape[-1]
-
-
-def depth_bins(depth: torch.Tensor, num_bins: int = DEPTH_BINS) -> torch.Tensor:
-    """Min-max normalise ``depth [N, H, W]`` over ALL given images and cut it into ``num_bins`` bins -> long ``[N, H, W]``."""
-    depth = torch.as_tensor(depth).float()
-    lo, hi = depth.min(), depth.max()
-    norm = (depth - lo) / (hi - lo).clamp_min(1e-12)
-    return (norm * num_bins).long().clamp_(0, num_bins - 1)
-
-
-def select_patches(presence: torch.Tensor, per_image: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Rare-label patch sampling of the reference.
-
-    Args:
-        presence: bool ``[N, P, K]``: class k occurs in patch p of image n.
-        per_image: patches kept per image (at most P).
-        generator: randomness of the U(0, 1) factors.
-
-    Returns:
-        long ``[N, per_image]`` patch indices (lowest scores first).
-    """
-    if presence.ndim != 3:
-        raise ValueError(f"presence must be [N, P, K], got shape {tuple(presence.shape)}")
-    if not 1 <= per_image <= presence.shape[1]:
-        raise ValueError(f"per_image must be in [1, {presence.shape[1]}], got {per_image}")
-    present = presence.float()
-    freq = present.sum(1, keepdim=True)  # [N, 1, K] patches of the image holding each class
-    score = (present * freq).sum(-1)  # [N, P]
-    score = torch.where(presence.any(-1), score, torch.full_like(score, NO_LABEL_SCORE))
-    score = score * torch.rand(score.shape, generator=generator)
-    return score.topk(per_image, dim=1, largest=False).indices
-
-
-# ------------------------------------------------------------------------------------- memory
-
-
-@dataclass
-class MemoryBank:
-    """Memory of the probe.
-
-    Attributes:
-        features: float32 ``[M, d]``, L2-normalised.
-        values: float32 ``[M, C]`` class histograms (segmentation) or ``[M]`` patch depths.
-        task: ``segmentation`` or ``depth``.
-        num_images: images the memory was built from.
-    """
-
-    features: torch.Tensor
-    values: torch.Tensor
-    task: str
-    num_images: int
-
-    def __len__(self) -> int:
-        return int(self.features.shape[0])
-
-
-class MemoryBuilder:
-    """Accumulates memory patches batch by batch (seeded; same batches in the same order -> same memory).
-
-    Args:
-        task: ``segmentation`` or ``depth``.
-        num_classes: C (segmentation).
-        patches_per_image: patches kept per image (default 10 / 100; capped at the grid size).
-        ignore_index: ignore label (segmentation).
-        seed: seed of the patch sampling.
-    """
-
-    def __init__(
-        self,
-        task: Task,
-        num_classes: int | None = None,
-        patches_per_image: int | None = None,
-        ignore_index: int = IGNORE_INDEX,
-        seed: int = 0,
-    ) -> None:
-        _check_task(task)
-        if task == "segmentation" and (num_classes is None or num_classes < 1):
-            raise ValueError(f"num_classes must be >= 1 for segmentation, got {num_classes}")
-        per = DEFAULT_PATCHES[task] if patches_per_image is None else int(patches_per_image)
-        if per < 1:
-            raise ValueError(f"patches_per_image must be >= 1, got {per}")
-        self.task, self.num_classes, self.per_image, self.ignore_index = task, num_classes, per, ignore_index
-        self.generator = torch.Generator().manual_seed(int(seed))
-        self._features: list[torch.Tensor] = []
-        self._values: list[torch.Tensor] = []
-        self.num_images = 0
-        self.used_per_image = per
-
-    def add(self, features: torch.Tensor, targets: torch.Tensor | np.ndarray) -> None:
-        """Add a batch: features ``[N, h, w, d]``; targets ``[N, H, W]`` labels or depths."""
-        features = torch.as_tensor(features)
-        if features.ndim != 4:
-            raise ValueError(f"features must be [N, h, w, d], got shape {tuple(features.shape)}")
-        targets = torch.as_tensor(np.asarray(targets) if isinstance(targets, np.ndarray) else targets)
-        if targets.ndim != 3 or targets.shape[0] != features.shape[0]:
-            raise ValueError(f"targets must be [N, H, W] with N={features.shape[0]}, got shape {tuple(targets.shape)}")
-        n, h, w, d = features.shape
-        grid = (h, w)
-        if self.task == "segmentation":
-            values = label_histograms(targets, grid, self.num_classes, self.ignore_index)  # [N, h, w, C]
-            presence = values > 0
-        else:
-            depth = targets.float()
-            values = patch_view(depth, grid).mean(-1)  # [N, h, w]
-            presence = label_histograms(depth_bins(depth), grid, DEPTH_BINS, ignore_index=-1) > 0
-        per = min(self.per_image, h * w)
-        self.used_per_image = per
-        idx = select_patches(presence.reshape(n, h * w, -1), per, self.generator)  # [N, per]
-        feats = F.normalize(features.reshape(n, h * w, d).float(), dim=-1)
-        self._features.append(torch.gather(feats, 1, idx[..., None].expand(-1, -1, d)).reshape(-1, d))
-        flat = values.reshape(n, h * w, -1)
-        self._values.append(torch.gather(flat, 1, idx[..., None].expand(-1, -1, flat.shape[-1])).reshape(n * per, -1))
-        self.num_images += n
-
-    def build(self) -> MemoryBank:
-        """The memory so far."""
-        if not self._features:
-            raise ValueError("MemoryBuilder: no memory image was added")
-        values = torch.cat(self._values)
-        if self.task == "depth":
-            values = values[:, 0]
-        return MemoryBank(torch.cat(self._features).contiguous(), values.contiguous(), self.task, self.num_images)
-
-
-# ------------------------------------------------------------------------------------ k-NN search
-
-
-def faiss_available() -> bool:
-    """Whether ``faiss`` can be imported."""
-    try:
-        import faiss  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def resolve_backend(backend: str) -> str:
-    """``auto`` -> ``faiss`` when installed, else ``torch``; ``faiss`` without faiss raises."""
-    if backend not in ("auto", "torch", "faiss"):
-        raise ValueError(f"backend must be 'auto', 'torch' or 'faiss', got {backend!r}")
-    if backend == "auto":
-        return "faiss" if faiss_available() else "torch"
-    if backend == "faiss" and not faiss_available():
-        raise ImportError("backend='faiss' needs the faiss package (pip install faiss-cpu, or vavam[eval])")
-    return backend
-
-
-def topk_inner_product(
-    queries: torch.Tensor, memory: torch.Tensor, k: int, query_chunk: int = 1024, memory_chunk: int = 32768
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact top-k of ``queries @ memory.T`` in chunks (peak extra memory ~ query_chunk x memory_chunk floats).
-
-    Args:
-        queries: float ``[Q, d]``.
-        memory: float ``[M, d]``.
-        k: neighbours (at most M).
-
-    Returns:
-        (similarities float ``[Q, k]`` descending, indices long ``[Q, k]``).
-    """
-    if queries.ndim != 2 or memory.ndim != 2 or queries.shape[1] != memory.shape[1]:
-        raise ValueError(f"queries [Q, d] and memory [M, d] must share d, got {tuple(queries.shape)}, {tuple(memory.shape)}")
-    if not 1 <= k <= memory.shape[0]:
-        raise ValueError(f"k must be in [1, {memory.shape[0]}] (the memory size), got {k}")
-    sims, idxs = [], []
-    for qs in range(0, queries.shape[0], query_chunk):
-        q = queries[qs : qs + query_chunk]
-        cand_s, cand_i = [], []
-        for ms in range(0, memory.shape[0], memory_chunk):
-            s = q @ memory[ms : ms + memory_chunk].T  # [q, m]
-            top = s.topk(min(k, s.shape[1]), dim=1)
-            cand_s.append(top.values)
-            cand_i.append(top.indices + ms)
-        s_all, i_all = torch.cat(cand_s, 1), torch.cat(cand_i, 1)
-        top = s_all.topk(k, dim=1)
-        sims.append(top.values)
-        idxs.append(torch.gather(i_all, 1, top.indices))
-    return torch.cat(sims), torch.cat(idxs)
-
-
-class KnnIndex:
-    """Inner-product nearest-neighbour index over memory features ``[M, d]`` (torch or faiss).
-
-    Args:
-        memory: float ``[M, d]`` (L2-normalised for cosine similarity).
-        backend: ``auto`` (faiss if installed), ``torch`` or ``faiss``.
-        exact: faiss only: exact flat index (True) or IVF with sqrt(M) lists, probing a tenth.
-        query_chunk: torch only: queries per matmul.
-        memory_chunk: torch only: memory rows per matmul.
-    """
-
-    def __init__(
-        self, memory: torch.Tensor, backend: Backend = "auto", exact: bool = True,
-        query_chunk: int = 1024, memory_chunk: int = 32768,
-    ) -> None:  # fmt: skip
-        memory = torch.as_tensor(memory).float().contiguous()
-        if memory.ndim != 2 or memory.shape[0] < 1:
-            raise ValueError(f"memory must be a non-empty [M, d] tensor, got shape {tuple(memory.shape)}")
-        self.backend = resolve_backend(backend)
-        self.memory, self.query_chunk, self.memory_chunk = memory, query_chunk, memory_chunk
-        self.size, self.dim = memory.shape
-        self.index = None
-        if self.backend == "faiss":
-            import faiss
-
-            data = memory.numpy()
-            if exact:
-                self.index = faiss.IndexFlatIP(self.dim)
-            else:
-                nlist = max(1, int(math.sqrt(self.size)))
-                self.index = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
-                self.index.train(data)
-                self.index.nprobe = max(1, nlist // 10)
-            self.index.add(data)
-
-    def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Queries float ``[Q, d]`` -> (similarities ``[Q, k]`` descending, indices long ``[Q, k]``).
-
-        Slots faiss could not fill (approximate search) get index 0 and similarity -inf.
-        """
-        queries = torch.as_tensor(queries).float()
-        if queries.ndim != 2 or queries.shape[1] != self.dim:
-            raise ValueError(f"queries must be [Q, {self.dim}], got shape {tuple(queries.shape)}")
-        if not 1 <= k <= self.size:
-            raise ValueError(f"k must be in [1, {self.size}] (the memory size), got {k}")
-        if self.index is None:
-            return topk_inner_product(queries, self.memory, k, self.query_chunk, self.memory_chunk)
-        dist, idx = self.index.search(np.ascontiguousarray(queries.numpy(), dtype=np.float32), k)
-        sims, idx = torch.from_numpy(dist).float(), torch.from_numpy(idx).long()
-        missing = idx < 0
-        return sims.masked_fill(missing, float("-inf")), idx.masked_fill(missing, 0)
-
-
-def build_index(memory: MemoryBank, backend: Backend = "auto", exact: bool = True) -> KnnIndex:
-    """A :class:`KnnIndex` over a memory bank's features."""
-    return KnnIndex(memory.features, backend=backend, exact=exact)
-
-
-# ---------------------------------------------------------------------------------- label transfer
-
-
-def transfer_labels(sims: torch.Tensor, idx: torch.Tensor, values: torch.Tensor, temperature: float = 0.02) -> torch.Tensor:
-    """Softmax(sims / temperature)-weighted average of the neighbours' values.
-
-    Args:
-        sims: float ``[Q, k]``.
-        idx: long ``[Q, k]`` rows of ``values``.
-        values: ``[M, C]`` or ``[M]``.
-        temperature: softmax temperature (> 0).
-
-    Returns:
-        ``[Q, C]`` or ``[Q]``.
-    """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    weights = torch.softmax(sims / temperature, dim=-1)  # [Q, k]
-    neigh = values[idx]  # [Q, k, (C)]
-    if neigh.ndim == 3:
-        return (weights[..., None] * neigh).sum(1)
-    return (weights * neigh).sum(1)
-
-
-def predict_dense(
-    features: torch.Tensor, memory: MemoryBank, index: KnnIndex, size: tuple[int, int], k: int = 30,
-    temperature: float = 0.02,
-) -> torch.Tensor:  # fmt: skip
-    """Dense prediction for query features.
-
-    Args:
-        features: ``[N, h, w, d]`` (normalised here).
-        memory: the memory bank (its values are transferred).
-        index: k-NN index over ``memory.features``.
-        size: output ``(H, W)``.
-        k: neighbours (capped at the memory size, with a warning).
-        temperature: softmax temperature.
-
-    Returns:
-        segmentation: long ``[N, H, W]`` class ids; depth: float ``[N, H, W]``.
-    """
-    features = torch.as_tensor(features)
-    if features.ndim != 4 or features.shape[-1] != index.dim:
-        raise ValueError(f"features must be [N, h, w, {index.dim}] (the memory's width), got shape {tuple(features.shape)}")
-    if memory.task not in ("segmentation", "depth") or len(memory) != index.size:
-        raise ValueError(f"memory ({memory.task}, {len(memory)} patches) does not match the index ({index.size} patches)")
-    n, h, w, d = features.shape
-    if k > len(memory):
-        warnings.warn(f"k={k} exceeds the memory size {len(memory)}; using k={len(memory)}", stacklevel=2)
-        k = len(memory)
-    q = F.normalize(features.reshape(n * h * w, d).float(), dim=-1)
-    sims, idx = index.search(q, k)
-    soft = transfer_labels(sims, idx, memory.values, temperature)  # [n*h*w, (C)]
-    grid = soft.reshape(n, h, w, -1).permute(0, 3, 1, 2)  # [N, C, h, w]
-    up = F.interpolate(grid, size=tuple(size), mode="bilinear", align_corners=False)
-    return up.argmax(1) if memory.task == "segmentation" else up[:, 0]
-
-
-# ------------------------------------------------------------------------------------------ metrics
-
-
-def confusion_matrix(pred: torch.Tensor, gt: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """Pixel confusion matrix long ``[C, C]`` (rows: ground truth, columns: prediction) over pixels with ``gt != ignore_index``."""
-    pred, gt = torch.as_tensor(pred).long().reshape(-1), torch.as_tensor(gt).long().reshape(-1)
-    if pred.shape != gt.shape:
-        raise ValueError(f"pred and gt must have the same number of pixels, got {pred.numel()} and {gt.numel()}")
-    keep = gt != ignore_index
-    pred, gt = pred[keep], gt[keep]
-    for name, x in (("gt", gt), ("pred", pred)):
-        if x.numel() and (x.min() < 0 or x.max() >= num_classes):
-            raise ValueError(f"{name}: class ids must be in [0, {num_classes}) (or ignore_index in gt)")
-    return torch.bincount(gt * num_classes + pred, minlength=num_classes**2).reshape(num_classes, num_classes)
-
-
-def iou_per_class(confusion: torch.Tensor) -> torch.Tensor:
-    """IoU per class float64 ``[C]`` = TP / (TP + FP + FN); NaN for a class neither in ground truth nor prediction."""
-    cm = confusion.double()
-    tp = cm.diag()
-    union = cm.sum(0) + cm.sum(1) - tp
-    return torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, float("nan")))
-
-
-def mean_iou(confusion: torch.Tensor) -> float:
-    """NaN-mean of :func:`iou_per_class` (NaN when no class occurs)."""
-    iou = iou_per_class(confusion)
-    ok = ~iou.isnan()
-    return float(iou[ok].mean()) if ok.any() else float("nan")
-
-
-class SegmentationMeter:
-    """Running confusion matrix -> mIoU, per-class IoU, pixel accuracy."""
-
-    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
-        self.num_classes, self.ignore_index = num_classes, ignore_index
-        self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
-
-    def update(self, pred: torch.Tensor, gt: torch.Tensor) -> None:
-        """Add predictions and labels ``[N, H, W]``."""
-        self.confusion += confusion_matrix(pred, gt, self.num_classes, self.ignore_index)
-
-    def compute(self) -> dict[str, Any]:
-        """``{"miou", "iou" [C] (list, NaN for absent classes), "pixel_accuracy", "pixels", "confusion"}``."""
-        total = int(self.confusion.sum())
-        return {
-            "miou": mean_iou(self.confusion),
-            "iou": iou_per_class(self.confusion).tolist(),
-            "pixel_accuracy": float(self.confusion.diag().sum()) / total if total else float("nan"),
-            "pixels": total,
-            "confusion": self.confusion.tolist(),
-        }
-
-
-def depth_errors(pred: torch.Tensor, gt: torch.Tensor, eps: float = 1e-6) -> dict[str, torch.Tensor]:
-    """Per-image depth errors of ``pred``, ``gt`` ``[N, H, W]`` -> dict of float64 ``[N]``.
-
-    Keys: d1, d2, d3 (share of pixels with ``max(pred/gt, gt/pred) < 1.25**i``), abs_rel
-    (``|pred-gt| / gt``), sq_rel (``(pred-gt)^2 / gt``), mse. Zero ground truth is replaced by ``eps``
-    in denominators, as is a non-positive prediction in the ratio.
-    """
-    pred, gt = torch.as_tensor(pred).double(), torch.as_tensor(gt).double()
-    if pred.shape != gt.shape or pred.ndim != 3:
-        raise ValueError(f"pred and gt must both be [N, H, W], got {tuple(pred.shape)} and {tuple(gt.shape)}")
-    g = torch.where(gt == 0, torch.full_like(gt, eps), gt)
-    ratio = torch.maximum(pred.clamp_min(eps) / g, g / pred.clamp_min(eps))
-    diff = pred - gt
-    dims = (1, 2)
-    return {
-        "d1": (ratio < 1.25).double().mean(dims),
-        "d2": (ratio < 1.25**2).double().mean(dims),
-        "d3": (ratio < 1.25**3).double().mean(dims),
-        "abs_rel": (diff.abs() / g).mean(dims),
-        "sq_rel": (diff**2 / g).mean(dims),
-        "mse": (diff**2).mean(dims),
-    }
-
-
-class DepthMeter:
-    """Per-image depth errors, averaged over images; RMSE = sqrt(mean of per-image MSE)."""
-
-    KEYS = ("d1", "d2", "d3", "abs_rel", "sq_rel", "mse")
-
-    def __init__(self) -> None:
-        self.sums = {k: 0.0 for k in self.KEYS}
-        self.images = 0
-
-    def update(self, pred: torch.Tensor, gt: torch.Tensor) -> None:
-        """Add predictions and ground truth ``[N, H, W]``."""
-        errors = depth_errors(pred, gt)
-        for key in self.KEYS:
-            self.sums[key] += float(errors[key].sum())
-        self.images += int(errors["d1"].shape[0])
-
-    def compute(self) -> dict[str, float]:
-        """``{"d1", "d2", "d3", "abs_rel", "sq_rel", "rmse", "images"}``."""
-        if not self.images:
-            raise ValueError("DepthMeter: no image was added")
-        out = {k: self.sums[k] / self.images for k in self.KEYS if k != "mse"}
-        out["rmse"] = math.sqrt(self.sums["mse"] / self.images)
-        out["images"] = self.images
-        return out
+from vavam.eval.probe_knn import Backend, KnnIndex, build_index, faiss_available, resolve_backend, topk_inner_product
+from vavam.eval.probe_memory import (
+    DEFAULT_PATCHES,
+    DEPTH_BINS,
+    NO_LABEL_SCORE,
+    MemoryBank,
+    MemoryBuilder,
+    Task,
+    check_task,
+    depth_bins,
+    label_histograms,
+    patch_view,
+    select_patches,
+)
+from vavam.eval.probe_metrics import (
+    DepthMeter,
+    SegmentationMeter,
+    confusion_matrix,
+    depth_errors,
+    iou_per_class,
+    mean_iou,
+)
+from vavam.eval.probe_report import colorize_labels, probe_sections, save_examples_figure
+from vavam.eval.probe_transfer import predict_dense, transfer_labels
+
+__all__ = [
+    "DEFAULT_PATCHES",
+    "DEPTH_BINS",
+    "IGNORE_INDEX",
+    "NO_LABEL_SCORE",
+    "Backend",
+    "DepthMeter",
+    "KnnIndex",
+    "MemoryBank",
+    "MemoryBuilder",
+    "SegmentationMeter",
+    "Task",
+    "build_index",
+    "check_task",
+    "colorize_labels",
+    "confusion_matrix",
+    "depth_bins",
+    "depth_errors",
+    "eval_probe",
+    "extract_features",
+    "faiss_available",
+    "iou_per_class",
+    "label_histograms",
+    "mean_iou",
+    "patch_view",
+    "predict_dense",
+    "probe",
+    "probe_sections",
+    "resolve_backend",
+    "run_probe",
+    "save_examples_figure",
+    "select_patches",
+    "topk_inner_product",
+    "transfer_labels",
+]
 
 
 # --------------------------------------------------------------------------------- model-agnostic probe
@@ -653,7 +265,7 @@ def run_probe(
 
     from vavam.types import unit_to_uint8
 
-    _check_task(task)
+    check_task(task)
     n_layers = int(vim.config.num_layers)
     layer = n_layers // 2 if layer is None else int(layer)
     if not -n_layers <= layer < n_layers:
@@ -707,102 +319,6 @@ def run_probe(
         "query_images": queries, "grid": list(grid or ()), "backend": index.backend, "exact": exact, "seed": seed,
         "_examples": examples,
     }  # fmt: skip
-
-
-# ------------------------------------------------------------------------------------------ figures
-
-
-def _palette(num_classes: int) -> np.ndarray:
-    """uint8 ``[num_classes, 3]`` colours: tab10, then the light tab20 shades, cycling."""
-    import matplotlib
-
-    strong, light = matplotlib.colormaps["tab10"], matplotlib.colormaps["tab20"]
-    colours = [strong(i)[:3] for i in range(10)] + [light(2 * i + 1)[:3] for i in range(10)]
-    return (np.array([colours[i % 20] for i in range(num_classes)]) * 255).round().astype(np.uint8)
-
-
-def colorize_labels(labels: np.ndarray, num_classes: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
-    """Label map ``[H, W]`` -> RGB uint8 ``[H, W, 3]`` (ignore pixels black)."""
-    labels = np.asarray(labels).astype(np.int64)
-    table = np.zeros((max(num_classes, 256), 3), np.uint8)
-    table[:num_classes] = _palette(num_classes)
-    out = table[np.clip(labels, 0, len(table) - 1)]
-    out[labels == ignore_index] = 0
-    return out
-
-
-def save_examples_figure(path: Path, examples: Sequence[dict[str, Any]], task: str, class_names: Sequence[str] | None = None,
-                         ignore_index: int = IGNORE_INDEX) -> Path:
-    """PNG: per example, the image, the ground truth and the prediction (labels overlaid, or depth maps)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = max(1, len(examples))
-    fig, axes = plt.subplots(rows, 3, figsize=(11, 2.2 * rows + 0.6), squeeze=False)
-    for r, ex in enumerate(examples):
-        img = ex["image"].astype(np.float32)
-        if task == "segmentation":
-            n = len(class_names or ()) or int(max(ex["target"][ex["target"] != ignore_index].max(initial=0), ex["prediction"].max()) + 1)
-            panels = []
-            for lab in (ex["target"], ex["prediction"]):
-                over = 0.45 * img + 0.55 * colorize_labels(lab, n, ignore_index)
-                over[lab == ignore_index] = img[lab == ignore_index]
-                panels.append(over.round().astype(np.uint8))
-            axes[r][1].imshow(panels[0])
-            axes[r][2].imshow(panels[1])
-        else:
-            lo, hi = float(np.min(ex["target"])), float(np.max(ex["target"]))
-            axes[r][1].imshow(ex["target"], cmap="magma_r", vmin=lo, vmax=hi)
-            axes[r][2].imshow(ex["prediction"], cmap="magma_r", vmin=lo, vmax=hi)
-        axes[r][0].imshow(ex["image"])
-        axes[r][0].set_ylabel(ex["name"], fontsize=7)
-    titles = ("image", "ground truth", "prediction") if task == "segmentation" else (
-        "image", "ground-truth depth (dark = far)", "predicted depth")
-    for c, title in enumerate(titles):
-        axes[0][c].set_title(title)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if task == "segmentation" and class_names:
-        from matplotlib.patches import Patch
-
-        colours = _palette(len(class_names)) / 255.0
-        fig.legend(handles=[Patch(color=colours[i], label=name) for i, name in enumerate(class_names)],
-                   loc="lower center", ncol=min(len(class_names), 7), fontsize=7, frameon=False)
-        fig.subplots_adjust(bottom=0.12)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
-def probe_sections(results: dict[str, Any], figure: str | None = None) -> list:
-    """Report sections (:class:`vavam.eval.report.Section`) of :func:`run_probe` results."""
-    from vavam.eval.report import Section, Table
-
-    task = results["task"]
-    settings = (f"Frozen VaViM features of block {results['layer']} (grid {'x'.join(map(str, results['grid']))}); "
-                f"memory of {results['memory_patches']} patches from {results['memory_images']} images "
-                f"({results['patches_per_image']} per image, rare-label sampling); {results['query_images']} query images; "
-                f"k = {results['k']}, temperature {results['temperature']}, {results['backend']} search.")
-    if task == "segmentation":
-        cm = np.asarray(results["confusion"], dtype=np.float64)
-        share = cm.sum(1) / max(cm.sum(), 1)
-        rows = [[name, iou, float(share[i])] for i, (name, iou) in enumerate(results["iou"].items())]
-        tables = [Table(["metric", "value"], [["mIoU", results["miou"]], ["pixel accuracy", results["pixel_accuracy"]]]),
-                  Table(["class", "IoU", "share of ground-truth pixels"], rows)]
-        text = settings + " Ignore pixels are left out of the memory's histograms (the reference counted them as class 0)."
-    else:
-        tables = [Table(["metric", "value"], [[k, results[k]] for k in ("d1", "d2", "d3", "abs_rel", "sq_rel", "rmse")])]
-        text = settings + " Depth: per-image metrics averaged over images; RMSE = sqrt(mean per-image MSE)."
-    sections = [Section(f"Hummingbird {task} probe", text, tables)]
-    if figure:
-        sections.append(Section("Query examples", "Image, ground truth and prediction for the first query images.",
-                                figures=[figure]))
-    return sections
 
 
 # ------------------------------------------------------------------------------------------- CLI
