@@ -27,7 +27,7 @@ class FrequencyBaseline:
         self.per_position = per_position
         self.counts: torch.Tensor | None = None  # [P, V] float64 (P = h*w or 1)
 
-    def fit(self, tokens: torch.Tensor) -> "FrequencyBaseline":
+    def fit(self, tokens: torch.Tensor) -> FrequencyBaseline:
         """Count ``tokens long [N, T, h, w]`` (or ``[N, h, w]`` frames)."""
         tokens = tokens.long()
         hw = tokens.shape[-2] * tokens.shape[-1]

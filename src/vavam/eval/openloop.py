@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from vavam.types import Command, NUM_WAYPOINTS, WAYPOINT_DT
+from vavam.types import NUM_WAYPOINTS, WAYPOINT_DT, Command
 
 L2_TIMES = (1.0, 2.0, 3.0)
 
@@ -67,7 +67,7 @@ class MeanTrajectoryBaseline:
     def __init__(self) -> None:
         self.means: torch.Tensor | None = None  # [3, 6, 2]
 
-    def fit(self, positions: torch.Tensor, commands: torch.Tensor) -> "MeanTrajectoryBaseline":
+    def fit(self, positions: torch.Tensor, commands: torch.Tensor) -> MeanTrajectoryBaseline:
         """``positions [N, 6, 2]``, ``commands [N]`` (0 right, 1 left, 2 straight)."""
         if len(positions) == 0:
             raise ValueError("MeanTrajectoryBaseline.fit: no training trajectories")

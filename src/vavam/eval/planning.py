@@ -177,7 +177,7 @@ def overlay_examples_on_frames(examples: list[dict[str, Any]], records: dict[str
     """The plans drawn on each example's current camera frame (needs image paths); False if none could be drawn."""
     from PIL import Image
 
-    from vavam.commands.common import hstack, write_png
+    from vavam.media import hstack, write_png
     from vavam.viz import draw_trajectories
 
     tiles = []

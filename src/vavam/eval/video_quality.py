@@ -188,7 +188,7 @@ def evaluate_video_quality(
     """
     from tqdm.auto import tqdm
 
-    from vavam.commands.common import decode_tokens, encode_images
+    from vavam.media import decode_tokens, encode_images
 
     for value, name in ((context, "context"), (horizon, "horizon")):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -13,51 +13,23 @@ import numpy as np
 import torch
 
 from vavam.data.tokens import TokenStore
-from vavam.eval.nexttoken import FrequencyBaseline, model_cross_entropy, perplexity
-from vavam.eval.openloop import (
-    MeanTrajectoryBaseline,
-    OpenLoopAccumulator,
-    constant_velocity_trajectory,
-    speed_from_previous_frame,
-)
+from vavam.eval.nexttoken import evaluate_next_token, store_windows
 from vavam.eval.quality import frechet_distance_from_features
 from vavam.types import Command
 
 
 def _windows(store: TokenStore, num_frames: int, limit: int | None = None, seed: int = 0) -> torch.Tensor:
     """Non-overlapping windows of ``num_frames`` frames of every scene -> long ``[N, T, h, w]``."""
-    out = []
-    for scene in store.scenes:
-        for start in range(0, store.num_frames(scene) - num_frames + 1, num_frames):
-            out.append(store.window(scene, start, num_frames).astype(np.int64))
-    if not out:
-        raise ValueError(f"{store.root}: no window of {num_frames} frames")
-    windows = torch.from_numpy(np.stack(out))
-    if limit is not None and len(windows) > limit:
-        windows = windows[torch.randperm(len(windows), generator=torch.Generator().manual_seed(seed))[:limit]]
-    return windows
+    return store_windows(store, num_frames, 1, limit, seed)
 
 
 @torch.no_grad()
 def next_token(vim, train_store: TokenStore, heldout_store: TokenStore, batch_size: int = 8) -> dict[str, Any]:
     """Cross-entropy (nats/token) and perplexity of VaViM on held-out windows, with two frequency baselines."""
-    frames = vim.config.num_frames
-    vocab = vim.config.vocab_size
     train = torch.from_numpy(np.concatenate([np.asarray(train_store.tokens(s)) for s in train_store.scenes]).astype(np.int64))
-    uni = FrequencyBaseline(vocab, per_position=False).fit(train)
-    pos = FrequencyBaseline(vocab, per_position=True).fit(train)
-    windows = _windows(heldout_store, frames)
-    totals = {"VaViM": [0.0, 0], "unigram frequency": [0.0, 0], "per-position frequency": [0.0, 0]}
-    for i in range(0, len(windows), batch_size):
-        batch = windows[i : i + batch_size]
-        for name, (total, n) in (
-            ("VaViM", model_cross_entropy(vim, batch)),
-            ("unigram frequency", uni.cross_entropy(batch)),
-            ("per-position frequency", pos.cross_entropy(batch)),
-        ):
-            totals[name][0] += total
-            totals[name][1] += n
-    rows = {name: {"cross_entropy": t / n, "perplexity": perplexity(t / n)} for name, (t, n) in totals.items()}
+    windows = _windows(heldout_store, vim.config.num_frames)
+    res = evaluate_next_token(vim, {"heldout": windows}, train, batch_size)["heldout"]
+    rows = {"VaViM" if k == "model" else k: v for k, v in res.items()}
     return {"windows": len(windows), "rows": rows,
             "ratio_to_per_position": rows["VaViM"]["cross_entropy"] / rows["per-position frequency"]["cross_entropy"]}
 
@@ -86,36 +58,17 @@ def _stack(items: list[dict], key: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def open_loop(vam, train_set, heldout_set, num_samples: int = 5, batch_size: int = 16, seed: int = 0) -> dict[str, Any]:
-    """minADE@K, FDE and L2@1/2/3 s of VaVAM on held-out windows (last context frame), with baselines.
+def open_loop(vam, train_set, heldout_set, num_samples: int = 5, batch_size: int = 16, seed: int = 0,
+              records: dict | None = None) -> dict[str, Any]:
+    """minADE@K, FDE, L2@1/2/3 s (and, given ``records`` with boxes, the collision rate) of VaVAM on
+    held-out windows (last context frame), with the constant-velocity and per-command-mean baselines."""
+    from vavam.eval.planning import evaluate_open_loop, fit_mean_baseline
 
-    Baselines: constant velocity (speed from the previous frame's ground truth), and the mean training
-    trajectory per command.
-    """
-    mean_base = MeanTrajectoryBaseline().fit(
-        torch.stack([torch.as_tensor(train_set[i]["positions"][-1]) for i in range(len(train_set))]),
-        torch.stack([torch.as_tensor(train_set[i]["commands"][-1]) for i in range(len(train_set))]),
-    )
-    accs = {"VaVAM": OpenLoopAccumulator(), "constant velocity": OpenLoopAccumulator(),
-            "mean trajectory per command": OpenLoopAccumulator()}
-    generator = torch.Generator().manual_seed(seed)
-    examples = []
-    for i in range(0, len(heldout_set), batch_size):
-        items = [heldout_set[j] for j in range(i, min(i + batch_size, len(heldout_set)))]
-        tokens, positions, commands = _stack(items, "tokens"), _stack(items, "positions").float(), _stack(items, "commands")
-        gt, cmd = positions[:, -1], commands[:, -1]
-        pred = vam.sample_trajectory(tokens, cmd, num_samples=num_samples, generator=generator).float()
-        accs["VaVAM"].update(pred, gt, cmd)
-        cv = constant_velocity_trajectory(speed_from_previous_frame(positions[:, -2]))
-        accs["constant velocity"].update(cv[:, None].float(), gt, cmd)
-        accs["mean trajectory per command"].update(mean_base.predict(cmd)[:, None], gt, cmd)
-        if len(examples) < 6:
-            examples.extend({"gt": gt[k], "pred": pred[k], "command": int(cmd[k]), "tokens": tokens[k]}
-                            for k in range(min(len(items), 6 - len(examples))))
-    rows = {name: acc.compute() for name, acc in accs.items()}
+    result = evaluate_open_loop(vam, heldout_set, records, fit_mean_baseline(train_set), num_samples=num_samples,
+                                batch_size=batch_size, seed=seed)
+    rows = result["rows"]
     best_baseline = min(rows["constant velocity"]["all"]["min_ade"], rows["mean trajectory per command"]["all"]["min_ade"])
-    return {"windows": len(heldout_set), "num_samples": num_samples, "rows": rows,
-            "ratio_to_best_baseline": rows["VaVAM"]["all"]["min_ade"] / best_baseline, "_examples": examples}
+    return {**result, "ratio_to_best_baseline": rows["VaVAM"]["all"]["min_ade"] / best_baseline}
 
 
 @torch.no_grad()

@@ -51,7 +51,7 @@ class QuickstartPlan:
     closed_loop_layouts: int = 2
 
     @classmethod
-    def from_budget(cls, budget_min: float = DEFAULT_BUDGET_MIN) -> "QuickstartPlan":
+    def from_budget(cls, budget_min: float = DEFAULT_BUDGET_MIN) -> QuickstartPlan:
         """The plan of a time budget in minutes (see the module docstring for the rule)."""
         if budget_min <= 0:
             raise ValueError(f"budget must be positive minutes, got {budget_min}")

@@ -79,7 +79,7 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
     res = read_json(out / "eval" / "results.json")
     tok = read_json(out / "tokenizer" / DONE_FILE)["summary"]
     world = read_json(out / "world" / DONE_FILE)["summary"]
-    for name in ("next_frames.png", "trajectories.png"):
+    for name in ("next_frames.png", "trajectories.png", "probe_examples.png"):
         if (out / "eval" / name).is_file():
             shutil.copy(out / "eval" / name, out / name)
     for mp4 in sorted((out / "eval").rglob("*.mp4"))[:1]:
@@ -90,7 +90,6 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
     has_frames = _frame_montage(out / "world", out / "heldout_frames.png")
 
     nt, nf, ol, cf, cl = res["next_token"], res["next_frame"], res["open_loop"], res["command_following"], res["closed_loop"]
-    best_base = min(ol["rows"]["constant velocity"]["all"]["min_ade"], ol["rows"]["mean trajectory per command"]["all"]["min_ade"])
     checks = [
         ("VaViM held-out cross-entropy ≤ 0.8 × per-position baseline", nt["ratio_to_per_position"] <= 0.8,
          f"ratio {nt['ratio_to_per_position']:.3f}"),
@@ -131,11 +130,13 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
                 f"{res['generated_frames']['frechet_tokenizer_features_copy']:.3f}); not comparable to published FID. "
                 "Per row: last context frame, true next frame, generated next frame (decoded).",
                 figures=["next_frames.png"]),
+        *_probe_sections(res.get("probe")),
         Section("VaVAM: open-loop planning",
-                f"{ol['windows']} held-out windows; K = {ol['num_samples']} samples of 10 Euler steps; errors in metres.",
-                [Table(["planner", "minADE", "FDE", "L2@1s", "L2@2s", "L2@3s", "windows"],
+                f"{ol['windows']} held-out windows; K = {ol['num_samples']} samples of 10 Euler steps; errors in metres. "
+                "Collision rate: share of planned trajectories whose ego box overlaps another vehicle's future box.",
+                [Table(["planner", "minADE", "FDE", "L2@1s", "L2@2s", "L2@3s", "collision rate", "windows"],
                        [[k, v["all"]["min_ade"], v["all"]["fde"], v["all"]["l2@1s"], v["all"]["l2@2s"], v["all"]["l2@3s"],
-                         v["all"]["count"]] for k, v in ol["rows"].items()]),
+                         v["all"].get("collision_rate", float("nan")), v["all"]["count"]] for k, v in ol["rows"].items()]),
                  Table(["planner", "right", "left", "straight"],
                        [[k, v["right"]["min_ade"], v["left"]["min_ade"], v["straight"]["min_ade"]] for k, v in ol["rows"].items()])],
                 figures=["trajectories.png"]),
@@ -154,6 +155,24 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
                             intro="The whole system trained and evaluated on the embedded driving world on a CPU.")
     headline = [f"{c}: {'met' if ok else 'NOT met'} ({m})" for c, ok, m in checks]
     return {"report_md": str(md), "report_html": str(html), "headline": headline}
+
+
+def _probe_sections(pr: dict | None) -> list[Section]:
+    """The semantic-probe section (absent in runs made before the probe existed)."""
+    if not pr:
+        return []
+    rows = [[name, r["miou"], r.get("pixel_accuracy", float("nan"))] for name, r in pr["rows"].items()]
+    per_class = list(next(iter(pr["rows"].values())).get("iou", {}))
+    tables = [Table(["features", "mIoU", "pixel accuracy"], rows)]
+    if per_class:
+        tables.append(Table(["features", *per_class],
+                            [[name, *(r["iou"].get(c, float("nan")) for c in per_class)]
+                             for name, r in pr["rows"].items()]))
+    text = (f"Hummingbird-style in-context segmentation of held-out frames from VaViM's middle-block features: "
+            f"a memory of patch features of {pr['memory_images']} training-town frames, k = 30 nearest neighbours, "
+            f"softmax temperature 0.02; {pr['query_images']} held-out queries. The untrained row is the same "
+            "architecture at initialisation. Per row: frame, ground truth, prediction.")
+    return [Section("VaViM: semantic probe on world labels", text, tables, ["probe_examples.png"])]
 
 
 def _closed_loop_table(cl: dict) -> Table:

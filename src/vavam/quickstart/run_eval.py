@@ -17,33 +17,6 @@ def _public(d: dict) -> dict:
     return {k: v for k, v in d.items() if not k.startswith("_")}
 
 
-def plot_trajectories(examples: list[dict], path: Path) -> None:
-    """Bird's-eye view of ground truth vs the K sampled trajectories of a few held-out windows."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = {0: "right", 1: "left", 2: "straight"}
-    n = len(examples)
-    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 3.6), squeeze=False)
-    for ax, ex in zip(axes[0], examples):
-        for k, traj in enumerate(ex["pred"]):
-            ax.plot(-traj[:, 1], traj[:, 0], "-o", ms=2, color="tab:blue", alpha=0.5, label="VaVAM samples" if k == 0 else None)
-        gt = ex["gt"]
-        ax.plot(-gt[:, 1], gt[:, 0], "-o", ms=3, color="black", label="ground truth")
-        ax.plot([0], [0], "^", color="tab:red")
-        ax.set_title(f"command: {names[ex['command']]}", fontsize=9)
-        ax.set_aspect("equal", adjustable="datalim")
-        ax.set_xlabel("right (m)")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("forward (m)")
-    axes[0][0].legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def run_all(out: Path, folder: Path, plan: QuickstartPlan, seed: int) -> dict[str, Any]:
     """Every evaluation of the quickstart; results in ``folder/results.json``, figures beside it."""
     import vavam
@@ -67,15 +40,41 @@ def run_all(out: Path, folder: Path, plan: QuickstartPlan, seed: int) -> dict[st
     results["next_frame"] = _public(nf)
     results["generated_frames"] = ev.generated_frames(tok, nf, folder)
     print("[eval] open-loop planning", flush=True)
-    ol = ev.open_loop(vam, train_set, heldout_set, num_samples=plan.num_samples, seed=seed)
+    from vavam.data.records import load_records
+    from vavam.eval.planning import plot_examples_bev
+
+    records = {r.name: r for r in load_records(out / "world" / "heldout.npz", check_files=False)}
+    ol = ev.open_loop(vam, train_set, heldout_set, num_samples=plan.num_samples, seed=seed, records=records)
     results["open_loop"] = _public(ol)
-    plot_trajectories([{k: (v.numpy() if torch.is_tensor(v) else v) for k, v in e.items()} for e in ol["_examples"]],
-                      folder / "trajectories.png")
+    plot_examples_bev(ol["_examples"], folder / "trajectories.png")
     results["command_following"] = ev.command_following(vam, heldout_set, num_samples=plan.num_samples, seed=seed)
+    print("[eval] semantic probe on world labels", flush=True)
+    results["probe"] = probe(vim, tok, out / "world", folder, seed)
     print("[eval] closed-loop hazard scenarios", flush=True)
     results["closed_loop"] = closed_loop(tok, vam, plan, seed, folder)
     atomic_write_json(folder / "results.json", results)
     return {"results": str(folder / "results.json")}
+
+
+def probe(vim, tok, world: Path, folder: Path, seed: int, samples: int = 96) -> dict[str, Any]:
+    """Hummingbird segmentation probe of VaViM's middle block on single frames with the world's labels (memory: training towns,
+    queries: held-out towns), beside the same architecture untrained; figure ``probe_examples.png``."""
+    import vavam
+    from vavam.eval.probe import run_probe, save_examples_figure
+    from vavam.eval.probe_data import WorldProbeData
+
+    memory = WorldProbeData(world, "train", "segmentation", window=1, max_samples=2 * samples)
+    queries = WorldProbeData(world, "heldout", "segmentation", window=1, max_samples=samples)
+    torch.manual_seed(seed)
+    untrained = vavam.build_model(vim.config).eval()
+    rows = {}
+    for name, model in (("VaViM", vim), ("VaViM untrained", untrained)):
+        res = run_probe(model, tok, memory, queries, task="segmentation", k=30, seed=seed, progress=False)
+        if name == "VaViM":
+            save_examples_figure(folder / "probe_examples.png", res.pop("_examples"), "segmentation",
+                                 memory.class_names)
+        rows[name] = _public(res)
+    return {"memory_images": len(memory), "query_images": len(queries), "rows": rows}
 
 
 def closed_loop(tok, vam, plan: QuickstartPlan, seed: int, folder: Path) -> dict[str, Any]:
