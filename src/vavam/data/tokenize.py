@@ -11,15 +11,35 @@ Resumable: scenes already recorded in the manifest (with files of the right size
 scene that was interrupted is redone. ``shard="i/N"`` takes every N-th scene of the sorted names
 starting at ``i`` and writes ``manifest.part-i-of-N.json``; after all shards finish,
 ``merge_manifests(root)`` (``vavam tokenize merge``) writes ``manifest.json``.
+
+Several processes / machines (``torchrun`` or SLURM)::
+
+    torchrun --nproc_per_node 8 -m vavam.cli tokenize --sources ... --out tokens/ --tokenizer vq.pt --device cuda
+    srun -n 16 vavam tokenize --sources ... --out tokens/ --tokenizer vq.pt --device cuda --shard auto
+
+Under ``torchrun`` (``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` in the environment; with ``--shard
+auto`` also SLURM's ``SLURM_PROCID`` / ``SLURM_NTASKS`` / ``SLURM_LOCALID``) each process takes the
+shard ``RANK/WORLD_SIZE`` and runs on ``cuda:LOCAL_RANK`` (``--device cuda`` or ``auto``). When a
+gloo process group can be formed (``MASTER_ADDR`` / ``MASTER_PORT`` set, as torchrun does), rank 0
+first folds the manifest parts of an earlier, interrupted run into ``manifest.json`` (whatever its
+process count), and after a barrier at the end merges this run's parts and checks that every scene
+arrived (``out`` must be a folder every machine sees). Without a process group each process writes
+its part and prints the ``vavam tokenize merge`` command to run once all have finished. Re-running
+the same command after a failure skips the finished scenes of every rank and redoes the rest.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,13 +56,20 @@ from vavam.data.tokens import (
     read_manifest,
 )
 
+#: how long a rank waits at a barrier for the slowest rank (a shard can take hours); torchrun ends
+#: the job sooner when a rank dies
+DIST_TIMEOUT = timedelta(hours=48)
+
 __all__ = [
-    "tokenize",
-    "tokenize_sources",
+    "LaunchInfo",
     "convert_npy_layout",
+    "launch_info",
     "merge_manifests",
     "parse_shard",
+    "resolve_device",
     "select_shard",
+    "tokenize",
+    "tokenize_sources",
     "tokenizer_identity_of",
 ]
 
@@ -183,7 +210,8 @@ def tokenize_sources(
         size / divisor: resize rule (see :func:`vavam.data.frames.preprocess_frame`).
         device: where the tokenizer runs (the model is moved there when it is an ``nn.Module``).
         bf16: encode under ``torch.autocast(dtype=bfloat16)``.
-        shard: ``"i/N"`` or ``(i, N)``: this process's share of the sorted scenes; writes a manifest part.
+        shard: ``"i/N"`` or ``(i, N)``: this process's share of the sorted scenes; writes a manifest part
+            (nothing when the share is empty and no image size is known: more shards than scenes).
         resume: skip scenes recorded with complete files (False: start the manifest afresh).
         num_workers: image-decoding threads per scene (0: decode in the main thread).
         progress: show a tqdm bar (frames, rate, ETA).
@@ -205,7 +233,7 @@ def tokenize_sources(
         dup = sorted({n for n in names if names.count(n) > 1})
         raise ValueError(f"duplicate scene names: {dup[:5]}")
     check_codebook_size(_codebook_size(tokenizer))
-    downsample = int(getattr(tokenizer, "downsample"))
+    downsample = int(tokenizer.downsample)
     by_name = {s.name: s for s in sources}
     mine = [by_name[n] for n in select_shard(names, shard_t)]
     dev = torch.device(device)
@@ -291,24 +319,181 @@ def tokenize_sources(
         if failed and image_size is None:  # every scene failed: no store
             return out / (part_manifest_name(*shard_t) if shard_t else MANIFEST)
         if not mine and image_size is None:
+            if shard_t is not None:  # an empty share (more shards than scenes): nothing to record
+                return out / part_manifest_name(*shard_t)
             raise ValueError("no scenes to tokenize and no image size given (pass height/width)")
         writer = make_writer(image_size)  # type: ignore[arg-type]
     return writer.manifest_path
+
+
+# ------------------------------------------------------------------------------ launch under torchrun / SLURM
+
+
+@dataclass(frozen=True)
+class LaunchInfo:
+    """This process's place in a multi-process launch: global ``rank`` of ``world_size``, ``local_rank`` on its machine."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    source: str  # "torchrun" or "slurm"
+
+
+def _env_int(env: Mapping[str, str], name: str) -> int:
+    try:
+        value = int(env[name])
+    except ValueError:
+        raise ValueError(f"environment variable {name}={env[name]!r} is not an integer") from None
+    if value < 0:
+        raise ValueError(f"environment variable {name}={value} is negative")
+    return value
+
+
+def launch_info(shard: str | None = None, environ: Mapping[str, str] | None = None) -> LaunchInfo | None:
+    """The multi-process launch this process belongs to, or None (a single process / manual shards).
+
+    Args:
+        shard: the ``shard`` argument of :func:`tokenize`: None reads torchrun's ``RANK`` /
+            ``WORLD_SIZE`` / ``LOCAL_RANK``; ``"auto"`` reads those, else SLURM's ``SLURM_PROCID`` /
+            ``SLURM_NTASKS`` / ``SLURM_LOCALID``; an explicit ``"i/N"`` -> None (manual shards).
+        environ: environment to read (default ``os.environ``).
+
+    Raises:
+        ValueError: a variable is not a non-negative integer, or the rank is not below the world size.
+    """
+    env = os.environ if environ is None else environ
+    if shard not in (None, "", "auto"):
+        return None
+    found = None
+    if "RANK" in env and "WORLD_SIZE" in env:
+        found = ("torchrun", "RANK", "WORLD_SIZE", "LOCAL_RANK")
+    elif shard == "auto" and "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
+        found = ("slurm", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID")
+    if found is None:
+        return None
+    source, rank_var, world_var, local_var = found
+    rank, world = _env_int(env, rank_var), _env_int(env, world_var)
+    if world < 1 or rank >= world:
+        raise ValueError(f"{rank_var}={rank} is not below {world_var}={world}")
+    local = _env_int(env, local_var) if local_var in env else 0
+    return LaunchInfo(rank, world, local, source)
+
+
+def resolve_device(device: str, local_rank: int | None = None) -> str:
+    """The device this process encodes on.
+
+    ``"auto"`` -> ``cuda:<local_rank>`` when CUDA is available, else ``"cpu"``; ``"cuda"`` in a
+    multi-process launch (``local_rank`` given) -> ``cuda:<local_rank>``; anything else unchanged.
+    """
+    if device == "auto":
+        if not torch.cuda.is_available():
+            return "cpu"
+        device = "cuda"
+    if device == "cuda" and local_rank is not None:
+        count = torch.cuda.device_count()
+        if count and local_rank >= count:
+            raise ValueError(f"local rank {local_rank} has no GPU of its own ({count} visible): "
+                             "launch at most one process per GPU")
+        return f"cuda:{local_rank}"
+    return device
+
+
+class _Group:
+    """Barriers and small collectives of a distributed tokenization over gloo.
+
+    Uses the caller's process group when one is initialised (through a gloo sub-group when its
+    backend is not gloo), else forms one from ``MASTER_ADDR`` / ``MASTER_PORT``; ``active`` is False
+    when neither is possible (the ranks then run independently).
+    """
+
+    def __init__(self, info: LaunchInfo) -> None:
+        import torch.distributed as dist
+
+        self.dist = dist
+        self.world_size = info.world_size
+        self.group: Any = None
+        self.created = False
+        self.active = False
+        if not dist.is_available() or info.world_size < 2:
+            return
+        if dist.is_initialized():
+            if dist.get_world_size() != info.world_size:
+                raise ValueError(f"the process group has {dist.get_world_size()} ranks, "
+                                 f"the launch environment says {info.world_size}")
+            if dist.get_backend() != "gloo":
+                self.group = dist.new_group(backend="gloo")
+            self.active = True
+            return
+        if not os.environ.get("MASTER_ADDR") or not os.environ.get("MASTER_PORT"):
+            return
+        try:
+            dist.init_process_group("gloo", init_method="env://", rank=info.rank, world_size=info.world_size)
+        except (RuntimeError, ValueError, OSError) as exc:
+            print(f"tokenize: rank {info.rank}: cannot form a process group ({exc}); continuing without one",
+                  file=sys.stderr)
+            return
+        self.created = self.active = True
+
+    def barrier(self) -> None:
+        """Wait for every rank (up to :data:`DIST_TIMEOUT`)."""
+        self.dist.monitored_barrier(group=self.group, timeout=DIST_TIMEOUT, wait_all_ranks=True)
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj`` (picklable), in rank order."""
+        out: list[Any] = [None] * self.world_size
+        self.dist.all_gather_object(out, obj, group=self.group)
+        return out
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        box = [obj]
+        self.dist.broadcast_object_list(box, src=0, group=self.group)
+        return box[0]
+
+    def close(self) -> None:
+        """Destroy the process group if this object formed it."""
+        if self.created:
+            self.dist.destroy_process_group()
+
+
+def _fold_earlier_parts(out: Path, resume: bool) -> None:
+    """Rank 0 before a distributed run: fold the parts of an earlier run into manifest.json (resume), or
+    remove manifest and parts (``resume=False``)."""
+    parts = sorted(out.glob("manifest.part-*-of-*.json")) if out.is_dir() else []
+    if not resume:
+        for p in [out / MANIFEST, *parts]:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+    elif parts:
+        merge_manifests(out, remove_parts=True)
+
+
+def _merge_and_check(out: Path, names: Sequence[str]) -> str | None:
+    """Rank 0 after a distributed run: merge the parts; an error message when scenes are missing."""
+    has_manifest = (out / MANIFEST).is_file() or any(out.glob("manifest.part-*-of-*.json"))
+    if not has_manifest:
+        return f"{out}: no manifest written by any rank" if names else None
+    merged = read_manifest(merge_manifests(out, remove_parts=True))
+    missing = sorted(set(names) - set(merged["scenes"]))
+    if missing:
+        return (f"{out / MANIFEST}: {len(missing)} of {len(names)} scenes missing after the merge "
+                f"(e.g. {missing[:3]}); is {out} a folder every machine sees? Re-run to finish them.")
+    return None
 
 
 def tokenize(
     sources: list[str],
     out: Path,
     tokenizer: str,
-    dataset: Optional[str] = None,
-    divisor: Optional[float] = None,
-    height: Optional[int] = None,
-    width: Optional[int] = None,
-    fps: Optional[float] = None,
+    dataset: str | None = None,
+    divisor: float | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    fps: float | None = None,
     batch_size: int = 64,
     device: str = "cpu",
     bf16: bool = False,
-    shard: Optional[str] = None,
+    shard: str | None = None,
     resume: bool = True,
     num_workers: int = 2,
     name_depth: int = 1,
@@ -327,9 +512,11 @@ def tokenize(
         width: explicit output width.
         fps: videos are resampled to this rate; image folders without timestamps get index / fps (default 10).
         batch_size: frames per encoder call.
-        device: cpu, cuda, cuda:1, ...
+        device: cpu, cuda, cuda:1, ..., or auto (cuda when available); under torchrun "cuda"/"auto" mean cuda:LOCAL_RANK.
         bf16: encode under bf16 autocast.
-        shard: "i/N": tokenize every N-th scene (sorted by name) from i; writes a manifest part (merge afterwards).
+        shard: "i/N": tokenize every N-th scene (sorted by name) from i and write a manifest part (merge
+            afterwards); "auto": shard by torchrun's RANK/WORLD_SIZE or SLURM's SLURM_PROCID/SLURM_NTASKS;
+            unset: automatic under torchrun, else all scenes.
         resume: skip scenes already in the manifest (False: restart the manifest).
         num_workers: image decoding threads.
         name_depth: scene name = last name_depth path components (2 -> channel/video_id).
@@ -337,14 +524,77 @@ def tokenize(
         progress: show a progress bar with ETA.
 
     Returns:
-        Path of the manifest (or manifest part) written.
+        Path of the manifest (or, for a shard without a process group, the manifest part) written.
+
+    Raises:
+        TokenStoreError: in a distributed run, scenes are missing after the final merge (e.g. ``out`` is not
+            shared between machines); RuntimeError: another rank failed.
     """
+    info = launch_info(shard)
+    if info is not None and info.world_size > 1:
+        shard = f"{info.rank}/{info.world_size}"
+    elif shard == "auto" or (info is not None and info.world_size == 1):
+        shard = None
+    local_rank = info.local_rank if info is not None else None
+    if local_rank is None and "LOCAL_RANK" in os.environ:  # explicit shards under a launcher
+        local_rank = _env_int(os.environ, "LOCAL_RANK")
+    device = resolve_device(device, local_rank)
+    if local_rank is not None and device.startswith("cuda:"):
+        torch.cuda.set_device(torch.device(device))
     size, div = _resize_args(dataset, divisor, height, width)
     found = discover_sources(sources, fps=fps, name_depth=name_depth, recursive=recursive)
     model = _load_tokenizer(tokenizer, device)
-    return tokenize_sources(found, out, model, batch_size=batch_size, size=size, divisor=div, device=device,
-                            bf16=bf16, shard=shard, resume=resume, num_workers=num_workers, progress=progress,
-                            fps=fps if fps is not None else 10.0)
+    out = Path(out)
+
+    def run() -> Path:
+        return tokenize_sources(found, out, model, batch_size=batch_size, size=size, divisor=div, device=device,
+                                bf16=bf16, shard=shard, resume=resume, num_workers=num_workers, progress=progress,
+                                fps=fps if fps is not None else 10.0)
+
+    if info is None or info.world_size < 2:
+        return run()
+    group = _Group(info)
+    if not group.active:
+        path = run()
+        print(f"tokenize: shard {info.rank}/{info.world_size} done ({path.name}); no process group "
+              f"(MASTER_ADDR/MASTER_PORT unset): once every shard has finished, run "
+              f"`vavam tokenize merge --root {out}`", file=sys.stderr)
+        return path
+    try:
+        problem = None
+        if info.rank == 0:
+            try:
+                _fold_earlier_parts(out, resume)
+            except (TokenStoreError, OSError) as exc:
+                problem = str(exc)
+        problem = group.broadcast(problem)  # (also the start barrier)
+        if problem is not None:
+            raise TokenStoreError(f"cannot resume the store: {problem}")
+        caught: Exception | None = None
+        try:
+            run()
+        except Exception as exc:  # noqa: BLE001 - reported to every rank, then re-raised on this one
+            caught = exc
+        group.barrier()
+        failed = [(r, e) for r, e in enumerate(group.gather(None if caught is None else
+                                                            f"{type(caught).__name__}: {caught}")) if e]
+        message = None
+        if info.rank == 0:
+            if failed:  # keep what is complete: a re-run resumes from the merged manifest
+                with contextlib.suppress(TokenStoreError):
+                    merge_manifests(out, remove_parts=True)
+            else:
+                message = _merge_and_check(out, [s.name for s in found])
+        message = group.broadcast(message)
+        if caught is not None:
+            raise caught
+        if failed:
+            raise RuntimeError(f"tokenize: rank(s) {[r for r, _ in failed]} failed; first: {failed[0][1]}")
+        if message is not None:
+            raise TokenStoreError(message)
+        return out / MANIFEST
+    finally:
+        group.close()
 
 
 # ------------------------------------------------------------------------------ npy layout conversion
@@ -403,11 +653,11 @@ def convert_npy_layout(
     fps: float = 10.0,
     timestamps: str = "auto",
     number_base: int = 1,
-    scenes_json: Optional[Path] = None,
+    scenes_json: Path | None = None,
     downsample: int = 16,
     codebook_size: int = 16384,
-    tokenizer: Optional[str] = None,
-    shard: Optional[str] = None,
+    tokenizer: str | None = None,
+    shard: str | None = None,
     resume: bool = True,
     progress: bool = True,
 ) -> Path:

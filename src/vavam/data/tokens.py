@@ -454,7 +454,9 @@ def merge_manifests(root: Path, remove_parts: bool = False) -> Path:
 
     Scenes of the existing ``manifest.json`` are kept; every part must agree on tokenizer, grid and
     image size; a scene recorded by two parts with different files or frame counts raises; a recorded
-    scene whose files are incomplete is dropped (it will be redone). Idempotent.
+    scene whose files are incomplete is dropped (it will be redone). Parts of runs with different
+    shard counts merge too (an interrupted run re-launched with another number of processes).
+    Idempotent.
 
     Args:
         root: the store folder.
@@ -472,9 +474,6 @@ def merge_manifests(root: Path, remove_parts: bool = False) -> Path:
     sources += [(p, read_manifest(p)) for p in parts]
     if not sources:
         raise TokenStoreError(f"{root}: no manifest.json nor manifest parts to merge")
-    counts = {int(p.name.split("-of-")[1].split(".")[0]) for p in parts}
-    if len(counts) > 1:
-        raise TokenStoreError(f"{root}: manifest parts of different shard counts {sorted(counts)}; remove stale parts")
     header = {k: v for k, v in sources[0][1].items() if k != "scenes"}
     scenes: dict[str, dict] = {}
     origin: dict[str, Path] = {}
