@@ -94,7 +94,8 @@ def command_following(vam, heldout_set, num_samples: int = 5, seed: int = 0) -> 
 
 @torch.no_grad()
 def generated_frames(tokenizer, frames: dict[str, torch.Tensor], folder: Path, max_rows: int = 4) -> dict[str, Any]:
-    """Decode generated vs true next frames; Fréchet distance of tokenizer-encoder features (not FID).
+    """Decode generated vs true next frames; Fréchet distance of tokenizer-encoder features (mean and std
+    per channel, :class:`vavam.eval.features.VQEncoderFeatures`; not FID).
 
     Writes ``folder/next_frames.png``: per row, the last context frame, the true next frame, the generated one.
     """
@@ -107,9 +108,13 @@ def generated_frames(tokenizer, frames: dict[str, torch.Tensor], folder: Path, m
 
     gen, true, ctx = decode(frames["_generated"]), decode(frames["_truth"]), decode(frames["_context"][:, -1])
 
+    from vavam.eval.features import VQEncoderFeatures
+
+    extractor = VQEncoderFeatures(tokenizer)  # the same features as `vavam eval quality --extractor vq`
+
     def feats(images: torch.Tensor) -> torch.Tensor:
-        z = torch.cat([tokenizer.encode_latents(images[i : i + 16]) for i in range(0, len(images), 16)])
-        return z.flatten(2).mean(-1).double()  # [N, D]: spatially pooled encoder latents
+        unit = ((images.float().clamp(-1, 1) + 1) / 2).clamp(0, 1)  # [-1, 1] -> [0, 1]
+        return torch.cat([extractor(unit[i : i + 16]) for i in range(0, len(unit), 16)]).double()  # [N, 2C]
 
     fd = frechet_distance_from_features(feats(gen), feats(true)) if len(gen) > 2 else float("nan")
     fd_copy = frechet_distance_from_features(feats(ctx), feats(true)) if len(gen) > 2 else float("nan")
@@ -118,5 +123,5 @@ def generated_frames(tokenizer, frames: dict[str, torch.Tensor], folder: Path, m
     folder.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid).save(folder / "next_frames.png")
     return {"frechet_tokenizer_features": fd, "frechet_tokenizer_features_copy": fd_copy,
-            "note": "Fréchet distance of pooled tokenizer-encoder features: not comparable to published FID",
+            "note": "Fréchet distance of tokenizer-encoder features (channel mean and std): not comparable to published FID",
             "figure": "next_frames.png"}
