@@ -83,7 +83,7 @@ def closed_loop(tok, vam, plan: QuickstartPlan, seed: int, folder: Path) -> dict
     from vavam.world.camera import Camera
     from vavam.world.evaluate import evaluate_planner
 
-    common = dict(runs=plan.closed_loop_runs, layouts=plan.closed_loop_layouts)
+    common = {"runs": plan.closed_loop_runs, "layouts": plan.closed_loop_layouts}
     planners = {
         "constant velocity": (ConstantVelocityPlanner(), None),
         "emergency brake": (EmergencyBrakePlanner(), None),
