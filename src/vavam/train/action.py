@@ -17,12 +17,24 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from vavam import presets
+from vavam import flow, presets
 from vavam.config import ActionConfig
 from vavam.data.records import load_records
 from vavam.data.tokens import TokenStore
 from vavam.data.windows import DEFAULT_STEP_TOLERANCE_US, TokenWindowDataset, WindowConfig, WindowIndex
 from vavam.io import atomic_write_json
+from vavam.train.distributed import (
+    CheckpointFormat,
+    ModuleTargets,
+    ScaleOut,
+    StrategyName,
+    check_launch,
+    finish_distributed,
+    gathered_parameters,
+    plan_batch,
+    recipe_global_batch,
+    scale_summary,
+)
 from vavam.train.lightning import MupWsdMixin, NanPolicy, fit_resumable
 from vavam.train.resume import step_generator
 
@@ -57,31 +69,72 @@ class ActionLitModule(MupWsdMixin, L.LightningModule):
         drop_iter: int = 0,
         seed: int = 0,
         nan_policy: NanPolicy = "stop",
+        accumulate: int = 1,
     ) -> None:
         super().__init__()
+        from vavam.config import config_to_dict
+
+        self.save_hyperparameters({"vavam_config": config_to_dict(model.config), "lr": lr, "weight_decay": weight_decay,
+                                   "warmup_iter": warmup_iter, "end_iter": end_iter, "drop_iter": drop_iter,
+                                   "seed": seed, "accumulate": accumulate})
         self.model = model
         self.model.video.requires_grad_(False)
         self.lr, self.weight_decay = lr, weight_decay
         self.schedule = (warmup_iter, end_iter, drop_iter)
         self.seed, self.nan_policy = seed, nan_policy
+        self.accumulate = accumulate
         self.data_step = 0  # set per batch by the trainer (batches consumed so far)
 
     def mup_width_multipliers(self) -> dict[str, float]:
         return {f"model.expert.{k}": v for k, v in expert_width_multipliers(self.model.expert).items()}
+
+    def distributed_targets(self) -> ModuleTargets:
+        """Scale-out targets. The joint attention calls the blocks' pieces, not their ``forward``, so FSDP
+        keeps one unit for the whole model; the expert's MLPs are checkpointed (VaViM runs without
+        gradients and keeps no activations); the MLPs of both streams are compiled."""
+        expert_mlps = tuple(b.mlp for b in self.model.expert.blocks)
+        video_mlps = tuple(b.mlp for b in self.model.video.blocks)
+        return ModuleTargets(fsdp_units=(), checkpoint=expert_mlps, compile=video_mlps + expert_mlps)
 
     def train(self, mode: bool = True):
         super().train(mode)
         self.model.video.eval()  # frozen (no dropout exists, but keep it explicit)
         return self
 
+    def _actions_dtype(self) -> torch.dtype:
+        """Float dtype of actions and noise: float32, or float64 when the module runs in double precision."""
+        return torch.float64 if self.model.expert.readout.weight.dtype == torch.float64 else torch.float32
+
     def _loss(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
-        return self.model.flow_loss(batch["tokens"], batch["commands"], batch["positions"].float(),
+        return self.model.flow_loss(batch["tokens"], batch["commands"], batch["positions"].to(self._actions_dtype()),
                                     generator=generator)
 
+    def step_noise(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flow noise ``[b, T, H, 2]`` and times ``[b, T]`` of this rank's batch.
+
+        They are drawn for the whole global batch of the optimiser step from a generator seeded by
+        ``(seed, step)`` and this batch takes the rows of its samples' positions in that global batch:
+        every sample gets the same noise however the global batch is split over ranks and accumulation
+        passes (a run on N devices equals a run on one), and a resume needs no RNG state.
+        """
+        positions = batch["positions"]
+        b, frames = positions.shape[:2]
+        world = self.trainer.world_size if self._trainer is not None else 1
+        rank = self.global_rank
+        step, micro = divmod(int(self.data_step), self.accumulate)
+        offset = micro * b * world + rank * b
+        c = self.model.config
+        gen = step_generator(self.seed, step, 0, device=positions.device)
+        noise = torch.randn((b * world * self.accumulate, *positions.shape[1:]), generator=gen,
+                            device=positions.device, dtype=self._actions_dtype())
+        t = flow.sample_time((b * world * self.accumulate, frames), sig_min=c.flow_sig_min, generator=gen,
+                             device=positions.device)
+        return noise[offset:offset + b], t[offset:offset + b]
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
-        # flow times and noise of a step depend only on (seed, step, rank): exact resume, no RNG state
-        gen = step_generator(self.seed, self.data_step, self.global_rank, device=batch["tokens"].device)
-        loss = self.checked_loss(self._loss(batch, gen))
+        noise, t = self.step_noise(batch)
+        actions = batch["positions"].to(self._actions_dtype())
+        loss = self.checked_loss(self.model.flow_loss(batch["tokens"], batch["commands"], actions, t=t, noise=noise))
         if loss is not None:
             self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False,
                      batch_size=len(batch["tokens"]))
@@ -136,12 +189,18 @@ class TrajectoryImages(L.Callback):
         return path
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.every and trainer.global_step % self.every == 0 and trainer.is_global_zero:
-            self.draw(pl_module, trainer.global_step)
+        if (batch_idx + 1) % max(1, int(trainer.accumulate_grad_batches)):  # inside an accumulated step
+            return
+        if self.every and trainer.global_step % self.every == 0:
+            with gathered_parameters(trainer):  # FSDP: every rank takes part in gathering the weights
+                if trainer.is_global_zero:
+                    self.draw(pl_module, trainer.global_step)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        if trainer.is_global_zero and not (self.every and trainer.global_step % self.every == 0):
-            self.draw(pl_module, trainer.global_step, log=False)
+        if not (self.every and trainer.global_step % self.every == 0):
+            with gathered_parameters(trainer):
+                if trainer.is_global_zero:
+                    self.draw(pl_module, trainer.global_step, log=False)
 
 
 def _collate(items: list[dict]) -> dict:
@@ -188,6 +247,14 @@ def train_action(
     plot_every: int = 150,
     recipe: Literal["release", "cpu"] | None = None,
     progress: bool = True,
+    devices: int = 1,
+    nodes: int = 1,
+    strategy: StrategyName = "auto",
+    global_batch: int | None = None,
+    accumulate: int = 1,
+    activation_checkpointing: bool = False,
+    compile: bool = False,
+    checkpoint_format: CheckpointFormat = "full",
 ) -> dict:
     """Train VaVAM's action expert on a frozen VaViM; writes our checkpoint folder to OUT/model.
 
@@ -198,7 +265,8 @@ def train_action(
         tokens: token store of the same scenes (joined to the records by timestamp).
         preset: an ActionConfig preset for the expert (its ``video`` part is replaced by the loaded VaViM's).
         steps: optimiser steps.
-        batch_size: windows per step.
+        batch_size: windows per device and forward pass (the global batch of a step is
+            ``batch_size x devices x nodes x accumulate``).
         lr: muP base learning rate.
         weight_decay: decoupled weight decay.
         init_std: override of the preset's expert init std.
@@ -221,13 +289,24 @@ def train_action(
         plot_every: draw predicted vs ground-truth trajectories of 4 fixed windows every this many
             steps (and at the end) to ``out/trajectories/`` (0: only at the end).
         recipe: fill the arguments left at their defaults from a recipe (``release``, ``cpu``; see
-            :mod:`vavam.train.recipes`); ``steps`` None means one epoch.
+            :mod:`vavam.train.recipes`); ``steps`` None means one epoch. A recipe's batch is its global
+            batch: without ``batch_size`` / ``global_batch`` it is split over the devices.
         progress: show a progress bar.
+        devices: devices (GPUs, or CPU processes) per node.
+        nodes: machines (launch one process per device, e.g. with torchrun; see docs/scale-out.md).
+        strategy: ``auto`` (one device: plain; several: ddp), ``ddp`` (the released recipe), ``fsdp`` or
+            ``deepspeed`` (ZeRO stage 2; needs the deepspeed package).
+        global_batch: windows per optimiser step; derives ``accumulate`` from ``batch_size x devices x nodes``.
+        accumulate: forward/backward passes per optimiser step (gradient accumulation).
+        activation_checkpointing: recompute the expert's MLP activations in backward.
+        compile: ``torch.compile`` the MLPs of VaViM and of the expert.
+        checkpoint_format: ``full`` (one file) or ``sharded`` (FSDP only; see ``vavam checkpoint consolidate``).
     """
     given = dict(locals())
     from vavam.train.recipes import ACTION_RECIPES, apply_recipe
 
     args, _ = apply_recipe(train_action, ACTION_RECIPES, recipe, given)
+    recipe_global_batch(train_action, args, given)
     args.pop("recipe")
     return _train_action(**args)
 
@@ -237,10 +316,17 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
                   warmup_frac: float, drop_frac: float, subsampling: int, val_records: Path | None,
                   val_tokens: Path | None, val_every: int, tokenizer: Path | None, seed: int, precision: str,
                   num_workers: int, ckpt_every: int, keep: int, resume: bool, nan_policy: NanPolicy,
-                  plot_every: int, progress: bool) -> dict:
+                  plot_every: int, progress: bool, devices: int = 1, nodes: int = 1, strategy: StrategyName = "auto",
+                  global_batch: int | None = None, accumulate: int = 1, activation_checkpointing: bool = False,
+                  compile: bool = False, checkpoint_format: CheckpointFormat = "full") -> dict:
     import vavam
     from vavam.action import VideoActionModel, save_action_model
 
+    plan = plan_batch(batch_size, devices, nodes, global_batch, accumulate)
+    scale = ScaleOut(devices=devices, nodes=nodes, strategy=strategy, accumulate=plan.accumulate,
+                     activation_checkpointing=activation_checkpointing, compile=compile,
+                     checkpoint_format=checkpoint_format)
+    check_launch(scale, "vavam train action")
     L.seed_everything(seed, workers=True, verbose=False)
     vim = vavam.load_video_model(video)
     config = presets.get(preset)
@@ -255,13 +341,13 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
     model.video.requires_grad_(False)
     train_set = make_window_dataset(records, tokens, frames, subsampling)
     if steps is None:  # one epoch
-        steps = -(-len(train_set) // batch_size)
+        steps = -(-len(train_set) // plan.global_batch)
     val_loader = None
     if val_records is not None and val_tokens is not None:
         val_loader = DataLoader(make_window_dataset(val_records, val_tokens, frames, subsampling),
                                 batch_size=batch_size, collate_fn=_collate, num_workers=num_workers)
     module = ActionLitModule(model, lr, weight_decay, int(warmup_frac * steps), steps, int(drop_frac * steps),
-                             seed=seed, nan_policy=nan_policy)
+                             seed=seed, nan_policy=nan_policy, accumulate=plan.accumulate)
     out = Path(out)
     start = time.perf_counter()
     plot_set = val_loader.dataset if val_loader is not None else train_set
@@ -270,13 +356,20 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
     fit = fit_resumable(module, train_set, out=out, steps=steps, batch_size=batch_size, seed=seed,
                         precision=precision, progress=progress, collate_fn=_collate, val_loaders=val_loader,
                         val_every=val_every, ckpt_every=ckpt_every, keep=keep, resume=resume,
-                        num_workers=num_workers, deterministic=False, extra_callbacks=[plots])
+                        num_workers=num_workers, deterministic=False, extra_callbacks=[plots], scale=scale)
     summary = {"steps": steps, "seconds": round(time.perf_counter() - start, 2), "windows": len(train_set),
-               "resumed_from": fit.resumed_from,
+               "resumed_from": fit.resumed_from, "scale": scale_summary(scale, plan),
                "metrics": {k: float(v) for k, v in fit.trainer.callback_metrics.items()}}
-    meta = {"train": summary, "video": str(video), "records": str(records), "tokens": str(tokens)}
-    if tokenizer is not None:
-        meta["tokenizer"] = str(Path(tokenizer).resolve())
-    save_action_model(model, out / "model", meta=meta)
-    atomic_write_json(out / "summary.json", summary)
+    if fit.trainer.is_global_zero:  # rank 0 writes the model and the summary
+        meta = {"train": summary, "video": str(video), "records": str(records), "tokens": str(tokens)}
+        if tokenizer is not None:
+            meta["tokenizer"] = str(Path(tokenizer).resolve())
+        if scale.resolved_strategy in ("fsdp", "deepspeed"):  # the module holds shards; the last checkpoint is whole
+            from vavam.train.consolidate import consolidate_to
+
+            consolidate_to(fit.last_checkpoint, out / "model", kind="action", meta=meta)
+        else:
+            save_action_model(model, out / "model", meta=meta)
+        atomic_write_json(out / "summary.json", summary)
+    finish_distributed()
     return summary

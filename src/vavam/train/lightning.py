@@ -1,5 +1,6 @@
 """Shared Lightning pieces of vavam's trainers: the muP/WSD optimiser hook, training-health checks
-(non-finite losses, gradient norms, loss spikes) and a resumable ``fit`` (see :mod:`vavam.train.resume`)."""
+(non-finite losses, gradient norms, loss spikes) and a resumable ``fit`` (see :mod:`vavam.train.resume`)
+on one device or many (DDP / FSDP / DeepSpeed, gradient accumulation; see :mod:`vavam.train.distributed`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from vavam.train.distributed import ModuleTargets, ScaleOut, clean_name, is_sharded, make_strategy, prepare_module
 from vavam.train.optim import build_optimizer, build_wsd_scheduler
 from vavam.train.resume import (
     ResumeCallback,
@@ -44,9 +46,14 @@ class MupWsdMixin:
     spike_factor: float = 3.0
 
     def configure_optimizers(self):
-        opt = build_optimizer(self, self.lr, self.weight_decay)
+        # parameter names without wrapper prefixes (FSDP units, activation checkpointing, compile), so that
+        # the muP multipliers, declared with plain names, find their parameters however the model is wrapped
+        opt = build_optimizer(_PlainNames(self), self.lr, self.weight_decay)
         sched = build_wsd_scheduler(opt, *self.schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _world_size(self) -> int:
+        return int(self.trainer.world_size) if self._trainer is not None else 1
 
     # -- health
     @property
@@ -58,17 +65,23 @@ class MupWsdMixin:
     def checked_loss(self, loss: torch.Tensor, what: str = "training loss") -> torch.Tensor | None:
         """``loss`` if finite; else raise (policy "stop") or return None to skip the step (policy "skip")."""
         stats = self.step_stats
-        stats.clear()
+        accumulate = int(self.trainer.accumulate_grad_batches) if self._trainer is not None else 1
+        if int(getattr(self, "data_step", 0)) % accumulate == 0:  # first batch of an optimiser step
+            stats.clear()
         value = float(loss.detach())
         step = self.trainer.global_step if self._trainer is not None else -1
-        if not math.isfinite(value):
+        finite = math.isfinite(value)
+        if self._world_size() > 1:  # every rank takes the same decision (else the others wait forever)
+            finite = bool(self.trainer.strategy.reduce_boolean_decision(finite, all=True))
+        desc = f"{what} is {value}" if not math.isfinite(value) else f"{what} is non-finite on another rank"
+        if not finite:
             if self.nan_policy == "skip":
                 self.skipped_steps = getattr(self, "skipped_steps", 0) + 1
-                warnings.warn(f"{what} is {value} at step {step}: step skipped (nan_policy='skip')", stacklevel=2)
+                warnings.warn(f"{desc} at step {step}: step skipped (nan_policy='skip')", stacklevel=2)
                 stats["skipped"] = 1.0
                 return None
             raise FloatingPointError(
-                f"{what} is {value} at step {step}: stopping before it corrupts the weights "
+                f"{desc} at step {step}: stopping before it corrupts the weights "
                 "(use nan_policy='skip' to skip such steps; the last checkpoint is intact)")
         mean = getattr(self, "_loss_mean", None)
         count = getattr(self, "_loss_count", 0)
@@ -80,24 +93,51 @@ class MupWsdMixin:
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Log the gradient norm before clipping (the global norm: FSDP shards are summed over ranks)."""
         grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if grads:
+        sharded = self._trainer is not None and is_sharded(self.trainer)
+        if sharded:  # local shards: sum the squares over ranks
+            squares = torch.stack([g.float().pow(2).sum() for g in grads]).sum() if grads else torch.zeros(())
+            squares = squares.to(self.device)
+            torch.distributed.all_reduce(squares)
+            norm = float(squares.sqrt())
+        elif grads:
             norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))
+        if grads or sharded:
             self.step_stats["grad_norm"] = norm
             self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
 
 
+class _PlainNames:
+    """A module seen by the muP optimiser builder with wrapper prefixes removed from parameter names."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module = module
+
+    def named_parameters(self):
+        return ((clean_name(n), p) for n, p in self.module.named_parameters())
+
+    def mup_width_multipliers(self) -> dict[str, float]:
+        get = getattr(self.module, "mup_width_multipliers", None)
+        return dict(get()) if get is not None else {}
+
+
 def make_trainer(out: Path, steps: int, precision: str, progress: bool, batches_per_epoch: int,
                  val_every: int | None = None, deterministic: bool = True,
-                 callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
-    """A single-device Trainer: ``steps`` optimiser steps, clip 1.0, CSV logs in ``out/logs``, atomic
-    hashed weights-only checkpoints, validation every ``val_every`` steps when given (else never)."""
+                 callbacks: Sequence[L.Callback] = (), strategy: Any = "auto", devices: int = 1, nodes: int = 1,
+                 accumulate: int = 1) -> L.Trainer:
+    """A Trainer: ``steps`` optimiser steps of ``accumulate`` batches each, clip 1.0, CSV logs in ``out/logs``,
+    atomic hashed weights-only checkpoints, validation every ``val_every`` optimiser steps when given (else
+    never), on ``devices`` x ``nodes`` devices with ``strategy`` (see :func:`vavam.train.distributed.make_strategy`).
+    ``batches_per_epoch`` counts batches (``steps x accumulate`` for our step-addressed samplers)."""
     from lightning.pytorch.loggers import CSVLogger
 
+    val_batches = val_every * accumulate if val_every else None
     return L.Trainer(
-        max_steps=steps, accelerator="auto", devices=1, precision=precision, gradient_clip_val=1.0,
+        max_steps=steps, accelerator="auto", devices=devices, num_nodes=nodes, strategy=strategy,
+        precision=precision, gradient_clip_val=1.0, accumulate_grad_batches=accumulate,
         logger=CSVLogger(out, name="logs"), enable_checkpointing=False, enable_progress_bar=progress,
-        enable_model_summary=False, val_check_interval=min(val_every, batches_per_epoch) if val_every else None,
+        enable_model_summary=False, val_check_interval=min(val_batches, batches_per_epoch) if val_batches else None,
         check_val_every_n_epoch=None if val_every else 1, num_sanity_val_steps=0, deterministic=deterministic,
         log_every_n_steps=10, callbacks=list(callbacks), plugins=[SafeCheckpointIO()],
         use_distributed_sampler=False,
@@ -105,12 +145,21 @@ def make_trainer(out: Path, steps: int, precision: str, progress: bool, batches_
 
 
 class _DataPosition(L.Callback):
-    """Counts training batches consumed (skipped steps included); saved in checkpoints, so the
-    :class:`StepBatchSampler` restarts exactly after the last consumed batch, and exposes the
-    count to the module as ``data_step`` (seed of per-step randomness)."""
+    """Counts training batches consumed (skipped steps included; with gradient accumulation, batches,
+    not optimiser steps); saved in checkpoints, so the :class:`StepBatchSampler` restarts exactly after
+    the last consumed batch, and exposes the count to the module as ``data_step`` (seed of per-step
+    randomness). Tells the sampler its rank and world size once the processes exist (``setup``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, sampler: StepBatchSampler | None = None) -> None:
         self.consumed = 0
+        self.sampler = sampler
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if self.sampler is not None:
+            rank, world = int(trainer.global_rank), int(trainer.world_size)
+            if not 0 <= rank < world:
+                raise ValueError(f"rank {rank} outside world size {world}")
+            self.sampler.rank, self.sampler.world_size = rank, world
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         pl_module.data_step = self.consumed
@@ -127,12 +176,13 @@ class _DataPosition(L.Callback):
 
 @dataclass
 class FitResult:
-    """What :func:`fit_resumable` did: the trainer, the step it resumed from (0: fresh) and the
-    checkpoint it resumed from."""
+    """What :func:`fit_resumable` did: the trainer, the step it resumed from (0: fresh), the
+    checkpoint it resumed from and the last checkpoint it wrote (the final state)."""
 
     trainer: L.Trainer
     resumed_from: int
     checkpoint: Path | None
+    last_checkpoint: Path | None = None
 
 
 def fit_resumable(
@@ -154,30 +204,43 @@ def fit_resumable(
     num_workers: int = 0,
     deterministic: bool = True,
     extra_callbacks: Sequence[L.Callback] = (),
+    scale: ScaleOut | None = None,
 ) -> FitResult:
     """Run ``steps`` optimiser steps of ``module`` on ``train_set`` with exact resume.
 
-    Batches come from a :class:`StepBatchSampler` (step ``k``'s batch is a function of ``(seed, k)``);
+    ``batch_size`` is the batch of one device and pass; with ``scale`` (devices, nodes, strategy,
+    accumulation, activation checkpointing, compile) an optimiser step consumes
+    ``batch_size x devices x nodes x accumulate`` samples. The module may declare the modules to
+    shard / checkpoint / compile with a ``distributed_targets() -> ModuleTargets`` method.
+
+    Batches come from a :class:`StepBatchSampler` (batch ``k`` is a function of ``(seed, k)``, each rank
+    takes its slice);
     checkpoints ``out/checkpoints/step-XXXXXXXX.ckpt`` are written every ``ckpt_every`` steps, at the
     end, and on SIGTERM / SIGUSR1 (then the process exits with status 128 + signal after saving).
     With ``resume`` the newest intact checkpoint of ``out`` is restored (weights, optimiser, schedule,
     loop counters, data position) and the per-step log ``out/metrics.jsonl`` is cut back to it.
     """
     out = Path(out)
+    scale = scale or ScaleOut()
     ckpt = find_resume_checkpoint(out) if resume else None
     start = checkpoint_step(ckpt) if ckpt is not None else 0
     if ckpt is not None:
         print(f"resuming from {ckpt} (step {start} of {steps})", file=sys.stderr)
-    sampler = StepBatchSampler(len(train_set), batch_size, seed, total_steps=steps)
-    position = _DataPosition()
+    sampler = StepBatchSampler(len(train_set), batch_size, seed, total_steps=steps * scale.accumulate)
+    position = _DataPosition(sampler)
     sampler.position = lambda: position.consumed
     loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate_fn, num_workers=num_workers,
                         persistent_workers=False)
     saver = ResumeCallback(out, every_n_steps=ckpt_every, keep=keep, resumed_step=start)
     if val_loaders is not None and not isinstance(val_loaders, list):
         val_loaders = [val_loaders]
-    trainer = make_trainer(out, steps, precision, progress, steps, val_every if val_loaders else None,
-                           deterministic=deterministic, callbacks=[position, saver, *extra_callbacks])
+    targets = module.distributed_targets() if hasattr(module, "distributed_targets") else ModuleTargets()
+    strategy = make_strategy(scale, targets, precision)
+    prepare_module(scale, module, targets)
+    trainer = make_trainer(out, steps, precision, progress, steps * scale.accumulate,
+                           val_every if val_loaders else None, deterministic=deterministic,
+                           callbacks=[position, saver, *extra_callbacks], strategy=strategy, devices=scale.devices,
+                           nodes=scale.nodes, accumulate=scale.accumulate)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch.*")
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -188,7 +251,8 @@ def fit_resumable(
                 raise
     if saver.preempted is not None:
         name = signal.Signals(saver.preempted).name
-        print(f"{name} received: checkpoint {saver.last_saved} written at step {trainer.global_step}; "
-              f"rerun with --resume to continue", file=sys.stderr)
+        if trainer.is_global_zero:
+            print(f"{name} received: checkpoint {saver.last_saved} written at step {trainer.global_step}; "
+                  f"rerun with --resume to continue", file=sys.stderr)
         raise SystemExit(128 + int(saver.preempted))
-    return FitResult(trainer, start, ckpt)
+    return FitResult(trainer, start, ckpt, saver.last_saved)

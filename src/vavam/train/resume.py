@@ -15,7 +15,13 @@ curve in fp32 on CPU, data position included):
 - :class:`ResumeCallback`: checkpoints every ``every_n_steps`` optimiser steps (``step-XXXXXXXX.ckpt``,
   the newest ``keep`` kept) and when the process receives SIGTERM or SIGUSR1 (cluster pre-emption);
   appends one JSON line per step to ``metrics.jsonl`` (the loss curve), truncated back to the
-  checkpoint's step on resume so that replayed steps are not logged twice.
+  checkpoint's step on resume so that replayed steps are not logged twice. With several ranks the
+  pre-emption decision is agreed by all of them, the logged loss is the mean over ranks and over the
+  gradient-accumulation batches of the step, and checkpoints are only taken between optimiser steps.
+
+Sharded checkpoints (FSDP ``checkpoint_format="sharded"``, DeepSpeed) are folders named like the
+files; each gets a ``.sha256`` sidecar listing its files and their sizes once every rank has written
+its part, and a folder whose files do not match the list is treated like a corrupt file.
 
 :func:`find_resume_checkpoint` picks the newest intact checkpoint of a run folder and warns about
 any newer one that is truncated or corrupt.
@@ -28,6 +34,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import threading
 import warnings
@@ -53,6 +60,8 @@ __all__ = [
     "write_checkpoint",
     "prune_checkpoints",
     "PreemptionSignals",
+    "verify_checkpoint",
+    "write_folder_manifest",
 ]
 
 CKPT_DIR = "checkpoints"
@@ -210,11 +219,48 @@ def write_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
 
 
 def prune_checkpoints(run: str | os.PathLike, keep: int) -> None:
-    """Delete all but the newest ``keep`` step checkpoints of a run (and their sidecars)."""
+    """Delete all but the newest ``keep`` step checkpoints of a run (files or folders, and their sidecars)."""
     if keep > 0:
         for old in list_checkpoints(run)[:-keep]:
-            old.unlink(missing_ok=True)
-            _sidecar(old).unlink(missing_ok=True)
+            _sidecar(old).unlink(missing_ok=True)  # first: a half-deleted folder is then never "intact"
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
+
+
+def write_folder_manifest(path: str | os.PathLike, step: int | None = None) -> Path:
+    """Write the ``.sha256`` sidecar of a sharded checkpoint folder: its files and their sizes."""
+    path = Path(path)
+    files = {str(f.relative_to(path)): f.stat().st_size for f in sorted(path.rglob("*")) if f.is_file()}
+    if not files:
+        raise CheckpointError(f"{path}: empty checkpoint folder")
+    atomic_write_json(_sidecar(path), {"folder": True, "files": files, "global_step": step})
+    return _sidecar(path)
+
+
+def verify_checkpoint(path: str | os.PathLike) -> None:
+    """Check a checkpoint without keeping it: a file must load weights-only with a matching hash
+    (:func:`read_checkpoint`); a folder must match the file list of its sidecar.
+
+    Raises:
+        CheckpointError: missing, truncated or corrupt.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        read_checkpoint(path)
+        return
+    side = _sidecar(path)
+    try:
+        meta = json.loads(side.read_text())
+        files = dict(meta["files"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: checkpoint folder without a readable file list ({side.name}): "
+                              "incomplete (a kill while it was written?)") from exc
+    for name, size in files.items():
+        f = path / name
+        if not f.is_file() or f.stat().st_size != size:
+            raise CheckpointError(f"{path}: {name} is missing or truncated (corrupt checkpoint folder)")
 
 
 class PreemptionSignals:
@@ -279,7 +325,7 @@ def find_resume_checkpoint(run: str | os.PathLike) -> Path | None:
     bad = []
     for path in reversed(candidates):
         try:
-            read_checkpoint(path)
+            verify_checkpoint(path)
         except CheckpointError as exc:
             warnings.warn(f"skipping unusable checkpoint: {exc}", stacklevel=2)
             bad.append(str(exc))
@@ -310,6 +356,8 @@ class ResumeCallback(L.Callback):
         self._signals = PreemptionSignals(signals)
         self._log: Any = None
         self.last_saved: Path | None = None
+        self._loss_sum, self._loss_count = 0.0, 0
+        self._at_step_boundary = True  # False between the batches of one accumulated optimiser step
 
     # -- paths
     @property
@@ -352,20 +400,48 @@ class ResumeCallback(L.Callback):
             f.write("".join(k + "\n" for k in kept))
         self._log = open(self.log_path, "a", encoding="utf-8")
 
+    def _step_loss(self, trainer: L.Trainer, pl_module: L.LightningModule) -> float | None:
+        """Loss of the optimiser step just taken: mean over its accumulation batches (Lightning reports each
+        divided by their number) and over ranks (a collective: every rank calls this at every step)."""
+        total, count = self._loss_sum, self._loss_count
+        self._loss_sum, self._loss_count = 0.0, 0
+        if trainer.world_size > 1:
+            t = torch.tensor([total, float(count > 0)], dtype=torch.float64, device=trainer.strategy.root_device)
+            torch.distributed.all_reduce(t)
+            total, count = float(t[0]) / trainer.world_size, int(t[1])
+        return total if count else None
+
+    def _agree_on_signal(self, trainer: L.Trainer) -> None:
+        """Make every rank see a pre-emption signal that any rank received (the highest signal number)."""
+        if trainer.world_size <= 1:
+            return
+        t = torch.tensor([self.preempted or 0], dtype=torch.int64, device=trainer.strategy.root_device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        if int(t) and self._signals.received is None:
+            self._signals.received = int(t)
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):
+            self._loss_sum += float(loss.detach())
+            self._loss_count += 1
+        self._at_step_boundary = (batch_idx + 1) % max(1, int(trainer.accumulate_grad_batches)) == 0
+        if not self._at_step_boundary:  # inside an accumulated step: nothing is logged or saved
+            return
         step = trainer.global_step
+        step_loss = self._step_loss(trainer, pl_module)
         if trainer.is_global_zero and self._log is not None:
             row = {"step": step}
-            loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-            if isinstance(loss, torch.Tensor):
-                row["loss"] = float(loss.detach())
+            if step_loss is not None:
+                row["loss"] = step_loss
             row.update({k: float(v) for k, v in getattr(pl_module, "step_stats", {}).items()})
             opt = trainer.optimizers[0] if trainer.optimizers else None
             if opt is not None:
                 row["lr"] = float(opt.param_groups[0]["lr"])
             self._log.write(json.dumps(row) + "\n")
             self._log.flush()
+        self._agree_on_signal(trainer)
         periodic = self.every_n_steps and step % self.every_n_steps == 0
         if periodic or self.preempted is not None:
             self.save(trainer, step)
@@ -378,16 +454,22 @@ class ResumeCallback(L.Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         # Lightning turns SIGTERM into an exception at the next loop boundary (possibly inside
-        # validation): the last optimiser step is complete, so its state is saved here.
-        if self.preempted is not None and (self.last_saved is None
-                                           or checkpoint_step(self.last_saved) != trainer.global_step):
+        # validation): the last optimiser step is complete, so its state is saved here -- unless the
+        # exception came between the batches of an accumulated step (the newest checkpoint then stays).
+        if self.preempted is not None and self._at_step_boundary and (
+                self.last_saved is None or checkpoint_step(self.last_saved) != trainer.global_step):
             self.save(trainer, trainer.global_step)
 
     def save(self, trainer: L.Trainer, step: int) -> Path:
-        """Write ``step-XXXXXXXX.ckpt`` now (all ranks call; rank 0 writes) and prune old ones."""
+        """Write ``step-XXXXXXXX.ckpt`` now (all ranks call; rank 0 writes a file, or every rank its shards
+        of a folder, which rank 0 then lists in the sidecar) and prune old ones."""
         path = self.checkpoint_path(step)
-        trainer.save_checkpoint(path, weights_only=False)
+        if trainer.is_global_zero:
+            _sidecar(path).unlink(missing_ok=True)  # an older folder of this name is not intact while rewritten
+        trainer.save_checkpoint(path, weights_only=False)  # ends with a barrier: every rank has written
         self.last_saved = path
         if trainer.is_global_zero:
+            if path.is_dir():
+                write_folder_manifest(path, step)
             prune_checkpoints(self.run, self.keep)
         return path

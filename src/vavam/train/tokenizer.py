@@ -16,6 +16,13 @@ Outputs in ``out``::
     reconstructions.png   validation frames (top) and their reconstructions (bottom)
     summary.json          the returned summary
     tb/                   TensorBoard events, when tensorboard=True
+
+Several devices (``--devices N --nodes M``, launched by ``torchrun``; see docs/scale-out.md): plain data
+parallelism. Step ``k``'s global batch of ``batch_size x devices x nodes x accumulate`` images is the
+one a single process with that batch would draw; each rank takes its slices, gradients are averaged
+by one all-reduce, code usage and latents of the whole global batch are gathered on every rank so
+that dead-code restarts are identical everywhere, and rank 0 writes all files. Terms computed over a
+batch rather than per image (the codebook entropy loss, the adaptive GAN weight) use each micro batch.
 """
 
 from __future__ import annotations
@@ -32,9 +39,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vavam.config import config_to_dict
 from vavam.io import atomic_write, atomic_write_bytes, atomic_write_text
 from vavam.tokenizer.losses import LossConfig, TokenizerLoss, load_perceptual_loss
 from vavam.train.codebook import CodebookMonitor
+from vavam.train.distributed import LoopParallel, ScaleOut, StrategyName, apply_activation_checkpointing, plan_batch
 from vavam.train.resume import (
     PreemptionSignals,
     find_resume_checkpoint,
@@ -256,6 +265,13 @@ def train_tokenizer(
     nan_policy: str = "stop",
     tensorboard: bool = False,
     progress: bool = True,
+    devices: int = 1,
+    nodes: int = 1,
+    strategy: StrategyName = "auto",
+    global_batch: Optional[int] = None,
+    accumulate: int = 1,
+    activation_checkpointing: bool = False,
+    compile: bool = False,
 ) -> dict[str, Any]:
     """Train a VQ tokenizer and write it to ``out/tokenizer`` (our checkpoint folder).
 
@@ -263,7 +279,7 @@ def train_tokenizer(
         out: output folder (checkpoint, resume state, metrics.csv, reconstructions.png).
         preset: tokenizer preset name (``vq_tiny``, ``vq16``).
         steps: training steps (generator updates).
-        batch_size: images per step.
+        batch_size: images per device and forward pass (a step uses ``batch_size x devices x nodes x accumulate``).
         lr: peak AdamW learning rate (betas 0.9/0.95, no weight decay).
         warmup_steps: steps of linear learning-rate warmup.
         final_lr_ratio: cosine decay from ``lr`` to ``final_lr_ratio * lr`` at the last step (1: constant).
@@ -290,6 +306,13 @@ def train_tokenizer(
         nan_policy: "stop" on a non-finite loss (default) or "skip" the step (no update).
         tensorboard: also write TensorBoard events to ``out/tb``.
         progress: show a progress bar with ETA.
+        devices: processes (GPUs) per node; with more than one, launch with ``torchrun --nproc_per_node``.
+        nodes: machines.
+        strategy: ``auto`` or ``ddp`` (data parallelism; the tokenizer is not sharded).
+        global_batch: images per step; derives ``accumulate`` from ``batch_size x devices x nodes``.
+        accumulate: forward/backward passes per step (gradient accumulation).
+        activation_checkpointing: recompute the encoder's and decoder's block activations in backward.
+        compile: ``torch.compile`` the encoder and the decoder.
 
     Returns:
         summary dict: initial/final held-out PSNR, codebook usage, dead-code restarts, seconds per step, paths.
@@ -298,6 +321,10 @@ def train_tokenizer(
     from vavam.tokenizer import save_tokenizer
 
     out = Path(out)
+    plan = plan_batch(batch_size, devices, nodes, global_batch, accumulate)
+    par = LoopParallel(ScaleOut(devices=devices, nodes=nodes, strategy=strategy, accumulate=plan.accumulate),
+                       device=device)
+    device = str(par.device)
     out.mkdir(parents=True, exist_ok=True)
     if precision not in ("32", "bf16-mixed"):
         raise ValueError(f"precision must be '32' or 'bf16-mixed', got {precision!r}")
@@ -310,6 +337,13 @@ def train_tokenizer(
 
     torch.manual_seed(seed)
     model = vavam.build_model(config).to(device).train()
+    if activation_checkpointing:
+        from vavam.tokenizer.vq import AttnBlock, ResnetBlock
+
+        apply_activation_checkpointing(model, [m for m in model.modules() if isinstance(m, (ResnetBlock, AttnBlock))])
+    if compile:
+        model.encoder.compile()
+        model.decoder.compile()
     perceptual = load_perceptual_loss(perceptual_weights).to(device) if perceptual_weights is not None else None
     loss_config = LossConfig(
         l1_weight=l1_weight, l2_weight=l2_weight, perceptual_weight=perceptual_weight,
@@ -346,14 +380,19 @@ def train_tokenizer(
         monitor.load_state_dict(state["monitor"])
         start, rows, initial = int(state["step"]), json.loads(state["rows"]), json.loads(state["initial"])
         running = json.loads(state.get("running", "{}"))
-    log = _MetricsLog(out / "metrics.csv", rows, out / "tb" if tensorboard else None)
+    log = _MetricsLog(out / "metrics.csv", rows, out / "tb" if tensorboard and par.is_main else None)
     if initial is None:
         initial = evaluate(model, val, device=device)
         log.log(0, {"val_psnr": initial["psnr"], "codebook_usage": initial["codebook_usage"]})
 
     active = criterion.active()
-    _say(
-        f"training {preset} on {source.description}, {steps} steps x {batch_size}, lr {lr:g}, precision {precision}; "
+    say = _say if par.is_main else (lambda message: None)
+    if plan.world_size > 1 or plan.accumulate > 1:
+        say(f"global batch {plan.global_batch} = {plan.micro_batch} per device x {plan.world_size} device(s) x "
+            f"{plan.accumulate} accumulation pass(es)")
+    say(
+        f"training {preset} on {source.description}, {steps} steps x {plan.global_batch}, lr {lr:g}, "
+        f"precision {precision}; "
         f"active losses: {', '.join(active)}; dead-code restarts every {dead_code_window or 'never'} steps; "
         f"initial held-out PSNR {initial['psnr']:.2f} dB"
         + (f" (resuming at step {start})" if start else "")
@@ -365,13 +404,18 @@ def train_tokenizer(
             "metrics": {"val_psnr": metrics["psnr"], "codebook_usage": metrics["codebook_usage"],
                         "initial_val_psnr": initial["psnr"], "dead_code_restarts": monitor.restarts},
             "training": {"preset": preset, "steps": steps, "batch_size": batch_size, "lr": lr,
+                         "global_batch": plan.global_batch, "world_size": plan.world_size,
+                         "accumulate": plan.accumulate,
                          "warmup_steps": warmup_steps, "final_lr_ratio": final_lr_ratio,
                          "image_size": [height, width], "data": data, "seed": seed, "precision": precision,
                          "losses": active},
         }
+        if not par.is_main:
+            return
         save_tokenizer(model, out / "tokenizer", meta)
         state = {
             "step": step,
+            "config": config_to_dict(config),
             "model": model.state_dict(),
             "opt": opt.state_dict(),
             "discriminator": criterion.discriminator.state_dict() if criterion.discriminator is not None else None,
@@ -386,47 +430,71 @@ def train_tokenizer(
         log.flush()
 
     bar = None
-    if progress:
+    if progress and par.is_main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, initial=start, desc="tokenizer", unit="step", dynamic_ncols=True)
     step_time, timed_steps = 0.0, 0
     metrics = initial
     eval_every = eval_every or ckpt_every
+    g_params = [p for p in model.parameters() if p.requires_grad]
+    d_params = list(criterion.discriminator.parameters()) if criterion.discriminator is not None else []
+    micro, world, passes = plan.micro_batch, plan.world_size, plan.accumulate
     with PreemptionSignals() as signals:
         for step in range(start, steps):
             t0 = time.perf_counter()
             for group in opt.param_groups:
                 group["lr"] = learning_rate(step, steps, lr, warmup_steps, final_lr_ratio)
-            x = to_model_images(source.batch(step, batch_size), device)
+            images = source.batch(step, plan.global_batch)  # the step's global batch; this rank takes its slices
             gen = torch.Generator().manual_seed(_derive_seed(seed, step, 3))
-            with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=autocast):
-                z = model.encode_latents(x)
-                q = model.quantize(z)
-                recon = model.decode_latents(q.z_q)
-                loss, parts = criterion.generator_loss(
-                    x, recon, q.codebook_loss, q.commit_loss, q.entropy_loss, step, last_layer=model.decoder.last_layer
-                )
             opt.zero_grad(set_to_none=True)
-            if not torch.isfinite(loss):
+            finite, parts, kept, all_indices, all_latents = True, {}, [], [], []
+            for j in range(passes):
+                offset = j * micro * world + par.rank * micro
+                x = to_model_images(images[offset : offset + micro], device)
+                with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=autocast):
+                    z = model.encode_latents(x)
+                    q = model.quantize(z)
+                    recon = model.decode_latents(q.z_q)
+                    loss, micro_parts = criterion.generator_loss(
+                        x, recon, q.codebook_loss, q.commit_loss, q.entropy_loss, step,
+                        last_layer=model.decoder.last_layer
+                    )
+                finite = finite and bool(torch.isfinite(loss))
+                if finite:
+                    (loss / passes).backward()
+                for k, v in micro_parts.items():
+                    parts[k] = parts.get(k, 0.0) + v / passes
+                kept.append((x, recon.detach()))
+                all_indices.append(par.gather(q.indices))
+                all_latents.append(par.gather(z.detach().float()))
+            if not par.all_true(finite):
+                opt.zero_grad(set_to_none=True)
                 if nan_policy == "stop":
-                    raise FloatingPointError(f"tokenizer training loss is {float(loss)} at step {step}: stopping before "
-                                             "it corrupts the weights (nan_policy='skip' skips such steps)")
-                _say(f"warning: tokenizer training loss is {float(loss)} at step {step}: step skipped")
+                    raise FloatingPointError(f"tokenizer training loss is non-finite at step {step} (on this rank or "
+                                             "another): stopping before it corrupts the weights (nan_policy='skip' "
+                                             "skips such steps)")
+                say(f"warning: tokenizer training loss is non-finite at step {step}: step skipped")
                 log.log(step + 1, {"skipped": 1.0})
                 if bar is not None:
                     bar.update(1)
                 continue
-            loss.backward()
+            par.average_gradients(g_params)
             opt.step()
             if opt_d is not None and criterion.gan_on(step):
-                with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=autocast):
-                    d_loss, d_parts = criterion.discriminator_loss(x, recon)
                 opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
+                for x, recon in kept:
+                    with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=autocast):
+                        d_loss, d_parts = criterion.discriminator_loss(x, recon)
+                    (d_loss / passes).backward()
+                    for k, v in d_parts.items():
+                        parts[k] = parts.get(k, 0.0) + v / passes
+                par.average_gradients(d_params)
                 opt_d.step()
-                parts.update(d_parts)
-            monitor.observe(q.indices, z, gen)
+            parts = par.mean(parts)
+            # usage and latents of the whole global batch, in stream order: identical restarts on every rank
+            # (pass j's gathered tensors hold stream positions [j*micro*world, (j+1)*micro*world) in order)
+            monitor.observe(torch.cat(all_indices), torch.cat(all_latents), gen)
             restarted = monitor.maybe_restart(embedding, opt, gen, l2_norm=config.codebook_l2_norm)
             step_time += time.perf_counter() - t0
             timed_steps += 1
@@ -443,26 +511,34 @@ def train_tokenizer(
                 log.log(done, {**values, "lr": opt.param_groups[0]["lr"], "dead_code_restarts": monitor.restarts})
                 running = {}
             if done % eval_every == 0 or done == steps:
-                metrics = evaluate(model, val, device=device)
-                log.log(done, {"val_psnr": metrics["psnr"], "codebook_usage": metrics["codebook_usage"]})
-                if bar is not None:
-                    bar.set_postfix(val_psnr=f"{metrics['psnr']:.2f}", usage=f"{metrics['codebook_usage']:.1f}%")
+                if par.is_main:  # evaluation needs no other rank; the others wait at the next collective
+                    metrics = evaluate(model, val, device=device)
+                    log.log(done, {"val_psnr": metrics["psnr"], "codebook_usage": metrics["codebook_usage"]})
+                    if bar is not None:
+                        bar.set_postfix(val_psnr=f"{metrics['psnr']:.2f}", usage=f"{metrics['codebook_usage']:.1f}%")
+            received = par.max_int(signals.received or 0)
+            if received and signals.received is None:
+                signals.received = received
             if done % ckpt_every == 0 or done == steps or signals.received is not None:
                 save(done, metrics)
+                par.barrier()
             if bar is not None:
                 bar.update(1)
                 if done % 10 == 0:
                     bar.set_postfix(loss=f"{parts['loss']:.4f}", val_psnr=f"{metrics['psnr']:.2f}")
             if signals.received is not None:
-                log.close()
-                _say(f"signal {signals.received} received: checkpoint written at step {done}; rerun with --resume")
+                if par.is_main:
+                    log.close()
+                say(f"signal {signals.received} received: checkpoint written at step {done}; rerun with --resume")
                 raise SystemExit(128 + signals.received)
     if bar is not None:
         bar.close()
     if start >= steps:  # nothing left to train: report the stored state
         metrics = evaluate(model, val, device=device)
-    grid = save_reconstruction_grid(model, val[:8], out / "reconstructions.png")
-    log.close()
+    grid = out / "reconstructions.png"
+    if par.is_main:
+        save_reconstruction_grid(model, val[:8], grid)
+        log.close()
     summary = {
         "out": str(out),
         "checkpoint": str(out / "tokenizer"),
@@ -479,9 +555,14 @@ def train_tokenizer(
         "active_losses": active,
         "data": source.description,
         "precision": precision,
+        "global_batch": plan.global_batch,
+        "world_size": plan.world_size,
+        "accumulate": plan.accumulate,
     }
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    _say(
+    if par.is_main:
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    par.close()
+    say(
         f"done: held-out PSNR {initial['psnr']:.2f} -> {metrics['psnr']:.2f} dB, codebook usage "
         f"{metrics['codebook_usage']:.1f}%, {monitor.restarts} dead-code restarts, "
         f"{summary['seconds_per_step'] * 1e3:.0f} ms/step"

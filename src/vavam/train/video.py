@@ -23,6 +23,17 @@ from vavam import presets
 from vavam.config import VideoConfig
 from vavam.data.tokens import TokenStore
 from vavam.io import atomic_write_json
+from vavam.train.distributed import (
+    CheckpointFormat,
+    ModuleTargets,
+    ScaleOut,
+    StrategyName,
+    check_launch,
+    finish_distributed,
+    plan_batch,
+    recipe_global_batch,
+    scale_summary,
+)
 from vavam.train.lightning import MupWsdMixin, NanPolicy, fit_resumable
 
 
@@ -86,12 +97,16 @@ class VideoLitModule(MupWsdMixin, L.LightningModule):
         data: dict | None = None,
     ) -> None:
         super().__init__()
+        from vavam.config import config_to_dict
         from vavam.video import VideoGPT
 
-        self.save_hyperparameters({"config": dataclasses.asdict(config), "lr": lr, "weight_decay": weight_decay,
+        self.save_hyperparameters({"config": dataclasses.asdict(config), "vavam_config": config_to_dict(config),
+                                   "lr": lr, "weight_decay": weight_decay,
                                    "warmup_iter": warmup_iter, "end_iter": end_iter, "drop_iter": drop_iter,
                                    "data": data or {}})
         self.model = VideoGPT(config)
+        # muP multipliers read parameter shapes: taken now, before any sharding flattens them
+        self._mup_multipliers = {f"model.{k}": v for k, v in video_width_multipliers(self.model).items()}
         self.lr, self.weight_decay = lr, weight_decay
         self.schedule = (warmup_iter, end_iter, drop_iter)
         self.nan_policy = nan_policy
@@ -114,7 +129,14 @@ class VideoLitModule(MupWsdMixin, L.LightningModule):
         self.init_state = None
 
     def mup_width_multipliers(self) -> dict[str, float]:
-        return {f"model.{k}": v for k, v in video_width_multipliers(self.model).items()}
+        return dict(self._mup_multipliers)
+
+    def distributed_targets(self) -> ModuleTargets:
+        """Scale-out targets: one FSDP unit, one activation checkpoint and one compiled region per block."""
+        from vavam.nn import Block
+
+        blocks = tuple(self.model.blocks)
+        return ModuleTargets(fsdp_units=(Block,), checkpoint=blocks, compile=blocks)
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor | None:
         loss = self.checked_loss(next_token_loss(self.model(batch), batch))
@@ -158,6 +180,14 @@ def train_video(
     mix_ratios: list[float] | None = None,
     mix_seed: int = 42,
     progress: bool = True,
+    devices: int = 1,
+    nodes: int = 1,
+    strategy: StrategyName = "auto",
+    global_batch: int | None = None,
+    accumulate: int = 1,
+    activation_checkpointing: bool = False,
+    compile: bool = False,
+    checkpoint_format: CheckpointFormat = "full",
 ) -> dict:
     """Train VaViM by next-token prediction on a token store; writes our checkpoint folder to OUT/model.
 
@@ -166,7 +196,8 @@ def train_video(
         tokens: token store folder (``vavam tokenize``) with training scenes.
         preset: a VideoConfig preset (vavim_tiny, vavim_s, ...); the grid and frame count adapt to the store.
         steps: optimiser steps.
-        batch_size: windows per step.
+        batch_size: windows per device and forward pass (the global batch of a step is
+            ``batch_size x devices x nodes x accumulate``).
         lr: muP base learning rate (divided by width / base_width for matrices).
         weight_decay: decoupled weight decay.
         init_std: override of the preset's init std.
@@ -187,7 +218,8 @@ def train_video(
             optimiser, schedule and data position).
         nan_policy: "stop" on a non-finite loss (default) or "skip" the step.
         recipe: fill the arguments left at their defaults from a recipe (``pretrain``, ``cooldown``,
-            ``cpu``; see :mod:`vavam.train.recipes`). ``steps`` None means one epoch.
+            ``cpu``; see :mod:`vavam.train.recipes`). ``steps`` None means one epoch. A recipe's batch is
+            its global batch: without ``batch_size`` / ``global_batch`` it is split over the devices.
         init_from: a pretraining checkpoint (``.ckpt`` of a vavam run) to continue from: weights and
             optimiser moments are loaded, the schedule and data position start afresh (the cool-down).
         mix: more token stores to mix with ``tokens`` (cool-down: nuPlan, nuScenes after OpenDV); each
@@ -197,11 +229,22 @@ def train_video(
         mix_ratios: one ratio per store (``tokens`` first); default the cool-down's 0.40 / 0.5872 / 0.0128.
         mix_seed: seed of the mix's subsampling and repeats.
         progress: show a progress bar.
+        devices: devices (GPUs, or CPU processes) per node.
+        nodes: machines (launch one process per device, e.g. with torchrun; see docs/scale-out.md).
+        strategy: ``auto`` (one device: plain; several: ddp), ``ddp``, ``fsdp`` (sharded parameters, gradients
+            and optimiser state; one unit per block) or ``deepspeed`` (ZeRO stage 2; needs the deepspeed package).
+        global_batch: windows per optimiser step; derives ``accumulate`` from ``batch_size x devices x nodes``.
+        accumulate: forward/backward passes per optimiser step (gradient accumulation).
+        activation_checkpointing: recompute each block's activations in backward (less memory, ~1/3 more compute).
+        compile: ``torch.compile`` each block (needs a working compiler toolchain).
+        checkpoint_format: ``full`` (one file) or ``sharded`` (FSDP only: a folder of per-rank shards; turn it
+            into a model folder with ``vavam checkpoint consolidate``).
     """
     given = dict(locals())
     from vavam.train.recipes import VIDEO_RECIPES, apply_recipe
 
     args, extras = apply_recipe(train_video, VIDEO_RECIPES, recipe, given)
+    recipe_global_batch(train_video, args, given)
     args.pop("recipe")
     if args["mix_ratios"] is None and extras.get("mix_ratios") is not None:
         args["mix_ratios"] = list(extras["mix_ratios"])
@@ -213,16 +256,34 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
                  drop_frac: float, num_frames: int | None, stride: int, val_tokens: list[Path] | None,
                  val_every: int, seed: int, precision: str, num_workers: int, ckpt_every: int, keep: int,
                  resume: bool, nan_policy: NanPolicy, init_from: Path | None, mix: list[Path] | None,
-                 mix_ratios: list[float] | None, mix_seed: int, progress: bool,
-                 ckpt_every_frac: float | None = None) -> dict:
+                 mix_ratios: list[float] | None, mix_seed: int, progress: bool, devices: int = 1, nodes: int = 1,
+                 strategy: StrategyName = "auto", global_batch: int | None = None, accumulate: int = 1,
+                 activation_checkpointing: bool = False, compile: bool = False,
+                 checkpoint_format: CheckpointFormat = "full", ckpt_every_frac: float | None = None) -> dict:
     from vavam.train.resume import read_checkpoint
     from vavam.video import save_video_model
 
+    plan = plan_batch(batch_size, devices, nodes, global_batch, accumulate)
+    scale = ScaleOut(devices=devices, nodes=nodes, strategy=strategy, accumulate=plan.accumulate,
+                     activation_checkpointing=activation_checkpointing, compile=compile,
+                     checkpoint_format=checkpoint_format)
+    check_launch(scale, "vavam train video")
+    if init_from is not None and scale.resolved_strategy in ("fsdp", "deepspeed"):
+        raise ValueError(f"init_from (the cool-down start) loads full weights and AdamW moments into the optimiser, "
+                         f"which strategy {strategy!r} shards; run the cool-down with --strategy ddp")
     L.seed_everything(seed, workers=True, verbose=False)
     store = TokenStore(tokens)
+    if init_from is not None and Path(init_from).is_dir():
+        raise ValueError(f"init_from {init_from}: a sharded checkpoint folder (DeepSpeed / FSDP) holds partitioned "
+                         "AdamW moments that the cool-down cannot load; start from the .ckpt of a ddp or "
+                         "single-device pretraining run (the folder's weights: vavam checkpoint consolidate)")
     init_state = read_checkpoint(init_from) if init_from is not None else None
     if init_state is not None and "state_dict" not in init_state:
         raise ValueError(f"init_from {init_from}: not a vavam training checkpoint (no state_dict)")
+    init_strategy = ((init_state or {}).get("hyper_parameters") or {}).get("data", {}).get("strategy", "single")
+    if init_strategy in ("fsdp", "deepspeed"):
+        raise ValueError(f"init_from {init_from}: written by strategy {init_strategy!r}, whose AdamW moments are "
+                         "not in the layout of a plain optimiser; start the cool-down from a ddp or single-device run")
     h, w = store.grid
     if init_state is not None:  # the cool-down continues the pretrained model as it is (preset ignored)
         config = VideoConfig(**init_state["hyper_parameters"]["config"])
@@ -241,13 +302,13 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
                                      width=width or config.width)
     train_set = VideoWindowDataset(store, frames, stride)
     if steps is None:  # one epoch
-        steps = -(-len(train_set) // batch_size)
+        steps = -(-len(train_set) // plan.global_batch)
     if ckpt_every_frac and not ckpt_every:
         ckpt_every = max(1, int(ckpt_every_frac * steps))
     mix_info = None
     if mix:
-        train_set, mix_info = _cooldown_mix(train_set, tokens, [Path(m) for m in mix], mix_ratios, steps * batch_size,
-                                            mix_seed, frames, init_state)
+        train_set, mix_info = _cooldown_mix(train_set, tokens, [Path(m) for m in mix], mix_ratios,
+                                            steps * plan.global_batch, mix_seed, frames, init_state)
     if isinstance(val_tokens, (str, Path)):
         val_tokens = [val_tokens]
     val_stores = [Path(v) for v in (val_tokens or [])]
@@ -259,21 +320,31 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
     module = VideoLitModule(config, lr, weight_decay, int(warmup_frac * steps), steps, int(drop_frac * steps),
                             nan_policy=nan_policy, val_names=names, init_state=init_state,
                             data={"tokens": str(tokens), "seed": seed, "batch_size": batch_size, "stride": stride,
-                                  "num_frames": frames, "windows": len(train_set)})
+                                  "num_frames": frames, "windows": len(train_set), "world_size": plan.world_size,
+                                  "accumulate": plan.accumulate, "global_batch": plan.global_batch,
+                                  "strategy": scale.resolved_strategy})
     out = Path(out)
     start = time.perf_counter()
     fit = fit_resumable(module, train_set, out=out, steps=steps, batch_size=batch_size, seed=seed,
                         precision=precision, progress=progress, val_loaders=val_loaders or None,
                         val_every=val_every, ckpt_every=ckpt_every, keep=keep, resume=resume,
-                        num_workers=num_workers, deterministic=True)
+                        num_workers=num_workers, deterministic=True, scale=scale)
     seconds = time.perf_counter() - start
     metrics = {k: float(v) for k, v in fit.trainer.callback_metrics.items()}
     summary = {"steps": steps, "seconds": round(seconds, 2), "windows": len(train_set), "metrics": metrics,
-               "mix": mix_info,
+               "mix": mix_info, "scale": scale_summary(scale, plan),
                "resumed_from": fit.resumed_from, "init_from": str(init_from) if init_from else None,
                "config": dataclasses.asdict(config)}
-    save_video_model(module.model, out / "model", meta={"train": summary, "tokens": str(tokens)})
-    atomic_write_json(out / "summary.json", summary)
+    if fit.trainer.is_global_zero:  # rank 0 writes the model and the summary
+        meta = {"train": summary, "tokens": str(tokens)}
+        if scale.resolved_strategy in ("fsdp", "deepspeed"):  # the module holds shards; the last checkpoint is whole
+            from vavam.train.consolidate import consolidate_to
+
+            consolidate_to(fit.last_checkpoint, out / "model", kind="video", meta=meta)
+        else:
+            save_video_model(module.model, out / "model", meta=meta)
+        atomic_write_json(out / "summary.json", summary)
+    finish_distributed()
     return summary
 
 
@@ -302,7 +373,8 @@ def _cooldown_mix(first: VideoWindowDataset, tokens: Path, others: list[Path], r
                              f"of {tokens}, this run indexes {len(first)} (stride {first.stride}): cannot tell "
                              "which windows it has seen")
         consumed = int(init_state.get("callbacks", {}).get("_DataPosition", {}).get("consumed", 0))
-        sampler = StepBatchSampler(len(first), int(data["batch_size"]), int(data["seed"]), total_steps=consumed)
+        per_batch = int(data["batch_size"]) * int(data.get("world_size", 1))  # windows drawn per consumed batch
+        sampler = StepBatchSampler(len(first), per_batch, int(data["seed"]), total_steps=consumed)
         consumed_mask = np.ones(len(first), dtype=bool)
         consumed_mask[sampler.unseen(consumed)] = False
         unseen_from = consumed

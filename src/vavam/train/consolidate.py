@@ -1,0 +1,244 @@
+"""Training checkpoints of any strategy -> our model folder (``model.safetensors`` + ``config.json`` + ``meta.json``).
+
+Accepted inputs (``vavam checkpoint consolidate --checkpoint CHECKPOINT --out OUT``):
+
+- a Lightning ``.ckpt`` file of ``vavam train video`` / ``vavam train action``, written on one device,
+  by DDP or by FSDP with full state dicts (weights under ``state_dict``, prefix ``model.``; the model
+  config in ``hyper_parameters``), read weights-only with its hash checked when it has a sidecar;
+- an FSDP sharded checkpoint folder (``--checkpoint-format sharded``: ``torch.distributed.checkpoint``
+  shards + Lightning's ``meta.pt``), gathered on one CPU without a process group;
+- a DeepSpeed checkpoint folder (``latest`` / ``<tag>/mp_rank_00_model_states.pt`` + ZeRO optimiser
+  shards), whose float32 master weights are rebuilt with DeepSpeed's ``zero_to_fp32`` (the
+  ``deepspeed`` package must be installed; the bf16 module copy alone would lose precision);
+- a ``step-*.ckpt`` of ``vavam train tokenizer`` (weights under ``model``, config under ``config``).
+
+The kind (video / action / tokenizer) is read from the stored config. Wrapper prefixes that
+strategies add to names (``_forward_module.``, ``_fsdp_wrapped_module.``, ``_checkpoint_wrapped_module.``,
+``_orig_mod.``, ``module.``) are removed; the result is loaded strictly into a freshly built model, so a
+checkpoint that does not match its config fails here, not later. The folder then loads on one CPU with
+``vavam.load_video_model`` / ``load_action_model`` / ``load_tokenizer``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from vavam.train.distributed import clean_name, deepspeed_available
+
+Kind = Literal["auto", "video", "action", "tokenizer"]
+KINDS = ("video", "action", "tokenizer")
+
+__all__ = ["TrainingCheckpoint", "consolidate", "consolidate_to", "read_training_checkpoint"]
+
+
+@dataclass
+class TrainingCheckpoint:
+    """A training checkpoint reduced to what a model folder needs.
+
+    Attributes:
+        kind: ``video``, ``action`` or ``tokenizer``.
+        config: the model's config dataclass.
+        state: the model's state dict (plain names, float tensors on CPU).
+        source: ``lightning`` (one file), ``fsdp-sharded``, ``deepspeed`` or ``tokenizer-loop``.
+        step: the optimiser step it was written at (None when unknown).
+    """
+
+    kind: str
+    config: Any
+    state: dict[str, torch.Tensor]
+    source: str
+    step: int | None
+
+
+def _kind_of(config: Any) -> str:
+    from vavam.config import ActionConfig, VideoConfig, VQConfig
+
+    if isinstance(config, VideoConfig):
+        return "video"
+    if isinstance(config, ActionConfig):
+        return "action"
+    if isinstance(config, VQConfig):
+        return "tokenizer"
+    raise ValueError(f"unexpected config type {type(config).__name__}")
+
+
+def _config_from_hparams(hparams: Mapping[str, Any] | None, path: Path) -> Any:
+    from vavam.config import VideoConfig, config_from_dict
+
+    hparams = hparams or {}
+    if isinstance(hparams.get("vavam_config"), Mapping):
+        return config_from_dict(dict(hparams["vavam_config"]))
+    if isinstance(hparams.get("config"), Mapping):  # VaViM runs written before "vavam_config" existed
+        return VideoConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in hparams["config"].items()})
+    raise ValueError(f"{path}: the checkpoint stores no model config (hyper_parameters 'vavam_config'); it was not "
+                     "written by vavam train video / action, so the model cannot be rebuilt from it")
+
+
+def _model_state(state: Mapping[str, Any], prefix: str = "model.") -> dict[str, torch.Tensor]:
+    """Plain model names: wrapper prefixes removed, then the LightningModule attribute prefix."""
+    out: dict[str, torch.Tensor] = {}
+    for name, value in state.items():
+        if not torch.is_tensor(value):
+            continue
+        name = clean_name(name)
+        name = name.removeprefix("module.")
+        if name.startswith(prefix):
+            out[name[len(prefix):]] = value
+    return out
+
+
+def _step_of(meta: Mapping[str, Any]) -> int | None:
+    step = meta.get("global_step", meta.get("step"))
+    return int(step) if isinstance(step, (int, float)) else None
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    from vavam.io import safe_torch_load
+    from vavam.train.resume import CheckpointError, read_checkpoint
+
+    try:
+        return read_checkpoint(path)
+    except CheckpointError as exc:
+        if "weights-only" not in str(exc):  # missing, truncated, hash mismatch: never fall back
+            raise
+        return safe_torch_load(path)  # e.g. a DeepSpeed-consolidated file holding non-tensor client objects
+
+
+def _deepspeed_tag_dir(path: Path) -> Path | None:
+    latest = path / "latest"
+    if latest.is_file():
+        tag = latest.read_text().strip()
+        if (path / tag / "mp_rank_00_model_states.pt").is_file():
+            return path / tag
+    hits = sorted(path.glob("*/mp_rank_00_model_states.pt"))
+    return hits[0].parent if hits else None
+
+
+def _read_deepspeed(path: Path, tag_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    from vavam.io import safe_torch_load
+
+    if not deepspeed_available():
+        raise RuntimeError(
+            f"{path}: a DeepSpeed checkpoint folder; its float32 weights are rebuilt from the ZeRO shards by "
+            "deepspeed's zero_to_fp32, and the 'deepspeed' package is not installed (pip install deepspeed, on "
+            "any machine: consolidation runs on CPU)")
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    state = get_fp32_state_dict_from_zero_checkpoint(str(path), tag=tag_dir.name)
+    client = safe_torch_load(tag_dir / "mp_rank_00_model_states.pt")
+    return dict(state), dict(client)
+
+
+def read_training_checkpoint(checkpoint: str | os.PathLike, kind: Kind = "auto") -> TrainingCheckpoint:
+    """Read a training checkpoint of any supported format (see the module doc) on CPU.
+
+    Raises:
+        FileNotFoundError: nothing at ``checkpoint``.
+        ValueError: an unknown layout, no stored config, a kind other than ``kind``, or weights that do not
+            fit the config.
+        RuntimeError: a DeepSpeed folder without the ``deepspeed`` package.
+    """
+    from vavam.config import config_from_dict
+    from vavam.io import is_checkpoint_folder
+
+    path = Path(checkpoint)
+    if kind not in ("auto", *KINDS):
+        raise ValueError(f"kind must be 'auto' or one of {KINDS}, got {kind!r}")
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint file or folder")
+    if path.is_dir():
+        if is_checkpoint_folder(path):
+            raise ValueError(f"{path}: already a vavam model folder (config.json); nothing to consolidate")
+        tag_dir = _deepspeed_tag_dir(path)
+        if (path / "meta.pt").is_file():  # FSDP sharded (torch.distributed.checkpoint + Lightning metadata)
+            from lightning.fabric.utilities.load import _load_distributed_checkpoint
+
+            data = _load_distributed_checkpoint(path)
+            config = _config_from_hparams(data.get("hyper_parameters"), path)
+            raw, source, meta = data.get("model", {}), "fsdp-sharded", data
+        elif tag_dir is not None:
+            raw, meta = _read_deepspeed(path, tag_dir)
+            config = _config_from_hparams(meta.get("hyper_parameters"), path)
+            source = "deepspeed"
+        else:
+            raise ValueError(f"{path}: a folder that is neither an FSDP sharded checkpoint (meta.pt) nor a DeepSpeed "
+                             "checkpoint (latest, <tag>/mp_rank_00_model_states.pt)")
+        state = _model_state(raw)
+    else:
+        data = _read_file(path)
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{path}: not a training checkpoint (a {type(data).__name__})")
+        if "state_dict" in data:
+            config = _config_from_hparams(data.get("hyper_parameters"), path)
+            state, source, meta = _model_state(data["state_dict"]), "lightning", data
+        elif isinstance(data.get("model"), Mapping) and "step" in data:
+            if not isinstance(data.get("config"), Mapping):
+                raise ValueError(f"{path}: a tokenizer checkpoint without its config (written by an older vavam); "
+                                 "its out/tokenizer folder holds the same weights at that step")
+            config = config_from_dict(dict(data["config"]))
+            state, source, meta = _model_state(data["model"], prefix=""), "tokenizer-loop", data
+        else:
+            raise ValueError(f"{path}: neither a Lightning checkpoint (state_dict) nor a vavam tokenizer checkpoint "
+                             "(model, step)")
+    found = _kind_of(config)
+    if kind != "auto" and kind != found:
+        raise ValueError(f"{path}: holds a {found} model, not a {kind} model")
+    if not state:
+        raise ValueError(f"{path}: no model weights found (expected names starting with 'model.')")
+    state = {k: v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()
+             for k, v in state.items()}
+    return TrainingCheckpoint(found, config, state, source, _step_of(meta))
+
+
+def _build(ckpt: TrainingCheckpoint, path: Path) -> torch.nn.Module:
+    import vavam
+
+    with torch.device("meta"):
+        model = vavam.build_model(ckpt.config)
+    try:
+        model.load_state_dict(ckpt.state, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: weights do not fit the stored {ckpt.kind} config: {exc}") from exc
+    if ckpt.kind == "action":
+        model.video.requires_grad_(False)
+    return model.eval()
+
+
+def consolidate_to(checkpoint: str | os.PathLike, out: str | os.PathLike, kind: Kind = "auto",
+                   meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """:func:`consolidate` with extra ``meta`` recorded in the folder's ``meta.json``."""
+    from vavam.action import save_action_model
+    from vavam.tokenizer import save_tokenizer
+    from vavam.video import save_video_model
+
+    path = Path(checkpoint)
+    ckpt = read_training_checkpoint(path, kind)
+    model = _build(ckpt, path)
+    info = {"kind": ckpt.kind, "source": ckpt.source, "step": ckpt.step, "checkpoint": str(path),
+            "parameters": sum(t.numel() for t in ckpt.state.values() if t.is_floating_point()), "out": str(out)}
+    full_meta = {**dict(meta or {}), "consolidated_from": {k: info[k] for k in ("checkpoint", "source", "step")}}
+    save = {"video": save_video_model, "action": save_action_model, "tokenizer": save_tokenizer}[ckpt.kind]
+    save(model, Path(out), meta=full_meta)
+    return info
+
+
+def consolidate(checkpoint: Path, out: Path, kind: Kind = "auto") -> dict[str, Any]:
+    """Turn a training checkpoint (DDP / FSDP / DeepSpeed / one device) into our model folder OUT.
+
+    Args:
+        checkpoint: a Lightning ``.ckpt`` (one device, DDP, FSDP full), an FSDP sharded checkpoint folder,
+            a DeepSpeed checkpoint folder (needs the deepspeed package) or a tokenizer ``step-*.ckpt``.
+        out: the model folder to write (``model.safetensors``, ``config.json``, ``meta.json``); it loads on one
+            CPU with ``vavam.load_video_model`` / ``load_action_model`` / ``load_tokenizer``.
+        kind: ``auto`` (from the stored config) or the expected kind (``video``, ``action``, ``tokenizer``).
+
+    Returns:
+        ``{"kind", "source", "step", "checkpoint", "parameters", "out"}``.
+    """
+    return consolidate_to(checkpoint, out, kind)
