@@ -2,5 +2,8 @@
 
 :mod:`.tokenizer` (``train_tokenizer``: the VQ tokenizer loop, PSNR / codebook-usage metrics,
 reconstruction grids), :mod:`.codebook` (usage counting, dead-code restarts), :mod:`.optim` (muP
-optimiser groups, warmup-stable-drop schedule), and the video / action training modules.
+optimiser groups, warmup-stable-drop schedule), the video / action training modules,
+:mod:`.resume` (exact resume, checkpoints, pre-emption), :mod:`.distributed` (DDP / FSDP / DeepSpeed
+strategies, global batch and accumulation, activation checkpointing), :mod:`.consolidate`
+(``vavam checkpoint consolidate``) and :mod:`.memory` (``vavam plan-memory``).
 """
