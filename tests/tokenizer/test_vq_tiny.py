@@ -115,3 +115,13 @@ def test_build_on_meta_device() -> None:
         model = vavam.build_model(vavam.presets.vq16())
     n = sum(p.numel() for p in model.parameters())
     assert n == 71_883_403  # LlamaGen VQ-16 without its 65,536-entry usage buffer
+
+
+def test_encode_accepts_bf16_images_into_an_fp32_model():
+    """bf16 frames are cast to the weights' dtype (found by the property test: conv2d refused the mix)."""
+    from vavam import presets
+
+    torch.manual_seed(0)
+    tok = vavam.build_model(presets.get("vq_tiny")).eval()
+    images = (torch.rand(2, 3, 16, 32) * 2 - 1).to(torch.bfloat16)
+    assert torch.equal(tok.encode(images), tok.encode(images.float()))

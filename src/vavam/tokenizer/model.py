@@ -107,8 +107,15 @@ class VQModel(nn.Module):
     # ------------------------------------------------------------------ training path
 
     def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
-        """Pre-quantization latents ``quant_conv(encoder(x))``: [B,3,H,W] -> [B,D,H/ds,W/ds]."""
+        """Pre-quantization latents ``quant_conv(encoder(x))``: [B,3,H,W] -> [B,D,H/ds,W/ds].
+
+        Floating images of another dtype than the weights (e.g. bf16 frames into an fp32 model) are cast
+        to the weights' dtype, unless autocast decides the compute dtype.
+        """
         self._check_images(images)
+        weight = self.quant_conv.weight
+        if images.dtype != weight.dtype and not torch.is_autocast_enabled(images.device.type):
+            images = images.to(weight.dtype)
         return self.quant_conv(self.encoder(images))
 
     def decode_latents(self, z_q: torch.Tensor) -> torch.Tensor:
