@@ -169,6 +169,15 @@ def summarize(records: Sequence[dict]) -> dict[str, Any]:
 # ------------------------------------------------------------------ tables
 
 
+def closedloop_rows(results: dict[str, dict]) -> list[tuple[str, str, dict]]:
+    """``(planner, type, metrics)`` per planner: one row per scenario type, then its ``overall`` row."""
+    rows = []
+    for name, res in results.items():
+        rows += [(name, kind, t) for kind, t in res["types"].items()]
+        rows.append((name, "overall", res))
+    return rows
+
+
 def closedloop_table(results: dict[str, dict]) -> str:
     """Markdown table: per planner, one row per scenario type and an overall row."""
     head = "| planner | type | NCAP score ↑ | collision rate ↓ | mean dev. (m) | max dev. (m) | progress |"
@@ -179,12 +188,10 @@ def closedloop_table(results: dict[str, dict]) -> str:
             return "–"
         return f"{100 * x:.0f}%" if pct else f"{x:.2f}"
 
-    for name, res in results.items():
-        for kind, t in res["types"].items():
-            lines.append(f"| {name} | {kind} | {fmt(t['score'])} | {fmt(t['collision_rate'], True)} | "
-                         f"{fmt(t['mean_deviation'])} | {fmt(t['max_deviation'])} | {fmt(t['progress'], True)} |")
-        lines.append(f"| **{name}** | **overall** | **{fmt(res['score'])}** | {fmt(res['collision_rate'], True)} | "
-                     f"{fmt(res['mean_deviation'])} | {fmt(res['max_deviation'])} | {fmt(res['progress'], True)} |")
+    for name, kind, t in closedloop_rows(results):
+        b = "**" if kind == "overall" else ""
+        lines.append(f"| {b}{name}{b} | {b}{kind}{b} | {b}{fmt(t['score'])}{b} | {fmt(t['collision_rate'], True)} | "
+                     f"{fmt(t['mean_deviation'])} | {fmt(t['max_deviation'])} | {fmt(t['progress'], True)} |")
     return "\n".join(lines)
 
 
@@ -197,13 +204,8 @@ def closedloop_section(results: dict[str, dict], title: str, out: Path) -> Any:
     def pct(x: Any) -> Any:
         return 100.0 * x if isinstance(x, (int, float)) and not math.isnan(x) else float("nan")
 
-    rows = []
-    for name, res in results.items():
-        for kind, t in res["types"].items():
-            rows.append([name, kind, t["score"], pct(t["collision_rate"]), t["mean_deviation"], t["max_deviation"],
-                         pct(t["progress"])])
-        rows.append([name, "overall", res["score"], pct(res["collision_rate"]), res["mean_deviation"],
-                     res["max_deviation"], pct(res["progress"])])
+    rows = [[name, kind, t["score"], pct(t["collision_rate"]), t["mean_deviation"], t["max_deviation"],
+             pct(t["progress"])] for name, kind, t in closedloop_rows(results)]
     table = Table(["planner", "type", "NCAP score ↑", "collision rate % ↓", "mean dev. (m)", "max dev. (m)",
                    "progress %"], rows, digits=2)
     videos = [os.path.relpath(v, out) for res in results.values() for v in res.get("videos", []) or []

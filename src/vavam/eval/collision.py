@@ -20,7 +20,8 @@ import numpy as np
 from vavam.data.geometry import world_to_ego, yaw_from_quat
 from vavam.data.records import SceneRecord
 from vavam.types import NUM_WAYPOINTS, WAYPOINT_DT
-from vavam.world.geometry import box_corners, boxes_overlap, wrap_angle
+from vavam.world.collision import first_overlap
+from vavam.world.geometry import wrap_angle
 from vavam.world.vehicle import VehicleParams
 
 _EGO = VehicleParams()
@@ -99,13 +100,8 @@ def trajectory_collides(
     for (x, y), yaw, others in zip(traj, yaws, boxes):
         if others is None or len(others) == 0:
             continue
-        cx, cy = x + ahead * np.cos(yaw), y + ahead * np.sin(yaw)
-        reach = 0.5 * (np.hypot(length, width) + np.hypot(others[:, 3], others[:, 4]))
-        near = np.flatnonzero(np.hypot(others[:, 0] - cx, others[:, 1] - cy) <= reach)
-        if len(near) == 0:
-            continue
-        ego = box_corners(cx, cy, yaw, length, width)
-        if any(boxes_overlap(ego, box_corners(*others[j, :5])) for j in near):
+        ego = np.array([x + ahead * np.cos(yaw), y + ahead * np.sin(yaw), yaw, length, width])  # box centre
+        if first_overlap(ego, others) is not None:
             return True
     return False
 

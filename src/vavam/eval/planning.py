@@ -78,6 +78,8 @@ def evaluate_open_loop(
     Returns:
         ``{"windows", "num_samples", "rows": {planner: {group: metrics}}, "_examples": [...]}``.
     """
+    if len(dataset) and torch.as_tensor(dataset[0]["positions"]).shape[0] < 2:
+        raise ValueError("the constant-velocity baseline needs at least 2 context frames per window")
     rank, world = _rank_world()
     chosen = np.arange(len(dataset))
     if limit is not None and limit < len(dataset):
@@ -107,10 +109,7 @@ def evaluate_open_loop(
         plans: dict[str, torch.Tensor] = {}
         if vam is not None:
             plans["VaVAM"] = vam.sample_trajectory(tokens, cmd, num_samples=num_samples, generator=generator).float()
-        if positions.shape[1] >= 2:
-            plans["constant velocity"] = constant_velocity_trajectory(speed_from_previous_frame(positions[:, -2]))[:, None].float()
-        else:
-            raise ValueError("the constant-velocity baseline needs at least 2 context frames per window")
+        plans["constant velocity"] = constant_velocity_trajectory(speed_from_previous_frame(positions[:, -2]))[:, None].float()
         if mean_baseline is not None:
             plans["mean trajectory per command"] = mean_baseline.predict(cmd)[:, None]
         for name, pred in plans.items():

@@ -7,6 +7,7 @@ to the report folder). :func:`write_report` writes ``report.md`` and ``report.ht
 from __future__ import annotations
 
 import html
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -156,10 +157,6 @@ def save_evaluation(
     :func:`gather_reports` (``vavam report RUN_DIR``) assembles one page over many evaluations.
     Returns the path of ``evaluation.json``.
     """
-    import json
-
-    from vavam.io import atomic_write_text as _write
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -170,15 +167,13 @@ def save_evaluation(
         "sections": [_jsonable(_section_to_dict(s)) for s in sections],
     }
     path = folder / EVAL_FILE
-    _write(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
     write_report(folder, title, sections, intro)
     return path
 
 
 def load_evaluation(path: Path) -> dict[str, Any]:
     """Read an ``evaluation.json`` written by :func:`save_evaluation` (sections as :class:`Section`)."""
-    import json
-
     path = Path(path)
     try:
         data = json.loads(path.read_text())

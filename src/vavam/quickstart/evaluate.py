@@ -18,16 +18,11 @@ from vavam.eval.quality import frechet_distance_from_features
 from vavam.types import Command
 
 
-def _windows(store: TokenStore, num_frames: int, limit: int | None = None, seed: int = 0) -> torch.Tensor:
-    """Non-overlapping windows of ``num_frames`` frames of every scene -> long ``[N, T, h, w]``."""
-    return store_windows(store, num_frames, 1, limit, seed)
-
-
 @torch.no_grad()
 def next_token(vim, train_store: TokenStore, heldout_store: TokenStore, batch_size: int = 8) -> dict[str, Any]:
     """Cross-entropy (nats/token) and perplexity of VaViM on held-out windows, with two frequency baselines."""
     train = torch.from_numpy(np.concatenate([np.asarray(train_store.tokens(s)) for s in train_store.scenes]).astype(np.int64))
-    windows = _windows(heldout_store, vim.config.num_frames)
+    windows = store_windows(heldout_store, vim.config.num_frames)
     res = evaluate_next_token(vim, {"heldout": windows}, train, batch_size)["heldout"]
     rows = {"VaViM" if k == "model" else k: v for k, v in res.items()}
     return {"windows": len(windows), "rows": rows,
@@ -39,7 +34,7 @@ def next_frame(vim, heldout_store: TokenStore, limit: int = 24, seed: int = 0) -
     """Greedy generation of the last frame of held-out windows from the others; token accuracy vs copying."""
     from vavam.video import generate_frames
 
-    windows = _windows(heldout_store, vim.config.num_frames, limit, seed)
+    windows = store_windows(heldout_store, vim.config.num_frames, 1, limit, seed)
     context, truth = windows[:, :-1], windows[:, -1]
     generated = torch.cat([generate_frames(vim, context[i : i + 8], 1, top_k=1)[:, 0] for i in range(0, len(context), 8)])
     copy = context[:, -1]
