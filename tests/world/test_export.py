@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("moderngl")
 
 from vavam.data.records import load_records
-from vavam.world.export import generate, plan_scenes
+from vavam.world.export import _town_chunks, generate, plan_scenes
 
 KW = {
     "num_scenes": 3,
@@ -87,9 +87,11 @@ def test_resume_skips_and_repairs(dataset, tmp_path):
 
 
 def test_deterministic_and_resumable_bytes(dataset, tmp_path):
+    """Two worker processes, then an interrupted scene regenerated in-process: the same bytes as one process."""
     out, _ = dataset
     other = tmp_path / "again"
-    generate(other, labels=True, depth=True, progress=False, **KW)
+    assert len(_town_chunks(plan_scenes(KW["num_scenes"], KW["seed"], KW["hazard_share"], 1, 4)[0])) >= 2
+    generate(other, labels=True, depth=True, progress=False, workers=2, **KW)
     # interrupt: drop one scene's completion marker and leave a temp folder; resume regenerates it
     (other / "scenes" / "scene-000001.npz").unlink()
     (other / "frames" / ".scene-000001.tmp").mkdir()
@@ -105,6 +107,16 @@ def test_deterministic_and_resumable_bytes(dataset, tmp_path):
     for ra, rb in zip(a, b):
         np.testing.assert_array_equal(ra.translations, rb.translations)
         assert ra.metadata == rb.metadata and ra.image_paths == rb.image_paths
+
+
+def test_town_chunks_keep_towns_together():
+    plans, _ = plan_scenes(24, 0, 0.25, 2, 4)
+    chunks = _town_chunks(plans)
+    assert [p for c in chunks for p in c] == plans
+    for c in chunks:
+        assert len({p.town_seed for p in c}) == 1
+        assert all(p.kind == "drive" for p in c) or len(c) == 1
+    assert len(chunks) < len(plans)  # drives of a town share a chunk
 
 
 def test_bad_settings(tmp_path):

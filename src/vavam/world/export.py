@@ -39,9 +39,10 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -159,6 +160,94 @@ def _write_records(out: Path, plans: list[ScenePlan], meta: dict) -> int:
     return len(recs)
 
 
+@dataclass(frozen=True)
+class _RenderSettings:
+    duration_s: float
+    rate_hz: float
+    height: int
+    width: int
+    labels: bool
+    depth: bool
+
+
+def _town_chunks(plans: list[ScenePlan]) -> list[list[ScenePlan]]:
+    """Consecutive scenes of one town go together (one town model and renderer per chunk)."""
+    chunks: list[list[ScenePlan]] = []
+    for p in plans:
+        if chunks and p.kind == "drive" and chunks[-1][-1].kind == "drive" and chunks[-1][-1].town_seed == p.town_seed:
+            chunks[-1].append(p)
+        else:
+            chunks.append([p])
+    return chunks
+
+
+def _render_chunk(out: Path, plans: list[ScenePlan], settings: _RenderSettings) -> int:
+    """Worker entry point: render ``plans`` into ``out``; returns the number of frames written."""
+    return sum(frames for _, frames in _render_scenes(out, plans, settings))
+
+
+def _render_scenes(out: Path, plans: list[ScenePlan], settings: _RenderSettings):
+    """Render and write each scene of ``plans`` (atomically, record last); yields ``(plan, frames)``."""
+    from vavam.data.records import save_records
+    from vavam.world.camera import Camera
+    from vavam.world.episode import record_episode, record_hazard_episode
+    from vavam.world.render import Renderer, create_context
+    from vavam.world.scenarios import make_scenario
+    from vavam.world.sim import World, WorldConfig
+    from vavam.world.town import generate_town
+
+    st = settings
+    ctx = create_context()
+    camera = Camera(st.height, st.width)
+    config = WorldConfig()
+    town = renderer = None
+    pool = ThreadPoolExecutor(max_workers=2)
+    try:
+        for p in plans:
+            frames_dir = out / "frames" / p.name
+            if frames_dir.exists():  # a scene that was renamed but never got its record
+                shutil.rmtree(frames_dir)
+            if p.kind == "drive":
+                if town is None or town.seed != p.town_seed:
+                    if renderer is not None:
+                        renderer.release()
+                    town = generate_town(p.town_seed, config.network)
+                    renderer = Renderer(town, camera, ctx=ctx)
+                ep = record_episode(
+                    p.world_seed, st.duration_s, st.rate_hz, st.height, st.width, st.labels, st.depth, config,
+                    renderer=renderer, world=World(p.world_seed, config, town=town),
+                )  # fmt: skip
+            else:
+                spec = make_scenario(p.kind, p.layout, p.world_seed)
+                ep = record_hazard_episode(
+                    spec, min(st.duration_s, spec.duration), st.rate_hz, st.height, st.width, st.labels, st.depth,
+                    ctx=ctx,
+                )  # fmt: skip
+            tmp = out / "frames" / f".{p.name}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            names = [f"{k:06d}.{FRAME_EXT}" for k in range(len(ep))]
+            list(pool.map(_write_png, [tmp / n for n in names], ep.images))
+            tmp.rename(frames_dir)
+            extra = {"split": p.split, "kind": p.kind, "town_seed": p.town_seed, "scene_index": p.index}
+            if st.labels:
+                _save_npy(out / "labels" / f"{p.name}.npy", ep.labels.astype(np.uint8))
+                extra["labels_path"] = f"labels/{p.name}.npy"
+            if st.depth:
+                _save_npy(out / "depth" / f"{p.name}.npy", ep.depths.astype(np.float16))
+                extra["depth_path"] = f"depth/{p.name}.npy"
+            rec = ep.to_scene_record([f"frames/{p.name}/{n}" for n in names], name=p.name)
+            rec.metadata.update(extra)
+            rec.metadata["route_commands"] = ep.route_commands.tolist()
+            save_records(out / "scenes" / f"{p.name}.npz", [rec], dataset="vavam-world")
+            yield p, len(ep)
+    finally:
+        pool.shutdown()
+        if renderer is not None:
+            renderer.release()
+        ctx.release()
+
+
 def generate(
     out: Path,
     num_scenes: int = 100,
@@ -173,6 +262,7 @@ def generate(
     held_out_towns: int = 1,
     scenes_per_town: int = 4,
     progress: bool = True,
+    workers: int = 1,
 ) -> dict:
     """Generate a driving dataset from the embedded world (frames, poses, commands; resumable).
 
@@ -193,6 +283,8 @@ def generate(
         held_out_towns: number of towns whose scenes form the ``heldout`` split.
         scenes_per_town: expert scenes per town (more: fewer towns, faster).
         progress: show a progress bar and print the generation speed.
+        workers: processes rendering in parallel (each town's scenes stay in one process); the
+            output is the same byte for byte whatever the number.
 
     Returns:
         summary dict: out, scenes, generated, skipped, frames, frames_generated, seconds,
@@ -201,13 +293,7 @@ def generate(
     from tqdm.auto import tqdm
 
     from vavam.data.records import save_records
-    from vavam.world.camera import Camera
-    from vavam.world.episode import record_episode, record_hazard_episode
     from vavam.world.meshes import LABELS
-    from vavam.world.render import Renderer, create_context
-    from vavam.world.scenarios import make_scenario
-    from vavam.world.sim import World, WorldConfig
-    from vavam.world.town import generate_town
 
     if duration_s <= 0 or rate_hz <= 0:
         raise ValueError(f"duration_s and rate_hz must be positive, got {duration_s}, {rate_hz}")
@@ -261,67 +347,37 @@ def generate(
     todo = [p for p in plans if not _scene_done(out, p.name)]
     skipped = len(plans) - len(todo)
     frames_per_drive = math.ceil(duration_s * rate_hz - 1e-9)
-    ctx = create_context() if todo else None
-    camera = Camera(int(height), int(width))
-    config = WorldConfig()
-    cache: dict = {"town": None, "renderer": None}
-    pool = ThreadPoolExecutor(max_workers=2)
+    settings = _RenderSettings(float(duration_s), float(rate_hz), int(height), int(width), bool(labels), bool(depth))
     n_frames_new = 0
     t_start = time.perf_counter()
     last_records = t_start
     bar = tqdm(total=len(todo), desc="world generate", unit="scene", disable=not progress, dynamic_ncols=True)
+
+    def done(scenes: int, frames: int, p: ScenePlan) -> None:
+        nonlocal n_frames_new, last_records
+        n_frames_new += frames
+        bar.set_postfix(fps=f"{n_frames_new / max(time.perf_counter() - t_start, 1e-9):.1f}", split=p.split, kind=p.kind)
+        bar.update(scenes)
+        if time.perf_counter() - last_records > RECORDS_EVERY_S:
+            _write_records(out, plans, meta)
+            last_records = time.perf_counter()
+
     try:
-        for p in todo:
-            frames_dir = out / "frames" / p.name
-            if frames_dir.exists():  # a scene that was renamed but never got its record
-                shutil.rmtree(frames_dir)
-            if p.kind == "drive":
-                if cache["town"] is None or cache["town"].seed != p.town_seed:
-                    if cache["renderer"] is not None:
-                        cache["renderer"].release()
-                    cache["town"] = generate_town(p.town_seed, config.network)
-                    cache["renderer"] = Renderer(cache["town"], camera, ctx=ctx)
-                world = World(p.world_seed, config, town=cache["town"])
-                ep = record_episode(
-                    p.world_seed, duration_s, rate_hz, height, width, labels, depth, config,
-                    renderer=cache["renderer"], world=world,
-                )  # fmt: skip
-            else:
-                spec = make_scenario(p.kind, p.layout, p.world_seed)
-                ep = record_hazard_episode(
-                    spec, min(duration_s, spec.duration), rate_hz, height, width, labels, depth, ctx=ctx
-                )
-            tmp = out / "frames" / f".{p.name}.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            names = [f"{k:06d}.{FRAME_EXT}" for k in range(len(ep))]
-            list(pool.map(_write_png, [tmp / n for n in names], ep.images))
-            tmp.rename(frames_dir)
-            extra = {"split": p.split, "kind": p.kind, "town_seed": p.town_seed, "scene_index": p.index}
-            if labels:
-                _save_npy(out / "labels" / f"{p.name}.npy", ep.labels.astype(np.uint8))
-                extra["labels_path"] = f"labels/{p.name}.npy"
-            if depth:
-                _save_npy(out / "depth" / f"{p.name}.npy", ep.depths.astype(np.float16))
-                extra["depth_path"] = f"depth/{p.name}.npy"
-            rec = ep.to_scene_record([f"frames/{p.name}/{n}" for n in names], name=p.name)
-            rec.metadata.update(extra)
-            rec.metadata["route_commands"] = ep.route_commands.tolist()
-            save_records(out / "scenes" / f"{p.name}.npz", [rec], dataset="vavam-world")
-            n_frames_new += len(ep)
-            elapsed = time.perf_counter() - t_start
-            bar.set_postfix(fps=f"{n_frames_new / max(elapsed, 1e-9):.1f}", split=p.split, kind=p.kind)
-            bar.update(1)
-            if time.perf_counter() - last_records > RECORDS_EVERY_S:
-                _write_records(out, plans, meta)
-                last_records = time.perf_counter()
+        chunks = _town_chunks(todo)
+        if not todo:
+            pass
+        elif workers <= 1 or len(chunks) <= 1:
+            for p, frames in _render_scenes(out, todo, settings):
+                done(1, frames, p)
+        else:
+            mp = multiprocessing.get_context("spawn")  # fresh worker processes: no inherited GL state
+            with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=mp) as ex:
+                futures = {ex.submit(_render_chunk, out, chunk, settings): chunk for chunk in chunks}
+                for fut in as_completed(futures):
+                    chunk = futures[fut]
+                    done(len(chunk), fut.result(), chunk[-1])
     finally:
         bar.close()
-        pool.shutdown()
-        if cache["renderer"] is not None:
-            cache["renderer"].release()
-        if ctx is not None:
-            ctx.release()
     seconds = time.perf_counter() - t_start
     recs = _collect_records(out, plans)
     save_records(out / "records.npz", recs, dataset="vavam-world", metadata={"generator": generator})
