@@ -15,7 +15,7 @@ BUDGET = 3.0
 def test_plan_scales_with_budget():
     small, default, big = (QuickstartPlan.from_budget(b) for b in (3, 15, 60))
     assert small.video_steps < default.video_steps < big.video_steps
-    assert default.train_scenes == 32 and default.heldout_scenes == 8
+    assert default.train_scenes == 240 and default.heldout_scenes == 8
     assert big.video_width == 256 and default.video_width is None
     with pytest.raises(ValueError):
         QuickstartPlan.from_budget(0)
@@ -37,13 +37,13 @@ def test_quickstart_reduced_budget(tmp_path, capsys):
     assert set(results["closed_loop"]) >= {"VaVAM", "constant velocity", "emergency brake"}
     assert results["open_loop"]["windows"] > 0 and results["command_following"]["windows"] > 0
     # it learns, on held-out towns: VaViM beats the token-frequency baselines; VaVAM's flow loss falls
-    # several-fold, its plans come within reach of the per-command mean trajectory after 120 steps
-    # (at the default budget it beats it: README results) and it turns the way it is told
+    # several-fold, its plans beat the per-command mean trajectory after 400 steps (4.1 m vs 5.1 m when
+    # measured; constant velocity, given the true speed, is not beaten at this budget) and it turns as told
     assert rows["VaViM"]["cross_entropy"] < rows["per-position frequency"]["cross_entropy"]
     losses = [json.loads(line)["loss"] for line in (out / "action" / "metrics.jsonl").read_text().splitlines()]
-    assert len(losses) == 120 and sum(losses[-10:]) < 0.3 * sum(losses[:10])
+    assert len(losses) == 400 and sum(losses[-10:]) < 0.3 * sum(losses[:10])
     ol = results["open_loop"]["rows"]
-    assert ol["VaVAM"]["all"]["min_ade"] < 1.5 * ol["mean trajectory per command"]["all"]["min_ade"]
+    assert ol["VaVAM"]["all"]["min_ade"] < ol["mean trajectory per command"]["all"]["min_ade"]
     assert results["command_following"]["left_minus_right_m"] > 0
     _evaluations_beat_untrained(out, tmp_path)
     # a re-run skips every finished stage

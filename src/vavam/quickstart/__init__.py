@@ -28,6 +28,7 @@ from vavam.stages import Stage, run_stages
 
 SPLITS = ("train", "heldout")
 SCENES_PER_TOWN = 4
+WORLD_WORKERS = 4  # rendering processes (the output does not depend on the number)
 
 
 def _log(message: str) -> None:
@@ -45,6 +46,7 @@ def _stages(out: Path, plan: QuickstartPlan, seed: int) -> list[Stage]:
             out=folder, num_scenes=plan.train_scenes + plan.heldout_scenes, duration_s=plan.scene_seconds, rate_hz=2.0,
             height=plan.height, width=plan.width, seed=seed, hazard_share=plan.hazard_share, labels=True, depth=False,
             held_out_towns=max(1, plan.heldout_scenes // SCENES_PER_TOWN), scenes_per_town=SCENES_PER_TOWN, progress=True,
+            workers=min(WORLD_WORKERS, os.cpu_count() or 1),
         )
         records = load_records(folder / "records.npz", image_root=folder)
         counts = {}

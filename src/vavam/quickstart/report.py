@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from vavam import presets
 from vavam.eval.report import Section, Table, write_report
 from vavam.io import read_json
 from vavam.quickstart.plan import QuickstartPlan
@@ -89,6 +90,7 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
     has_curves = _plot_curves(out, out / "training_curves.png")
     has_frames = _frame_montage(out / "world", out / "heldout_frames.png")
 
+    down = presets.get(plan.tokenizer_preset).downsample  # pixels per token side
     nt, nf, ol, cf, cl = res["next_token"], res["next_frame"], res["open_loop"], res["command_following"], res["closed_loop"]
     checks = [
         ("VaViM held-out cross-entropy ≤ 0.8 × per-position baseline", nt["ratio_to_per_position"] <= 0.8,
@@ -118,7 +120,7 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
                 f"codebook usage {tok.get('codebook_usage', float('nan')):.1f} %. Originals above, reconstructions below.",
                 figures=["reconstructions.png"]),
         Section("VaViM: next-token prediction",
-                f"Cross-entropy in nats per token over {nt['windows']} held-out windows of {plan.height // 8}×{plan.width // 8}"
+                f"Cross-entropy in nats per token over {nt['windows']} held-out windows of {plan.height // down}×{plan.width // down}"
                 " tokens × 8 frames; the baselines are token frequencies of the training set.",
                 [Table(["model", "cross-entropy", "perplexity"],
                        [[k, v["cross_entropy"], v["perplexity"]] for k, v in nt["rows"].items()])]),

@@ -15,12 +15,12 @@ video recipe            what it is
                         0.5872 / 0.0128 for 15,529 steps, lr dropping linearly to 0.1 x lr over
                         all of them, OpenDV windows drawn from those the pretraining had not seen
 ``cpu``                 the small CPU recipe of the quickstart (vavim_mini, batch 8, lr 0.004,
-                        fp32, 300 steps, 10 % warmup and drop)
+                        fp32, 1,500 steps, 10 % warmup and drop)
 ======================  =========================================================================
 
 The action recipe ``release`` is the VaVAM imitation-learning recipe: lr 0.0194, wd 1e-7, global
 batch 384, 1 % warmup, 10 % drop, one epoch (7,251 steps on nuPlan + nuScenes), bf16-mixed,
-checkpoints every 3,625 steps; ``cpu`` is the quickstart's (vavam_mini, batch 16, lr 0.01, 600 steps).
+checkpoints every 3,625 steps; ``cpu`` is the quickstart's (vavam_mini, batch 16, lr 0.02, 2,000 steps).
 """
 
 from __future__ import annotations
@@ -37,14 +37,14 @@ VIDEO_RECIPES: dict[str, dict[str, Any]] = {
     "cooldown": dict(preset="vavim_s", steps=15_529, batch_size=384, lr=0.0041, weight_decay=1e-7, warmup_frac=0.0,
                      drop_frac=1.0, stride=5, precision="bf16-mixed", seed=84924, ckpt_every_frac=0.25,
                      mix_ratios=COOLDOWN_MIX),
-    "cpu": dict(preset="vavim_mini", steps=300, batch_size=8, lr=0.004, weight_decay=1e-7, warmup_frac=0.1,
+    "cpu": dict(preset="vavim_mini", steps=1500, batch_size=8, lr=0.004, weight_decay=1e-7, warmup_frac=0.1,
                 drop_frac=0.1, stride=1, precision="32", seed=0),
 }
 
 ACTION_RECIPES: dict[str, dict[str, Any]] = {
     "release": dict(preset="vavam_s", steps=None, batch_size=384, lr=0.0194, weight_decay=1e-7, warmup_frac=0.01,
                     drop_frac=0.1, precision="bf16-mixed", ckpt_every=3_625),
-    "cpu": dict(preset="vavam_mini", steps=600, batch_size=16, lr=0.01, weight_decay=1e-7, warmup_frac=0.01,
+    "cpu": dict(preset="vavam_mini", steps=2000, batch_size=16, lr=0.02, weight_decay=1e-7, warmup_frac=0.01,
                 drop_frac=0.1, precision="32"),
 }
 
