@@ -284,7 +284,8 @@ def generate(
         scenes_per_town: expert scenes per town (more: fewer towns, faster).
         progress: show a progress bar and print the generation speed.
         workers: processes rendering in parallel (each town's scenes stay in one process); the
-            output is the same byte for byte whatever the number.
+            output is the same byte for byte whatever the number. Workers are spawned, so a script
+            calling this with ``workers > 1`` needs the usual ``if __name__ == "__main__":`` guard.
 
     Returns:
         summary dict: out, scenes, generated, skipped, frames, frames_generated, seconds,
