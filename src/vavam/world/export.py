@@ -365,18 +365,16 @@ def generate(
 
     try:
         chunks = _town_chunks(todo)
-        if not todo:
-            pass
-        elif workers <= 1 or len(chunks) <= 1:
-            for p, frames in _render_scenes(out, todo, settings):
-                done(1, frames, p)
-        else:
+        if workers > 1 and len(chunks) > 1:
             mp = multiprocessing.get_context("spawn")  # fresh worker processes: no inherited GL state
             with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=mp) as ex:
                 futures = {ex.submit(_render_chunk, out, chunk, settings): chunk for chunk in chunks}
                 for fut in as_completed(futures):
                     chunk = futures[fut]
                     done(len(chunk), fut.result(), chunk[-1])
+        elif todo:
+            for p, frames in _render_scenes(out, todo, settings):
+                done(1, frames, p)
     finally:
         bar.close()
     seconds = time.perf_counter() - t_start
