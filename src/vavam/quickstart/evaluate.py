@@ -30,8 +30,11 @@ def next_token(vim, train_store: TokenStore, heldout_store: TokenStore, batch_si
 
 
 @torch.no_grad()
-def next_frame(vim, heldout_store: TokenStore, limit: int = 24, seed: int = 0) -> dict[str, Any]:
-    """Greedy generation of the last frame of held-out windows from the others; token accuracy vs copying."""
+def next_frame(vim, heldout_store: TokenStore, limit: int | None = None, seed: int = 0) -> dict[str, Any]:
+    """Greedy generation of the last frame of held-out windows from the others; token accuracy vs copying.
+
+    ``limit``: a seeded random subset of that many windows (default: every non-overlapping held-out window).
+    """
     from vavam.video import generate_frames
 
     windows = store_windows(heldout_store, vim.config.num_frames, 1, limit, seed)
