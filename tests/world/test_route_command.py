@@ -17,8 +17,10 @@ class _Line:
     def __init__(self, offset: float):
         self.offset = offset
 
-    def position(self, s: float) -> np.ndarray:
-        return np.array([s, self.offset if s >= 8.0 else 0.0])
+    def position(self, s) -> np.ndarray:
+        """Point(s) at arc length(s) ``s``: ``[..., 2]`` (like :meth:`Polyline.position`)."""
+        s = np.asarray(s, dtype=np.float64)
+        return np.stack([s, np.where(s >= 8.0, self.offset, 0.0)], axis=-1)
 
 
 def _net(offset: float):

@@ -49,6 +49,24 @@ def path_point(net: Network, path: list[int], s: float) -> np.ndarray:
     return net.lanes[lane_id].line.position(s)
 
 
+def path_points(net: Network, path: list[int], s: np.ndarray) -> np.ndarray:
+    """:func:`path_point` of many arc lengths at once (the same arithmetic, element by element): ``[N, 2]``."""
+    s = np.array(s, dtype=np.float64)  # a copy: lengths are subtracted in place, lane by lane
+    out = np.empty((len(s), 2))
+    todo = np.ones(len(s), dtype=bool)
+    for lane_id in path[:-1]:
+        line = net.lanes[lane_id].line
+        here = todo & (s <= net.lanes[lane_id].length)
+        if here.any():
+            out[here] = line.position(s[here])
+        todo &= ~here
+        if not todo.any():
+            return out
+        s[todo] -= net.lanes[lane_id].length
+    out[todo] = net.lanes[path[-1]].line.position(s[todo])
+    return out
+
+
 def lookahead_distance(v: float) -> float:
     """Pure-pursuit lookahead, metres, growing with speed."""
     return float(np.clip(3.0 + 0.6 * v, 4.0, 16.0))
@@ -76,7 +94,7 @@ def route_command(net: Network, path: list[int], s_rear: float, state: EgoState,
     reach = 3.0 * max(state.v, 2.0)
     ahead = np.array([state.x + reach * np.cos(state.yaw), state.y + reach * np.sin(state.yaw)])
     arc = s_rear + np.arange(0.0, search_m + step_m, step_m)
-    route = np.array([path_point(net, path, float(a))[:2] for a in arc])  # [N, 2] world points
+    route = path_points(net, path, arc)  # [N, 2] world points
     p = route[int(np.argmin(np.sum((route - ahead) ** 2, axis=1)))]
     dx, dy = p[0] - state.x, p[1] - state.y
     lateral = -np.sin(state.yaw) * dx + np.cos(state.yaw) * dy

@@ -6,6 +6,8 @@ y left (``vavam.types``).
 
 from __future__ import annotations
 
+import bisect
+
 import numpy as np
 
 
@@ -49,6 +51,11 @@ class Polyline:
         self.seg_dir = seg / self.seg_len[:, None]
         self.s = np.concatenate([[0.0], np.cumsum(self.seg_len)])
         self.length = float(self.s[-1])
+        # plain-float copies for the scalar fast path (the simulation asks for one point at a time)
+        self._s_list = self.s.tolist()
+        self._pts_list = pts.tolist()
+        self._dir_list = self.seg_dir.tolist()
+        self._yaw: dict[int, np.float64] = {}  # segment headings, computed on demand
 
     def __len__(self) -> int:
         return len(self.points)
@@ -56,14 +63,32 @@ class Polyline:
     def _segment(self, s: np.ndarray) -> np.ndarray:
         return np.clip(np.searchsorted(self.s, s, side="right") - 1, 0, len(self.seg_len) - 1)
 
+    def _scalar_segment(self, s: float) -> int:
+        """``_segment`` of one finite arc length, without numpy's per-call overhead (same index)."""
+        return min(max(bisect.bisect_right(self._s_list, s) - 1, 0), len(self._dir_list) - 1)
+
+    def position_xy(self, s: float) -> tuple[float, float]:
+        """One point at a finite arc length ``s`` as plain floats (the same float64 arithmetic as
+        :meth:`position`, without numpy's per-call overhead: the simulation asks for points one by one)."""
+        i = self._scalar_segment(s)
+        (px, py), (dx, dy), ds = self._pts_list[i], self._dir_list[i], s - self._s_list[i]
+        return px + dx * ds, py + dy * ds
+
     def position(self, s) -> np.ndarray:
         """Point(s) at arc length ``s`` (extrapolated linearly beyond the ends): ``[..., 2]``."""
+        if isinstance(s, (float, int, np.floating, np.integer)) and np.isfinite(s):
+            return np.array(self.position_xy(float(s)))
         s = np.asarray(s, dtype=np.float64)
         i = self._segment(s)
         return self.points[i] + self.seg_dir[i] * (s - self.s[i])[..., None]
 
     def heading(self, s) -> np.ndarray:
         """Heading (yaw, radians) of the segment at arc length ``s``."""
+        if isinstance(s, (float, int, np.floating, np.integer)) and np.isfinite(s):
+            i = self._scalar_segment(float(s))
+            if i not in self._yaw:
+                self._yaw[i] = np.arctan2(self.seg_dir[i, 1], self.seg_dir[i, 0])
+            return self._yaw[i]
         i = self._segment(np.asarray(s, dtype=np.float64))
         d = self.seg_dir[i]
         return np.arctan2(d[..., 1], d[..., 0])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from vavam.types import NUM_WAYPOINTS, WAYPOINT_DT
-from vavam.world.driver import path_point
+from vavam.world.driver import path_points
 from vavam.world.geometry import box_corners, boxes_overlap
 
 TIMES = WAYPOINT_DT * np.arange(1, NUM_WAYPOINTS + 1)
@@ -67,8 +67,8 @@ def route_plan(obs: dict, speeds: np.ndarray, offset: float = 0.0, ramp: float =
     world = obs["world"]
     net, path, s0 = world.net, world.ego_agent.path, world.s_rear
     dist = np.cumsum(np.asarray(speeds) * WAYPOINT_DT)
-    pts = np.stack([path_point(net, path, s0 + d) for d in dist])
-    ahead = np.stack([path_point(net, path, s0 + d + 0.5) for d in dist])
+    pts = path_points(net, path, s0 + dist)
+    ahead = path_points(net, path, s0 + dist + 0.5)
     h = np.arctan2(ahead[:, 1] - pts[:, 1], ahead[:, 0] - pts[:, 0])
     r = np.clip(dist / max(ramp, 1e-3), 0.0, 1.0)
     lat0 = float(getattr(world, "lateral", 0.0))  # start from where the ego is, not from the lane centre
@@ -116,22 +116,27 @@ class ExpertPlanner:
         tail = plan[-1] - plan[-2]
         pts = np.concatenate([[[0.0, 0.0]], plan, plan[-1] + tail * np.arange(1, self.extra + 1)[:, None]])
         times = WAYPOINT_DT * np.arange(1, len(pts))
+        # each other vehicle at t - buffer, t, t + buffer (moving) or at t only (parked / stopped)
+        dts = np.array([-self.time_buffer, 0.0, self.time_buffer])
+        moving = np.abs(others[:, 5]) + np.abs(others[:, 6]) > 0.5  # [N]
+        checked = np.stack([moving, np.ones_like(moving), moving], axis=1)  # [N, 3]
+        reach = 0.5 * (np.hypot(others[:, 3], others[:, 4]) + self.length) + 2 * self.margin  # [N]
         yaw = 0.0
         for i in range(1, len(pts)):
             d = pts[i] - pts[i - 1]
             if np.hypot(*d) > 0.05:  # else keep the last heading (stopped)
                 yaw = np.arctan2(d[1], d[0])
             c = pts[i] + self.r2c * np.array([np.cos(yaw), np.sin(yaw)])
-            ego = box_corners(c[0], c[1], yaw, self.length + 2 * self.margin, self.width + 2 * self.side_margin)
             t = times[i - 1]
-            for o in others:
-                moving = abs(o[5]) + abs(o[6]) > 0.5
-                for dt in (-self.time_buffer, 0.0, self.time_buffer) if moving else (0.0,):
-                    ox, oy = o[0] + o[5] * (t + dt), o[1] + o[6] * (t + dt)
-                    if np.hypot(ox - c[0], oy - c[1]) > 0.5 * (np.hypot(o[3], o[4]) + self.length) + 2 * self.margin:
-                        continue
-                    if boxes_overlap(ego, box_corners(ox, oy, o[2], o[3], o[4])):
-                        return float(t)
+            ox = others[:, 0:1] + others[:, 5:6] * (t + dts)  # [N, 3]
+            oy = others[:, 1:2] + others[:, 6:7] * (t + dts)
+            near = checked & ~(np.hypot(ox - c[0], oy - c[1]) > reach[:, None])  # bounding circles meet
+            if not near.any():
+                continue
+            ego = box_corners(c[0], c[1], yaw, self.length + 2 * self.margin, self.width + 2 * self.side_margin)
+            for n, k in zip(*np.nonzero(near)):
+                if boxes_overlap(ego, box_corners(ox[n, k], oy[n, k], others[n, 2], others[n, 3], others[n, 4])):
+                    return float(t)
         return np.inf
 
     def __call__(self, obs: dict) -> np.ndarray:

@@ -58,16 +58,27 @@ class _FreeSpace:
     def __init__(self, net: Network, margin: float):
         self.net, self.margin = net, margin
         self.sidewalk = net.config.sidewalk
+        # every road centreline segment in one array, each with its road's clearance
+        lines = [road.centre for road in net.roads]
+        self.seg_start = np.concatenate([ln.points[:-1] for ln in lines] + [np.zeros((0, 2))])  # [S, 2]
+        self.seg_dir = np.concatenate([ln.seg_dir for ln in lines] + [np.zeros((0, 2))])  # [S, 2]
+        self.seg_len = np.concatenate([ln.seg_len for ln in lines] + [np.zeros(0)])  # [S]
+        self.clearance = np.concatenate([
+            np.full(len(road.centre.seg_len), road.half_width + self.sidewalk + margin) for road in net.roads
+        ] + [np.zeros(0)])  # fmt: skip
+        self.node_xy = np.array([node.xy for node in net.nodes], dtype=np.float64).reshape(-1, 2)  # [K, 2]
+        self.node_half = np.array([[node.half_x + margin, node.half_y + margin] for node in net.nodes]).reshape(-1, 2)
 
     def free(self, pts: np.ndarray) -> bool:
-        for road in self.net.roads:
-            if np.any(road.centre.distance(pts) < road.half_width + self.sidewalk + self.margin):
-                return False
-        for node in self.net.nodes:
-            d = np.abs(pts - node.xy)
-            if np.any((d[:, 0] < node.half_x + self.margin) & (d[:, 1] < node.half_y + self.margin)):
-                return False
-        return True
+        """Whether every point ``[M, 2]`` is clear of all roads (with sidewalks) and intersections."""
+        p = np.asarray(pts, dtype=np.float64)[:, None, :]  # [M, 1, 2]
+        rel = p - self.seg_start[None]  # [M, S, 2]
+        t = np.clip(rel[..., 0] * self.seg_dir[:, 0] + rel[..., 1] * self.seg_dir[:, 1], 0.0, self.seg_len)
+        closest = self.seg_start[None] + self.seg_dir[None] * t[..., None]  # [M, S, 2]
+        if np.any(np.sqrt(np.sum((p - closest) ** 2, axis=-1)) < self.clearance):
+            return False
+        d = np.abs(p - self.node_xy[None])  # [M, K, 2]
+        return not np.any((d[..., 0] < self.node_half[:, 0]) & (d[..., 1] < self.node_half[:, 1]))
 
 
 def _footprint_points(x, y, yaw, length, width) -> np.ndarray:

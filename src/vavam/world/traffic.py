@@ -157,13 +157,25 @@ class Traffic:
             s -= lanes[lane_id].length
         return lanes[agent.path[-1]].line.position(s)
 
+    def _point_xy(self, agent: Agent, s: float) -> tuple[float, float]:
+        """:meth:`point` as plain floats (finite ``s``)."""
+        lanes = self.net.lanes
+        if s < 0.0 and agent.prev_lane is not None:
+            line = lanes[agent.prev_lane].line
+            return line.position_xy(line.length + s)
+        for lane_id in agent.path[:-1]:
+            if s <= lanes[lane_id].length:
+                return lanes[lane_id].line.position_xy(s)
+            s -= lanes[lane_id].length
+        return lanes[agent.path[-1]].line.position_xy(s)
+
     def update_pose(self, agent: Agent) -> None:
         """Set x, y, yaw from the lane position: both axles (at +-30 % of the length from the centre)
         sit on the lane centreline, so long vehicles cut corners like real ones instead of swinging out."""
         half = 0.3 * agent.length
-        rear, front = self.point(agent, agent.s - half), self.point(agent, agent.s + half)
-        agent.x, agent.y = (float(c) for c in 0.5 * (rear + front))
-        agent.yaw = float(np.arctan2(front[1] - rear[1], front[0] - rear[0]))
+        (rx, ry), (fx, fy) = self._point_xy(agent, agent.s - half), self._point_xy(agent, agent.s + half)
+        agent.x, agent.y = 0.5 * (rx + fx), 0.5 * (ry + fy)
+        agent.yaw = float(np.arctan2(fy - ry, fx - rx))
 
     # ----------------------------------------------------------------- planning
     def _occupancy(self) -> dict[int, list[Agent]]:
