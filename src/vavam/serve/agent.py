@@ -221,6 +221,9 @@ class VaVAMAgent:
         options = options or AgentOptions()
         size = options.image_size if options.image_size is not None else checkpoint_image_size(tokenizer, model)
         self.options = dataclasses.replace(options, image_size=(int(size[0]), int(size[1])))  # a copy: never the caller's
+        from vavam.hardware import warn_if_slow_bf16
+
+        warn_if_slow_bf16("bf16" if self.options.dtype == "bf16" else "32", self.options.device, "serving")
         if context_frames is None:
             video_config = getattr(getattr(model, "config", None), "video", None)
             context_frames = video_config.num_frames if video_config is not None else CONTEXT_FRAMES

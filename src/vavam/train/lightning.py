@@ -220,8 +220,11 @@ def fit_resumable(
     With ``resume`` the newest intact checkpoint of ``out`` is restored (weights, optimiser, schedule,
     loop counters, data position) and the per-step log ``out/metrics.jsonl`` is cut back to it.
     """
+    from vavam.hardware import warn_if_slow_bf16
+
     out = Path(out)
     scale = scale or ScaleOut()
+    warn_if_slow_bf16(precision, "cuda" if torch.cuda.is_available() else "cpu")
     ckpt = find_resume_checkpoint(out) if resume else None
     start = checkpoint_step(ckpt) if ckpt is not None else 0
     if ckpt is not None:

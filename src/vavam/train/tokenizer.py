@@ -365,6 +365,9 @@ def train_tokenizer(
     embedding = model.quantize.embedding.weight
     autocast = precision == "bf16-mixed"
     dev_type = torch.device(device).type
+    from vavam.hardware import warn_if_slow_bf16
+
+    warn_if_slow_bf16(precision, device, "tokenizer training")
 
     if nan_policy not in ("stop", "skip"):
         raise ValueError(f"nan_policy must be 'stop' or 'skip', got {nan_policy!r}")
