@@ -16,11 +16,12 @@ def vq16() -> VQConfig:
 
 
 def vq_tiny() -> VQConfig:
-    """Small VQ with downsampling 8 and a 1024-code codebook, for tests and the quickstart."""
+    """Small VQ with downsampling 8 and a 1024-code codebook, for tests (channels 16-32-32-64: a float32
+    training step costs about a quarter of the 32-channel version's)."""
     return VQConfig(
         codebook_size=1024,
         codebook_embed_dim=8,
-        base_channels=32,
+        base_channels=16,
         ch_mult=(1, 2, 2, 4),
         z_channels=64,
         num_res_blocks=1,
@@ -29,16 +30,23 @@ def vq_tiny() -> VQConfig:
 
 
 def vq_mini() -> VQConfig:
-    """The quickstart's tokenizer: downsampling 16 like VQ-16, 512 codes (64x128 frames -> 4x8 tokens).
+    """The quickstart's tokenizer: downsampling 16 like VQ-16, 64 codes (64x128 frames -> 4x8 tokens).
 
     Downsampling 16 rather than 8 keeps a frame at 32 tokens, so the tiny VaViM learns to look at the
     previous frame (a 32-token offset) within the quickstart's minutes; at 128 tokens per frame it does not.
+    Channels 16-16-32-64-128 (full resolution is the expensive part): a float32 step of 16 frames takes
+    0.54 s on 2 AVX2 cores, 3.7x less than channels 32-64-64-128-128. Measured on 256 world scenes,
+    300 steps: held-out PSNR 18.6 dB with 512, 128 or 64 codes (18.4 with 32): 32 tokens, not the
+    codebook, limit the reconstruction. Fewer codes make tokens steadier from frame to frame (the same
+    token at the same place in the next frame: 23 % with 512 codes, 42 % with 64) and VaViM's
+    teacher-forced next-frame accuracy beats copying the last frame with 64 codes (0.46 vs 0.43), not
+    with 512 (0.22 vs 0.24).
     """
     return VQConfig(
-        codebook_size=512,
+        codebook_size=64,
         codebook_embed_dim=8,
-        base_channels=32,
-        ch_mult=(1, 2, 2, 4, 4),
+        base_channels=16,
+        ch_mult=(1, 1, 2, 4, 8),
         z_channels=64,
         num_res_blocks=1,
         norm_groups=8,
@@ -71,9 +79,10 @@ def vavim_tiny() -> VideoConfig:
 
 
 def vavim_mini() -> VideoConfig:
-    """The quickstart's VaViM: 4 layers of width 128 (head dim 32), 8 frames of 4 x 8 tokens, 513 codes."""
+    """The quickstart's VaViM: 4 layers of width 128 (head dim 32), 8 frames of 4 x 8 tokens, ``vq_mini``'s 64 codes
+    (+1: the vocabulary is the codebook plus one unused id, as in the released models)."""
     return VideoConfig(
-        width=128, num_layers=4, head_dim=32, vocab_size=513, num_frames=8, tokens_per_frame=32, init_std=0.02,
+        width=128, num_layers=4, head_dim=32, vocab_size=65, num_frames=8, tokens_per_frame=32, init_std=0.02,
         base_width=128,
     )
 

@@ -24,7 +24,8 @@ from vavam.tokenizer import (
 @pytest.fixture
 def model() -> VQModel:
     torch.manual_seed(0)
-    m = vavam.build_model(vavam.presets.vq_tiny()).eval()
+    # 32 base channels: LlamaGen's GroupNorm has 32 groups, which a LlamaGen file's shapes cannot tell
+    m = vavam.build_model(replace(vavam.presets.vq_tiny(), base_channels=32)).eval()
     with torch.no_grad():  # non-trivial norms so that a wrong mapping shows
         for name, p in m.named_parameters():
             if "norm" in name:
@@ -65,12 +66,21 @@ def test_llamagen_file_round_trip(model: VQModel, images: torch.Tensor, tmp_path
     torch.save(obj, path)
     loaded = vavam.load_tokenizer(path)
     # shapes give everything except the GroupNorm group count (LlamaGen's 32 assumed)
-    assert loaded.config == replace(vavam.presets.vq_tiny(), norm_groups=32)
+    assert loaded.config == replace(model.config, norm_groups=32)
     converted = convert_llamagen_state_dict(obj, norm_groups=8)
     assert converted.config == model.config
     ids = model.encode(images)
     assert torch.equal(converted.encode(images), ids)
     assert torch.equal(converted.decode(ids), model.decode(ids))
+
+
+def test_llamagen_file_with_too_few_channels_for_32_groups_names_the_file(tmp_path: Path) -> None:
+    small = vavam.build_model(vavam.presets.vq_tiny())  # 16 base channels: not divisible into 32 groups
+    path = tmp_path / "narrow.pt"
+    torch.save({"model": to_llamagen_state_dict(small)}, path)
+    with pytest.raises(ValueError, match="narrow.pt.*divisible"):
+        vavam.load_tokenizer(path)
+    assert convert_llamagen_state_dict(torch.load(path), norm_groups=8).config == small.config
 
 
 def test_llamagen_state_dict_loads_directly(model: VQModel) -> None:

@@ -118,8 +118,8 @@ def test_reconstruction_grid(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))  # atomic write left no temporary file
 
 
-# ~80 ms a step on 2 idle cores (bf16 autocast, AVX-512 bf16); 400 steps reach about 21 dB from about 12.4 dB
-STEPS, BATCH, IMAGE, LR, PRECISION = 400, 8, (32, 64), 2e-3, "bf16-mixed"
+# float32: bf16 autocast is 10-80x slower than float32 on CPUs without native bf16 (vavam.hardware)
+STEPS, BATCH, IMAGE, LR, PRECISION = 400, 8, (32, 64), 2e-3, "32"
 
 
 @pytest.mark.slow

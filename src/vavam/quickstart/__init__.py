@@ -97,7 +97,7 @@ def _stages(out: Path, plan: QuickstartPlan, seed: int) -> list[Stage]:
         return train_video(
             out=folder, tokens=tokens_dir / "train", preset=plan.video_preset, steps=plan.video_steps,
             batch_size=plan.video_batch, lr=plan.video_lr, width=plan.video_width, val_tokens=tokens_dir / "heldout",
-            val_every=plan.video_steps, seed=seed, progress=True,
+            val_every=plan.video_steps, seed=seed, precision=plan.video_precision, progress=True,
         )
 
     def action(folder: Path) -> dict:
@@ -107,7 +107,7 @@ def _stages(out: Path, plan: QuickstartPlan, seed: int) -> list[Stage]:
             out=folder, video=video_dir / "model", records=world_dir / "train.npz",
             tokens=tokens_dir / "train", preset=plan.action_preset, steps=plan.action_steps,
             batch_size=plan.action_batch, lr=plan.action_lr, width=plan.action_width,
-            tokenizer=tok_dir / "tokenizer", seed=seed, progress=True,
+            tokenizer=tok_dir / "tokenizer", seed=seed, precision=plan.action_precision, progress=True,
         )
 
     def evaluate(folder: Path) -> dict:
