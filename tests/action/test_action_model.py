@@ -68,6 +68,29 @@ def test_batched_samples_equal_separate_calls():
     assert torch.equal(model.sample_trajectory(tokens, command, 2, generator=g1), model.sample_trajectory(tokens, command, 2, generator=g2))
 
 
+def test_flow_loss_repeats_equal_separate_windows_and_share_gradients():
+    """``repeats=R``: the loss equals the mean of the losses of R copies of each window with their own
+    noise and times (rows window-major), and so do the expert's gradients."""
+    model = _noisy_tiny()
+    tokens = torch.randint(0, 1024, (2, 3, 4, 6))
+    command = torch.tensor([[0, 1, 2], [2, 2, 1]])
+    actions = torch.randn(2, 3, 6, 2) * 10
+    r = 3
+    noise, t = torch.randn(2 * r, 3, 6, 2), torch.rand(2 * r, 3)
+    shared = model.flow_loss(tokens, command, actions, t=t, noise=noise, repeats=r)
+    shared.backward()
+    grads = {n: p.grad.clone() for n, p in model.expert.named_parameters()}
+    model.zero_grad()
+    copies = model.flow_loss(tokens.repeat_interleave(r, 0), command.repeat_interleave(r, 0),
+                             actions.repeat_interleave(r, 0), t=t, noise=noise)
+    copies.backward()
+    assert torch.allclose(shared, copies, rtol=1e-5, atol=1e-6)
+    for n, p in model.expert.named_parameters():
+        assert torch.allclose(grads[n], p.grad, rtol=1e-4, atol=1e-6), n
+    with pytest.raises(ValueError, match="repeats"):
+        model.flow_loss(tokens, command, actions, repeats=0)
+
+
 @torch.no_grad()
 def test_visual_stream_unchanged_by_actions():
     model = _noisy_tiny(1)

@@ -51,6 +51,7 @@ class VideoActionModel(nn.Module):
         command: torch.Tensor,
         tokens: torch.Tensor,
         return_embeds: bool = False,
+        visual: VisualKV | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Predicted velocity of every frame's trajectory, with the training mask.
 
@@ -60,6 +61,7 @@ class VideoActionModel(nn.Module):
             command: long ``[B, T]`` (0 right, 1 left, 2 straight).
             tokens: long ``[B, T, h, w]``.
             return_embeds: also return the expert stream after its final norm, ``[B, T, H, e]``.
+            visual: VaViM's keys/values of ``tokens`` (:meth:`visual_kv`) when already computed.
 
         Returns:
             velocity ``[B, T, H, 2]`` (model units).
@@ -74,7 +76,7 @@ class VideoActionModel(nn.Module):
         if tokens.shape[:2] != (b, t_frames):
             raise ValueError(f"tokens {tuple(tokens.shape)} and actions {tuple(x_t.shape)} disagree on [B, T]")
         p = tokens.shape[2] * tokens.shape[3]
-        visual = self.visual_kv(tokens)
+        visual = self.visual_kv(tokens) if visual is None else visual
         action = self.expert.encoder(x_t, command, t).reshape(b, t_frames * horizon, -1)  # [B, T·H, e]
         mask = action_rows_training(t_frames, p, horizon, device=x_t.device)
         hidden = action_stream(self.expert, action, visual, mask)
@@ -90,22 +92,32 @@ class VideoActionModel(nn.Module):
         t: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        repeats: int = 1,
     ) -> torch.Tensor:
-        """Flow-matching loss (mean squared velocity error over ``B·T·H·2`` values), scalar.
+        """Flow-matching loss (mean squared velocity error over ``B·R·T·H·2`` values), scalar.
 
         Args:
             tokens: long ``[B, T, h, w]``; command: long ``[B, T]``; actions: metres ``[B, T, H, 2]``.
-            t: flow times ``[B, T]`` (default: Beta(1.5, 1) sampler); noise: ``[B, T, H, 2]`` (default N(0, I)).
+            t: flow times ``[B·R, T]`` (default: Beta(1.5, 1) sampler); noise: ``[B·R, T, H, 2]`` (default N(0, I)).
+            repeats: R flow samples (noise, time) per window, rows ``b·R .. b·R + R − 1`` for window ``b``.
+                VaViM's stream, most of a step's cost, is computed once per window and shared by its R
+                samples, so the expert sees R times more noisy trajectories for little extra compute (the
+                diffusion-batch multiplier of MAR). R = 1 is the released recipe.
         """
         c = self.config
+        check_positive_int(repeats, "repeats")
         check_finite(actions, "actions")
         x1 = actions / c.action_scaling
+        visual = self.visual_kv(tokens)
+        if repeats > 1:
+            x1, command, tokens = (z.repeat_interleave(repeats, dim=0) for z in (x1, command, tokens))
+            visual = [(k.repeat_interleave(repeats, dim=0), v.repeat_interleave(repeats, dim=0)) for k, v in visual]
         if noise is None:
             noise = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
         if t is None:
             t = flow.sample_time(tuple(x1.shape[:2]), sig_min=c.flow_sig_min, generator=generator, device=x1.device)
         x_t = flow.interpolate(noise, x1, t, c.flow_sig_min)
-        v = self.velocity(x_t, t.to(x1.dtype), command, tokens)
+        v = self.velocity(x_t, t.to(x1.dtype), command, tokens, visual=visual)
         return ((v - flow.target_velocity(noise, x1, c.flow_sig_min)) ** 2).mean()
 
     # ------------------------------------------------------------------ inference

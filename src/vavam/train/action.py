@@ -70,19 +70,23 @@ class ActionLitModule(MupWsdMixin, L.LightningModule):
         seed: int = 0,
         nan_policy: NanPolicy = "stop",
         accumulate: int = 1,
+        noise_repeats: int = 1,
     ) -> None:
         super().__init__()
         from vavam.config import config_to_dict
 
         self.save_hyperparameters({"vavam_config": config_to_dict(model.config), "lr": lr, "weight_decay": weight_decay,
                                    "warmup_iter": warmup_iter, "end_iter": end_iter, "drop_iter": drop_iter,
-                                   "seed": seed, "accumulate": accumulate})
+                                   "seed": seed, "accumulate": accumulate, "noise_repeats": noise_repeats})
         self.model = model
         self.model.video.requires_grad_(False)
         self.lr, self.weight_decay = lr, weight_decay
         self.schedule = (warmup_iter, end_iter, drop_iter)
         self.seed, self.nan_policy = seed, nan_policy
         self.accumulate = accumulate
+        self.noise_repeats = int(noise_repeats)
+        if self.noise_repeats < 1:
+            raise ValueError(f"noise_repeats must be >= 1, got {noise_repeats}")
         self.data_step = 0  # set per batch by the trainer (batches consumed so far)
 
     def mup_width_multipliers(self) -> dict[str, float]:
@@ -110,7 +114,8 @@ class ActionLitModule(MupWsdMixin, L.LightningModule):
                                     generator=generator)
 
     def step_noise(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flow noise ``[b, T, H, 2]`` and times ``[b, T]`` of this rank's batch.
+        """Flow noise ``[b·R, T, H, 2]`` and times ``[b·R, T]`` of this rank's batch (R = ``noise_repeats``
+        draws per window, rows window-major).
 
         They are drawn for the whole global batch of the optimiser step from a generator seeded by
         ``(seed, step)`` and this batch takes the rows of its samples' positions in that global batch:
@@ -124,17 +129,19 @@ class ActionLitModule(MupWsdMixin, L.LightningModule):
         step, micro = divmod(int(self.data_step), self.accumulate)
         offset = micro * b * world + rank * b
         c = self.model.config
+        r = self.noise_repeats
         gen = step_generator(self.seed, step, 0, device=positions.device)
-        noise = torch.randn((b * world * self.accumulate, *positions.shape[1:]), generator=gen,
+        noise = torch.randn((b * world * self.accumulate, r, *positions.shape[1:]), generator=gen,
                             device=positions.device, dtype=self._actions_dtype())
-        t = flow.sample_time((b * world * self.accumulate, frames), sig_min=c.flow_sig_min, generator=gen,
+        t = flow.sample_time((b * world * self.accumulate, r, frames), sig_min=c.flow_sig_min, generator=gen,
                              device=positions.device)
-        return noise[offset:offset + b], t[offset:offset + b]
+        return noise[offset:offset + b].flatten(0, 1), t[offset:offset + b].flatten(0, 1)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         noise, t = self.step_noise(batch)
         actions = batch["positions"].to(self._actions_dtype())
-        loss = self.checked_loss(self.model.flow_loss(batch["tokens"], batch["commands"], actions, t=t, noise=noise))
+        loss = self.checked_loss(self.model.flow_loss(batch["tokens"], batch["commands"], actions, t=t, noise=noise,
+                                                      repeats=self.noise_repeats))
         if loss is not None:
             self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False,
                      batch_size=len(batch["tokens"]))
@@ -255,6 +262,7 @@ def train_action(
     activation_checkpointing: bool = False,
     compile: bool = False,
     checkpoint_format: CheckpointFormat = "full",
+    noise_repeats: int = 1,
 ) -> dict:
     """Train VaVAM's action expert on a frozen VaViM; writes our checkpoint folder to OUT/model.
 
@@ -301,6 +309,8 @@ def train_action(
         activation_checkpointing: recompute the expert's MLP activations in backward.
         compile: ``torch.compile`` the MLPs of VaViM and of the expert.
         checkpoint_format: ``full`` (one file) or ``sharded`` (FSDP only; see ``vavam checkpoint consolidate``).
+        noise_repeats: flow samples (noise, time) per window and step; VaViM's stream is computed once per
+            window and shared (see :meth:`VideoActionModel.flow_loss`). 1 is the released recipe.
     """
     given = dict(locals())
     from vavam.train.recipes import ACTION_RECIPES, apply_recipe
@@ -318,7 +328,8 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
                   num_workers: int, ckpt_every: int, keep: int, resume: bool, nan_policy: NanPolicy,
                   plot_every: int, progress: bool, devices: int = 1, nodes: int = 1, strategy: StrategyName = "auto",
                   global_batch: int | None = None, accumulate: int = 1, activation_checkpointing: bool = False,
-                  compile: bool = False, checkpoint_format: CheckpointFormat = "full") -> dict:
+                  compile: bool = False, checkpoint_format: CheckpointFormat = "full",
+                  noise_repeats: int = 1) -> dict:
     import vavam
     from vavam.action import VideoActionModel, save_action_model
 
@@ -347,7 +358,8 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
         val_loader = DataLoader(make_window_dataset(val_records, val_tokens, frames, subsampling),
                                 batch_size=batch_size, collate_fn=_collate, num_workers=num_workers)
     module = ActionLitModule(model, lr, weight_decay, int(warmup_frac * steps), steps, int(drop_frac * steps),
-                             seed=seed, nan_policy=nan_policy, accumulate=plan.accumulate)
+                             seed=seed, nan_policy=nan_policy, accumulate=plan.accumulate,
+                             noise_repeats=noise_repeats)
     out = Path(out)
     start = time.perf_counter()
     plot_set = val_loader.dataset if val_loader is not None else train_set
