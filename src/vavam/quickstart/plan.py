@@ -8,7 +8,11 @@ The rule (documented in the README): with ``s = budget_minutes / 15``,
 - closed loop: ``max(1, round(2 s))`` runs of 2 layouts per scenario type;
 - sizes: 64 x 128 frames, ``vq_mini`` (downsampling 16: 4 x 8 tokens per frame, 64 codes) /
   ``vavim_mini`` / ``vavam_mini`` below ``s = 4``; from ``s >= 4`` the VaViM and expert widths double
-  (more budget buys a bigger model, as in the paper's scaling study);
+  (more budget buys a bigger model, as in the paper's scaling study) and their step counts are divided
+  by the measured cost of a wider step (VaViM ``round(1200 s / 2.3)``, VaVAM ``round(1100 s / 2.1)``).
+  The frames stay 64 x 128 at every budget: 8 x 16 tokens per frame (what 128 x 256 frames would give)
+  kept the tiny VaViM on a loss plateau for ~2,000 steps before it learned to look at the previous
+  frame (below), more steps than a one-hour budget buys at that size;
 - precision: float32 everywhere. bf16 autocast is 2x faster only on CPUs with native bf16 (AVX-512 BF16,
   AMX) and 10-80x slower on the others (AVX2; :mod:`vavam.hardware`); float32 keeps one run the same on
   every machine.
@@ -37,6 +41,11 @@ import dataclasses
 from dataclasses import dataclass
 
 DEFAULT_BUDGET_MIN = 15.0
+# cost of a training step with the double-width models relative to the default ones, measured on 2 AVX2
+# cores (float32): VaViM 8 x 256 tokens, width 256 vs 128: 0.591 / 0.255 s; VaVAM 16 windows, VaViM 256 +
+# expert 128 vs 128 + 64: 0.391 / 0.189 s
+WIDE_VIDEO_STEP_COST = 2.3
+WIDE_ACTION_STEP_COST = 2.1
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,8 @@ class QuickstartPlan:
             action_steps=max(50, round(1100 * s)),
             closed_loop_runs=max(1, round(2 * s)),
         )
-        if s >= 4:
-            plan = dataclasses.replace(plan, video_width=256, action_width=128)
+        if s >= 4:  # twice the widths; fewer steps, so that the run still fits the budget
+            plan = dataclasses.replace(plan, video_width=256, action_width=128,
+                                       video_steps=max(30, round(1200 * s / WIDE_VIDEO_STEP_COST)),
+                                       action_steps=max(50, round(1100 * s / WIDE_ACTION_STEP_COST)))
         return plan
