@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 from vavam import hardware
@@ -24,20 +26,8 @@ def test_warns_only_for_bf16_on_a_slow_device(monkeypatch, capsys):
     with pytest.warns(RuntimeWarning, match="without native bf16.*precision '32'"):
         hardware.warn_if_slow_bf16("bf16-mixed", "cpu", "training")
     assert "--precision 32" in capsys.readouterr().err
-    with _no_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
         hardware.warn_if_slow_bf16("32", "cpu")
-    monkeypatch.setattr(hardware, "bf16_is_fast", lambda device="cpu": True)
-    with _no_warning():
+        monkeypatch.setattr(hardware, "bf16_is_fast", lambda device="cpu": True)
         hardware.warn_if_slow_bf16("bf16-mixed", "cpu")
-
-
-class _no_warning:
-    def __enter__(self):
-        import warnings
-
-        self._cm = warnings.catch_warnings()
-        self._cm.__enter__()
-        warnings.simplefilter("error")
-
-    def __exit__(self, *exc):
-        return self._cm.__exit__(*exc)

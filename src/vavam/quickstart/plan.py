@@ -37,7 +37,6 @@ the budget is what it takes on 2 CPU cores (this project's reference machine: fl
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 DEFAULT_BUDGET_MIN = 15.0
@@ -85,17 +84,16 @@ class QuickstartPlan:
         if budget_min <= 0:
             raise ValueError(f"budget must be positive minutes, got {budget_min}")
         s = budget_min / DEFAULT_BUDGET_MIN
-        plan = cls(
+        wide = s >= 4  # twice the widths; fewer steps, so that the run still fits the budget
+        video_cost, action_cost = (WIDE_VIDEO_STEP_COST, WIDE_ACTION_STEP_COST) if wide else (1.0, 1.0)
+        return cls(
             budget_min=budget_min,
             train_scenes=max(4, round(180 * s)),
             heldout_scenes=max(6, round(16 * s)),
             tokenizer_steps=max(50, round(180 * s)),
-            video_steps=max(30, round(1200 * s)),
-            action_steps=max(50, round(1100 * s)),
+            video_steps=max(30, round(1200 * s / video_cost)),
+            action_steps=max(50, round(1100 * s / action_cost)),
             closed_loop_runs=max(1, round(2 * s)),
+            video_width=256 if wide else None,
+            action_width=128 if wide else None,
         )
-        if s >= 4:  # twice the widths; fewer steps, so that the run still fits the budget
-            plan = dataclasses.replace(plan, video_width=256, action_width=128,
-                                       video_steps=max(30, round(1200 * s / WIDE_VIDEO_STEP_COST)),
-                                       action_steps=max(50, round(1100 * s / WIDE_ACTION_STEP_COST)))
-        return plan
