@@ -35,6 +35,7 @@ from vavam.train.distributed import (
     recipe_global_batch,
     scale_summary,
 )
+from vavam.train.ema import EMAWeights
 from vavam.train.lightning import MupWsdMixin, NanPolicy, fit_resumable
 from vavam.train.resume import step_generator
 
@@ -263,6 +264,7 @@ def train_action(
     compile: bool = False,
     checkpoint_format: CheckpointFormat = "full",
     noise_repeats: int = 1,
+    ema: float = 0.0,
 ) -> dict:
     """Train VaVAM's action expert on a frozen VaViM; writes our checkpoint folder to OUT/model.
 
@@ -311,6 +313,9 @@ def train_action(
         checkpoint_format: ``full`` (one file) or ``sharded`` (FSDP only; see ``vavam checkpoint consolidate``).
         noise_repeats: flow samples (noise, time) per window and step; VaViM's stream is computed once per
             window and shared (see :meth:`VideoActionModel.flow_loss`). 1 is the released recipe.
+        ema: decay of an exponential moving average of the expert's weights (see :mod:`vavam.train.ema`);
+            the saved model holds the average (checkpoints keep the raw weights). 0 (the released
+            recipe): no average, the saved model holds the last weights.
     """
     given = dict(locals())
     from vavam.train.recipes import ACTION_RECIPES, apply_recipe
@@ -329,7 +334,7 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
                   plot_every: int, progress: bool, devices: int = 1, nodes: int = 1, strategy: StrategyName = "auto",
                   global_batch: int | None = None, accumulate: int = 1, activation_checkpointing: bool = False,
                   compile: bool = False, checkpoint_format: CheckpointFormat = "full",
-                  noise_repeats: int = 1) -> dict:
+                  noise_repeats: int = 1, ema: float = 0.0) -> dict:
     import vavam
     from vavam.action import VideoActionModel, save_action_model
 
@@ -338,6 +343,9 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
                      activation_checkpointing=activation_checkpointing, compile=compile,
                      checkpoint_format=checkpoint_format)
     check_launch(scale, "vavam train action")
+    if ema and scale.resolved_strategy in ("fsdp", "deepspeed"):
+        raise ValueError(f"ema={ema} is not supported with the {scale.resolved_strategy} strategy (sharded weights); "
+                         "use ddp or a single device")
     L.seed_everything(seed, workers=True, verbose=False)
     vim = vavam.load_video_model(video)
     config = presets.get(preset)
@@ -365,10 +373,13 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
     plot_set = val_loader.dataset if val_loader is not None else train_set
     plot_items = [plot_set[int(i)] for i in torch.linspace(0, len(plot_set) - 1, min(4, len(plot_set))).long()]
     plots = TrajectoryImages(out, plot_items, every_n_steps=plot_every, seed=seed)
+    averager = [EMAWeights(ema, prefix="model.expert")] if ema else []
     fit = fit_resumable(module, train_set, out=out, steps=steps, batch_size=batch_size, seed=seed,
                         precision=precision, progress=progress, collate_fn=_collate, val_loaders=val_loader,
                         val_every=val_every, ckpt_every=ckpt_every, keep=keep, resume=resume,
-                        num_workers=num_workers, deterministic=False, extra_callbacks=[plots], scale=scale)
+                        num_workers=num_workers, deterministic=False, extra_callbacks=[plots, *averager], scale=scale)
+    if averager:  # the saved model is the average; checkpoints keep the raw weights for resuming
+        averager[0].copy_to(module)
     summary = {"steps": steps, "seconds": round(time.perf_counter() - start, 2), "windows": len(train_set),
                "resumed_from": fit.resumed_from, "scale": scale_summary(scale, plan),
                "metrics": {k: float(v) for k, v in fit.trainer.callback_metrics.items()}}
