@@ -18,6 +18,8 @@ def test_plan_scales_with_budget():
     assert default.train_scenes == 180 and default.heldout_scenes == 16
     assert default.tokenizer_precision == default.video_precision == default.action_precision == "32"
     assert big.video_width == 256 and default.video_width is None
+    # the expert's weights are averaged from the default budget on; a 220-step run keeps its last weights
+    assert small.action_ema == 0.0 and default.action_ema == big.action_ema == 0.99
     # wider steps cost 2.3x (VaViM) and 2.1x (VaVAM): a 60-minute plan takes fewer than 4x the steps
     assert big.video_steps == round(1200 * 4 / 2.3) and big.action_steps == round(1100 * 4 / 2.1)
     with pytest.raises(ValueError):
