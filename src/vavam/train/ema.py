@@ -57,8 +57,8 @@ class EMAWeights(L.Callback):
         if self.updates == 0 and not self.average:  # fresh run; a resume restored the average already
             self.average = {k: p.detach().float().clone() for k, p in self._params(pl_module).items()}
         params = self._params(pl_module)
-        # update right after each optimiser step (before any callback's checkpoint of that step); a step
-        # skipped for a non-finite loss, or an accumulation pass, runs no optimiser step and no update
+        # update right after each optimiser step, before any callback checkpoints that step; the passes of
+        # an accumulated step before its last run no optimiser step and so no update
         self._hooks = [opt.register_step_post_hook(lambda *_: self._update(params)) for opt in trainer.optimizers]
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
