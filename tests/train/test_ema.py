@@ -52,7 +52,7 @@ def test_saved_model_is_the_average_and_resume_matches(tmp_path, monkeypatch):
     recorder = _Record()
     monkeypatch.setattr(ta, "fit_resumable", lambda *a, **k: real(
         *a, **{**k, "extra_callbacks": [recorder, *k.get("extra_callbacks", ())]}))
-    train_action(tmp_path / "full", *args, ema=0.5, **KW)
+    assert train_action(tmp_path / "full", *args, ema=0.5, **KW)["ema"] == 0.5
     monkeypatch.setattr(ta, "fit_resumable", real)
 
     assert len(recorder.weights) == 1 + KW["steps"]

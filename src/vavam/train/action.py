@@ -381,7 +381,7 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
     if averager:  # the saved model is the average; checkpoints keep the raw weights for resuming
         averager[0].copy_to(module)
     summary = {"steps": steps, "seconds": round(time.perf_counter() - start, 2), "windows": len(train_set),
-               "resumed_from": fit.resumed_from, "scale": scale_summary(scale, plan),
+               "resumed_from": fit.resumed_from, "scale": scale_summary(scale, plan), "ema": ema,
                "metrics": {k: float(v) for k, v in fit.trainer.callback_metrics.items()}}
     if fit.trainer.is_global_zero:  # rank 0 writes the model and the summary
         meta = {"train": summary, "video": str(video), "records": str(records), "tokens": str(tokens)}
