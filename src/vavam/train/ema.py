@@ -54,15 +54,15 @@ class EMAWeights(L.Callback):
         return f"EMAWeights[prefix={self.prefix!r}]"
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.updates == 0 and not self.average:  # fresh run; a resume restored the average already
-            self.average = {k: p.detach().float().clone() for k, p in self._params(pl_module).items()}
         params = self._params(pl_module)
+        if self.updates == 0 and not self.average:  # fresh run; a resume restored the average already
+            self.average = {k: p.detach().float().clone() for k, p in params.items()}
         # update right after each optimiser step, before any callback checkpoints that step; the passes of
         # an accumulated step before its last run no optimiser step and so no update
         self._hooks = [opt.register_step_post_hook(lambda *_: self._update(params)) for opt in trainer.optimizers]
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        for hook in getattr(self, "_hooks", ()):
+        for hook in self._hooks:
             hook.remove()
         self._hooks = []
 
