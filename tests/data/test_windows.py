@@ -355,3 +355,36 @@ def test_dataset_windows_refuse_a_dropped_frame():
         np.testing.assert_allclose(np.diff(w.positions[-1][:, 0]), 5.0, atol=1e-9)
     lax = WindowIndex([cut], WindowConfig(subsampling=5))  # the reference's behaviour: keeps them all
     assert len(lax) > len(gapped)
+
+
+def test_frame_speeds_backward_difference_and_scene_start() -> None:
+    """Speed of a frame = planar distance to the pose one 0.5-s step earlier / the time between them;
+    the first step of a scene looks one step ahead instead. Hand-computed on an accelerating 10 Hz scene."""
+    n, hz = 80, 10.0  # one window needs 13 steps of 5 frames + 1
+    t = np.arange(n) / hz
+    x = 2.0 * t + 0.5 * 1.0 * t**2  # 2 m/s, +1 m/s^2
+    xy = np.stack([x * math.cos(0.7), x * math.sin(0.7)], axis=1)  # heading does not matter
+    z = np.linspace(0.0, 5.0, n)  # nor does height
+    index = WindowIndex([make_scene("a", xy, np.full(n, 0.7), hz=hz, z=z)], WindowConfig(subsampling=5))
+    s = 5
+    expected = np.empty(n)
+    expected[s:] = (x[s:] - x[:-s]) / 0.5
+    expected[:s] = (x[s : 2 * s] - x[:s]) / 0.5
+    np.testing.assert_allclose(index.frame_speeds, expected, rtol=1e-5)
+    w = index[3]
+    np.testing.assert_allclose(w.speeds, expected[3 : 3 + 8 * s : s], rtol=1e-5)
+    assert w.as_dict()["speeds"].dtype == torch.float32
+    np.testing.assert_array_equal(index.batch([3, 4])["speeds"], index.frame_speeds[index.context_frames([3, 4])])
+    # the speed the constant-velocity baseline reads: the previous frame's first waypoint over 0.5 s
+    np.testing.assert_allclose(w.speeds[1:], np.linalg.norm(w.positions[:-1, 0], axis=1) / 0.5, rtol=1e-4)
+
+
+def test_frame_speeds_do_not_cross_scenes() -> None:
+    xy1, yaw1 = straight(16, speed=4.0, hz=2.0)
+    xy2, yaw2 = straight(16, speed=12.0, hz=2.0, origin=(500.0, 0.0))
+    one = make_scene("one", xy1[:1], yaw1[:1])
+    index = WindowIndex([make_scene("a", xy1, yaw1), one, make_scene("b", xy2, yaw2, t0=10**9)],
+                        WindowConfig(subsampling=1))
+    np.testing.assert_allclose(index.frame_speeds[:16], 4.0, rtol=1e-5)
+    assert index.frame_speeds[16] == 0.0  # a one-frame scene has no speed to measure
+    np.testing.assert_allclose(index.frame_speeds[17:], 12.0, rtol=1e-5)  # its first frame looks ahead, not back

@@ -8,6 +8,9 @@ carries
   apart) expressed in frame ``k``'s ego frame (x forward, y left, metres), absolute offsets from
   the current pose. As in the reference, the world displacement ``(dx, dy, 0)`` is rotated by the
   inverse of the full 3D ego rotation and x, y are kept.
+- ``speeds[j]``: the ego speed (m/s) at frame ``k``: the planar distance from the pose one step
+  (``s`` raw frames, 0.5 s) earlier over the time between them, or to the pose one step later for
+  the first frames of a scene — the speed the constant-velocity baseline reads.
 - ``commands[j]``: the high-level command from the pose ``lookahead`` frames ahead (default
   ``6 * s`` = **3 s** at any frame rate), with full 3D translation in the current ego frame:
   lateral ``y > +2 m`` -> LEFT (1), ``y < -2 m`` -> RIGHT (0), else STRAIGHT (2).
@@ -181,6 +184,26 @@ def _frame_targets(
     return positions, commands
 
 
+def _frame_speeds(
+    translations: np.ndarray, timestamps: np.ndarray, frame_start: np.ndarray, frame_end: np.ndarray, step: int
+) -> np.ndarray:
+    """Ego speed (m/s) ``[F]`` float32 of every frame: planar distance to the pose ``step`` frames earlier
+    over their time apart; frames with no such pose in their scene look ``step`` frames later (a scene
+    of one frame: 0). ``frame_start`` / ``frame_end`` = first / exclusive end frame of each frame's scene."""
+    n = len(translations)
+    idx = np.arange(n, dtype=np.int64)
+    prev = idx - step
+    use_next = prev < frame_start
+    a = np.where(use_next, idx, prev)
+    b = np.where(use_next, np.minimum(idx + step, frame_end - 1), idx)
+    t = np.asarray(translations, dtype=np.float64)
+    dist = np.hypot(t[b, 0] - t[a, 0], t[b, 1] - t[a, 1])
+    dt = (np.asarray(timestamps, dtype=np.int64)[b] - np.asarray(timestamps, dtype=np.int64)[a]) * 1e-6
+    with np.errstate(divide="ignore", invalid="ignore"):
+        speed = np.where(dt > 0, dist / np.where(dt > 0, dt, 1.0), 0.0)
+    return speed.astype(np.float32)
+
+
 def trajectory_targets(
     translations: np.ndarray,
     rotations: np.ndarray,
@@ -238,6 +261,7 @@ class Window:
         timestamps_us: ``[C]`` int64 timestamps (µs) of the context frames.
         positions: ``[C, W, 2]`` float32, per context frame its future waypoints (x forward, y left).
         commands: ``[C]`` int64, per context frame its command (0 right, 1 left, 2 straight).
+        speeds: ``[C]`` float32, per context frame the ego speed in m/s (None when not computed).
         image_paths: ``C`` image paths as stored in the record, or None.
         token_indices: ``[C]`` int64 token rows from the record, or None.
     """
@@ -251,10 +275,12 @@ class Window:
     commands: np.ndarray
     image_paths: list[str] | None = None
     token_indices: np.ndarray | None = None
+    speeds: np.ndarray | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Torch form: ``positions`` float32 ``[C,W,2]``, ``commands`` int64 ``[C]``, ``timestamps_us``
-        int64 ``[C]``, ``frame_indices`` int64 ``[C]``, plus ``scene``, ``window_idx``, ``image_paths``."""
+        int64 ``[C]``, ``frame_indices`` int64 ``[C]``, ``speeds`` float32 ``[C]`` (when known), plus
+        ``scene``, ``window_idx``, ``image_paths``."""
         out: dict[str, Any] = {
             "positions": torch.from_numpy(self.positions.copy()),
             "commands": torch.from_numpy(self.commands.copy()),
@@ -263,6 +289,8 @@ class Window:
             "scene": self.scene,
             "window_idx": self.index,
         }
+        if self.speeds is not None:
+            out["speeds"] = torch.from_numpy(self.speeds.copy())
         if self.image_paths is not None:
             out["image_paths"] = list(self.image_paths)
         return out
@@ -280,6 +308,7 @@ class WindowIndex:
         frame_timestamps: ``[F]`` int64 µs of every frame.
         frame_positions: ``[F, W, 2]`` float32 targets of every frame (NaN where undefined).
         frame_commands: ``[F]`` int64 command of every frame (-1 where undefined).
+        frame_speeds: ``[F]`` float32 ego speed (m/s) of every frame.
         window_starts: ``[N]`` int64 global frame of each window's first context frame.
         window_scenes: ``[N]`` int64 scene of each window.
     """
@@ -302,6 +331,7 @@ class WindowIndex:
             self.frame_timestamps = np.concatenate([r.timestamps for r in records]).astype(np.int64)
         self.frame_positions = np.empty((n, config.num_waypoints, 2), dtype=np.float32)
         self.frame_commands = np.empty(n, dtype=np.int64)
+        self.frame_speeds = np.empty(n, dtype=np.float32)
         # Scenes are processed in groups of about _GROUP_FRAMES frames (whole scenes only, so no
         # group needs frames of the next): temporaries stay small and cache-friendly at any scale.
         starts: list[np.ndarray] = []
@@ -313,6 +343,10 @@ class WindowIndex:
             trans = np.concatenate([records[i].translations for i in range(r0, r1)])
             rots = np.concatenate([records[i].rotations for i in range(r0, r1)])
             _frame_targets(trans, rots, frame_end, config, self.frame_positions[a:b], self.frame_commands[a:b])
+            frame_start = (self.scene_offsets[r0:r1] - a)[local_scene]
+            self.frame_speeds[a:b] = _frame_speeds(
+                trans, self.frame_timestamps[a:b], frame_start, frame_end, config.subsampling
+            )
             valid = self._valid_starts(
                 frame_end, local_scene, self.scene_offsets[r0:r1] - a, self.frame_timestamps[a:b]
             )
@@ -364,13 +398,15 @@ class WindowIndex:
 
     def batch(self, windows: np.ndarray | Sequence[int]) -> dict[str, np.ndarray]:
         """Gather ``B`` windows as arrays: ``positions [B,C,W,2]`` float32, ``commands [B,C]`` int64,
-        ``timestamps_us [B,C]`` int64, ``frame_indices [B,C]`` int64 (inside the scene), ``scene_index [B]``."""
+        ``speeds [B,C]`` float32, ``timestamps_us [B,C]`` int64, ``frame_indices [B,C]`` int64 (inside the
+        scene), ``scene_index [B]``."""
         w = np.asarray(windows, dtype=np.int64)
         g = self.context_frames(w)
         scene = self.window_scenes[w]
         return {
             "positions": self.frame_positions[g],
             "commands": self.frame_commands[g],
+            "speeds": self.frame_speeds[g],
             "timestamps_us": self.frame_timestamps[g],
             "frame_indices": g - self.scene_offsets[scene][..., None],
             "scene_index": scene,
@@ -397,6 +433,7 @@ class WindowIndex:
             commands=self.frame_commands[g],
             image_paths=None if paths is None else [paths[k] for k in local.tolist()],
             token_indices=None if tok is None else tok[local],
+            speeds=self.frame_speeds[g],
         )
 
     def __iter__(self):
@@ -417,9 +454,10 @@ def build_window_index(records: Sequence[SceneRecord], config: WindowConfig | No
 class WindowDataset(torch.utils.data.Dataset):
     """Windows as dicts for a ``DataLoader`` (no tokens): :meth:`Window.as_dict` of each window.
 
-    Item: ``positions`` float32 ``[C, W, 2]``, ``commands`` int64 ``[C]``, ``timestamps_us`` int64 ``[C]``,
-    ``frame_indices`` int64 ``[C]``, ``scene`` str, ``window_idx`` int, and ``image_paths`` (``C``
-    strings as stored in the records, joined to ``image_root`` when given) for scenes that have them.
+    Item: ``positions`` float32 ``[C, W, 2]``, ``commands`` int64 ``[C]``, ``speeds`` float32 ``[C]``,
+    ``timestamps_us`` int64 ``[C]``, ``frame_indices`` int64 ``[C]``, ``scene`` str, ``window_idx`` int, and
+    ``image_paths`` (``C`` strings as stored in the records, joined to ``image_root`` when given) for scenes
+    that have them.
     """
 
     def __init__(self, index: WindowIndex, image_root: str | None = None) -> None:
@@ -456,8 +494,8 @@ class TokenWindowDataset(torch.utils.data.Dataset):
     """Windows joined with a token store by timestamp.
 
     Item ``i`` is a dict: ``tokens`` int64 ``[C, h, w]``, ``positions`` float32 ``[C, W, 2]``,
-    ``commands`` int64 ``[C]``, ``timestamps_us`` int64 ``[C]``, ``frame_indices`` int64 ``[C]``,
-    ``scene`` str, ``window_idx`` int.
+    ``commands`` int64 ``[C]``, ``speeds`` float32 ``[C]`` (m/s), ``timestamps_us`` int64 ``[C]``,
+    ``frame_indices`` int64 ``[C]``, ``scene`` str, ``window_idx`` int.
 
     Args:
         index: the windows.
