@@ -70,6 +70,11 @@ class ActionConfig:
 
     The expert has ``video.num_layers`` layers and attention of the video width and heads.
     ``base_width`` / ``base_attention_width`` are the expert's muP bases (64 / 256 released).
+
+    ``ego_speed``: also condition every action token on the ego speed (m/s, divided by
+    ``speed_scaling``) of its context frame. Off in the released models, which see only images and
+    the command (reference limitation 10); a trajectory planner that must guess its own speed from
+    frames loses to one that reads it (the constant-velocity baseline reads it).
     """
 
     kind: ClassVar[str] = "action"
@@ -87,6 +92,8 @@ class ActionConfig:
     num_inference_steps: int = 10
     final_action_clip_value: float | None = None
     max_period: float = 10000.0
+    ego_speed: bool = False
+    speed_scaling: float = 10.0
 
     @property
     def width_mult(self) -> float:

@@ -118,3 +118,47 @@ def test_velocity_frame_prefix_and_gradients():
     loss.backward()
     assert model.expert.readout.weight.grad is not None
     assert all(p.grad is None for p in model.video.parameters())
+
+
+def test_ego_speed_conditioning():
+    """``ego_speed``: the speed changes the velocity field (and gradients reach its projection); the
+    batched samples read the last frame's speed; a missing or misshapen speed is refused by name;
+    a model without the option ignores a speed it is given."""
+    import dataclasses
+
+    torch.manual_seed(0)
+    model = VideoActionModel(dataclasses.replace(presets.vavam_tiny(), ego_speed=True))
+    assert model.expert.encoder.speed_proj.weight.shape == (16, 1)
+    with torch.no_grad():
+        for p in model.expert.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    tokens = torch.randint(0, 1024, (2, 3, 4, 6))
+    command = torch.tensor([[0, 1, 2], [2, 2, 1]])
+    actions, noise, t = torch.randn(2, 3, 6, 2) * 10, torch.randn(2, 3, 6, 2), torch.rand(2, 3)
+    speed = torch.tensor([[3.0, 4.0, 5.0], [10.0, 11.0, 12.0]])
+    loss = model.flow_loss(tokens, command, actions, t=t, noise=noise, speed=speed)
+    loss.backward()
+    assert model.expert.encoder.speed_proj.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        assert model.flow_loss(tokens, command, actions, t=t, noise=noise, speed=speed * 2) != loss
+        # speeds are per frame: changing frame 2's speed leaves frames 0-1's velocities alone
+        x = torch.randn(2, 3, 6, 2)
+        v1 = model.velocity(x, t, command, tokens, speed=speed)
+        v2 = model.velocity(x, t, command, tokens, speed=speed.index_fill(1, torch.tensor([2]), 30.0))
+        assert torch.equal(v1[:, :2], v2[:, :2]) and not torch.allclose(v1[:, 2], v2[:, 2])
+        n = torch.randn(2, 4, 6, 2)
+        last = model.sample_trajectory(tokens, command[:, -1], 4, noise=n, speed=speed[:, -1])
+        assert torch.equal(last, model.sample_trajectory(tokens, command, 4, noise=n, speed=speed))
+        assert not torch.allclose(last, model.sample_trajectory(tokens, command[:, -1], 4, noise=n, speed=speed[:, 0]))
+    with pytest.raises(ValueError, match="speed"):
+        model.sample_trajectory(tokens, command[:, -1], 2)
+    with pytest.raises(ValueError, match="speed"):
+        model.flow_loss(tokens, command, actions, speed=speed[:, :2])
+    with pytest.raises(ValueError, match="speed"):
+        model.sample_trajectory(tokens, command[:, -1], 2, speed=torch.tensor([1.0, float("nan")]))
+    plain = _noisy_tiny()
+    assert plain.expert.encoder.speed_proj is None
+    with torch.no_grad():
+        n = torch.randn(2, 2, 6, 2)
+        assert torch.equal(plain.sample_trajectory(tokens, command[:, -1], 2, noise=n),
+                           plain.sample_trajectory(tokens, command[:, -1], 2, noise=n, speed=speed[:, -1]))

@@ -24,10 +24,11 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0)
 
 
 class ActionEncoder(nn.Module):
-    """Noisy actions, commands and flow times -> action tokens.
+    """Noisy actions, commands, flow times (and ego speeds) -> action tokens.
 
-    ``a = action_proj(x) + command_emb[c] + horizon_pos_emb[h]``;
-    ``z = out_proj(SiLU(fuse_proj([τ(t), a])))`` with τ the sinusoidal time embedding.
+    ``a = action_proj(x) + command_emb[c] + horizon_pos_emb[h]`` (``+ speed_proj(v / speed_scaling)``
+    when ``config.ego_speed``); ``z = out_proj(SiLU(fuse_proj([τ(t), a])))`` with τ the sinusoidal
+    time embedding.
     """
 
     def __init__(self, config: ActionConfig) -> None:
@@ -40,15 +41,25 @@ class ActionEncoder(nn.Module):
         self.out_proj = nn.Linear(e, e, bias=False)
         self.command_emb = nn.Embedding(config.num_commands, e)
         self.horizon_pos_emb = nn.Embedding(config.horizon, e)
+        self.speed_scaling = config.speed_scaling
+        self.speed_proj = nn.Linear(1, e, bias=False) if config.ego_speed else None
 
-    def forward(self, x: torch.Tensor, command: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """``x [B, G, H, action_dim]`` (model units), ``command`` long ``[B, G]``, ``t [B, G]`` -> ``[B, G, H, e]``.
+    def forward(
+        self, x: torch.Tensor, command: torch.Tensor, t: torch.Tensor, speed: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``x [B, G, H, action_dim]`` (model units), ``command`` long ``[B, G]``, ``t [B, G]``, ``speed``
+        m/s ``[B, G]`` (only with ``config.ego_speed``; ignored otherwise) -> ``[B, G, H, e]``.
 
         G is the number of action groups (frames in training, samples at inference).
         """
         horizon = x.shape[2]
         a = self.action_proj(x)  # [B, G, H, e]
         a = a + self.command_emb(command)[:, :, None, :]
+        if self.speed_proj is not None:
+            if speed is None:
+                raise ValueError("this model reads the ego speed (config.ego_speed): pass speed [B, G] in m/s")
+            v = (speed.to(a.dtype) / self.speed_scaling)[..., None]  # [B, G] -> [B, G, 1]
+            a = a + self.speed_proj(v)[:, :, None, :]
         a = a + self.horizon_pos_emb(torch.arange(horizon, device=x.device))
         tau = sinusoidal_embedding(t, self.width, self.max_period).to(a.dtype)  # [B, G, e]
         tau = tau[:, :, None, :].expand(-1, -1, horizon, -1)  # [B, G, H, e]
@@ -92,6 +103,8 @@ class ActionExpert(nn.Module):
         mup_normal_(enc.out_proj.weight, std, m_e)
         mup_normal_(enc.command_emb.weight, std)
         mup_normal_(enc.horizon_pos_emb.weight, std)
+        if enc.speed_proj is not None:
+            mup_normal_(enc.speed_proj.weight, std)  # vector-like (fan-in 1)
         for block in self.blocks:
             mup_normal_(block.attn.qkv_proj.weight, std, m_e)
             zero_query_rows_(block.attn.qkv_proj.weight)

@@ -42,6 +42,18 @@ class VideoActionModel(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
             return self.video.visual_kv(tokens)
 
+    def _check_speed(self, speed: torch.Tensor | None, shape: tuple[int, ...]) -> torch.Tensor | None:
+        """``speed`` checked against ``shape`` when the model reads it (None when it does not)."""
+        if not self.config.ego_speed:
+            return None
+        if speed is None:
+            raise ValueError("this model reads the ego speed (config.ego_speed): pass speed (m/s)")
+        speed = torch.as_tensor(speed)
+        if tuple(speed.shape) != tuple(shape):
+            raise ValueError(f"speed must have shape {tuple(shape)}, got {tuple(speed.shape)}")
+        check_finite(speed, "speed")
+        return speed.to(self.expert.readout.weight.device)
+
     # ------------------------------------------------------------------ training path
 
     def velocity(
@@ -52,6 +64,7 @@ class VideoActionModel(nn.Module):
         tokens: torch.Tensor,
         return_embeds: bool = False,
         visual: VisualKV | None = None,
+        speed: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Predicted velocity of every frame's trajectory, with the training mask.
 
@@ -62,6 +75,7 @@ class VideoActionModel(nn.Module):
             tokens: long ``[B, T, h, w]``.
             return_embeds: also return the expert stream after its final norm, ``[B, T, H, e]``.
             visual: VaViM's keys/values of ``tokens`` (:meth:`visual_kv`) when already computed.
+            speed: ego speed of every frame, m/s ``[B, T]`` (needed with ``config.ego_speed``, else ignored).
 
         Returns:
             velocity ``[B, T, H, 2]`` (model units).
@@ -75,9 +89,10 @@ class VideoActionModel(nn.Module):
         check_commands(command, (b, t_frames))
         if tokens.shape[:2] != (b, t_frames):
             raise ValueError(f"tokens {tuple(tokens.shape)} and actions {tuple(x_t.shape)} disagree on [B, T]")
+        speed = self._check_speed(speed, (b, t_frames))
         p = tokens.shape[2] * tokens.shape[3]
         visual = self.visual_kv(tokens) if visual is None else visual
-        action = self.expert.encoder(x_t, command, t).reshape(b, t_frames * horizon, -1)  # [B, T·H, e]
+        action = self.expert.encoder(x_t, command, t, speed).reshape(b, t_frames * horizon, -1)  # [B, T·H, e]
         mask = action_rows_training(t_frames, p, horizon, device=x_t.device)
         hidden = action_stream(self.expert, action, visual, mask)
         hidden = hidden.view(b, t_frames, horizon, -1)  # [B, T·H, e] -> [B, T, H, e]
@@ -93,6 +108,7 @@ class VideoActionModel(nn.Module):
         noise: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         repeats: int = 1,
+        speed: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Flow-matching loss (mean squared velocity error over ``B·R·T·H·2`` values), scalar.
 
@@ -103,21 +119,25 @@ class VideoActionModel(nn.Module):
                 VaViM's stream, most of a step's cost, is computed once per window and shared by its R
                 samples, so the expert sees R times more noisy trajectories for little extra compute (the
                 diffusion-batch multiplier of MAR). R = 1 is the released recipe.
+            speed: ego speed of every frame, m/s ``[B, T]`` (needed with ``config.ego_speed``, else ignored).
         """
         c = self.config
         check_positive_int(repeats, "repeats")
         check_finite(actions, "actions")
+        speed = self._check_speed(speed, tuple(actions.shape[:2]))
         x1 = actions / c.action_scaling
         visual = self.visual_kv(tokens)
         if repeats > 1:
             x1, command, tokens = (z.repeat_interleave(repeats, dim=0) for z in (x1, command, tokens))
+            if speed is not None:
+                speed = speed.repeat_interleave(repeats, dim=0)
             visual = [(k.repeat_interleave(repeats, dim=0), v.repeat_interleave(repeats, dim=0)) for k, v in visual]
         if noise is None:
             noise = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
         if t is None:
             t = flow.sample_time(tuple(x1.shape[:2]), sig_min=c.flow_sig_min, generator=generator, device=x1.device)
         x_t = flow.interpolate(noise, x1, t, c.flow_sig_min)
-        v = self.velocity(x_t, t.to(x1.dtype), command, tokens, visual=visual)
+        v = self.velocity(x_t, t.to(x1.dtype), command, tokens, visual=visual, speed=speed)
         return ((v - flow.target_velocity(noise, x1, c.flow_sig_min)) ** 2).mean()
 
     # ------------------------------------------------------------------ inference
@@ -132,6 +152,7 @@ class VideoActionModel(nn.Module):
         noise: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         return_intermediate: bool = False,
+        speed: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Sample trajectories for the last context frame by Euler integration of the flow.
 
@@ -145,6 +166,8 @@ class VideoActionModel(nn.Module):
             num_steps: Euler steps (None: the config's ``num_inference_steps``).
             noise: the state at t = 0 in model units ``[B, K, H, 2]`` (default N(0, I) from ``generator``).
             return_intermediate: also return the trajectory after each step, ``[S, B, K, H, 2]`` metres.
+            speed: ego speed at the last context frame, m/s ``[B]`` (``[B, T]``: the last column is used);
+                needed with ``config.ego_speed``, else ignored.
 
         Returns:
             trajectories in metres ``[B, K, H, 2]`` (x forward, y left).
@@ -162,6 +185,9 @@ class VideoActionModel(nn.Module):
         if command.dim() == 2:  # [B, T]: that of the last context frame
             command = command[:, -1]
         check_commands(command, (b,))
+        if speed is not None and torch.as_tensor(speed).dim() == 2:  # [B, T]: that of the last context frame
+            speed = torch.as_tensor(speed)[:, -1]
+        speed = self._check_speed(speed, (b,))
         param = self.expert.readout.weight
         if noise is None:
             noise = torch.randn((b, k, c.horizon, c.action_dim), generator=generator, dtype=param.dtype)
@@ -173,9 +199,10 @@ class VideoActionModel(nn.Module):
         cache = VisualKVCache(self.visual_kv(tokens), k * c.horizon)
         mask = action_rows_samples(cache.num_visual, k, c.horizon, device=noise.device)
         commands = command[:, None].expand(b, k)  # [B, K]
+        speeds = None if speed is None else speed[:, None].expand(b, k)  # [B, K]
 
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            action = self.expert.encoder(x, commands, t).reshape(b, k * c.horizon, -1)  # [B, K·H, e]
+            action = self.expert.encoder(x, commands, t, speeds).reshape(b, k * c.horizon, -1)  # [B, K·H, e]
             hidden = action_stream(self.expert, action, cache, mask)
             return self.expert.decode(hidden).view(b, k, c.horizon, c.action_dim)
 
