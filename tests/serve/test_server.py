@@ -200,3 +200,39 @@ def test_timing_split_reported():
     timing = parse_server_timing(r.headers["server-timing"])
     assert {"decode", "tokenize", "denoise", "total"} <= set(timing)
     assert parse_server_timing("tokenize;dur=1.5, prefill;dur=20") == {"tokenize": 0.0015, "prefill": 0.02}
+
+
+class SpeedModel(FakeModel):
+    """A fake model trained with the ego speed: trajectory x = the speed it was given."""
+
+    class config:  # noqa: N801 - stands in for an ActionConfig
+        ego_speed = True
+
+    def __init__(self):
+        super().__init__()
+        self.speeds = []
+
+    def sample_trajectory(self, tokens, command, num_samples=1, num_steps=10, noise=None, generator=None, speed=None):
+        self.speeds.append(speed)
+        out = super().sample_trajectory(tokens, command, num_samples, num_steps, noise, generator)
+        out[..., 0] = speed.float()[:, None, None]
+        return out
+
+
+def test_speed_reaching_model_gets_the_canbus_speed():
+    """A model with ``ego_speed`` is handed the request's CAN bus speed (``canbus[13]``); an in-process
+    call without a speed is refused by name; a model without it is never given one."""
+    model = SpeedModel()
+    agent = VaVAMAgent(FakeTokenizer(), model, AgentOptions(image_size=(32, 64), neuroncap_rule=False),
+                       context_frames=8)
+    assert agent.reads_speed
+    client = TestClient(create_app(agent))
+    body = _request(0)
+    body["canbus"][13] = 6.25
+    out = client.post("/infer", json=body).json()
+    assert out["trajectory"][0][0] == pytest.approx(6.25, abs=0.1)
+    assert float(model.speeds[-1][0]) == 6.25
+    with pytest.raises(ValueError, match="speed"):
+        agent.plan(np.zeros((90, 160, 3), np.uint8), 500_000, 2)
+    plain_client, _, plain = _client()
+    assert plain_client.post("/infer", json=body).status_code == 200  # FakeModel takes no speed argument

@@ -17,6 +17,7 @@ only indicative for other footage (dash cams of OpenDV-like videos differ in foc
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -62,6 +63,7 @@ def plan(
     display_width: int = 512,
     device: str = "cpu",
     trust_code: bool = False,
+    speed: float | None = None,
 ) -> dict[str, Any]:
     """Plan ego trajectories with VaVAM for a clip and a command; write trajectory JSON and a picture.
 
@@ -90,6 +92,8 @@ def plan(
         display_width: the picture is upscaled (integer factor) to about this width.
         device: torch device.
         trust_code: allow the authors' TorchScript tokenizer files (they run code).
+        speed: ego speed in m/s at the last context frame; needed by checkpoints trained with the ego
+            speed (``train action --ego-speed``), ignored by the others (the released ones).
 
     Returns:
         The content of ``trajectory.json``.
@@ -119,6 +123,8 @@ def plan(
         tok = C.load_tokenizer_arg(tok_path, trust_code, device) if tok_path else None
     cfg = vam.config
     vcfg = cfg.video
+    if cfg.ego_speed and (speed is None or not math.isfinite(speed)):
+        raise C.CommandError(f"--speed: this checkpoint reads the ego speed; give it in m/s (got {speed})")
     if context is None:
         context = min(cfg.train_frames, vcfg.num_frames)
     if not 1 <= context <= vcfg.num_frames:
@@ -149,7 +155,8 @@ def plan(
     with timer("sample"):
         gen = torch.Generator().manual_seed(seed)
         traj = vam.sample_trajectory(ctx_tokens[None].to(device), torch.tensor([cmd], device=device),
-                                     num_samples=num_samples, num_steps=num_steps, generator=gen)
+                                     num_samples=num_samples, num_steps=num_steps, generator=gen,
+                                     speed=None if speed is None else torch.tensor([float(speed)], device=device))
         traj = traj[0].float().cpu().numpy()  # [K, 6, 2] metres
 
     with timer("draw"):

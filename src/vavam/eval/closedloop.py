@@ -63,7 +63,7 @@ class AgentPlanner:
         if obs.get("image") is None:
             raise ValueError("the VaVAM planner needs the camera frame (run with a renderer)")
         t0 = time.perf_counter()
-        plan = self.agent.plan(obs["image"], int(obs["timestamp_us"]), int(obs["command"]))
+        plan = self.agent.plan(obs["image"], int(obs["timestamp_us"]), int(obs["command"]), speed=float(obs["speed"]))
         self.latencies.append(time.perf_counter() - t0)
         return plan
 

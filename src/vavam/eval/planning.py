@@ -62,10 +62,10 @@ def evaluate_open_loop(
     """Open-loop metrics of ``vam`` (None: baselines only) over the windows of ``dataset``.
 
     Args:
-        vam: a VideoActionModel (``sample_trajectory(tokens [B,T,h,w], commands [B], num_samples, generator)``
-            -> ``[B, K, 6, 2]``), or None.
+        vam: a VideoActionModel (``sample_trajectory(tokens [B,T,h,w], commands [B], num_samples, generator,
+            speed=[B] m/s)`` -> ``[B, K, 6, 2]``), or None.
         dataset: items with ``tokens [T,h,w]``, ``positions [T,6,2]``, ``commands [T]``, ``scene``,
-            ``frame_indices [T]`` (e.g. :class:`vavam.data.windows.TokenWindowDataset`).
+            ``frame_indices [T]`` and optionally ``speeds [T]`` (e.g. :class:`vavam.data.windows.TokenWindowDataset`).
         records: scene name -> SceneRecord with boxes, for the collision rate (None: not computed).
         mean_baseline: fitted per-command mean trajectories (None: that row is left out).
         num_samples: K.
@@ -108,7 +108,11 @@ def evaluate_open_loop(
                      for it in items]
         plans: dict[str, torch.Tensor] = {}
         if vam is not None:
-            plans["VaVAM"] = vam.sample_trajectory(tokens, cmd, num_samples=num_samples, generator=generator).float()
+            speed = None  # m/s at the last context frame, for models that read it
+            if "speeds" in items[0]:
+                speed = torch.stack([torch.as_tensor(it["speeds"]) for it in items])[:, -1]
+            plans["VaVAM"] = vam.sample_trajectory(tokens, cmd, num_samples=num_samples, generator=generator,
+                                                   speed=speed).float()
         plans["constant velocity"] = constant_velocity_trajectory(speed_from_previous_frame(positions[:, -2]))[:, None].float()
         if mean_baseline is not None:
             plans["mean trajectory per command"] = mean_baseline.predict(cmd)[:, None]

@@ -234,6 +234,11 @@ class VaVAMAgent:
         if callable(getattr(model, "visual_kv", None)) and not isinstance(model.visual_kv, _PrefillTimer):
             model.visual_kv = _PrefillTimer(model.visual_kv)
 
+    @property
+    def reads_speed(self) -> bool:
+        """Whether the model is conditioned on the ego speed (``ActionConfig.ego_speed``)."""
+        return bool(getattr(getattr(self.model, "config", None), "ego_speed", False))
+
     # ------------------------------------------------------------------ sessions
 
     def _session(self, session: str) -> tuple[TokenHistory, threading.Lock]:
@@ -287,17 +292,24 @@ class VaVAMAgent:
             history.check_next(int(timestamp_us))
             history.push(int(timestamp_us), self._tokenize(image))
 
-    def plan(self, image: np.ndarray, timestamp_us: int, command: int, session: str = DEFAULT_SESSION) -> np.ndarray:
-        """One step: uint8 ``[H,W,3]`` CAM_FRONT image, time, command -> trajectory float64 ``[6, 2]`` metres."""
-        return self.plan_timed(image, timestamp_us, command, session)[0]
+    def plan(
+        self, image: np.ndarray, timestamp_us: int, command: int, session: str = DEFAULT_SESSION,
+        speed: float | None = None,
+    ) -> np.ndarray:
+        """One step: uint8 ``[H,W,3]`` CAM_FRONT image, time, command (and the ego speed in m/s, read by
+        models with ``config.ego_speed``) -> trajectory float64 ``[6, 2]`` metres."""
+        return self.plan_timed(image, timestamp_us, command, session, speed)[0]
 
     @torch.inference_mode()
     def plan_timed(
-        self, image: np.ndarray, timestamp_us: int, command: int, session: str = DEFAULT_SESSION
+        self, image: np.ndarray, timestamp_us: int, command: int, session: str = DEFAULT_SESSION,
+        speed: float | None = None,
     ) -> tuple[np.ndarray, dict[str, float]]:
         """:meth:`plan`, also returning seconds spent per stage (``tokenize``, ``prefill``, ``denoise``, ``total``)."""
         if int(command) not in (0, 1, 2):
             raise ValueError(f"command must be 0 (right), 1 (left) or 2 (straight), got {command}")
+        if self.reads_speed and (speed is None or not np.isfinite(speed)):
+            raise ValueError(f"speed: this model reads the ego speed (m/s), got {speed}")
         opts = self.options
         timing: dict[str, float] = {}
         t_start = time.perf_counter()
@@ -315,6 +327,8 @@ class VaVAMAgent:
         kwargs = {"num_samples": opts.num_samples, "generator": generator}
         if opts.num_steps is not None:
             kwargs["num_steps"] = opts.num_steps
+        if self.reads_speed:
+            kwargs["speed"] = torch.tensor([float(speed)], device=opts.device)
         with self._model_lock:
             _TIMING.timing, _TIMING.sync = timing, self._sync
             try:

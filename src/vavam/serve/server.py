@@ -113,9 +113,9 @@ async def _send_json(send, status: int, body: dict, headers: dict[str, str] | No
     await send({"type": "http.response.body", "body": data})
 
 
-def _accepts_session(fn) -> bool:
+def _accepts(fn, name: str) -> bool:
     try:
-        return "session" in inspect.signature(fn).parameters
+        return name in inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
 
@@ -136,8 +136,9 @@ def create_app(
 
     Args:
         planner: ``plan(image uint8 [H,W,3], timestamp_us, command) -> [6, 2]`` and ``reset()``;
-            both may take ``session=`` (per-client histories); ``plan_timed`` (returning
-            ``(trajectory, seconds per stage)``) is used when present.
+            both may take ``session=`` (per-client histories); ``plan`` may take ``speed=`` (m/s, from
+            the request's CAN bus); ``plan_timed`` (returning ``(trajectory, seconds per stage)``) is
+            used when present.
         camera: the camera decoded from ``images``.
         token: require ``Authorization: Bearer <token>`` on ``/reset`` and ``/infer`` (None: open).
         max_body_bytes: larger request bodies get 413 (None: no limit).
@@ -147,8 +148,9 @@ def create_app(
     app.add_middleware(_Guard, token=token, max_body_bytes=max_body_bytes)
     timed = getattr(planner, "plan_timed", None)
     plan_fn = timed if callable(timed) else planner.plan
-    plan_session = _accepts_session(plan_fn)
-    reset_session = _accepts_session(planner.reset)
+    plan_session = _accepts(plan_fn, "session")
+    plan_speed = _accepts(plan_fn, "speed")
+    reset_session = _accepts(planner.reset, "session")
 
     def session_of(request: Request) -> str:
         value = request.headers.get(session_header)
@@ -200,6 +202,8 @@ def create_app(
             raise HTTPException(400, str(exc)) from exc
         decode_s = time.perf_counter() - t0
         kwargs = {"session": session} if plan_session else {}
+        if plan_speed:
+            kwargs["speed"] = body.speed
         try:
             out = plan_fn(image, body.timestamp, body.command, **kwargs)
         except ValueError as exc:  # e.g. timestamps going backwards without /reset, image too small

@@ -112,7 +112,7 @@ class ActionLitModule(MupWsdMixin, L.LightningModule):
 
     def _loss(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
         return self.model.flow_loss(batch["tokens"], batch["commands"], batch["positions"].to(self._actions_dtype()),
-                                    generator=generator)
+                                    generator=generator, speed=batch.get("speeds"))
 
     def step_noise(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Flow noise ``[b·R, T, H, 2]`` and times ``[b·R, T]`` of this rank's batch (R = ``noise_repeats``
@@ -142,7 +142,7 @@ class ActionLitModule(MupWsdMixin, L.LightningModule):
         noise, t = self.step_noise(batch)
         actions = batch["positions"].to(self._actions_dtype())
         loss = self.checked_loss(self.model.flow_loss(batch["tokens"], batch["commands"], actions, t=t, noise=noise,
-                                                      repeats=self.noise_repeats))
+                                                      repeats=self.noise_repeats, speed=batch.get("speeds")))
         if loss is not None:
             self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False,
                      batch_size=len(batch["tokens"]))
@@ -180,7 +180,8 @@ class TrajectoryImages(L.Callback):
         gt = self.batch["positions"][:, -1].float()  # [N, 6, 2] future of the last context frame
         command = self.batch["commands"][:, -1].to(device)
         gen = torch.Generator(device=device).manual_seed(self.seed)
-        pred = model.sample_trajectory(tokens, command, num_samples=self.k, generator=gen).float().cpu()
+        speed = self.batch["speeds"][:, -1].to(device) if "speeds" in self.batch else None
+        pred = model.sample_trajectory(tokens, command, num_samples=self.k, generator=gen, speed=speed).float().cpu()
         model.train(was_training)
         ade = float((pred.mean(1) - gt).norm(dim=-1).mean())
         if log:
@@ -212,7 +213,7 @@ class TrajectoryImages(L.Callback):
 
 
 def _collate(items: list[dict]) -> dict:
-    keys = ("tokens", "positions", "commands")
+    keys = [k for k in ("tokens", "positions", "commands", "speeds") if k in items[0]]
     return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in keys}
 
 
@@ -265,6 +266,7 @@ def train_action(
     checkpoint_format: CheckpointFormat = "full",
     noise_repeats: int = 1,
     ema: float = 0.0,
+    ego_speed: bool | None = None,
 ) -> dict:
     """Train VaVAM's action expert on a frozen VaViM; writes our checkpoint folder to OUT/model.
 
@@ -316,6 +318,8 @@ def train_action(
         ema: decay of an exponential moving average of the expert's weights (see :mod:`vavam.train.ema`);
             the saved model holds the average (checkpoints keep the raw weights). 0 (the released
             recipe): no average, the saved model holds the last weights.
+        ego_speed: condition the expert on the ego speed of each frame (``ActionConfig.ego_speed``);
+            None keeps the preset's choice (off in the released presets, as in the released models).
     """
     given = dict(locals())
     from vavam.train.recipes import ACTION_RECIPES, apply_recipe
@@ -334,7 +338,7 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
                   plot_every: int, progress: bool, devices: int = 1, nodes: int = 1, strategy: StrategyName = "auto",
                   global_batch: int | None = None, accumulate: int = 1, activation_checkpointing: bool = False,
                   compile: bool = False, checkpoint_format: CheckpointFormat = "full",
-                  noise_repeats: int = 1, ema: float = 0.0) -> dict:
+                  noise_repeats: int = 1, ema: float = 0.0, ego_speed: bool | None = None) -> dict:
     import vavam
     from vavam.action import VideoActionModel, save_action_model
 
@@ -354,7 +358,8 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
     frames = min(config.train_frames, vim.config.num_frames)
     config = dataclasses.replace(config, video=vim.config, train_frames=frames,
                                  init_std=init_std if init_std is not None else config.init_std,
-                                 width=width or config.width)
+                                 width=width or config.width,
+                                 ego_speed=config.ego_speed if ego_speed is None else bool(ego_speed))
     model = VideoActionModel(config)
     model.video.load_state_dict(vim.state_dict())
     model.video.requires_grad_(False)
