@@ -77,12 +77,13 @@ def command_following(vam, heldout_set, num_samples: int = 5, seed: int = 0) -> 
     if not items:
         return {"windows": 0, "left_minus_right_m": float("nan")}
     tokens = _stack(items, "tokens")
+    speeds = _stack(items, "speeds")[:, -1]  # [N] m/s at the last context frame
     lateral = {}
     for name, command in (("left", Command.LEFT), ("right", Command.RIGHT)):
         generator = torch.Generator().manual_seed(seed)
         traj = torch.cat([
             vam.sample_trajectory(tokens[i : i + 16], torch.full((len(tokens[i : i + 16]),), int(command)),
-                                  num_samples=num_samples, generator=generator)
+                                  num_samples=num_samples, generator=generator, speed=speeds[i : i + 16])
             for i in range(0, len(tokens), 16)
         ])
         lateral[name] = float(traj[:, :, -1, 1].mean())

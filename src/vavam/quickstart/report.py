@@ -135,7 +135,11 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
         *_probe_sections(res.get("probe")),
         Section("VaVAM: open-loop planning",
                 f"{ol['windows']} held-out windows; K = {ol['num_samples']} samples of 10 Euler steps; errors in metres. "
-                "Collision rate: share of planned trajectories whose ego box overlaps another vehicle's future box.",
+                + ("VaVAM reads the ego speed, as the constant-velocity baseline does (the distance driven over the "
+                   "last 0.5 s); the released models do not. " if ol.get("ego_speed") else
+                   "VaVAM sees only the frames and the command (as the released models); the constant-velocity "
+                   "baseline is given the ego speed. ")
+                + "Collision rate: share of planned trajectories whose ego box overlaps another vehicle's future box.",
                 [Table(["planner", "minADE", "FDE", "L2@1s", "L2@2s", "L2@3s", "collision rate", "windows"],
                        [[k, v["all"]["min_ade"], v["all"]["fde"], v["all"]["l2@1s"], v["all"]["l2@2s"], v["all"]["l2@3s"],
                          v["all"].get("collision_rate", float("nan")), v["all"]["count"]] for k, v in ol["rows"].items()]),
