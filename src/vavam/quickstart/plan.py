@@ -58,6 +58,11 @@ minADE@5. Given the same speed the baseline reads (the distance driven over the 
 1,100 steps with the average on the default run's data and VaViM gave held-out minADE@5 1.32 m against
 2.21 m (0.60x; L2@1s 0.74 m, L2@3s 2.49 m vs 4.93 m) and LEFT - RIGHT 9.8 m.
 
+The rule at ``s = 4`` (budget 60, seed 0, run end to end on the reference machine): 3,135 s in all
+(world 528, tokenizer 423, tokens 145, VaViM 989, VaVAM 884, evaluation 165 s), within its hour;
+held-out tokenizer PSNR 20.9 dB, VaViM cross-entropy ratio 0.529, greedy next frame 0.428 vs copy
+0.431, VaVAM minADE@5 1.19 vs 2.09 m (0.570x), LEFT - RIGHT 11.0 m.
+
 Step counts are fixed by the budget, not measured, so a run is reproducible for a seed on any machine;
 the budget is what it takes on 2 CPU cores (this project's reference machine: float32 on AVX2).
 """
