@@ -36,7 +36,8 @@ accuracy passes copying the last frame (``vq_mini``'s docstring). Greedy generat
 stays 2-3 points below copying whatever we changed on the default run's data (1,200 VaViM steps unless
 said): 64 codes 0.532 vs 0.560, 32 codes 0.553 vs 0.575, 16 codes 0.559 vs 0.592 (tokenizer PSNR
 17.6, 17.3, 16.8 dB); width 256 for the same time (520 steps) 0.528; a 30 % instead of 10 %
-learning-rate decay phase 0.529; on training windows 0.488 vs 0.496 (so not a held-out effect).
+learning-rate decay phase 0.529; averaging VaViM's weights (EMA 0.99) 0.531; on training windows 0.488
+vs 0.496 (so not a held-out effect).
 VaVAM without the ego speed: on one VaViM, 1,200 steps gave held-out minADE@5 2.46 m and 2,000 steps
 2.74 m (lr 0.02; lr 0.005 / 0.0025: 2.98 / 2.95 m; lr 0.04 and uniform flow times: 2.72 m; 4 flow
 samples per window (``noise_repeats``) at equal compute, 420 steps: 2.71 m), so the steps go to the data
