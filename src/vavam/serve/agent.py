@@ -308,6 +308,7 @@ class VaVAMAgent:
         """:meth:`plan`, also returning seconds spent per stage (``tokenize``, ``prefill``, ``denoise``, ``total``)."""
         if int(command) not in (0, 1, 2):
             raise ValueError(f"command must be 0 (right), 1 (left) or 2 (straight), got {command}")
+        # checked here too (the model checks again): refuse before the frame joins the session's history
         if self.reads_speed and (speed is None or not np.isfinite(speed)):
             raise ValueError(f"speed: this model reads the ego speed (m/s), got {speed}")
         opts = self.options
