@@ -75,6 +75,12 @@ class ActionConfig:
     ``speed_scaling``) of its context frame. Off in the released models, which see only images and
     the command (reference limitation 10); a trajectory planner that must guess its own speed from
     frames loses to one that reads it (the constant-velocity baseline reads it).
+
+    ``speed_prior`` (needs ``ego_speed``): the flow generates the deviation from driving straight on
+    at the ego speed (the constant-velocity trajectory, ``speed x 0.5 s x k`` forward at waypoint k),
+    and the model adds that trajectory back; the expert then learns turns and speed changes rather than
+    the speed itself, and ``action_scaling`` should match the deviations (a few metres), not whole
+    trajectories. Off in the released models.
     """
 
     kind: ClassVar[str] = "action"
@@ -94,6 +100,7 @@ class ActionConfig:
     max_period: float = 10000.0
     ego_speed: bool = False
     speed_scaling: float = 10.0
+    speed_prior: bool = False
 
     @property
     def width_mult(self) -> float:

@@ -162,3 +162,38 @@ def test_ego_speed_conditioning():
         n = torch.randn(2, 2, 6, 2)
         assert torch.equal(plain.sample_trajectory(tokens, command[:, -1], 2, noise=n),
                            plain.sample_trajectory(tokens, command[:, -1], 2, noise=n, speed=speed[:, -1]))
+
+
+def test_speed_prior_generates_the_deviation_from_constant_velocity():
+    """``speed_prior``: the flow's target is the trajectory minus the constant-velocity one (straight
+    ahead, waypoint k at speed · 0.5 s · k), and a sample is the same flow's output plus it: the model
+    equals, weight for weight, a prior-less model trained on and sampled around that trajectory."""
+    import dataclasses
+
+    base = dataclasses.replace(presets.vavam_tiny(), ego_speed=True, action_scaling=10.0)
+    torch.manual_seed(0)
+    model = VideoActionModel(dataclasses.replace(base, speed_prior=True))
+    with torch.no_grad():
+        for p in model.expert.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    plain = VideoActionModel(base)
+    plain.load_state_dict(model.state_dict())
+    tokens = torch.randint(0, 1024, (2, 3, 4, 6))
+    command = torch.tensor([[0, 1, 2], [2, 2, 1]])
+    actions, noise, t = torch.randn(2, 3, 6, 2) * 10, torch.randn(2, 3, 6, 2), torch.rand(2, 3)
+    speed = torch.tensor([[3.0, 4.0, 5.0], [10.0, 11.0, 12.0]])
+    cv = torch.zeros(2, 3, 6, 2)
+    cv[..., 0] = speed[..., None] * torch.tensor([0.5, 1.0, 1.5, 2.0, 2.5, 3.0])  # by hand: 10 m/s -> 30 m at 3 s
+    assert cv[1, 0, -1, 0] == 30.0
+    with torch.no_grad():
+        loss = model.flow_loss(tokens, command, actions, t=t, noise=noise, speed=speed)
+        assert torch.allclose(loss, plain.flow_loss(tokens, command, actions - cv, t=t, noise=noise, speed=speed))
+        assert not torch.allclose(loss, plain.flow_loss(tokens, command, actions, t=t, noise=noise, speed=speed))
+        n = torch.randn(2, 4, 6, 2)
+        traj, states = model.sample_trajectory(tokens, command[:, -1], 4, noise=n, speed=speed[:, -1],
+                                               return_intermediate=True)
+        expected = plain.sample_trajectory(tokens, command[:, -1], 4, noise=n, speed=speed[:, -1])
+        assert torch.allclose(traj, expected + cv[:, -1, None], atol=1e-5)
+        assert torch.allclose(states[-1], traj)  # the intermediate states are in metres too
+    with pytest.raises(ValueError, match="speed_prior needs ego_speed"):
+        VideoActionModel(dataclasses.replace(presets.vavam_tiny(), speed_prior=True))

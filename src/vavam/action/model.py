@@ -11,6 +11,7 @@ from vavam.action.expert import ActionExpert
 from vavam.action.joint import VisualKV, VisualKVCache, action_stream
 from vavam.action.masks import action_rows_samples, action_rows_training
 from vavam.config import ActionConfig
+from vavam.types import WAYPOINT_DT
 from vavam.video.model import VideoGPT
 
 
@@ -19,13 +20,16 @@ class VideoActionModel(nn.Module):
     ``requires_grad=False``) and ``expert`` (an :class:`ActionExpert`).
 
     Units: noisy actions, noise and velocities are in model units (metres / ``action_scaling``);
-    trajectories are in metres, ego frame x forward, y left.
+    trajectories are in metres, ego frame x forward, y left. With ``config.speed_prior`` the model
+    units hold the deviation from the constant-velocity trajectory (:meth:`_speed_prior`).
     """
 
     def __init__(self, config: ActionConfig) -> None:
         super().__init__()
         if config.video.width % config.video.head_dim:
             raise ValueError("video width must be a multiple of its head dim")
+        if config.speed_prior and not config.ego_speed:
+            raise ValueError("speed_prior needs ego_speed: the prior is built from the ego speed the model reads")
         self.config = config
         self.video = VideoGPT(config.video)
         self.video.requires_grad_(False)
@@ -53,6 +57,17 @@ class VideoActionModel(nn.Module):
             raise ValueError(f"speed must have shape {tuple(shape)}, got {tuple(speed.shape)}")
         check_finite(speed, "speed")
         return speed.to(self.expert.readout.weight.device)
+
+    def _speed_prior(self, speed: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+        """The constant-velocity trajectory in metres, ``[..., H, 2]`` like ``like``, from ``speed [...]`` m/s
+        (straight ahead, waypoint k at ``speed · 0.5 s · k``); None when the model has no prior
+        (``config.speed_prior``), whose flow then generates the trajectory itself."""
+        if speed is None or not self.config.speed_prior:
+            return None
+        times = torch.arange(1, self.config.horizon + 1, device=like.device, dtype=like.dtype) * WAYPOINT_DT  # [H]
+        prior = torch.zeros_like(like)
+        prior[..., 0] = speed.to(like.dtype)[..., None] * times
+        return prior
 
     # ------------------------------------------------------------------ training path
 
@@ -125,7 +140,8 @@ class VideoActionModel(nn.Module):
         check_positive_int(repeats, "repeats")
         check_finite(actions, "actions")
         speed = self._check_speed(speed, tuple(actions.shape[:2]))
-        x1 = actions / c.action_scaling
+        prior = self._speed_prior(speed, actions)
+        x1 = (actions if prior is None else actions - prior) / c.action_scaling
         visual = self.visual_kv(tokens)
         if repeats > 1:
             x1, command, tokens = (z.repeat_interleave(repeats, dim=0) for z in (x1, command, tokens))
@@ -210,6 +226,10 @@ class VideoActionModel(nn.Module):
         if c.final_action_clip_value is not None:
             x = x.clamp(-c.final_action_clip_value, c.final_action_clip_value)
         traj = x * c.action_scaling
+        prior = self._speed_prior(speeds, traj)
+        if prior is not None:
+            traj = traj + prior
         if return_intermediate:
-            return traj, states * c.action_scaling
+            states = states * c.action_scaling
+            return traj, states if prior is None else states + prior
         return traj
