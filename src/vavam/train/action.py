@@ -267,6 +267,8 @@ def train_action(
     noise_repeats: int = 1,
     ema: float = 0.0,
     ego_speed: bool | None = None,
+    speed_prior: bool | None = None,
+    action_scaling: float | None = None,
 ) -> dict:
     """Train VaVAM's action expert on a frozen VaViM; writes our checkpoint folder to OUT/model.
 
@@ -320,6 +322,10 @@ def train_action(
             recipe): no average, the saved model holds the last weights.
         ego_speed: condition the expert on the ego speed of each frame (``ActionConfig.ego_speed``);
             None keeps the preset's choice (off in the released presets, as in the released models).
+        speed_prior: with ``ego_speed``, the flow generates the deviation from the constant-velocity
+            trajectory (``ActionConfig.speed_prior``); None keeps the preset's choice (off).
+        action_scaling: override of the preset's metres per model unit (``ActionConfig.action_scaling``);
+            with ``speed_prior`` the deviations to cover are a few metres, not whole trajectories.
     """
     given = dict(locals())
     from vavam.train.recipes import ACTION_RECIPES, apply_recipe
@@ -338,7 +344,8 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
                   plot_every: int, progress: bool, devices: int = 1, nodes: int = 1, strategy: StrategyName = "auto",
                   global_batch: int | None = None, accumulate: int = 1, activation_checkpointing: bool = False,
                   compile: bool = False, checkpoint_format: CheckpointFormat = "full",
-                  noise_repeats: int = 1, ema: float = 0.0, ego_speed: bool | None = None) -> dict:
+                  noise_repeats: int = 1, ema: float = 0.0, ego_speed: bool | None = None,
+                  speed_prior: bool | None = None, action_scaling: float | None = None) -> dict:
     import vavam
     from vavam.action import VideoActionModel, save_action_model
 
@@ -359,7 +366,13 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
     config = dataclasses.replace(config, video=vim.config, train_frames=frames,
                                  init_std=init_std if init_std is not None else config.init_std,
                                  width=width or config.width,
-                                 ego_speed=config.ego_speed if ego_speed is None else bool(ego_speed))
+                                 ego_speed=config.ego_speed if ego_speed is None else bool(ego_speed),
+                                 speed_prior=config.speed_prior if speed_prior is None else bool(speed_prior),
+                                 action_scaling=config.action_scaling if action_scaling is None else float(action_scaling))
+    if config.action_scaling <= 0:
+        raise ValueError(f"action_scaling must be positive metres, got {config.action_scaling}")
+    if config.speed_prior and not config.ego_speed:
+        raise ValueError("speed_prior needs ego_speed (the prior is built from the speed the expert reads)")
     model = VideoActionModel(config)
     model.video.load_state_dict(vim.state_dict())
     model.video.requires_grad_(False)
