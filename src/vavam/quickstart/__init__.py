@@ -107,7 +107,7 @@ def _stages(out: Path, plan: QuickstartPlan, seed: int) -> list[Stage]:
             out=folder, video=video_dir / "model", records=world_dir / "train.npz",
             tokens=tokens_dir / "train", preset=plan.action_preset, steps=plan.action_steps,
             batch_size=plan.action_batch, lr=plan.action_lr, width=plan.action_width, ema=plan.action_ema,
-            ego_speed=plan.action_ego_speed,
+            ego_speed=plan.action_ego_speed, speed_prior=plan.action_speed_prior, action_scaling=plan.action_scaling,
             tokenizer=tok_dir / "tokenizer", seed=seed, precision=plan.action_precision, progress=True,
         )
 

@@ -8,7 +8,9 @@ The rule (documented in the README): with ``s = budget_minutes / 15``,
 - closed loop: ``max(1, round(2 s))`` runs of 2 layouts per scenario type;
 - VaVAM keeps the average of its expert's weights over about the last 100 steps (EMA 0.99) from
   ``s >= 1``; shorter runs keep the last weights;
-- VaVAM reads the ego speed of each frame (``ActionConfig.ego_speed``) at every budget;
+- VaVAM reads the ego speed of each frame (``ActionConfig.ego_speed``) at every budget, and its flow
+  generates the deviation from the constant-velocity trajectory (``speed_prior``) in units of 10 m
+  (``action_scaling``);
 - sizes: 64 x 128 frames, ``vq_mini`` (downsampling 16: 4 x 8 tokens per frame, 64 codes) /
   ``vavim_mini`` / ``vavam_mini`` below ``s = 4``; from ``s >= 4`` the VaViM and expert widths double
   (more budget buys a bigger model, as in the paper's scaling study) and their step counts are divided
@@ -48,9 +50,10 @@ minADE@5 2.76 -> 2.39 m (seed 0) and 2.44 -> 2.45 m (seed 1); with the average, 
 A short run is still improving fast and the average lags behind it: at budget 3 (220 steps) it made
 minADE@5 worse, 4.00 -> 5.17 m, so below ``s = 1`` the last weights are kept. The default run with 200
 scenes and 250 / 1,500 / 1,200 steps took 957 s on the reference machine; these counts (180 scenes, 180
-/ 1,200 / 1,100 steps) took 783 s and, in later runs on the same machine, 612 s and (VaVAM reading the
-speed) 663 s, leaving room for a noisier machine (held-out PSNR 19.8 -> 17.6 dB, VaViM's cross-entropy
-ratio 0.45 -> 0.42, minADE@5 2.78 -> 2.76 m without the speed).
+/ 1,200 / 1,100 steps) took 783 s and, in later runs on the same machine, 612 s, (VaVAM reading the
+speed) 663 s and (with the speed prior, on a busier day: the unchanged world stage took 150 s against
+111 s) 750 s, leaving room for a noisier machine (held-out PSNR 19.8 -> 17.6 dB, VaViM's
+cross-entropy ratio 0.45 -> 0.42, minADE@5 2.78 -> 2.76 m without the speed).
 
 The ego speed: the released VaVAM sees only frames and the command (reference limitation 10), and
 from 4 x 8-token frames the quickstart's expert could not tell its own speed well enough to beat the
@@ -58,6 +61,14 @@ constant-velocity baseline, which is given the speed: every variant above stayed
 minADE@5. Given the same speed the baseline reads (the distance driven over the last 0.5 s), the same
 1,100 steps with the average on the default run's data and VaViM gave held-out minADE@5 1.32 m against
 2.21 m (0.60x; L2@1s 0.74 m, L2@3s 2.49 m vs 4.93 m) and LEFT - RIGHT 9.8 m.
+The speed prior: the expert then still generated whole trajectories, whose straight-ahead part it
+had to rebuild from the speed, in units of 35 m (``vavam_mini``). Generating only the deviation from
+the constant-velocity trajectory (turns, speed changes: a few metres) in units of 10 m, so that the
+targets span about the flow's unit noise, the same run gave 1.08 m (L2@1s 0.49 m, collision rate
+0.24 vs 0.30, LEFT - RIGHT 11.0 m); units of 20 m 1.10 m, of 35 m 1.36 m and of 70 m 1.69 m (the
+deviations are then too small against the noise). It matters most for short runs: after 220 steps
+(budget 3's count) on the same data 2.02 m against 5.28 m without the prior (35 m units: 2.16 m), and
+on budget 3's own data and VaViM 2.12 m against 2.80 m, where constant velocity scores 2.78 m.
 
 The rule at ``s = 4`` (budget 60, seed 0, run end to end on the reference machine): 3,135 s in all
 (world 528, tokenizer 423, tokens 145, VaViM 989, VaVAM 884, evaluation 165 s), within its hour;
@@ -108,6 +119,8 @@ class QuickstartPlan:
     action_lr: float = 0.02
     action_ema: float = 0.99
     action_ego_speed: bool = True
+    action_speed_prior: bool = True
+    action_scaling: float = 10.0
     action_precision: str = "32"
     num_samples: int = 5
     closed_loop_runs: int = 2

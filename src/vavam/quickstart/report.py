@@ -139,6 +139,8 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
                    "last 0.5 s); the released models do not. " if ol.get("ego_speed") else
                    "VaVAM sees only the frames and the command (as the released models); the constant-velocity "
                    "baseline is given the ego speed. ")
+                + ("Its flow generates the deviation from the constant-velocity trajectory, which it adds back "
+                   "(`speed_prior`). " if ol.get("speed_prior") else "")
                 + "Collision rate: share of planned trajectories whose ego box overlaps another vehicle's future box.",
                 [Table(["planner", "minADE", "FDE", "L2@1s", "L2@2s", "L2@3s", "collision rate", "windows"],
                        [[k, v["all"]["min_ade"], v["all"]["fde"], v["all"]["l2@1s"], v["all"]["l2@2s"], v["all"]["l2@3s"],

@@ -45,7 +45,8 @@ def run_all(out: Path, folder: Path, plan: QuickstartPlan, seed: int) -> dict[st
 
     records = {r.name: r for r in load_records(out / "world" / "heldout.npz", check_files=False)}
     ol = ev.open_loop(vam, train_set, heldout_set, num_samples=plan.num_samples, seed=seed, records=records)
-    results["open_loop"] = {**_public(ol), "ego_speed": bool(vam.config.ego_speed)}
+    results["open_loop"] = {**_public(ol), "ego_speed": bool(vam.config.ego_speed),
+                            "speed_prior": bool(vam.config.speed_prior)}
     plot_examples_bev(ol["_examples"], folder / "trajectories.png")
     results["command_following"] = ev.command_following(vam, heldout_set, num_samples=plan.num_samples, seed=seed)
     print("[eval] semantic probe on world labels", flush=True)
