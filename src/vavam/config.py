@@ -80,7 +80,7 @@ class ActionConfig:
     at the ego speed (the constant-velocity trajectory, ``speed x 0.5 s x k`` forward at waypoint k),
     and the model adds that trajectory back; the expert then learns turns and speed changes rather than
     the speed itself, and ``action_scaling`` should match the deviations (a few metres), not whole
-    trajectories. Off in the released models.
+    trajectories (``final_action_clip_value`` then bounds the deviation). Off in the released models.
     """
 
     kind: ClassVar[str] = "action"

@@ -192,25 +192,28 @@ def test_draw_defaults_ground_truth_upscale_and_bev():
         draw_trajectories(image.astype(np.float32), trajs)
 
 
-def test_plan_with_a_speed_reading_checkpoint(assets, tmp_path):
-    """A checkpoint trained with the ego speed round-trips its config, needs ``--speed`` (refused by name
-    without it) and plans exactly what the model samples for that speed."""
-    root = assets["root"]
+@pytest.mark.parametrize("prior", [False, True])
+def test_plan_with_a_speed_reading_checkpoint(assets, tmp_path, prior):
+    """A checkpoint trained with the ego speed (and, with ``prior``, generating the deviation from
+    constant velocity) round-trips its config, needs ``--speed`` (refused by name without it) and plans
+    exactly what the model samples for that speed."""
+    root, ckpt = assets["root"], tmp_path / "vam_speed"
     torch.manual_seed(1)
-    cfg = dataclasses.replace(assets["vam"].config, ego_speed=True)
+    cfg = dataclasses.replace(assets["vam"].config, ego_speed=True, speed_prior=prior)
     vam = vavam.build_model(cfg).eval()
     with torch.no_grad():
         vam.expert.readout.weight.normal_(0.0, 0.05)
-    save_action_model(vam, root / "vam_speed")
-    assert vavam.load_action_model(root / "vam_speed").config.ego_speed
+    save_action_model(vam, ckpt)
+    loaded = vavam.load_action_model(ckpt).config
+    assert loaded.ego_speed and loaded.speed_prior == prior
     args = dict(tokens=root / "store", scene="s0", start=2, num_samples=2, num_steps=3, seed=5)
     with pytest.raises(C.CommandError, match="--speed"):
-        plan(root / "vam_speed", "straight", out=tmp_path / "a", **args)
-    res = plan(root / "vam_speed", "straight", out=tmp_path / "b", speed=8.5, **args)
+        plan(ckpt, "straight", out=tmp_path / "a", **args)
+    res = plan(ckpt, "straight", out=tmp_path / "b", speed=8.5, **args)
     tokens = torch.from_numpy(TokenStore(root / "store").window("s0", 2, 4).astype(np.int64))
     noise = torch.randn((1, 2, 6, 2), generator=torch.Generator().manual_seed(5))
     direct = vam.sample_trajectory(tokens[None], torch.tensor([2]), num_samples=2, num_steps=3, noise=noise,
                                    speed=torch.tensor([8.5]))
     np.testing.assert_allclose(np.asarray(res["trajectories"]), direct[0].numpy(), atol=1e-6)
-    slower = plan(root / "vam_speed", "straight", out=tmp_path / "c", speed=2.0, **args)
+    slower = plan(ckpt, "straight", out=tmp_path / "c", speed=2.0, **args)
     assert not np.allclose(slower["trajectories"], res["trajectories"])

@@ -146,7 +146,8 @@ def quickstart(out: Path = Path("runs/quickstart"), budget: float = DEFAULT_BUDG
     if plan_file.is_file():
         old = read_json(plan_file)
         if old != {"seed": seed, **dataclasses.asdict(plan)}:
-            raise SystemExit(f"{out} holds a run with another budget or seed ({plan_file}); choose another --out")
+            raise SystemExit(f"{out} holds a run with another budget or seed, or of an older plan rule ({plan_file}); "
+                             "choose another --out")
     else:
         atomic_write_json(plan_file, {"seed": seed, **dataclasses.asdict(plan)})
     _log(f"budget {budget:g} min, seed {seed}: {plan.train_scenes}+{plan.heldout_scenes} scenes at "
