@@ -70,10 +70,11 @@ deviations are then too small against the noise). It matters most for short runs
 (budget 3's count) on the same data 2.02 m against 5.28 m without the prior (35 m units: 2.16 m), and
 on budget 3's own data and VaViM 2.12 m against 2.80 m, where constant velocity scores 2.78 m.
 
-The rule at ``s = 4`` (budget 60, seed 0, run end to end on the reference machine): 3,135 s in all
-(world 528, tokenizer 423, tokens 145, VaViM 989, VaVAM 884, evaluation 165 s), within its hour;
-held-out tokenizer PSNR 20.9 dB, VaViM cross-entropy ratio 0.529, greedy next frame 0.428 vs copy
-0.431, VaVAM minADE@5 1.19 vs 2.09 m (0.570x), LEFT - RIGHT 11.0 m.
+The rule at ``s = 4`` (budget 60, seed 0, run end to end on the reference machine; VaVAM and the
+evaluation re-run with the speed prior): 3,270 s in all (world 528, tokenizer 423, tokens 145, VaViM
+989, VaVAM 997, evaluation 188 s), within its hour; held-out tokenizer PSNR 20.9 dB, VaViM
+cross-entropy ratio 0.529, greedy next frame 0.428 vs copy 0.431, VaVAM minADE@5 0.84 vs 2.09 m
+(0.401x; 1.19 m, 0.570x, without the prior), LEFT - RIGHT 11.5 m.
 
 Step counts are fixed by the budget, not measured, so a run is reproducible for a seed on any machine;
 the budget is what it takes on 2 CPU cores (this project's reference machine: float32 on AVX2).
