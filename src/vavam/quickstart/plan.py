@@ -35,7 +35,7 @@ and each step is 4x cheaper. With 32 training scenes VaViM then memorises them (
 held-out cross-entropy 7.7 nats after 1,500 steps); with 180+ it generalises (train loss and held-out
 cross-entropy stay within 0.1 nat). With 64 codes rather than 512, VaViM's teacher-forced next-frame
 accuracy passes copying the last frame (``vq_mini``'s docstring). Greedy generation of the next frame
-stays 2-3 points below copying whatever we changed on the default run's data (1,200 VaViM steps unless
+stays 2-6 points below copying whatever we changed on the default run's data (1,200 VaViM steps unless
 said): 64 codes 0.532 vs 0.560, 32 codes 0.553 vs 0.575, 16 codes 0.559 vs 0.592 (tokenizer PSNR
 17.6, 17.3, 16.8 dB); width 256 for the same time (520 steps) 0.528; a 30 % instead of 10 %
 learning-rate decay phase 0.529; averaging VaViM's weights (EMA 0.99) 0.531; on training windows 0.488
