@@ -197,3 +197,5 @@ def test_speed_prior_generates_the_deviation_from_constant_velocity():
         assert torch.allclose(states[-1], traj)  # the intermediate states are in metres too
     with pytest.raises(ValueError, match="speed_prior needs ego_speed"):
         VideoActionModel(dataclasses.replace(presets.vavam_tiny(), speed_prior=True))
+    with pytest.raises(ValueError, match="action_scaling"):
+        VideoActionModel(dataclasses.replace(base, action_scaling=float("nan")))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -11,7 +13,7 @@ from vavam.action.expert import ActionExpert
 from vavam.action.joint import VisualKV, VisualKVCache, action_stream
 from vavam.action.masks import action_rows_samples, action_rows_training
 from vavam.config import ActionConfig
-from vavam.types import WAYPOINT_DT
+from vavam.eval.openloop import constant_velocity_trajectory
 from vavam.video.model import VideoGPT
 
 
@@ -28,6 +30,8 @@ class VideoActionModel(nn.Module):
         super().__init__()
         if config.video.width % config.video.head_dim:
             raise ValueError("video width must be a multiple of its head dim")
+        if not (math.isfinite(config.action_scaling) and config.action_scaling > 0):
+            raise ValueError(f"action_scaling must be positive, finite metres, got {config.action_scaling}")
         if config.speed_prior and not config.ego_speed:
             raise ValueError("speed_prior needs ego_speed: the prior is built from the ego speed the model reads")
         self.config = config
@@ -59,15 +63,12 @@ class VideoActionModel(nn.Module):
         return speed.to(self.expert.readout.weight.device)
 
     def _speed_prior(self, speed: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
-        """The constant-velocity trajectory in metres, ``[..., H, 2]`` like ``like``, from ``speed [...]`` m/s
-        (straight ahead, waypoint k at ``speed · 0.5 s · k``); None when the model has no prior
-        (``config.speed_prior``), whose flow then generates the trajectory itself."""
+        """The constant-velocity baseline's trajectory in metres, ``[..., H, 2]`` in ``like``'s dtype and
+        device, from ``speed [...]`` m/s (straight ahead, waypoint k at ``speed · 0.5 s · k``); None when
+        the model has no prior (``config.speed_prior``), whose flow then generates the trajectory itself."""
         if speed is None or not self.config.speed_prior:
             return None
-        times = torch.arange(1, self.config.horizon + 1, device=like.device, dtype=like.dtype) * WAYPOINT_DT  # [H]
-        prior = torch.zeros_like(like)
-        prior[..., 0] = speed.to(like.dtype)[..., None] * times
-        return prior
+        return constant_velocity_trajectory(speed, self.config.horizon).to(like)
 
     # ------------------------------------------------------------------ training path
 

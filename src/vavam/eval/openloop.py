@@ -44,11 +44,12 @@ def trajectory_errors(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, torch.T
     return out
 
 
-def constant_velocity_trajectory(speed: torch.Tensor) -> torch.Tensor:
-    """Straight-ahead trajectory at constant speed: ``speed [N]`` m/s -> ``[N, 6, 2]`` metres."""
-    steps = torch.arange(1, NUM_WAYPOINTS + 1, dtype=torch.float64) * WAYPOINT_DT  # [6]
-    traj = torch.zeros(speed.shape[0], NUM_WAYPOINTS, 2, dtype=torch.float64)
-    traj[:, :, 0] = speed.double()[:, None] * steps
+def constant_velocity_trajectory(speed: torch.Tensor, num_waypoints: int = NUM_WAYPOINTS) -> torch.Tensor:
+    """Straight-ahead trajectory at constant speed: ``speed [...]`` m/s -> ``[..., num_waypoints, 2]``
+    metres, waypoint ``i`` at ``speed · 0.5 s · (i + 1)`` forward (on ``speed``'s device)."""
+    steps = torch.arange(1, num_waypoints + 1, dtype=torch.float64, device=speed.device) * WAYPOINT_DT  # [H]
+    traj = torch.zeros(*speed.shape, num_waypoints, 2, dtype=torch.float64, device=speed.device)
+    traj[..., 0] = speed.double()[..., None] * steps
     return traj.to(speed.dtype if speed.is_floating_point() else torch.float32)
 
 

@@ -8,8 +8,6 @@ Warmup-Stable-Drop; gradient clipping at 1.0.
 
 from __future__ import annotations
 
-import math
-
 import dataclasses
 import time
 from pathlib import Path
@@ -371,10 +369,6 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
                                  ego_speed=config.ego_speed if ego_speed is None else bool(ego_speed),
                                  speed_prior=config.speed_prior if speed_prior is None else bool(speed_prior),
                                  action_scaling=config.action_scaling if action_scaling is None else float(action_scaling))
-    if not (math.isfinite(config.action_scaling) and config.action_scaling > 0):
-        raise ValueError(f"action_scaling must be positive, finite metres, got {config.action_scaling}")
-    if config.speed_prior and not config.ego_speed:
-        raise ValueError("speed_prior needs ego_speed (the prior is built from the speed the expert reads)")
     model = VideoActionModel(config)
     model.video.load_state_dict(vim.state_dict())
     model.video.requires_grad_(False)
