@@ -60,6 +60,11 @@ def test_training_is_reproducible_and_resumes_exactly(tmp_path):
     summary = train_tokenizer(tmp_path / "r", steps=4, resume=True, **kw)
     assert summary["resumed_from"] == 2
     assert _weights_sha(tmp_path / "r") == _weights_sha(tmp_path / "a")
+    # another learning rate or seed would continue a different run: refused by name, nothing trained
+    with pytest.raises(ValueError, match=r"lr: run started with 0.002, this call asks 0.001") as info:
+        train_tokenizer(tmp_path / "r", steps=6, resume=True, **dict(kw, lr=1e-3, seed=3))
+    assert "seed: run started with 0, this call asks 3" in str(info.value)
+    assert _weights_sha(tmp_path / "r") == _weights_sha(tmp_path / "a")
 
 
 def test_gan_and_perceptual_losses_train(tmp_path):

@@ -36,6 +36,10 @@ def test_action_sigusr1_resume_is_bit_identical_and_video_frozen(tmp_path, monke
     assert info.value.code == 128 + signal.SIGUSR1
     monkeypatch.setattr(ta, "fit_resumable", real)
     # the signal lands after step 3's checkpoint hook ran, so the run stops after step 4, saved
+    # a resume with other model options or learning rate is refused by name before anything trains
+    with pytest.raises(ValueError, match="action_scaling: run started with 70.0, this call asks 10.0") as info:
+        train_action(tmp_path / "cut", *args, resume=True, **dict(kw, lr=0.02), action_scaling=10.0)
+    assert "module.lr: run started with 0.01, this call asks 0.02" in str(info.value)
     assert train_action(tmp_path / "cut", *args, resume=True, **kw)["resumed_from"] == 4
 
     pngs = sorted(p.name for p in (tmp_path / "full" / "trajectories").iterdir())

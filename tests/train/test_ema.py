@@ -82,6 +82,10 @@ def test_saved_model_is_the_average_and_resume_matches(tmp_path, monkeypatch):
     cut = vavam.load_action_model(tmp_path / "cut" / "model").expert.state_dict()
     assert all(torch.equal(saved[k], cut[k]) for k in saved)
     # a resume with another decay is refused rather than mixing two averages
+    other = {k: v for k, v in KW.items() if k != "steps"}
+    with pytest.raises(ValueError, match="ema: run started with 0.5, this call asks 0.9"):
+        train_action(tmp_path / "cut", *args, ema=0.9, resume=True, steps=8, **other)
+    # a run folder from before run_settings.json: the averager's own check still refuses it
+    (tmp_path / "cut" / "run_settings.json").unlink()
     with pytest.raises(ValueError, match="EMA decay"):
-        train_action(tmp_path / "cut", *args, ema=0.9, resume=True, steps=8,
-                     **{k: v for k, v in KW.items() if k != "steps"})
+        train_action(tmp_path / "cut", *args, ema=0.9, resume=True, steps=8, **other)

@@ -148,3 +148,27 @@ def test_planted_pickle_checkpoint_is_refused_and_skipped(tmp_path):
     with pytest.warns(UserWarning, match="step-00000009.ckpt: not a loadable weights-only"):
         summary = train_video(tmp_path / "run", tok, steps=3, resume=True, **KW)
     assert summary["resumed_from"] == 3 and not marker.exists()
+
+
+def test_resume_refuses_changed_settings_but_not_a_moved_token_folder(tmp_path):
+    import shutil
+
+    tok = _store(tmp_path / "tok")
+    train_video(tmp_path / "full", tok, steps=6, **KW)
+    train_video(tmp_path / "cut", tok, steps=6, ckpt_every=3, keep=0, **KW)
+    (tmp_path / "cut" / "checkpoints" / "step-00000006.ckpt").unlink()  # as if killed after step 3's checkpoint
+    saved = json.loads((tmp_path / "cut" / "run_settings.json").read_text())
+    assert saved["module"]["lr"] == 0.01 and saved["seed"] == 3 and saved["global_batch"] == 3
+    before = _losses(tmp_path / "cut")
+    with pytest.raises(ValueError, match=r"module\.weight_decay: run started with 1e-07, this call asks 0\.1") as info:
+        train_video(tmp_path / "cut", tok, steps=6, resume=True, weight_decay=0.1, **KW)
+    assert "steps" not in str(info.value)  # only what differs is named
+    # 20 steps would have warmed up over the first 2 (10 %): the steps taken would have had other rates
+    with pytest.raises(ValueError, match=r"step 0 ran at 1 x lr \(warmup 0, end 6, drop 0\) and would now have 0 x lr"):
+        train_video(tmp_path / "cut", tok, steps=20, resume=True, **KW)
+    assert _losses(tmp_path / "cut") == before  # nothing trained, the log untouched
+    # the same run with its tokens in another folder resumes and ends where the uninterrupted run did
+    shutil.copytree(tok, tmp_path / "moved")
+    assert train_video(tmp_path / "cut", tmp_path / "moved", steps=6, resume=True, **KW)["resumed_from"] == 3
+    full, cut = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
+    assert all(torch.equal(full[k], cut[k]) for k in full)

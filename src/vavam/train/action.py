@@ -298,7 +298,10 @@ def train_action(
         ckpt_every: also checkpoint every this many steps (0: only at the end and on SIGTERM / SIGUSR1).
         keep: periodic checkpoints kept in ``out/checkpoints``.
         resume: continue from the newest intact checkpoint in ``out/checkpoints`` (exact: weights,
-            optimiser, schedule, data position; flow noise is a function of the step).
+            optimiser, schedule, data position; flow noise is a function of the step). Model options
+            (``speed_prior``, ``action_scaling``, ...), optimiser, schedule, steps, global batch, seed, EMA and
+            data must be those the run started with (``out/run_settings.json``; a difference is refused by
+            name); data paths and the device layout may change.
         nan_policy: "stop" on a non-finite loss (default) or "skip" the step.
         plot_every: draw predicted vs ground-truth trajectories of 4 fixed windows every this many
             steps (and at the end) to ``out/trajectories/`` (0: only at the end).
@@ -391,7 +394,8 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
     fit = fit_resumable(module, train_set, out=out, steps=steps, batch_size=batch_size, seed=seed,
                         precision=precision, progress=progress, collate_fn=_collate, val_loaders=val_loader,
                         val_every=val_every, ckpt_every=ckpt_every, keep=keep, resume=resume,
-                        num_workers=num_workers, deterministic=False, extra_callbacks=[plots, *averager], scale=scale)
+                        num_workers=num_workers, deterministic=False, extra_callbacks=[plots, *averager], scale=scale,
+                        settings={"ema": ema, "subsampling": subsampling})
     if averager:  # the saved model is the average; checkpoints keep the raw weights for resuming
         averager[0].copy_to(module)
     summary = {"steps": steps, "seconds": round(time.perf_counter() - start, 2), "windows": len(train_set),

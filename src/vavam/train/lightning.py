@@ -17,16 +17,45 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vavam.train.distributed import ModuleTargets, ScaleOut, clean_name, is_sharded, make_strategy, prepare_module
-from vavam.train.optim import build_optimizer, build_wsd_scheduler
+from vavam.train.optim import build_optimizer, build_wsd_scheduler, wsd_factor
 from vavam.train.resume import (
     ResumeCallback,
     SafeCheckpointIO,
     StepBatchSampler,
+    check_run_settings,
     checkpoint_step,
     find_resume_checkpoint,
+    read_run_settings,
 )
 
 NanPolicy = Literal["stop", "skip"]
+
+#: RESUMABLE_CHANGES: settings a resume may change: data folders and the device layout (the global batch,
+#: checked on its own, and with it the data order stay those of the run), and the step count as long as
+#: the learning-rate schedule of the steps already taken stays the same (:func:`check_past_schedule`).
+RESUMABLE_CHANGES = ("tokens", "batch_size", "world_size", "accumulate", "strategy",
+                     "steps", "warmup_iter", "end_iter", "drop_iter")
+
+
+def check_past_schedule(run: Path, schedule: tuple[int, int, int], done: int) -> None:
+    """Refuse a resume whose WSD schedule ``(warmup_iter, end_iter, drop_iter)`` gives any of the ``done``
+    steps already taken another learning rate than the run's recorded one did (a longer run whose warmup
+    and drop do not move the past may continue; runs without recorded settings are not checked).
+
+    Raises:
+        ValueError: naming the first step whose rate would differ and both schedules.
+    """
+    recorded = (read_run_settings(run) or {}).get("module", {})
+    if not all(k in recorded for k in ("warmup_iter", "end_iter", "drop_iter")):
+        return
+    before = (int(recorded["warmup_iter"]), int(recorded["end_iter"]), int(recorded["drop_iter"]))
+    for step in range(done):
+        if wsd_factor(step, *before) != wsd_factor(step, *schedule):
+            raise ValueError(
+                f"{run}: cannot resume at step {done} with another learning-rate schedule: step {step} ran at "
+                f"{wsd_factor(step, *before):g} x lr (warmup {before[0]}, end {before[1]}, drop {before[2]}) and "
+                f"would now have {wsd_factor(step, *schedule):g} x lr (warmup {schedule[0]}, end {schedule[1]}, "
+                f"drop {schedule[2]}); resume with the run's step count, or start a new run in another folder")
 
 
 class MupWsdMixin:
@@ -205,6 +234,7 @@ def fit_resumable(
     deterministic: bool = True,
     extra_callbacks: Sequence[L.Callback] = (),
     scale: ScaleOut | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> FitResult:
     """Run ``steps`` optimiser steps of ``module`` on ``train_set`` with exact resume.
 
@@ -219,6 +249,12 @@ def fit_resumable(
     end, and on SIGTERM / SIGUSR1 (then the process exits with status 128 + signal after saving).
     With ``resume`` the newest intact checkpoint of ``out`` is restored (weights, optimiser, schedule,
     loop counters, data position) and the per-step log ``out/metrics.jsonl`` is cut back to it.
+
+    A fresh run records its settings (the module's hyper-parameters, steps, global batch, seed, number
+    of samples and the caller's ``settings``) in ``out/run_settings.json``; a resume with different
+    ones is refused by name (:func:`vavam.train.resume.check_run_settings`). Data paths, the device
+    layout and the precision may change between a run and its resume, and so may the step count when the
+    steps already taken keep their learning rates (:func:`check_past_schedule`).
     """
     from vavam.hardware import warn_if_slow_bf16
 
@@ -227,14 +263,21 @@ def fit_resumable(
     warn_if_slow_bf16(precision, "cuda" if torch.cuda.is_available() else "cpu")
     ckpt = find_resume_checkpoint(out) if resume else None
     start = checkpoint_step(ckpt) if ckpt is not None else 0
+    run_settings = {"module": dict(module.hparams), "steps": steps,
+                    "global_batch": batch_size * scale.devices * scale.nodes * scale.accumulate, "seed": seed,
+                    "samples": len(train_set), **(settings or {})}
     if ckpt is not None:
+        check_run_settings(out, run_settings, ignore=RESUMABLE_CHANGES)
+        if hasattr(module, "schedule"):
+            check_past_schedule(out, tuple(module.schedule), start)
         print(f"resuming from {ckpt} (step {start} of {steps})", file=sys.stderr)
     sampler = StepBatchSampler(len(train_set), batch_size, seed, total_steps=steps * scale.accumulate)
     position = _DataPosition(sampler)
     sampler.position = lambda: position.consumed
     loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate_fn, num_workers=num_workers,
                         persistent_workers=False)
-    saver = ResumeCallback(out, every_n_steps=ckpt_every, keep=keep, resumed_step=start)
+    saver = ResumeCallback(out, every_n_steps=ckpt_every, keep=keep, resumed_step=start,
+                           settings=run_settings if ckpt is None else None)
     if val_loaders is not None and not isinstance(val_loaders, list):
         val_loaders = [val_loaders]
     targets = module.distributed_targets() if hasattr(module, "distributed_targets") else ModuleTargets()

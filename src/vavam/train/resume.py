@@ -62,6 +62,10 @@ __all__ = [
     "PreemptionSignals",
     "verify_checkpoint",
     "write_folder_manifest",
+    "RUN_SETTINGS",
+    "check_run_settings",
+    "read_run_settings",
+    "write_run_settings",
 ]
 
 CKPT_DIR = "checkpoints"
@@ -336,6 +340,84 @@ def find_resume_checkpoint(run: str | os.PathLike) -> Path | None:
     return None
 
 
+# --------------------------------------------------------------------------- run settings
+
+#: RUN_SETTINGS: the file of a run folder that records what a fresh run was started with.
+RUN_SETTINGS = "run_settings.json"
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one dict with dotted keys; values normalised as JSON reads them back."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: json.loads(json.dumps(value, default=str))}
+
+
+def write_run_settings(run: str | os.PathLike, settings: dict[str, Any]) -> Path:
+    """Record the settings a fresh run starts with (``run/run_settings.json``, written atomically).
+
+    Args:
+        run: run folder.
+        settings: JSON-able (nested) dict: model config, optimiser, schedule, data, seed.
+    """
+    path = Path(run) / RUN_SETTINGS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, json.loads(json.dumps(settings, default=str)))
+    return path
+
+
+def read_run_settings(run: str | os.PathLike) -> dict[str, Any] | None:
+    """The settings a run folder's fresh run recorded (None for a folder without them).
+
+    Raises:
+        ValueError: the file exists but is not JSON (named, with how to go on).
+    """
+    path = Path(run) / RUN_SETTINGS
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{path}: unreadable run settings ({exc}); delete the file to resume unchecked") from exc
+
+
+def check_run_settings(run: str | os.PathLike, settings: dict[str, Any], ignore: tuple[str, ...] = ()) -> None:
+    """Refuse to resume a run with settings that differ from those it was started with.
+
+    A checkpoint holds weights and optimiser moments for the run's own model, schedule and data
+    order; continuing it with another learning rate, seed, batch or model option would silently
+    train a mixture of two runs. Runs started before this file existed are not checked.
+
+    Args:
+        run: run folder (its ``run_settings.json`` is compared when it exists).
+        settings: this invocation's settings, as given to :func:`write_run_settings`.
+        ignore: dotted keys (or their last component) allowed to change on a resume, e.g. data paths
+            and the device layout.
+
+    Raises:
+        ValueError: naming every setting that differs, with the recorded and the requested value.
+    """
+    recorded = read_run_settings(run)
+    if recorded is None:
+        return
+    saved, now = _flatten(recorded), _flatten(settings)
+
+    def ignored(key: str) -> bool:
+        return key in ignore or key.rsplit(".", 1)[-1] in ignore
+
+    unset = "(unset)"
+    diffs = [f"{key}: run started with {saved.get(key, unset)!r}, this call asks {now.get(key, unset)!r}"
+             for key in sorted(set(saved) | set(now))
+             if not ignored(key) and (key in saved, saved.get(key)) != (key in now, now.get(key))]
+    if diffs:
+        raise ValueError(f"{run}: cannot resume with different settings (the checkpoint belongs to the run as "
+                         "it was started):\n  " + "\n  ".join(diffs)
+                         + "\nresume with the same settings, or start a new run in another folder")
+
+
 # --------------------------------------------------------------------------- callback
 
 class ResumeCallback(L.Callback):
@@ -347,11 +429,14 @@ class ResumeCallback(L.Callback):
         keep: how many periodic checkpoints to keep (older ones are deleted; 0 keeps all).
         resumed_step: the step the run resumed from (the log is cut back to it), 0 for a fresh run.
         signals: signals that trigger a checkpoint and a clean stop (default SIGTERM and SIGUSR1).
+        settings: a fresh run's settings, written to ``run/run_settings.json`` when training starts (rank 0;
+            None: nothing written, as on a resume).
     """
 
     def __init__(self, run: str | os.PathLike, every_n_steps: int = 0, keep: int = 3, resumed_step: int = 0,
-                 signals: tuple[int, ...] | None = None) -> None:
+                 signals: tuple[int, ...] | None = None, settings: dict[str, Any] | None = None) -> None:
         self.run = Path(run)
+        self.settings = settings
         self.every_n_steps, self.keep, self.resumed_step = every_n_steps, keep, resumed_step
         self._signals = PreemptionSignals(signals)
         self._log: Any = None
@@ -387,6 +472,8 @@ class ResumeCallback(L.Callback):
         if not trainer.is_global_zero:
             return
         self.run.mkdir(parents=True, exist_ok=True)
+        if self.settings is not None:
+            write_run_settings(self.run, self.settings)
         kept = []
         if self.resumed_step and self.log_path.is_file():
             for line in self.log_path.read_text().splitlines():

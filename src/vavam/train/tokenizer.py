@@ -28,6 +28,7 @@ batch rather than per image (the codebook entropy loss, the adaptive GAN weight)
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -46,10 +47,12 @@ from vavam.train.codebook import CodebookMonitor
 from vavam.train.distributed import LoopParallel, ScaleOut, StrategyName, apply_activation_checkpointing, plan_batch
 from vavam.train.resume import (
     PreemptionSignals,
+    check_run_settings,
     find_resume_checkpoint,
     prune_checkpoints,
     read_checkpoint,
     write_checkpoint,
+    write_run_settings,
 )
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -302,7 +305,9 @@ def train_tokenizer(
         ckpt_every: steps between checkpoints (tokenizer folder + ``checkpoints/step-*.ckpt``); SIGTERM and
             SIGUSR1 also checkpoint, then exit with status 128 + signal.
         keep: step checkpoints kept.
-        resume: continue exactly from the newest intact checkpoint in ``out/checkpoints``.
+        resume: continue exactly from the newest intact checkpoint in ``out/checkpoints``; the model, losses,
+            learning rate, batch, image size and seed must be those the run started with (recorded in
+            ``out/run_settings.json``; a difference is refused by name), the step count may grow.
         nan_policy: "stop" on a non-finite loss (default) or "skip" the step (no update).
         tensorboard: also write TensorBoard events to ``out/tb``.
         progress: show a progress bar with ETA.
@@ -373,6 +378,18 @@ def train_tokenizer(
         raise ValueError(f"nan_policy must be 'stop' or 'skip', got {nan_policy!r}")
     start, rows, initial, running = 0, [], None, {}
     resume_path = find_resume_checkpoint(out) if resume else None
+    # what a resume must keep; the step count may change (the batch of step k does not depend on it, and the
+    # cosine decay then ends at the new count)
+    settings = {"preset": preset, "config": config_to_dict(config),
+                "global_batch": plan.global_batch, "lr": lr, "warmup_steps": warmup_steps,
+                "final_lr_ratio": final_lr_ratio, "image_size": [height, width],
+                "data": "synthetic" if data == "synthetic" else "folder", "loss": dataclasses.asdict(loss_config),
+                "perceptual": perceptual is not None, "dead_code_window": dead_code_window, "seed": seed,
+                "val_frames": val_frames}
+    if resume_path is not None:
+        check_run_settings(out, settings)
+    elif par.is_main:
+        write_run_settings(out, settings)
     if resume_path is not None:
         state = read_checkpoint(resume_path, map_location=device)
         model.load_state_dict(state["model"])

@@ -215,7 +215,9 @@ def train_video(
         ckpt_every: also checkpoint every this many steps (0: only at the end and on SIGTERM / SIGUSR1).
         keep: periodic checkpoints kept in ``out/checkpoints``.
         resume: continue from the newest intact checkpoint in ``out/checkpoints`` (exact: weights,
-            optimiser, schedule and data position).
+            optimiser, schedule and data position). Model, optimiser, schedule, steps, global batch, seed and
+            data must be those the run started with (``out/run_settings.json``; a difference is refused by
+            name); data paths and the device layout may change.
         nan_policy: "stop" on a non-finite loss (default) or "skip" the step.
         recipe: fill the arguments left at their defaults from a recipe (``pretrain``, ``cooldown``,
             ``cpu``; see :mod:`vavam.train.recipes`). ``steps`` None means one epoch. A recipe's batch is
@@ -328,7 +330,9 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
     fit = fit_resumable(module, train_set, out=out, steps=steps, batch_size=batch_size, seed=seed,
                         precision=precision, progress=progress, val_loaders=val_loaders or None,
                         val_every=val_every, ckpt_every=ckpt_every, keep=keep, resume=resume,
-                        num_workers=num_workers, deterministic=True, scale=scale)
+                        num_workers=num_workers, deterministic=True, scale=scale,
+                        settings={"cooldown": init_from is not None, "mix_sources": len(mix or []),
+                                  "mix_ratios": mix_ratios, "mix_seed": mix_seed})
     seconds = time.perf_counter() - start
     metrics = {k: float(v) for k, v in fit.trainer.callback_metrics.items()}
     summary = {"steps": steps, "seconds": round(seconds, 2), "windows": len(train_set), "metrics": metrics,

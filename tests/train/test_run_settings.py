@@ -1,0 +1,35 @@
+"""A run folder records what a fresh run started with; a resume with other settings is refused by name."""
+
+from __future__ import annotations
+
+import pytest
+
+from vavam.train.resume import RUN_SETTINGS, check_run_settings, write_run_settings
+
+
+def test_same_settings_pass_and_differences_are_named(tmp_path):
+    settings = {"module": {"lr": 0.004, "config": {"width": 128, "dims": (4, 8)}}, "seed": 0, "tag": None}
+    write_run_settings(tmp_path, settings)
+    check_run_settings(tmp_path, settings)  # tuples read back as lists: still the same
+    changed = {"module": {"lr": 0.002, "config": {"width": 128, "dims": (4, 8), "extra": True}}, "seed": 0}
+    with pytest.raises(ValueError) as info:
+        check_run_settings(tmp_path, changed)
+    message = str(info.value)
+    assert "module.lr: run started with 0.004, this call asks 0.002" in message
+    assert "module.config.extra: run started with '(unset)', this call asks True" in message
+    assert "tag: run started with None, this call asks '(unset)'" in message
+    assert "width" not in message and "seed" not in message
+
+
+def test_ignored_keys_may_change(tmp_path):
+    write_run_settings(tmp_path, {"data": {"tokens": "/a", "world_size": 1}, "lr": 1.0})
+    check_run_settings(tmp_path, {"data": {"tokens": "/b", "world_size": 4}, "lr": 1.0}, ignore=("tokens", "data.world_size"))
+    with pytest.raises(ValueError, match="data.tokens"):
+        check_run_settings(tmp_path, {"data": {"tokens": "/b", "world_size": 1}, "lr": 1.0})
+
+
+def test_runs_without_the_file_are_not_checked_and_a_broken_file_is_named(tmp_path):
+    check_run_settings(tmp_path, {"lr": 1.0})  # a run folder from before the file existed
+    (tmp_path / RUN_SETTINGS).write_text("{not json")
+    with pytest.raises(ValueError, match=r"run_settings.json: unreadable run settings"):
+        check_run_settings(tmp_path, {"lr": 1.0})
