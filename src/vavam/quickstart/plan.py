@@ -41,7 +41,9 @@ said): 64 codes 0.532 vs 0.560, 32 codes 0.553 vs 0.575, 16 codes 0.559 vs 0.592
 learning-rate decay phase 0.529; averaging VaViM's weights (EMA 0.99) 0.531; on training windows 0.488
 vs 0.496 (so not a held-out effect); anti-aliased frames (rendered at 128 x 256 and averaged down;
 tokenizer PSNR 18.1 dB) 0.469 vs 0.502; the budget-60 run's tokenizer (20.9 dB) 0.410 vs 0.449;
-twice the towns (2 scenes each) 0.478 vs 0.533.
+twice the towns (2 scenes each) 0.478 vs 0.533; 3,600 steps 0.468 (cross-entropy ratio 0.443: train
+loss 1.15 vs held-out 1.43 nats); weight decay 0.1 (instead of 1e-7) 0.522 at 1,200 steps and 0.504 at
+2,400 (cross-entropy ratio 0.418, the best measured): greedy falls as the cross-entropy improves.
 VaVAM without the ego speed: on one VaViM, 1,200 steps gave held-out minADE@5 2.46 m and 2,000 steps
 2.74 m (lr 0.02; lr 0.005 / 0.0025: 2.98 / 2.95 m; lr 0.04 and uniform flow times: 2.72 m; 4 flow
 samples per window (``noise_repeats``) at equal compute, 420 steps: 2.71 m), so the steps go to the data
