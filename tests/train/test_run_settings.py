@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from vavam.train.resume import RUN_SETTINGS, check_run_settings, write_run_settings
+from vavam.train.optim import wsd_factor
+from vavam.train.resume import (
+    RUN_SETTINGS,
+    check_past_rates,
+    check_run_settings,
+    refuse_fresh_run_over_checkpoints,
+    write_checkpoint,
+    write_run_settings,
+)
 
 
 def test_same_settings_pass_and_differences_are_named(tmp_path):
@@ -23,9 +31,12 @@ def test_same_settings_pass_and_differences_are_named(tmp_path):
 
 def test_ignored_keys_may_change(tmp_path):
     write_run_settings(tmp_path, {"data": {"tokens": "/a", "world_size": 1}, "lr": 1.0})
-    check_run_settings(tmp_path, {"data": {"tokens": "/b", "world_size": 4}, "lr": 1.0}, ignore=("tokens", "data.world_size"))
+    check_run_settings(tmp_path, {"data": {"tokens": "/b", "world_size": 4}, "lr": 1.0},
+                       ignore=("data.tokens", "data.world_size"))
     with pytest.raises(ValueError, match="data.tokens"):
         check_run_settings(tmp_path, {"data": {"tokens": "/b", "world_size": 1}, "lr": 1.0})
+    with pytest.raises(ValueError, match="data.tokens"):  # keys are whole dotted names, not their last part
+        check_run_settings(tmp_path, {"data": {"tokens": "/b", "world_size": 1}, "lr": 1.0}, ignore=("tokens",))
 
 
 def test_runs_without_the_file_are_not_checked_and_a_broken_file_is_named(tmp_path):
@@ -33,3 +44,19 @@ def test_runs_without_the_file_are_not_checked_and_a_broken_file_is_named(tmp_pa
     (tmp_path / RUN_SETTINGS).write_text("{not json")
     with pytest.raises(ValueError, match=r"run_settings.json: unreadable run settings"):
         check_run_settings(tmp_path, {"lr": 1.0})
+
+
+def test_past_rates_include_the_step_the_checkpoint_resumes_at():
+    # 6 steps with a 3-step drop: steps 0-3 at 1 x lr, step 4 at 0.7 x lr (lr of the restored optimiser)
+    then = lambda k: wsd_factor(k, 0, 6, 3)  # noqa: E731
+    assert [round(then(k), 6) for k in range(6)] == [1.0, 1.0, 1.0, 1.0, 0.7, 0.4]
+    check_past_rates("run", 3, then, lambda k: wsd_factor(k, 0, 20, 3), "")  # steps 0-3 unchanged: a longer run
+    with pytest.raises(ValueError, match=r"run: cannot resume at step 4 .*step 4 had 0.7 x lr and would now have 1 x lr"):
+        check_past_rates("run", 4, then, lambda k: wsd_factor(k, 0, 20, 3), "")
+
+
+def test_a_fresh_run_refuses_a_folder_with_checkpoints(tmp_path):
+    refuse_fresh_run_over_checkpoints(tmp_path)  # empty folder: fine
+    write_checkpoint(tmp_path / "checkpoints" / "step-00000007.ckpt", {"global_step": 7})
+    with pytest.raises(ValueError, match=r"earlier run \(newest step-00000007.ckpt\); pass --resume"):
+        refuse_fresh_run_over_checkpoints(tmp_path)

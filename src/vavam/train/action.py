@@ -299,9 +299,10 @@ def train_action(
         keep: periodic checkpoints kept in ``out/checkpoints``.
         resume: continue from the newest intact checkpoint in ``out/checkpoints`` (exact: weights,
             optimiser, schedule, data position; flow noise is a function of the step). Model options
-            (``speed_prior``, ``action_scaling``, ...), optimiser, schedule, steps, global batch, seed, EMA and
-            data must be those the run started with (``out/run_settings.json``; a difference is refused by
-            name); data paths and the device layout may change.
+            (``speed_prior``, ``action_scaling``, ...), optimiser, global batch and accumulation, seed, EMA
+            and data must be those the run started with (``out/run_settings.json``; a difference is refused
+            by name); data paths and the devices may change, and so may the step count while the steps taken
+            keep their learning rates. Without ``resume``, a folder holding checkpoints is refused.
         nan_policy: "stop" on a non-finite loss (default) or "skip" the step.
         plot_every: draw predicted vs ground-truth trajectories of 4 fixed windows every this many
             steps (and at the end) to ``out/trajectories/`` (0: only at the end).

@@ -22,40 +22,22 @@ from vavam.train.resume import (
     ResumeCallback,
     SafeCheckpointIO,
     StepBatchSampler,
+    check_past_rates,
     check_run_settings,
     checkpoint_step,
     find_resume_checkpoint,
     read_run_settings,
+    refuse_fresh_run_over_checkpoints,
 )
 
 NanPolicy = Literal["stop", "skip"]
 
-#: RESUMABLE_CHANGES: settings a resume may change: data folders and the device layout (the global batch,
-#: checked on its own, and with it the data order stay those of the run), and the step count as long as
-#: the learning-rate schedule of the steps already taken stays the same (:func:`check_past_schedule`).
-RESUMABLE_CHANGES = ("tokens", "batch_size", "world_size", "accumulate", "strategy",
-                     "steps", "warmup_iter", "end_iter", "drop_iter")
-
-
-def check_past_schedule(run: Path, schedule: tuple[int, int, int], done: int) -> None:
-    """Refuse a resume whose WSD schedule ``(warmup_iter, end_iter, drop_iter)`` gives any of the ``done``
-    steps already taken another learning rate than the run's recorded one did (a longer run whose warmup
-    and drop do not move the past may continue; runs without recorded settings are not checked).
-
-    Raises:
-        ValueError: naming the first step whose rate would differ and both schedules.
-    """
-    recorded = (read_run_settings(run) or {}).get("module", {})
-    if not all(k in recorded for k in ("warmup_iter", "end_iter", "drop_iter")):
-        return
-    before = (int(recorded["warmup_iter"]), int(recorded["end_iter"]), int(recorded["drop_iter"]))
-    for step in range(done):
-        if wsd_factor(step, *before) != wsd_factor(step, *schedule):
-            raise ValueError(
-                f"{run}: cannot resume at step {done} with another learning-rate schedule: step {step} ran at "
-                f"{wsd_factor(step, *before):g} x lr (warmup {before[0]}, end {before[1]}, drop {before[2]}) and "
-                f"would now have {wsd_factor(step, *schedule):g} x lr (warmup {schedule[0]}, end {schedule[1]}, "
-                f"drop {schedule[2]}); resume with the run's step count, or start a new run in another folder")
+#: RESUMABLE_CHANGES: settings a resume may change: data folders and how the global batch is laid out on
+#: devices (per-device batch, world size, strategy; the global batch and the accumulation passes, which
+#: the data position counts, must stay), and the step count while the learning rates of the steps
+#: already taken stay the same (:func:`vavam.train.resume.check_past_rates`).
+RESUMABLE_CHANGES = ("module.data.tokens", "module.data.batch_size", "module.data.world_size", "module.data.strategy",
+                     "steps", "module.warmup_iter", "module.end_iter", "module.drop_iter")
 
 
 class MupWsdMixin:
@@ -252,9 +234,11 @@ def fit_resumable(
 
     A fresh run records its settings (the module's hyper-parameters, steps, global batch, seed, number
     of samples and the caller's ``settings``) in ``out/run_settings.json``; a resume with different
-    ones is refused by name (:func:`vavam.train.resume.check_run_settings`). Data paths, the device
-    layout and the precision may change between a run and its resume, and so may the step count when the
-    steps already taken keep their learning rates (:func:`check_past_schedule`).
+    ones is refused by name (:func:`vavam.train.resume.check_run_settings`). Data paths, the number of
+    devices (at the same global batch and accumulation) and the precision may change between a run and its
+    resume, and so may the step count when the
+    steps already taken keep their learning rates (:func:`vavam.train.resume.check_past_rates`). A run
+    without ``resume`` refuses a folder that holds checkpoints.
     """
     from vavam.hardware import warn_if_slow_bf16
 
@@ -262,14 +246,20 @@ def fit_resumable(
     scale = scale or ScaleOut()
     warn_if_slow_bf16(precision, "cuda" if torch.cuda.is_available() else "cpu")
     ckpt = find_resume_checkpoint(out) if resume else None
+    if ckpt is None:
+        refuse_fresh_run_over_checkpoints(out)
     start = checkpoint_step(ckpt) if ckpt is not None else 0
     run_settings = {"module": dict(module.hparams), "steps": steps,
                     "global_batch": batch_size * scale.devices * scale.nodes * scale.accumulate, "seed": seed,
                     "samples": len(train_set), **(settings or {})}
     if ckpt is not None:
         check_run_settings(out, run_settings, ignore=RESUMABLE_CHANGES)
-        if hasattr(module, "schedule"):
-            check_past_schedule(out, tuple(module.schedule), start)
+        recorded = (read_run_settings(out) or {}).get("module", {})
+        if hasattr(module, "schedule") and all(k in recorded for k in ("warmup_iter", "end_iter", "drop_iter")):
+            then = (int(recorded["warmup_iter"]), int(recorded["end_iter"]), int(recorded["drop_iter"]))
+            now = tuple(module.schedule)
+            check_past_rates(out, start, lambda k: wsd_factor(k, *then), lambda k: wsd_factor(k, *now),
+                             f"warmup / end / drop {then} then, {now} now")
         print(f"resuming from {ckpt} (step {start} of {steps})", file=sys.stderr)
     sampler = StepBatchSampler(len(train_set), batch_size, seed, total_steps=steps * scale.accumulate)
     position = _DataPosition(sampler)

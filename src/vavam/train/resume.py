@@ -64,6 +64,8 @@ __all__ = [
     "write_folder_manifest",
     "RUN_SETTINGS",
     "check_run_settings",
+    "check_past_rates",
+    "refuse_fresh_run_over_checkpoints",
     "read_run_settings",
     "write_run_settings",
 ]
@@ -394,8 +396,7 @@ def check_run_settings(run: str | os.PathLike, settings: dict[str, Any], ignore:
     Args:
         run: run folder (its ``run_settings.json`` is compared when it exists).
         settings: this invocation's settings, as given to :func:`write_run_settings`.
-        ignore: dotted keys (or their last component) allowed to change on a resume, e.g. data paths
-            and the device layout.
+        ignore: dotted keys (``"module.data.tokens"``) allowed to change on a resume, e.g. data paths.
 
     Raises:
         ValueError: naming every setting that differs, with the recorded and the requested value.
@@ -404,18 +405,49 @@ def check_run_settings(run: str | os.PathLike, settings: dict[str, Any], ignore:
     if recorded is None:
         return
     saved, now = _flatten(recorded), _flatten(settings)
-
-    def ignored(key: str) -> bool:
-        return key in ignore or key.rsplit(".", 1)[-1] in ignore
-
     unset = "(unset)"
     diffs = [f"{key}: run started with {saved.get(key, unset)!r}, this call asks {now.get(key, unset)!r}"
              for key in sorted(set(saved) | set(now))
-             if not ignored(key) and (key in saved, saved.get(key)) != (key in now, now.get(key))]
+             if key not in ignore and (key in saved, saved.get(key)) != (key in now, now.get(key))]
     if diffs:
         raise ValueError(f"{run}: cannot resume with different settings (the checkpoint belongs to the run as "
                          "it was started):\n  " + "\n  ".join(diffs)
                          + "\nresume with the same settings, or start a new run in another folder")
+
+
+def check_past_rates(run: str | os.PathLike, done: int, before: Callable[[int], float], now: Callable[[int], float],
+                     what: str) -> None:
+    """Refuse a resume at step ``done`` whose learning-rate schedule would have given any step up to ``done``
+    (the steps taken, and step ``done``, whose rate the checkpoint's optimiser already holds) another
+    rate than the run's own: a longer run may continue while its warmup and decay leave the past alone.
+
+    Args:
+        run: run folder (named in the error).
+        done: optimiser steps taken (the checkpoint's step).
+        before, now: step -> learning-rate factor of the recorded and of the requested schedule.
+        what: the two schedules in words, for the error.
+
+    Raises:
+        ValueError: naming the first step whose rate differs.
+    """
+    for step in range(done + 1):
+        if before(step) != now(step):
+            raise ValueError(f"{run}: cannot resume at step {done} with another learning-rate schedule ({what}): step "
+                             f"{step} had {before(step):g} x lr and would now have {now(step):g} x lr; resume with "
+                             "the run's step count, or start a new run in another folder")
+
+
+def refuse_fresh_run_over_checkpoints(run: str | os.PathLike) -> None:
+    """A fresh run must not start in a folder that holds another run's checkpoints (a later ``--resume``
+    would pick theirs, and they would be pruned as its own).
+
+    Raises:
+        ValueError: naming the folder, its newest checkpoint and the two ways on.
+    """
+    found = list_checkpoints(run)
+    if found:
+        raise ValueError(f"{run}: holds the checkpoints of an earlier run (newest {found[-1].name}); pass --resume to "
+                         f"continue it, or start afresh in another folder (or delete {Path(run) / CKPT_DIR})")
 
 
 # --------------------------------------------------------------------------- callback

@@ -47,10 +47,14 @@ from vavam.train.codebook import CodebookMonitor
 from vavam.train.distributed import LoopParallel, ScaleOut, StrategyName, apply_activation_checkpointing, plan_batch
 from vavam.train.resume import (
     PreemptionSignals,
+    check_past_rates,
     check_run_settings,
+    checkpoint_step,
     find_resume_checkpoint,
     prune_checkpoints,
     read_checkpoint,
+    read_run_settings,
+    refuse_fresh_run_over_checkpoints,
     write_checkpoint,
     write_run_settings,
 )
@@ -307,7 +311,9 @@ def train_tokenizer(
         keep: step checkpoints kept.
         resume: continue exactly from the newest intact checkpoint in ``out/checkpoints``; the model, losses,
             learning rate, batch, image size and seed must be those the run started with (recorded in
-            ``out/run_settings.json``; a difference is refused by name), the step count may grow.
+            ``out/run_settings.json``; a difference is refused by name); the step count may change while the
+            steps taken keep their learning rates (e.g. all within the warmup). Without ``resume``, a folder
+            holding checkpoints is refused.
         nan_policy: "stop" on a non-finite loss (default) or "skip" the step (no update).
         tensorboard: also write TensorBoard events to ``out/tb``.
         progress: show a progress bar with ETA.
@@ -378,18 +384,26 @@ def train_tokenizer(
         raise ValueError(f"nan_policy must be 'stop' or 'skip', got {nan_policy!r}")
     start, rows, initial, running = 0, [], None, {}
     resume_path = find_resume_checkpoint(out) if resume else None
-    # what a resume must keep; the step count may change (the batch of step k does not depend on it, and the
-    # cosine decay then ends at the new count)
-    settings = {"preset": preset, "config": config_to_dict(config),
+    # what a resume must keep; the step count may change while the steps taken keep their rates (the batch
+    # of step k does not depend on it)
+    settings = {"preset": preset, "config": config_to_dict(config), "steps": steps,
                 "global_batch": plan.global_batch, "lr": lr, "warmup_steps": warmup_steps,
                 "final_lr_ratio": final_lr_ratio, "image_size": [height, width],
                 "data": "synthetic" if data == "synthetic" else "folder", "loss": dataclasses.asdict(loss_config),
                 "perceptual": perceptual is not None, "dead_code_window": dead_code_window, "seed": seed,
                 "val_frames": val_frames}
     if resume_path is not None:
-        check_run_settings(out, settings)
-    elif par.is_main:
-        write_run_settings(out, settings)
+        check_run_settings(out, settings, ignore=("steps",))
+        then = (read_run_settings(out) or {}).get("steps")
+        if then is not None:
+            check_past_rates(out, checkpoint_step(resume_path) or 0,
+                             lambda k: learning_rate(k, int(then), lr, warmup_steps, final_lr_ratio),
+                             lambda k: learning_rate(k, steps, lr, warmup_steps, final_lr_ratio),
+                             f"cosine decay over {then} steps then, {steps} now")
+    else:
+        refuse_fresh_run_over_checkpoints(out)
+        if par.is_main:
+            write_run_settings(out, settings)
     if resume_path is not None:
         state = read_checkpoint(resume_path, map_location=device)
         model.load_state_dict(state["model"])

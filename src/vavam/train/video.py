@@ -215,9 +215,11 @@ def train_video(
         ckpt_every: also checkpoint every this many steps (0: only at the end and on SIGTERM / SIGUSR1).
         keep: periodic checkpoints kept in ``out/checkpoints``.
         resume: continue from the newest intact checkpoint in ``out/checkpoints`` (exact: weights,
-            optimiser, schedule and data position). Model, optimiser, schedule, steps, global batch, seed and
-            data must be those the run started with (``out/run_settings.json``; a difference is refused by
-            name); data paths and the device layout may change.
+            optimiser, schedule and data position). Model, optimiser, global batch and accumulation, seed,
+            data and cool-down mix must be those the run started with (``out/run_settings.json``; a
+            difference is refused by name); data paths and the devices may change, and so may the step count
+            while the steps taken keep their learning rates. Without ``resume``, a folder holding
+            checkpoints is refused.
         nan_policy: "stop" on a non-finite loss (default) or "skip" the step.
         recipe: fill the arguments left at their defaults from a recipe (``pretrain``, ``cooldown``,
             ``cpu``; see :mod:`vavam.train.recipes`). ``steps`` None means one epoch. A recipe's batch is
@@ -331,8 +333,7 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
                         precision=precision, progress=progress, val_loaders=val_loaders or None,
                         val_every=val_every, ckpt_every=ckpt_every, keep=keep, resume=resume,
                         num_workers=num_workers, deterministic=True, scale=scale,
-                        settings={"cooldown": init_from is not None, "mix_sources": len(mix or []),
-                                  "mix_ratios": mix_ratios, "mix_seed": mix_seed})
+                        settings={"cooldown": init_from is not None, "mix": _mix_settings(mix_info)})
     seconds = time.perf_counter() - start
     metrics = {k: float(v) for k, v in fit.trainer.callback_metrics.items()}
     summary = {"steps": steps, "seconds": round(seconds, 2), "windows": len(train_set), "metrics": metrics,
@@ -350,6 +351,18 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
         atomic_write_json(out / "summary.json", summary)
     finish_distributed()
     return summary
+
+
+def _mix_settings(info: dict | None) -> dict | None:
+    """What a resume of a cool-down must keep: the effective mix (ratios, per-source sizes, pools and
+    targets, the pretraining windows left out), without the store paths, which may move."""
+    if info is None:
+        return None
+    summary = info["sources"]
+    return {"total": info["total"], "ratios": info["ratios"], "seed": summary["seed"],
+            "pretraining_steps_seen": info["pretraining_steps_seen"],
+            "pretraining_windows_available": info["pretraining_windows_available"],
+            "sources": [{k: v for k, v in source.items() if k != "name"} for source in summary["sources"]]}
 
 
 def _store_stride(store: TokenStore) -> int:
