@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 
@@ -44,3 +45,14 @@ def test_cli_help_lists_commands():
     assert "quickstart" in out.stdout and "train tokenizer" in out.stdout
     bad = subprocess.run([sys.executable, "-m", "vavam.cli", "nonsense"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown command" in bad.stderr
+
+
+def test_cli_bad_input_is_one_named_error_line_unless_a_traceback_is_asked_for():
+    cmd = [sys.executable, "-m", "vavam.cli", "plan-memory", "nope"]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.startswith("vavam plan-memory: error: ") and "unknown preset 'nope'" in out.stderr
+    assert "Traceback" not in out.stderr
+    env = {**os.environ, "VAVAM_TRACEBACK": "1"}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert out.returncode == 1 and "Traceback" in out.stderr and "unknown preset 'nope'" in out.stderr

@@ -2,12 +2,15 @@
 
 Commands are registered as ``"module:function"`` strings and imported only when run, so
 ``vavam --help`` is instant and a missing optional dependency only affects its own command.
+A command refusing bad input (``ValueError``, ``FileNotFoundError``) prints ``vavam <command>: error:
+<message>`` and exits with status 2; ``VAVAM_TRACEBACK=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -89,7 +92,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = " ".join(args[:depth])
         if len(args) >= depth and name in COMMANDS:
             func = _resolve(COMMANDS[name])
-            result = tyro.cli(func, args=args[depth:], prog=f"vavam {name}")
+            try:
+                result = tyro.cli(func, args=args[depth:], prog=f"vavam {name}")
+            except (ValueError, FileNotFoundError) as exc:  # bad input: the message names it
+                if os.environ.get("VAVAM_TRACEBACK"):
+                    raise
+                print(f"vavam {name}: error: {exc}\n(VAVAM_TRACEBACK=1 shows where it was raised)", file=sys.stderr)
+                return 2
             return result if isinstance(result, int) else 0
     group = args[0] + " "
     if any(c.startswith(group) for c in COMMANDS):
