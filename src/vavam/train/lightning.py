@@ -22,12 +22,9 @@ from vavam.train.resume import (
     ResumeCallback,
     SafeCheckpointIO,
     StepBatchSampler,
-    check_past_rates,
-    check_run_settings,
+    check_resume,
     checkpoint_step,
     find_resume_checkpoint,
-    read_run_settings,
-    refuse_fresh_run_over_checkpoints,
 )
 
 NanPolicy = Literal["stop", "skip"]
@@ -38,6 +35,12 @@ NanPolicy = Literal["stop", "skip"]
 #: already taken stay the same (:func:`vavam.train.resume.check_past_rates`).
 RESUMABLE_CHANGES = ("module.data.tokens", "module.data.batch_size", "module.data.world_size", "module.data.strategy",
                      "steps", "module.warmup_iter", "module.end_iter", "module.drop_iter")
+
+
+def _wsd_rate(settings: dict[str, Any], step: int) -> float:
+    """Learning-rate factor of ``step`` under the WSD schedule a run's settings record (module hparams)."""
+    module = settings["module"]
+    return wsd_factor(step, int(module["warmup_iter"]), int(module["end_iter"]), int(module["drop_iter"]))
 
 
 class MupWsdMixin:
@@ -246,20 +249,13 @@ def fit_resumable(
     scale = scale or ScaleOut()
     warn_if_slow_bf16(precision, "cuda" if torch.cuda.is_available() else "cpu")
     ckpt = find_resume_checkpoint(out) if resume else None
-    if ckpt is None:
-        refuse_fresh_run_over_checkpoints(out)
     start = checkpoint_step(ckpt) if ckpt is not None else 0
     run_settings = {"module": dict(module.hparams), "steps": steps,
                     "global_batch": batch_size * scale.devices * scale.nodes * scale.accumulate, "seed": seed,
                     "samples": len(train_set), **(settings or {})}
+    check_resume(out, run_settings, start if ckpt is not None else None, ignore=RESUMABLE_CHANGES,
+                 rate=_wsd_rate if hasattr(module, "schedule") else None)
     if ckpt is not None:
-        check_run_settings(out, run_settings, ignore=RESUMABLE_CHANGES)
-        recorded = (read_run_settings(out) or {}).get("module", {})
-        if hasattr(module, "schedule") and all(k in recorded for k in ("warmup_iter", "end_iter", "drop_iter")):
-            then = (int(recorded["warmup_iter"]), int(recorded["end_iter"]), int(recorded["drop_iter"]))
-            now = tuple(module.schedule)
-            check_past_rates(out, start, lambda k: wsd_factor(k, *then), lambda k: wsd_factor(k, *now),
-                             f"warmup / end / drop {then} then, {now} now")
         print(f"resuming from {ckpt} (step {start} of {steps})", file=sys.stderr)
     sampler = StepBatchSampler(len(train_set), batch_size, seed, total_steps=steps * scale.accumulate)
     position = _DataPosition(sampler)

@@ -64,6 +64,7 @@ __all__ = [
     "write_folder_manifest",
     "RUN_SETTINGS",
     "check_run_settings",
+    "check_resume",
     "check_past_rates",
     "refuse_fresh_run_over_checkpoints",
     "read_run_settings",
@@ -402,17 +403,49 @@ def check_run_settings(run: str | os.PathLike, settings: dict[str, Any], ignore:
         ValueError: naming every setting that differs, with the recorded and the requested value.
     """
     recorded = read_run_settings(run)
-    if recorded is None:
-        return
+    if recorded is not None:
+        _refuse_differences(run, recorded, settings, ignore)
+
+
+def _differences(recorded: dict[str, Any], settings: dict[str, Any], keys: Callable[[str], bool]) -> list[str]:
+    """``key: run started with A, this call asks B`` for every dotted key selected by ``keys`` that differs."""
     saved, now = _flatten(recorded), _flatten(settings)
     unset = "(unset)"
-    diffs = [f"{key}: run started with {saved.get(key, unset)!r}, this call asks {now.get(key, unset)!r}"
-             for key in sorted(set(saved) | set(now))
-             if key not in ignore and (key in saved, saved.get(key)) != (key in now, now.get(key))]
+    return [f"{key}: run started with {saved.get(key, unset)!r}, this call asks {now.get(key, unset)!r}"
+            for key in sorted(set(saved) | set(now))
+            if keys(key) and (key in saved, saved.get(key)) != (key in now, now.get(key))]
+
+
+def _refuse_differences(run: str | os.PathLike, recorded: dict[str, Any], settings: dict[str, Any],
+                        ignore: tuple[str, ...]) -> None:
+    diffs = _differences(recorded, settings, lambda key: key not in ignore)
     if diffs:
         raise ValueError(f"{run}: cannot resume with different settings (the checkpoint belongs to the run as "
                          "it was started):\n  " + "\n  ".join(diffs)
                          + "\nresume with the same settings, or start a new run in another folder")
+
+
+def check_resume(run: str | os.PathLike, settings: dict[str, Any], resumed_at: int | None,
+                 ignore: tuple[str, ...] = (), rate: Callable[[dict[str, Any], int], float] | None = None) -> None:
+    """What every trainer checks before it starts: a fresh run (``resumed_at`` None) refuses a folder with
+    checkpoints (:func:`refuse_fresh_run_over_checkpoints`); a resume at step ``resumed_at`` refuses settings
+    other than the recorded ones except ``ignore`` (:func:`check_run_settings`, the file read once) and, with
+    ``rate`` (settings, step -> learning-rate factor), a schedule that moves the rate of a step already
+    taken (:func:`check_past_rates`). The caller records a fresh run's settings once it knows its rank.
+
+    Raises:
+        ValueError: naming the folder and what would change.
+    """
+    if resumed_at is None:
+        refuse_fresh_run_over_checkpoints(run)
+        return
+    recorded = read_run_settings(run)
+    if recorded is None:  # a run from before the file existed
+        return
+    _refuse_differences(run, recorded, settings, ignore)
+    if rate is not None:
+        what = "; ".join(_differences(recorded, settings, lambda key: key in ignore)) or "same settings"
+        check_past_rates(run, resumed_at, lambda k: rate(recorded, k), lambda k: rate(settings, k), what)
 
 
 def check_past_rates(run: str | os.PathLike, done: int, before: Callable[[int], float], now: Callable[[int], float],

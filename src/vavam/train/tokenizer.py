@@ -47,14 +47,11 @@ from vavam.train.codebook import CodebookMonitor
 from vavam.train.distributed import LoopParallel, ScaleOut, StrategyName, apply_activation_checkpointing, plan_batch
 from vavam.train.resume import (
     PreemptionSignals,
-    check_past_rates,
-    check_run_settings,
+    check_resume,
     checkpoint_step,
     find_resume_checkpoint,
     prune_checkpoints,
     read_checkpoint,
-    read_run_settings,
-    refuse_fresh_run_over_checkpoints,
     write_checkpoint,
     write_run_settings,
 )
@@ -392,18 +389,10 @@ def train_tokenizer(
                 "data": "synthetic" if data == "synthetic" else "folder", "loss": dataclasses.asdict(loss_config),
                 "perceptual": perceptual is not None, "dead_code_window": dead_code_window, "seed": seed,
                 "val_frames": val_frames}
-    if resume_path is not None:
-        check_run_settings(out, settings, ignore=("steps",))
-        then = (read_run_settings(out) or {}).get("steps")
-        if then is not None:
-            check_past_rates(out, checkpoint_step(resume_path) or 0,
-                             lambda k: learning_rate(k, int(then), lr, warmup_steps, final_lr_ratio),
-                             lambda k: learning_rate(k, steps, lr, warmup_steps, final_lr_ratio),
-                             f"cosine decay over {then} steps then, {steps} now")
-    else:
-        refuse_fresh_run_over_checkpoints(out)
-        if par.is_main:
-            write_run_settings(out, settings)
+    check_resume(out, settings, checkpoint_step(resume_path) if resume_path is not None else None, ignore=("steps",),
+                 rate=lambda s, k: learning_rate(k, int(s["steps"]), lr, warmup_steps, final_lr_ratio))
+    if resume_path is None and par.is_main:
+        write_run_settings(out, settings)
     if resume_path is not None:
         state = read_checkpoint(resume_path, map_location=device)
         model.load_state_dict(state["model"])
