@@ -42,3 +42,12 @@ def unit_to_uint8(images: torch.Tensor) -> torch.Tensor:
     Uses ``x * 127.5 + 127.5`` (the symmetric inverse of :func:`uint8_to_unit`), rounded.
     """
     return images.float().mul(127.5).add(127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def constant_velocity_trajectory(speed: torch.Tensor, num_waypoints: int = NUM_WAYPOINTS) -> torch.Tensor:
+    """Straight-ahead trajectory at constant speed: ``speed [...]`` m/s -> ``[..., num_waypoints, 2]``
+    metres, waypoint ``i`` at ``speed · 0.5 s · (i + 1)`` forward (on ``speed``'s device)."""
+    steps = torch.arange(1, num_waypoints + 1, dtype=torch.float64, device=speed.device) * WAYPOINT_DT  # [H]
+    traj = torch.zeros(*speed.shape, num_waypoints, 2, dtype=torch.float64, device=speed.device)
+    traj[..., 0] = speed.double()[..., None] * steps
+    return traj.to(speed.dtype if speed.is_floating_point() else torch.float32)

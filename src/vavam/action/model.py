@@ -13,7 +13,7 @@ from vavam.action.expert import ActionExpert
 from vavam.action.joint import VisualKV, VisualKVCache, action_stream
 from vavam.action.masks import action_rows_samples, action_rows_training
 from vavam.config import ActionConfig
-from vavam.eval.openloop import constant_velocity_trajectory
+from vavam.types import constant_velocity_trajectory
 from vavam.video.model import VideoGPT
 
 

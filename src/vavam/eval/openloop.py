@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from vavam.types import NUM_WAYPOINTS, WAYPOINT_DT, Command
+# constant_velocity_trajectory lives in vavam.types (VaVAM's speed prior uses it too) and stays importable from here
+from vavam.types import NUM_WAYPOINTS, WAYPOINT_DT, Command, constant_velocity_trajectory  # noqa: F401
 
 L2_TIMES = (1.0, 2.0, 3.0)
 
@@ -42,15 +43,6 @@ def trajectory_errors(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, torch.T
     for t in L2_TIMES:
         out[f"l2@{t:g}s"] = best_dist[:, round(t / WAYPOINT_DT) - 1]
     return out
-
-
-def constant_velocity_trajectory(speed: torch.Tensor, num_waypoints: int = NUM_WAYPOINTS) -> torch.Tensor:
-    """Straight-ahead trajectory at constant speed: ``speed [...]`` m/s -> ``[..., num_waypoints, 2]``
-    metres, waypoint ``i`` at ``speed · 0.5 s · (i + 1)`` forward (on ``speed``'s device)."""
-    steps = torch.arange(1, num_waypoints + 1, dtype=torch.float64, device=speed.device) * WAYPOINT_DT  # [H]
-    traj = torch.zeros(*speed.shape, num_waypoints, 2, dtype=torch.float64, device=speed.device)
-    traj[..., 0] = speed.double()[..., None] * steps
-    return traj.to(speed.dtype if speed.is_floating_point() else torch.float32)
 
 
 def speed_from_previous_frame(prev_positions: torch.Tensor) -> torch.Tensor:
