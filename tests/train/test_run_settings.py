@@ -60,3 +60,47 @@ def test_a_fresh_run_refuses_a_folder_with_checkpoints(tmp_path):
     write_checkpoint(tmp_path / "checkpoints" / "step-00000007.ckpt", {"global_step": 7})
     with pytest.raises(ValueError, match=r"earlier run \(newest step-00000007.ckpt\); pass --resume"):
         refuse_fresh_run_over_checkpoints(tmp_path)
+
+
+def _folder_checkpoint(path, files):
+    from vavam.train.resume import write_folder_manifest
+
+    for name in files:
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_bytes(b"x" * 8)
+    write_folder_manifest(path)
+
+
+def test_checkpoint_layouts_are_told_apart(tmp_path):
+    from vavam.train.resume import checkpoint_layout
+
+    write_checkpoint(tmp_path / "one.ckpt", {"global_step": 1})
+    _folder_checkpoint(tmp_path / "fsdp.ckpt", ["meta.pt", "__0_0.distcp"])
+    _folder_checkpoint(tmp_path / "ds.ckpt", ["latest", "global_step1/mp_rank_00_model_states.pt"])
+    (tmp_path / "other.ckpt").mkdir()
+    assert [checkpoint_layout(tmp_path / f"{n}.ckpt") for n in ("one", "fsdp", "ds", "other")] == [
+        "file", "fsdp-sharded", "deepspeed", "unknown"]
+
+
+@pytest.mark.parametrize("layout, files, ok, refused", [
+    ("file", None, ("auto", "ddp", "fsdp"), ("deepspeed",)),
+    ("fsdp-sharded", ["meta.pt", "__0_0.distcp"], ("fsdp",), ("auto", "ddp", "deepspeed")),
+    ("deepspeed", ["latest", "tag/mp_rank_00_model_states.pt"], ("deepspeed",), ("auto", "ddp", "fsdp")),
+])
+def test_a_resume_under_a_strategy_that_cannot_load_the_layout_is_refused(tmp_path, layout, files, ok, refused):
+    from vavam.train.resume import check_resume_layout
+
+    ckpt = tmp_path / "step-00000002.ckpt"
+    if files is None:
+        write_checkpoint(ckpt, {"global_step": 2})
+    else:
+        _folder_checkpoint(ckpt, files)
+    for strategy in ok:
+        check_resume_layout(ckpt, strategy)
+    for strategy in refused:
+        with pytest.raises(ValueError) as info:
+            check_resume_layout(ckpt, strategy)
+        message = str(info.value)
+        assert str(ckpt) in message and f"strategy {strategy!r} cannot resume" in message
+        assert all(repr(s) in message.split("resume it with")[1] for s in ok)
+        assert ("vavam checkpoint consolidate" in message) == (files is not None)

@@ -181,3 +181,23 @@ def test_resume_refuses_changed_settings_but_not_a_moved_token_folder(tmp_path):
     # starting afresh over the run's checkpoints is refused (a later --resume would take theirs)
     with pytest.raises(ValueError, match="holds the checkpoints of an earlier run"):
         train_video(tmp_path / "cut", tok, steps=7, **KW)
+
+
+def test_resume_of_a_sharded_folder_under_a_plain_strategy_is_refused_before_training(tmp_path):
+    from vavam.train.resume import write_folder_manifest
+
+    tok = _store(tmp_path / "tok")
+    train_video(tmp_path / "run", tok, steps=3, ckpt_every=3, keep=0, **KW)
+    # the run's last checkpoint as FSDP's sharded state dict writes it (a folder of shards + meta.pt)
+    (tmp_path / "run" / "checkpoints" / "step-00000003.ckpt").unlink()
+    folder = tmp_path / "run" / "checkpoints" / "step-00000003.ckpt"
+    folder.mkdir()
+    (folder / "__0_0.distcp").write_bytes(b"x" * 64)
+    (folder / "meta.pt").write_bytes(b"y" * 16)
+    write_folder_manifest(folder, 3)
+    before = _losses(tmp_path / "run")
+    with pytest.raises(ValueError, match=r"step-00000003\.ckpt: an FSDP sharded checkpoint folder, which strategy "
+                       r"'auto' cannot resume; resume it with strategy 'fsdp'"):
+        train_video(tmp_path / "run", tok, steps=4, resume=True, **KW)
+    assert _losses(tmp_path / "run") == before  # nothing trained
+    assert (folder / "__0_0.distcp").read_bytes() == b"x" * 64  # the checkpoint untouched

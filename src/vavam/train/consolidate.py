@@ -146,6 +146,7 @@ def read_training_checkpoint(checkpoint: str | os.PathLike, kind: Kind = "auto")
     """
     from vavam.config import config_from_dict
     from vavam.io import is_checkpoint_folder
+    from vavam.train.resume import checkpoint_layout
 
     path = Path(checkpoint)
     if kind not in ("auto", *KINDS):
@@ -155,14 +156,14 @@ def read_training_checkpoint(checkpoint: str | os.PathLike, kind: Kind = "auto")
     if path.is_dir():
         if is_checkpoint_folder(path):
             raise ValueError(f"{path}: already a vavam model folder (config.json); nothing to consolidate")
-        tag_dir = _deepspeed_tag_dir(path)
-        if (path / "meta.pt").is_file():  # FSDP sharded (torch.distributed.checkpoint + Lightning metadata)
+        layout, tag_dir = checkpoint_layout(path), _deepspeed_tag_dir(path)
+        if layout == "fsdp-sharded":  # torch.distributed.checkpoint shards + Lightning metadata
             from lightning.fabric.utilities.load import _load_distributed_checkpoint
 
             data = _load_distributed_checkpoint(path)
             config = _config_from_hparams(data.get("hyper_parameters"), path)
             raw, source, meta = data.get("model", {}), "fsdp-sharded", data
-        elif tag_dir is not None:
+        elif layout == "deepspeed" and tag_dir is not None:
             raw, meta = _read_deepspeed(path, tag_dir)
             config = _config_from_hparams(meta.get("hyper_parameters"), path)
             source = "deepspeed"

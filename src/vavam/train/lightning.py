@@ -23,6 +23,7 @@ from vavam.train.resume import (
     SafeCheckpointIO,
     StepBatchSampler,
     check_resume,
+    check_resume_layout,
     checkpoint_step,
     find_resume_checkpoint,
 )
@@ -241,7 +242,9 @@ def fit_resumable(
     devices (at the same global batch and accumulation) and the precision may change between a run and its
     resume, and so may the step count when the
     steps already taken keep their learning rates (:func:`vavam.train.resume.check_past_rates`). A run
-    without ``resume`` refuses a folder that holds checkpoints.
+    without ``resume`` refuses a folder that holds checkpoints. The strategy may change while it can load
+    the checkpoint's layout: an FSDP sharded folder resumes only under FSDP, a DeepSpeed folder only under
+    DeepSpeed, a single file under anything but DeepSpeed (:func:`vavam.train.resume.check_resume_layout`).
     """
     from vavam.hardware import warn_if_slow_bf16
 
@@ -256,6 +259,7 @@ def fit_resumable(
     check_resume(out, run_settings, start if ckpt is not None else None, ignore=RESUMABLE_CHANGES,
                  rate=_wsd_rate if hasattr(module, "schedule") else None)
     if ckpt is not None:
+        check_resume_layout(ckpt, scale.strategy)
         print(f"resuming from {ckpt} (step {start} of {steps})", file=sys.stderr)
     sampler = StepBatchSampler(len(train_set), batch_size, seed, total_steps=steps * scale.accumulate)
     position = _DataPosition(sampler)

@@ -343,6 +343,44 @@ def find_resume_checkpoint(run: str | os.PathLike) -> Path | None:
     return None
 
 
+def checkpoint_layout(path: str | os.PathLike) -> str:
+    """How a training checkpoint is stored: ``"file"`` (one device, DDP, FSDP full state dict),
+    ``"fsdp-sharded"`` (a folder of ``torch.distributed.checkpoint`` shards with Lightning's ``meta.pt``)
+    or ``"deepspeed"`` (a folder with ``<tag>/mp_rank_00_model_states.pt``); ``"unknown"`` otherwise."""
+    path = Path(path)
+    if not path.is_dir():
+        return "file"
+    if (path / "meta.pt").is_file():
+        return "fsdp-sharded"
+    if any(path.glob("*/mp_rank_00_model_states.pt")):
+        return "deepspeed"
+    return "unknown"
+
+
+#: RESUMING_STRATEGIES: the strategies that can restore each checkpoint layout (Lightning loads an FSDP
+#: sharded folder only under FSDP, a DeepSpeed folder only under DeepSpeed, and DeepSpeed no single file).
+RESUMING_STRATEGIES = {"file": ("auto", "ddp", "fsdp"), "fsdp-sharded": ("fsdp",), "deepspeed": ("deepspeed",)}
+
+
+def check_resume_layout(checkpoint: str | os.PathLike, strategy: str) -> None:
+    """Refuse, before training starts, to resume ``checkpoint`` under a strategy that cannot load its layout.
+
+    Raises:
+        ValueError: names the checkpoint, its layout and the strategies that can resume it (a sharded
+            folder's weights alone can still be gathered with ``vavam checkpoint consolidate``).
+    """
+    layout = checkpoint_layout(checkpoint)
+    allowed = RESUMING_STRATEGIES.get(layout)
+    if allowed is None or strategy in allowed:
+        return
+    kind = {"file": "a single-file checkpoint", "fsdp-sharded": "an FSDP sharded checkpoint folder",
+            "deepspeed": "a DeepSpeed checkpoint folder"}[layout]
+    hint = ("; its weights alone (no optimiser or data position) can be gathered into a model folder with "
+            "`vavam checkpoint consolidate`" if layout != "file" else "")
+    raise ValueError(f"{checkpoint}: {kind}, which strategy {strategy!r} cannot resume; resume it with "
+                     f"strategy {' / '.join(repr(a) for a in allowed)}{hint}")
+
+
 # --------------------------------------------------------------------------- run settings
 
 #: RUN_SETTINGS: the file of a run folder that records what a fresh run was started with.
