@@ -45,10 +45,29 @@ def next_frame(vim, heldout_store: TokenStore, limit: int | None = None, seed: i
         "windows": len(windows),
         "greedy_accuracy": float((generated == truth).float().mean()),
         "copy_last_frame_accuracy": float((copy == truth).float().mean()),
+        "teacher_forced_accuracy": float((teacher_forced_last_frame(vim, windows) == truth).float().mean()),
         "_generated": generated,
         "_context": context,
         "_truth": truth,
     }
+
+
+@torch.no_grad()
+def teacher_forced_last_frame(vim, windows: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+    """VaViM's top-1 prediction of each token of the last frame given every true token before it.
+
+    Args:
+        windows: long ``[N, T, h, w]``.
+
+    Returns:
+        long ``[N, h, w]``: the argmax at the position before each last-frame token.
+    """
+    n, _, h, w = windows.shape
+    preds = []
+    for i in range(0, n, batch_size):
+        logits = vim(windows[i : i + batch_size])  # [b, T·h·w, V]; position j predicts token j + 1
+        preds.append(logits[:, -h * w - 1 : -1].argmax(-1).reshape(-1, h, w))
+    return torch.cat(preds) if preds else windows[:, -1].clone()
 
 
 def _stack(items: list[dict], key: str) -> torch.Tensor:

@@ -127,7 +127,10 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
         Section("VaViM: generating the next frame",
                 f"Greedy (top-1) generation of the last frame of {nf['windows']} held-out windows from the 7 before it. "
                 f"Token accuracy {nf['greedy_accuracy']:.3f} against {nf['copy_last_frame_accuracy']:.3f} for copying the "
-                f"last context frame. Fréchet distance of tokenizer-encoder features (channel mean and std) to the true frames: "
+                f"last context frame"
+                + (f"; given the frame's true earlier tokens instead of its own (teacher-forced), VaViM gets "
+                   f"{nf['teacher_forced_accuracy']:.3f} right" if "teacher_forced_accuracy" in nf else "")
+                + ". Fréchet distance of tokenizer-encoder features (channel mean and std) to the true frames: "
                 f"{res['generated_frames']['frechet_tokenizer_features']:.3f} (copying the last frame: "
                 f"{res['generated_frames']['frechet_tokenizer_features_copy']:.3f}); not comparable to published FID. "
                 "Per row: last context frame, true next frame, generated next frame (decoded).",
