@@ -104,3 +104,13 @@ def test_a_resume_under_a_strategy_that_cannot_load_the_layout_is_refused(tmp_pa
         assert str(ckpt) in message and f"strategy {strategy!r} cannot resume" in message
         assert all(repr(s) in message.split("resume it with")[1] for s in ok)
         assert ("vavam checkpoint consolidate" in message) == (files is not None)
+
+
+def test_a_folder_of_no_known_layout_is_refused_under_every_strategy(tmp_path):
+    from vavam.train.resume import check_resume_layout
+
+    ckpt = tmp_path / "step-00000002.ckpt"
+    _folder_checkpoint(ckpt, ["weights.bin"])
+    for strategy in ("auto", "ddp", "fsdp", "deepspeed"):
+        with pytest.raises(ValueError, match="neither an FSDP sharded checkpoint .* no strategy can resume it"):
+            check_resume_layout(ckpt, strategy)

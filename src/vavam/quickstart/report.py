@@ -129,7 +129,7 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
                 f"Token accuracy {nf['greedy_accuracy']:.3f} against {nf['copy_last_frame_accuracy']:.3f} for copying the "
                 f"last context frame"
                 + (f"; given the frame's true earlier tokens instead of its own (teacher-forced), VaViM gets "
-                   f"{nf['teacher_forced_accuracy']:.3f} right" if "teacher_forced_accuracy" in nf else "")
+                   f"{nf['teacher_forced_accuracy']:.3f} of the tokens right" if "teacher_forced_accuracy" in nf else "")
                 + ". Fréchet distance of tokenizer-encoder features (channel mean and std) to the true frames: "
                 f"{res['generated_frames']['frechet_tokenizer_features']:.3f} (copying the last frame: "
                 f"{res['generated_frames']['frechet_tokenizer_features_copy']:.3f}); not comparable to published FID. "

@@ -163,7 +163,7 @@ def read_training_checkpoint(checkpoint: str | os.PathLike, kind: Kind = "auto")
             data = _load_distributed_checkpoint(path)
             config = _config_from_hparams(data.get("hyper_parameters"), path)
             raw, source, meta = data.get("model", {}), "fsdp-sharded", data
-        elif layout == "deepspeed" and tag_dir is not None:
+        elif layout == "deepspeed":  # tag_dir: the folder of that layout's model states
             raw, meta = _read_deepspeed(path, tag_dir)
             config = _config_from_hparams(meta.get("hyper_parameters"), path)
             source = "deepspeed"

@@ -357,8 +357,10 @@ def checkpoint_layout(path: str | os.PathLike) -> str:
     return "unknown"
 
 
-#: RESUMING_STRATEGIES: the strategies that can restore each checkpoint layout (Lightning loads an FSDP
-#: sharded folder only under FSDP, a DeepSpeed folder only under DeepSpeed, and DeepSpeed no single file).
+#: RESUMING_STRATEGIES: the strategies that can restore each checkpoint layout. Lightning loads an FSDP
+#: sharded folder only under FSDP (which also loads one full file, whatever its own checkpoint format) and a
+#: DeepSpeed folder only under DeepSpeed; DeepSpeed takes one file only with ZeRO-3 and ``load_full_weights``,
+#: which vavam's ZeRO-2 strategy (:func:`vavam.train.distributed.make_strategy`) does not set.
 RESUMING_STRATEGIES = {"file": ("auto", "ddp", "fsdp"), "fsdp-sharded": ("fsdp",), "deepspeed": ("deepspeed",)}
 
 
@@ -367,12 +369,16 @@ def check_resume_layout(checkpoint: str | os.PathLike, strategy: str) -> None:
 
     Raises:
         ValueError: names the checkpoint, its layout and the strategies that can resume it (a sharded
-            folder's weights alone can still be gathered with ``vavam checkpoint consolidate``).
+            folder's weights alone can still be gathered with ``vavam checkpoint consolidate``); or a
+            folder of no known layout, which no strategy can resume.
     """
     layout = checkpoint_layout(checkpoint)
-    allowed = RESUMING_STRATEGIES.get(layout)
-    if allowed is None or strategy in allowed:
+    allowed = RESUMING_STRATEGIES.get(layout, ())
+    if strategy in allowed:
         return
+    if not allowed:
+        raise ValueError(f"{checkpoint}: a checkpoint folder that is neither an FSDP sharded checkpoint (meta.pt) "
+                         "nor a DeepSpeed one (<tag>/mp_rank_00_model_states.pt); no strategy can resume it")
     kind = {"file": "a single-file checkpoint", "fsdp-sharded": "an FSDP sharded checkpoint folder",
             "deepspeed": "a DeepSpeed checkpoint folder"}[layout]
     hint = ("; its weights alone (no optimiser or data position) can be gathered into a model folder with "
