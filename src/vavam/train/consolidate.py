@@ -156,15 +156,15 @@ def read_training_checkpoint(checkpoint: str | os.PathLike, kind: Kind = "auto")
     if path.is_dir():
         if is_checkpoint_folder(path):
             raise ValueError(f"{path}: already a vavam model folder (config.json); nothing to consolidate")
-        layout, tag_dir = checkpoint_layout(path), _deepspeed_tag_dir(path)
+        layout = checkpoint_layout(path)
         if layout == "fsdp-sharded":  # torch.distributed.checkpoint shards + Lightning metadata
             from lightning.fabric.utilities.load import _load_distributed_checkpoint
 
             data = _load_distributed_checkpoint(path)
             config = _config_from_hparams(data.get("hyper_parameters"), path)
             raw, source, meta = data.get("model", {}), "fsdp-sharded", data
-        elif layout == "deepspeed":  # tag_dir: the folder of that layout's model states
-            raw, meta = _read_deepspeed(path, tag_dir)
+        elif layout == "deepspeed":
+            raw, meta = _read_deepspeed(path, _deepspeed_tag_dir(path))
             config = _config_from_hparams(meta.get("hyper_parameters"), path)
             source = "deepspeed"
         else:

@@ -65,6 +65,8 @@ __all__ = [
     "RUN_SETTINGS",
     "check_run_settings",
     "check_resume",
+    "check_resume_layout",
+    "checkpoint_layout",
     "check_past_rates",
     "refuse_fresh_run_over_checkpoints",
     "read_run_settings",
@@ -431,7 +433,8 @@ def read_run_settings(run: str | os.PathLike) -> dict[str, Any] | None:
         raise ValueError(f"{path}: unreadable run settings ({exc}); delete the file to resume unchecked") from exc
 
 
-def check_run_settings(run: str | os.PathLike, settings: dict[str, Any], ignore: tuple[str, ...] = ()) -> None:
+def check_run_settings(run: str | os.PathLike, settings: dict[str, Any],
+                       ignore: tuple[str, ...] = ()) -> dict[str, Any] | None:
     """Refuse to resume a run with settings that differ from those it was started with.
 
     A checkpoint holds weights and optimiser moments for the run's own model, schedule and data
@@ -443,12 +446,20 @@ def check_run_settings(run: str | os.PathLike, settings: dict[str, Any], ignore:
         settings: this invocation's settings, as given to :func:`write_run_settings`.
         ignore: dotted keys (``"module.data.tokens"``) allowed to change on a resume, e.g. data paths.
 
+    Returns:
+        the recorded settings (None for a folder without them).
+
     Raises:
         ValueError: naming every setting that differs, with the recorded and the requested value.
     """
     recorded = read_run_settings(run)
     if recorded is not None:
-        _refuse_differences(run, recorded, settings, ignore)
+        diffs = _differences(recorded, settings, lambda key: key not in ignore)
+        if diffs:
+            raise ValueError(f"{run}: cannot resume with different settings (the checkpoint belongs to the run as "
+                             "it was started):\n  " + "\n  ".join(diffs)
+                             + "\nresume with the same settings, or start a new run in another folder")
+    return recorded
 
 
 def _differences(recorded: dict[str, Any], settings: dict[str, Any], keys: Callable[[str], bool]) -> list[str]:
@@ -458,15 +469,6 @@ def _differences(recorded: dict[str, Any], settings: dict[str, Any], keys: Calla
     return [f"{key}: run started with {saved.get(key, unset)!r}, this call asks {now.get(key, unset)!r}"
             for key in sorted(set(saved) | set(now))
             if keys(key) and (key in saved, saved.get(key)) != (key in now, now.get(key))]
-
-
-def _refuse_differences(run: str | os.PathLike, recorded: dict[str, Any], settings: dict[str, Any],
-                        ignore: tuple[str, ...]) -> None:
-    diffs = _differences(recorded, settings, lambda key: key not in ignore)
-    if diffs:
-        raise ValueError(f"{run}: cannot resume with different settings (the checkpoint belongs to the run as "
-                         "it was started):\n  " + "\n  ".join(diffs)
-                         + "\nresume with the same settings, or start a new run in another folder")
 
 
 def check_resume(run: str | os.PathLike, settings: dict[str, Any], resumed_at: int | None,
@@ -483,11 +485,8 @@ def check_resume(run: str | os.PathLike, settings: dict[str, Any], resumed_at: i
     if resumed_at is None:
         refuse_fresh_run_over_checkpoints(run)
         return
-    recorded = read_run_settings(run)
-    if recorded is None:  # a run from before the file existed
-        return
-    _refuse_differences(run, recorded, settings, ignore)
-    if rate is not None:
+    recorded = check_run_settings(run, settings, ignore)
+    if recorded is not None and rate is not None:  # None: a run from before the file existed
         what = "; ".join(_differences(recorded, settings, lambda key: key in ignore)) or "same settings"
         check_past_rates(run, resumed_at, lambda k: rate(recorded, k), lambda k: rate(settings, k), what)
 
