@@ -169,6 +169,24 @@ def test_deepspeed_folder_goes_through_zero_to_fp32(video_run, tmp_path, monkeyp
     assert json.loads((tmp_path / "model" / "meta.json").read_text())["note"] == "ds"
 
 
+def test_deepspeed_folder_with_several_tags_and_no_latest_is_not_guessed(video_run, tmp_path):
+    """Tag names need not sort by step (global_step10 < global_step9), so with no 'latest' to say which one
+    the consolidation stops and names them; a single tag needs no 'latest'."""
+    import shutil
+
+    from vavam.train.consolidate import _deepspeed_tag_dir
+
+    folder, _ = _deepspeed_folder(video_run, tmp_path)
+    (folder / "latest").unlink()
+    assert _deepspeed_tag_dir(folder) == folder / "checkpoint"
+    shutil.copytree(folder / "checkpoint", folder / "global_step9")
+    with pytest.raises(ValueError, match=r"several tags \(checkpoint, global_step9\) and no 'latest'"):
+        consolidate(folder, tmp_path / "model")
+    assert not (tmp_path / "model").exists()
+    (folder / "latest").write_text("global_step9")
+    assert _deepspeed_tag_dir(folder) == folder / "global_step9"
+
+
 def test_read_training_checkpoint_strips_wrapper_prefixes(video_run, tmp_path):
     from vavam.train.resume import read_checkpoint, write_checkpoint
 

@@ -65,9 +65,10 @@ def test_a_fresh_run_refuses_a_folder_with_checkpoints(tmp_path):
 def _folder_checkpoint(path, files):
     from vavam.train.resume import write_folder_manifest
 
-    for name in files:
+    contents = files if isinstance(files, dict) else dict.fromkeys(files, "x" * 8)
+    for name, text in contents.items():
         (path / name).parent.mkdir(parents=True, exist_ok=True)
-        (path / name).write_bytes(b"x" * 8)
+        (path / name).write_text(text)
     write_folder_manifest(path)
 
 
@@ -85,7 +86,7 @@ def test_checkpoint_layouts_are_told_apart(tmp_path):
 @pytest.mark.parametrize("layout, files, ok, refused", [
     ("file", None, ("auto", "ddp", "fsdp"), ("deepspeed",)),
     ("fsdp-sharded", ["meta.pt", "__0_0.distcp"], ("fsdp",), ("auto", "ddp", "deepspeed")),
-    ("deepspeed", ["latest", "tag/mp_rank_00_model_states.pt"], ("deepspeed",), ("auto", "ddp", "fsdp")),
+    ("deepspeed", {"latest": "tag", "tag/mp_rank_00_model_states.pt": "x"}, ("deepspeed",), ("auto", "ddp", "fsdp")),
 ])
 def test_a_resume_under_a_strategy_that_cannot_load_the_layout_is_refused(tmp_path, layout, files, ok, refused):
     from vavam.train.resume import check_resume_layout
@@ -114,3 +115,22 @@ def test_a_folder_of_no_known_layout_is_refused_under_every_strategy(tmp_path):
     for strategy in ("auto", "ddp", "fsdp", "deepspeed"):
         with pytest.raises(ValueError, match="neither an FSDP sharded checkpoint .* no strategy can resume it"):
             check_resume_layout(ckpt, strategy)
+
+
+@pytest.mark.parametrize("latest, problem", [(None, "has no 'latest' file"),
+                                             ("global_step9", "'latest' file naming 'global_step9', not one of them")])
+def test_a_deepspeed_folder_whose_latest_names_none_of_its_tags_is_refused(tmp_path, latest, problem):
+    """Lightning resumes a DeepSpeed folder at the tag its 'latest' file names; without one it fails after
+    building the engine, so the check refuses it up front and says what to write."""
+    from vavam.train.resume import check_resume_layout
+
+    ckpt = tmp_path / "step-00000002.ckpt"
+    files = {"global_step1/mp_rank_00_model_states.pt": "x", "global_step2/mp_rank_00_model_states.pt": "x"}
+    _folder_checkpoint(ckpt, files if latest is None else {**files, "latest": latest})
+    with pytest.raises(ValueError) as info:
+        check_resume_layout(ckpt, "deepspeed")
+    message = str(info.value)
+    assert str(ckpt) in message and "tags: global_step1, global_step2" in message and problem in message
+    assert str(ckpt / "latest") in message
+    (ckpt / "latest").write_text("global_step2\n")  # DeepSpeed strips the name too
+    check_resume_layout(ckpt, "deepspeed")

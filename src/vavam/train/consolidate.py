@@ -110,14 +110,18 @@ def _read_file(path: Path) -> dict[str, Any]:
         return safe_torch_load(path)  # e.g. a DeepSpeed-consolidated file holding non-tensor client objects
 
 
-def _deepspeed_tag_dir(path: Path) -> Path | None:
-    latest = path / "latest"
-    if latest.is_file():
-        tag = latest.read_text().strip()
-        if (path / tag / "mp_rank_00_model_states.pt").is_file():
-            return path / tag
-    hits = sorted(path.glob("*/mp_rank_00_model_states.pt"))
-    return hits[0].parent if hits else None
+def _deepspeed_tag_dir(path: Path) -> Path:
+    """The tag folder to read: the one ``latest`` names, else the only one; several without a ``latest``
+    naming one of them are refused rather than guessed between (their names need not sort by step)."""
+    from vavam.train.resume import deepspeed_tags
+
+    tags, named = deepspeed_tags(path)
+    if named in tags:
+        return path / named
+    if len(tags) == 1:
+        return path / tags[0]
+    raise ValueError(f"{path}: a DeepSpeed checkpoint folder with several tags ({', '.join(tags)}) and no 'latest' "
+                     f"file naming one of them; write the name of the tag to consolidate into {path / 'latest'}")
 
 
 def _read_deepspeed(path: Path, tag_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -67,6 +67,7 @@ __all__ = [
     "check_resume",
     "check_resume_layout",
     "checkpoint_layout",
+    "deepspeed_tags",
     "check_past_rates",
     "refuse_fresh_run_over_checkpoints",
     "read_run_settings",
@@ -372,11 +373,14 @@ def check_resume_layout(checkpoint: str | os.PathLike, strategy: str) -> None:
     Raises:
         ValueError: names the checkpoint, its layout and the strategies that can resume it (a sharded
             folder's weights alone can still be gathered with ``vavam checkpoint consolidate``); or a
-            folder of no known layout, which no strategy can resume.
+            folder of no known layout, which no strategy can resume; or a DeepSpeed folder whose ``latest``
+            file is missing or names none of its tags (DeepSpeed resumes that tag).
     """
     layout = checkpoint_layout(checkpoint)
     allowed = RESUMING_STRATEGIES.get(layout, ())
     if strategy in allowed:
+        if layout == "deepspeed":
+            _check_deepspeed_latest(Path(checkpoint))
         return
     if not allowed:
         raise ValueError(f"{checkpoint}: a checkpoint folder that is neither an FSDP sharded checkpoint (meta.pt) "
@@ -387,6 +391,26 @@ def check_resume_layout(checkpoint: str | os.PathLike, strategy: str) -> None:
             "`vavam checkpoint consolidate`" if layout != "file" else "")
     raise ValueError(f"{checkpoint}: {kind}, which strategy {strategy!r} cannot resume; resume it with "
                      f"strategy {' / '.join(repr(a) for a in allowed)}{hint}")
+
+
+def _check_deepspeed_latest(folder: Path) -> None:
+    """DeepSpeed resumes the tag that the folder's ``latest`` file names (Lightning passes no tag); without
+    it, Lightning fails only after building the engine, with "DeepSpeed was unable to load the checkpoint"."""
+    tags, named = deepspeed_tags(folder)
+    if named in tags:
+        return
+    problem = "has no 'latest' file" if named is None else f"has a 'latest' file naming {named!r}, not one of them"
+    raise ValueError(f"{folder}: a DeepSpeed checkpoint folder (tags: {', '.join(tags)}) that {problem}; DeepSpeed "
+                     f"resumes the tag named in {folder / 'latest'}: write the name of the tag to resume there")
+
+
+def deepspeed_tags(folder: str | os.PathLike) -> tuple[list[str], str | None]:
+    """A DeepSpeed checkpoint folder's tags (sub-folders with ``mp_rank_00_model_states.pt``, sorted by name)
+    and the tag its ``latest`` file names (``None`` without that file; it may name no existing tag)."""
+    folder = Path(folder)
+    tags = sorted(p.parent.name for p in folder.glob("*/mp_rank_00_model_states.pt"))
+    latest = folder / "latest"
+    return tags, (latest.read_text().strip() if latest.is_file() else None)
 
 
 # --------------------------------------------------------------------------- run settings
