@@ -47,6 +47,10 @@ def test_quickstart_reduced_budget(tmp_path, capsys):
     nf = results["next_frame"]
     assert all(0 <= nf[k] <= 1 for k in ("greedy_accuracy", "copy_last_frame_accuracy", "teacher_forced_accuracy"))
     assert f"VaViM gets {nf['teacher_forced_accuracy']:.3f} of the tokens right" in report
+    groups = nf["by_change"]  # the same windows, grouped by how much their last context step kept
+    assert sum(g["windows"] for g in groups) == nf["windows"] and "| tokens kept in the last context step |" in report
+    assert sum(g["windows"] * g["copy"] for g in groups if g["windows"]) / nf["windows"] == pytest.approx(
+        nf["copy_last_frame_accuracy"])
     # it learns, on held-out towns: VaViM beats the token-frequency baselines (measured: 0.78 vs 2.13
     # nats); VaVAM's flow loss falls several-fold, its plans beat both baselines after 220 steps
     # (measured minADE@5: 2.12 m vs constant velocity 2.78 m and per-command mean 4.41 m; 2.80 m

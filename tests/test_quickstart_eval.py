@@ -19,3 +19,29 @@ def test_teacher_forced_prediction_of_a_greedy_frame_is_that_frame():
     tf = teacher_forced_last_frame(vim, windows, batch_size=3)
     assert tf.shape == (5, 4, 6) and torch.equal(tf[:, 0, 0], greedy[:, 0, 0, 0])
     assert not torch.equal(tf, greedy[:, 0])  # the true earlier tokens change later predictions
+
+
+def test_accuracy_by_change_groups_windows_by_how_much_the_last_step_kept():
+    import math
+
+    import pytest
+
+    from vavam.quickstart.evaluate import accuracy_by_change
+
+    # 4 windows of 2 context frames, 1 x 4 tokens; the last step keeps 0, 2, 3 and 4 of the 4 tokens
+    before = torch.tensor([[0, 0, 0, 0], [1, 1, 1, 1], [2, 2, 2, 2], [3, 3, 3, 3]])
+    last = torch.tensor([[9, 9, 9, 9], [1, 1, 9, 9], [2, 2, 2, 9], [3, 3, 3, 3]])
+    context = torch.stack([before, last], 1)[:, :, None, :]  # [4, 2, 1, 4]
+    truth = torch.tensor([[9, 9, 9, 9], [1, 5, 5, 5], [2, 2, 2, 2], [3, 3, 3, 7]])[:, None, :]  # [4, 1, 4]
+    generated = torch.tensor([[9, 9, 0, 0], [5, 5, 5, 5], [2, 2, 2, 9], [3, 3, 3, 3]])[:, None, :]
+    rows = accuracy_by_change(context, truth, generated)
+    assert [(r["kept"], r["windows"]) for r in rows] == [("< 50%", 1), ("50% to < 70%", 1), ("≥ 70%", 2)]
+    # copy: window 0 4/4, window 1 1/4, windows 2 and 3 3/4 each; generated: 2/4, 3/4, 3/4 and 3/4
+    assert [r["copy"] for r in rows] == pytest.approx([1.0, 0.25, 0.75])
+    assert [r["generated"] for r in rows] == pytest.approx([0.5, 0.75, 0.75])
+    # the groups partition the windows: their window-weighted means give back the overall accuracies
+    assert sum(r["windows"] * r["copy"] for r in rows) / 4 == pytest.approx(float((last == truth[:, 0]).float().mean()))
+    empty = accuracy_by_change(context, truth, generated, edges=(0.1, 0.2))
+    assert empty[1]["windows"] == 0 and math.isnan(empty[1]["copy"])
+    with pytest.raises(ValueError, match="context: needs at least 2 frames"):
+        accuracy_by_change(context[:, :1], truth, generated)

@@ -46,10 +46,44 @@ def next_frame(vim, heldout_store: TokenStore, limit: int | None = None, seed: i
         "greedy_accuracy": float((generated == truth).float().mean()),
         "copy_last_frame_accuracy": float((copy == truth).float().mean()),
         "teacher_forced_accuracy": float((teacher_forced_last_frame(vim, windows) == truth).float().mean()),
+        "by_change": accuracy_by_change(context, truth, generated),
         "_generated": generated,
         "_context": context,
         "_truth": truth,
     }
+
+
+def accuracy_by_change(context: torch.Tensor, truth: torch.Tensor, generated: torch.Tensor,
+                       edges: tuple[float, ...] = (0.5, 0.7)) -> list[dict[str, Any]]:
+    """Generated and copied next frames' token accuracy, by how much the scene changed in the last context step.
+
+    A window's change is the share of tokens its last context frame keeps from the frame before (1: nothing
+    moved); windows are grouped by that share at ``edges``. Copying is hard to beat where little changes
+    and easy where much does, so the groups show where a model gains or loses against it.
+
+    Args:
+        context: long ``[N, T-1, h, w]`` (``T-1 >= 2``); truth, generated: long ``[N, h, w]``.
+
+    Returns:
+        One dict per group, lowest share first: ``kept`` (the group's range of that share, as text),
+        ``windows``, ``generated`` and ``copy`` (mean token accuracy; NaN for an empty group).
+    """
+    if context.shape[1] < 2:
+        raise ValueError(f"context: needs at least 2 frames to measure the last step's change, got {context.shape[1]}")
+    kept = (context[:, -1] == context[:, -2]).flatten(1).float().mean(1)  # [N]
+    generated_acc = (generated == truth).flatten(1).float().mean(1)  # [N]
+    copy_acc = (context[:, -1] == truth).flatten(1).float().mean(1)  # [N]
+    bounds = [0.0, *edges, 1.0]
+    rows = []
+    for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        last = i == len(bounds) - 2
+        group = (kept >= lo) & ((kept <= hi) if last else (kept < hi))
+        label = f"< {hi:.0%}" if i == 0 else f"≥ {lo:.0%}" if last else f"{lo:.0%} to < {hi:.0%}"
+        n = int(group.sum())
+        rows.append({"kept": label, "windows": n,
+                     "generated": float(generated_acc[group].mean()) if n else float("nan"),
+                     "copy": float(copy_acc[group].mean()) if n else float("nan")})
+    return rows
 
 
 @torch.no_grad()

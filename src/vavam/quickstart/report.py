@@ -133,7 +133,13 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
                 + ". Fréchet distance of tokenizer-encoder features (channel mean and std) to the true frames: "
                 f"{res['generated_frames']['frechet_tokenizer_features']:.3f} (copying the last frame: "
                 f"{res['generated_frames']['frechet_tokenizer_features_copy']:.3f}); not comparable to published FID. "
-                "Per row: last context frame, true next frame, generated next frame (decoded).",
+                "Per row: last context frame, true next frame, generated next frame (decoded)."
+                + (" The table groups the windows by the share of tokens their last context frame kept from the "
+                   "frame before (how little the scene changed): copying is hard to beat where it changed little."
+                   if nf.get("by_change") else ""),
+                [Table(["tokens kept in the last context step", "windows", "greedy", "copy"],
+                       [[g["kept"], g["windows"], g["generated"], g["copy"]] for g in nf["by_change"]])]
+                if nf.get("by_change") else [],
                 figures=["next_frames.png"]),
         *_probe_sections(res.get("probe")),
         Section("VaVAM: open-loop planning",
