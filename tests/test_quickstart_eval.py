@@ -43,5 +43,10 @@ def test_accuracy_by_change_groups_windows_by_how_much_the_last_step_kept():
     assert sum(r["windows"] * r["copy"] for r in rows) / 4 == pytest.approx(float((last == truth[:, 0]).float().mean()))
     empty = accuracy_by_change(context, truth, generated, edges=(0.1, 0.2))
     assert empty[1]["windows"] == 0 and math.isnan(empty[1]["copy"])
-    with pytest.raises(ValueError, match="context: needs at least 2 frames"):
+    assert accuracy_by_change(context, truth, generated, edges=())[0]["kept"] == "all"
+    with pytest.raises(ValueError, match=r"context: expected \[N, T-1 >= 2, h, w\]"):
         accuracy_by_change(context[:, :1], truth, generated)
+    with pytest.raises(ValueError, match=r"truth: expected \(4, 1, 4\).*got \(4, 4\)"):
+        accuracy_by_change(context, truth[:, 0], generated)  # would broadcast into wrong accuracies
+    with pytest.raises(ValueError, match="edges: expected increasing"):
+        accuracy_by_change(context, truth, generated, edges=(0.7, 0.5))

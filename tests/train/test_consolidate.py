@@ -180,11 +180,14 @@ def test_deepspeed_folder_with_several_tags_and_no_latest_is_not_guessed(video_r
     (folder / "latest").unlink()
     assert _deepspeed_tag_dir(folder) == folder / "checkpoint"
     shutil.copytree(folder / "checkpoint", folder / "global_step9")
-    with pytest.raises(ValueError, match=r"several tags \(checkpoint, global_step9\) and no 'latest'"):
+    with pytest.raises(ValueError, match=r"tags checkpoint, global_step9 and no 'latest' file"):
         consolidate(folder, tmp_path / "model")
     assert not (tmp_path / "model").exists()
     (folder / "latest").write_text("global_step9")
     assert _deepspeed_tag_dir(folder) == folder / "global_step9"
+    shutil.rmtree(folder / "global_step9")  # a 'latest' naming a tag that is gone is not replaced by another
+    with pytest.raises(ValueError, match=r"tags checkpoint and a 'latest' file naming 'global_step9', not one"):
+        consolidate(folder, tmp_path / "model")
 
 
 def test_read_training_checkpoint_strips_wrapper_prefixes(video_run, tmp_path):

@@ -86,7 +86,8 @@ def test_checkpoint_layouts_are_told_apart(tmp_path):
 @pytest.mark.parametrize("layout, files, ok, refused", [
     ("file", None, ("auto", "ddp", "fsdp"), ("deepspeed",)),
     ("fsdp-sharded", ["meta.pt", "__0_0.distcp"], ("fsdp",), ("auto", "ddp", "deepspeed")),
-    ("deepspeed", {"latest": "tag", "tag/mp_rank_00_model_states.pt": "x"}, ("deepspeed",), ("auto", "ddp", "fsdp")),
+    ("deepspeed", {"latest": "checkpoint", "checkpoint/mp_rank_00_model_states.pt": "x"}, ("deepspeed",),
+     ("auto", "ddp", "fsdp")),
 ])
 def test_a_resume_under_a_strategy_that_cannot_load_the_layout_is_refused(tmp_path, layout, files, ok, refused):
     from vavam.train.resume import check_resume_layout
@@ -117,20 +118,26 @@ def test_a_folder_of_no_known_layout_is_refused_under_every_strategy(tmp_path):
             check_resume_layout(ckpt, strategy)
 
 
-@pytest.mark.parametrize("latest, problem", [(None, "has no 'latest' file"),
-                                             ("global_step9", "'latest' file naming 'global_step9', not one of them")])
-def test_a_deepspeed_folder_whose_latest_names_none_of_its_tags_is_refused(tmp_path, latest, problem):
-    """Lightning resumes a DeepSpeed folder at the tag its 'latest' file names; without one it fails after
-    building the engine, so the check refuses it up front and says what to write."""
+@pytest.mark.parametrize("tags, latest, problem", [
+    (["checkpoint", "global_step2"], None, "with no 'latest' file, which"),
+    (["checkpoint"], "global_step9", "with a 'latest' file naming 'global_step9', not one of them, which"),
+    (["global_step1", "global_step2"], "global_step2", "with no 'checkpoint' tag, the one Lightning writes"),
+])
+def test_a_deepspeed_folder_lightning_cannot_resume_is_refused(tmp_path, tags, latest, problem):
+    """Lightning's DeepSpeed strategy needs a 'checkpoint' tag folder and resumes the tag 'latest' names;
+    short of either it fails after building the engine, so the check refuses the folder up front."""
     from vavam.train.resume import check_resume_layout
 
     ckpt = tmp_path / "step-00000002.ckpt"
-    files = {"global_step1/mp_rank_00_model_states.pt": "x", "global_step2/mp_rank_00_model_states.pt": "x"}
+    files = {f"{tag}/mp_rank_00_model_states.pt": "x" for tag in tags}
     _folder_checkpoint(ckpt, files if latest is None else {**files, "latest": latest})
     with pytest.raises(ValueError) as info:
         check_resume_layout(ckpt, "deepspeed")
     message = str(info.value)
-    assert str(ckpt) in message and "tags: global_step1, global_step2" in message and problem in message
-    assert str(ckpt / "latest") in message
-    (ckpt / "latest").write_text("global_step2\n")  # DeepSpeed strips the name too
+    assert str(ckpt) in message and f"tags: {', '.join(tags)})" in message and problem in message
+    assert "vavam checkpoint consolidate" in message
+    # what Lightning writes: the 'checkpoint' tag and 'latest' naming it (DeepSpeed strips the name too)
+    (ckpt / "checkpoint").mkdir(exist_ok=True)
+    (ckpt / "checkpoint" / "mp_rank_00_model_states.pt").write_text("x")
+    (ckpt / "latest").write_text("checkpoint\n")
     check_resume_layout(ckpt, "deepspeed")

@@ -63,13 +63,22 @@ def accuracy_by_change(context: torch.Tensor, truth: torch.Tensor, generated: to
 
     Args:
         context: long ``[N, T-1, h, w]`` (``T-1 >= 2``); truth, generated: long ``[N, h, w]``.
+        edges: increasing shares strictly between 0 and 1 where one group ends and the next begins (a window
+            on an edge goes to the upper group; the last group includes 1).
 
     Returns:
         One dict per group, lowest share first: ``kept`` (the group's range of that share, as text),
         ``windows``, ``generated`` and ``copy`` (mean token accuracy; NaN for an empty group).
     """
-    if context.shape[1] < 2:
-        raise ValueError(f"context: needs at least 2 frames to measure the last step's change, got {context.shape[1]}")
+    if context.dim() != 4 or context.shape[1] < 2:
+        raise ValueError(f"context: expected [N, T-1 >= 2, h, w] to measure the last step's change, "
+                         f"got {tuple(context.shape)}")
+    for name, frames in (("truth", truth), ("generated", generated)):
+        if frames.shape != context[:, -1].shape:
+            raise ValueError(f"{name}: expected {tuple(context[:, -1].shape)} (the context's frame shape, one per "
+                             f"window), got {tuple(frames.shape)}")
+    if list(edges) != sorted(set(edges)) or not all(0 < e < 1 for e in edges):
+        raise ValueError(f"edges: expected increasing shares strictly between 0 and 1, got {edges}")
     kept = (context[:, -1] == context[:, -2]).flatten(1).float().mean(1)  # [N]
     generated_acc = (generated == truth).flatten(1).float().mean(1)  # [N]
     copy_acc = (context[:, -1] == truth).flatten(1).float().mean(1)  # [N]
@@ -78,7 +87,10 @@ def accuracy_by_change(context: torch.Tensor, truth: torch.Tensor, generated: to
     for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
         last = i == len(bounds) - 2
         group = (kept >= lo) & ((kept <= hi) if last else (kept < hi))
-        label = f"< {hi:.0%}" if i == 0 else f"≥ {lo:.0%}" if last else f"{lo:.0%} to < {hi:.0%}"
+        if last:
+            label = "all" if i == 0 else f"≥ {lo:.0%}"
+        else:
+            label = f"< {hi:.0%}" if i == 0 else f"{lo:.0%} to < {hi:.0%}"
         n = int(group.sum())
         rows.append({"kept": label, "windows": n,
                      "generated": float(generated_acc[group].mean()) if n else float("nan"),

@@ -51,10 +51,10 @@ copying; so did scheduled sampling on teacher-forced predictions (0.517 / 0.521 
 the first frame (0.525) and head dims 16 / 64 (0.523 / 0.531). A count-based predictor of each token from
 the same position in the last one or two frames does not beat copying (0.527-0.555): the past frames say
 little about the next one beyond copying at this size. Nor does a VaViM trained to predict each token of
-the last frame from the context frames alone (its inputs there replaced by the frame before's), an
-estimate of the ceiling of any greedy decoder: 0.533 / 0.534 after 1,200 / 2,400 steps (it beats
-copying where the scene changes fast, 0.433 vs 0.402 on 27 windows, and loses where it barely changes,
-0.662 vs 0.750 on 17). (Scratch experiments: no training option runs them.)
+the last frame from the context frames alone (its inputs there replaced by the frame before's), which is
+what greedy generation and copying both do: 0.533 / 0.534 after 1,200 / 2,400 steps (it beats copying
+where the scene changes fast, 0.433 vs 0.402 on 27 windows, and loses where it barely changes, 0.662 vs
+0.750 on 17). (Scratch experiments: no training option runs them.)
 VaVAM without the ego speed: on one VaViM, 1,200 steps gave held-out minADE@5 2.46 m and 2,000 steps
 2.74 m (lr 0.02; lr 0.005 / 0.0025: 2.98 / 2.95 m; lr 0.04 and uniform flow times: 2.72 m; 4 flow
 samples per window (``noise_repeats``) at equal compute, 420 steps: 2.71 m), so the steps go to the data

@@ -111,17 +111,19 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 
 def _deepspeed_tag_dir(path: Path) -> Path:
-    """The tag folder to read: the one ``latest`` names, else the only one; several without a ``latest``
-    naming one of them are refused rather than guessed between (their names need not sort by step)."""
+    """The tag folder to read: the one ``latest`` names, else (no ``latest``) the only one. A ``latest``
+    naming no tag, or several tags without a ``latest``, are refused rather than guessed between (tag names
+    need not sort by step)."""
     from vavam.train.resume import deepspeed_tags
 
     tags, named = deepspeed_tags(path)
     if named in tags:
         return path / named
-    if len(tags) == 1:
+    if named is None and len(tags) == 1:
         return path / tags[0]
-    raise ValueError(f"{path}: a DeepSpeed checkpoint folder with several tags ({', '.join(tags)}) and no 'latest' "
-                     f"file naming one of them; write the name of the tag to consolidate into {path / 'latest'}")
+    problem = "no 'latest' file" if named is None else f"a 'latest' file naming {named!r}, not one of them"
+    raise ValueError(f"{path}: a DeepSpeed checkpoint folder with tags {', '.join(tags)} and {problem}; write the "
+                     f"name of the tag to consolidate into {path / 'latest'}")
 
 
 def _read_deepspeed(path: Path, tag_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -373,14 +373,14 @@ def check_resume_layout(checkpoint: str | os.PathLike, strategy: str) -> None:
     Raises:
         ValueError: names the checkpoint, its layout and the strategies that can resume it (a sharded
             folder's weights alone can still be gathered with ``vavam checkpoint consolidate``); or a
-            folder of no known layout, which no strategy can resume; or a DeepSpeed folder whose ``latest``
-            file is missing or names none of its tags (DeepSpeed resumes that tag).
+            folder of no known layout, which no strategy can resume; or, under DeepSpeed, a DeepSpeed folder
+            without the ``checkpoint`` tag or a ``latest`` file naming one of its tags (what Lightning needs).
     """
     layout = checkpoint_layout(checkpoint)
     allowed = RESUMING_STRATEGIES.get(layout, ())
     if strategy in allowed:
         if layout == "deepspeed":
-            _check_deepspeed_latest(Path(checkpoint))
+            _check_deepspeed_resumable(Path(checkpoint))
         return
     if not allowed:
         raise ValueError(f"{checkpoint}: a checkpoint folder that is neither an FSDP sharded checkpoint (meta.pt) "
@@ -393,15 +393,19 @@ def check_resume_layout(checkpoint: str | os.PathLike, strategy: str) -> None:
                      f"strategy {' / '.join(repr(a) for a in allowed)}{hint}")
 
 
-def _check_deepspeed_latest(folder: Path) -> None:
-    """DeepSpeed resumes the tag that the folder's ``latest`` file names (Lightning passes no tag); without
-    it, Lightning fails only after building the engine, with "DeepSpeed was unable to load the checkpoint"."""
+def _check_deepspeed_resumable(folder: Path) -> None:
+    """Lightning's DeepSpeed strategy loads a folder only with a ``checkpoint`` sub-folder (the tag it writes)
+    and passes DeepSpeed no tag, so DeepSpeed resumes the tag the ``latest`` file names; a folder short of
+    either fails only after the engine is built ("not a valid DeepSpeed checkpoint" / "unable to load")."""
     tags, named = deepspeed_tags(folder)
-    if named in tags:
-        return
-    problem = "has no 'latest' file" if named is None else f"has a 'latest' file naming {named!r}, not one of them"
-    raise ValueError(f"{folder}: a DeepSpeed checkpoint folder (tags: {', '.join(tags)}) that {problem}; DeepSpeed "
-                     f"resumes the tag named in {folder / 'latest'}: write the name of the tag to resume there")
+    problems = [] if "checkpoint" in tags else ["no 'checkpoint' tag, the one Lightning writes and looks for"]
+    if named not in tags:
+        problems.append("no 'latest' file" if named is None else f"a 'latest' file naming {named!r}, not one of them")
+    if problems:
+        raise ValueError(f"{folder}: a DeepSpeed checkpoint folder (tags: {', '.join(tags)}) with "
+                         f"{' and '.join(problems)}, which Lightning cannot resume (it writes the tag 'checkpoint' "
+                         "and a 'latest' file naming it); its weights alone (no optimiser or data position) can be "
+                         "gathered into a model folder with `vavam checkpoint consolidate`")
 
 
 def deepspeed_tags(folder: str | os.PathLike) -> tuple[list[str], str | None]:
