@@ -2,7 +2,10 @@
 
 A stage is done when ``<run>/<stage>/DONE.json`` exists (written last, atomically, with the stage's
 summary). A re-run skips done stages and returns their stored summaries; a stage that was
-interrupted has no marker, so its folder is cleared and the stage starts again cleanly.
+interrupted has no marker, so its folder is cleared and the stage starts again cleanly. A stage that
+runs (again) makes every later stage run again: their outputs were made from its earlier output. Their
+markers are renamed ``OUTDATED.json`` before it starts, so an interruption at any point cannot leave a
+later stage marked done on top of a newer input.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any, Callable
 from vavam.io import atomic_write_json, read_json
 
 DONE_FILE = "DONE.json"
+OUTDATED_FILE = "OUTDATED.json"  # a finished stage's marker once a stage before it has run again
 
 
 @dataclass
@@ -33,7 +37,8 @@ def stage_done(run_dir: Path, name: str) -> bool:
 
 
 def run_stages(run_dir: Path, stages: list[Stage], log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
-    """Run ``stages`` in order under ``run_dir``, skipping finished ones. Returns summaries by stage name."""
+    """Run ``stages`` in order under ``run_dir``, skipping finished ones (up to the first that runs: every
+    stage after it runs again). Returns summaries by stage name."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     names = [s.name for s in stages]
@@ -48,8 +53,14 @@ def run_stages(run_dir: Path, stages: list[Stage], log: Callable[[str], None] = 
             summaries[stage.name] = read_json(marker)["summary"]
             log(f"{prefix}: done earlier, skipped")
             continue
+        stale = [later.name for later in stages[i:] if (run_dir / later.name / DONE_FILE).is_file()]
+        if stale:
+            log(f"{prefix}: runs again, so the later stages made from its earlier output will too: {', '.join(stale)}")
+            for name in stale:  # an atomic rename: the stage is no longer done, and says why
+                (run_dir / name / DONE_FILE).replace(run_dir / name / OUTDATED_FILE)
         if folder.exists():
-            log(f"{prefix}: clearing an unfinished earlier attempt")
+            log(f"{prefix}: " + ("clearing its outdated earlier output" if (folder / OUTDATED_FILE).is_file()
+                                 else "clearing an unfinished earlier attempt"))
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
         log(f"{prefix}: {stage.description or 'running'}")
