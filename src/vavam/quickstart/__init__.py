@@ -1,6 +1,7 @@
 """``vavam quickstart``: the whole system, end to end, on a CPU, in minutes, with a report.
 
-Stages (each resumable, in ``<out>/<stage>/``):
+Stages (each resumable, in ``<out>/<stage>/``; deleting a stage's folder redoes it and every stage after
+it, :mod:`vavam.stages`):
 
 1. ``world``      driving data from the embedded world: training towns and held-out towns;
 2. ``tokenizer``  train the VQ tokenizer on the training frames;
