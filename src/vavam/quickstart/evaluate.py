@@ -82,20 +82,24 @@ def accuracy_by_change(context: torch.Tensor, truth: torch.Tensor, generated: to
     kept = (context[:, -1] == context[:, -2]).flatten(1).float().mean(1)  # [N]
     generated_acc = (generated == truth).flatten(1).float().mean(1)  # [N]
     copy_acc = (context[:, -1] == truth).flatten(1).float().mean(1)  # [N]
+    # [N] group index g: edges[g-1] <= kept < edges[g] (the top group takes kept = 1)
+    group_of = torch.bucketize(kept, torch.tensor(edges, dtype=kept.dtype), right=True)
     bounds = [0.0, *edges, 1.0]
     rows = []
-    for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
-        last = i == len(bounds) - 2
-        group = (kept >= lo) & ((kept <= hi) if last else (kept < hi))
-        if last:
-            label = "all" if i == 0 else f"≥ {lo:.0%}"
-        else:
-            label = f"< {hi:.0%}" if i == 0 else f"{lo:.0%} to < {hi:.0%}"
-        n = int(group.sum())
-        rows.append({"kept": label, "windows": n,
-                     "generated": float(generated_acc[group].mean()) if n else float("nan"),
-                     "copy": float(copy_acc[group].mean()) if n else float("nan")})
+    for g, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        member = group_of == g
+        n = int(member.sum())
+        rows.append({"kept": _share_range(lo, hi), "windows": n,
+                     "generated": float(generated_acc[member].mean()) if n else float("nan"),
+                     "copy": float(copy_acc[member].mean()) if n else float("nan")})
     return rows
+
+
+def _share_range(lo: float, hi: float) -> str:
+    """A group of shares ``lo <= x < hi`` as text (the top group ``hi = 1`` includes 1)."""
+    if hi == 1.0:
+        return "all" if lo == 0.0 else f"≥ {lo:.0%}"
+    return f"< {hi:.0%}" if lo == 0.0 else f"{lo:.0%} to < {hi:.0%}"
 
 
 @torch.no_grad()

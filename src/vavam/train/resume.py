@@ -355,7 +355,7 @@ def checkpoint_layout(path: str | os.PathLike) -> str:
         return "file"
     if (path / "meta.pt").is_file():
         return "fsdp-sharded"
-    if any(path.glob("*/mp_rank_00_model_states.pt")):
+    if deepspeed_tags(path)[0]:
         return "deepspeed"
     return "unknown"
 
