@@ -54,7 +54,11 @@ little about the next one beyond copying at this size. Nor does a VaViM trained 
 the last frame from the context frames alone (its inputs there replaced by the frame before's), which is
 what greedy generation and copying both do: 0.533 / 0.534 after 1,200 / 2,400 steps (it beats copying
 where the scene changes fast, 0.433 vs 0.402 on 27 windows, and loses where it barely changes, 0.662 vs
-0.750 on 17). (Scratch experiments: no training option runs them.)
+0.750 on 17). Nor does a direct path to copying (a learned gate adding the previous frame's token at the
+target's position to the logits: 0.526; that token's embedding added to the input: 0.524); and adding to
+the plain VaViM's logits the constant bias toward that token that scores best on the held-out windows
+themselves (chosen on the test windows: an upper bound) only ties copying, 0.557 at 2 nats (1 / 3 nats:
+0.550 / 0.554) against 0.555. (Scratch experiments: no training option runs them.)
 VaVAM without the ego speed: on one VaViM, 1,200 steps gave held-out minADE@5 2.46 m and 2,000 steps
 2.74 m (lr 0.02; lr 0.005 / 0.0025: 2.98 / 2.95 m; lr 0.04 and uniform flow times: 2.72 m; 4 flow
 samples per window (``noise_repeats``) at equal compute, 420 steps: 2.71 m), so the steps go to the data
