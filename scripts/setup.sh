@@ -16,5 +16,11 @@ if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.__version__.s
   "${PIP[@]}" install "torch==2.13.0"
 fi
 echo "[setup] installing vavam and pinned dependencies"
-"${PIP[@]}" install -c constraints.txt -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+# pip's own exit status decides (a failed install stops here); only its noisy location warnings are dropped
+if ! log=$("${PIP[@]}" install -c constraints.txt -e ".[test]" 2>&1); then
+  printf '%s\n' "$log" >&2
+  echo "[setup] pip install failed (above)" >&2
+  exit 1
+fi
+printf '%s\n' "$log" | grep -v -e "^WARNING: Location" -e '^$' || true
 "$VENV/bin/python" -c "import vavam, torch; print(f'[setup] ok: vavam {vavam.__version__}, torch {torch.__version__}')"

@@ -14,3 +14,19 @@ def test_command_resolves_and_has_a_summary(name):
     assert callable(cli._resolve(target))
     summary = cli._summary(target)
     assert summary and not summary.startswith("(unavailable"), (name, summary)
+
+
+def test_unreachable_server_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    """A planner server that does not answer ends the command with its one-line message and status 2."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.delenv("VAVAM_TRACEBACK", raising=False)
+    code = cli.main(["world", "scenarios", "--planner", "http", "--url", f"http://127.0.0.1:{port}",
+                     "--out", str(tmp_path / "scores")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"vavam world scenarios: error: no NeuroNCAP-compatible model server answers at http://127.0.0.1:{port}" in err
+    assert "Traceback" not in err

@@ -2,8 +2,9 @@
 
 Commands are registered as ``"module:function"`` strings and imported only when run, so
 ``vavam --help`` is instant and a missing optional dependency only affects its own command.
-A command refusing bad input (``ValueError``, ``FileNotFoundError``) prints ``vavam <command>: error:
-<message>`` and exits with status 2; ``VAVAM_TRACEBACK=1`` shows the traceback instead.
+A command refusing bad input (``ValueError``, ``FileNotFoundError``) or failing to reach a server it was
+pointed at (``ConnectionError``) prints ``vavam <command>: error: <message>`` and exits with status 2;
+``VAVAM_TRACEBACK=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             func = _resolve(COMMANDS[name])
             try:
                 result = tyro.cli(func, args=args[depth:], prog=f"vavam {name}")
-            except (ValueError, FileNotFoundError) as exc:  # bad input: the message names it
+            except (ValueError, FileNotFoundError, ConnectionError) as exc:  # bad input: the message names it
                 if os.environ.get("VAVAM_TRACEBACK"):
                     raise
                 print(f"vavam {name}: error: {exc}\n(VAVAM_TRACEBACK=1 shows where it was raised)", file=sys.stderr)

@@ -209,6 +209,8 @@ def test_discover_sources_glob_and_names(tmp_path):
     assert [s.kind for s in found] == ["images", "images", "video"]
     found2 = discover_sources([tmp_path / "frames"], recursive=True, name_depth=2)
     assert [s.name for s in found2] == ["chanA/vid1", "chanB/vid2"]
+    with pytest.raises(FrameError, match=r"frames: folder holds no images .*--recursive"):
+        discover_sources([tmp_path / "frames"])  # a tree of image folders needs recursive (the CLI's --recursive)
 
 
 def test_discover_duplicate_names(tmp_path):

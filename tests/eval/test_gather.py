@@ -52,3 +52,42 @@ def test_report_orders_kinds_and_relinks_figures(tmp_path, capsys):
         report(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         report(tmp_path / "missing")
+
+
+def test_report_includes_tokenizer_runs(tmp_path):
+    """A ``vavam train tokenizer`` run logs to metrics.csv (not metrics.jsonl); its loss curve is in the report."""
+    import csv
+
+    import torch
+
+    from vavam.train.tokenizer import train_tokenizer
+
+    run = tmp_path / "runs"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train_tokenizer(run / "tok", preset="vq_tiny", steps=4, batch_size=2, image_size=(16, 32), val_frames=2,
+                        log_every=2, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    (run / "vim").mkdir()
+    (run / "vim" / "metrics.jsonl").write_text("\n".join(json.dumps({"step": s, "loss": 2.0 / s}) for s in (1, 2)))
+    with open(run / "tok" / "metrics.csv", newline="") as f:
+        logged = [(int(r["step"]), float(r["train_loss"])) for r in csv.DictReader(f) if r["train_loss"]]
+    assert [s for s, _ in logged] == [2, 4]  # evaluation rows (no training loss) are left out
+    out = report(run)
+    assert [p.rsplit("/", 1)[-1] for p in out["training_runs"]] == ["tok", "vim"]
+    page = (run / "summary" / "report.md").read_text()
+    table = page[page.index("## Training"):]
+    assert f"| tok | 4 | {logged[-1][1]:.4f} |" in table and "| vim | 2 | 1.0000 |" in table
+    # the tokenizer's log alone is a run to report on
+    only = tmp_path / "only"
+    (only / "tok").mkdir(parents=True)
+    (only / "tok" / "metrics.csv").write_bytes((run / "tok" / "metrics.csv").read_bytes())
+    assert len(report(only)["training_runs"]) == 1
+    # a CSV that is not a tokenizer log (e.g. Lightning's CSVLogger: 'train/loss') is not a run
+    other = tmp_path / "other"
+    (other / "logs").mkdir(parents=True)
+    (other / "logs" / "metrics.csv").write_text("step,train/loss\n1,0.5\n")
+    with pytest.raises(FileNotFoundError, match="no training log"):
+        report(other)

@@ -94,8 +94,11 @@ def test_folder_of_images(tmp_path):
         Image.fromarray(rng.integers(0, 255, (40, 100, 3), dtype=np.uint8)).save(tmp_path / "imgs" / "sub" / f"{i}.png")
     summary = train_tokenizer(tmp_path / "run", steps=2, ckpt_every=2, data=str(tmp_path / "imgs"), **SMALL)
     assert "folder" in summary["data"] and "1 held-out" in summary["data"]
-    with pytest.raises(ValueError, match="at least 2 images"):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty: need at least 2 images"):
         train_tokenizer(tmp_path / "run2", steps=1, data=str(tmp_path / "empty"), **SMALL)
+    with pytest.raises(FileNotFoundError, match="--data .*missing: no such folder"):
+        train_tokenizer(tmp_path / "run3", steps=1, data=str(tmp_path / "missing"), **SMALL)
 
 
 def test_bad_arguments(tmp_path):

@@ -3,7 +3,8 @@
 Every ``vavam eval <kind>`` writes an ``evaluation.json`` (:func:`vavam.eval.report.save_evaluation`)
 holding its sections; this module finds them all under a folder, orders them by kind, rewrites their
 figure paths relative to the page and writes ``report.md`` + ``report.html``. Training runs found on
-the way (a ``metrics.jsonl`` written by ``vavam train``) get a loss-curve plot.
+the way (the ``metrics.jsonl`` of ``vavam train video`` / ``action``, the ``metrics.csv`` of ``vavam train
+tokenizer``) get a loss-curve plot.
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ def find_evaluations(run_dir: Path, exclude: Path | None = None) -> list[tuple[P
 
 
 def _training_runs(run_dir: Path) -> list[tuple[Path, list[dict[str, Any]]]]:
+    """``(run folder, [{"step", "loss"}, ...])`` of every training run under ``run_dir``, sorted by folder.
+
+    ``vavam train video`` / ``action`` write ``metrics.jsonl`` (one ``{"step", "loss", ...}`` line per
+    step); ``vavam train tokenizer`` writes ``metrics.csv`` whose ``train_loss`` column holds the loss
+    (other rows: evaluations). Unreadable lines and rows without a loss are skipped.
+    """
     runs = []
     for path in sorted(Path(run_dir).rglob("metrics.jsonl")):
         rows = []
@@ -56,7 +63,30 @@ def _training_runs(run_dir: Path) -> list[tuple[Path, list[dict[str, Any]]]]:
                 rows.append(row)
         if rows:
             runs.append((path.parent, rows))
-    return runs
+    for path in sorted(Path(run_dir).rglob("metrics.csv")):
+        if (path.parent / "metrics.jsonl").exists():
+            continue
+        rows = _tokenizer_loss_rows(path)
+        if rows:
+            runs.append((path.parent, rows))
+    return sorted(runs, key=lambda run: str(run[0]))
+
+
+def _tokenizer_loss_rows(path: Path) -> list[dict[str, Any]]:
+    """``[{"step", "loss"}]`` from a ``vavam train tokenizer`` ``metrics.csv`` (empty for any other CSV)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or "train_loss" not in reader.fieldnames or "step" not in reader.fieldnames:
+            return []
+        rows = []
+        for row in reader:
+            try:
+                rows.append({"step": int(row["step"]), "loss": float(row["train_loss"])})
+            except (TypeError, ValueError):  # an evaluation row: no training loss
+                continue
+    return rows
 
 
 def _plot_training(runs: list[tuple[Path, list[dict[str, Any]]]], run_dir: Path, path: Path) -> None:
@@ -84,7 +114,8 @@ def report(
 
     Args:
         run_dir: folder searched recursively for ``evaluation.json`` (written by ``vavam eval ...``)
-            and ``metrics.jsonl`` (written by ``vavam train ...``).
+            and training logs (``metrics.jsonl`` of ``vavam train video`` / ``action``, ``metrics.csv`` of
+            ``vavam train tokenizer``).
         out: where ``report.md`` / ``report.html`` go (default ``RUN_DIR/summary``).
         title: page title (default: "vavam report: <run folder name>").
     """
@@ -96,7 +127,8 @@ def report(
     evaluations = find_evaluations(run_dir, exclude=out)
     training = _training_runs(run_dir)
     if not evaluations and not training:
-        raise FileNotFoundError(f"{run_dir}: no evaluation.json (vavam eval ...) and no metrics.jsonl (vavam train ...)")
+        raise FileNotFoundError(f"{run_dir}: no evaluation.json (vavam eval ...) and no training log "
+                                "(metrics.jsonl, or a tokenizer's metrics.csv: vavam train ...)")
     sections: list[Section] = []
     index_rows = []
     for folder, ev in evaluations:

@@ -216,6 +216,7 @@ def eval_openloop(
     image_root: Path | None = None,
     device: Literal["cpu", "cuda"] = "cpu",
     progress: bool = True,
+    subsampling: int = 1,
 ) -> dict[str, Any]:
     """Open-loop planning: minADE@K, FDE, L2@1/2/3 s and collision rate of a VaVAM, with baselines.
 
@@ -232,6 +233,8 @@ def eval_openloop(
         image_root: folder the records' image paths are relative to (for the overlays on frames).
         device: where the model runs.
         progress: show a progress bar.
+        subsampling: record frames per 0.5 s (1 for 2 Hz records such as nuScenes keyframes, 5 for 10 Hz
+            ones such as nuPlan's), as in ``vavam train action``; applies to the training split too.
     """
     import vavam
     from vavam.data.records import load_records
@@ -245,11 +248,12 @@ def eval_openloop(
         raise ValueError("--train-records and --train-tokens go together (the mean-trajectory baseline needs both)")
     vam = vavam.load_action_model(action, device=device)
     frames = vam.config.train_frames
-    dataset = make_window_dataset(Path(records), Path(tokens), frames)
+    dataset = make_window_dataset(Path(records), Path(tokens), frames, subsampling)
     scene_records = {r.name: r for r in load_records(records, check_files=False)}
     mean_baseline = None
     if train_records is not None:
-        mean_baseline = fit_mean_baseline(make_window_dataset(Path(train_records), Path(train_tokens), frames))
+        mean_baseline = fit_mean_baseline(make_window_dataset(Path(train_records), Path(train_tokens), frames,
+                                                              subsampling))
     result = evaluate_open_loop(vam, dataset, scene_records, mean_baseline, num_samples=num_samples,
                                 batch_size=batch_size, seed=seed, limit=limit, progress=progress)
     out = Path(out)
@@ -269,7 +273,8 @@ def eval_openloop(
         text += " (No training split given: no mean-trajectory baseline.)"
     section = Section("Open-loop planning", text, open_loop_tables(result), figures)
     public = {k: v for k, v in result.items() if not k.startswith("_")}
-    public.update({"action": str(action), "records": str(records), "context_frames": frames, "seed": seed})
+    public.update({"action": str(action), "records": str(records), "context_frames": frames, "seed": seed,
+                   "subsampling": subsampling})
     save_evaluation(out, "openloop", "Open-loop planning", public, [section])
     print(section.tables[0].markdown())
     print(f"report: {out / 'report.html'}")

@@ -5,6 +5,7 @@ The rule (documented in the README): with ``s = budget_minutes / 15``,
 - data: ``round(180 s)`` training scenes and ``max(6, round(16 s))`` held-out scenes of 20 s at 2 Hz
   (held-out scenes come from towns never seen in training; a fifth of all scenes contain hazards);
 - steps: tokenizer ``round(180 s)``, VaViM ``round(1200 s)``, VaVAM ``round(1100 s)``;
+- floors for tiny budgets: at least 4 training scenes, 50 tokenizer, 30 VaViM and 50 VaVAM steps;
 - closed loop: ``max(1, round(2 s))`` runs of 2 layouts per scenario type;
 - VaVAM keeps the average of its expert's weights over about the last 100 steps (EMA 0.99) from
   ``s >= 1``; shorter runs keep the last weights;

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -221,10 +222,27 @@ def make_window_dataset(records: Path, tokens: Path, context_frames: int, subsam
     """Trajectory windows of a records file joined (by timestamp) to a token store."""
     config = WindowConfig(context_frames=context_frames, subsampling=subsampling,
                           max_step_error_us=DEFAULT_STEP_TOLERANCE_US)  # never across a dropped frame
-    index = WindowIndex(load_records(records, check_files=False), config)
+    scenes = load_records(records, check_files=False)
+    index = WindowIndex(scenes, config)
     if len(index) == 0:
-        raise ValueError(f"{records}: no window of {context_frames} frames + 3 s future fits any scene")
+        raise ValueError(f"{records}: no window of {context_frames} frames + 3 s future fits any scene"
+                         + _rate_hint(scenes, subsampling))
     return TokenWindowDataset(index, TokenStore(tokens))
+
+
+def _rate_hint(scenes: list, subsampling: int) -> str:
+    """Why windows may not fit: the records' frame rate asks for another ``subsampling`` (else "")."""
+    steps = [np.diff(np.asarray(r.timestamps, dtype=np.int64)) for r in scenes if len(r) > 1]
+    if not steps:
+        return " (no scene has 2 frames)"
+    dt_s = float(np.median(np.concatenate(steps))) / 1e6
+    if dt_s <= 0:
+        return ""
+    wanted = max(1, round(0.5 / dt_s))
+    if wanted == subsampling:
+        return ""
+    return (f" (its frames are {dt_s:.3g} s apart, {1 / dt_s:.3g} Hz: windows step 0.5 s, so use subsampling "
+            f"{wanted}, --subsampling {wanted} on the command line, not {subsampling})")
 
 
 def train_action(

@@ -92,6 +92,8 @@ class FolderImages:
     def __init__(self, folder: Path, height: int, width: int, seed: int, val: int) -> None:
         from PIL import Image
 
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"--data {folder}: no such folder")
         files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if len(files) < 2:
             raise ValueError(f"{folder}: need at least 2 images ({', '.join(IMAGE_SUFFIXES)}), found {len(files)}")
