@@ -28,5 +28,18 @@ def test_unreachable_server_is_a_one_line_error(tmp_path, capsys, monkeypatch):
                      "--out", str(tmp_path / "scores")])
     err = capsys.readouterr().err
     assert code == 2
-    assert f"vavam world scenarios: error: no NeuroNCAP-compatible model server answers at http://127.0.0.1:{port}" in err
+    assert f"vavam world scenarios: error: no NeuroNCAP-compatible model server answers at http://127.0.0.1:{port}" \
+        in err
     assert "Traceback" not in err
+
+
+def test_other_connection_errors_keep_their_traceback(monkeypatch):
+    """Only an unreachable server is reported as bad input; a broken connection elsewhere is a bug to show."""
+
+    def broken() -> None:
+        raise ConnectionResetError("worker connection reset")
+
+    monkeypatch.setitem(cli.COMMANDS, "broken", "x:y")
+    monkeypatch.setattr(cli, "_resolve", lambda target: broken)
+    with pytest.raises(ConnectionResetError, match="worker connection reset"):
+        cli.main(["broken"])

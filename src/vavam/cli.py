@@ -3,7 +3,7 @@
 Commands are registered as ``"module:function"`` strings and imported only when run, so
 ``vavam --help`` is instant and a missing optional dependency only affects its own command.
 A command refusing bad input (``ValueError``, ``FileNotFoundError``) or failing to reach a server it was
-pointed at (``ConnectionError``) prints ``vavam <command>: error: <message>`` and exits with status 2;
+pointed at (:class:`vavam.serve.errors.ServerUnreachable`) prints ``vavam <command>: error: <message>`` and exits with status 2;
 ``VAVAM_TRACEBACK=1`` shows the traceback instead.
 """
 
@@ -93,9 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = " ".join(args[:depth])
         if len(args) >= depth and name in COMMANDS:
             func = _resolve(COMMANDS[name])
+            from vavam.serve.errors import ServerUnreachable
+
             try:
                 result = tyro.cli(func, args=args[depth:], prog=f"vavam {name}")
-            except (ValueError, FileNotFoundError, ConnectionError) as exc:  # bad input: the message names it
+            except (ValueError, FileNotFoundError, ServerUnreachable) as exc:  # bad input: the message names it
                 if os.environ.get("VAVAM_TRACEBACK"):
                     raise
                 print(f"vavam {name}: error: {exc}\n(VAVAM_TRACEBACK=1 shows where it was raised)", file=sys.stderr)

@@ -54,7 +54,7 @@ def test_report_orders_kinds_and_relinks_figures(tmp_path, capsys):
         report(tmp_path / "missing")
 
 
-def test_report_includes_tokenizer_runs(tmp_path):
+def test_report_includes_tokenizer_runs(tmp_path, capsys):
     """A ``vavam train tokenizer`` run logs to metrics.csv (not metrics.jsonl); its loss curve is in the report."""
     import csv
 
@@ -85,9 +85,18 @@ def test_report_includes_tokenizer_runs(tmp_path):
     (only / "tok").mkdir(parents=True)
     (only / "tok" / "metrics.csv").write_bytes((run / "tok" / "metrics.csv").read_bytes())
     assert len(report(only)["training_runs"]) == 1
-    # a CSV that is not a tokenizer log (e.g. Lightning's CSVLogger: 'train/loss') is not a run
+    # CSVs that are not tokenizer logs (Lightning's CSVLogger: 'train/loss' or a 'train_loss' without the
+    # tokenizer's other columns) are not runs; an unreadable one is skipped with a message
     other = tmp_path / "other"
     (other / "logs").mkdir(parents=True)
     (other / "logs" / "metrics.csv").write_text("step,train/loss\n1,0.5\n")
+    (other / "lit").mkdir()
+    (other / "lit" / "metrics.csv").write_text("epoch,step,train_loss\n0,1,0.5\n")
+    (other / "latin").mkdir()
+    (other / "latin" / "metrics.csv").write_bytes("step,train_loss,val_psnr,lr\n1,0.5,,caf\xe9\n".encode("latin-1"))
     with pytest.raises(FileNotFoundError, match="no training log"):
         report(other)
+    assert "skipping" in capsys.readouterr().err
+    # a folder with both logs is one run (its metrics.jsonl)
+    (run / "vim" / "metrics.csv").write_bytes((run / "tok" / "metrics.csv").read_bytes())
+    assert [p.rsplit("/", 1)[-1] for p in report(run)["training_runs"]] == ["tok", "vim"]

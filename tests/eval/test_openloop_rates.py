@@ -47,7 +47,7 @@ def setup(tmp_path):
 
 def test_openloop_subsamples_10hz_records(setup):
     tmp_path, (records, tokens), (train_records, train_tokens) = setup
-    with pytest.raises(ValueError, match=r"val\.npz: no window .*0\.1 s apart, 10 Hz.*--subsampling 5.*not 1"):
+    with pytest.raises(ValueError, match=r"val\.npz: no window .*0\.1 s apart \(10 Hz\).*--subsampling 5.*not 1\)"):
         eval_openloop(tmp_path / "vam", records, tokens, tmp_path / "out1", progress=False)
     res = eval_openloop(tmp_path / "vam", records, tokens, tmp_path / "out5", train_records=train_records,
                         train_tokens=train_tokens, subsampling=5, limit=8, progress=False)
@@ -57,3 +57,35 @@ def test_openloop_subsamples_10hz_records(setup):
     assert cv["min_ade"] == pytest.approx(0.0, abs=1e-4)
     # every training window drives the same straight line, so the mean trajectory is exact too
     assert res["rows"]["mean trajectory per command"]["all"]["min_ade"] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_subsampling_is_checked_by_name(setup):
+    tmp_path, (records, tokens), _ = setup
+    with pytest.raises(ValueError, match="--subsampling must be a positive integer"):
+        eval_openloop(tmp_path / "vam", records, tokens, tmp_path / "out0", subsampling=0, progress=False)
+
+
+def _scene(name, hz, n):
+    ts = np.round(np.arange(n) * 1e6 / hz).astype(np.int64)
+    trans = np.zeros((n, 3))
+    trans[:, 0] = SPEED * ts / 1e6
+    return SceneRecord(name=name, timestamps=ts, translations=trans, rotations=np.tile([1.0, 0, 0, 0], (n, 1)))
+
+
+@pytest.mark.parametrize(
+    "scenes, subsampling, hint",
+    [
+        ([_scene("a", 2.0, 8)], 5, r" \(its frames are 0\.5 s apart \(2 Hz\): windows step 0\.5 s, so use subsampling 1 "
+                                   r"\(--subsampling 1 on the command line\), not 5\)$"),
+        ([_scene("a", 2.0, 8)], 1, r"$"),  # the rate is right: the scene is too short
+        ([_scene("a", 3.0, 60)], 1, r" \(its frames are 0\.333 s apart \(3 Hz\): no subsampling steps 0\.5 s; resample"),
+        ([_scene("a", 2.0, 1), _scene("b", 2.0, 1)], 1, r" \(no scene has 2 frames\)$"),
+        ([], 1, r" \(the file holds no scene\)$"),
+    ],
+)
+def test_no_window_says_what_the_rate_needs(tmp_path, scenes, subsampling, hint):
+    from vavam.train.action import make_window_dataset
+
+    save_records(tmp_path / "r.npz", scenes)
+    with pytest.raises(ValueError, match=r"r\.npz: no window of 4 frames \+ 3 s future fits any scene" + hint):
+        make_window_dataset(tmp_path / "r.npz", tmp_path / "tok", 4, subsampling)

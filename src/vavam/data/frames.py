@@ -420,7 +420,10 @@ def discover_sources(
                         FrameSource.from_image_folder(folder, _scene_name(folder, name_depth, False), fps=fps or 10.0)
                     )
             else:
-                raise FrameError(f"{p}: folder holds no images (to search its sub-folders: recursive=True, on the command line --recursive)")
+                raise FrameError(
+                    f"{p}: folder holds no images (to search its sub-folders: recursive=True, on the command line "
+                    "--recursive)"
+                )
         elif p.exists():
             raise FrameError(f"{p}: not an image folder nor a video file ({'/'.join(VIDEO_EXTS)})")
         else:

@@ -44,6 +44,10 @@ def find_evaluations(run_dir: Path, exclude: Path | None = None) -> list[tuple[P
     return sorted(found, key=key)
 
 
+#: columns every ``vavam train tokenizer`` metrics.csv has
+TOKENIZER_LOG_COLUMNS = ("step", "train_loss", "val_psnr", "lr")
+
+
 def _training_runs(run_dir: Path) -> list[tuple[Path, list[dict[str, Any]]]]:
     """``(run folder, [{"step", "loss"}, ...])`` of every training run under ``run_dir``, sorted by folder.
 
@@ -73,19 +77,28 @@ def _training_runs(run_dir: Path) -> list[tuple[Path, list[dict[str, Any]]]]:
 
 
 def _tokenizer_loss_rows(path: Path) -> list[dict[str, Any]]:
-    """``[{"step", "loss"}]`` from a ``vavam train tokenizer`` ``metrics.csv`` (empty for any other CSV)."""
-    import csv
+    """``[{"step", "loss"}]`` from a ``vavam train tokenizer`` ``metrics.csv`` (empty for any other CSV).
 
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or "train_loss" not in reader.fieldnames or "step" not in reader.fieldnames:
-            return []
-        rows = []
-        for row in reader:
-            try:
-                rows.append({"step": int(row["step"]), "loss": float(row["train_loss"])})
-            except (TypeError, ValueError):  # an evaluation row: no training loss
-                continue
+    A tokenizer log is told by its own columns (``step``, ``train_loss``, ``val_psnr``, ``lr``); a CSV that
+    cannot be read is skipped with a message.
+    """
+    import csv
+    import sys
+
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if not set(TOKENIZER_LOG_COLUMNS) <= set(reader.fieldnames or ()):
+                return []
+            rows = []
+            for row in reader:
+                try:
+                    rows.append({"step": int(row["step"]), "loss": float(row["train_loss"])})
+                except (TypeError, ValueError):  # an evaluation row: no training loss
+                    continue
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        print(f"vavam report: skipping {path}: {exc}", file=sys.stderr)
+        return []
     return rows
 
 
@@ -97,10 +110,12 @@ def _plot_training(runs: list[tuple[Path, list[dict[str, Any]]]], run_dir: Path,
 
     fig, axes = plt.subplots(1, len(runs), figsize=(3.6 * len(runs), 3.0), squeeze=False)
     for ax, (folder, rows) in zip(axes[0], runs):
-        ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1)
-        ax.set_title(os.path.relpath(folder, run_dir), fontsize=9)
+        losses = [r["loss"] for r in rows]
+        ax.plot([r["step"] for r in rows], losses, lw=1)
+        positive = min(losses) > 0  # a GAN tokenizer's total loss can be <= 0: a log axis would drop points
+        ax.set_title(os.path.relpath(folder, run_dir) + ("" if positive else " (linear)"), fontsize=9)
         ax.set_xlabel("step")
-        ax.set_yscale("log")
+        ax.set_yscale("log" if positive else "linear")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("training loss")
     fig.tight_layout()
@@ -142,8 +157,9 @@ def report(
     if training:
         _plot_training(training, run_dir, out / "training_curves.png")
         rows = [[os.path.relpath(f, run_dir), rows[-1]["step"], rows[-1]["loss"]] for f, rows in training]
-        sections.append(Section("Training", "Training loss per run (log scale).",
-                                [Table(["run", "last step", "last loss"], rows, digits=4)], ["training_curves.png"]))
+        caption = "Training loss per run (log scale; linear where a loss is not positive)."
+        sections.append(Section("Training", caption, [Table(["run", "last step", "last loss"], rows, digits=4)],
+                                ["training_curves.png"]))
     intro = f"{len(evaluations)} evaluation(s) and {len(training)} training run(s) found under `{run_dir}`."
     index = Section("Contents", "", [Table(["kind", "evaluation", "folder"], index_rows)]) if index_rows else None
     md, html = write_report(out, title or f"vavam report: {run_dir.resolve().name}",

@@ -234,13 +234,15 @@ def eval_openloop(
         device: where the model runs.
         progress: show a progress bar.
         subsampling: record frames per 0.5 s (1 for 2 Hz records such as nuScenes keyframes, 5 for 10 Hz
-            ones such as nuPlan's), as in ``vavam train action``; applies to the training split too.
+            ones such as nuPlan's), as in ``vavam train action``; the training split must have the same rate.
     """
     import vavam
     from vavam.data.records import load_records
     from vavam.eval.report import Section, save_evaluation
     from vavam.train.action import make_window_dataset
 
+    if isinstance(subsampling, bool) or not isinstance(subsampling, int) or subsampling < 1:
+        raise ValueError(f"--subsampling must be a positive integer (record frames per 0.5 s), got {subsampling!r}")
     for name, path in (("action", action), ("records", records), ("tokens", tokens)):
         if not Path(path).exists():
             raise FileNotFoundError(f"--{name} {path}: not found")

@@ -20,9 +20,15 @@ from torch.utils.data import DataLoader
 
 from vavam import flow, presets
 from vavam.config import ActionConfig
-from vavam.data.records import load_records
+from vavam.data.records import SceneRecord, load_records
 from vavam.data.tokens import TokenStore
-from vavam.data.windows import DEFAULT_STEP_TOLERANCE_US, TokenWindowDataset, WindowConfig, WindowIndex
+from vavam.data.windows import (
+    DEFAULT_STEP_TOLERANCE_US,
+    TokenWindowDataset,
+    WindowConfig,
+    WindowIndex,
+    infer_subsampling,
+)
 from vavam.io import atomic_write_json
 from vavam.train.distributed import (
     CheckpointFormat,
@@ -219,7 +225,17 @@ def _collate(items: list[dict]) -> dict:
 
 
 def make_window_dataset(records: Path, tokens: Path, context_frames: int, subsampling: int = 1) -> TokenWindowDataset:
-    """Trajectory windows of a records file joined (by timestamp) to a token store."""
+    """Trajectory windows of a records file joined (by timestamp) to a token store.
+
+    Args:
+        records: scene records (``.npz``).
+        tokens: token store of the same scenes.
+        context_frames: frames per window (0.5 s apart).
+        subsampling: record frames per 0.5 s (1 for 2 Hz records, 5 for 10 Hz).
+
+    Raises:
+        ValueError: no window fits any scene; the message says what the records' frame rate needs.
+    """
     config = WindowConfig(context_frames=context_frames, subsampling=subsampling,
                           max_step_error_us=DEFAULT_STEP_TOLERANCE_US)  # never across a dropped frame
     scenes = load_records(records, check_files=False)
@@ -230,19 +246,26 @@ def make_window_dataset(records: Path, tokens: Path, context_frames: int, subsam
     return TokenWindowDataset(index, TokenStore(tokens))
 
 
-def _rate_hint(scenes: list, subsampling: int) -> str:
-    """Why windows may not fit: the records' frame rate asks for another ``subsampling`` (else "")."""
-    steps = [np.diff(np.asarray(r.timestamps, dtype=np.int64)) for r in scenes if len(r) > 1]
-    if not steps:
+def _rate_hint(scenes: list[SceneRecord], subsampling: int) -> str:
+    """Why no window fits, when the records' frame rate explains it (else ""): the subsampling that steps
+    0.5 s, or that none does."""
+    if not scenes:
+        return " (the file holds no scene)"
+    longest = np.asarray(max(scenes, key=len).timestamps, dtype=np.int64)  # [F] µs
+    if len(longest) < 2:
         return " (no scene has 2 frames)"
-    dt_s = float(np.median(np.concatenate(steps))) / 1e6
-    if dt_s <= 0:
-        return ""
-    wanted = max(1, round(0.5 / dt_s))
+    try:
+        wanted = infer_subsampling(longest)
+    except ValueError:
+        return " (the frames' timestamps do not increase)"
+    dt_us = float(np.median(np.diff(longest)))
+    rate = f"its frames are {dt_us / 1e6:.3g} s apart ({1e6 / dt_us:.3g} Hz)"
+    if abs(wanted * dt_us - 500_000) > DEFAULT_STEP_TOLERANCE_US:
+        return f" ({rate}: no subsampling steps 0.5 s; resample the records to 2 Hz or a multiple of it)"
     if wanted == subsampling:
         return ""
-    return (f" (its frames are {dt_s:.3g} s apart, {1 / dt_s:.3g} Hz: windows step 0.5 s, so use subsampling "
-            f"{wanted}, --subsampling {wanted} on the command line, not {subsampling})")
+    return (f" ({rate}: windows step 0.5 s, so use subsampling {wanted} (--subsampling {wanted} on the command "
+            f"line), not {subsampling})")
 
 
 def train_action(
