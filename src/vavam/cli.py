@@ -3,8 +3,8 @@
 Commands are registered as ``"module:function"`` strings and imported only when run, so
 ``vavam --help`` is instant and a missing optional dependency only affects its own command.
 A command refusing bad input (``ValueError``, ``FileNotFoundError``) or failing to reach a server it was
-pointed at (:class:`vavam.serve.errors.ServerUnreachable`) prints ``vavam <command>: error: <message>`` and exits with status 2;
-``VAVAM_TRACEBACK=1`` shows the traceback instead.
+pointed at (:class:`vavam.serve.errors.ServerUnreachable`) prints ``vavam <command>: error: <message>``
+and exits with status 2; ``VAVAM_TRACEBACK=1`` shows the traceback instead.
 """
 
 from __future__ import annotations

@@ -75,10 +75,11 @@ def _scene(name, hz, n):
 @pytest.mark.parametrize(
     "scenes, subsampling, hint",
     [
-        ([_scene("a", 2.0, 8)], 5, r" \(its frames are 0\.5 s apart \(2 Hz\): windows step 0\.5 s, so use subsampling 1 "
-                                   r"\(--subsampling 1 on the command line\), not 5\)$"),
+        ([_scene("a", 2.0, 8)], 5, r" \(its frames are 0\.5 s apart \(2 Hz\): windows step 0\.5 s, so use "
+                                   r"subsampling 1 \(--subsampling 1 on the command line\), not 5\)$"),
         ([_scene("a", 2.0, 8)], 1, r"$"),  # the rate is right: the scene is too short
-        ([_scene("a", 3.0, 60)], 1, r" \(its frames are 0\.333 s apart \(3 Hz\): no subsampling steps 0\.5 s; resample"),
+        ([_scene("a", 3.0, 60)], 1,
+         r" \(its frames are 0\.333 s apart \(3 Hz\): no subsampling steps 0\.5 s; resample"),
         ([_scene("a", 2.0, 1), _scene("b", 2.0, 1)], 1, r" \(no scene has 2 frames\)$"),
         ([], 1, r" \(the file holds no scene\)$"),
     ],
