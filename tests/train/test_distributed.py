@@ -252,6 +252,9 @@ def runs(tmp_path_factory):
         # stops at step 2 (the same schedule: 3 steps have no warmup or drop) and resumes from its sharded folder
         dict(kind="video", out="v_fsdp_cut", **sharded, **dict(video, steps=2)),
         dict(kind="video", out="v_fsdp_cut", resume=True, **sharded, **video),
+        # the same with FSDP's full single files (which FSDP, and only it among the strategies, can resume)
+        dict(kind="video", out="v_fsdp_fcut", strategy="fsdp", lr=LR32, **two, **dict(video, steps=2)),
+        dict(kind="video", out="v_fsdp_fcut", strategy="fsdp", resume=True, lr=LR32, **two, **video),
         dict(kind="action", out="a_fsdp", strategy="fsdp", activation_checkpointing=True, lr=LR32, plot_every=2,
              **two, **action),
     ]
@@ -329,6 +332,8 @@ def test_fsdp_equals_one_process(runs):
     assert _max_diff(runs / "v_fsdp", runs / "v_fsdp_sh") == 0.0
     assert _max_diff(runs / "v_fsdp_sh", runs / "v_fsdp_cut") == 0.0
     assert _losses(runs / "v_fsdp_cut") == _losses(runs / "v_fsdp_sh")
+    assert _max_diff(runs / "v_fsdp", runs / "v_fsdp_fcut") == 0.0  # resumed from a full file FSDP wrote
+    assert _losses(runs / "v_fsdp_fcut") == _losses(runs / "v_fsdp")
     sharded = runs / "v_fsdp_sh" / "checkpoints" / "step-00000003.ckpt"
     assert sharded.is_dir() and (sharded / "meta.pt").is_file()
     verify_checkpoint(sharded)
@@ -355,3 +360,22 @@ def test_tokenizer_ddp_equals_one_process(runs):
     a = load_file(runs / "t_acc" / "tokenizer" / "model.safetensors")
     b = load_file(runs / "t_ddp" / "tokenizer" / "model.safetensors")
     assert max(float((a[k] - b[k]).abs().max()) for k in a) == 0.0
+
+
+@pytest.mark.slow
+def test_checkpoints_name_their_writer_and_fsdp_refuses_other_files(runs):
+    """Each single-file checkpoint names the strategy that wrote it; FSDP, which loads a single file's optimiser
+    state only in its own layout (another writer's file fails at the first step), refuses the others up front."""
+    from vavam.train.resume import check_resume_layout, checkpoint_writer, list_checkpoints
+
+    writers = {run: checkpoint_writer(list_checkpoints(runs / run)[-1])
+               for run in ("v_ddp", "a_ddp", "v_fsdp", "a_fsdp", "v_acc")}
+    assert writers == {"v_ddp": "ddp", "a_ddp": "ddp", "v_fsdp": "fsdp", "a_fsdp": "fsdp", "v_acc": "single"}
+    for run, writer in writers.items():
+        ckpt = list_checkpoints(runs / run)[-1]
+        check_resume_layout(ckpt, "ddp")
+        if writer == "fsdp":
+            check_resume_layout(ckpt, "fsdp")
+        else:
+            with pytest.raises(ValueError, match=f"written by strategy '{writer}', whose optimiser state FSDP"):
+                check_resume_layout(ckpt, "fsdp")

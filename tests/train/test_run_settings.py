@@ -94,7 +94,7 @@ def test_a_resume_under_a_strategy_that_cannot_load_the_layout_is_refused(tmp_pa
 
     ckpt = tmp_path / "step-00000002.ckpt"
     if files is None:
-        write_checkpoint(ckpt, {"global_step": 2})
+        write_checkpoint(ckpt, {"global_step": 2, "vavam_strategy": "fsdp"})  # a full file FSDP wrote
     else:
         _folder_checkpoint(ckpt, files)
     for strategy in ok:
@@ -106,6 +106,34 @@ def test_a_resume_under_a_strategy_that_cannot_load_the_layout_is_refused(tmp_pa
         assert str(ckpt) in message and f"strategy {strategy!r} cannot resume" in message
         assert all(repr(s) in message.split("resume it with")[1] for s in ok)
         assert ("vavam checkpoint consolidate" in message) == (files is not None)
+
+
+@pytest.mark.parametrize("state, writer", [
+    ({"vavam_strategy": "fsdp"}, "fsdp"),
+    ({"vavam_strategy": "ddp"}, "ddp"),
+    ({"vavam_strategy": "single"}, "single"),
+    ({"hyper_parameters": {"data": {"strategy": "fsdp"}}}, "fsdp"),  # a video run's file from before the key
+    ({"hyper_parameters": {"data": {"strategy": "ddp"}}}, "ddp"),
+    ({"hyper_parameters": {"lr": 0.1}}, None),  # an action run's file from before the key: unknown
+    ({}, None),
+])
+def test_fsdp_resumes_only_single_files_fsdp_wrote(tmp_path, state, writer):
+    """FSDP loads a single file's optimiser state only in the layout FSDP saves; any other writer's file fails at
+    the first optimiser step (a shape mismatch in AdamW's moments), so it is refused before training."""
+    from vavam.train.resume import check_resume_layout, checkpoint_writer
+
+    ckpt = tmp_path / "step-00000002.ckpt"
+    write_checkpoint(ckpt, {"global_step": 2, **state})
+    assert checkpoint_writer(ckpt) == writer
+    for strategy in ("auto", "ddp"):  # any writer's file resumes without FSDP
+        check_resume_layout(ckpt, strategy)
+    if writer == "fsdp":
+        check_resume_layout(ckpt, "fsdp")
+    else:
+        with pytest.raises(ValueError, match=r"step-00000002\.ckpt: a single-file checkpoint written by "
+                           + (f"strategy '{writer}'" if writer else "an unrecorded strategy")
+                           + r", whose optimiser state FSDP cannot load.*resume it with strategy 'ddp'"):
+            check_resume_layout(ckpt, "fsdp")
 
 
 def test_a_folder_of_no_known_layout_is_refused_under_every_strategy(tmp_path):

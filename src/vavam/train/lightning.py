@@ -244,7 +244,8 @@ def fit_resumable(
     steps already taken keep their learning rates (:func:`vavam.train.resume.check_past_rates`). A run
     without ``resume`` refuses a folder that holds checkpoints. The strategy may change while it can load
     the checkpoint's layout: an FSDP sharded folder resumes only under FSDP, a DeepSpeed folder only under
-    DeepSpeed, a single file under anything but DeepSpeed (:func:`vavam.train.resume.check_resume_layout`).
+    DeepSpeed, a single file under anything but DeepSpeed, and under FSDP only a file FSDP wrote
+    (:func:`vavam.train.resume.check_resume_layout`).
     """
     from vavam.hardware import warn_if_slow_bf16
 
@@ -267,7 +268,7 @@ def fit_resumable(
     loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate_fn, num_workers=num_workers,
                         persistent_workers=False)
     saver = ResumeCallback(out, every_n_steps=ckpt_every, keep=keep, resumed_step=start,
-                           settings=run_settings if ckpt is None else None)
+                           settings=run_settings if ckpt is None else None, strategy=scale.resolved_strategy)
     if val_loaders is not None and not isinstance(val_loaders, list):
         val_loaders = [val_loaders]
     targets = module.distributed_targets() if hasattr(module, "distributed_targets") else ModuleTargets()

@@ -374,13 +374,22 @@ def check_resume_layout(checkpoint: str | os.PathLike, strategy: str) -> None:
         ValueError: names the checkpoint, its layout and the strategies that can resume it (a sharded
             folder's weights alone can still be gathered with ``vavam checkpoint consolidate``); or a
             folder of no known layout, which no strategy can resume; or, under DeepSpeed, a DeepSpeed folder
-            without the ``checkpoint`` tag or a ``latest`` file naming one of its tags (what Lightning needs).
+            without the ``checkpoint`` tag or a ``latest`` file naming one of its tags (what Lightning needs);
+            or, under FSDP, a single file that FSDP did not write (its optimiser state is not laid out for FSDP).
     """
     layout = checkpoint_layout(checkpoint)
     allowed = RESUMING_STRATEGIES.get(layout, ())
     if strategy in allowed:
         if layout == "deepspeed":
             _check_deepspeed_resumable(Path(checkpoint))
+        if layout == "file" and strategy == "fsdp":
+            writer = checkpoint_writer(checkpoint)
+            if writer != "fsdp":
+                raise ValueError(
+                    f"{checkpoint}: a single-file checkpoint written by "
+                    f"{'strategy ' + repr(writer) if writer else 'an unrecorded strategy'}, whose optimiser state "
+                    "FSDP cannot load (it resumes only the full files FSDP writes); resume it with strategy 'ddp' "
+                    "(or one device: the number of devices may change at the same global batch)")
         return
     if not allowed:
         raise ValueError(f"{checkpoint}: a checkpoint folder that is neither an FSDP sharded checkpoint (meta.pt) "
@@ -391,6 +400,24 @@ def check_resume_layout(checkpoint: str | os.PathLike, strategy: str) -> None:
             "`vavam checkpoint consolidate`" if layout != "file" else "")
     raise ValueError(f"{checkpoint}: {kind}, which strategy {strategy!r} cannot resume; resume it with "
                      f"strategy {' / '.join(repr(a) for a in allowed)}{hint}")
+
+
+#: WRITER_KEY: the key of a vavam single-file checkpoint that names the strategy which wrote it.
+WRITER_KEY = "vavam_strategy"
+
+
+def checkpoint_writer(path: str | os.PathLike) -> str | None:
+    """The strategy that wrote a single-file checkpoint: its ``WRITER_KEY``, else (older files) the strategy
+    the video module recorded in its hyper-parameters, else ``None``. Memory-maps the file (reads no tensor)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # noqa: BLE001 - a file torch cannot read: the resume reports it in detail
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {exc})") from exc
+    writer = state.get(WRITER_KEY)
+    if writer is None:
+        data = (state.get("hyper_parameters") or {}).get("data")
+        writer = data.get("strategy") if isinstance(data, dict) else None
+    return str(writer) if writer is not None else None
 
 
 def _check_deepspeed_resumable(folder: Path) -> None:
@@ -567,18 +594,26 @@ class ResumeCallback(L.Callback):
         signals: signals that trigger a checkpoint and a clean stop (default SIGTERM and SIGUSR1).
         settings: a fresh run's settings, written to ``run/run_settings.json`` when training starts (rank 0;
             None: nothing written, as on a resume).
+        strategy: the strategy writing the checkpoints (``single``, ``ddp``, ``fsdp``, ``deepspeed``), stored in
+            each as ``WRITER_KEY`` so that a resume can tell whether it can load the optimiser state.
     """
 
     def __init__(self, run: str | os.PathLike, every_n_steps: int = 0, keep: int = 3, resumed_step: int = 0,
-                 signals: tuple[int, ...] | None = None, settings: dict[str, Any] | None = None) -> None:
+                 signals: tuple[int, ...] | None = None, settings: dict[str, Any] | None = None,
+                 strategy: str | None = None) -> None:
         self.run = Path(run)
         self.settings = settings
+        self.strategy = strategy
         self.every_n_steps, self.keep, self.resumed_step = every_n_steps, keep, resumed_step
         self._signals = PreemptionSignals(signals)
         self._log: Any = None
         self.last_saved: Path | None = None
         self._loss_sum, self._loss_count = 0.0, 0
         self._at_step_boundary = True  # False between the batches of one accumulated optimiser step
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if self.strategy is not None:
+            checkpoint[WRITER_KEY] = self.strategy
 
     # -- paths
     @property

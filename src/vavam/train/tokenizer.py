@@ -34,7 +34,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import numpy as np
 import torch
@@ -44,7 +44,7 @@ from vavam.config import config_to_dict
 from vavam.io import atomic_write, atomic_write_bytes, atomic_write_text
 from vavam.tokenizer.losses import LossConfig, TokenizerLoss, load_perceptual_loss
 from vavam.train.codebook import CodebookMonitor
-from vavam.train.distributed import LoopParallel, ScaleOut, StrategyName, apply_activation_checkpointing, plan_batch
+from vavam.train.distributed import LoopParallel, ScaleOut, apply_activation_checkpointing, plan_batch
 from vavam.train.resume import (
     PreemptionSignals,
     check_resume,
@@ -273,7 +273,7 @@ def train_tokenizer(
     progress: bool = True,
     devices: int = 1,
     nodes: int = 1,
-    strategy: StrategyName = "auto",
+    strategy: Literal["auto", "ddp"] = "auto",
     global_batch: Optional[int] = None,
     accumulate: int = 1,
     activation_checkpointing: bool = False,
