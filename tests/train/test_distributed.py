@@ -114,7 +114,7 @@ def test_strategies_are_built_lazily_and_deepspeed_fails_clearly(monkeypatch):
     mp = fsdp.mixed_precision_config
     assert (mp.param_dtype, mp.reduce_dtype) == (torch.bfloat16, torch.float32)
     monkeypatch.setattr(dist_mod, "deepspeed_available", lambda: False)
-    with pytest.raises(RuntimeError, match="needs the 'deepspeed' package.*--strategy ddp / fsdp"):
+    with pytest.raises(dist_mod.StrategyUnavailable, match="needs the 'deepspeed' package.*--strategy ddp / fsdp"):
         make_strategy(ScaleOut(devices=2, strategy="deepspeed"))
 
 

@@ -46,6 +46,7 @@ WRAPPER_PREFIXES: tuple[str, ...] = ("_fsdp_wrapped_module.", "_checkpoint_wrapp
 
 __all__ = [
     "STRATEGIES",
+    "StrategyUnavailable",
     "BatchPlan",
     "ModuleTargets",
     "ScaleOut",
@@ -236,9 +237,14 @@ def deepspeed_available() -> bool:
     return importlib.util.find_spec("deepspeed") is not None
 
 
+class StrategyUnavailable(ValueError):
+    """The ``--strategy`` asked for cannot run on this machine (e.g. ``deepspeed`` without its package); the
+    command line reports it in one line, like other bad input."""
+
+
 def _require_deepspeed(what: str) -> None:
     if not deepspeed_available():
-        raise RuntimeError(
+        raise StrategyUnavailable(
             f"{what} needs the 'deepspeed' package, which is not installed. Install it on a machine with CUDA "
             "(pip install deepspeed) or use --strategy ddp / fsdp, which need nothing beyond torch.")
 
