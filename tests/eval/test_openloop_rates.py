@@ -16,6 +16,14 @@ HZ = 10.0
 SPEED = 6.0  # m/s, straight
 
 
+def _scene(name, hz, n, t0=0):
+    """A straight drive at ``SPEED`` along x, ``n`` frames at ``hz`` from ``t0`` (µs)."""
+    ts = t0 + np.round(np.arange(n) * 1e6 / hz).astype(np.int64)
+    trans = np.zeros((n, 3))
+    trans[:, 0] = SPEED * (ts - t0) / 1e6
+    return SceneRecord(name=name, timestamps=ts, translations=trans, rotations=np.tile([1.0, 0, 0, 0], (n, 1)))
+
+
 def _write_10hz(root, name, num_scenes=2, num_frames=60, grid=(4, 6)):
     """Straight constant-speed drives recorded at 10 Hz, with a token store of the same frames."""
     rng = np.random.default_rng(0)
@@ -23,12 +31,9 @@ def _write_10hz(root, name, num_scenes=2, num_frames=60, grid=(4, 6)):
                               resume=False)
     records = []
     for k in range(num_scenes):
-        ts = np.arange(num_frames, dtype=np.int64) * 100_000 + k * 10**9
-        trans = np.zeros((num_frames, 3))
-        trans[:, 0] = SPEED * ts / 1e6
-        rot = np.tile([1.0, 0.0, 0.0, 0.0], (num_frames, 1))
-        records.append(SceneRecord(name=f"{name}{k}", timestamps=ts, translations=trans, rotations=rot))
-        writer.write_scene(f"{name}{k}", rng.integers(0, 32, size=(num_frames, *grid), dtype=np.uint16), ts)
+        records.append(_scene(f"{name}{k}", HZ, num_frames, t0=k * 10**9))
+        writer.write_scene(f"{name}{k}", rng.integers(0, 32, size=(num_frames, *grid), dtype=np.uint16),
+                           records[-1].timestamps)
     save_records(root / f"{name}.npz", records)
     return root / f"{name}.npz", root / f"{name}_tok"
 
@@ -63,13 +68,6 @@ def test_subsampling_is_checked_by_name(setup):
     tmp_path, (records, tokens), _ = setup
     with pytest.raises(ValueError, match="--subsampling must be a positive integer"):
         eval_openloop(tmp_path / "vam", records, tokens, tmp_path / "out0", subsampling=0, progress=False)
-
-
-def _scene(name, hz, n):
-    ts = np.round(np.arange(n) * 1e6 / hz).astype(np.int64)
-    trans = np.zeros((n, 3))
-    trans[:, 0] = SPEED * ts / 1e6
-    return SceneRecord(name=name, timestamps=ts, translations=trans, rotations=np.tile([1.0, 0, 0, 0], (n, 1)))
 
 
 @pytest.mark.parametrize(

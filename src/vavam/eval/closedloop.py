@@ -276,7 +276,6 @@ def evaluate_vavam(
     try:
         if through_server:
             from vavam.serve.client import ModelClient
-            from vavam.serve.errors import ServerUnreachable
 
             if url is None:
                 from vavam.serve.server import BackgroundServer, create_app
@@ -284,8 +283,7 @@ def evaluate_vavam(
                 server = BackgroundServer(create_app(agent, token=token)).start()
                 url = server.url
             client = ModelClient(url, token=token, timeout=600.0)
-            if not client.alive():
-                raise ServerUnreachable(f"no NeuroNCAP-compatible model server answers at {url} (GET /alive)")
+            client.require_alive()
             vavam_planner: Any = ServerPlanner(client)
         else:
             vavam_planner = AgentPlanner(agent)

@@ -237,12 +237,12 @@ def eval_openloop(
             ones such as nuPlan's), as in ``vavam train action``; the training split must have the same rate.
     """
     import vavam
+    from vavam.checks import check_positive_int
     from vavam.data.records import load_records
     from vavam.eval.report import Section, save_evaluation
     from vavam.train.action import make_window_dataset
 
-    if isinstance(subsampling, bool) or not isinstance(subsampling, int) or subsampling < 1:
-        raise ValueError(f"--subsampling must be a positive integer (record frames per 0.5 s), got {subsampling!r}")
+    check_positive_int(subsampling, "--subsampling")
     for name, path in (("action", action), ("records", records), ("tokens", tokens)):
         if not Path(path).exists():
             raise FileNotFoundError(f"--{name} {path}: not found")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import numpy as np
 
+from vavam.serve.errors import ServerUnreachable
 from vavam.serve.schemas import DEFAULT_PORT, ModelInput, ModelOutput, parse_server_timing
 
 
@@ -34,6 +35,7 @@ class ModelClient:
             headers["Authorization"] = f"Bearer {token}"
         if session is not None:
             headers["X-Session-Id"] = session
+        self.base_url = base_url
         self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport, headers=headers)
         self.last_timing: dict[str, float] = {}
 
@@ -44,6 +46,12 @@ class ModelClient:
         except httpx.HTTPError:
             return False
         return response.status_code == 200 and response.json() is True
+
+    def require_alive(self) -> None:
+        """Raise :class:`~vavam.serve.errors.ServerUnreachable`, naming the address, unless ``/alive`` answers
+        true."""
+        if not self.alive():
+            raise ServerUnreachable(f"no NeuroNCAP-compatible model server answers at {self.base_url} (GET /alive)")
 
     def reset(self) -> bool:
         """Clear the server's frame history (called before every run)."""

@@ -82,12 +82,10 @@ def make_planner(name: str, url: str = "http://127.0.0.1:9000", timeout_s: float
         return ExpertPlanner(), False
     if name == "http":
         from vavam.serve.client import ModelClient
-        from vavam.serve.errors import ServerUnreachable
         from vavam.world.http_planner import HTTPPlanner
 
         client = ModelClient(url, timeout=timeout_s)
-        if not client.alive():
-            raise ServerUnreachable(f"no NeuroNCAP-compatible model server answers at {url} (GET /alive)")
+        client.require_alive()
         return HTTPPlanner(client), True
     raise ValueError(f"unknown planner {name!r}; expected one of {PLANNERS}")
 
