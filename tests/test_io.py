@@ -92,6 +92,20 @@ def test_truncated_torch_file_gives_clear_error(tmp_path: Path):
         io.safe_torch_load(tmp_path / "missing.pt")
 
 
+@pytest.mark.parametrize("crafted", [b"\x80\x02ccollections\ndefaultdict\nK\x01\x85R.",  # defaultdict(1)
+                                     b"\x80\x02ctorch\nSize\nK\x05\x85R."],  # torch.Size(5)
+                         ids=["defaultdict", "torch.Size"])
+def test_allowed_global_called_badly_is_a_value_error(tmp_path: Path, crafted: bytes):
+    """A pickle that calls an allowed global with bad arguments raises TypeError inside the unpickler; both
+    loaders report it as a ValueError naming the input (the server then answers 400, not 500)."""
+    path = tmp_path / "crafted.pt"
+    path.write_bytes(crafted)
+    with pytest.raises(ValueError, match="crafted.pt: cannot read"):
+        io.safe_torch_load(path)
+    with pytest.raises(ValueError, match="payload-name: cannot read"):
+        io.safe_torch_loads(crafted, source="payload-name")
+
+
 def test_atomic_write_exception_keeps_old_file(tmp_path: Path):
     path = tmp_path / "data.json"
     io.atomic_write_json(path, {"version": 1})

@@ -50,3 +50,15 @@ def check_positive_int(value: int, name: str) -> None:
     """``value`` is an int >= 1."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def image_size_arg(height: int | None, width: int | None) -> tuple[int, int] | None:
+    """``(height, width)`` from ``--image-height`` / ``--image-width``: both or neither (None: neither given)."""
+    if (height is None) != (width is None):
+        raise ValueError("--image-height and --image-width go together: give both or neither "
+                         f"(got height {height}, width {width})")
+    if height is None:
+        return None
+    if height < 1 or width < 1:
+        raise ValueError(f"--image-height and --image-width must be positive, got {height} x {width}")
+    return int(height), int(width)

@@ -210,11 +210,9 @@ def safe_torch_load(
     module = _pickle_module(str(path), extra_globals)
     try:
         obj = torch.load(path, map_location=map_location, weights_only=False, pickle_module=module)
-    except UnsafePickleError:
+    except (UnsafePickleError, FileNotFoundError, MemoryError):
         raise
-    except (RuntimeError, EOFError, pickle.UnpicklingError, OSError, ValueError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
+    except Exception as exc:  # noqa: BLE001 - a crafted pickle can make an allowed global raise anything
         raise ValueError(f"{path}: cannot read as a torch checkpoint (truncated or corrupt?): {exc}") from exc
     return to_plain(obj)
 
@@ -227,9 +225,9 @@ def safe_torch_loads(data: bytes, source: str = "<bytes>", map_location: str | t
     module = _pickle_module(source, None)
     try:
         obj = torch.load(_io.BytesIO(data), map_location=map_location, weights_only=False, pickle_module=module)
-    except UnsafePickleError:
+    except (UnsafePickleError, MemoryError):
         raise
-    except (RuntimeError, EOFError, pickle.UnpicklingError, OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a crafted pickle can make an allowed global raise anything
         raise ValueError(f"{source}: cannot read as a torch.save payload (truncated or corrupt?): {exc}") from exc
     return to_plain(obj)
 

@@ -236,3 +236,100 @@ def test_speed_reaching_model_gets_the_canbus_speed():
         agent.plan(np.zeros((90, 160, 3), np.uint8), 500_000, 2)
     plain_client, _, plain = _client()
     assert plain_client.post("/infer", json=body).status_code == 200  # FakeModel takes no speed argument
+
+
+def test_out_of_range_timestamp_is_refused_and_leaves_no_trace():
+    """A timestamp beyond int64 is a 422 naming ``timestamp``; the session keeps working (it used to be a 500
+    that left the frame in the history, so every later request was refused until /reset)."""
+    client, _, _ = _client()
+    for ts in (2**70, -(2**70)):
+        r = client.post("/infer", json=_request(ts))
+        assert r.status_code == 422 and "timestamp" in r.text
+    assert client.post("/infer", json=_request(1_533_151_603_547_590)).status_code == 200
+    history = TokenHistory(context_frames=8)
+    with pytest.raises(ValueError, match="int64"):
+        history.check_next(2**63)
+
+
+def test_pickle_whose_allowed_global_raises_is_a_400():
+    """A payload calling an allowed global with bad arguments (TypeError inside the unpickler) is refused
+    with 400 naming the camera, not a 500."""
+    import base64
+
+    client, _, _ = _client()
+    body = _request(0)
+    crafted = b"\x80\x02ccollections\ndefaultdict\nK\x01\x85R."  # defaultdict(1): TypeError when loaded
+    body["images"]["CAM_FRONT"] = base64.b64encode(crafted).decode()
+    r = client.post("/infer", json=body)
+    assert r.status_code == 400 and "images.CAM_FRONT" in r.text
+    assert client.post("/infer", json=_request(0)).status_code == 200
+
+
+class FlakyModel(FakeModel):
+    """Fails its first call (e.g. out of memory), then works."""
+
+    def __init__(self):
+        super().__init__()
+        self.failed = False
+
+    def sample_trajectory(self, *args, **kwargs):
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("out of memory")
+        return super().sample_trajectory(*args, **kwargs)
+
+
+def test_failed_call_leaves_history_unchanged():
+    """A call that fails after its frame was tokenized forgets that frame: the same frame can be sent again
+    and the context is what it would have been."""
+    model = FlakyModel()
+    agent = VaVAMAgent(FakeTokenizer(), model, AgentOptions(image_size=(32, 64), neuroncap_rule=False),
+                       context_frames=8)
+    image = np.zeros((90, 160, 3), np.uint8)
+    agent.observe(image, 0)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        agent.plan(image, 500_000, 2)
+    assert agent.history().timestamps == [0]
+    agent.plan(image, 500_000, 2)
+    assert agent.history().timestamps == [0, 500_000] and model.contexts[-1].shape[1] == 2
+
+
+def test_speed_is_checked_before_the_frame_joins_the_history():
+    """For a speed-reading model: a short CAN bus is a 400 naming ``canbus``, an implausible speed a 400
+    naming ``speed``; neither leaves its frame behind."""
+    agent = VaVAMAgent(FakeTokenizer(), SpeedModel(), AgentOptions(image_size=(32, 64), neuroncap_rule=False),
+                       context_frames=8)
+    client = TestClient(create_app(agent))
+    short = _request(0)
+    short["canbus"] = [0.0] * 13
+    r = client.post("/infer", json=short)
+    assert r.status_code == 400 and "canbus" in r.text and "13 values" in r.text
+    absurd = _request(0)
+    absurd["canbus"][13] = -1e30
+    r = client.post("/infer", json=absurd)
+    assert r.status_code == 400 and "speed" in r.text
+    assert len(agent.history()) == 0
+    good = _request(0)
+    good["canbus"][13] = 5.0
+    assert client.post("/infer", json=good).status_code == 200
+
+
+def test_dropping_a_session_with_frames_is_logged(caplog):
+    client, _, _ = _client(max_sessions=2)
+    assert client.post("/infer", json=_request(0)).status_code == 200  # default session holds a frame
+    with caplog.at_level("WARNING", logger="vavam.serve.agent"):
+        for name in ("a", "b"):
+            client.post("/reset", json={}, headers={"X-Session-Id": name})
+    assert any("'default' dropped with its 1 frames" in rec.getMessage() for rec in caplog.records)
+
+
+def test_image_size_flags_go_together():
+    from vavam.checks import image_size_arg
+
+    assert image_size_arg(None, None) is None
+    assert image_size_arg(64, 128) == (64, 128)
+    for h, w in ((64, None), (None, 128)):
+        with pytest.raises(ValueError, match="--image-height and --image-width go together"):
+            image_size_arg(h, w)
+    with pytest.raises(ValueError, match="positive"):
+        image_size_arg(0, 128)

@@ -25,6 +25,7 @@ same frames in the history.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -146,24 +147,31 @@ METRICS = ("score", "collision_rate", "mean_deviation", "max_deviation", "progre
 
 
 def summarize(records: Sequence[dict]) -> dict[str, Any]:
-    """Per-run records (``type``, ``layout``, ``run``, ``score``, ``collided``, ``trajectory``) -> per
-    type and overall means of :data:`METRICS` (runs -> layouts -> types)."""
+    """Per-run records (``type``, ``layout``, ``run``, ``score``, ``collided``, ``trajectory``, ``failure``) ->
+    per type and overall means of :data:`METRICS` (runs -> layouts -> types) and the count of failed runs.
+
+    A failed run (its planner raised or returned a bad plan) scores 0 and is left out of the other
+    metrics, which it never drove to the end (as :func:`vavam.world.ncap.aggregate`).
+    """
+    from vavam.world.ncap import collision_of, failed, nanmean
     from vavam.world.scenarios import make_scenario
 
     groups: dict[str, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
         spec = make_scenario(r["type"], int(r["layout"]), int(r["run"]))
-        row = {"score": float(r["score"]), "collision_rate": float(r["collided"]),
-               **route_metrics(spec, np.asarray(r.get("trajectory", []), dtype=np.float64))}
+        trajectory = [] if failed(r) else r.get("trajectory", [])
+        row = {"score": float(r["score"]), "collision_rate": collision_of(r), "failed": failed(r),
+               **route_metrics(spec, np.asarray(trajectory, dtype=np.float64))}
         groups[r["type"]][int(r["layout"])].append(row)
     types = {}
     order = sorted(groups, key=lambda k: DEFAULT_KINDS.index(k) if k in DEFAULT_KINDS else len(DEFAULT_KINDS))
     for kind in order:
         layouts = groups[kind]
-        types[kind] = {m: float(np.mean([np.nanmean([r[m] for r in runs]) for runs in layouts.values()])) for m in METRICS}
+        types[kind] = {m: nanmean(nanmean(r[m] for r in runs) for runs in layouts.values()) for m in METRICS}
         types[kind]["runs"] = int(sum(len(v) for v in layouts.values()))
-    overall = {m: float(np.mean([t[m] for t in types.values()])) if types else math.nan for m in METRICS}
-    return {**overall, "types": types}
+        types[kind]["failures"] = int(sum(r["failed"] for v in layouts.values() for r in v))
+    overall = {m: nanmean(t[m] for t in types.values()) for m in METRICS}
+    return {**overall, "failures": int(sum(t["failures"] for t in types.values())), "types": types}
 
 
 # ------------------------------------------------------------------ tables
@@ -180,8 +188,8 @@ def closedloop_rows(results: dict[str, dict]) -> list[tuple[str, str, dict]]:
 
 def closedloop_table(results: dict[str, dict]) -> str:
     """Markdown table: per planner, one row per scenario type and an overall row."""
-    head = "| planner | type | NCAP score ↑ | collision rate ↓ | mean dev. (m) | max dev. (m) | progress |"
-    lines = [head, "|---|---|---:|---:|---:|---:|---:|"]
+    head = "| planner | type | NCAP score ↑ | collision rate ↓ | mean dev. (m) | max dev. (m) | progress | failed runs |"
+    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|"]
 
     def fmt(x: float, pct: bool = False) -> str:
         if x is None or (isinstance(x, float) and math.isnan(x)):
@@ -191,7 +199,8 @@ def closedloop_table(results: dict[str, dict]) -> str:
     for name, kind, t in closedloop_rows(results):
         b = "**" if kind == "overall" else ""
         lines.append(f"| {b}{name}{b} | {b}{kind}{b} | {b}{fmt(t['score'])}{b} | {fmt(t['collision_rate'], True)} | "
-                     f"{fmt(t['mean_deviation'])} | {fmt(t['max_deviation'])} | {fmt(t['progress'], True)} |")
+                     f"{fmt(t['mean_deviation'])} | {fmt(t['max_deviation'])} | {fmt(t['progress'], True)} | "
+                     f"{t.get('failures', 0)} |")
     return "\n".join(lines)
 
 
@@ -205,13 +214,14 @@ def closedloop_section(results: dict[str, dict], title: str, out: Path) -> Any:
         return 100.0 * x if isinstance(x, (int, float)) and not math.isnan(x) else float("nan")
 
     rows = [[name, kind, t["score"], pct(t["collision_rate"]), t["mean_deviation"], t["max_deviation"],
-             pct(t["progress"])] for name, kind, t in closedloop_rows(results)]
+             pct(t["progress"]), t.get("failures", 0)] for name, kind, t in closedloop_rows(results)]
     table = Table(["planner", "type", "NCAP score ↑", "collision rate % ↓", "mean dev. (m)", "max dev. (m)",
-                   "progress %"], rows, digits=2)
+                   "progress %", "failed runs"], rows, digits=2)
     videos = [os.path.relpath(v, out) for res in results.values() for v in res.get("videos", []) or []
               if str(v).endswith(".mp4")][:2]
     text = ("NeuroNCAP-style hazard scenarios in the embedded world (stationary, frontal, side); the NCAP score is "
-            "0–5 per run (5: no collision).")
+            "0–5 per run (5: no collision). A failed run (the planner raised or returned a bad plan) scores 0 and "
+            "counts in no other column.")
     return Section(title, text, [table], videos)
 
 
@@ -283,7 +293,7 @@ def evaluate_vavam(
                 server = BackgroundServer(create_app(agent, token=token)).start()
                 url = server.url
             client = ModelClient(url, token=token, timeout=600.0)
-            client.require_alive()
+            client.require_ready()
             vavam_planner: Any = ServerPlanner(client)
         else:
             vavam_planner = AgentPlanner(agent)
@@ -301,6 +311,7 @@ def evaluate_vavam(
                 **summarize(records),
                 "num_runs": report["num_runs"],
                 "failures": report["failures"],
+                "first_failure": next((r["failure"] for r in records if r.get("failure")), None),
                 "seconds": report["seconds"],
                 "videos": report["videos"],
                 "latency": _latency(getattr(planner, "latencies", [])),
@@ -389,9 +400,10 @@ def eval_closedloop(
         trust_code: allow TorchScript tokenizer files.
         progress: progress bars.
     """
+    from vavam.checks import image_size_arg
     from vavam.serve.server import load_agent
 
-    size = (image_height, image_width) if image_height and image_width else None
+    size = image_size_arg(image_height, image_width)
     agent = load_agent(checkpoint, tokenizer, device=device, dtype=dtype, num_samples=num_samples, reduction=reduction,
                        seed=seed, num_steps=num_steps, image_size=size, trust_code=trust_code)
     result = evaluate_vavam(agent, through_server=through_server, url=url, token=token, runs=runs, layouts=layouts,
@@ -399,4 +411,12 @@ def eval_closedloop(
                             baselines=baselines, progress=progress)
     print(result["table"])
     print(f"-> {out}")
+    vavam_result = result["planners"][VAVAM]
+    failures, num_runs = vavam_result["failures"], vavam_result["num_runs"]
+    if failures:
+        message = (f"VaVAM: {failures} of {num_runs} runs failed (they score 0 and count in no other column); "
+                   f"first: {vavam_result['first_failure']}")
+        if failures == num_runs:
+            raise SystemExit(message)
+        print(message, file=sys.stderr)
     return result

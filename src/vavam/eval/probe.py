@@ -406,7 +406,9 @@ def eval_probe(
     out = Path(out)
     vim = vavam.load_video_model(video, device=device).eval()
     tok = vavam.load_tokenizer(tokenizer, trust_code=trust_code, device=device)
-    size = (image_height, image_width) if image_height and image_width else None
+    from vavam.checks import image_size_arg
+
+    size = image_size_arg(image_height, image_width)
     if data is None:
         if dataset != "world":
             raise ValueError(f"--data is required for dataset {dataset!r} (the folder holding its files)")

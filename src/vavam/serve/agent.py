@@ -19,6 +19,7 @@ exactly the answers they would get alone.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -33,7 +34,10 @@ from vavam.types import CONTEXT_FRAMES, IMAGE_SIZE, WAYPOINT_DT
 
 NEURONCAP_SIZE = (900, 1600)  # (H, W) the simulator renders; resized to this first when it differs
 DEFAULT_SESSION = "default"
+MAX_SPEED = 100.0  # m/s; an ego speed beyond this is refused as bad input (the model's output would be garbage)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 Reduction = Literal["first", "mean", "medoid"]
+log = logging.getLogger(__name__)
 
 
 def preprocess_image(image: np.ndarray, size: tuple[int, int] = IMAGE_SIZE, neuroncap_rule: bool = True) -> torch.Tensor:
@@ -98,7 +102,9 @@ class TokenHistory:
         self.tokens.clear()
 
     def check_next(self, timestamp_us: int) -> None:
-        """Raise ``ValueError`` unless ``timestamp_us`` is after the newest frame."""
+        """Raise ``ValueError`` unless ``timestamp_us`` is an int64 after the newest frame."""
+        if not INT64_MIN <= timestamp_us <= INT64_MAX:
+            raise ValueError(f"timestamp {timestamp_us} us is outside the int64 range")
         if self.timestamps and timestamp_us <= self.timestamps[-1]:
             raise ValueError(
                 f"timestamp {timestamp_us} us is not after the previous frame's {self.timestamps[-1]} us; call /reset between runs"
@@ -113,6 +119,12 @@ class TokenHistory:
         while self.timestamps and self.timestamps[0] < timestamp_us - horizon:
             self.timestamps.pop(0)
             self.tokens.pop(0)
+
+    def drop_newest(self, timestamp_us: int) -> None:
+        """Forget the newest frame if it is ``timestamp_us``'s (a call that failed after :meth:`push`)."""
+        if self.timestamps and self.timestamps[-1] == timestamp_us:
+            self.timestamps.pop()
+            self.tokens.pop()
 
     def context_indices(self) -> list[int]:
         """Indices into the history, oldest first, of the frames forming the 2 Hz context."""
@@ -248,7 +260,11 @@ class VaVAMAgent:
                 entry = (TokenHistory(context_frames=self.context_frames), threading.Lock())
                 self._sessions[session] = entry
                 while len(self._sessions) > self.options.max_sessions:
-                    self._sessions.popitem(last=False)
+                    dropped, (old, _) = self._sessions.popitem(last=False)
+                    if len(old):
+                        log.warning("session %r dropped with its %d frames: more than %d sessions (the least recently "
+                                    "used goes; its next call starts a fresh history)", dropped, len(old),
+                                    self.options.max_sessions)
             self._sessions.move_to_end(session)
             return entry
 
@@ -311,6 +327,8 @@ class VaVAMAgent:
         # checked here too (the model checks again): refuse before the frame joins the session's history
         if self.reads_speed and (speed is None or not np.isfinite(speed)):
             raise ValueError(f"speed: this model reads the ego speed (m/s), got {speed}")
+        if self.reads_speed and abs(speed) > MAX_SPEED:
+            raise ValueError(f"speed: {speed} m/s is not a plausible ego speed (|speed| <= {MAX_SPEED:g} m/s)")
         opts = self.options
         timing: dict[str, float] = {}
         t_start = time.perf_counter()
@@ -321,26 +339,33 @@ class VaVAMAgent:
             tokens = self._tokenize(image)
             timing["tokenize"] = time.perf_counter() - t0
             history.push(int(timestamp_us), tokens)
-            context = history.context()[None].to(opts.device)  # [1, T, h, w]
-        generator = None
-        if opts.seed is not None:  # sample_trajectory draws its noise on the CPU
-            generator = torch.Generator().manual_seed(sample_seed(opts.seed, timestamp_us))
-        kwargs = {"num_samples": opts.num_samples, "generator": generator}
-        if opts.num_steps is not None:
-            kwargs["num_steps"] = opts.num_steps
-        if self.reads_speed:
-            kwargs["speed"] = torch.tensor([float(speed)], device=opts.device)
-        with self._model_lock:
-            _TIMING.timing, _TIMING.sync = timing, self._sync
-            try:
-                self._sync()
-                t0 = time.perf_counter()
-                with self._autocast():
-                    samples = self.model.sample_trajectory(context, torch.tensor([int(command)], device=opts.device), **kwargs)
-                self._sync()
-                sampling = time.perf_counter() - t0
-            finally:
-                _TIMING.timing = _TIMING.sync = None
+            context = history.context()[None]  # [1, T, h, w]
+        try:  # a call that fails from here on leaves the history as it was (the caller may retry this frame)
+            context = context.to(opts.device)
+            generator = None
+            if opts.seed is not None:  # sample_trajectory draws its noise on the CPU
+                generator = torch.Generator().manual_seed(sample_seed(opts.seed, timestamp_us))
+            kwargs = {"num_samples": opts.num_samples, "generator": generator}
+            if opts.num_steps is not None:
+                kwargs["num_steps"] = opts.num_steps
+            if self.reads_speed:
+                kwargs["speed"] = torch.tensor([float(speed)], device=opts.device)
+            with self._model_lock:
+                _TIMING.timing, _TIMING.sync = timing, self._sync
+                try:
+                    self._sync()
+                    t0 = time.perf_counter()
+                    with self._autocast():
+                        commands = torch.tensor([int(command)], device=opts.device)
+                        samples = self.model.sample_trajectory(context, commands, **kwargs)
+                    self._sync()
+                    sampling = time.perf_counter() - t0
+                finally:
+                    _TIMING.timing = _TIMING.sync = None
+        except BaseException:
+            with lock:
+                history.drop_newest(int(timestamp_us))
+            raise
         traj = reduce_samples(samples[0].float().cpu(), opts.reduction)  # [6, 2]
         timing["denoise"] = sampling - timing.get("prefill", 0.0)
         timing["total"] = time.perf_counter() - t_start

@@ -45,7 +45,10 @@ class ModelClient:
             response = self._http.get("/alive")
         except httpx.HTTPError:
             return False
-        return response.status_code == 200 and response.json() is True
+        try:
+            return response.status_code == 200 and response.json() is True
+        except ValueError:  # something else answers there (not JSON)
+            return False
 
     def require_alive(self) -> None:
         """Raise :class:`~vavam.serve.errors.ServerUnreachable`, naming the address, unless ``/alive`` answers
@@ -53,9 +56,22 @@ class ModelClient:
         if not self.alive():
             raise ServerUnreachable(f"no NeuroNCAP-compatible model server answers at {self.base_url} (GET /alive)")
 
+    def require_ready(self) -> None:
+        """:meth:`require_alive`, then a ``/reset`` (which the runs do anyway), so that a refused bearer token
+        stops a caller before its first run (``ValueError`` naming the address) instead of failing every run."""
+        self.require_alive()
+        self.reset()
+
     def reset(self) -> bool:
-        """Clear the server's frame history (called before every run)."""
+        """Clear the server's frame history (called before every run).
+
+        Raises ``ValueError`` naming the address when the server refuses the (missing or wrong) bearer
+        token, ``httpx.HTTPStatusError`` on other HTTP errors.
+        """
         response = self._http.post("/reset", json={})
+        if response.status_code in (401, 403):
+            raise ValueError(f"the server at {self.base_url} refused POST /reset with HTTP {response.status_code} "
+                             f"({response.reason_phrase}): give its bearer token (token=..., --token on the command line)")
         response.raise_for_status()
         return bool(response.json())
 

@@ -39,7 +39,7 @@ class ModelInput(BaseModel):
     images: dict[str, str]
     ego2world: list[list[float]]
     canbus: list[float]
-    timestamp: int  # microseconds
+    timestamp: int = Field(ge=-(2**63), le=2**63 - 1)  # microseconds (int64, as NeuroNCAP's)
     command: int  # 0 right, 1 left, 2 straight (3 follow-reference is resolved by the simulator)
     calibration: Calibration = Field(default_factory=Calibration)
 
@@ -60,9 +60,9 @@ class ModelInput(BaseModel):
         return value
 
     @property
-    def speed(self) -> float:
-        """Forward speed in m/s (``canbus[13]``); 0 when the CAN bus vector is short."""
-        return float(self.canbus[13]) if len(self.canbus) > 13 else 0.0
+    def speed(self) -> float | None:
+        """Forward speed in m/s (``canbus[13]``); None when the CAN bus vector is shorter than 14 values."""
+        return float(self.canbus[13]) if len(self.canbus) > 13 else None
 
 
 class AuxOutputs(BaseModel):

@@ -11,6 +11,8 @@ Only ``images["CAM_FRONT"]`` is decoded (the other cameras are accepted unread, 
 
 Sessions: a client may send ``X-Session-Id: <id>``; each id has its own frame history, so several
 simulators can share one server. NeuroNCAP sends no such header and gets the ``default`` session.
+The agent keeps at most ``max_sessions`` histories (64; ``--max-sessions``): beyond that the least
+recently used one is dropped (logged as a warning) and its next call starts with an empty history.
 Model compute is serialised by one lock in the agent (see :mod:`vavam.serve.agent`), so concurrent
 clients get exactly the answers they would get alone.
 
@@ -203,6 +205,9 @@ def create_app(
         decode_s = time.perf_counter() - t0
         kwargs = {"session": session} if plan_session else {}
         if plan_speed:
+            if body.speed is None and getattr(planner, "reads_speed", False):
+                raise HTTPException(400, f"canbus: this model reads the ego speed at canbus[13], but canbus has "
+                                         f"{len(body.canbus)} values")
             kwargs["speed"] = body.speed
         try:
             out = plan_fn(image, body.timestamp, body.command, **kwargs)
@@ -277,6 +282,7 @@ def load_agent(
     image_size: tuple[int, int] | None = None,
     neuroncap_rule: bool = True,
     trust_code: bool = False,
+    max_sessions: int = 64,
 ):
     """A :class:`~vavam.serve.agent.VaVAMAgent` for a checkpoint (see :func:`serve` for the arguments).
 
@@ -297,7 +303,8 @@ def load_agent(
     if image_size is None:
         image_size = _recorded_image_size(Path(tok_path))
     options = AgentOptions(num_samples=num_samples, reduction=reduction, seed=seed, num_steps=num_steps, dtype=dtype,
-                           device=device, image_size=image_size, neuroncap_rule=neuroncap_rule)
+                           device=device, image_size=image_size, neuroncap_rule=neuroncap_rule,
+                           max_sessions=max_sessions)
     return VaVAMAgent(tok, model, options)
 
 
@@ -317,6 +324,7 @@ def serve(
     token: str | None = None,
     token_file: Path | None = None,
     max_body_mb: float = DEFAULT_MAX_BODY_BYTES / 2**20,
+    max_sessions: int = 64,
     trust_code: bool = False,
 ) -> None:
     """Serve a VaVAM checkpoint to NeuroNCAP (GET /alive, POST /reset, POST /infer).
@@ -339,15 +347,19 @@ def serve(
             none: use it for servers reachable by others, behind a proxy that adds it).
         token_file: read the token from this file instead (keeps it out of the process list).
         max_body_mb: larger requests get HTTP 413.
+        max_sessions: frame histories kept (one per ``X-Session-Id``; NeuroNCAP uses one); beyond this
+            the least recently used is dropped, with a warning.
         trust_code: allow TorchScript tokenizer files.
     """
     import uvicorn
 
     if token_file is not None:
         token = Path(token_file).read_text(encoding="utf-8").strip()
-    size = (image_height, image_width) if image_height and image_width else None
+    from vavam.checks import image_size_arg
+
+    size = image_size_arg(image_height, image_width)
     agent = load_agent(checkpoint, tokenizer, device=device, dtype=dtype, num_samples=num_samples, reduction=reduction,
-                       seed=seed, num_steps=num_steps, image_size=size, trust_code=trust_code)
+                       seed=seed, num_steps=num_steps, image_size=size, trust_code=trust_code, max_sessions=max_sessions)
     if host not in ("127.0.0.1", "localhost", "::1") and token is None:
         log.warning("serving on %s without a bearer token: anyone who can reach the port can drive the model", host)
     app = create_app(agent, token=token, max_body_bytes=int(max_body_mb * 2**20))

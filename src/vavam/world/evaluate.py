@@ -70,7 +70,9 @@ class _TimedPlanner:
         return self._timed(self.planner, obs)
 
 
-def make_planner(name: str, url: str = "http://127.0.0.1:9000", timeout_s: float = 60.0) -> tuple[Callable, bool]:
+def make_planner(
+    name: str, url: str = "http://127.0.0.1:9000", timeout_s: float = 60.0, token: str | None = None
+) -> tuple[Callable, bool]:
     """A built-in planner by CLI name -> (planner, needs camera images)."""
     from vavam.world.planners import ConstantVelocityPlanner, EmergencyBrakePlanner, ExpertPlanner
 
@@ -84,8 +86,8 @@ def make_planner(name: str, url: str = "http://127.0.0.1:9000", timeout_s: float
         from vavam.serve.client import ModelClient
         from vavam.world.http_planner import HTTPPlanner
 
-        client = ModelClient(url, timeout=timeout_s)
-        client.require_alive()
+        client = ModelClient(url, timeout=timeout_s, token=token)
+        client.require_ready()
         return HTTPPlanner(client), True
     raise ValueError(f"unknown planner {name!r}; expected one of {PLANNERS}")
 
@@ -140,7 +142,7 @@ def evaluate_planner(
 
     from vavam.world.camera import Camera
     from vavam.world.closedloop import _others, simulate
-    from vavam.world.ncap import aggregate
+    from vavam.world.ncap import aggregate, collision_of, failed, nanmean
     from vavam.world.scenarios import SCENARIO_TYPES, _town, make_scenario
 
     kinds = list(kinds)
@@ -230,8 +232,8 @@ def evaluate_planner(
             done = [r.summary() for r in results]
             bar.set_postfix(
                 score=f"{np.mean([r['score'] for r in done]):.2f}",
-                collided=f"{np.mean([r['collided'] for r in done]):.0%}",
-                failed=sum(r["failure"] is not None for r in done),
+                collided=f"{nanmean(collision_of(r) for r in done):.0%}",
+                failed=sum(failed(r) for r in done),
             )
     finally:
         bar.close()
@@ -249,7 +251,7 @@ def evaluate_planner(
         "collision_rate": agg["collision_rate"],
         "types": agg["types"],
         "num_runs": len(summaries),
-        "failures": sum(s["failure"] is not None for s in summaries),
+        "failures": agg["failures"],
         "runs_per_type": runs * layouts,
         "layouts": layouts,
         "seconds": seconds,
@@ -304,6 +306,7 @@ def score_table(results_by_planner: dict[str, dict]) -> str:
 def scenarios(
     planner: Literal["constant-velocity", "emergency-brake", "expert", "http"] = "constant-velocity",
     url: str = "http://127.0.0.1:9000",
+    token: str | None = None,
     runs: int = 10,
     layouts: int = 3,
     kinds: list[str] = list(DEFAULT_KINDS),  # noqa: B006 - tyro reads the default
@@ -323,6 +326,7 @@ def scenarios(
         planner: constant-velocity, emergency-brake, expert (privileged) or http (a
             NeuroNCAP-compatible model server at ``url``, given the rendered front camera).
         url: model server address (http planner).
+        token: that server's bearer token, if it was started with one.
         runs: jittered runs per layout.
         layouts: base layouts per scenario type.
         kinds: scenario types (stationary, frontal, side).
@@ -333,7 +337,7 @@ def scenarios(
         plan_timeout_s: a planner call taking longer fails its run (the http client uses it too).
         progress: show a progress bar.
     """
-    impl, needs_images = make_planner(planner, url, plan_timeout_s)
+    impl, needs_images = make_planner(planner, url, plan_timeout_s, token)
     report = evaluate_planner(
         impl,
         planner,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -17,12 +18,30 @@ def ncap_score(collided: bool, impact_speed: float = 0.0, reference_speed: float
     return 4.0 * max(0.0, 1.0 - impact_speed / reference_speed)
 
 
+def failed(result: dict) -> bool:
+    """Whether a run record failed (its planner raised or returned a bad plan: ``failure`` holds why)."""
+    return result.get("failure") is not None
+
+
+def collision_of(result: dict) -> float:
+    """1.0 / 0.0 for a run that collided / did not; NaN for a failed run (it never drove to the end, so it
+    counts in no collision rate; its score is 0)."""
+    return math.nan if failed(result) else float(result["collided"])
+
+
+def nanmean(values: Iterable[float]) -> float:
+    """Mean of the non-NaN values; NaN when there are none (without numpy's empty-slice warning)."""
+    kept = [float(v) for v in values if not math.isnan(float(v))]
+    return float(np.mean(kept)) if kept else math.nan
+
+
 def aggregate(results: Iterable[dict]) -> dict:
     """Mean over runs -> over layouts -> over scenario types (each type counts equally).
 
-    Each result needs keys ``type``, ``layout``, ``score`` and ``collided``. Returns
-    ``{"score": float, "collision_rate": float, "types": {type: {"score", "collision_rate", "runs"}}}``;
-    the overall collision rate is averaged the same way.
+    Each result needs keys ``type``, ``layout``, ``score`` and ``collided`` (and may have ``failure``).
+    Returns ``{"score", "collision_rate", "failures", "types": {type: {"score", "collision_rate", "runs",
+    "failures"}}}``; the overall collision rate is averaged the same way. A failed run scores 0 and is
+    left out of the collision rates (NaN where every run failed).
     """
     groups: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in results:
@@ -30,16 +49,18 @@ def aggregate(results: Iterable[dict]) -> dict:
     types = {}
     for t, layouts in sorted(groups.items()):
         score = np.mean([np.mean([r["score"] for r in runs]) for runs in layouts.values()])
-        rate = np.mean([np.mean([float(r["collided"]) for r in runs]) for runs in layouts.values()])
+        rate = nanmean(nanmean(collision_of(r) for r in runs) for runs in layouts.values())
         types[t] = {
             "score": float(score),
-            "collision_rate": float(rate),
+            "collision_rate": rate,
             "runs": int(sum(len(v) for v in layouts.values())),
+            "failures": int(sum(failed(r) for v in layouts.values() for r in v)),
         }
     if not types:
-        return {"score": float("nan"), "collision_rate": float("nan"), "types": {}}
+        return {"score": float("nan"), "collision_rate": float("nan"), "failures": 0, "types": {}}
     return {
         "score": float(np.mean([v["score"] for v in types.values()])),
-        "collision_rate": float(np.mean([v["collision_rate"] for v in types.values()])),
+        "collision_rate": nanmean(v["collision_rate"] for v in types.values()),
+        "failures": int(sum(v["failures"] for v in types.values())),
         "types": types,
     }

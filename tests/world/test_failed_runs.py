@@ -1,0 +1,65 @@
+"""Failed closed-loop runs (the planner raised or returned a bad plan) score 0 and count in no collision
+rate or route metric; the tables show how many failed."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from vavam.eval.closedloop import closedloop_table, summarize
+from vavam.world.ncap import aggregate
+
+
+def _record(layout: int, run: int, collided: bool, score: float, failure: str | None = None) -> dict:
+    return {"type": "stationary", "layout": layout, "run": run, "collided": collided, "score": score,
+            "failure": failure, "trajectory": []}
+
+
+def test_aggregate_leaves_failed_runs_out_of_the_collision_rate():
+    runs = [_record(0, 0, True, 2.0), _record(0, 1, False, 0.0, failure="HTTPStatusError: 401"),
+            _record(1, 0, False, 5.0), _record(1, 1, False, 5.0)]
+    agg = aggregate(runs)
+    # layout 0: one completed run, collided -> rate 1; layout 1: 0 -> mean 0.5 (was 0.25 counting the failure)
+    assert agg["collision_rate"] == pytest.approx(0.5)
+    assert agg["score"] == pytest.approx(((2.0 + 0.0) / 2 + 5.0) / 2)  # the failed run scores 0
+    assert agg["failures"] == 1 and agg["types"]["stationary"]["failures"] == 1
+
+
+def test_every_run_failed_gives_no_collision_rate():
+    runs = [_record(0, r, False, 0.0, failure="RuntimeError: boom") for r in range(3)]
+    agg = aggregate(runs)
+    assert math.isnan(agg["collision_rate"]) and agg["score"] == 0.0 and agg["failures"] == 3
+    summary = summarize(runs)
+    assert math.isnan(summary["collision_rate"]) and summary["failures"] == 3
+    table = closedloop_table({"VaVAM": summary})
+    assert table.splitlines()[0].endswith("| failed runs |")
+    overall = table.splitlines()[-1]
+    assert "| – |" in overall and overall.endswith("| 3 |")
+
+
+def test_summarize_matches_aggregate_on_score_and_collisions():
+    runs = [_record(0, 0, True, 2.0), _record(0, 1, False, 0.0, failure="ValueError: bad plan"),
+            _record(1, 0, False, 5.0)]
+    summary, agg = summarize(runs), aggregate(runs)
+    assert summary["score"] == pytest.approx(agg["score"])
+    assert summary["collision_rate"] == pytest.approx(agg["collision_rate"])
+    assert summary["types"]["stationary"]["failures"] == 1
+
+
+@pytest.mark.parametrize("failures", [1, 6])
+def test_eval_closedloop_reports_failures(monkeypatch, capsys, failures):
+    """The command names the first failure; when every VaVAM run failed it stops (exit status 1)."""
+    import vavam.eval.closedloop as cl
+    import vavam.serve.server as server
+
+    monkeypatch.setattr(server, "load_agent", lambda *a, **k: object())
+    result = {"table": "| table |", "planners": {cl.VAVAM: {"failures": failures, "num_runs": 6,
+                                                             "first_failure": "HTTPStatusError: 500"}}}
+    monkeypatch.setattr(cl, "evaluate_vavam", lambda *a, **k: result)
+    if failures == 6:
+        with pytest.raises(SystemExit, match="VaVAM: 6 of 6 runs failed.*first: HTTPStatusError: 500"):
+            cl.eval_closedloop("ckpt", progress=False)
+    else:
+        assert cl.eval_closedloop("ckpt", progress=False) is result
+        assert "VaVAM: 1 of 6 runs failed" in capsys.readouterr().err
