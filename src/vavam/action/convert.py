@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ from vavam.config import ActionConfig
 from vavam.io import is_checkpoint_folder, load_checkpoint, save_checkpoint
 from vavam.video.convert import (
     _read_released,
+    check_state_fits,
+    reference_key,
+    released_video_key,
     strip_prefix,
     strip_wrapper_prefixes,
     video_config_from_reference,
@@ -109,11 +113,17 @@ def action_config_from_reference(
 
 
 def build_from_state(
-    config: ActionConfig, state: Mapping[str, torch.Tensor], device: str | torch.device = "cpu"
+    config: ActionConfig, state: Mapping[str, torch.Tensor], device: str | torch.device = "cpu",
+    source: str | None = None,
 ) -> VideoActionModel:
-    """:class:`VideoActionModel` on ``device`` holding ``state`` (strict), float32, eval mode, frozen VaViM."""
+    """:class:`VideoActionModel` on ``device`` holding ``state`` (strict), float32, eval mode, frozen VaViM.
+
+    With ``source`` (the released file), a state that does not fit is refused naming the file's parameters.
+    """
     with torch.device("meta"):
         model = VideoActionModel(config)
+    if source is not None:
+        check_state_fits(model, state, released_action_key, source)
     state = {k: v.to(device=device, dtype=torch.float32) for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     model.video.requires_grad_(False)
@@ -132,12 +142,38 @@ def load_released_action(path: str | os.PathLike, device: str | torch.device = "
     video_ref, expert_ref = strip_prefix(state, "gpt."), strip_prefix(state, "action_expert.")
     if not video_ref or not expert_ref:
         raise ValueError(f"{path}: no 'vam.gpt.' / 'vam.action_expert.' parameters in the state dict")
+    _check_extras(state, path)
     gpt_shapes = ckpt.get("gpt_mup_base_shapes")
     action_shapes = ckpt.get("action_mup_base_shapess", ckpt.get("action_mup_base_shapes"))
     config = action_config_from_reference(vam_conf, gpt_shapes, action_shapes)
     native = {f"video.{k}": v for k, v in video_state_from_reference(video_ref).items()}
     native.update({f"expert.{k}": v for k, v in expert_state_from_reference(expert_ref).items()})
-    return build_from_state(config, native, device)
+    return build_from_state(config, native, device, source=str(path))
+
+
+def released_action_key(key: str) -> str:
+    """Our VaVAM parameter name -> the released file's (``vam.gpt.*`` / ``vam.action_expert.*``)."""
+    part, _, rest = key.partition(".")
+    if part == "video":
+        return f"vam.gpt.{released_video_key(rest)}"
+    return f"vam.action_expert.{reference_key(rest, _ENCODER_KEYS, _BLOCK_KEYS)}"
+
+
+_KNOWN_EXTRAS = ("joint_model.gpt.", "joint_model.action_expert.", "attn_mask")  # duplicates and the mask buffer
+
+
+def _check_extras(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Warn about ``vam.*`` entries the loader does not read (another architecture's?) and about duplicate
+    copies (``vam.joint_model.*``) that differ from the ones read."""
+    read = ("gpt.", "action_expert.")
+    unknown = [f"vam.{k}" for k in state if not k.startswith(read + _KNOWN_EXTRAS)]
+    if unknown:
+        warnings.warn(f"{path}: ignoring {len(unknown)} unexpected entries: {', '.join(unknown[:5])}", stacklevel=3)
+    differ = [f"vam.joint_model.{k[len('joint_model.'):]}" for k, v in state.items() if k.startswith("joint_model.")
+              and k[len("joint_model."):] in state and not torch.equal(v, state[k[len("joint_model."):]])]
+    if differ:
+        warnings.warn(f"{path}: {len(differ)} duplicate entries differ from the copies read (vam.gpt.* / "
+                      f"vam.action_expert.*): {', '.join(differ[:5])}", stacklevel=3)
 
 
 def load_action_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> VideoActionModel:

@@ -165,7 +165,7 @@ class VideoActionModel(nn.Module):
         tokens: torch.Tensor,
         command: torch.Tensor,
         num_samples: int = 1,
-        num_steps: int | None = 10,
+        num_steps: int | None = None,
         noise: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         return_intermediate: bool = False,

@@ -268,6 +268,21 @@ def _rate_hint(scenes: list[SceneRecord], subsampling: int) -> str:
             f"line), not {subsampling})")
 
 
+RELEASED_EXPERTS = {768: "vavam_s", 1024: "vavam_b", 2048: "vavam_l"}  # VaViM width -> the released VaVAM preset
+
+
+def _check_released_expert_width(preset: str, config: ActionConfig, video_width: int, width: int | None) -> None:
+    """A released VaVAM preset (expert width = VaViM width / 4) must sit on the VaViM it was made for, unless
+    ``width`` overrides the expert's width: refuse, naming the preset to use, rather than train e.g. a
+    width-192 expert on VaViM-B."""
+    if width is not None or preset not in RELEASED_EXPERTS.values() or config.video.width == video_width:
+        return
+    hint = (f"use --preset {RELEASED_EXPERTS[video_width]}" if video_width in RELEASED_EXPERTS
+            else "give the expert's width with --width (the released ratio is VaViM width / 4)")
+    raise ValueError(f"preset {preset!r} is the released expert for a width-{config.video.width} VaViM, but --video "
+                     f"has width {video_width}: {hint}")
+
+
 def train_action(
     out: Path,
     video: Path,
@@ -407,6 +422,7 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
     config = presets.get(preset)
     if not isinstance(config, ActionConfig):
         raise ValueError(f"preset {preset!r} is not an action model preset")
+    _check_released_expert_width(preset, config, vim.config.width, width)
     frames = min(config.train_frames, vim.config.num_frames)
     config = dataclasses.replace(config, video=vim.config, train_frames=frames,
                                  init_std=init_std if init_std is not None else config.init_std,

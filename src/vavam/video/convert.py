@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +60,8 @@ def video_state_from_reference(ref_state: Mapping[str, torch.Tensor]) -> dict[st
         if key in _TOP_KEYS:
             out[_TOP_KEYS[key]] = value
         elif key == "lm_head.weight":
-            wie = ref_state.get("transformer.wie.weight")
-            if wie is None or not torch.equal(wie, value):
+            wie = ref_state.get("transformer.wie.weight")  # missing: named by build_from_state's check
+            if wie is not None and not torch.equal(wie, value):
                 raise ValueError("lm_head.weight differs from transformer.wie.weight: only tied readouts are supported")
         elif (m := _BLOCK_RE.match(key)) and m.group(2) in _BLOCK_KEYS:
             out[f"blocks.{m.group(1)}.{_BLOCK_KEYS[m.group(2)]}"] = value
@@ -157,20 +157,74 @@ def strip_wrapper_prefixes(state: Mapping[str, Any]) -> dict[str, Any]:
     return state
 
 
+def reference_key(key: str, top: Mapping[str, str], block: Mapping[str, str]) -> str:
+    """Our parameter name -> the released file's (``top`` / ``block``: file name -> ours, as the converters'
+    tables); names without a counterpart come back unchanged."""
+    inverse_top = {ours: theirs for theirs, ours in top.items()}
+    if key in inverse_top:
+        return inverse_top[key]
+    inverse_block = {ours: theirs for theirs, ours in block.items()}
+    parts = key.split(".", 2)
+    if len(parts) == 3 and parts[0] == "blocks" and parts[2] in inverse_block:
+        return f"transformer.h.{parts[1]}.{inverse_block[parts[2]]}"
+    return key
+
+
+def check_state_fits(
+    model: torch.nn.Module, state: Mapping[str, torch.Tensor], name_in_file: Callable[[str], str], source: str
+) -> None:
+    """Raise ``ValueError`` naming, as the file names them, the parameters ``state`` lacks or holds at a shape
+    ``model`` (on any device, meta included) does not have."""
+    expected = model.state_dict()
+    missing = [name_in_file(k) for k in expected if k not in state]
+    wrong = [f"{name_in_file(k)} {list(state[k].shape)} (expected {list(v.shape)})"
+             for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    problems = []
+    for what, names in (("missing", missing), ("wrong shape", wrong)):
+        if names:
+            more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+            problems.append(f"{what}: {', '.join(names[:5])}{more}")
+    if problems:
+        raise ValueError(f"{source}: does not fit the model its hyper-parameters describe; {'; '.join(problems)}")
+
+
 def _meta_model(config: VideoConfig) -> VideoGPT:
     with torch.device("meta"):
         return VideoGPT(config)
 
 
-def build_from_state(config: VideoConfig, state: Mapping[str, torch.Tensor], device: str | torch.device = "cpu") -> VideoGPT:
-    """Build a :class:`VideoGPT` on ``device`` holding ``state`` (strict), float32, eval mode."""
+def build_from_state(
+    config: VideoConfig, state: Mapping[str, torch.Tensor], device: str | torch.device = "cpu",
+    source: str | None = None, name_in_file: Callable[[str], str] | None = None,
+) -> VideoGPT:
+    """Build a :class:`VideoGPT` on ``device`` holding ``state`` (strict), float32, eval mode.
+
+    With ``source``, a state that does not fit is refused with a ``ValueError`` naming ``source`` and the
+    parameters as ``name_in_file`` names them.
+    """
     model = _meta_model(config)
+    if source is not None:
+        check_state_fits(model, state, name_in_file or (lambda k: k), source)
     state = {k: v.to(device=device, dtype=torch.float32) for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
 
 
+_ARCHIVE_RE = re.compile(r"\.tar(\.gz)?(\.part_[a-z]+)?$")
+
+
 def _read_released(path: Path) -> dict[str, Any]:
+    """The released file (or DeepSpeed checkpoint directory) as plain values.
+
+    A DeepSpeed directory's ``checkpoint/mp_rank_00_model_states.pt`` holds the module's weights in the
+    training dtype (bf16 for the authors' runs); the ``*_fused.pt`` / released files hold float32.
+    The width-2048 releases come as a split tar archive: a part (or the archive) is refused with how to
+    unpack it.
+    """
+    if _ARCHIVE_RE.search(path.name):
+        stem = re.sub(r"\.part_[a-z]+$", "", path.name)
+        raise ValueError(f"{path}: a (part of a) tar archive, not a checkpoint; join and unpack the parts first, "
+                         f"e.g. `cat {stem}.part_* | tar xz`, and load the .pt file inside")
     if path.is_dir():  # DeepSpeed checkpoint directory
         inner = path / "checkpoint" / "mp_rank_00_model_states.pt"
         if not inner.is_file():
@@ -213,7 +267,13 @@ def load_released_video(
     if not isinstance(shapes, Mapping) and base_width is not None:
         shapes = {"transformer.wie.weight": [None, int(base_width)]}
     config = video_config_from_reference(network, shapes)
-    return build_from_state(config, video_state_from_reference(state), device)
+    return build_from_state(config, video_state_from_reference(state), device, source=str(path),
+                            name_in_file=released_video_key)
+
+
+def released_video_key(key: str) -> str:
+    """Our VaViM parameter name -> the released file's (without its ``network.`` prefix)."""
+    return reference_key(key, _TOP_KEYS, _BLOCK_KEYS)
 
 
 def load_video_model(

@@ -1,0 +1,97 @@
+"""Loading the authors' files: errors name the file's own parameters, extras and differing duplicates are
+reported, the Euler step count defaults to the checkpoint's, and the released experts sit on their VaViM."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+import vavam
+from vavam import presets
+from vavam.io import safe_torch_load
+
+
+def _edited(reference_dir: Path, tmp_path: Path, name: str, edit) -> Path:
+    ckpt = safe_torch_load(reference_dir / name)  # omegaconf / mup objects become plain values
+    edit(ckpt["state_dict"])
+    path = tmp_path / name
+    torch.save(ckpt, path)
+    return path
+
+
+def test_missing_video_parameter_is_named_as_in_the_file(reference_dir, tmp_path):
+    path = _edited(reference_dir, tmp_path, "vavim_small_release.pt",
+                   lambda sd: sd.pop("network.transformer.h.1.mlp.c_proj.weight"))
+    with pytest.raises(ValueError, match=r"vavim_small_release.pt.*missing: transformer.h.1.mlp.c_proj.weight"):
+        vavam.load_video_model(path)
+
+
+def test_missing_token_embedding_is_named_not_blamed_on_the_readout(reference_dir, tmp_path):
+    path = _edited(reference_dir, tmp_path, "vavim_small_release.pt",
+                   lambda sd: sd.pop("network.transformer.wie.weight"))
+    with pytest.raises(ValueError, match=r"missing: transformer.wie.weight"):
+        vavam.load_video_model(path)
+
+
+def test_wrong_shape_in_action_file_is_named_as_in_the_file(reference_dir, tmp_path):
+    def edit(sd):
+        for key in ("vam.action_expert.action_encoder.linear_1.weight",
+                    "vam.joint_model.action_expert.action_encoder.linear_1.weight"):  # the duplicate too
+            sd[key] = torch.zeros(sd[key].shape[0] + 1, sd[key].shape[1])
+
+    path = _edited(reference_dir, tmp_path, "vavam_small_release.pt", edit)
+    with pytest.raises(ValueError, match=r"wrong shape: vam.action_expert.action_encoder.linear_1.weight"):
+        vavam.load_action_model(path)
+
+
+def test_action_file_extras_and_differing_duplicates_warn(reference_dir, tmp_path):
+    def edit(sd):
+        sd["vam.extra_head.weight"] = torch.zeros(3)
+        key = next(k for k in sd if k.startswith("vam.joint_model.gpt."))
+        sd[key] = sd[key] + 1.0
+
+    path = _edited(reference_dir, tmp_path, "vavam_small_release.pt", edit)
+    with pytest.warns(UserWarning) as caught:
+        vavam.load_action_model(path)
+    messages = " | ".join(str(w.message) for w in caught)
+    assert "vam.extra_head.weight" in messages and "duplicate entries differ" in messages
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the untouched release file loads silently
+        vavam.load_action_model(reference_dir / "vavam_small_release.pt")
+
+
+def test_sample_trajectory_defaults_to_the_checkpoints_step_count():
+    import dataclasses
+
+    torch.manual_seed(0)
+    model = vavam.build_model(dataclasses.replace(presets.vavam_tiny(), num_inference_steps=3)).eval()
+    tokens = torch.randint(0, model.config.video.vocab_size - 1, (1, 2, model.config.video.tokens_per_frame, 1))
+    command = torch.tensor([2])
+    noise = torch.randn(1, 1, model.config.horizon, 2)
+    _, steps = model.sample_trajectory(tokens, command, noise=noise, return_intermediate=True)
+    assert steps.shape[0] == 3
+    default = model.sample_trajectory(tokens, command, noise=noise)
+    assert torch.equal(default, model.sample_trajectory(tokens, command, noise=noise, num_steps=3))
+
+
+def test_released_expert_preset_must_match_the_vavim_width():
+    from vavam.train.action import _check_released_expert_width
+
+    vavam_s = presets.vavam_s()
+    _check_released_expert_width("vavam_s", vavam_s, 768, None)  # its own VaViM
+    with pytest.raises(ValueError, match="use --preset vavam_b"):
+        _check_released_expert_width("vavam_s", vavam_s, 1024, None)
+    with pytest.raises(ValueError, match="--width"):
+        _check_released_expert_width("vavam_s", vavam_s, 512, None)
+    _check_released_expert_width("vavam_s", vavam_s, 1024, 256)  # an explicit width is the user's choice
+    _check_released_expert_width("vavam_mini", presets.vavam_mini(), 1024, None)  # not a released preset
+
+
+def test_split_archive_part_is_refused_with_how_to_unpack(tmp_path):
+    part = tmp_path / "VAM_width_2048_pretrained_139k_chunked.tar.gz.part_aa"
+    part.write_bytes(b"\x1f\x8b not a checkpoint")
+    with pytest.raises(ValueError, match=r"cat VAM_width_2048_pretrained_139k_chunked.tar.gz.part_\* \| tar xz"):
+        vavam.load_action_model(part)
