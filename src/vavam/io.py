@@ -187,6 +187,14 @@ def to_plain(obj: Any) -> Any:
     return obj
 
 
+def _check_map_location(map_location: Any) -> None:
+    """Refuse a bad ``map_location`` up front (the loaders report every error while reading as a bad file)."""
+    if isinstance(map_location, str):
+        torch.device(map_location)  # RuntimeError naming the device string
+    elif not (map_location is None or isinstance(map_location, (torch.device, dict)) or callable(map_location)):
+        raise TypeError(f"map_location must be a device, a string, a dict or a callable, got {map_location!r}")
+
+
 def safe_torch_load(
     path: str | os.PathLike,
     map_location: str | torch.device = "cpu",
@@ -207,13 +215,15 @@ def safe_torch_load(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
+    _check_map_location(map_location)
     module = _pickle_module(str(path), extra_globals)
     try:
         obj = torch.load(path, map_location=map_location, weights_only=False, pickle_module=module)
     except (UnsafePickleError, FileNotFoundError, MemoryError):
         raise
     except Exception as exc:  # noqa: BLE001 - a crafted pickle can make an allowed global raise anything
-        raise ValueError(f"{path}: cannot read as a torch checkpoint (truncated or corrupt?): {exc}") from exc
+        raise ValueError(f"{path}: cannot read as a torch checkpoint (truncated or corrupt?): "
+                         f"{type(exc).__name__}: {exc}") from exc
     return to_plain(obj)
 
 
@@ -222,13 +232,15 @@ def safe_torch_loads(data: bytes, source: str = "<bytes>", map_location: str | t
 
     ``source`` names the input in error messages. Raises ``UnsafePickleError`` or ``ValueError``.
     """
+    _check_map_location(map_location)
     module = _pickle_module(source, None)
     try:
         obj = torch.load(_io.BytesIO(data), map_location=map_location, weights_only=False, pickle_module=module)
     except (UnsafePickleError, MemoryError):
         raise
     except Exception as exc:  # noqa: BLE001 - a crafted pickle can make an allowed global raise anything
-        raise ValueError(f"{source}: cannot read as a torch.save payload (truncated or corrupt?): {exc}") from exc
+        raise ValueError(f"{source}: cannot read as a torch.save payload (truncated or corrupt?): "
+                         f"{type(exc).__name__}: {exc}") from exc
     return to_plain(obj)
 
 

@@ -29,6 +29,16 @@ def test_missing_video_parameter_is_named_as_in_the_file(reference_dir, tmp_path
         vavam.load_video_model(path)
 
 
+def test_extra_layer_is_named_as_in_the_file(reference_dir, tmp_path):
+    def edit(sd):
+        key = "network.transformer.h.1.mlp.c_proj.weight"
+        sd[key.replace(".h.1.", ".h.9.")] = sd[key].clone()
+
+    path = _edited(reference_dir, tmp_path, "vavim_small_release.pt", edit)
+    with pytest.raises(ValueError, match=r"unexpected: transformer.h.9.mlp.c_proj.weight"):
+        vavam.load_video_model(path)
+
+
 def test_missing_token_embedding_is_named_not_blamed_on_the_readout(reference_dir, tmp_path):
     path = _edited(reference_dir, tmp_path, "vavim_small_release.pt",
                    lambda sd: sd.pop("network.transformer.wie.weight"))
@@ -90,8 +100,15 @@ def test_released_expert_preset_must_match_the_vavim_width():
     _check_released_expert_width("vavam_mini", presets.vavam_mini(), 1024, None)  # not a released preset
 
 
-def test_split_archive_part_is_refused_with_how_to_unpack(tmp_path):
-    part = tmp_path / "VAM_width_2048_pretrained_139k_chunked.tar.gz.part_aa"
-    part.write_bytes(b"\x1f\x8b not a checkpoint")
+def test_split_archive_part_is_refused_with_how_to_unpack(reference_dir, tmp_path):
+    part = tmp_path / "VAM_width_2048_pretrained_139k_chunked.tar.gz.part_ab"
+    part.write_bytes(b"middle of a gzip stream")
     with pytest.raises(ValueError, match=r"cat VAM_width_2048_pretrained_139k_chunked.tar.gz.part_\* \| tar xz"):
         vavam.load_action_model(part)
+    whole = tmp_path / "VAM_width_2048_pretrained_139k.tar.gz"
+    whole.write_bytes(b"\x1f\x8b\x08 gzip data")
+    with pytest.raises(ValueError, match=r"gzip archive.*tar xzf VAM_width_2048_pretrained_139k.tar.gz"):
+        vavam.load_action_model(whole)
+    renamed = tmp_path / "vavim.pth.tar"  # a torch file named the old .pth.tar way still loads
+    renamed.write_bytes((reference_dir / "vavim_small_release.pt").read_bytes())
+    assert vavam.load_video_model(renamed).config == vavam.load_video_model(reference_dir / "vavim_small_release.pt").config

@@ -333,3 +333,99 @@ def test_image_size_flags_go_together():
             image_size_arg(h, w)
     with pytest.raises(ValueError, match="positive"):
         image_size_arg(0, 128)
+
+
+class NaNModel(FakeModel):
+    def sample_trajectory(self, *args, **kwargs):
+        return super().sample_trajectory(*args, **kwargs) * float("nan")
+
+
+def test_non_finite_answer_is_a_500_and_forgets_the_frame():
+    agent = VaVAMAgent(FakeTokenizer(), NaNModel(), AgentOptions(image_size=(32, 64), neuroncap_rule=False),
+                       context_frames=8)
+    client = TestClient(create_app(agent))
+    r = client.post("/infer", json=_request(500_000))
+    assert r.status_code == 500 and "bad trajectory" in r.text
+    assert len(agent.history()) == 0
+    agent.model = FakeModel()
+    assert client.post("/infer", json=_request(500_000)).status_code == 200  # the same frame, sent again
+
+
+class SpeedPlanner:
+    """A planner taking a speed, saying nothing about whether it needs one (or saying it does not)."""
+
+    def __init__(self, reads_speed=None):
+        if reads_speed is not None:
+            self.reads_speed = reads_speed
+        self.speeds = []
+
+    def plan(self, image, timestamp_us, command, speed=None):
+        self.speeds.append(speed)
+        return np.zeros((6, 2))
+
+    def reset(self):
+        pass
+
+
+def test_short_canbus_for_planners_that_take_a_speed():
+    body = _request(0)
+    body["canbus"] = []
+    unknown = SpeedPlanner()
+    r = TestClient(create_app(unknown)).post("/infer", json=body)
+    assert r.status_code == 400 and "canbus" in r.text
+    blind = SpeedPlanner(reads_speed=False)
+    assert TestClient(create_app(blind)).post("/infer", json=body).status_code == 200
+    assert blind.speeds == [None]
+
+
+class BlockingFailingModel(FakeModel):
+    """Its first call waits for ``release`` and then fails; later calls work."""
+
+    def __init__(self):
+        super().__init__()
+        import threading
+
+        self.entered, self.release, self.calls = threading.Event(), threading.Event(), 0
+
+    def sample_trajectory(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == 1:
+            self.entered.set()
+            self.release.wait(10)
+            raise RuntimeError("device lost")
+        return super().sample_trajectory(*args, **kwargs)
+
+
+def test_a_sessions_calls_do_not_interleave_so_a_failure_forgets_only_its_frame():
+    """While a call of a session is planning, the session's next call (here: the same frame, sent again) waits;
+    when the first fails, its frame is forgotten and the second plans on the frames before it plus its own."""
+    import threading
+    import time
+
+    model = BlockingFailingModel()
+    agent = VaVAMAgent(FakeTokenizer(), model, AgentOptions(image_size=(32, 64), neuroncap_rule=False),
+                       context_frames=8)
+    image = np.zeros((90, 160, 3), np.uint8)
+    agent.observe(image, 0)
+    errors = []
+    first = threading.Thread(target=lambda: errors.append(_raises(lambda: agent.plan(image, 500_000, 2))))
+    first.start()
+    assert model.entered.wait(10)
+    second = threading.Thread(target=lambda: agent.plan(image, 500_000, 2))
+    second.start()
+    time.sleep(0.2)
+    assert agent.history().timestamps == [0, 500_000] and len(model.contexts) == 0  # the second one waits
+    model.release.set()
+    first.join(10)
+    second.join(10)
+    assert errors == ["device lost"]
+    assert agent.history().timestamps == [0, 500_000]
+    assert len(model.contexts) == 1 and model.contexts[-1].shape[1] == 2
+
+
+def _raises(fn) -> str | None:
+    try:
+        fn()
+    except RuntimeError as exc:
+        return str(exc)
+    return None

@@ -63,3 +63,14 @@ def test_eval_closedloop_reports_failures(monkeypatch, capsys, failures):
     else:
         assert cl.eval_closedloop("ckpt", progress=False) is result
         assert "VaVAM: 1 of 6 runs failed" in capsys.readouterr().err
+
+
+def test_world_score_table_has_a_failed_column_only_when_runs_failed():
+    from vavam.world.evaluate import score_table
+
+    ok = aggregate([_record(0, 0, True, 2.0)])
+    bad = aggregate([_record(0, 0, False, 0.0, failure="RuntimeError: boom"), _record(0, 1, False, 5.0)])
+    assert "failed" not in score_table({"a": ok}).splitlines()[0]
+    table = score_table({"a": ok, "b": bad}).splitlines()
+    assert table[0].endswith("| b failed |") and "a failed" not in table[0]
+    assert table[2].endswith("| 1 |") and table[-1].endswith("| 1 |")

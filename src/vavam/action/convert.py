@@ -168,12 +168,12 @@ def _check_extras(state: Mapping[str, torch.Tensor], path: str | os.PathLike) ->
     read = ("gpt.", "action_expert.")
     unknown = [f"vam.{k}" for k in state if not k.startswith(read + _KNOWN_EXTRAS)]
     if unknown:
-        warnings.warn(f"{path}: ignoring {len(unknown)} unexpected entries: {', '.join(unknown[:5])}", stacklevel=3)
+        warnings.warn(f"{path}: ignoring {len(unknown)} unexpected entries: {', '.join(unknown[:5])}", stacklevel=4)
     differ = [f"vam.joint_model.{k[len('joint_model.'):]}" for k, v in state.items() if k.startswith("joint_model.")
               and k[len("joint_model."):] in state and not torch.equal(v, state[k[len("joint_model."):]])]
     if differ:
         warnings.warn(f"{path}: {len(differ)} duplicate entries differ from the copies read (vam.gpt.* / "
-                      f"vam.action_expert.*): {', '.join(differ[:5])}", stacklevel=3)
+                      f"vam.action_expert.*): {', '.join(differ[:5])}", stacklevel=4)
 
 
 def load_action_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> VideoActionModel:

@@ -372,8 +372,9 @@ def eval_closedloop(
     """Closed-loop NCAP evaluation of a VaVAM checkpoint in the embedded world, with baselines.
 
     Writes ``closedloop.md`` / ``closedloop.json`` (per type: NCAP score, collision rate, mean and
-    max deviation from the route, progress), per-planner run records and mp4s of VaVAM runs with the
-    planned trajectory drawn in, under ``out``; prints the table.
+    max deviation from the route, progress, failed runs), per-planner run records and mp4s of VaVAM runs
+    with the planned trajectory drawn in, under ``out``; prints the table. Failed VaVAM runs are named
+    (the first one's reason); when every one failed the command exits with status 1.
 
     Args:
         checkpoint: a released VaVAM ``.pt`` or our checkpoint folder.

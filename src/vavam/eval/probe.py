@@ -403,12 +403,12 @@ def eval_probe(
     from vavam.eval.probe_data import open_probe_data
     from vavam.eval.report import save_evaluation
 
+    from vavam.checks import image_size_arg
+
+    size = image_size_arg(image_height, image_width)  # before loading anything
     out = Path(out)
     vim = vavam.load_video_model(video, device=device).eval()
     tok = vavam.load_tokenizer(tokenizer, trust_code=trust_code, device=device)
-    from vavam.checks import image_size_arg
-
-    size = image_size_arg(image_height, image_width)
     if data is None:
         if dataset != "world":
             raise ValueError(f"--data is required for dataset {dataset!r} (the folder holding its files)")

@@ -198,5 +198,5 @@ def _closed_loop_table(cl: dict) -> Table:
     for name, v in cl.items():
         types = v.get("types", {})
         rows.append([name, v.get("score", float("nan"))] + [types.get(k, {}).get("score", float("nan")) for k in kinds]
-                    + [v.get("collision_rate", float("nan"))])
-    return Table(["planner", "NCAP score"] + kinds + ["collision rate"], rows, digits=2)
+                    + [v.get("collision_rate", float("nan")), v.get("failures", 0)])
+    return Table(["planner", "NCAP score"] + kinds + ["collision rate", "failed runs"], rows, digits=2)

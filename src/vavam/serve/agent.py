@@ -329,44 +329,56 @@ class VaVAMAgent:
             raise ValueError(f"speed: this model reads the ego speed (m/s), got {speed}")
         if self.reads_speed and abs(speed) > MAX_SPEED:
             raise ValueError(f"speed: {speed} m/s is not a plausible ego speed (|speed| <= {MAX_SPEED:g} m/s)")
-        opts = self.options
         timing: dict[str, float] = {}
         t_start = time.perf_counter()
         history, lock = self._session(session)
+        # the session's lock is held until the answer is ready (then the model's, the order tokenizing
+        # takes them in): a session's calls run one after the other, so a failed call can forget exactly
+        # its own frame; other sessions run meanwhile
         with lock:
             history.check_next(int(timestamp_us))  # refuse before spending compute
             t0 = time.perf_counter()
             tokens = self._tokenize(image)
             timing["tokenize"] = time.perf_counter() - t0
             history.push(int(timestamp_us), tokens)
-            context = history.context()[None]  # [1, T, h, w]
-        try:  # a call that fails from here on leaves the history as it was (the caller may retry this frame)
-            context = context.to(opts.device)
-            generator = None
-            if opts.seed is not None:  # sample_trajectory draws its noise on the CPU
-                generator = torch.Generator().manual_seed(sample_seed(opts.seed, timestamp_us))
-            kwargs = {"num_samples": opts.num_samples, "generator": generator}
-            if opts.num_steps is not None:
-                kwargs["num_steps"] = opts.num_steps
-            if self.reads_speed:
-                kwargs["speed"] = torch.tensor([float(speed)], device=opts.device)
-            with self._model_lock:
-                _TIMING.timing, _TIMING.sync = timing, self._sync
-                try:
-                    self._sync()
-                    t0 = time.perf_counter()
-                    with self._autocast():
-                        commands = torch.tensor([int(command)], device=opts.device)
-                        samples = self.model.sample_trajectory(context, commands, **kwargs)
-                    self._sync()
-                    sampling = time.perf_counter() - t0
-                finally:
-                    _TIMING.timing = _TIMING.sync = None
-        except BaseException:
-            with lock:
+            try:  # a call that fails from here on leaves the history as it was (the caller may send the frame again)
+                traj = self._sample(history.context()[None], command, timestamp_us, speed, timing)  # [6, 2]
+            except BaseException:
                 history.drop_newest(int(timestamp_us))
-            raise
-        traj = reduce_samples(samples[0].float().cpu(), opts.reduction)  # [6, 2]
-        timing["denoise"] = sampling - timing.get("prefill", 0.0)
+                raise
         timing["total"] = time.perf_counter() - t_start
-        return traj.double().numpy(), timing
+        return traj, timing
+
+    def _sample(
+        self, context: torch.Tensor, command: int, timestamp_us: int, speed: float | None, timing: dict[str, float]
+    ) -> np.ndarray:
+        """``long [1, T, h, w]`` context -> float64 ``[6, 2]`` trajectory; adds ``prefill`` / ``denoise`` seconds
+        to ``timing``. Raises :class:`~vavam.serve.errors.NonFiniteTrajectory` on a NaN / inf answer."""
+        from vavam.serve.errors import NonFiniteTrajectory
+
+        opts = self.options
+        generator = None
+        if opts.seed is not None:  # sample_trajectory draws its noise on the CPU
+            generator = torch.Generator().manual_seed(sample_seed(opts.seed, timestamp_us))
+        kwargs = {"num_samples": opts.num_samples, "generator": generator}
+        if opts.num_steps is not None:
+            kwargs["num_steps"] = opts.num_steps
+        if self.reads_speed:
+            kwargs["speed"] = torch.tensor([float(speed)], device=opts.device)
+        with self._model_lock:
+            _TIMING.timing, _TIMING.sync = timing, self._sync
+            try:
+                self._sync()
+                t0 = time.perf_counter()
+                with self._autocast():
+                    commands = torch.tensor([int(command)], device=opts.device)
+                    samples = self.model.sample_trajectory(context.to(opts.device), commands, **kwargs)
+                self._sync()
+                sampling = time.perf_counter() - t0
+            finally:
+                _TIMING.timing = _TIMING.sync = None
+        traj = reduce_samples(samples[0].float().cpu(), opts.reduction).double().numpy()  # [6, 2]
+        if not np.isfinite(traj).all():
+            raise NonFiniteTrajectory(f"the model returned a non-finite trajectory: {traj.tolist()}")
+        timing["denoise"] = sampling - timing.get("prefill", 0.0)
+        return traj

@@ -9,3 +9,7 @@ class ServerUnreachable(ConnectionError):
     The command line reports it in one line like bad input; other ``ConnectionError`` s (a broken pipe,
     a worker's reset connection) keep their traceback.
     """
+
+
+class NonFiniteTrajectory(RuntimeError):
+    """The model answered with NaN or infinite waypoints (the server answers 500 with this message)."""

@@ -43,6 +43,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from vavam.io import UnsafePickleError
+from vavam.serve.errors import NonFiniteTrajectory
 from vavam.serve.schemas import DEFAULT_PORT, ModelInput, ModelOutput, decode_image, parse_server_timing  # noqa: F401
 
 FRONT_CAMERA = "CAM_FRONT"
@@ -138,8 +139,10 @@ def create_app(
 
     Args:
         planner: ``plan(image uint8 [H,W,3], timestamp_us, command) -> [6, 2]`` and ``reset()``;
-            both may take ``session=`` (per-client histories); ``plan`` may take ``speed=`` (m/s, from
-            the request's CAN bus); ``plan_timed`` (returning ``(trajectory, seconds per stage)``) is
+            both may take ``session=`` (per-client histories); ``plan`` may take ``speed=`` (m/s, the
+            request's ``canbus[13]``; a request with a shorter CAN bus is refused with 400, unless the
+            planner says it does not read the speed (``reads_speed`` False), which then gets none);
+            ``plan_timed`` (returning ``(trajectory, seconds per stage)``) is
             used when present.
         camera: the camera decoded from ``images``.
         token: require ``Authorization: Bearer <token>`` on ``/reset`` and ``/infer`` (None: open).
@@ -204,15 +207,17 @@ def create_app(
             raise HTTPException(400, str(exc)) from exc
         decode_s = time.perf_counter() - t0
         kwargs = {"session": session} if plan_session else {}
-        if plan_speed:
-            if body.speed is None and getattr(planner, "reads_speed", False):
-                raise HTTPException(400, f"canbus: this model reads the ego speed at canbus[13], but canbus has "
-                                         f"{len(body.canbus)} values")
+        if plan_speed and body.speed is not None:
             kwargs["speed"] = body.speed
+        elif plan_speed and getattr(planner, "reads_speed", True):
+            raise HTTPException(400, f"canbus: the planner reads the ego speed at canbus[13], but canbus has "
+                                     f"{len(body.canbus)} values")
         try:
             out = plan_fn(image, body.timestamp, body.command, **kwargs)
         except ValueError as exc:  # e.g. timestamps going backwards without /reset, image too small
             raise HTTPException(400, str(exc)) from exc
+        except NonFiniteTrajectory as exc:  # the agent forgot the frame: it may be sent again
+            raise HTTPException(500, f"planner returned a bad trajectory: {_short(str(exc))}") from exc
         trajectory, timing = out if timed is not None and plan_fn is timed else (out, {})
         trajectory = np.asarray(trajectory, dtype=np.float64)
         if trajectory.shape != (6, 2) or not np.isfinite(trajectory).all():

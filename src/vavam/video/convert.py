@@ -173,14 +173,15 @@ def reference_key(key: str, top: Mapping[str, str], block: Mapping[str, str]) ->
 def check_state_fits(
     model: torch.nn.Module, state: Mapping[str, torch.Tensor], name_in_file: Callable[[str], str], source: str
 ) -> None:
-    """Raise ``ValueError`` naming, as the file names them, the parameters ``state`` lacks or holds at a shape
-    ``model`` (on any device, meta included) does not have."""
+    """Raise ``ValueError`` naming, as the file names them, the parameters ``state`` lacks, holds at a shape
+    ``model`` (on any device, meta included) does not have, or holds beyond the model's."""
     expected = model.state_dict()
     missing = [name_in_file(k) for k in expected if k not in state]
     wrong = [f"{name_in_file(k)} {list(state[k].shape)} (expected {list(v.shape)})"
              for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    unexpected = [name_in_file(k) for k in state if k not in expected]
     problems = []
-    for what, names in (("missing", missing), ("wrong shape", wrong)):
+    for what, names in (("missing", missing), ("wrong shape", wrong), ("unexpected", unexpected)):
         if names:
             more = f" and {len(names) - 5} more" if len(names) > 5 else ""
             problems.append(f"{what}: {', '.join(names[:5])}{more}")
@@ -210,7 +211,7 @@ def build_from_state(
     return model.eval()
 
 
-_ARCHIVE_RE = re.compile(r"\.tar(\.gz)?(\.part_[a-z]+)?$")
+_PART_RE = re.compile(r"\.part_[a-z]{2,}$")  # `split` output: NAME.part_aa, NAME.part_ab, ...
 
 
 def _read_released(path: Path) -> dict[str, Any]:
@@ -221,10 +222,15 @@ def _read_released(path: Path) -> dict[str, Any]:
     The width-2048 releases come as a split tar archive: a part (or the archive) is refused with how to
     unpack it.
     """
-    if _ARCHIVE_RE.search(path.name):
-        stem = re.sub(r"\.part_[a-z]+$", "", path.name)
-        raise ValueError(f"{path}: a (part of a) tar archive, not a checkpoint; join and unpack the parts first, "
-                         f"e.g. `cat {stem}.part_* | tar xz`, and load the .pt file inside")
+    if _PART_RE.search(path.name):
+        stem = _PART_RE.sub("", path.name)
+        raise ValueError(f"{path}: one part of a split archive, not a checkpoint; join and unpack the parts "
+                         f"first (`cat {stem}.part_* | tar xz`) and load the .pt file inside")
+    if path.is_file():
+        with open(path, "rb") as f:
+            if f.read(2) == b"\x1f\x8b":  # gzip: torch files are zip or pickle
+                raise ValueError(f"{path}: a gzip archive, not a checkpoint; unpack it first (`tar xzf {path.name}`) "
+                                 "and load the .pt file inside")
     if path.is_dir():  # DeepSpeed checkpoint directory
         inner = path / "checkpoint" / "mp_rank_00_model_states.pt"
         if not inner.is_file():

@@ -135,8 +135,9 @@ def evaluate_planner(
         progress: progress bar and printed table.
 
     Returns:
-        ``{"planner", "score", "collision_rate", "types": {type: {"score", "collision_rate", "runs"}},
-        "num_runs", "failures", "runs": [per-run summaries], "seconds", "runs_per_s", "videos"}``.
+        ``{"planner", "score", "collision_rate", "types": {type: {"score", "collision_rate", "runs", "failures"}},
+        "num_runs", "failures", "runs": [per-run summaries], "seconds", "runs_per_s", "videos"}``. A failed
+        run scores 0 and counts in no collision rate (NaN where every run failed; :func:`~vavam.world.ncap.aggregate`).
     """
     from tqdm.auto import tqdm
 
@@ -275,7 +276,8 @@ def _fmt(x: float, pct: bool = False) -> str:
 
 def score_table(results_by_planner: dict[str, dict]) -> str:
     """Markdown table comparing planners: one row per scenario type and an ``overall`` row (mean over
-    types); per planner two columns, mean NCAP score (0-5, higher is better) and collision rate.
+    types); per planner two columns, mean NCAP score (0-5, higher is better) and collision rate, and a
+    "failed" column for each planner with failed runs (they score 0 and count in no collision rate).
 
     ``results_by_planner`` maps a planner name to an :func:`evaluate_planner` result (or anything with
     ``score``, ``collision_rate`` and ``types``).
@@ -287,18 +289,21 @@ def score_table(results_by_planner: dict[str, dict]) -> str:
             if k not in kinds:
                 kinds.append(k)
     kinds.sort(key=lambda k: DEFAULT_KINDS.index(k) if k in DEFAULT_KINDS else len(DEFAULT_KINDS))
-    header = ["type"] + [c for n in names for c in (f"{n} score", f"{n} collisions")]
+    failed = [n for n in names if results_by_planner[n].get("failures")]  # a column only where runs failed
+    header = ["type"] + [c for n in names for c in (f"{n} score", f"{n} collisions")] + [f"{n} failed" for n in failed]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for k in kinds:
         row = [k]
         for n in names:
             t = results_by_planner[n].get("types", {}).get(k)
             row += [_fmt(t["score"]), _fmt(t["collision_rate"], True)] if t else ["–", "–"]
+        row += [str(results_by_planner[n].get("types", {}).get(k, {}).get("failures", 0)) for n in failed]
         lines.append("| " + " | ".join(row) + " |")
     row = ["**overall**"]
     for n in names:
         res = results_by_planner[n]
         row += [f"**{_fmt(res.get('score', float('nan')))}**", _fmt(res.get("collision_rate", float("nan")), True)]
+    row += [str(results_by_planner[n]["failures"]) for n in failed]
     lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
