@@ -119,3 +119,20 @@ def test_model_cross_entropy_matches_uniform_logits():
     tokens = torch.randint(0, 5, (2, 2, 2, 3))
     total, n = model_cross_entropy(Uniform(), tokens)
     assert n == 2 * 11 and total / n == pytest.approx(math.log(5))
+
+
+def test_frechet_distance_refuses_non_finite_features_naming_the_set():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(20, 4)), rng.normal(size=(20, 4))
+    y[3, 1] = np.nan  # reached scipy as "LinAlgError: Internal error in scipy.linalg.sqrtm: -102"
+    with pytest.raises(ValueError, match=r"y \(second feature set\): 1 of 20 feature vectors hold NaN"):
+        frechet_distance_from_features(x, y)
+    x_inf = x.copy()
+    x_inf[0, 0] = np.inf
+    with pytest.raises(ValueError, match=r"x \(first feature set\): 1 of 20 feature vectors hold NaN or infinite"):
+        frechet_distance_from_features(x_inf, x)
+    with pytest.raises(ValueError, match="generated frames: 1 of 2"):
+        FeatureStats(4, "generated frames").update(torch.tensor([[0.0, 1, 2, 3], [float("nan"), 0, 0, 0]]))
+    mu, cov = np.zeros(4), np.eye(4)
+    with pytest.raises(ValueError, match="frechet_distance: cov2 holds NaN"):
+        frechet_distance(mu, cov, mu, np.full((4, 4), np.nan))

@@ -277,3 +277,18 @@ def test_eval_probe_command_writes_report(world, tiny_models, tmp_path):
     assert "mIoU" in md and "vehicle" in md and "probe_examples.png" in md
     with pytest.raises(ValueError, match="--data is required"):
         eval_probe(tmp_path / "vim", tmp_path / "tok", out, dataset="cityscapes", progress=False)
+
+
+def test_non_finite_features_are_refused_naming_memory_or_query():
+    labels = torch.tensor([[[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 1, 1], [2, 2, 1, 1]]])
+    feats = torch.eye(4).reshape(1, 2, 2, 4)
+    bad = feats.clone()
+    bad[0, 0, 0, 0] = float("nan")  # gave a silently wrong mIoU
+    with pytest.raises(ValueError, match=r"memory features \(images 0\.\.0 of the memory\) holds 1 NaN"):
+        probe(bad, labels, feats, labels, num_classes=3, k=1, patches_per_image=4, backend="torch")
+    with pytest.raises(ValueError, match="query features holds 1 NaN or infinite"):
+        probe(feats, labels, bad, labels, num_classes=3, k=1, patches_per_image=4, backend="torch")
+    builder = MemoryBuilder("segmentation", 3, patches_per_image=4)
+    builder.add(feats, labels)
+    with pytest.raises(ValueError, match=r"memory features \(images 1\.\.1 of the memory\)"):
+        builder.add(bad, labels)

@@ -18,3 +18,18 @@ def test_report_markdown_and_html(tmp_path):
     h = page.read_text()
     assert "<h2>Open loop</h2>" in h and "<b>towns</b>" in h and "<li>a</li>" in h
     assert '<img src="plot.png"' in h and '<video controls src="run.mp4"' in h and "<code>code</code>" in h
+
+
+def test_missing_values_read_back_from_evaluation_json_show_as_a_dash(tmp_path):
+    from vavam.eval.gather import report
+    from vavam.eval.report import load_evaluation, save_evaluation
+
+    assert Table(["a", "b"], [[None, 1.0]]).markdown().splitlines()[2] == "| – | 1.000 |"
+    table = Table(["planner", "collision rate"], [["VaVAM", math.nan]])
+    save_evaluation(tmp_path / "run" / "openloop", "openloop", "Open loop", {}, [Section("Open loop", "", [table])])
+    reloaded = load_evaluation(tmp_path / "run" / "openloop" / "evaluation.json")["sections"][0].tables[0]
+    assert reloaded.rows[0][1] is None  # JSON has no NaN
+    assert reloaded.markdown().splitlines()[2] == "| VaVAM | – |"  # it printed "None"
+    report(tmp_path / "run", tmp_path / "page")  # `vavam report`
+    page = (tmp_path / "page" / "report.md").read_text()
+    assert "| VaVAM | – |" in page and "None" not in page

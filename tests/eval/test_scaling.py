@@ -261,3 +261,55 @@ def test_eval_scaling_single_law_on_flops_only_table(tmp_path):
     assert results["laws"]["compute"]["alpha"] == pytest.approx(ALPHA, rel=1e-4)
     with pytest.raises(ValueError, match="column 'params' is needed"):
         eval_scaling(runs, tmp_path / "out2", x="params", bootstrap=0)
+
+
+# ------------------------------------------------------------------------------ audit regressions
+
+# loss flat in compute (1 % noise): α sits at its lower bound and log A is unconstrained (audit repro)
+FLAT_RUNS = """flops,loss
+1e15,1.702257176978348552
+3.727593720314938e15,1.696097857301644529
+1.389495494373136e16,1.687471777119068150
+5.1794746792312232e16,1.696115927436256721
+1.9306977288832454e17,1.700464477865638813
+7.1968567300115277e17,1.695540294890554023
+2.6826957952797164e18,1.722292016844078733
+1e19,1.717301522681528692
+"""
+
+
+def _hparams_run(root, name, steps, data):
+    """A run folder whose Lightning hparams hold ``data`` (as ``vavam train video`` records it)."""
+    import yaml
+
+    run = _fake_run(root, name, 64, steps=steps, batch=1, loss=3.0)
+    (run / "logs" / "version_0" / "hparams.yaml").write_text(yaml.safe_dump({"data": data}))
+    return run
+
+
+def test_runs_from_folders_count_the_global_batch(tmp_path):
+    seq = 2 * 6  # num_frames x tokens_per_frame of _fake_run's config
+    recorded = _hparams_run(tmp_path, "recorded", 10, {"batch_size": 6, "world_size": 4, "accumulate": 2,
+                                                       "global_batch": 48})
+    derived = _hparams_run(tmp_path, "derived", 10, {"batch_size": 6, "world_size": 4, "accumulate": 2})
+    table = runs_from_folders([recorded, derived])
+    assert table.tokens.tolist() == [10 * 48 * seq, 10 * 48 * seq]  # not steps x per-device batch (10 x 6 x 12)
+    note = next(n for n in table.notes if n.startswith("tokens:"))
+    assert "global batch" in note and "recorded global_batch (recorded)" in note
+    assert "batch_size x world_size x accumulate of the hparams (derived)" in note
+    (recorded / "logs" / "version_0" / "hparams.yaml").write_text("data:\n  global_batch: 0\n")
+    with pytest.raises(ValueError, match=r"hparams\.yaml: data\.global_batch must be a positive integer"):
+        runs_from_folders([recorded])
+
+
+def test_unidentified_alpha_gives_infinite_bounds_and_a_report(tmp_path):
+    runs = _write(tmp_path / "flat.csv", FLAT_RUNS)
+    results = eval_scaling(runs, tmp_path / "out", x="compute", bootstrap=0)  # OverflowError (math.exp) before
+    entry = results["laws"]["compute"]
+    assert entry["ci_covariance"]["A"][1] == float("inf") and entry["ci_covariance"]["A"][0] >= 0.0
+    assert entry["alpha_identified"] is False and entry["identification_issues"]
+    data = json.loads((tmp_path / "out" / "evaluation.json").read_text())
+    assert data["results"]["laws"]["compute"]["ci_covariance"]["A"][1] is None  # JSON has no inf
+    assert "**α not identified**" in (tmp_path / "out" / "report.md").read_text()
+    good = fit_power_law(X, law(X) * np.exp(np.random.default_rng(0).normal(0.0, 0.005, X.shape)), bootstrap=0)
+    assert good.identification_issues() == [] and good.to_dict()["alpha_identified"]

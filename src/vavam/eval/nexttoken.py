@@ -15,31 +15,99 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 
+#: tokens counted per step when fitting the frequency baselines (bounds the int64 index buffer to 8 MiB)
+_COUNT_CHUNK = 1 << 20
+
+
 class FrequencyBaseline:
-    """Token frequencies (per spatial position or pooled) -> cross-entropy of windows' targets."""
+    """Token frequencies (per spatial position or pooled) -> cross-entropy of windows' targets.
+
+    Counting is streaming: :meth:`update` adds a block of frames at a time into int64 counts ``[P, V]``
+    (``P = h*w`` per position, else 1), in chunks of about a million tokens, so fitting a whole training
+    split (:meth:`fit_store`) needs memory for one chunk plus the counts, not for the split.
+    """
 
     def __init__(self, vocab_size: int, per_position: bool) -> None:
+        from vavam.checks import check_positive_int
+
+        check_positive_int(vocab_size, "vocab_size")
         self.vocab_size = vocab_size
         self.per_position = per_position
-        self.counts: torch.Tensor | None = None  # [P, V] float64 (P = h*w or 1)
+        self.counts: torch.Tensor | None = None  # [P, V] float64 (P = h*w or 1), add-one smoothed
+        self._raw: torch.Tensor | None = None  # [P, V] int64 observed counts while fitting
+        self._grid: tuple[int, int] | None = None  # (h, w) of the counted frames
+        self._seen = 0  # tokens counted
 
-    def fit(self, tokens: torch.Tensor) -> FrequencyBaseline:
-        """Count ``tokens long [N, T, h, w]`` (or ``[N, h, w]`` frames)."""
-        tokens = tokens.long()
-        hw = tokens.shape[-2] * tokens.shape[-1]
-        flat = tokens.reshape(-1, hw)  # [frames, h*w]
-        if flat.max() >= self.vocab_size or flat.min() < 0:
-            raise ValueError(f"token ids outside [0, {self.vocab_size})")
-        positions = hw if self.per_position else 1
-        counts = torch.ones(positions, self.vocab_size, dtype=torch.float64)  # add-one smoothing
-        pos = torch.arange(hw).expand_as(flat) if self.per_position else torch.zeros_like(flat)
-        counts.view(-1).index_add_(0, (pos * self.vocab_size + flat).reshape(-1), torch.ones(flat.numel(), dtype=torch.float64))
-        self.counts = counts
+    def reset(self) -> FrequencyBaseline:
+        """Forget every count (the next :meth:`update` starts a new fit)."""
+        self.counts, self._raw, self._grid, self._seen = None, None, None, 0
         return self
+
+    def update(self, tokens: torch.Tensor | np.ndarray, name: str = "tokens") -> FrequencyBaseline:
+        """Add the counts of frames ``[..., h, w]`` (any integer dtype, torch or numpy; uint16 memory maps too).
+
+        Args:
+            tokens: frames to count; every id must lie in ``[0, vocab_size)``.
+            name: what ``tokens`` are, for error messages (e.g. the store and scene).
+        """
+        array = tokens.detach().cpu().numpy() if isinstance(tokens, torch.Tensor) else np.asarray(tokens)
+        if array.ndim < 2:
+            raise ValueError(f"{name}: expected frames [..., h, w], got shape {tuple(array.shape)}")
+        if not np.issubdtype(array.dtype, np.integer):
+            raise TypeError(f"{name}: token ids must be integers, got dtype {array.dtype}")
+        grid = (int(array.shape[-2]), int(array.shape[-1]))
+        if 0 in grid:
+            raise ValueError(f"{name}: frames of {grid[0]}x{grid[1]} tokens hold no token")
+        if self._grid is not None and grid != self._grid:
+            raise ValueError(f"{name}: frames of {grid[0]}x{grid[1]} tokens, but the frames counted so far are "
+                             f"{self._grid[0]}x{self._grid[1]}")
+        hw = grid[0] * grid[1]
+        flat = array.reshape(-1, hw)  # [frames, h*w] (a view where possible)
+        if self._raw is None:
+            self._raw = torch.zeros((hw if self.per_position else 1) * self.vocab_size, dtype=torch.int64)
+            self._grid = grid
+        offsets = (np.arange(hw, dtype=np.int64) * self.vocab_size) if self.per_position else None
+        step = max(1, _COUNT_CHUNK // max(hw, 1))
+        for first in range(0, len(flat), step):
+            chunk = np.asarray(flat[first : first + step])
+            if chunk.size == 0:
+                continue
+            lo, hi = int(chunk.min()), int(chunk.max())
+            if lo < 0 or hi >= self.vocab_size:
+                raise ValueError(f"{name}: token ids outside [0, {self.vocab_size}) (min {lo}, max {hi})")
+            index = chunk.astype(np.int64)
+            if offsets is not None:
+                index += offsets
+            index = torch.from_numpy(index.reshape(-1))
+            self._raw.index_add_(0, index, torch.ones(1, dtype=torch.int64).expand(len(index)))
+            self._seen += int(chunk.size)
+        self.counts = None  # stale until finish()
+        return self
+
+    def finish(self, name: str = "tokens") -> FrequencyBaseline:
+        """Turn the counts gathered by :meth:`update` into the add-one smoothed table :attr:`counts`."""
+        if self._raw is None or self._seen == 0:
+            raise ValueError(f"{name}: no training tokens to fit the frequency baseline on (empty)")
+        positions = self._raw.numel() // self.vocab_size
+        self.counts = self._raw.view(positions, self.vocab_size).double().add_(1.0)  # add-one smoothing
+        return self
+
+    def fit(self, tokens: torch.Tensor | np.ndarray, name: str = "tokens") -> FrequencyBaseline:
+        """Count ``tokens [N, T, h, w]`` (or ``[N, h, w]`` frames) from scratch; ``name`` is how errors call them.
+
+        Raises:
+            ValueError: no token (empty input), or ids outside ``[0, vocab_size)``.
+        """
+        return self.reset().update(tokens, name).finish(name)
+
+    def fit_store(self, store, name: str | None = None) -> FrequencyBaseline:
+        """Count every frame of a token store, scene by scene (memory: one chunk + the counts)."""
+        return fit_frequency_baselines([self], store, name)[0]
 
     def log_probs(self) -> torch.Tensor:
         """``[P, V]`` log-probabilities."""
@@ -47,17 +115,59 @@ class FrequencyBaseline:
             raise RuntimeError("FrequencyBaseline: call fit() first")
         return (self.counts / self.counts.sum(-1, keepdim=True)).log()
 
-    def cross_entropy(self, tokens: torch.Tensor) -> tuple[float, int]:
+    def cross_entropy(self, tokens: torch.Tensor, name: str = "tokens") -> tuple[float, int]:
         """(sum of -log p over the targets, number of targets) for windows ``[N, T, h, w]``.
 
         Targets are all tokens but the first of each window, as for the model.
         """
         tokens = tokens.long()
         n, t, h, w = tokens.shape
+        logp_table = self.log_probs()
+        if self.per_position and logp_table.shape[0] != h * w:
+            raise ValueError(f"{name}: frames of {h}x{w} tokens, the per-position baseline was fitted on "
+                             f"{logp_table.shape[0]} positions per frame")
         flat = tokens.reshape(n, t * h * w)[:, 1:]  # [N, L-1] targets
-        pos = (torch.arange(1, t * h * w) % (h * w)) if self.per_position else torch.zeros(t * h * w - 1, dtype=torch.long)
-        logp = self.log_probs()[pos.expand_as(flat), flat]  # [N, L-1]
+        if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= self.vocab_size):
+            raise ValueError(f"{name}: token ids outside [0, {self.vocab_size}) (min {int(flat.min())}, "
+                             f"max {int(flat.max())})")
+        positions = torch.arange(1, t * h * w)
+        pos = positions % (h * w) if self.per_position else torch.zeros_like(positions)
+        logp = logp_table[pos.expand_as(flat), flat]  # [N, L-1]
         return float(-logp.sum()), flat.numel()
+
+
+def fit_frequency_baselines(baselines: list[FrequencyBaseline], source, name: str | None = None
+                            ) -> list[FrequencyBaseline]:
+    """Fit several baselines in one pass over training frames, scene by scene.
+
+    Args:
+        baselines: the baselines to fit (their previous counts are dropped).
+        source: a token store (``.scenes``, ``.tokens(scene)`` -> ``[T, h, w]``, e.g.
+            :class:`vavam.data.tokens.TokenStore`) or frames ``[..., h, w]`` (tensor or array).
+        name: how errors name the source (default: the store's folder, or ``"train_tokens"``).
+
+    Returns:
+        ``baselines``, fitted.
+    """
+    for b in baselines:
+        b.reset()
+    if hasattr(source, "scenes") and hasattr(source, "tokens"):
+        label = name or str(getattr(source, "root", "train_tokens"))
+        cache = getattr(source, "_tokens", None)  # TokenStore keeps each scene's memory map open once read
+        for scene in source.scenes:
+            frames = source.tokens(scene)
+            for b in baselines:
+                b.update(frames, f"{label} (scene {scene!r})")
+            if isinstance(cache, dict):  # unmap it: a training split's pages would otherwise stay resident
+                cache.pop(scene, None)
+            del frames
+    else:
+        label = name or "train_tokens"
+        for b in baselines:
+            b.update(source, label)
+    for b in baselines:
+        b.finish(label)
+    return baselines
 
 
 @torch.no_grad()
@@ -76,9 +186,13 @@ def perplexity(mean_cross_entropy: float) -> float:
 
 def store_windows(store, num_frames: int, stride: int = 1, limit: int | None = None, seed: int = 0) -> torch.Tensor:
     """Non-overlapping windows of ``num_frames`` frames (every ``stride``-th frame) of every scene of a
-    token store -> long ``[N, T, h, w]``; with ``limit``, a seeded random subset of that many."""
-    import numpy as np
+    token store -> long ``[N, T, h, w]``; with ``limit`` (>= 1), a seeded random subset of that many."""
+    from vavam.checks import check_positive_int
 
+    check_positive_int(num_frames, "num_frames")
+    check_positive_int(stride, "stride")
+    if limit is not None:
+        check_positive_int(limit, "limit")
     out = []
     span = (num_frames - 1) * stride + 1
     for scene in store.scenes:
@@ -96,28 +210,40 @@ def store_windows(store, num_frames: int, stride: int = 1, limit: int | None = N
 def evaluate_next_token(
     model: torch.nn.Module,
     datasets: dict[str, torch.Tensor],
-    train_tokens: torch.Tensor | None = None,
+    train_tokens=None,
     batch_size: int = 8,
     progress: bool = False,
+    train_name: str | None = None,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Mean cross-entropy (nats / token) and perplexity per dataset, with the two frequency baselines.
 
     Args:
         model: a video model (``model(tokens [B,T,h,w]) -> logits [B, T*h*w, V]``, ``model.config.vocab_size``).
-        datasets: name -> windows ``long [N, T, h, w]``.
-        train_tokens: training frames ``long [..., h, w]`` for the baselines (None: baselines left out).
-        batch_size: windows per forward pass.
+        datasets: name -> windows ``long [N, T, h, w]`` (N >= 1 each).
+        train_tokens: training tokens for the baselines: a token store (counted scene by scene, see
+            :func:`fit_frequency_baselines`) or frames ``long [..., h, w]``; None: baselines left out.
+        batch_size: windows per forward pass (>= 1).
         progress: show a progress bar.
+        train_name: how errors about the training tokens name them (default: the store's folder).
 
     Returns:
         ``{dataset: {row: {"cross_entropy", "perplexity", "targets"}}}`` with rows ``model`` and, given
         training tokens, ``unigram frequency`` and ``per-position frequency``.
     """
+    from vavam.checks import check_positive_int, check_token_ids
+
+    check_positive_int(batch_size, "batch_size")
     vocab = model.config.vocab_size
+    for name, windows in datasets.items():
+        if windows.ndim != 4 or len(windows) == 0 or windows.shape[1:].numel() < 2:
+            raise ValueError(f"dataset {name!r}: needs at least one window [N, T, h, w] of 2 or more tokens, got "
+                             f"shape {tuple(windows.shape)}")
+        check_token_ids(windows, vocab, f"dataset {name!r}")
     baselines = {}
     if train_tokens is not None:
-        baselines = {"unigram frequency": FrequencyBaseline(vocab, per_position=False).fit(train_tokens),
-                     "per-position frequency": FrequencyBaseline(vocab, per_position=True).fit(train_tokens)}
+        fitted = fit_frequency_baselines([FrequencyBaseline(vocab, per_position=False),
+                                          FrequencyBaseline(vocab, per_position=True)], train_tokens, train_name)
+        baselines = {"unigram frequency": fitted[0], "per-position frequency": fitted[1]}
     out = {}
     for name, windows in datasets.items():
         totals = {"model": [0.0, 0], **{b: [0.0, 0] for b in baselines}}
@@ -129,7 +255,7 @@ def evaluate_next_token(
         for i in starts:
             batch = windows[i : i + batch_size]
             for row, (total, n) in [("model", model_cross_entropy(model, batch)),
-                                    *((b, f.cross_entropy(batch)) for b, f in baselines.items())]:
+                                    *((b, f.cross_entropy(batch, f"dataset {name!r}")) for b, f in baselines.items())]:
                 totals[row][0] += total
                 totals[row][1] += n
         out[name] = {row: {"cross_entropy": t / n, "perplexity": perplexity(t / n), "targets": n}
@@ -155,22 +281,26 @@ def eval_nexttoken(
         video: VaViM checkpoint (our folder or the authors' ``.pt``).
         tokens: one or more token stores (one table row group each, named after the folder).
         out: output folder (``evaluation.json``, ``report.md`` / ``.html``, ``cross_entropy.png``).
-        train_tokens: the training token store, for the unigram and per-position frequency baselines.
+        train_tokens: the training token store, for the unigram and per-position frequency baselines
+            (counted scene by scene).
         stride: frame subsampling inside a window (the reference uses 5 on 10 Hz OpenDV tokens).
-        limit: at most LIMIT windows per dataset (a seeded random subset).
-        batch_size: windows per forward pass.
+        limit: at most LIMIT windows per dataset (a seeded random subset; at least 1).
+        batch_size: windows per forward pass (at least 1).
         seed: seed of the subset.
         device: where the model runs.
         progress: show progress bars.
     """
-    import numpy as np
-
     import vavam
+    from vavam.checks import check_positive_int
     from vavam.data.tokens import TokenStore
     from vavam.eval.report import Section, Table, save_evaluation
 
     if not tokens:
         raise ValueError("--tokens: give at least one token store")
+    check_positive_int(stride, "--stride")
+    check_positive_int(batch_size, "--batch-size")
+    if limit is not None:
+        check_positive_int(limit, "--limit")
     vim = vavam.load_video_model(video, device=device)
     datasets = {}
     for path in tokens:
@@ -179,9 +309,11 @@ def eval_nexttoken(
         datasets[name] = store_windows(store, vim.config.num_frames, stride, limit, seed).to(device)
     train = None
     if train_tokens is not None:
-        store = TokenStore(train_tokens)
-        train = torch.from_numpy(np.concatenate([np.asarray(store.tokens(s)) for s in store.scenes]).astype(np.int64))
-    results = evaluate_next_token(vim, datasets, train, batch_size, progress)
+        train = TokenStore(train_tokens)
+        if train.total_frames() == 0:
+            raise ValueError(f"--train-tokens {train_tokens}: the token store holds no frames")
+    results = evaluate_next_token(vim, datasets, train, batch_size, progress,
+                                  train_name=None if train is None else f"--train-tokens {train_tokens}")
     rows = []
     for name, res in results.items():
         for row, r in res.items():

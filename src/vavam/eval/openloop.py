@@ -2,7 +2,9 @@
 
 All trajectories are ``[..., 6, 2]`` metres in the ego frame of the current frame (x forward,
 y left), waypoint ``i`` at ``0.5 * (i + 1)`` s. The "best" sample of a window is the one with the
-smallest ADE (as for minADE); FDE and L2@t are read off that sample.
+smallest ADE against the ground truth (as for minADE, so it is chosen with hindsight); FDE and L2@t are read
+off that sample. L2@t is the point error at time t (UniAD's convention), not the average of the errors up
+to t that ST-P3 and VAD report.
 
 :class:`OpenLoopAccumulator` sums per command and over all windows and reduces across
 ``torch.distributed`` ranks (sums and counts, so every window weighs the same whatever the rank).
@@ -10,6 +12,7 @@ smallest ADE (as for minADE); FDE and L2@t are read off that sample.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -20,21 +23,55 @@ from vavam.types import NUM_WAYPOINTS, WAYPOINT_DT, Command, constant_velocity_t
 L2_TIMES = (1.0, 2.0, 3.0)
 
 
-def trajectory_errors(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, torch.Tensor]:
+def check_trajectories(pred: torch.Tensor, gt: torch.Tensor, windows: Sequence[str] | None = None,
+                       what: str = "pred") -> None:
+    """Validate sampled trajectories ``pred [N, K, 6, 2]`` (K >= 1, finite) against ``gt [N, 6, 2]`` (finite).
+
+    ``windows`` (names of the N windows) and ``what`` (e.g. the planner) make the errors say which window
+    and which sample is at fault.
+    """
+    if pred.ndim != 4 or pred.shape[-2:] != (NUM_WAYPOINTS, 2):
+        raise ValueError(f"{what} must be [N,K,{NUM_WAYPOINTS},2], got {list(pred.shape)}")
+    if gt.shape != (pred.shape[0], NUM_WAYPOINTS, 2):
+        raise ValueError(f"gt must be [N,{NUM_WAYPOINTS},2] with N={pred.shape[0]}, got {list(gt.shape)}")
+    if pred.shape[1] == 0:
+        raise ValueError(f"{what}: no sampled trajectory per window (K = 0, shape {list(pred.shape)}); "
+                         "need at least one sample")
+    if windows is not None and len(windows) != pred.shape[0]:
+        raise ValueError(f"windows: {len(windows)} names for {pred.shape[0]} windows")
+
+    def name(i: int) -> str:
+        return f"window {i}" + (f" ({windows[i]})" if windows is not None else "")
+
+    bad = ~torch.isfinite(pred).all(dim=-1).all(dim=-1)  # [N, K]
+    if bool(bad.any()):
+        i, k = (int(v) for v in bad.nonzero()[0])
+        raise ValueError(f"{what}: {name(i)}, sample {k} holds NaN or infinite coordinates "
+                         f"({int(bad.sum())} non-finite plan(s) in this batch of {pred.shape[0]} windows)")
+    bad_gt = ~torch.isfinite(gt).all(dim=-1).all(dim=-1)  # [N]
+    if bool(bad_gt.any()):
+        raise ValueError(f"ground truth: {name(int(bad_gt.nonzero()[0]))} holds NaN or infinite coordinates")
+
+
+def trajectory_errors(pred: torch.Tensor, gt: torch.Tensor, windows: Sequence[str] | None = None,
+                      what: str = "pred") -> dict[str, torch.Tensor]:
     """Per-window errors of K sampled trajectories against the ground truth.
 
     Args:
-        pred: ``[N, K, 6, 2]`` sampled trajectories (metres).
-        gt: ``[N, 6, 2]`` ground truth (metres).
+        pred: ``[N, K, 6, 2]`` sampled trajectories (metres), K >= 1, all finite.
+        gt: ``[N, 6, 2]`` ground truth (metres), finite.
+        windows: optional names of the N windows (e.g. ``"scene-0103 frame 17"``) for error messages.
+        what: how error messages name ``pred`` (e.g. the planner).
 
     Returns:
         dict of ``[N]`` float tensors: ``min_ade``, ``fde`` (of the best sample), ``l2@1s``,
         ``l2@2s``, ``l2@3s`` (distance at that time, best sample), and ``best`` (long index).
+
+    Raises:
+        ValueError: wrong shapes, K = 0, or a NaN / infinite coordinate (named by window and sample: a
+            non-finite plan has no distance, and leaving it out would bias minADE towards the other samples).
     """
-    if pred.ndim != 4 or pred.shape[-2:] != (NUM_WAYPOINTS, 2):
-        raise ValueError(f"pred must be [N,K,{NUM_WAYPOINTS},2], got {list(pred.shape)}")
-    if gt.shape != (pred.shape[0], NUM_WAYPOINTS, 2):
-        raise ValueError(f"gt must be [N,{NUM_WAYPOINTS},2] with N={pred.shape[0]}, got {list(gt.shape)}")
+    check_trajectories(pred, gt, windows, what)
     dist = torch.linalg.vector_norm(pred.double() - gt.double()[:, None], dim=-1)  # [N, K, 6]
     ade = dist.mean(-1)  # [N, K]
     min_ade, best = ade.min(dim=1)  # [N]
@@ -96,11 +133,13 @@ class OpenLoopAccumulator:
         self.collision_counts = torch.zeros(4, dtype=torch.float64)
 
     def update(
-        self, pred: torch.Tensor, gt: torch.Tensor, commands: torch.Tensor, collisions: torch.Tensor | None = None
+        self, pred: torch.Tensor, gt: torch.Tensor, commands: torch.Tensor, collisions: torch.Tensor | None = None,
+        windows: Sequence[str] | None = None, what: str = "pred",
     ) -> dict[str, torch.Tensor]:
         """Add a batch: ``pred [N,K,6,2]``, ``gt [N,6,2]``, ``commands [N]``, optional ``collisions [N,K]``
-        (1 / 0 per plan, NaN for a window without boxes). Returns its per-window errors."""
-        errors = trajectory_errors(pred, gt)
+        (1 / 0 per plan, NaN for a window without boxes). ``windows`` / ``what`` name the windows and the
+        planner in errors (see :func:`trajectory_errors`). Returns its per-window errors."""
+        errors = trajectory_errors(pred, gt, windows, what)
         values = torch.stack([errors[m] for m in self.metrics], dim=1).cpu()  # [N, M]
         commands = commands.cpu().long()
         if collisions is not None:

@@ -1,9 +1,11 @@
 """Open-loop planning evaluation of VaVAM over every window of a split (``vavam eval openloop``).
 
 For each window the model plans from its context frames under the window's command (that of the
-last context frame); K samples give minADE@K and the best sample's FDE and L2 at 1 / 2 / 3 s. Where
-the records carry other agents' boxes (the world, nuScenes, nuPlan), every planned trajectory is
-checked for a collision with their future boxes (:mod:`vavam.eval.collision`). Baselines in the
+last context frame); K samples give minADE@K and the best sample's FDE and L2 at 1 / 2 / 3 s (the best
+sample is chosen with the ground truth; L2@t is the point error at t, UniAD's convention, not the
+average up to t of ST-P3 / VAD). Where the records carry other agents' boxes (the world, nuScenes,
+nuPlan), every planned trajectory is checked for a collision with their future boxes
+(:mod:`vavam.eval.collision`); the collision rate averages over all K plans of a window. Baselines in the
 same table: constant velocity (speed from the previous context frame's ground-truth trajectory) and
 the mean trajectory per command of a training split. Under ``torch.distributed`` each rank takes
 every ``world_size``-th window and the sums are reduced, so every window counts once.
@@ -21,6 +23,7 @@ from vavam.eval.collision import future_boxes, planned_collisions
 from vavam.eval.openloop import (
     MeanTrajectoryBaseline,
     OpenLoopAccumulator,
+    check_trajectories,
     constant_velocity_trajectory,
     speed_from_previous_frame,
 )
@@ -34,6 +37,16 @@ def _rank_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
+
+
+def _window_name(item: dict[str, Any]) -> str:
+    """How errors name a window: its scene and last context frame (what the item carries of them)."""
+    parts = []
+    if "scene" in item:
+        parts.append(f"scene {item['scene']!r}")
+    if "frame_indices" in item:
+        parts.append(f"frame {int(item['frame_indices'][-1])}")
+    return " ".join(parts) or "unnamed window"
 
 
 def fit_mean_baseline(dataset) -> MeanTrajectoryBaseline:
@@ -68,22 +81,28 @@ def evaluate_open_loop(
             ``frame_indices [T]`` and optionally ``speeds [T]`` (e.g. :class:`vavam.data.windows.TokenWindowDataset`).
         records: scene name -> SceneRecord with boxes, for the collision rate (None: not computed).
         mean_baseline: fitted per-command mean trajectories (None: that row is left out).
-        num_samples: K.
-        batch_size: windows per forward pass.
+        num_samples: K (>= 1).
+        batch_size: windows per forward pass (>= 1).
         seed: seed of the sampling noise (per rank: ``seed + rank``).
-        limit: evaluate ``limit`` windows spread evenly over the dataset (None: all).
+        limit: evaluate ``limit`` (>= 1) windows spread evenly over the dataset (None: all).
         num_examples: windows kept (on rank 0) for figures.
         progress: show a progress bar.
 
     Returns:
         ``{"windows", "num_samples", "rows": {planner: {group: metrics}}, "_examples": [...]}``.
     """
+    from vavam.checks import check_positive_int
+
+    check_positive_int(num_samples, "num_samples")
+    check_positive_int(batch_size, "batch_size")
+    if limit is not None:
+        check_positive_int(limit, "limit")
     if len(dataset) and torch.as_tensor(dataset[0]["positions"]).shape[0] < 2:
         raise ValueError("the constant-velocity baseline needs at least 2 context frames per window")
     rank, world = _rank_world()
     chosen = np.arange(len(dataset))
     if limit is not None and limit < len(dataset):
-        chosen = np.unique(np.linspace(0, len(dataset) - 1, max(1, limit)).round().astype(np.int64))
+        chosen = np.unique(np.linspace(0, len(dataset) - 1, limit).round().astype(np.int64))
     mine = chosen[rank::world].tolist()
     planners = (["VaVAM"] if vam is not None else []) + ["constant velocity"]
     if mean_baseline is not None:
@@ -116,9 +135,11 @@ def evaluate_open_loop(
         plans["constant velocity"] = constant_velocity_trajectory(speed_from_previous_frame(positions[:, -2]))[:, None].float()
         if mean_baseline is not None:
             plans["mean trajectory per command"] = mean_baseline.predict(cmd)[:, None]
+        names = [_window_name(it) for it in items]
         for name, pred in plans.items():
+            check_trajectories(pred, gt, names, f"{name} plans")  # before the collision check reads them
             coll = None if boxes is None else torch.from_numpy(planned_collisions(pred.numpy(), boxes))
-            accs[name].update(pred, gt, cmd, coll)
+            accs[name].update(pred, gt, cmd, coll, windows=names, what=f"{name} plans")
         if vam is not None and rank == 0 and len(examples) < num_examples:
             for k in range(min(len(items), num_examples - len(examples))):
                 examples.append({"gt": gt[k].numpy(), "pred": plans["VaVAM"][k].numpy(), "command": int(cmd[k]),
@@ -225,10 +246,12 @@ def eval_openloop(
         records: scene records (``.npz``) of the evaluated split; windows are 8 context frames + 3 s.
         tokens: token store of the same scenes.
         out: output folder (``evaluation.json``, ``report.md`` / ``.html``, figures).
-        train_records, train_tokens: a training split, for the mean-trajectory-per-command baseline.
-        num_samples: K samples per window (published: 5).
-        batch_size: windows per forward pass.
-        limit: evaluate LIMIT windows spread evenly over the split (default: all).
+        train_records: scene records (``.npz``) of a training split, for the mean-trajectory-per-command
+            baseline (give --train-tokens too).
+        train_tokens: token store of the training split's scenes (with --train-records).
+        num_samples: K samples per window (published: 5; at least 1).
+        batch_size: windows per forward pass (at least 1).
+        limit: evaluate LIMIT windows spread evenly over the split (default: all; at least 1).
         seed: seed of the sampling noise.
         image_root: folder the records' image paths are relative to (for the overlays on frames).
         device: where the model runs.
@@ -243,6 +266,10 @@ def eval_openloop(
     from vavam.train.action import make_window_dataset
 
     check_positive_int(subsampling, "--subsampling")
+    check_positive_int(num_samples, "--num-samples")
+    check_positive_int(batch_size, "--batch-size")
+    if limit is not None:
+        check_positive_int(limit, "--limit")
     for name, path in (("action", action), ("records", records), ("tokens", tokens)):
         if not Path(path).exists():
             raise FileNotFoundError(f"--{name} {path}: not found")
@@ -269,7 +296,11 @@ def eval_openloop(
             figures.append("trajectories_frames.png")
     has_boxes = any(r.boxes is not None for r in scene_records.values())
     text = (f"{result['windows']} windows of {frames} context frames; K = {num_samples} samples; errors in metres. "
-            + ("Collision rate: share of planned trajectories whose ego box overlaps another agent's future box."
+            "minADE: the smallest average displacement error over the K samples. FDE and L2@t are read off that "
+            "best-of-K sample, which is chosen with the ground truth; L2@t is the point error at time t (UniAD's "
+            "convention), not the average of the errors up to t that ST-P3 and VAD report. "
+            + ("Collision rate: share of planned trajectories whose ego box overlaps another agent's future box, "
+               "over all K plans of a window (not only the best one), averaged over the windows with boxes."
                if has_boxes else "The records carry no agent boxes: no collision rate."))
     if mean_baseline is None:
         text += " (No training split given: no mean-trajectory baseline.)"

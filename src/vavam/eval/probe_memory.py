@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vavam.checks import check_finite
 from vavam.eval.probe_data import IGNORE_INDEX
 
 Task = Literal["segmentation", "depth"]
@@ -171,7 +172,7 @@ class MemoryBuilder:
         self.used_per_image = per
 
     def add(self, features: torch.Tensor, targets: torch.Tensor | np.ndarray) -> None:
-        """Add a batch: features ``[N, h, w, d]``; targets ``[N, H, W]`` labels or depths."""
+        """Add a batch: features ``[N, h, w, d]`` (finite); targets ``[N, H, W]`` labels or depths."""
         features = torch.as_tensor(features)
         if features.ndim != 4:
             raise ValueError(f"features must be [N, h, w, d], got shape {tuple(features.shape)}")
@@ -179,6 +180,8 @@ class MemoryBuilder:
         if targets.ndim != 3 or targets.shape[0] != features.shape[0]:
             raise ValueError(f"targets must be [N, H, W] with N={features.shape[0]}, got shape {tuple(targets.shape)}")
         n, h, w, d = features.shape
+        # a NaN feature would be normalised to NaN, never be a neighbour, and silently bias the transfer
+        check_finite(features, f"memory features (images {self.num_images}..{self.num_images + n - 1} of the memory)")
         grid = (h, w)
         if self.task == "segmentation":
             values = label_histograms(targets, grid, self.num_classes, self.ignore_index)  # [N, h, w, C]

@@ -12,6 +12,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from vavam.checks import check_finite
 from vavam.eval.probe_knn import KnnIndex
 from vavam.eval.probe_memory import MemoryBank
 
@@ -44,7 +45,7 @@ def predict_dense(
     """Dense prediction for query features.
 
     Args:
-        features: ``[N, h, w, d]`` (normalised here).
+        features: ``[N, h, w, d]`` (finite; normalised here).
         memory: the memory bank (its values are transferred).
         index: k-NN index over ``memory.features``.
         size: output ``(H, W)``.
@@ -60,6 +61,7 @@ def predict_dense(
     if memory.task not in ("segmentation", "depth") or len(memory) != index.size:
         raise ValueError(f"memory ({memory.task}, {len(memory)} patches) does not match the index ({index.size} patches)")
     n, h, w, d = features.shape
+    check_finite(features, "query features")  # a NaN query has no neighbours: its prediction would be garbage
     if k > len(memory):
         warnings.warn(f"k={k} exceeds the memory size {len(memory)}; using k={len(memory)}", stacklevel=2)
         k = len(memory)

@@ -13,19 +13,28 @@ from scipy import linalg
 
 
 class FeatureStats:
-    """Running sums of features and their outer products (float64) -> mean and covariance."""
+    """Running sums of features and their outer products (float64) -> mean and covariance.
 
-    def __init__(self, dim: int) -> None:
+    ``name`` says which feature set this is in error messages (e.g. "generated frames").
+    """
+
+    def __init__(self, dim: int, name: str = "features") -> None:
         self.dim = dim
+        self.name = name
         self.n = 0
         self.sum = np.zeros(dim, dtype=np.float64)
         self.outer = np.zeros((dim, dim), dtype=np.float64)
 
     def update(self, features: torch.Tensor | np.ndarray) -> None:
-        """Add ``[N, dim]`` features."""
+        """Add ``[N, dim]`` features (all finite: a NaN would make the covariance, and the distance, meaningless)."""
         x = features.detach().double().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features, np.float64)
         if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"FeatureStats expects [N, {self.dim}] features, got {list(x.shape)}")
+            raise ValueError(f"{self.name}: FeatureStats expects [N, {self.dim}] features, got {list(x.shape)}")
+        finite = np.isfinite(x).all(axis=1)
+        if not finite.all():
+            rows = np.flatnonzero(~finite)
+            raise ValueError(f"{self.name}: {len(rows)} of {len(x)} feature vectors hold NaN or infinite values "
+                             f"(first: row {int(rows[0])} of this batch)")
         self.n += x.shape[0]
         self.sum += x.sum(0)
         self.outer += x.T @ x
@@ -33,7 +42,7 @@ class FeatureStats:
     def mean_cov(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean [dim], covariance [dim, dim] with n - 1). Needs at least 2 samples."""
         if self.n < 2:
-            raise ValueError(f"FeatureStats: need at least 2 samples for a covariance, have {self.n}")
+            raise ValueError(f"{self.name}: need at least 2 samples for a covariance, have {self.n}")
         mu = self.sum / self.n
         cov = (self.outer - self.n * np.outer(mu, mu)) / (self.n - 1)
         return mu, cov
@@ -45,6 +54,9 @@ def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: n
     cov1, cov2 = np.atleast_2d(cov1).astype(np.float64), np.atleast_2d(cov2).astype(np.float64)
     if mu1.shape != mu2.shape or cov1.shape != cov2.shape:
         raise ValueError(f"frechet_distance: shapes differ ({mu1.shape} vs {mu2.shape}, {cov1.shape} vs {cov2.shape})")
+    for name, value in (("mu1", mu1), ("cov1", cov1), ("mu2", mu2), ("cov2", cov2)):
+        if not np.isfinite(value).all():
+            raise ValueError(f"frechet_distance: {name} holds NaN or infinite values")
     diff = mu1 - mu2
     covmean = linalg.sqrtm(cov1 @ cov2)
     if not np.isfinite(covmean).all():
@@ -55,10 +67,10 @@ def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: n
 
 
 def frechet_distance_from_features(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> float:
-    """Fréchet distance between two feature sets ``[N, d]`` and ``[M, d]``."""
+    """Fréchet distance between two feature sets ``[N, d]`` and ``[M, d]`` (finite; errors name ``x`` or ``y``)."""
     stats = []
-    for feats in (x, y):
-        s = FeatureStats(int(feats.shape[-1]))
+    for name, feats in (("x (first feature set)", x), ("y (second feature set)", y)):
+        s = FeatureStats(int(feats.shape[-1]), name)
         s.update(feats)
         stats.append(s.mean_cov())
     return frechet_distance(*stats[0], *stats[1])

@@ -26,6 +26,10 @@ class Table:
     digits: int = 3
 
     def _fmt(self, value: Any) -> str:
+        """One cell: floats with ``digits`` decimals; a missing value (NaN, or None as NaN / inf read back from
+        ``evaluation.json``, which has no NaN) as "–"."""
+        if value is None:
+            return "–"
         if isinstance(value, float):
             return "–" if math.isnan(value) else f"{value:.{self.digits}f}"
         return str(value)

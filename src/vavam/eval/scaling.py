@@ -186,26 +186,56 @@ def read_runs(path: Path, metric: str = "val/loss") -> RunTable:
     return table_from_rows(rows, str(path))
 
 
-def _run_batch_size(run: Path) -> int:
-    """Batch size of a vavam training run, from its Lightning hparams (``logs/version_*/hparams.yaml``)."""
+def _positive_count(value: Any, what: str) -> int | None:
+    """``value`` as a positive int (None when absent); a clear error naming ``what`` otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer() or value < 1:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _run_global_batch(run: Path, summary: dict[str, Any] | None = None) -> tuple[int, str]:
+    """Windows per optimiser step of a vavam training run (the global batch) and how it was obtained.
+
+    ``vavam train video`` records ``data.batch_size`` (per-device micro-batch), ``data.world_size``,
+    ``data.accumulate`` and ``data.global_batch`` in the Lightning hparams (``logs/version_*/hparams.yaml``,
+    newest version first), and ``scale.global_batch`` in ``summary.json``. The recorded global batch is used
+    when there is one; otherwise ``batch_size x world_size x accumulate`` (a factor not recorded counts as 1,
+    as in runs written before multi-device training).
+
+    Returns:
+        ``(global batch, source)``, ``source`` one of ``"global_batch"``, ``"batch_size x world_size x accumulate"``.
+    """
     import yaml
 
     versions = sorted(run.glob("logs/version_*/hparams.yaml"), key=lambda p: int(p.parent.name.split("_")[-1]))
     for hp in reversed(versions):
-        data = yaml.safe_load(hp.read_text()) or {}
-        batch = (data.get("data") or {}).get("batch_size")
-        if batch:
-            return int(batch)
-    raise ValueError(f"{run}: no batch size found (logs/version_*/hparams.yaml with data.batch_size)")
+        data = (yaml.safe_load(hp.read_text()) or {}).get("data") or {}
+        recorded = _positive_count(data.get("global_batch"), f"{hp}: data.global_batch")
+        if recorded is not None:
+            return recorded, "global_batch"
+        batch = _positive_count(data.get("batch_size"), f"{hp}: data.batch_size")
+        if batch is not None:
+            world = _positive_count(data.get("world_size"), f"{hp}: data.world_size") or 1
+            accumulate = _positive_count(data.get("accumulate"), f"{hp}: data.accumulate") or 1
+            return batch * world * accumulate, "batch_size x world_size x accumulate"
+    recorded = _positive_count(((summary or {}).get("scale") or {}).get("global_batch"),
+                               f"{run}/summary.json: scale.global_batch")
+    if recorded is not None:
+        return recorded, "global_batch"
+    raise ValueError(f"{run}: no batch size found (logs/version_*/hparams.yaml with data.global_batch or "
+                     "data.batch_size, or summary.json with scale.global_batch)")
 
 
 def runs_from_folders(folders: Sequence[Path], metric: str = "val/loss", source: str = "") -> RunTable:
     """Runs table of vavam VaViM training runs (``vavam train video`` output folders).
 
-    Per run: the model config and step count from ``summary.json``, the batch size from the Lightning
-    hparams, the loss = ``metrics[metric]`` of ``summary.json`` (the last validation). Then ``params`` =
-    matmul parameters (blocks + tied readout, :func:`vavam.eval.flops.video_matmul_params`), ``tokens`` =
-    steps x batch x window positions (this run only: a cool-down does not include its pretraining),
+    Per run: the model config and step count from ``summary.json``, the global batch (windows per optimiser
+    step over all devices and accumulation steps, :func:`_run_global_batch`) from the Lightning hparams, the
+    loss = ``metrics[metric]`` of ``summary.json`` (the last validation). Then ``params`` = matmul parameters
+    (blocks + tied readout, :func:`vavam.eval.flops.video_matmul_params`), ``tokens`` = steps x global batch
+    x window positions (this run only: a cool-down does not include its pretraining),
     ``flops`` = analytic training FLOPs ``6·N·D`` + causal attention (:func:`vavam.eval.flops.video_train_flops`).
     """
     from vavam.config import VideoConfig
@@ -216,6 +246,7 @@ def runs_from_folders(folders: Sequence[Path], metric: str = "val/loss", source:
     if not folders:
         raise ValueError(f"{source}: no training run (no summary.json found)")
     rows = []
+    batch_sources: dict[str, list[str]] = {}
     for run in map(Path, folders):
         summary = read_json(run / "summary.json")
         config_dict = summary.get("config") or {}
@@ -231,15 +262,24 @@ def runs_from_folders(folders: Sequence[Path], metric: str = "val/loss", source:
         if steps <= 0:
             raise ValueError(f"{run}/summary.json: steps must be positive, got {summary.get('steps')!r}")
         seq = config.num_frames * config.tokens_per_frame
-        tokens = steps * _run_batch_size(run) * seq
+        global_batch, how = _run_global_batch(run, summary)
+        batch_sources.setdefault(how, []).append(run.name)
+        tokens = steps * global_batch * seq
         rows.append((str(run), {"name": run.name, "params": video_matmul_params(config), "tokens": tokens,
                                 "flops": video_train_flops(config, tokens, seq), "loss": metrics[metric]}))
     table = table_from_rows(rows, source)
     table.notes[:] = [f"loss: {metric} of each run's summary.json",
                       "params: matmul parameters (blocks + tied readout; embedding lookups excluded)",
-                      "tokens: steps x batch size x window positions",
+                      "tokens: steps x global batch x window positions; global batch: "
+                      + "; ".join(_batch_note(how, names, len(folders)) for how, names in batch_sources.items()),
                       "flops: analytic 6·N·D + causal attention 6·L·n·d·D (vavam.eval.flops)"]
     return table
+
+
+def _batch_note(how: str, names: list[str], total: int) -> str:
+    """``"<how> (runs a, b)"``, or just ``how`` when it applies to every run."""
+    what = "recorded global_batch" if how == "global_batch" else how + " of the hparams"
+    return what if len(names) == total else f"{what} ({', '.join(names)})"
 
 
 # ------------------------------------------------------------------------------ fitting
@@ -303,7 +343,8 @@ class PowerLawFit:
         if len(self.samples) == 0:
             return None
         e, log_a_ref, alpha = self.samples.T
-        a = np.exp(log_a_ref + alpha * math.log(self.x_ref))
+        with np.errstate(over="ignore"):  # an A too large for float64 is inf
+            a = np.exp(log_a_ref + alpha * math.log(self.x_ref))
         out = {}
         for key, values in (("E", e), ("A", a), ("alpha", alpha)):
             lo, hi = self._quantiles(values)
@@ -311,18 +352,39 @@ class PowerLawFit:
         return out
 
     def covariance_ci(self) -> dict[str, tuple[float, float]]:
-        """Intervals from the fit's covariance (t quantile, n − 3 dof): ``E``, ``α`` (clipped at 0), ``A`` (in log A)."""
+        """Intervals from the fit's covariance (t quantile, n − 3 dof): ``E``, ``α`` (clipped at 0), ``A`` (in log A).
+
+        A bound the data do not limit is ``inf`` (e.g. ``A``'s upper bound when ``log A`` is poorly determined,
+        as when ``α`` sits at 0); see :meth:`identification_issues`.
+        """
         t = self._t()
-        sd = np.sqrt(np.clip(np.diag(self.cov), 0, None))
+        diag = np.diag(self.cov)
+        sd = np.where(np.isfinite(diag), np.sqrt(np.clip(diag, 0, None)), math.inf)
         lx = math.log(self.x_ref)
         # log A = log A' + α·log x_ref
-        var_log_a = self.cov[1, 1] + lx * lx * self.cov[2, 2] + 2 * lx * self.cov[1, 2]
-        sd_log_a = math.sqrt(max(var_log_a, 0.0))
+        var_log_a = float(self.cov[1, 1] + lx * lx * self.cov[2, 2] + 2 * lx * self.cov[1, 2])
+        sd_log_a = math.sqrt(max(var_log_a, 0.0)) if math.isfinite(var_log_a) else math.inf
         return {
             "E": (max(self.E - t * sd[0], 0.0), self.E + t * sd[0]),
-            "A": (self.A * math.exp(-t * sd_log_a), self.A * math.exp(t * sd_log_a)),
+            "A": (self.A * _safe_exp(-t * sd_log_a), self.A * _safe_exp(t * sd_log_a)),
             "alpha": (max(self.alpha - t * sd[2], 0.0), self.alpha + t * sd[2]),
         }
+
+    def identification_issues(self) -> list[str]:
+        """Why the data may not pin ``α`` down (empty when they do): ``α`` at an optimiser bound, its covariance
+        interval reaching 0, or an unbounded covariance interval."""
+        issues = []
+        if self.alpha <= _ALPHA_MIN * 1e3:
+            issues.append("α sits at its lower bound 0 (the loss does not decrease with x)")
+        if self.alpha >= _ALPHA_MAX * 0.999:
+            issues.append(f"α sits at the optimiser's upper bound {_ALPHA_MAX:g}")
+        ci = self.covariance_ci()
+        if ci["alpha"][0] <= 0.0:
+            issues.append(f"the {self.level:.0%} covariance interval of α reaches 0")
+        unbounded = [key for key, (lo, hi) in ci.items() if not (math.isfinite(lo) and math.isfinite(hi))]
+        if unbounded:
+            issues.append(f"the covariance interval of {', '.join(unbounded)} is unbounded")
+        return issues
 
     def predict_ci(self, x: np.ndarray | float, method: Literal["bootstrap", "delta"] | None = None
                    ) -> tuple[np.ndarray, np.ndarray]:
@@ -368,6 +430,7 @@ class PowerLawFit:
         return {
             "E": self.E, "A": self.A, "alpha": self.alpha, "x_ref": self.x_ref, "n": self.n, "rss": self.rss,
             "level": self.level, "ci_covariance": self.covariance_ci(), "ci_bootstrap": boot,
+            "alpha_identified": not self.identification_issues(), "identification_issues": self.identification_issues(),
             "bootstrap_fits": len(self.samples), "bootstrap_skipped": self.skipped,
             "cov_E_logAref_alpha": self.cov.tolist(),
         }
@@ -381,6 +444,15 @@ def _law(params: np.ndarray, u: np.ndarray) -> np.ndarray:
 
 
 _ALPHA_MAX = 10.0
+_ALPHA_MIN = 1e-9  # the optimiser's lower bound of α (> 0)
+
+
+def _safe_exp(value: float) -> float:
+    """``exp(value)``, ``inf`` where it overflows (``math.exp`` raises instead)."""
+    try:
+        return math.exp(value)
+    except OverflowError:
+        return math.inf
 
 
 def _solve(log_u: np.ndarray, log_loss: np.ndarray, start: np.ndarray, tol: float):
@@ -395,7 +467,8 @@ def _solve(log_u: np.ndarray, log_loss: np.ndarray, start: np.ndarray, tol: floa
         pred = p[0] + r
         return np.stack([1.0 / pred, r / pred, -r * log_u / pred], axis=1)
 
-    return least_squares(residual, start, jac=jacobian, bounds=([0.0, -np.inf, 1e-9], [np.inf, np.inf, _ALPHA_MAX]),
+    bounds = ([0.0, -np.inf, _ALPHA_MIN], [np.inf, np.inf, _ALPHA_MAX])
+    return least_squares(residual, start, jac=jacobian, bounds=bounds,
                          method="trf", x_scale="jac", ftol=tol, xtol=tol, gtol=tol, max_nfev=2000)
 
 
@@ -582,10 +655,14 @@ def eval_scaling(
                                "bootstrap": bootstrap, "seed": seed, "laws": {}}
     rows, sections = [], []
     figures = []
+    unidentified: list[str] = []
     for law in laws:
         xs = table.column(law)
         fit = fit_power_law(xs, table.loss, bootstrap=bootstrap, seed=seed, progress=bootstrap >= 200)
         entry = fit.to_dict()
+        if entry["identification_issues"]:
+            unidentified.append(f"- {law} law: **α not identified**: {'; '.join(entry['identification_issues'])}. "
+                                "Its intervals and predictions are not meaningful.")
         law_target = target if target is not None and (law == "compute" or len(laws) == 1) else None
         if law_target is not None:
             delta = fit.predict_ci(law_target, method="delta")
@@ -615,7 +692,8 @@ def eval_scaling(
         "fitted over all runs as given (for a grid of sizes x durations, pass the runs at one duration or "
         "one size to get the law in the other variable)."
     )
-    sections.append(Section("Fitted laws", fit_text + "\n\n" + "\n".join(f"- {n}" for n in table.notes),
+    notes = "\n".join(f"- {n}" for n in table.notes) + "".join(f"\n{u}" for u in unidentified)
+    sections.append(Section("Fitted laws", fit_text + "\n\n" + notes,
                              [Table(["law", "parameter", "estimate", "95% CI (bootstrap)", "95% CI (covariance)"],
                                     rows)], figures))
     run_rows = [[name] + [_g(float(getattr(table, c)[i])) if getattr(table, c) is not None else "–"
@@ -625,5 +703,6 @@ def eval_scaling(
     save_evaluation(out, "scaling", "Scaling laws", results, sections)
     for law in laws:
         f = results["laws"][law]
-        print(f"{law}: E = {f['E']:.4g}, A = {f['A']:.4g}, alpha = {f['alpha']:.4g} ({f['n']} runs)")
+        warn = "" if f["alpha_identified"] else "; alpha not identified: " + "; ".join(f["identification_issues"])
+        print(f"{law}: E = {f['E']:.4g}, A = {f['A']:.4g}, alpha = {f['alpha']:.4g} ({f['n']} runs{warn})")
     return results

@@ -83,19 +83,20 @@ class QualityResult:
 class _Stats:
     """Lazily sized :class:`FeatureStats` (the feature size is known after the first batch)."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "features") -> None:
+        self.name = name
         self.stats: FeatureStats | None = None
 
     def update(self, feats: torch.Tensor) -> None:
         if self.stats is None:
-            self.stats = FeatureStats(int(feats.shape[-1]))
+            self.stats = FeatureStats(int(feats.shape[-1]), self.name)
         self.stats.update(feats)
 
     @staticmethod
     def merged(parts: list[_Stats]) -> FeatureStats:
         """One FeatureStats holding the samples of all ``parts``."""
         first = parts[0].stats
-        out = FeatureStats(first.dim)
+        out = FeatureStats(first.dim, parts[0].name.rsplit(" (", 1)[0] + " (all future steps)")
         for p in parts:
             out.n += p.stats.n
             out.sum += p.stats.sum
@@ -202,11 +203,11 @@ def evaluate_video_quality(
     generate = _as_generator(vim, temperature, top_k, seed)
     length = context + horizon
 
-    gen_stats = [_Stats() for _ in range(horizon)]
-    rec_stats = [_Stats() for _ in range(horizon)]
-    copy_stats = _Stats()
-    fut_stats = [_Stats() for _ in range(horizon)]
-    ctx_stats = _Stats()
+    gen_stats = [_Stats(f"features of the generated frames (future step {k + 1})") for k in range(horizon)]
+    rec_stats = [_Stats(f"features of the tokenizer reconstructions (future step {k + 1})") for k in range(horizon)]
+    copy_stats = _Stats("features of the last context frames (copy baseline)")
+    fut_stats = [_Stats(f"features of the real future frames (step {k + 1})") for k in range(horizon)]
+    ctx_stats = _Stats("features of the context frames")
     examples: dict[str, list[torch.Tensor]] = {"context": [], "future": [], "generated": [], "reconstruction": []}
     n_windows, clamped = 0, 0
     bar = tqdm(total=total, disable=not progress, desc="video quality", unit="window", dynamic_ncols=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from vavam.data.tokens import TokenStore
@@ -21,9 +20,8 @@ from vavam.types import Command
 @torch.no_grad()
 def next_token(vim, train_store: TokenStore, heldout_store: TokenStore, batch_size: int = 8) -> dict[str, Any]:
     """Cross-entropy (nats/token) and perplexity of VaViM on held-out windows, with two frequency baselines."""
-    train = torch.from_numpy(np.concatenate([np.asarray(train_store.tokens(s)) for s in train_store.scenes]).astype(np.int64))
     windows = store_windows(heldout_store, vim.config.num_frames)
-    res = evaluate_next_token(vim, {"heldout": windows}, train, batch_size)["heldout"]
+    res = evaluate_next_token(vim, {"heldout": windows}, train_store, batch_size)["heldout"]  # baselines: scene by scene
     rows = {"VaViM" if k == "model" else k: v for k, v in res.items()}
     return {"windows": len(windows), "rows": rows,
             "ratio_to_per_position": rows["VaViM"]["cross_entropy"] / rows["per-position frequency"]["cross_entropy"]}

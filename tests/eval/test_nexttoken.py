@@ -1,0 +1,106 @@
+"""Next-token evaluation: argument checks, streaming frequency baselines (same counts, bounded memory) and
+errors that name the store or dataset at fault."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+
+from vavam.data.tokens import TokenStore, TokenStoreWriter
+from vavam.eval import nexttoken
+from vavam.eval.nexttoken import FrequencyBaseline, eval_nexttoken, evaluate_next_token, store_windows
+
+VOCAB = 9
+
+
+class _Uniform(torch.nn.Module):
+    """A video model with uniform logits over ``VOCAB`` codes."""
+
+    class config:  # noqa: N801 - mimics a model's config attribute
+        vocab_size = VOCAB
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(tokens.shape[0], tokens[0].numel(), VOCAB)
+
+
+def _store(root, scenes=((7, 0), (5, 1), (11, 2)), grid=(2, 3), high=VOCAB - 1):
+    """A token store of ``(frames, seed)`` scenes with ids in ``[0, high)``."""
+    writer = TokenStoreWriter(root, grid, codebook_size=high, tokenizer={"name": "rand"}, fps=2.0, resume=False)
+    for k, (frames, seed) in enumerate(scenes):
+        tokens = np.random.default_rng(seed).integers(0, high, size=(frames, *grid), dtype=np.uint16)
+        writer.write_scene(f"s{k}", tokens, np.arange(frames, dtype=np.int64) * 500_000)
+    return TokenStore(root)
+
+
+def _reference_counts(frames: np.ndarray, per_position: bool) -> np.ndarray:
+    """Add-one smoothed counts as the in-memory implementation computed them (float64 [P, V])."""
+    flat = frames.reshape(len(frames), -1).astype(np.int64)
+    positions = flat.shape[1] if per_position else 1
+    counts = np.ones((positions, VOCAB))
+    pos = np.broadcast_to(np.arange(flat.shape[1]), flat.shape) if per_position else np.zeros_like(flat)
+    np.add.at(counts, (pos.reshape(-1), flat.reshape(-1)), 1.0)
+    return counts
+
+
+def test_store_fit_is_streamed_and_equal_to_the_in_memory_counts(tmp_path, monkeypatch):
+    store = _store(tmp_path / "train")
+    frames = np.concatenate([np.asarray(store.tokens(s)) for s in store.scenes])
+    for per_position in (False, True):
+        streamed = FrequencyBaseline(VOCAB, per_position).fit_store(TokenStore(store.root))
+        in_memory = FrequencyBaseline(VOCAB, per_position).fit(torch.from_numpy(frames.astype(np.int64)))
+        reference = _reference_counts(frames, per_position)
+        assert streamed.counts.dtype == torch.float64
+        np.testing.assert_array_equal(streamed.counts.numpy(), reference)
+        np.testing.assert_array_equal(in_memory.counts.numpy(), reference)
+    windows = {"val": store_windows(store, 2)}
+    by_store = evaluate_next_token(_Uniform(), windows, TokenStore(store.root))
+    by_tensor = evaluate_next_token(_Uniform(), windows, torch.from_numpy(frames.astype(np.int64)))
+    assert by_store == by_tensor and set(by_store["val"]) == {"model", "unigram frequency", "per-position frequency"}
+
+    # memory: a split of 20 000 frames is counted a chunk at a time, never as one int64 copy
+    big = _store(tmp_path / "big", scenes=((5000, 3), (5000, 4), (5000, 5), (5000, 6)), grid=(1, 2))
+    monkeypatch.setattr(nexttoken, "_COUNT_CHUNK", 1000)
+    FrequencyBaseline(VOCAB, per_position=True).fit_store(big)  # warm-up: a first call's imports are traced too
+    tracemalloc.start()
+    FrequencyBaseline(VOCAB, per_position=True).fit_store(big)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 40_000, f"{peak} bytes traced for 40 000 tokens (a whole-split int64 copy is 320 000)"
+
+
+def test_empty_inputs_and_non_positive_limits_are_refused_by_name(tmp_path):
+    with pytest.raises(ValueError, match="tokens: no training tokens.*empty"):
+        FrequencyBaseline(4, per_position=False).fit(torch.zeros(0, 1, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="vocab_size must be a positive integer"):
+        FrequencyBaseline(0, per_position=False)
+    with pytest.raises(ValueError, match="dataset 'val': needs at least one window"):
+        evaluate_next_token(_Uniform(), {"val": torch.zeros(0, 2, 1, 2, dtype=torch.long)})
+    windows = {"val": torch.zeros(1, 2, 1, 2, dtype=torch.long)}
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        evaluate_next_token(_Uniform(), windows, batch_size=0)
+    store = _store(tmp_path / "val")
+    for limit in (0, -1):
+        with pytest.raises(ValueError, match=f"limit must be a positive integer, got {limit}"):
+            store_windows(store, 2, limit=limit)
+    # the command checks its flags before loading the model (the checkpoint here does not exist)
+    for flags, match in (({"limit": 0}, "--limit must be"), ({"batch_size": 0}, "--batch-size must be"),
+                         ({"stride": 0}, "--stride must be")):
+        with pytest.raises(ValueError, match=match):
+            eval_nexttoken(tmp_path / "no_model", [store.root], tmp_path / "out", progress=False, **flags)
+
+
+def test_out_of_vocabulary_tokens_name_the_store_scene_or_dataset(tmp_path):
+    wide = _store(tmp_path / "wide", high=VOCAB + 20)  # ids up to 28 for a 9-code model
+    windows = {"val": torch.zeros(1, 2, 2, 3, dtype=torch.long)}
+    with pytest.raises(ValueError, match=rf"{wide.root} \(scene 's0'\): token ids outside \[0, {VOCAB}\)"):
+        evaluate_next_token(_Uniform(), windows, wide)
+    with pytest.raises(ValueError, match=r"--train-tokens x \(scene 's0'\): token ids outside"):
+        evaluate_next_token(_Uniform(), windows, wide, train_name="--train-tokens x")
+    with pytest.raises(ValueError, match=rf"dataset 'val' ids must lie in \[0, {VOCAB}\)"):
+        evaluate_next_token(_Uniform(), {"val": torch.full((1, 2, 2, 3), VOCAB)})
+    fitted = FrequencyBaseline(VOCAB, per_position=True).fit(torch.zeros(3, 2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="heldout: frames of 1x2 tokens, the per-position baseline was fitted on 6"):
+        fitted.cross_entropy(torch.zeros(1, 2, 1, 2, dtype=torch.long), "heldout")

@@ -1,0 +1,125 @@
+"""Open-loop planning: non-finite plans and K = 0 are refused by window and sample, the evaluation and
+the command refuse non-positive counts by name, and the report / --help say what the metrics mean."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import vavam
+from vavam.data.records import AgentBoxes, SceneRecord, save_records
+from vavam.data.tokens import TokenStoreWriter
+from vavam.eval.openloop import OpenLoopAccumulator, trajectory_errors
+from vavam.eval.planning import eval_openloop, evaluate_open_loop
+
+HZ, SPEED, CONTEXT = 2.0, 6.0, 4
+
+
+def _gt_and_plans() -> tuple[torch.Tensor, torch.Tensor]:
+    gt = torch.zeros(1, 6, 2)
+    gt[0, :, 0] = torch.arange(1, 7.0)
+    pred = gt[:, None].repeat(1, 3, 1, 1)
+    pred[0, 0, :, 1] += 1.0  # ADE 1
+    pred[0, 1, :, 1] += 0.5  # ADE 0.5: the best sample
+    pred[0, 2, :, 1] += 2.0  # ADE 2
+    return gt, pred
+
+
+def test_a_nan_sample_is_refused_naming_window_and_sample():
+    gt, pred = _gt_and_plans()
+    assert trajectory_errors(pred, gt)["best"].tolist() == [1]
+    pred[0, 0, 0, 0] = float("nan")  # before: minADE NaN and FDE / L2 from sample 0
+    with pytest.raises(ValueError, match=r"pred: window 0, sample 0 holds NaN or infinite"):
+        trajectory_errors(pred, gt)
+    with pytest.raises(ValueError, match=r"VaVAM plans: window 0 \(scene 'a' frame 3\), sample 0 holds NaN"):
+        OpenLoopAccumulator().update(pred, gt, torch.tensor([2]), windows=["scene 'a' frame 3"], what="VaVAM plans")
+    gt_bad = gt.clone()
+    gt_bad[0, 2, 1] = float("inf")
+    with pytest.raises(ValueError, match="ground truth: window 0 holds NaN or infinite"):
+        trajectory_errors(_gt_and_plans()[1], gt_bad)
+
+
+def test_zero_samples_are_refused():
+    with pytest.raises(ValueError, match=r"no sampled trajectory per window \(K = 0"):  # was a bare IndexError
+        trajectory_errors(torch.zeros(2, 0, 6, 2), torch.zeros(2, 6, 2))
+
+
+class _Planner:
+    """A stand-in VaVAM: plans straight ahead at 6 m/s; ``nan_sample`` makes that sample NaN."""
+
+    def __init__(self, nan_sample: int | None = None) -> None:
+        self.nan_sample = nan_sample
+        self.config = type("Config", (), {"train_frames": CONTEXT})()
+
+    def sample_trajectory(self, tokens, commands, num_samples, generator=None, speed=None):
+        plans = torch.zeros(len(tokens), num_samples, 6, 2)
+        plans[..., 0] = SPEED * 0.5 * torch.arange(1, 7.0)
+        if self.nan_sample is not None:
+            plans[:, self.nan_sample] = float("nan")
+        return plans
+
+
+def _split(root, name: str, boxes: bool = False):
+    """Two straight 2 Hz drives with a token store; with ``boxes``, a parked car far to the left."""
+    rng = np.random.default_rng(0)
+    writer = TokenStoreWriter(root / f"{name}_tok", (2, 3), codebook_size=16, tokenizer={"name": "rand"}, fps=HZ,
+                              resume=False)
+    records = []
+    for k in range(2):
+        n = 16
+        ts = k * 10**9 + np.round(np.arange(n) * 1e6 / HZ).astype(np.int64)
+        trans = np.zeros((n, 3))
+        trans[:, 0] = SPEED * np.arange(n) / HZ
+        agents = None
+        if boxes:
+            agents = AgentBoxes(offsets=np.arange(n + 1), centers=np.tile([20.0, 30.0, 0.0], (n, 1)),
+                                sizes=np.tile([4.0, 2.0, 1.5], (n, 1)), yaws=np.zeros(n))
+        records.append(SceneRecord(name=f"{name}{k}", timestamps=ts, translations=trans,
+                                   rotations=np.tile([1.0, 0, 0, 0], (n, 1)), boxes=agents))
+        writer.write_scene(records[-1].name, rng.integers(0, 16, size=(n, 2, 3), dtype=np.uint16), ts)
+    save_records(root / f"{name}.npz", records)
+    return root / f"{name}.npz", root / f"{name}_tok"
+
+
+def _dataset(root):
+    from vavam.train.action import make_window_dataset
+
+    return make_window_dataset(*_split(root, "val"), CONTEXT)
+
+
+def test_evaluation_names_the_scene_of_a_nan_plan_and_refuses_bad_counts(tmp_path):
+    dataset = _dataset(tmp_path)
+    with pytest.raises(ValueError, match=r"VaVAM plans: window 0 \(scene 'val0' frame \d+\), sample 1 holds NaN"):
+        evaluate_open_loop(_Planner(nan_sample=1), dataset, num_samples=3)
+    for kwargs, match in (({"limit": 0}, "limit must be a positive integer, got 0"),
+                          ({"limit": -1}, "limit must be a positive integer, got -1"),  # both became 1 window
+                          ({"batch_size": 0}, "batch_size must be a positive integer"),
+                          ({"num_samples": 0}, "num_samples must be a positive integer")):
+        with pytest.raises(ValueError, match=match):
+            evaluate_open_loop(_Planner(), dataset, **kwargs)
+    # the command checks its flags before anything is read (none of these paths exists)
+    for kwargs, match in (({"limit": 0}, "--limit must be"), ({"batch_size": 0}, "--batch-size must be"),
+                          ({"num_samples": 0}, "--num-samples must be")):
+        with pytest.raises(ValueError, match=match):
+            eval_openloop(tmp_path / "x", tmp_path / "y", tmp_path / "z", tmp_path / "out", progress=False, **kwargs)
+
+
+def test_report_says_what_l2_and_the_collision_rate_are(tmp_path, monkeypatch, capsys):
+    records, tokens = _split(tmp_path, "val", boxes=True)
+    (tmp_path / "vam").mkdir()
+    monkeypatch.setattr(vavam, "load_action_model", lambda path, device="cpu": _Planner())
+    eval_openloop(tmp_path / "vam", records, tokens, tmp_path / "out", num_samples=2, progress=False)
+    text = " ".join((tmp_path / "out" / "report.md").read_text().split())
+    assert "L2@t is the point error at time t (UniAD's convention), not the average of the errors up to t" in text
+    assert "best-of-K sample, which is chosen with the ground truth" in text
+    assert "over all K plans of a window (not only the best one)" in text
+
+    from vavam.cli import main
+
+    monkeypatch.setenv("COLUMNS", "100")
+    with pytest.raises(SystemExit):
+        main(["eval", "openloop", "--help"])
+    help_text = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert "--train-records {None}|PATH scene records" in help_text
+    assert "--train-tokens {None}|PATH token store of the training split" in help_text
