@@ -28,7 +28,7 @@ from vavam.data.frames import DATASET_DIVISORS
 from vavam.data.geometry import quat_from_yaw
 from vavam.data.records import load_records, save_records
 from vavam.data.sources import SourceError
-from vavam.data.sources.nuplan import load_nuplan
+from vavam.data.sources.nuplan import find_log_dbs, load_nuplan
 from vavam.data.windows import WindowConfig, WindowIndex
 from vavam.types import Command
 
@@ -372,3 +372,23 @@ def test_box_with_null_values_is_dropped_and_counted(log) -> None:
     r = load_nuplan(db, blobs).records[0]
     np.testing.assert_array_equal(np.diff(r.boxes.offsets)[:2], [1, 1])
     assert r.boxes.categories[:2] == ["vehicle", "vehicle"] and r.metadata["log_dropped_boxes"] == 1
+
+
+def test_db_list_expands_every_folder(log, tmp_path: Path) -> None:
+    """--db with several split folders, or a folder plus a .db file: every folder entry is expanded."""
+    db, blobs = log
+    other_log = "2021.06.01.10.00.00_veh-12_00001_00100"
+    other = db.parent.parent / "extra" / f"{other_log}.db"
+    other.parent.mkdir()
+    other.write_bytes(db.read_bytes())
+    sql(other, "UPDATE log SET logfile = ?", (other_log,))
+    assert find_log_dbs([db.parent, other.parent]) == sorted([db, other])
+    assert find_log_dbs([db.parent, other]) == sorted([db, other])
+    assert find_log_dbs([db.parent, db]) == [db]  # the same log reached twice is read once
+    res = load_nuplan([db.parent, other.parent], blobs, check_images=False)
+    assert sorted({r.name.split("/")[0] for r in res.records}) == sorted([LOG, other_log])
+    with pytest.raises(SourceError, match=r"nope: nuPlan log database is missing"):
+        find_log_dbs([db.parent, tmp_path / "nope"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match=r"empty: no nuPlan log database"):
+        find_log_dbs([db.parent, tmp_path / "empty"])

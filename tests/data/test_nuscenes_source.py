@@ -393,3 +393,25 @@ def test_missing_or_invalid_table(dataroot) -> None:
     (root / "v1.0-trainval" / "ego_pose.json").unlink()
     with pytest.raises(SourceError, match="ego_pose.json: nuScenes table 'ego_pose' is missing"):
         load_nuscenes(root, split="all")
+
+
+def test_prepare_with_a_scene_list_file_writes_to_its_stem(dataroot, tmp_path: Path, monkeypatch) -> None:
+    """`vavam data prepare nuscenes --splits <scene-list file>`: outputs go to OUT/<file stem>/, for an absolute
+    or a relative path; two splits landing in one folder are refused."""
+    from vavam.data.prepare import prepare_nuscenes
+
+    root, _ = dataroot
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "my_split.txt").write_text("scene-0001\nscene-0003\n")
+    summary = prepare_nuscenes(root, tmp_path / "abs", splits=(str(tmp_path / "lists" / "my_split.txt"),),
+                               progress=False)
+    assert list(summary["splits"]) == ["my_split"]
+    recs = load_records(tmp_path / "abs" / "my_split" / "records.npz", check_files=False)
+    assert [r.name for r in recs] == ["scene-0001", "scene-0003"]
+    monkeypatch.chdir(tmp_path)
+    prepare_nuscenes(root, Path("rel"), splits=("lists/my_split.txt", "val"), progress=False)
+    assert sorted(p.name for p in (tmp_path / "rel").iterdir()) == ["my_split", "prepare_summary.json", "val"]
+    assert (tmp_path / "rel" / "my_split" / "records.npz").is_file()
+    (tmp_path / "lists" / "val.txt").write_text("scene-0002\n")
+    with pytest.raises(ValueError, match=r"'val' and 'lists/val.txt' would both be written to"):
+        prepare_nuscenes(root, Path("clash"), splits=("val", "lists/val.txt"), progress=False)

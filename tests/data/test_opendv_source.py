@@ -283,7 +283,7 @@ def test_nothing_left_after_trimming(tmp_path):
     ("row", "message"),
     [
         ({"videoid": "a", "split": "Train", "start_discard": -1, "end_discard": 0}, r"row 1: .*discard_start"),
-        ({"videoid": "a", "split": "Train", "start_discard": "N/A", "end_discard": 0}, r"row 1: .*no discard_start"),
+        ({"videoid": "a", "split": "Train", "start_discard": "soon", "end_discard": 0}, r"row 1: .*bad discard_start"),
         ({"videoid": "a", "start_discard": 0, "end_discard": 0}, r"row 1: .*no split"),
         ({"youtuber": "x", "split": "Train", "start_discard": 0, "end_discard": 0}, r"row 1: no video id"),
     ],
@@ -306,3 +306,77 @@ def test_duplicate_ids_and_unreadable_metadata(tmp_path):
     (tmp_path / "broken.json").write_text("[{")
     with pytest.raises(SourceError, match="not valid JSON"):
         load_opendv(tmp_path / "broken.json", tmp_path / "videos")
+
+
+# ------------------------------------------------------------------------------ regressions
+
+
+def test_prepare_split_names_are_lower_cased(tmp_path):
+    """--splits Train (the official sheet's spelling): OUT/train.json lists the video, no OUT/Train.json."""
+    from vavam.data.prepare import prepare_opendv
+
+    make_video(tmp_path / "videos" / "C" / "v1.mp4", 30, 10)
+    meta = _meta(tmp_path, [_row("v1", start=0, end=0)])
+    summary = prepare_opendv(meta, tmp_path / "videos", tmp_path / "o", splits=("Train",), progress=False)
+    assert json.loads((tmp_path / "o" / "train.json").read_text()) == ["v1"]
+    assert not (tmp_path / "o" / "Train.json").exists() and list(summary["splits"]) == ["train"]
+    videos = read_opendv_metadata(meta)
+    assert json.loads(write_split_lists(videos, tmp_path / "w", splits=["VAL", "Train"])["train"].read_text()) == ["v1"]
+    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == ["train.json", "val.json"]
+
+
+def test_missing_discard_values_get_the_extractor_defaults(tmp_path, capsys):
+    """A row without discard values gets 90 s (start) / 60 s (end), as the official extractor (datasets.md §3.2)."""
+    from vavam.data.prepare import prepare_opendv
+
+    (tmp_path / "videos" / "C").mkdir(parents=True)
+    (tmp_path / "videos" / "C" / "long.mp4").write_bytes(b"not decoded: check_videos=False")
+    meta = _meta(tmp_path, [{"videoid": "long", "youtuber": "C", "split": "Train", "duration": "0:03:00"},
+                            {"videoid": "half", "youtuber": "C", "split": "Train", "start_discard": 1.0}])
+    long, half = read_opendv_metadata(meta)
+    assert (long.discard_start, long.discard_end, long.defaulted) == (90.0, 60.0, ("discard_start", "discard_end"))
+    assert (half.discard_start, half.discard_end, half.defaulted) == (1.0, 60.0, ("discard_end",))
+    (src,) = load_opendv(meta, tmp_path / "videos", check_videos=False, video_ids=["long"])
+    assert (src.trim_start_s, src.trim_end_s) == (90.0, 120.0)
+    make_video(tmp_path / "videos" / "C" / "short.mp4", 30, 10)  # 3 s: nothing is left after the defaults
+    meta = _meta(tmp_path, [{"videoid": "short", "youtuber": "C", "split": "Train"}])
+    with pytest.raises(SourceError, match=r"'short'.*nothing left after trimming.*discard_start 90 s"):
+        load_opendv(meta, tmp_path / "videos")
+    summary = prepare_opendv(meta, tmp_path / "videos", tmp_path / "o", splits=("train",), skip_bad=True,
+                             progress=False)
+    assert summary["splits"]["train"]["discard_defaults"] == {"short": ["discard_start", "discard_end"]}
+    assert "using the official extractor's defaults 90 s (start) / 60 s (end)" in capsys.readouterr().out
+
+
+def test_webm_with_audio_longer_than_video_is_not_truncated(tmp_path):
+    """The end cut uses the video stream's own end, not the container's (audio-inclusive) duration."""
+    import av
+
+    if not {"libvpx", "libopus"} <= set(av.codecs_available):
+        pytest.skip("PyAV built without libvpx / libopus")
+    path = tmp_path / "videos" / "C" / "wa.webm"
+    path.parent.mkdir(parents=True)
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libvpx", rate=10)
+        video.width = video.height = SIZE
+        video.pix_fmt = "yuv420p"
+        audio = container.add_stream("libopus", rate=48000)
+        for i in range(30):  # 3 s of video
+            frame = av.VideoFrame.from_ndarray(np.full((SIZE, SIZE, 3), i * 8, np.uint8), format="rgb24")
+            frame.pts = i
+            for packet in video.encode(frame):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+        for n in range(0, 48000 * 4, 960):  # 4 s of audio
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 960), np.int16), format="s16", layout="mono")
+            frame.sample_rate, frame.pts = 48000, n
+            for packet in audio.encode(frame):
+                container.mux(packet)
+        for packet in audio.encode():
+            container.mux(packet)
+    meta = _meta(tmp_path, [_row("wa", start=0.5, end=0)])
+    (src,) = load_opendv(meta, tmp_path / "videos")
+    assert src.trim_end_s == pytest.approx(3.0)
+    stamps = [f.timestamp_us for f in src.frames()]
+    assert len(stamps) == 25 and stamps[0] == 500_000 and stamps[-1] == 2_900_000

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -14,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from vavam.data.frames import FrameSource, discover_sources
+from vavam.data.records import SceneRecord, save_records
 from vavam.data.tokenize import (
     convert_npy_layout,
     merge_manifests,
@@ -398,4 +401,138 @@ def test_cli_function_with_preset(tmp_path):
                     tokenizer="preset:vq_tiny", divisor=None, height=16, width=32, fps=None, batch_size=4,
                     num_workers=0, progress=False)
     store = TokenStore(path.parent)
-    assert store.scenes == ["v1", "v2"] and store.num_frames("v2") == 4 and store.fps == 10.0
+    assert store.scenes == ["v1", "v2"] and store.num_frames("v2") == 4
+    # v2 is a 10 fps video; v1, an image folder without timestamps and no fps given, has an unknown rate,
+    # so the store has no one rate either (recorded as null, never guessed)
+    assert store.entry("v2")["fps"] == 10.0 and store.entry("v1")["fps"] is None and store.fps is None
+
+
+# ------------------------------------------------------------------------------ regressions
+
+
+def test_cli_records_each_scenes_true_frame_rate(tmp_path):
+    """`vavam tokenize` without --fps records the real rate (video stream, frame timestamps), never a made-up 10;
+    a rate that cannot be known is null."""
+    _vq_tiny()
+    make_video(tmp_path / "clips" / "drive.mp4", 12, h=16, w=32, fps=30)
+    names = [f"n015__CAM_FRONT__{1532402927000000 + k * 500_000}.png" for k in range(4)]  # 2 Hz keyframes
+    make_images(tmp_path / "samples" / "CAM_FRONT", 4, h=16, w=32, names=names)
+    make_images(tmp_path / "plain", 3, h=16, w=32)  # no sidecar, no timestamped names
+    kw = dict(tokenizer="preset:vq_tiny", height=16, width=32, num_workers=0, progress=False)
+
+    def store(sources: list[Path], out: str, **more) -> TokenStore:
+        return TokenStore(tokenize([str(p) for p in sources], tmp_path / out, **kw, **more).parent)
+
+    video = store([tmp_path / "clips" / "drive.mp4"], "v")
+    assert video.num_frames("drive") == 12 and video.entry("drive")["fps"] == 30.0 and video.fps == 30.0
+    assert store([tmp_path / "samples" / "CAM_FRONT"], "n").fps == 2.0
+    old = json.loads((tmp_path / "n" / "manifest.json").read_text())  # as an older version wrote it: 10 guessed
+    old["fps"] = old["scenes"]["CAM_FRONT"]["fps"] = 10.0
+    del old["scenes"]["CAM_FRONT"]["fingerprint"]
+    (tmp_path / "n" / "manifest.json").write_text(json.dumps(old))
+    assert store([tmp_path / "samples" / "CAM_FRONT"], "n").fps == 2.0  # a re-run corrects the rate
+    plain = store([tmp_path / "plain"], "p")
+    assert plain.entry("plain")["fps"] is None and plain.fps is None
+    # --fps resamples videos and times unstamped frames; real frame timestamps still give their own rate
+    mixed = store([tmp_path / "clips" / "drive.mp4", tmp_path / "plain", tmp_path / "samples" / "CAM_FRONT"], "m",
+                  fps=10.0)
+    assert mixed.num_frames("drive") == 4 and mixed.entry("drive")["fps"] == 10.0
+    assert mixed.entry("plain")["fps"] == 10.0 and mixed.entry("CAM_FRONT")["fps"] == 2.0
+    assert mixed.fps is None  # no single rate: a consumer must not derive one stride for the whole store
+
+
+def test_resume_redoes_a_scene_whose_frames_changed(tmp_path):
+    """A resumed run redoes a scene whose frame list / timestamps changed (a dropped image restored, ...)."""
+    files = make_images(tmp_path / "imgs" / "s", 5, h=16, w=24)
+    stamps = [k * 500_000 for k in range(5)]
+    out = tmp_path / "store"
+
+    def run(keep: list[int]) -> int:
+        source = FrameSource.from_files("s", [files[k] for k in keep], [stamps[k] for k in keep], fps=2.0)
+        tok = FakeTokenizer()
+        tokenize_sources([source], out, tok, batch_size=8, progress=False, fps=2.0)
+        return tok.calls
+
+    assert run([0, 1, 3, 4]) == 1  # frame 2 dropped (its image was missing)
+    assert run([0, 1, 2, 3, 4]) == 1  # restored: tokenized again, not kept as 4 frames
+    store = TokenStore(out)
+    assert store.num_frames("s") == 5 and store.timestamps("s").tolist() == stamps
+    assert run([0, 1, 2, 3, 4]) == 0  # unchanged: skipped
+    manifest = json.loads((out / "manifest.json").read_text())  # a store written before fingerprints ...
+    del manifest["scenes"]["s"]["fingerprint"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert run([0, 1, 2, 3, 4]) == 0  # ... is compared by its timestamps
+    assert run([0, 2, 3, 4]) == 1 and TokenStore(out).timestamps("s").tolist() == [0, 1_000_000, 1_500_000, 2_000_000]
+
+
+def test_convert_nuplan_token_names_need_an_index(tmp_path):
+    """nuPlan token files are named by random 16-hex image tokens: no order can be read from the names; with our
+    records as the index, frames follow the records (order, timestamps, scene names)."""
+    log = "2021.05.12.22.00.38_veh-35_01008_01518"
+    hexes = ["ffff000000000a99", "0000000000000b12", "1234567890abcd05", "77aa00000000000c"]  # capture order
+    folder = tmp_path / "tokens" / log / "CAM_F0"
+    folder.mkdir(parents=True)
+    for k, h in enumerate(hexes):
+        np.save(folder / f"{h}.npy", np.full((18, 32), k, np.uint16))
+    with pytest.raises(ValueError, match=rf"{log}/CAM_F0: file names are random 16-hex tokens.*--index"):
+        convert_npy_layout(tmp_path / "tokens", tmp_path / "bad", progress=False)
+    stamps = [1_620_857_000_000_000 + k * 100_000 for k in range(4)]
+    rec = SceneRecord(f"{log}/scene-0001", stamps, np.zeros((4, 3)), np.tile([1.0, 0, 0, 0], (4, 1)), camera="CAM_F0",
+                      dataset="nuplan", image_paths=[f"{log}/CAM_F0/{h}.jpg" for h in hexes])
+    save_records(tmp_path / "records.npz", [rec], dataset="nuplan")
+    convert_npy_layout(tmp_path / "tokens", tmp_path / "store", index=tmp_path / "records.npz", progress=False)
+    store = TokenStore(tmp_path / "store")
+    assert store.scenes == [rec.name] and [int(t[0, 0]) for t in store.tokens(rec.name)] == [0, 1, 2, 3]
+    assert store.timestamps(rec.name).tolist() == stamps and store.fps == 10.0
+
+
+def test_convert_nuscenes_samples_keep_scenes_and_cameras_apart(tmp_path):
+    """nuScenes samples/<CAMERA>/ folders mix every scene: refused without an index; with the authors' pickle or
+    our records, one scene per record, CAM_FRONT only, 2 Hz."""
+    src, log = tmp_path / "tokens", "n015-2018-07-24-11-22-45+0800"
+    frames: dict[str, list[tuple[str, int]]] = {}
+    for cam in ("CAM_FRONT", "CAM_BACK"):
+        (src / "samples" / cam).mkdir(parents=True)
+        for s, t0 in ((1, 1_532_402_927_000_000), (2, 1_532_403_027_000_000)):
+            for k in range(3):
+                rel = f"samples/{cam}/{log}__{cam}__{t0 + k * 500_000}.npy"
+                np.save(src / rel, np.full((18, 32), 10 * s + k + (0 if cam == "CAM_FRONT" else 100), np.uint16))
+                if cam == "CAM_FRONT":
+                    frames.setdefault(f"scene-000{s}", []).append((rel.replace(".npy", ".jpg"), t0 + k * 500_000))
+    with pytest.raises(ValueError, match=r"samples/CAM_\w+: nuScenes names.*every scene of every log.*--index"):
+        convert_npy_layout(src, tmp_path / "bad", progress=False)
+    entries = [{"scene": {"name": s}, "CAM_FRONT": {"file_path": p, "timestamp": t, "ego_to_world_tran": [0, 0, 0],
+                                                    "ego_to_world_rot": [1, 0, 0, 0]}}
+               for s, fr in frames.items() for p, t in reversed(fr)]  # the reference sorts the list itself
+    with open(tmp_path / "nuscenes_train_data_cleaned.pkl", "wb") as f:
+        pickle.dump(entries, f)
+    convert_npy_layout(src, tmp_path / "store", index=tmp_path / "nuscenes_train_data_cleaned.pkl", progress=False)
+    store = TokenStore(tmp_path / "store")
+    assert store.scenes == ["scene-0001", "scene-0002"] and store.fps == 2.0
+    assert [int(t[0, 0]) for t in store.tokens("scene-0002")] == [20, 21, 22]
+    assert store.timestamps("scene-0001").tolist() == [t for _, t in frames["scene-0001"]]
+    records = [SceneRecord(s, [t for _, t in fr], np.zeros((3, 3)), np.tile([1.0, 0, 0, 0], (3, 1)),
+                           dataset="nuscenes", image_paths=[p for p, _ in fr]) for s, fr in frames.items()]
+    save_records(tmp_path / "records.npz", records, dataset="nuscenes")
+    convert_npy_layout(src, tmp_path / "store2", index=tmp_path / "records.npz", progress=False)
+    a, b = store_arrays(tmp_path / "store"), store_arrays(tmp_path / "store2")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k][i], b[k][i]) for k in a for i in (0, 1))
+    (src / frames["scene-0002"][1][0]).with_suffix(".npy").unlink()
+    with pytest.raises(FileNotFoundError, match=r"scene 'scene-0002', frame 1: token file .* is missing"):
+        convert_npy_layout(src, tmp_path / "store3", index=tmp_path / "records.npz", progress=False)
+
+
+def test_convert_follows_symlinked_folders(tmp_path):
+    """The authors' flat_tokens/<video_id> are symlinks to tokens/<channel>/<video_id>; a link loop ends."""
+    video = tmp_path / "tokens" / "Chan" / "@vid1"
+    video.mkdir(parents=True)
+    for k in range(1, 4):
+        np.save(video / f"t_{k:06d}.npy", np.full((18, 32), k, np.uint16))
+    flat = tmp_path / "flat_tokens"
+    flat.mkdir()
+    os.symlink(video, flat / "@vid1")
+    os.symlink(flat, video / "loop")
+    convert_npy_layout(flat, tmp_path / "store", progress=False)
+    store = TokenStore(tmp_path / "store")
+    assert store.scenes == ["@vid1"] and [int(t[0, 0]) for t in store.tokens("@vid1")] == [1, 2, 3]
+    assert store.timestamps("@vid1").tolist() == [0, 100_000, 200_000] and store.fps == 10.0

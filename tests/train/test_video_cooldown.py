@@ -82,3 +82,15 @@ def test_init_from_loads_weights_and_moments_but_not_the_schedule(tmp_path):
     with pytest.raises(ValueError, match="not a vavam training checkpoint"):
         torch.save({"x": torch.zeros(1)}, tmp_path / "bad.ckpt")
         train_video(tmp_path / "x", opendv, steps=1, init_from=tmp_path / "bad.ckpt", **KW)
+
+
+def test_mix_refuses_a_store_without_a_single_frame_rate(tmp_path):
+    """A store whose manifest records no rate (fps null) gives no 0.5 s stride: --mix refuses it by name."""
+    from types import SimpleNamespace
+
+    from vavam.train.video import _store_stride
+
+    assert _store_stride(SimpleNamespace(fps=10.0, root=tmp_path)) == 5
+    assert _store_stride(SimpleNamespace(fps=2.0, root=tmp_path)) == 1
+    with pytest.raises(ValueError, match=f"{tmp_path}: the token store records no single frame rate"):
+        _store_stride(SimpleNamespace(fps=None, root=tmp_path))

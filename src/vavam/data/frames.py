@@ -7,8 +7,12 @@ decoded with PyAV; no ffmpeg binary needed). Each frame comes with a timestamp i
 * image folder: from a sidecar ``timestamps.json`` (a list of µs, one per sorted frame, or a dict
   ``{file name: µs}``) or ``timestamps.txt`` (one ``µs`` or ``name µs`` / ``name,µs`` per line);
   else from the trailing ``__<digits>`` of nuScenes-style names (``..__CAM_FRONT__1535385095912404.jpg``);
-  else ``index * 1e6 / fps``;
+  else ``index * 1e6 / fps`` (with no ``fps`` given, ``index * 1e5`` as a placeholder: the rate is unknown);
 * video: from each decoded frame's presentation timestamp (``pts * time_base``).
+
+``FrameSource.timestamps_from`` says which (``given`` / ``sidecar`` / ``names`` / ``index`` / ``pts``), and
+:meth:`FrameSource.known_fps` the scene's true frame rate when it can be known before decoding (from
+real timestamps, a resampling rate or an ``fps`` given for index timestamps; None otherwise).
 
 Preprocessing (reference §1.2): RGB uint8 -> antialiased bilinear resize -> float in [-1, 1],
 ``[3, H, W]``. The target size is either explicit (``size=(H, W)``) or the per-dataset divisor rule
@@ -23,7 +27,9 @@ for videos) and what is wrong.
 from __future__ import annotations
 
 import glob as _glob
+import hashlib
 import json
+import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -53,6 +59,15 @@ class FrameError(ValueError):
 def natural_key(name: str) -> list:
     """Sort key that orders embedded numbers numerically (``f_2`` < ``f_10``)."""
     return [int(part) if part.isdigit() else part for part in _NATURAL.split(name)]
+
+
+def rate_from_timestamps(timestamps_us: Sequence[int] | np.ndarray) -> float | None:
+    """Frame rate (Hz, 3 decimals) from the median interval of µs timestamps; None for < 2 frames or no interval."""
+    ts = np.asarray(timestamps_us, dtype=np.int64).reshape(-1)
+    if ts.size < 2:
+        return None
+    step = float(np.median(np.diff(ts)))
+    return round(1e6 / step, 3) if step > 0 else None
 
 
 # ------------------------------------------------------------------------------ resize + normalise
@@ -153,33 +168,82 @@ class FrameSource:
     kind: str  # "images" | "video"
     files: tuple[Path, ...] = ()
     timestamps_us: np.ndarray | None = None  # known up front for image folders
-    fps: float | None = None  # video: resample to this rate (None = every frame); images: nominal rate
+    fps: float | None = None  # video: resample to this rate (None = every frame); images: nominal rate (None: unknown)
     num_frames_hint: int | None = None
     extra: dict = field(default_factory=dict)
+    timestamps_from: str = ""  # "given" | "sidecar" | "names" | "index" (index / fps) | "pts" (video)
+
+    # -------------------------------------------------------------- identity
+    def known_fps(self) -> float | None:
+        """The scene's true frame rate when it is known before decoding, else None.
+
+        Images with real timestamps (given, sidecar, names): measured from them (their median
+        interval; ``fps`` for a single frame); images with index timestamps: the ``fps`` they were
+        made with, None when none was given (the rate cannot be known). Videos: the resampling rate,
+        None when every frame is kept (measure it from the decoded timestamps).
+        """
+        if self.kind == "images" and self.timestamps_from != "index" and self.timestamps_us is not None:
+            return rate_from_timestamps(self.timestamps_us) or self.fps
+        return self.fps
+
+    def fingerprint_fields(self) -> dict:
+        """What makes this scene's frames (see :meth:`fingerprint`); subclasses add their own fields."""
+        if self.kind == "images":
+            ts = [] if self.timestamps_us is None else [int(t) for t in self.timestamps_us]
+            prefix = str(self.path) + os.sep
+            files = [str(f)[len(prefix):] if str(f).startswith(prefix) else os.path.relpath(f, self.path)
+                     for f in self.files]
+            return {"kind": "images", "files": [f.replace(os.sep, "/") for f in files], "timestamps_us": ts}
+        try:
+            size = self.path.stat().st_size
+        except OSError:
+            size = None
+        return {"kind": self.kind, "file": self.path.name, "bytes": size, "fps": self.fps}
+
+    def fingerprint(self) -> str:
+        """sha256 of the scene's frame list (image files + timestamps; video file, size, rate and cut).
+
+        Stored with the scene in a token store, so a resumed run redoes a scene whose frames changed.
+        """
+        text = json.dumps(self.fingerprint_fields(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
 
     # -------------------------------------------------------------- constructors
     @classmethod
     def from_files(
-        cls, name: str, files: Sequence[str | Path], timestamps_us: Sequence[int] | None = None, fps: float = 10.0
+        cls,
+        name: str,
+        files: Sequence[str | Path],
+        timestamps_us: Sequence[int] | None = None,
+        fps: float | None = 10.0,
+        timestamps_from: str = "given",
     ) -> "FrameSource":
-        """A scene from an explicit, already ordered list of image files (e.g. one nuScenes scene)."""
+        """A scene from an explicit, already ordered list of image files (e.g. one nuScenes scene).
+
+        Without ``timestamps_us``: from nuScenes-style names, else ``index / fps`` (``fps`` None: the
+        rate is unknown, ``index * 1e5`` placeholders). ``timestamps_from`` labels given timestamps.
+        """
         files = tuple(Path(f) for f in files)
         if not files:
             raise FrameError(f"scene {name!r}: no image files given")
         if timestamps_us is None:
             ts = _timestamps_from_names(files)
+            timestamps_from = "names"
             if ts is None:
-                ts = (np.arange(len(files), dtype=np.float64) * 1e6 / fps).round().astype(np.int64)
+                ts = (np.arange(len(files), dtype=np.float64) * 1e6 / (fps or 10.0)).round().astype(np.int64)
+                timestamps_from = "index"
         else:
             ts = np.asarray(timestamps_us, dtype=np.int64)
             if ts.shape != (len(files),):
                 raise FrameError(f"scene {name!r}: {len(ts)} timestamps for {len(files)} files")
         parent = files[0].parent
         return cls(name=name, path=parent, kind="images", files=files, timestamps_us=ts, fps=fps,
-                   num_frames_hint=len(files))
+                   num_frames_hint=len(files), timestamps_from=timestamps_from)
 
     @classmethod
-    def from_image_folder(cls, folder: str | Path, name: str | None = None, fps: float = 10.0) -> "FrameSource":
+    def from_image_folder(
+        cls, folder: str | Path, name: str | None = None, fps: float | None = 10.0
+    ) -> "FrameSource":
         """All ``.jpg``/``.jpeg``/``.png`` of ``folder`` (natural sort); timestamps as in the module doc."""
         folder = Path(folder)
         if not folder.is_dir():
@@ -189,7 +253,7 @@ class FrameSource:
         if not files:
             raise FrameError(f"{folder}: no {'/'.join(IMAGE_EXTS)} images in this folder")
         ts = _read_sidecar(folder, files)
-        source = cls.from_files(name or folder.name, files, timestamps_us=ts, fps=fps)
+        source = cls.from_files(name or folder.name, files, timestamps_us=ts, fps=fps, timestamps_from="sidecar")
         source.path = folder
         return source
 
@@ -210,7 +274,8 @@ class FrameSource:
                     hint = int(hint * fps / float(stream.average_rate)) + 1
         except Exception as exc:  # noqa: BLE001 - reported when the scene is decoded; never hide it
             raise FrameError(f"{path}: cannot open video (truncated or corrupt?): {exc}") from exc
-        return cls(name=name or path.stem, path=path, kind="video", fps=fps, num_frames_hint=hint)
+        return cls(name=name or path.stem, path=path, kind="video", fps=fps, num_frames_hint=hint,
+                   timestamps_from="pts")
 
     # -------------------------------------------------------------- reading
     def frames(
@@ -383,7 +448,8 @@ def discover_sources(
             file listing such paths one per line. With ``recursive`` a folder is searched for image
             folders (folders holding images) and video files at any depth.
         fps: image folders without sidecar/name timestamps get ``index / fps``; videos are resampled
-            to ``fps`` (None: keep every video frame; image folders then assume 10 fps).
+            to ``fps``. None: keep every video frame, and image folders without timestamps have an
+            unknown rate (``known_fps()`` None; ``index * 1e5`` placeholder timestamps).
         name_depth: a scene's name is its last ``name_depth`` path components joined with ``/``
             (file extension dropped), e.g. 2 -> ``channel/video_id``.
 
@@ -410,14 +476,14 @@ def discover_sources(
         elif p.is_dir():
             has_images = any(c.suffix.lower() in IMAGE_EXTS for c in p.iterdir())
             if has_images and not recursive:
-                sources.append(FrameSource.from_image_folder(p, _scene_name(p, name_depth, False), fps=fps or 10.0))
+                sources.append(FrameSource.from_image_folder(p, _scene_name(p, name_depth, False), fps=fps))
             elif recursive:
                 for sub in sorted(p.rglob("*"), key=lambda q: natural_key(str(q))):
                     if sub.is_file() and sub.suffix.lower() in VIDEO_EXTS:
                         sources.append(FrameSource.from_video(sub, _scene_name(sub, name_depth, True), fps=fps))
                 for folder in sorted({q.parent for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTS}, key=str):
                     sources.append(
-                        FrameSource.from_image_folder(folder, _scene_name(folder, name_depth, False), fps=fps or 10.0)
+                        FrameSource.from_image_folder(folder, _scene_name(folder, name_depth, False), fps=fps)
                     )
             else:
                 raise FrameError(
@@ -454,6 +520,7 @@ __all__ = [
     "discover_sources",
     "natural_key",
     "preprocess_frame",
+    "rate_from_timestamps",
     "read_image",
     "resized_shape",
 ]

@@ -8,6 +8,9 @@ Outputs under ``OUT`` (one folder per split)::
     OUT/frames512/<channel>/<id>/    # OpenDV with --frames: f_000001.jpg ... (authors' layout)
     OUT/prepare_summary.json         # what was read, written and skipped
 
+``<split>`` is the split's name, lower-cased for OpenDV (``--splits Train`` -> ``OUT/train.json``), and
+for a nuScenes scene-list file (``--splits lists/my_split.txt``) the file's stem (``OUT/my_split/``).
+
 nuScenes / nuPlan frames are read from the records' image files (``FrameSource.from_files``, the
 record timestamps) and resized by the dataset's divisor (3.125 / 3.75 -> 512x288) unless
 ``--height/--width`` or ``--divisor`` say otherwise. OpenDV frames are decoded from the videos
@@ -247,9 +250,10 @@ def prepare_opendv(
 
     Args:
         meta: metadata file: the official OpenDV-YouTube.json / sheet CSV, or the VaViM metadata.csv (tab-separated).
+            Rows without discard values get the official extractor's 90 s (start) / 60 s (end), with a log line.
         videos: the videos folder (<channel>/<youtube id>.mp4|webm|mkv).
         out: output folder (<split>.json video lists, <split>/tokens/, frames512/, prepare_summary.json).
-        splits: splits to prepare (train, val).
+        splits: splits to prepare (train, val; case-insensitive, outputs use the lower-cased name).
         tokenizer: a LlamaGen VQ .pt, our checkpoint folder, or "preset:vq_tiny"; omitted: no token store.
         frames: also write JPEG frames in the authors' layout (out/frames512/<channel>/<video id>/f_000001.jpg).
         height: frame height fed to the tokenizer / written as JPEG (288).
@@ -268,16 +272,24 @@ def prepare_opendv(
     Returns:
         the summary written to out/prepare_summary.json.
     """
-    from vavam.data.sources.opendv import load_opendv, write_opendv_frames, write_split_lists
+    from vavam.data.sources.opendv import DEFAULT_DISCARD_S, load_opendv, write_opendv_frames, write_split_lists
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model = _load_tokenizer(tokenizer, device)
     summary: dict[str, Any] = {"splits": {}}
-    for split in splits:
+    # Splits are matched case-insensitively (the official sheet says "Train"); outputs use the lower-cased
+    # name, as the VaViM split files do: OUT/train.json, OUT/train/tokens/.
+    for split in dict.fromkeys(s.strip().lower() for s in splits):
         sources = load_opendv(meta, videos, split=split, skip_bad=skip_bad, fps=fps, trim=trim, subset=subset)
         log = sources.skipped
         entry: dict[str, Any] = {"videos": len(sources.videos), "loaded": len(sources)}
+        defaulted = {v.video_id: list(v.defaulted) for v in sources.videos if v.defaulted}
+        if defaulted:
+            entry["discard_defaults"] = defaulted
+            print(f"[{split}] {len(defaulted)} video(s) without discard values in {Path(meta).name} "
+                  f"(e.g. {next(iter(defaulted))!r}): using the official extractor's defaults "
+                  f"{DEFAULT_DISCARD_S['discard_start']:g} s (start) / {DEFAULT_DISCARD_S['discard_end']:g} s (end)")
         bad: set[str] = set()
         if frames:
             bar = _progress(sum(s.num_frames_hint or 0 for s in sources) or None, progress, f"opendv {split} frames")
@@ -357,7 +369,8 @@ def prepare_nuscenes(
         dataroot: folder with <version>/*.json tables and samples/.
         out: output folder (<split>/records.npz, <split>/tokens/, prepare_summary.json).
         version: table folder (v1.0-trainval, v1.0-mini, v1.0-test).
-        splits: official splits to prepare (train, val, mini_train, mini_val, ...).
+        splits: official splits to prepare (train, val, mini_train, mini_val, ...) and/or scene-list files
+            (.txt one name per line, or a .json list), each written to out/<file stem>/.
         camera: camera channel.
         tokenizer: a LlamaGen VQ .pt, our checkpoint folder, or "preset:vq_tiny"; omitted: records only.
         divisor: resize both sides by int(side / divisor) (default 3.125: 1600x900 -> 512x288).
@@ -385,8 +398,14 @@ def prepare_nuscenes(
         )
         for split in splits
     ]
+    # Output folders are named by the split label: the split itself, or a scene-list file's stem
+    # (--splits lists/my_split.txt -> OUT/my_split/), never the raw path.
+    given: dict[str, str] = {}
     for split, result in zip(splits, results):
-        result.split = split  # output folders are named by the requested split
+        if result.split in given:
+            raise ValueError(f"--splits {given[result.split]!r} and {split!r} would both be written to "
+                             f"{out / result.split}; rename one scene-list file")
+        given[result.split] = split
     return _prepare_records(
         "nuscenes",
         results,

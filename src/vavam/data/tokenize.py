@@ -7,8 +7,10 @@ Python use::
     from vavam.data.tokenize import tokenize_sources
     store = tokenize_sources(discover_sources(["frames512/*/*"]), "tokens/", tok, batch_size=64)
 
-Resumable: scenes already recorded in the manifest (with files of the right size) are skipped; a
-scene that was interrupted is redone. ``shard="i/N"`` takes every N-th scene of the sorted names
+Resumable: scenes already recorded in the manifest (with files of the right size, made from the
+same frames: same fingerprint, see :meth:`FrameSource.fingerprint`) are skipped; a scene that was
+interrupted, or whose frames changed since (an image restored or dropped, other timestamps, another
+video file or cut), is redone. ``shard="i/N"`` takes every N-th scene of the sorted names
 starting at ``i`` and writes ``manifest.part-i-of-N.json``; after all shards finish,
 ``merge_manifests(root)`` (``vavam tokenize merge``) writes ``manifest.json``.
 
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import sys
@@ -44,7 +47,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from vavam.data.frames import DATASET_DIVISORS, FrameError, FrameSource, discover_sources, natural_key
+from vavam.data.frames import (
+    DATASET_DIVISORS,
+    FrameError,
+    FrameSource,
+    discover_sources,
+    natural_key,
+    rate_from_timestamps,
+)
 from vavam.data.sources import SourceError
 from vavam.data.tokens import (
     MANIFEST,
@@ -215,7 +225,10 @@ def tokenize_sources(
         resume: skip scenes recorded with complete files (False: start the manifest afresh).
         num_workers: image-decoding threads per scene (0: decode in the main thread).
         progress: show a tqdm bar (frames, rate, ETA).
-        fps: nominal store frame rate recorded in the manifest.
+        fps: the store's nominal frame rate (a dataset's known rate), recorded in the manifest for the
+            store and every image scene. None: each scene records its true rate (:meth:`FrameSource.known_fps`,
+            or for videos kept at their own rate the rate measured from the decoded timestamps; null when
+            unknown) and the store the scenes' common rate (null when unknown or mixed).
         on_bad_scene: when given, a scene whose frames cannot be decoded (:class:`FrameError` /
             :class:`SourceError`) is left out of the store and reported as ``on_bad_scene(name, error)``
             while the other scenes go on (``--skip-bad``); otherwise the error propagates. When every
@@ -259,18 +272,35 @@ def tokenize_sources(
             raise ValueError(f"image size {w}x{h} (WxH) is not divisible by the tokenizer's downsampling {downsample}")
         return TokenStoreWriter(out, (h // downsample, w // downsample), image_size=img_size, downsample=downsample,
                                 codebook_size=_codebook_size(tokenizer), tokenizer=identity, fps=fps,
-                                shard=shard_t, resume=resume)
+                                shard=shard_t, resume=resume, fps_from_scenes=fps is None)
+
+    fingerprints = {s.name: s.fingerprint() for s in mine}
+
+    def finished(source: FrameSource) -> bool:
+        """Recorded with complete files and made from the same frames; a stale scene is discarded (redone)."""
+        if writer is None or not writer.is_done(source.name):
+            return False
+        reason = writer.stale_reason(source.name, fingerprints[source.name], source.timestamps_us)
+        if reason is None:
+            if fps is None and source.kind == "images":  # a store of an older version may hold a guessed rate
+                entry = writer.scenes.get(source.name) or writer.merged_scenes.get(source.name) or {}
+                if entry.get("fps") != source.known_fps():
+                    writer.update_scene(source.name, fps=source.known_fps())
+            return True
+        print(f"tokenize: scene {source.name!r} ({source.path}): {reason}; tokenizing it again", file=sys.stderr)
+        writer.discard_scene(source.name)
+        return False
 
     if image_size is not None:
         writer = make_writer(image_size)
-    todo = [s for s in mine if writer is None or not writer.is_done(s.name)]
+    todo = [s for s in mine if not finished(s)]
     total = sum(s.num_frames_hint or 0 for s in todo) or None
     autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     bar = _progress(total, progress, desc or f"tokenize{f' {shard_t[0]}/{shard_t[1]}' if shard_t else ''}")
     failed = 0
     try:
         for source in todo:
-            if writer is not None and writer.is_done(source.name):
+            if finished(source):
                 continue
             if writer is not None:
                 writer.remove_stale_temporaries(source.name)
@@ -285,7 +315,7 @@ def tokenize_sources(
                         image_size = tuple(images.shape[-2:])
                     if writer is None:
                         writer = make_writer(image_size)
-                        if writer.is_done(source.name):  # resumed store whose image size we only now learnt
+                        if finished(source):  # resumed store whose image size we only now learnt
                             skipped = True
                             break
                     with torch.inference_mode(), autocast:
@@ -309,10 +339,15 @@ def tokenize_sources(
                 assert writer is not None
                 grid = tuple(writer.header["grid"])
                 tokens = np.concatenate(chunks) if chunks else np.zeros((0, *grid), np.uint16)
-                scene_fps = source.fps if source.kind == "video" else fps or source.fps
-                if scene_fps is None and len(stamps) > 1:  # video at its native rate: measured from pts
-                    scene_fps = round(1e6 / float(np.median(np.diff(stamps))), 3)
-                writer.write_scene(source.name, tokens, stamps, source=str(source.path), fps=scene_fps)
+                if fps is not None and source.kind != "video":
+                    scene_fps = fps
+                else:  # true rate: known up front, or (video at its own rate) measured from the pts
+                    scene_fps = source.known_fps()
+                    if scene_fps is None and source.kind == "video":
+                        scene_fps = rate_from_timestamps(stamps)
+                writer.write_scene(source.name, tokens, stamps, source=str(source.path), fps=scene_fps,
+                                   fingerprint=fingerprints[source.name],
+                                   timestamps_from=source.timestamps_from or None)
     finally:
         bar.close()
     if writer is None:  # nothing to do and no size known: still leave a valid (empty) manifest
@@ -510,7 +545,10 @@ def tokenize(
         divisor: resize both sides by int(side / divisor) (overrides dataset).
         height: explicit output height (with width; overrides the divisor).
         width: explicit output width.
-        fps: videos are resampled to this rate; image folders without timestamps get index / fps (default 10).
+        fps: resample videos to this rate (default: keep every frame at the video's own rate); image folders
+            without timestamps (no timestamps.json/.txt sidecar, no "__<µs>" names) get index / fps. The store
+            records each scene's true rate (video stream, frame timestamps, or this value) and the scenes'
+            common rate; without --fps, an image folder without timestamps has an unknown rate (null).
         batch_size: frames per encoder call.
         device: cpu, cuda, cuda:1, ..., or auto (cuda when available); under torchrun "cuda"/"auto" mean cuda:LOCAL_RANK.
         bf16: encode under bf16 autocast.
@@ -549,7 +587,7 @@ def tokenize(
     def run() -> Path:
         return tokenize_sources(found, out, model, batch_size=batch_size, size=size, divisor=div, device=device,
                                 bf16=bf16, shard=shard, resume=resume, num_workers=num_workers, progress=progress,
-                                fps=fps if fps is not None else 10.0)
+                                fps=None)  # each scene's true rate (fps only resamples videos / times indices)
 
     if info is None or info.world_size < 2:
         return run()
@@ -601,17 +639,57 @@ def tokenize(
 
 _NUSCENES_TS = re.compile(r"__(\d{10,})$")
 _TRAILING_NUM = re.compile(r"(\d+)$")
+_NUMBERED = re.compile(r"(.*?)(\d+)")
+_HEX_TOKEN = re.compile(r"[0-9a-f]{16}")
+_TIMESTAMP_MODES = ("auto", "name-us", "name-number", "index")
+_INDEX_HINT = ("pass --index: the scenes' records (OUT/<split>/records.npz of `vavam data prepare nuscenes|nuplan`) "
+               "or the authors' pickle (nuscenes_*_data_cleaned.pkl / nuplan_*_data_cleaned.pkl)")
+
+
+@dataclass
+class _ConvertScene:
+    """One scene to convert: token files in frame order, their timestamps (None: from the names), rate, origin."""
+
+    files: list[Path]
+    timestamps: np.ndarray | None = None
+    fps: float | None = None
+    where: str = ""
+
+
+def _auto_timestamps_mode(files: Sequence[Path], where: str, one_folder_one_scene: bool) -> str:
+    """The timestamps mode that the file names of one scene support; refuses names that give no frame order.
+
+    Raises:
+        ValueError: names that are random tokens (nuPlan), a nuScenes ``samples/<CAMERA>`` folder taken as
+            one scene, or names without a common numbering (naming ``where``).
+    """
+    stems = [f.stem for f in files]
+    if all(_NUSCENES_TS.search(s) for s in stems):
+        if not one_folder_one_scene:
+            return "name-us"
+        raise ValueError(
+            f"{where}: nuScenes names (<log>__<CAMERA>__<µs>.npy): a samples/<CAMERA> folder holds every scene of "
+            f"every log, so it cannot be taken as one scene; {_INDEX_HINT}. If this folder really is one scene, "
+            "pass --timestamps name-us"
+        )
+    if all(_HEX_TOKEN.fullmatch(s) for s in stems):
+        raise ValueError(
+            f"{where}: file names are random 16-hex tokens (the nuPlan layout <log>/<CAMERA>/<token>.npy), not "
+            f"frame numbers or times, so they give no frame order; {_INDEX_HINT}"
+        )
+    numbered = [_NUMBERED.fullmatch(s) for s in stems]
+    if all(numbered) and len({m.group(1) for m in numbered if m}) == 1:
+        return "name-number"
+    raise ValueError(
+        f"{where}: cannot tell the frame order from the file names (e.g. {stems[0]!r}; expected frames numbered "
+        f"like t_000001 or nuScenes __<µs> names); {_INDEX_HINT}, or --timestamps index to take the natural name "
+        "order at --fps"
+    )
 
 
 def _converted_timestamps(files: Sequence[Path], mode: str, fps: float, number_base: int, where: str) -> np.ndarray:
+    """µs timestamps of one scene's token files from their names (``mode`` as in :func:`convert_npy_layout`)."""
     stems = [f.stem for f in files]
-    if mode == "auto":
-        if all(_NUSCENES_TS.search(s) for s in stems):
-            mode = "name-us"
-        elif all(_TRAILING_NUM.search(s) for s in stems):
-            mode = "name-number"
-        else:
-            mode = "index"
     if mode == "name-us":
         vals = []
         for f, s in zip(files, stems):
@@ -630,7 +708,7 @@ def _converted_timestamps(files: Sequence[Path], mode: str, fps: float, number_b
         return ((np.asarray(nums, dtype=np.float64) - number_base) * 1e6 / fps).round().astype(np.int64)
     if mode == "index":
         return (np.arange(len(files), dtype=np.float64) * 1e6 / fps).round().astype(np.int64)
-    raise ValueError(f"{where}: unknown timestamps mode {mode!r} (auto | name-us | name-number | index)")
+    raise ValueError(f"{where}: unknown timestamps mode {mode!r} ({' | '.join(_TIMESTAMP_MODES)})")
 
 
 def _load_token_file(path: Path, grid: tuple[int, int] | None) -> np.ndarray:
@@ -647,9 +725,85 @@ def _load_token_file(path: Path, grid: tuple[int, int] | None) -> np.ndarray:
     return arr
 
 
+def _npy_folders(src: Path) -> dict[Path, list[Path]]:
+    """Folders under ``src`` holding ``.npy`` files -> their files; follows symlinked folders (the authors'
+    ``flat_tokens/<video_id>`` links), each real folder once (so link loops end)."""
+    seen: set[tuple[int, int]] = set()
+    found: dict[Path, list[Path]] = {}
+    for dirpath, dirnames, filenames in os.walk(src, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:  # a dangling link
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:  # reached again through a link: already read (or a loop)
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        files = [Path(dirpath) / f for f in filenames if f.endswith(".npy") and not f.startswith(".")]
+        if files:
+            found[Path(dirpath)] = files
+    return found
+
+
+def _index_scenes(src: Path, index: Path, camera: str | None, split: str | None) -> dict[str, _ConvertScene]:
+    """Scenes from a scene index: records (``.npz``) or the authors' pickle (reference §4.4).
+
+    Each record is a scene (its name), its frames in record order with the record timestamps; the
+    token file of a frame is ``src / <image path with .npy>`` (the reference's lookup rule).
+    """
+    from vavam.data.records import _NUMPY_GLOBALS, load_records, records_from_reference_pickle
+    from vavam.io import safe_pickle_load
+
+    index = Path(index)
+    if not index.is_file():
+        raise FileNotFoundError(f"--index {index}: no such file")
+    if index.suffix == ".npz":
+        records = load_records(index, check_files=False)
+    else:
+        data = safe_pickle_load(index, extra_globals=_NUMPY_GLOBALS)
+        if camera is None:
+            camera = _pickle_camera(data, split, index)
+        # grouped by scene and sorted by timestamp, as the reference's dataset sorts its list
+        records = records_from_reference_pickle(data, camera=camera, split=split, validate=False)
+    scenes: dict[str, _ConvertScene] = {}
+    for rec in records:
+        where = f"--index {index}, scene {rec.name!r}"
+        if not rec.image_paths:
+            raise ValueError(f"{where}: no image paths, so no token files can be found")
+        files = []
+        for k, p in enumerate(rec.image_paths):
+            rel = Path(p)
+            if rel.is_absolute():
+                raise ValueError(f"{where}, frame {k}: image path {p} is absolute; token files are looked up as "
+                                 "<src>/<relative image path with .npy>")
+            files.append(src / rel.with_suffix(".npy"))
+        ts = np.asarray(rec.timestamps, dtype=np.int64)
+        scenes[rec.name] = _ConvertScene(files, ts, rate_from_timestamps(ts), where)
+    return scenes
+
+
+def _pickle_camera(data: Any, split: str | None, index: Path) -> str:
+    """The camera key (``CAM_FRONT`` / ``CAM_F0``) of a reference pickle's entries."""
+    items = data
+    if isinstance(data, dict):
+        items = data.get(split) if split is not None else (next(iter(data.values())) if len(data) == 1 else None)
+    first = items[0] if isinstance(items, (list, tuple)) and items and isinstance(items[0], dict) else {}
+    found = [c for c in ("CAM_FRONT", "CAM_F0") if c in first]
+    if len(found) != 1:
+        raise ValueError(f"--index {index}: cannot tell the camera key (CAM_FRONT for nuScenes, CAM_F0 for nuPlan) "
+                         "from its first entry; pass --camera" + ("" if split or not isinstance(data, dict)
+                                                                   else f" and --split (one of {sorted(data)})"))
+    return found[0]
+
+
 def convert_npy_layout(
     src: Path,
     out: Path,
+    index: Path | None = None,
+    camera: str | None = None,
+    split: str | None = None,
     fps: float = 10.0,
     timestamps: str = "auto",
     number_base: int = 1,
@@ -663,79 +817,137 @@ def convert_npy_layout(
 ) -> Path:
     """Convert the authors' one-.npy-per-frame token layout into a token store.
 
-    Every folder under ``src`` that holds ``.npy`` files is a scene named by its path relative to
-    ``src`` (OpenDV ``tokens/{channel}/{video_id}/t_000001.npy`` -> ``channel/video_id``; nuPlan
-    ``{log}/{camera}``). Frames are sorted naturally. For layouts where a folder mixes scenes
-    (nuScenes ``samples/CAM_FRONT``), pass ``scenes_json``: ``{scene name: [relative .npy or .jpg paths, ...]}``.
+    Scenes, frame order and timestamps come from, in this order of preference:
+
+    * ``index`` (nuScenes, nuPlan): one scene per record, frames in record order with the record
+      timestamps; the token file of a frame is ``src / <image path, .jpg -> .npy>`` as in the reference
+      (``samples/CAM_FRONT/<name>.npy``, ``<log>/CAM_F0/<token>.npy``). The index is our records file
+      (``OUT/<split>/records.npz`` of ``vavam data prepare``, so store and records share scene names and
+      frames) or the authors' pickle (``nuscenes_*_data_cleaned.pkl``; ``camera`` and ``split`` pick
+      its camera key and split).
+    * ``scenes_json``: ``{scene name: [relative .npy or .jpg paths, ...]}``, timestamps from the names.
+    * otherwise every folder under ``src`` holding ``.npy`` files (symlinked folders followed, as in the
+      authors' ``flat_tokens/<video_id>``) is a scene named by its path relative to ``src`` (OpenDV
+      ``tokens/{channel}/{video_id}/t_000001.npy`` -> ``channel/video_id``), its frames ordered by the
+      numbers in their names. Folders whose names give no order are refused, naming the folder: the
+      nuPlan layout (random 16-hex image tokens) and the nuScenes ``samples/<CAMERA>`` folders (every
+      scene and log in one folder) need ``index``.
+
+    Each scene records its frame rate (from its timestamps, or ``fps`` for numbered / indexed frames);
+    the store records the scenes' common rate (null when they differ).
 
     Args:
         src: root of the per-frame layout (e.g. ``tokens/`` or ``flat_tokens/``).
         out: store folder to write.
-        fps: frame rate for name-number / index timestamps.
-        timestamps: auto | name-us (nuScenes ``..__<µs>``) | name-number ((n - number_base) / fps) | index (i / fps).
+        index: scene index: a records ``.npz`` or the authors' reference ``.pkl`` (see above).
+        camera: camera key of a reference pickle (``CAM_FRONT`` / ``CAM_F0``; default: the one the pickle has).
+        split: split of a reference pickle holding ``{split: [...]}``.
+        fps: frame rate of name-number / index timestamps (10: the authors' OpenDV frames).
+        timestamps: without ``index``: auto (from the names; refuses names that give no order) |
+            name-us (nuScenes ``..__<µs>``) | name-number ((n - number_base) / fps) | index (natural order, i / fps).
         number_base: frame number of the first frame (OpenDV ``t_000001`` -> 1).
         scenes_json: explicit scene -> files mapping (paths relative to src; .jpg is read as .npy).
         downsample: tokenizer downsampling (image size = grid * downsample); recorded in the manifest.
         codebook_size: recorded in the manifest (> 65,536 is refused).
         tokenizer: optional tokenizer (path or preset:NAME) whose identity is recorded.
         shard: "i/N" share of the sorted scenes (writes a manifest part; merge afterwards).
-        resume: skip scenes already converted.
+        resume: skip scenes already converted from the same files and timestamps (others are redone).
         progress: show a progress bar.
 
     Returns:
         Path of the manifest (or manifest part) written.
+
+    Raises:
+        ValueError: a folder whose names give no frame order, a bad index, a missing token file (naming it).
     """
     src = Path(src)
     check_codebook_size(codebook_size)
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: no such folder")
-    groups: dict[str, list[Path]] = {}
-    if scenes_json is not None:
+    if timestamps not in _TIMESTAMP_MODES:
+        raise ValueError(f"--timestamps {timestamps!r}: expected one of {' | '.join(_TIMESTAMP_MODES)}")
+    if index is not None and scenes_json is not None:
+        raise ValueError("give --index or --scenes-json, not both")
+    groups: dict[str, _ConvertScene] = {}
+    if index is not None:
+        groups = _index_scenes(src, Path(index), camera, split)
+    elif scenes_json is not None:
         from vavam.io import read_json
 
         spec = read_json(scenes_json)
         if not isinstance(spec, dict):
             raise ValueError(f"{scenes_json}: expected an object {{scene name: [files]}}")
         for name, files in spec.items():
-            groups[str(name)] = [src / Path(f).with_suffix(".npy") for f in files]
+            groups[str(name)] = _ConvertScene([src / Path(f).with_suffix(".npy") for f in files],
+                                              where=f"{scenes_json}, scene {name!r}")
     else:
-        by_dir: dict[Path, list[Path]] = {}
-        for f in src.rglob("*.npy"):
-            if f.name.startswith("."):
-                continue
-            by_dir.setdefault(f.parent, []).append(f)
-        for folder, files in by_dir.items():
+        for folder, files in _npy_folders(src).items():
             name = folder.relative_to(src).as_posix()
-            groups[name if name != "." else src.name] = sorted(files, key=lambda p: natural_key(p.name))
+            groups[name if name != "." else src.name] = _ConvertScene(
+                sorted(files, key=lambda p: natural_key(p.name)), where=str(folder))
     if not groups:
-        raise FileNotFoundError(f"{src}: no .npy token files found")
+        raise FileNotFoundError(f"{src}: no .npy token files found" + (f" for --index {index}" if index else ""))
+    for name, scene in groups.items():  # order and timestamps of name-ordered scenes, checked before writing
+        if scene.timestamps is not None:
+            continue
+        mode = timestamps
+        if mode == "auto":
+            mode = _auto_timestamps_mode(scene.files, scene.where, one_folder_one_scene=scenes_json is None)
+        ts = _converted_timestamps(scene.files, mode, fps, number_base, scene.where)
+        order = np.argsort(ts, kind="stable")
+        scene.files = [scene.files[k] for k in order]
+        scene.timestamps = ts[order]
+        scene.fps = rate_from_timestamps(scene.timestamps) if mode == "name-us" else fps
     shard_t = parse_shard(shard)
     mine = select_shard(list(groups), shard_t)
     identity: dict[str, Any] = {"name": "unknown", "converted_from": "per-frame npy layout"}
     if tokenizer is not None:
         identity = tokenizer_identity_of(_load_tokenizer(tokenizer, "cpu"))
-    first_scene = mine[0] if mine else next(iter(groups))
-    first = _load_token_file(groups[first_scene][0], None)
-    grid = tuple(first.shape)
+    first_scene = groups[mine[0] if mine else next(iter(groups))]
+    grid = tuple(_load_token_file(_existing(first_scene, 0), None).shape)
     writer = TokenStoreWriter(out, grid, image_size=(grid[0] * downsample, grid[1] * downsample), downsample=downsample,
-                              codebook_size=codebook_size, tokenizer=identity, fps=fps, shard=shard_t, resume=resume)
-    todo = [n for n in mine if not writer.is_done(n)]
-    bar = _progress(sum(len(groups[n]) for n in todo), progress, "convert")
+                              codebook_size=codebook_size, tokenizer=identity, shard=shard_t, resume=resume,
+                              fps_from_scenes=True)
+    fingerprints = {n: _convert_fingerprint(src, groups[n]) for n in mine}
+
+    def finished(name: str) -> bool:
+        if not writer.is_done(name):
+            return False
+        reason = writer.stale_reason(name, fingerprints[name], groups[name].timestamps)
+        if reason is None:
+            return True
+        print(f"convert: scene {name!r}: {reason}; converting it again", file=sys.stderr)
+        writer.discard_scene(name)
+        return False
+
+    todo = [n for n in mine if not finished(n)]
+    bar = _progress(sum(len(groups[n].files) for n in todo), progress, "convert")
     try:
         for name in todo:
-            files = groups[name]
+            scene = groups[name]
             writer.remove_stale_temporaries(name)
-            tokens = np.empty((len(files), *grid), dtype=np.uint16)
-            for i, f in enumerate(files):
-                tokens[i] = _load_token_file(f, grid)
+            tokens = np.empty((len(scene.files), *grid), dtype=np.uint16)
+            for i in range(len(scene.files)):
+                tokens[i] = _load_token_file(_existing(scene, i), grid)
                 bar.update(1)
-            ts = _converted_timestamps(files, timestamps, fps, number_base, name)
-            order = np.argsort(ts, kind="stable")
-            if np.any(order != np.arange(len(order))):
-                tokens, ts = tokens[order], ts[order]
-                files = [files[k] for k in order]
-            writer.write_scene(name, tokens, ts, source=str(files[0].parent), fps=fps,
-                               first_frame=files[0].name, last_frame=files[-1].name)
+            writer.write_scene(name, tokens, scene.timestamps, source=str(scene.files[0].parent), fps=scene.fps,
+                               first_frame=scene.files[0].name, last_frame=scene.files[-1].name,
+                               fingerprint=fingerprints[name])
     finally:
         bar.close()
     return writer.manifest_path
+
+
+def _existing(scene: _ConvertScene, frame: int) -> Path:
+    """Token file ``frame`` of ``scene``; a missing one raises naming the scene, frame and file."""
+    path = scene.files[frame]
+    if not path.is_file():
+        raise FileNotFoundError(f"{scene.where}, frame {frame}: token file {path} is missing")
+    return path
+
+
+def _convert_fingerprint(src: Path, scene: _ConvertScene) -> str:
+    """sha256 of a converted scene's token files (relative to ``src``) and timestamps."""
+    files = [os.path.relpath(f, src) for f in scene.files]
+    ts = [] if scene.timestamps is None else [int(t) for t in scene.timestamps]
+    return hashlib.sha256(json.dumps({"files": files, "timestamps_us": ts}).encode()).hexdigest()

@@ -13,16 +13,23 @@ Layout of a store folder::
     {
       "format": "vavam-token-store", "version": 1, "dtype": "uint16",
       "grid": [h, w], "image_size": [H, W], "downsample": 16, "codebook_size": 16384,
-      "fps": 10.0,                              # nominal rate (null when unknown)
+      "fps": 10.0,                              # frame rate of the store (null when unknown or mixed)
       "tokenizer": {...}, "tokenizer_hash": "<sha256 of the identity JSON>",
       "shard": null | [i, N],
       "scenes": {
         "<name>": {"name": "<name>", "num_frames": T, "file": "scenes/<name>.npy",
                    "timestamps_file": "scenes/<name>.timestamps.npy", "bytes": <size of the .npy>,
                    "source": "<path of the images/video>", "fps": 10.0,
-                   "first_timestamp_us": ..., "last_timestamp_us": ...}
+                   "first_timestamp_us": ..., "last_timestamp_us": ...,
+                   "fingerprint": "<sha256 of the frame list>", ...}
       }
     }
+
+``fps`` of a scene is its frame rate (null when unknown); the store's ``fps`` is either the rate the
+writer was given (a dataset's nominal rate) or, for a writer asked to derive it, the common rate of
+its scenes (:func:`common_fps`: null when a scene's rate is unknown or the scenes' rates differ).
+A scene's ``fingerprint`` (when the writer was given one) identifies the frames it was made from:
+a resumed run redoes a scene whose frames changed (:meth:`TokenStoreWriter.stale_reason`).
 
 Scene names may contain ``/`` (``channel/video_id``), which become sub-folders of ``scenes/``.
 
@@ -56,6 +63,22 @@ HEADER_KEYS: tuple[str, ...] = ("format", "version", "dtype", "grid", "image_siz
 
 class TokenStoreError(ValueError):
     """A token store (manifest or scene file) is missing, corrupt or inconsistent; the message names the file."""
+
+
+#: largest relative spread of the scenes' rates for :func:`common_fps` to call them one rate (29.97 vs 30 fps).
+FPS_REL_TOL = 0.02
+
+
+def common_fps(rates: Iterable[float | None], rel_tol: float = FPS_REL_TOL) -> float | None:
+    """The one frame rate of a set of scenes: their median rate (3 decimals) when every rate is known
+    and all agree within ``rel_tol``; None when there is no scene, a rate is unknown, or they differ."""
+    vals = list(rates)
+    if not vals or any(r is None or not float(r) > 0 for r in vals):
+        return None
+    arr = np.asarray(vals, dtype=np.float64)
+    if arr.max() > arr.min() * (1.0 + rel_tol):
+        return None
+    return round(float(np.median(arr)), 3)
 
 
 def part_manifest_name(shard_index: int, num_shards: int) -> str:
@@ -209,6 +232,11 @@ class TokenStore:
             self._tokens[scene] = arr
         return arr
 
+    def release(self, scene: str) -> None:
+        """Drop this object's cached memory map of ``scene`` (a pass over a whole split keeps none resident;
+        arrays handed out earlier stay valid)."""
+        self._tokens.pop(scene, None)
+
     def timestamps(self, scene: str) -> np.ndarray:
         """Frame timestamps int64 ``[T]`` in µs (non-decreasing)."""
         ts = self._timestamps.get(scene)
@@ -297,9 +325,11 @@ class TokenStoreWriter:
         downsample: tokenizer downsampling factor.
         codebook_size: number of codes (> 65,536 raises: tokens are uint16).
         tokenizer: identity dict of the tokenizer (config + weight hash), stored in the manifest.
-        fps: nominal frame rate of the store.
+        fps: nominal frame rate of the store (a dataset's known rate); ignored with ``fps_from_scenes``.
         shard: ``(i, N)`` to write the part ``manifest.part-i-of-N.json`` instead of ``manifest.json``.
         resume: keep the finished scenes of an existing manifest (else start the manifest afresh).
+        fps_from_scenes: record as the store's ``fps`` the common rate of its scenes (:func:`common_fps`,
+            updated with every scene written), not ``fps``.
 
     Raises:
         TokenStoreError: the existing manifest was made with another tokenizer/grid/image size.
@@ -316,8 +346,10 @@ class TokenStoreWriter:
         fps: float | None = None,
         shard: tuple[int, int] | None = None,
         resume: bool = True,
+        fps_from_scenes: bool = False,
     ) -> None:
         check_codebook_size(codebook_size)
+        self.fps_from_scenes = fps_from_scenes
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.shard = shard
@@ -330,7 +362,7 @@ class TokenStoreWriter:
             "image_size": [int(image_size[0]), int(image_size[1])] if image_size else None,
             "downsample": int(downsample) if downsample else None,
             "codebook_size": int(codebook_size) if codebook_size else None,
-            "fps": fps,
+            "fps": None if fps_from_scenes else fps,
             "tokenizer": dict(tokenizer) if tokenizer is not None else None,
             "tokenizer_hash": identity_hash(tokenizer),
             "shard": list(shard) if shard else None,
@@ -347,13 +379,70 @@ class TokenStoreWriter:
                 main = read_manifest(self.root / MANIFEST)
                 check_compatible(self.header, main, self.root / MANIFEST)
                 self.merged_scenes = dict(main["scenes"])
+        self._update_fps()
         self._write_manifest()
+
+    def _update_fps(self) -> None:
+        if self.fps_from_scenes:
+            self.header["fps"] = common_fps(e.get("fps") for e in self.scenes.values())
 
     # -------------------------------------------------------------- queries
     def is_done(self, name: str) -> bool:
         """True when ``name`` is recorded (here or in the merged manifest) and its files are complete."""
         entry = self.scenes.get(name) or self.merged_scenes.get(name)
         return entry is not None and scene_files_ok(self.root, entry, tuple(self.header["grid"]))
+
+    def stale_reason(
+        self, name: str, fingerprint: str | None = None, timestamps_us: np.ndarray | Sequence[int] | None = None
+    ) -> str | None:
+        """Why the recorded scene ``name`` no longer matches its source, or None (up to date, or not recorded).
+
+        The entry's ``fingerprint`` must equal ``fingerprint``; an entry written without one (older
+        stores) is compared by its timestamps with ``timestamps_us`` when the source knows them.
+        """
+        entry = self.scenes.get(name) or self.merged_scenes.get(name)
+        if entry is None:
+            return None
+        old = entry.get("fingerprint")
+        if old is not None and fingerprint is not None:
+            return None if old == fingerprint else "its frames changed since it was tokenized (frame list differs)"
+        if timestamps_us is None:
+            return None
+        want = np.asarray(timestamps_us, dtype=np.int64).reshape(-1)
+        try:
+            have = np.load(self.root / entry["timestamps_file"], allow_pickle=False)
+        except (OSError, ValueError, KeyError):
+            return "its timestamps file cannot be read"
+        if have.shape != want.shape or not np.array_equal(have, want):
+            return (f"its frames changed since it was tokenized ({have.shape[0]} stored frames, "
+                    f"{want.shape[0]} in the source, or other timestamps)")
+        return None
+
+    def update_scene(self, name: str, **fields: Any) -> None:
+        """Set manifest fields of the recorded scene ``name`` (e.g. a corrected ``fps``); its files are unchanged."""
+        entry = self.scenes.get(name) or self.merged_scenes.get(name)
+        if entry is None:
+            raise KeyError(f"{self.manifest_path}: no scene {name!r} to update")
+        self.scenes[name] = {**entry, **fields}
+        self._update_fps()
+        self._write_manifest()
+
+    def discard_scene(self, name: str) -> None:
+        """Unrecord scene ``name`` and delete its files (a stale scene about to be redone).
+
+        Deleting the files also drops the scene from a merged ``manifest.json`` at the next merge, so a
+        redo that fails leaves no out-of-date scene behind.
+        """
+        entry = self.scenes.pop(name, None) or self.merged_scenes.pop(name, None)
+        self.merged_scenes.pop(name, None)
+        self._update_fps()
+        self._write_manifest()
+        for key in ("file", "timestamps_file"):
+            rel = (entry or {}).get(key) or _scene_relpath(name, ".npy" if key == "file" else ".timestamps.npy")
+            try:
+                (self.root / rel).unlink()
+            except FileNotFoundError:
+                pass
 
     def manifest(self) -> dict:
         """The manifest as it is on disk."""
@@ -386,6 +475,7 @@ class TokenStoreWriter:
         # Unrecord first: a rewrite of a finished scene must not leave the old entry pointing at new files.
         if name in self.scenes:
             del self.scenes[name]
+            self._update_fps()
             self._write_manifest()
         _save_npy_atomic(self.root / ts_file, ts)
         nbytes = _save_npy_atomic(self.root / file, tokens)
@@ -402,6 +492,7 @@ class TokenStoreWriter:
             **extra,
         }
         self.scenes[name] = entry
+        self._update_fps()
         self._write_manifest()
         return entry
 
@@ -490,6 +581,12 @@ def merge_manifests(root: Path, remove_parts: bool = False) -> Path:
                 raise TokenStoreError(f"{path}: scene {name!r} is also recorded by {origin[name]} with other content")
             scenes[name] = entry
             origin[name] = path
+    # Store rate: the one all contributing manifests agree on, else derived from the merged scenes.
+    rates = {m.get("fps") for _, m in sources if m["scenes"]}
+    if len(rates) > 1:
+        header["fps"] = common_fps(e.get("fps") for e in scenes.values())
+    elif rates:
+        header["fps"] = rates.pop()
     header["shard"] = None
     atomic_write_json(main_path, {**header, "scenes": {k: scenes[k] for k in sorted(scenes)}})
     if remove_parts:
@@ -524,6 +621,7 @@ __all__ = [
     "TokenStoreWriter",
     "TokenStoreError",
     "check_codebook_size",
+    "common_fps",
     "identity_hash",
     "merge_manifests",
     "part_manifest_name",

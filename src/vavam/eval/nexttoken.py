@@ -153,13 +153,13 @@ def fit_frequency_baselines(baselines: list[FrequencyBaseline], source, name: st
         b.reset()
     if hasattr(source, "scenes") and hasattr(source, "tokens"):
         label = name or str(getattr(source, "root", "train_tokens"))
-        cache = getattr(source, "_tokens", None)  # TokenStore keeps each scene's memory map open once read
+        release = getattr(source, "release", None)  # TokenStore caches each scene's memory map once read
         for scene in source.scenes:
             frames = source.tokens(scene)
             for b in baselines:
                 b.update(frames, f"{label} (scene {scene!r})")
-            if isinstance(cache, dict):  # unmap it: a training split's pages would otherwise stay resident
-                cache.pop(scene, None)
+            if callable(release):  # unmap it: a training split's pages would otherwise stay resident
+                release(scene)
             del frames
     else:
         label = name or "train_tokens"

@@ -366,8 +366,12 @@ def _mix_settings(info: dict | None) -> dict | None:
 
 
 def _store_stride(store: TokenStore) -> int:
-    """Frames per 0.5 s of a store (10 Hz -> 5, 2 Hz -> 1); 1 when the store does not know its rate."""
-    return max(1, round(store.fps / 2)) if store.fps else 1
+    """Frames per 0.5 s of a store (10 Hz -> 5, 2 Hz -> 1); a store that records no single rate is refused."""
+    if not store.fps:
+        raise ValueError(f"{store.root}: the token store records no single frame rate (fps is null: a scene's rate "
+                         "is unknown or the scenes' rates differ), so no 0.5 s window stride can be derived for "
+                         "--mix; re-tokenize with `vavam tokenize --fps <rate>` or mix stores of one rate")
+    return max(1, round(store.fps / 2))
 
 
 def _cooldown_mix(first: VideoWindowDataset, tokens: Path, others: list[Path], ratios: list[float] | None,

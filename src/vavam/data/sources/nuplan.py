@@ -52,21 +52,31 @@ BOX_TABLES = ("lidar_box", "track", "category")
 
 
 def find_log_dbs(db_paths_or_folder: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
-    """``.db`` files: one file, a folder (its ``*.db``, else recursively), or a list of files; sorted."""
-    if isinstance(db_paths_or_folder, (str, os.PathLike)):
-        p = Path(db_paths_or_folder)
+    """``.db`` files of one path or a list of paths; sorted, each file once.
+
+    Every path is a ``.db`` file or a folder of them (its ``*.db``, else recursively), so a list may
+    mix split folders and single logs (``--db splits/mini splits/extra/<log>.db``).
+
+    Raises:
+        SourceError: a path does not exist, or a folder holds no ``*.db`` (naming that path).
+    """
+    given = [db_paths_or_folder] if isinstance(db_paths_or_folder, (str, os.PathLike)) else list(db_paths_or_folder)
+    if not given:
+        raise SourceError("no nuPlan log database given")
+    found: dict[Path, Path] = {}
+    for item in given:
+        p = Path(item)
         if p.is_dir():
-            found = sorted(p.glob("*.db")) or sorted(p.rglob("*.db"))
-            if not found:
+            dbs = sorted(p.glob("*.db")) or sorted(p.rglob("*.db"))
+            if not dbs:
                 raise SourceError(f"{p}: no nuPlan log database (*.db) in this folder")
-            return found
-        paths = [p]
-    else:
-        paths = [Path(x) for x in db_paths_or_folder]
-    for p in paths:
-        if not p.is_file():
+        elif p.is_file():
+            dbs = [p]
+        else:
             raise SourceError(f"{p}: nuPlan log database is missing")
-    return sorted(paths)
+        for db in dbs:
+            found.setdefault(db.resolve(), db)  # the same file reached twice (folder and file) is read once
+    return sorted(found.values())
 
 
 @dataclass
@@ -308,10 +318,13 @@ def load_nuplan(
                 raise
             skipped.add(db.stem, None, str(exc))
     records.sort(key=lambda r: r.name)
-    names = [r.name for r in records]
-    if len(set(names)) != len(names):
-        dup = next(x for x in names if names.count(x) > 1)
-        raise SourceError(f"scene '{dup}' comes from more than one database (the same log given twice?)")
+    origin: dict[str, str] = {}
+    for r in records:
+        db_name = str(r.metadata.get("db", "?"))
+        if r.name in origin:
+            raise SourceError(f"scene '{r.name}' comes from more than one database ({origin[r.name]} and {db_name}: "
+                              "the same log given twice?)")
+        origin[r.name] = db_name
     return SourceResult(records=records, image_root=root, skipped=skipped, split=split)
 
 

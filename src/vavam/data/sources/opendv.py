@@ -7,6 +7,8 @@ Inputs (layouts in ``shared/reference/datasets.md`` §3):
   - the official ``OpenDV-YouTube.json`` (a JSON list of objects; keys ``videoid``, ``youtuber``,
     ``split`` ("Train" / "Val"), ``start_discard``, ``end_discard``, optional ``subset`` ("Mini"),
     ``duration`` "HH:MM:SS" / ``length`` seconds, ...);
+    a row without a discard value gets the official extractor's default (90 s at the start, 60 s at
+    the end; :data:`DEFAULT_DISCARD_S`, listed in ``OpenDVVideo.defaulted``);
   - the official Google-sheet CSV export (comma separated; headers ``VideoID``, ``Youtuber``,
     ``Train / Val``, ``Discarded Length at the Begininning (second)``, ``Discarded Length at the
     Ending (second)``, ``Mini / Full Set``, ``Duration``, ...; matched case-insensitively and mapped
@@ -62,6 +64,7 @@ from vavam.data.frames import VIDEO_EXTS, Frame, FrameError, FrameSource, prepro
 from vavam.data.sources import SkipLog, SourceError
 
 __all__ = [
+    "DEFAULT_DISCARD_S",
     "OPENDV_FPS",
     "OPENDV_SIZE",
     "OpenDVSources",
@@ -80,6 +83,8 @@ __all__ = [
 OPENDV_FPS = 10.0
 #: frame size (H, W) of the VaViM frames (ffmpeg ``scale=512:288``, aspect forced).
 OPENDV_SIZE = (288, 512)
+#: seconds cut when a metadata row has no discard value: the official extractor's defaults (datasets.md §3.2).
+DEFAULT_DISCARD_S: dict[str, float] = {"discard_start": 90.0, "discard_end": 60.0}
 #: file extensions tried, in order, for a video (official downloader formats first).
 PREFERRED_EXTS = (".mp4", ".webm", ".mkv")
 
@@ -125,6 +130,8 @@ class OpenDVVideo:
         container: file extension hint (``mp4``, ``webm``, ...) or "".
         subset: ``Mini`` for the OpenDV-mini subset in the official sheet, else "".
         row: 1-based row of the metadata file (for messages).
+        defaulted: the discard values the row lacked, set to :data:`DEFAULT_DISCARD_S` (``discard_start``,
+            ``discard_end``).
     """
 
     video_id: str
@@ -136,6 +143,7 @@ class OpenDVVideo:
     container: str = ""
     subset: str = ""
     row: int = 0
+    defaulted: tuple[str, ...] = ()
 
     @property
     def youtube_id(self) -> str:
@@ -209,14 +217,16 @@ def _row_to_video(raw: dict[str, Any], row: int) -> OpenDVVideo:
     if not split or split in _MISSING:
         raise ValueError(f"video {vid!r}: no split (column 'split' or 'Train / Val')")
     values = {}
+    defaulted = []
     for key, alt in (("discard_start", "start_discard"), ("discard_end", "end_discard")):
         raw_value = r.get(key, r.get(alt))
         try:
             sec = _parse_seconds(raw_value)
         except ValueError as exc:
             raise ValueError(f"video {vid!r}: bad {key} {raw_value!r}") from exc
-        if sec is None:
-            raise ValueError(f"video {vid!r}: no {key} (column '{key}' or '{alt}')")
+        if sec is None:  # the official extractor's defaults (datasets.md §3.2)
+            sec = DEFAULT_DISCARD_S[key]
+            defaulted.append(key)
         if not math.isfinite(sec) or sec < 0:
             raise ValueError(f"video {vid!r}: {key} must be a finite number of seconds >= 0, got {raw_value!r}")
         values[key] = sec
@@ -243,6 +253,7 @@ def _row_to_video(raw: dict[str, Any], row: int) -> OpenDVVideo:
         container="" if container in _MISSING else container,
         subset="" if subset.lower() in _MISSING else subset,
         row=row,
+        defaulted=tuple(defaulted),
     )
 
 
@@ -258,8 +269,9 @@ def read_opendv_metadata(path: str | os.PathLike, skipped: SkipLog | None = None
         one :class:`OpenDVVideo` per good row, in file order.
 
     Raises:
-        SourceError: unreadable file, or a bad row (no id / split, missing or negative discard
-            seconds, duplicate video id) naming the file, row and video.
+        SourceError: unreadable file, or a bad row (no id / split, malformed or negative discard
+            seconds, duplicate video id) naming the file, row and video. Missing discard values are
+            not an error: they get :data:`DEFAULT_DISCARD_S`.
     """
     path = Path(path)
     rows, _ = _read_rows(path)
@@ -341,6 +353,10 @@ class OpenDVVideoSource(FrameSource):
     trim_end_s: float | None = None
     video: OpenDVVideo | None = None
     duration_s: float | None = None
+
+    def fingerprint_fields(self) -> dict:
+        """The video's identity (:meth:`FrameSource.fingerprint_fields`) plus the kept span."""
+        return {**super().fingerprint_fields(), "trim": [self.trim_start_s, self.trim_end_s]}
 
     def frames(
         self,
@@ -455,8 +471,50 @@ class OpenDVVideoSource(FrameSource):
             yield frame
 
 
+#: seconds before the container's end from which :func:`_video_stream_end` reads the video packets.
+_END_PROBE_S = 30.0
+
+
+def _video_stream_end(container: Any, stream: Any, rate: float | None) -> float | None:
+    """Duration of the video stream (s from its start) for files whose video stream declares none (WebM / MKV).
+
+    Read from the packets (nothing is decoded) of the last :data:`_END_PROBE_S` seconds, or of the
+    whole file when seeking fails: the end of the video is its last packet's pts + duration. The
+    container's duration covers every stream, and an audio track may run past the video, so it is
+    not the video's end. It is returned only when the packets of *all* streams stop well before it
+    (the file is cut short): the decoder then reports the video as truncated, naming it.
+    """
+    s0 = float((stream.start_time or 0) * stream.time_base)
+    c_end = None if container.duration is None else (container.duration + (container.start_time or 0)) / 1e6
+    video_end = data_end = None
+    # From near the end first; from the start when that fails or finds no video packet (the video ends
+    # more than _END_PROBE_S before the other streams).
+    for start in ([c_end - _END_PROBE_S] if c_end is not None and c_end > _END_PROBE_S else []) + [0.0]:
+        try:
+            container.seek(int(start * 1e6), backward=True, any_frame=False)
+        except Exception:  # noqa: BLE001, S112 - unseekable: try the next start
+            if start > 0:
+                continue
+        for packet in container.demux():
+            if packet.pts is None or packet.stream.time_base is None:
+                continue
+            tb = float(packet.stream.time_base)
+            length = float(packet.duration or 0) * tb
+            if packet.stream.index == stream.index and not length and rate:
+                length = 1.0 / rate
+            t = float(packet.pts) * tb + length
+            data_end = t if data_end is None else max(data_end, t)
+            if packet.stream.index == stream.index:
+                video_end = t if video_end is None else max(video_end, t)
+        if video_end is not None:
+            break
+    if c_end is not None and (data_end is None or data_end < c_end - max(0.5, 2.0 / (rate or 10.0))):
+        return c_end - s0  # the data stops early: truncated (reported while decoding)
+    return None if video_end is None else video_end - s0
+
+
 def _probe(path: Path) -> tuple[float | None, float | None, int, int]:
-    """Duration (s), average frame rate, width, height of a video; raises FrameError when unreadable."""
+    """Duration of the video stream (s), average frame rate, width, height; raises FrameError when unreadable."""
     import av
 
     try:
@@ -464,12 +522,12 @@ def _probe(path: Path) -> tuple[float | None, float | None, int, int]:
             if not container.streams.video:
                 raise FrameError(f"{path}: no video stream")
             stream = container.streams.video[0]
+            rate = float(stream.average_rate) if stream.average_rate else None
             duration = None
             if stream.duration is not None and stream.time_base is not None:
                 duration = float(stream.duration * stream.time_base)
-            elif container.duration is not None:
-                duration = container.duration / 1e6
-            rate = float(stream.average_rate) if stream.average_rate else None
+            elif stream.time_base is not None:
+                duration = _video_stream_end(container, stream, rate)
             return duration, rate, int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
     except FrameError:
         raise
@@ -598,6 +656,7 @@ def _make_source(
         kind="video",
         fps=fps,
         num_frames_hint=hint,
+        timestamps_from="pts",
         extra={"channel": video.channel, "split": video.split, "source_fps": rate},
         trim_start_s=start,
         trim_end_s=end,
@@ -612,24 +671,26 @@ def _make_source(
 def write_split_lists(
     videos: Sequence[OpenDVVideo], out_dir: str | os.PathLike, splits: Sequence[str] | None = None
 ) -> dict[str, Path]:
-    """Write ``<out_dir>/<split>.json`` (sorted JSON lists of video ids), as the VaViM split files.
+    """Write ``<out_dir>/<split lower-cased>.json`` (sorted JSON lists of video ids), as the VaViM split files.
 
     Args:
         videos: metadata rows (e.g. :func:`read_opendv_metadata`).
         out_dir: destination folder.
-        splits: splits to write (default: every split present); an absent split gets an empty list.
+        splits: splits to write (default: every split present), case-insensitive (``Train`` -> ``train.json``);
+            an absent split gets an empty list.
 
     Returns:
-        ``{split: path}``.
+        ``{split (lower-cased): path}``.
     """
     from vavam.io import atomic_write_json
 
     out_dir = Path(out_dir)
     by_split: dict[str, list[str]] = {}
     for v in videos:
-        by_split.setdefault(v.split, []).append(v.video_id)
+        by_split.setdefault(v.split.strip().lower(), []).append(v.video_id)
+    wanted = sorted(by_split) if splits is None else list(dict.fromkeys(s.strip().lower() for s in splits))
     paths = {}
-    for split in splits if splits is not None else sorted(by_split):
+    for split in wanted:
         path = out_dir / f"{split}.json"
         atomic_write_json(path, sorted(by_split.get(split, [])))
         paths[split] = path
