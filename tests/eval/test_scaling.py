@@ -219,10 +219,18 @@ def test_runs_table_from_a_real_training_run(tmp_path):
             w.write_scene(f"s{k}", rng.integers(0, 16, size=(6, 2, 3), dtype=np.uint16),
                           np.arange(6, dtype=np.int64) * 500_000)
     summary = train_video(tmp_path / "runs" / "a", tmp_path / "train", preset="vavim_tiny", num_frames=2, steps=2,
-                          batch_size=3, val_tokens=[tmp_path / "val"], val_every=1, progress=False)
+                          batch_size=3, global_batch=6, val_tokens=[tmp_path / "val"], val_every=1, progress=False)
     table = read_runs(tmp_path / "runs")
-    assert table.tokens[0] == 2 * 3 * 12
+    assert table.tokens[0] == 2 * 6 * 12  # steps x global batch (3 windows x 2 accumulation passes) x positions
     assert table.loss[0] == pytest.approx(summary["metrics"]["val/loss"])
+    # a cool-down from its last checkpoint counts the pretraining's tokens too
+    start = sorted((tmp_path / "runs" / "a" / "checkpoints").glob("*.ckpt"))[-1]
+    train_video(tmp_path / "runs" / "b", tmp_path / "train", num_frames=2, steps=3, batch_size=3, init_from=start,
+                val_tokens=[tmp_path / "val"], val_every=1, progress=False)
+    table = read_runs(tmp_path / "runs")
+    tokens = dict(zip(table.names, table.tokens, strict=True))
+    assert tokens["b"] == 3 * 3 * 12 + 2 * 6 * 12
+    assert any("pretraining's tokens" in note for note in table.notes)
 
 
 # ------------------------------------------------------------------------------ CLI

@@ -235,7 +235,8 @@ def runs_from_folders(folders: Sequence[Path], metric: str = "val/loss", source:
     step over all devices and accumulation steps, :func:`_run_global_batch`) from the Lightning hparams, the
     loss = ``metrics[metric]`` of ``summary.json`` (the last validation). Then ``params`` = matmul parameters
     (blocks + tied readout, :func:`vavam.eval.flops.video_matmul_params`), ``tokens`` = steps x global batch
-    x window positions (this run only: a cool-down does not include its pretraining),
+    x window positions, plus, for a cool-down, its pretraining's steps x global batch x positions (recorded
+    in ``summary.json`` as ``pretraining``; older cool-downs count their own steps only, said in a note),
     ``flops`` = analytic training FLOPs ``6·N·D`` + causal attention (:func:`vavam.eval.flops.video_train_flops`).
     """
     from vavam.config import VideoConfig
@@ -247,6 +248,8 @@ def runs_from_folders(folders: Sequence[Path], metric: str = "val/loss", source:
         raise ValueError(f"{source}: no training run (no summary.json found)")
     rows = []
     batch_sources: dict[str, list[str]] = {}
+    cooldowns: list[str] = []  # runs whose tokens include their pretraining's
+    unknown_start: list[str] = []  # cool-downs written before summaries recorded their pretraining
     for run in map(Path, folders):
         summary = read_json(run / "summary.json")
         config_dict = summary.get("config") or {}
@@ -265,6 +268,12 @@ def runs_from_folders(folders: Sequence[Path], metric: str = "val/loss", source:
         global_batch, how = _run_global_batch(run, summary)
         batch_sources.setdefault(how, []).append(run.name)
         tokens = steps * global_batch * seq
+        pretraining = summary.get("pretraining") or {}
+        if pretraining.get("steps") and pretraining.get("global_batch"):  # a cool-down: add what it started from
+            tokens += int(pretraining["steps"]) * int(pretraining["global_batch"]) * seq
+            cooldowns.append(run.name)
+        elif summary.get("init_from"):
+            unknown_start.append(run.name)
         rows.append((str(run), {"name": run.name, "params": video_matmul_params(config), "tokens": tokens,
                                 "flops": video_train_flops(config, tokens, seq), "loss": metrics[metric]}))
     table = table_from_rows(rows, source)
@@ -273,6 +282,12 @@ def runs_from_folders(folders: Sequence[Path], metric: str = "val/loss", source:
                       "tokens: steps x global batch x window positions; global batch: "
                       + "; ".join(_batch_note(how, names, len(folders)) for how, names in batch_sources.items()),
                       "flops: analytic 6·N·D + causal attention 6·L·n·d·D (vavam.eval.flops)"]
+    if cooldowns:
+        table.notes.append("cool-downs count their pretraining's tokens too (summary.json: pretraining): "
+                           + ", ".join(cooldowns))
+    if unknown_start:
+        table.notes.append("cool-downs counted with their own steps only (their summary.json predates the "
+                           "pretraining record): " + ", ".join(unknown_start))
     return table
 
 
@@ -660,9 +675,12 @@ def eval_scaling(
         xs = table.column(law)
         fit = fit_power_law(xs, table.loss, bootstrap=bootstrap, seed=seed, progress=bootstrap >= 200)
         entry = fit.to_dict()
-        if entry["identification_issues"]:
-            unidentified.append(f"- {law} law: **α not identified**: {'; '.join(entry['identification_issues'])}. "
-                                "Its intervals and predictions are not meaningful.")
+        issues = entry["identification_issues"]
+        if issues:
+            only_ci = all(i.startswith("the ") and "interval of α reaches 0" in i for i in issues)
+            consequence = ("α may be 0 at this confidence: the loss may not fall with x over these runs." if only_ci
+                           else "Its intervals and predictions are not meaningful.")
+            unidentified.append(f"- {law} law: **α not identified**: {'; '.join(issues)}. {consequence}")
         law_target = target if target is not None and (law == "compute" or len(laws) == 1) else None
         if law_target is not None:
             delta = fit.predict_ci(law_target, method="delta")

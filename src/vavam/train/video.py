@@ -339,7 +339,7 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
     summary = {"steps": steps, "seconds": round(seconds, 2), "windows": len(train_set), "metrics": metrics,
                "mix": mix_info, "scale": scale_summary(scale, plan),
                "resumed_from": fit.resumed_from, "init_from": str(init_from) if init_from else None,
-               "config": dataclasses.asdict(config)}
+               "pretraining": _pretraining_summary(init_state), "config": dataclasses.asdict(config)}
     if fit.trainer.is_global_zero:  # rank 0 writes the model and the summary
         meta = {"train": summary, "tokens": str(tokens)}
         if scale.resolved_strategy in ("fsdp", "deepspeed"):  # the module holds shards; the last checkpoint is whole
@@ -363,6 +363,17 @@ def _mix_settings(info: dict | None) -> dict | None:
             "pretraining_steps_seen": info["pretraining_steps_seen"],
             "pretraining_windows_available": info["pretraining_windows_available"],
             "sources": [{k: v for k, v in source.items() if k != "name"} for source in summary["sources"]]}
+
+
+def _pretraining_summary(init_state: dict | None) -> dict | None:
+    """What a cool-down's starting checkpoint was trained with (``steps``, ``global_batch``: windows per
+    optimiser step), so that a scaling study can count the tokens behind a cool-down; None without one."""
+    if init_state is None:
+        return None
+    data = (init_state.get("hyper_parameters") or {}).get("data") or {}
+    batch = data.get("global_batch") or (int(data.get("batch_size", 0)) * int(data.get("world_size", 1))
+                                         * int(data.get("accumulate", 1)))
+    return {"steps": int(init_state.get("global_step", 0)), "global_batch": int(batch) or None}
 
 
 def _store_stride(store: TokenStore) -> int:
