@@ -348,35 +348,62 @@ def test_missing_discard_values_get_the_extractor_defaults(tmp_path, capsys):
     assert "using the official extractor's defaults 90 s (start) / 60 s (end)" in capsys.readouterr().out
 
 
-def test_webm_with_audio_longer_than_video_is_not_truncated(tmp_path):
-    """The end cut uses the video stream's own end, not the container's (audio-inclusive) duration."""
+def make_webm(path: Path, video_s: float, audio_s: float) -> Path:
+    """A 10 fps VP8 webm of ``video_s`` seconds (frame ``i`` is grey ``8 i``) with ``audio_s`` seconds of Opus
+    silence (none for 0); skips the test when PyAV lacks libvpx / libopus."""
     import av
 
     if not {"libvpx", "libopus"} <= set(av.codecs_available):
         pytest.skip("PyAV built without libvpx / libopus")
-    path = tmp_path / "videos" / "C" / "wa.webm"
-    path.parent.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as container:
         video = container.add_stream("libvpx", rate=10)
         video.width = video.height = SIZE
         video.pix_fmt = "yuv420p"
-        audio = container.add_stream("libopus", rate=48000)
-        for i in range(30):  # 3 s of video
-            frame = av.VideoFrame.from_ndarray(np.full((SIZE, SIZE, 3), i * 8, np.uint8), format="rgb24")
-            frame.pts = i
-            for packet in video.encode(frame):
+        audio = container.add_stream("libopus", rate=48000) if audio_s else None
+        n_video, n_audio, v, a = round(video_s * 10), round(audio_s * 48000), 0, 0
+        while v < n_video or (audio is not None and a < n_audio):  # interleaved by time, as a muxer writes them
+            if v < n_video and (audio is None or a >= n_audio or v / 10 <= a / 48000):
+                frame = av.VideoFrame.from_ndarray(np.full((SIZE, SIZE, 3), (v * 8) % 256, np.uint8), format="rgb24")
+                frame.pts, v = v, v + 1
+                for packet in video.encode(frame):
+                    container.mux(packet)
+            else:
+                frame = av.AudioFrame.from_ndarray(np.zeros((1, 960), np.int16), format="s16", layout="mono")
+                frame.sample_rate, frame.pts, a = 48000, a, a + 960
+                for packet in audio.encode(frame):
+                    container.mux(packet)
+        for stream in (video, audio):
+            for packet in stream.encode() if stream is not None else ():
                 container.mux(packet)
-        for packet in video.encode():
-            container.mux(packet)
-        for n in range(0, 48000 * 4, 960):  # 4 s of audio
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 960), np.int16), format="s16", layout="mono")
-            frame.sample_rate, frame.pts = 48000, n
-            for packet in audio.encode(frame):
-                container.mux(packet)
-        for packet in audio.encode():
-            container.mux(packet)
+    return path
+
+
+def test_webm_with_audio_longer_than_video_is_not_truncated(tmp_path):
+    """The end cut uses the video stream's own end, not the container's (audio-inclusive) duration."""
+    make_webm(tmp_path / "videos" / "C" / "wa.webm", 3.0, 4.0)
     meta = _meta(tmp_path, [_row("wa", start=0.5, end=0)])
     (src,) = load_opendv(meta, tmp_path / "videos")
     assert src.trim_end_s == pytest.approx(3.0)
     stamps = [f.timestamp_us for f in src.frames()]
     assert len(stamps) == 25 and stamps[0] == 500_000 and stamps[-1] == 2_900_000
+
+
+@pytest.mark.parametrize("audio_s", [4.0, 0.0])
+def test_webm_cut_short_by_a_few_frames_is_truncated(tmp_path, audio_s):
+    """A webm whose data stops ~0.3 s (3 frames) before its declared end is refused as truncated: the probe allows
+    1.5 frames, as the decoder does (it allowed 0.5 s, so such files passed with their last frames missing)."""
+    import av
+
+    full = make_webm(tmp_path / "full.webm", 4.0, audio_s)
+    with av.open(str(full)) as container:  # byte offset of the first packet of the last 0.3 s
+        cut = min(p.pos for p in container.demux() if p.pts is not None and p.pos is not None and p.pos > 0
+                  and float(p.pts * p.stream.time_base) >= 3.7 - 1e-6)
+    cut_path = tmp_path / "videos" / "C" / "cut.webm"
+    cut_path.parent.mkdir(parents=True)
+    cut_path.write_bytes(full.read_bytes()[:cut])
+    meta = _meta(tmp_path, [_row("cut", start=0, end=0)])
+    with pytest.raises(SourceError, match=r"'cut'.*cut\.webm: video ends at 3\.[56]00 s, before the end of the kept "
+                                          r"span \(4\.0\d\d s.*truncated\?"):
+        (src,) = load_opendv(meta, tmp_path / "videos")
+        list(src.frames(size=(16, 16)))

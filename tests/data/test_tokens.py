@@ -430,7 +430,13 @@ def test_cli_records_each_scenes_true_frame_rate(tmp_path):
     old["fps"] = old["scenes"]["CAM_FRONT"]["fps"] = 10.0
     del old["scenes"]["CAM_FRONT"]["fingerprint"]
     (tmp_path / "n" / "manifest.json").write_text(json.dumps(old))
-    assert store([tmp_path / "samples" / "CAM_FRONT"], "n").fps == 2.0  # a re-run corrects the rate
+    tokens_file = tmp_path / "n" / "scenes" / "CAM_FRONT.npy"
+    before = os.stat(tokens_file)
+    corrected = store([tmp_path / "samples" / "CAM_FRONT"], "n")
+    assert corrected.fps == 2.0 and corrected.entry("CAM_FRONT")["fps"] == 2.0  # a re-run corrects the rate ...
+    after = os.stat(tokens_file)  # ... without re-encoding: a rewrite would replace the file (atomic rename)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert corrected.entry("CAM_FRONT").get("fingerprint")  # and the old entry now has its fingerprint
     plain = store([tmp_path / "plain"], "p")
     assert plain.entry("plain")["fps"] is None and plain.fps is None
     # --fps resamples videos and times unstamped frames; real frame timestamps still give their own rate
@@ -536,3 +542,293 @@ def test_convert_follows_symlinked_folders(tmp_path):
     store = TokenStore(tmp_path / "store")
     assert store.scenes == ["@vid1"] and [int(t[0, 0]) for t in store.tokens("@vid1")] == [1, 2, 3]
     assert store.timestamps("@vid1").tolist() == [0, 100_000, 200_000] and store.fps == 10.0
+
+
+# ------------------------------------------------------------------------------ resume: rates, timing, old entries
+
+
+def _manifest(root: Path) -> dict:
+    return json.loads((root / "manifest.json").read_text())
+
+
+def _strip_fingerprints(root: Path) -> None:
+    """Make a store look as a version before fingerprints wrote it."""
+    manifest = _manifest(root)
+    for entry in manifest["scenes"].values():
+        entry.pop("fingerprint", None)
+        entry.pop("frames_fingerprint", None)
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_stand_in_timestamps_are_not_fps_timestamps():
+    """Image folders without timestamps: the fingerprint tells timestamps given by --fps 10 from the identical
+    stand-ins of a run without --fps; the frames fingerprint (the frames alone) does not."""
+    files = [Path(f"/x/v/f_{k}.png") for k in range(3)]
+    given, stand_in = FrameSource.from_files("v", files, fps=10.0), FrameSource.from_files("v", files, fps=None)
+    assert given.timestamps_us.tolist() == stand_in.timestamps_us.tolist() == [0, 100_000, 200_000]
+    assert (given.timestamps_from, stand_in.timestamps_from) == ("index", "stand-in")
+    assert (given.known_fps(), stand_in.known_fps()) == (10.0, None)
+    assert given.fingerprint() != stand_in.fingerprint() != FrameSource.from_files("v", files, fps=5.0).fingerprint()
+    assert given.frames_fingerprint() == stand_in.frames_fingerprint()
+
+
+def test_resume_without_fps_keeps_a_recorded_rate(tmp_path, capsys):
+    """A store of image folders without timestamps, made with --fps 10 (or by an older version, which recorded 10),
+    resumed without --fps keeps its rate and timestamps (the stand-ins say nothing), saying so; it was silently
+    set to null, so `--mix` refused the store."""
+    for i, name in enumerate(["v1", "v2"]):
+        make_images(tmp_path / "frames" / name, 6, h=16, w=24, seed=i)
+    out = tmp_path / "store"
+
+    def run(fps: float | None) -> int:
+        tok = FakeTokenizer()
+        tokenize_sources(discover_sources([str(tmp_path / "frames" / "*")], fps=fps), out, tok, progress=False)
+        return tok.calls
+
+    assert run(10.0) == 2 and TokenStore(out).fps == 10.0
+    for old_version in (False, True):
+        if old_version:
+            _strip_fingerprints(out)
+        capsys.readouterr()
+        assert run(None) == 0
+        store = TokenStore(out)
+        assert store.fps == 10.0 and [store.entry(n)["fps"] for n in store.scenes] == [10.0, 10.0]
+        assert store.timestamps("v1").tolist() == [k * 100_000 for k in range(6)]
+        assert "2 scene(s) keep their recorded frame rate (10 fps)" in capsys.readouterr().err
+    assert _manifest(out)["scenes"]["v1"].get("frames_fingerprint")  # the old entries got their frames fingerprint
+
+
+def test_another_fps_rewrites_timestamps_without_reencoding(tmp_path, capsys):
+    """Only --fps changed (same image files): the timestamps file and rate are rewritten in place, not the tokens,
+    and the message says what changed (the whole store was re-encoded)."""
+    make_images(tmp_path / "frames" / "v", 6, h=16, w=24)
+    out = tmp_path / "store"
+
+    def run(fps: float | None, sidecar: list[int] | None = None) -> int:
+        if sidecar is not None:
+            (tmp_path / "frames" / "v" / "timestamps.json").write_text(json.dumps(sidecar))
+        tok = FakeTokenizer()
+        tokenize_sources(discover_sources([str(tmp_path / "frames" / "v")], fps=fps), out, tok, progress=False)
+        return tok.calls
+
+    assert run(10.0) == 1
+    tokens = out / "scenes" / "v.npy"
+    before, tokens_before = os.stat(tokens), np.load(tokens)
+    capsys.readouterr()
+    assert run(5.0) == 0
+    store = TokenStore(out)
+    assert store.fps == 5.0 and store.entry("v")["fps"] == 5.0
+    assert store.timestamps("v").tolist() == [k * 200_000 for k in range(6)]
+    assert store.entry("v")["last_timestamp_us"] == 1_000_000
+    err = capsys.readouterr().err
+    assert "scene 'v'" in err and "same frames" in err and "frame index / 10 fps -> frame index / 5 fps" in err
+    assert "frame rate 10 fps -> 5 fps" in err and "tokens kept" in err
+    after = os.stat(tokens)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    np.testing.assert_array_equal(np.load(tokens), tokens_before)
+    assert run(5.0) == 0 and capsys.readouterr().err == ""  # now current: nothing to do, nothing said
+    stamps = [1_000_000 + k * 250_000 for k in range(6)]  # real timestamps added: 4 Hz
+    assert run(None, sidecar=stamps) == 0
+    assert TokenStore(out).timestamps("v").tolist() == stamps and TokenStore(out).fps == 4.0
+    assert "frame index / 5 fps -> a timestamps.json/.txt sidecar" in capsys.readouterr().err
+
+
+def test_old_entries_get_fingerprints_so_a_changed_video_is_redone(tmp_path, capsys):
+    """An entry written before fingerprints that passes the timestamp check records its fingerprint, so a later
+    change is seen: for a video (no timestamps before decoding) it was never checked at all."""
+    video = make_video(tmp_path / "vids" / "drive.mp4", 6, h=16, w=24)
+    out = tmp_path / "store"
+
+    def run() -> int:
+        tok = FakeTokenizer()
+        tokenize_sources(discover_sources([video]), out, tok, progress=False)
+        return tok.calls
+
+    assert run() == 1
+    _strip_fingerprints(out)
+    manifest = _manifest(out)
+    manifest["scenes"]["drive"]["fps"] = None  # an older version's rate: corrected from the recorded timestamps
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert run() == 0
+    entry = TokenStore(out).entry("drive")
+    assert entry.get("fingerprint") and entry.get("frames_fingerprint") and entry["fps"] == 10.0
+    make_video(video, 9, h=16, w=24)  # the video was replaced
+    capsys.readouterr()
+    assert run() == 1 and TokenStore(out).num_frames("drive") == 9
+    assert "scene 'drive'" in capsys.readouterr().err
+
+
+def _part(root: Path, shard: tuple[int, int], rates: dict[str, float | None]) -> None:
+    writer = TokenStoreWriter(root, (2, 2), codebook_size=16, tokenizer={"name": "t"}, shard=shard,
+                              fps_from_scenes=True)
+    for name, rate in rates.items():
+        step = 1e6 / (rate or 10.0)
+        writer.write_scene(name, np.zeros((3, 2, 2), np.uint16), [round(k * step) for k in range(3)], fps=rate)
+
+
+@pytest.mark.parametrize(
+    ("parts", "expected"),
+    [
+        ([{"a": 2.0}, {"b": 2.0}], 2.0),
+        ([{"a": 2.0}, {"b": 1.99}, {"c": 2.0}], 2.0),  # within 2 %: one rate (the median)
+        ([{"a": 2.0}, {"b": 10.0}], None),
+        ([{"a": 2.0, "b": 10.0}, {"c": 2.0}], None),
+        ([{"a": 2.0}, {"b": None}], None),  # a rate unknown: none for the store
+    ],
+)
+def test_merge_manifests_rate_of_the_scenes(tmp_path, parts, expected):
+    """merge_manifests: scenes of one rate give the store that rate, differing (or unknown) rates null."""
+    for i, rates in enumerate(parts):
+        _part(tmp_path, (i, len(parts)), rates)
+    merge_manifests(tmp_path, remove_parts=True)
+    assert TokenStore(tmp_path).fps == expected
+
+
+def test_merge_manifests_rate_after_a_scene_is_dropped(tmp_path):
+    """The rate is that of the scenes merged: a scene dropped at the merge (its files deleted: stale) no longer
+    makes the store's rates differ."""
+    _part(tmp_path, (0, 1), {"a": 4.0, "b": 2.0})
+    merge_manifests(tmp_path, remove_parts=True)
+    assert TokenStore(tmp_path).fps is None
+    (tmp_path / "scenes" / "a.npy").unlink()
+    merge_manifests(tmp_path)
+    assert TokenStore(tmp_path).scenes == ["b"] and TokenStore(tmp_path).fps == 2.0
+
+
+def test_sharded_resume_redoes_and_retimes_then_merges(tmp_path, capsys):
+    """Sharded store, merged; then scene a loses a frame (redone) and scene c's rate changes (retimed, no
+    re-encoding) in a re-run of shard 0 alone: the merge has the right frame counts, timestamps and rates."""
+    files = {n: make_images(tmp_path / "imgs" / n, 5, h=16, w=24, seed=i) for i, n in enumerate("abc")}
+    out = tmp_path / "store"
+
+    def sources(drop_a: bool = False, c_step: int = 500_000) -> list[FrameSource]:
+        keep = {n: [k for k in range(5) if not (drop_a and n == "a" and k == 2)] for n in files}
+        return [FrameSource.from_files(n, [files[n][k] for k in keep[n]],
+                                       [k * (c_step if n == "c" else 500_000) for k in keep[n]])
+                for n in files]
+
+    for i in range(2):  # shard 0: a, c; shard 1: b
+        tokenize_sources(sources(), out, FakeTokenizer(), shard=f"{i}/2", progress=False)
+    merge_manifests(out, remove_parts=True)
+    assert TokenStore(out).fps == 2.0
+    tok = FakeTokenizer()
+    capsys.readouterr()
+    tokenize_sources(sources(drop_a=True, c_step=250_000), out, tok, batch_size=64, shard="0/2", progress=False)
+    assert tok.calls == 1  # a only
+    err = capsys.readouterr().err
+    assert "scene 'a'" in err and "tokenizing it again" in err
+    assert "scene 'c'" in err and "frame rate 2 fps -> 4 fps" in err
+    merge_manifests(out, remove_parts=True)
+    store = TokenStore(out)
+    assert {n: store.num_frames(n) for n in store.scenes} == {"a": 4, "b": 5, "c": 5}
+    assert store.timestamps("a").tolist() == [0, 500_000, 1_500_000, 2_000_000]
+    assert store.timestamps("c").tolist() == [k * 250_000 for k in range(5)]
+    assert [store.entry(n)["fps"] for n in "abc"] == [2.0, 2.0, 4.0] and store.fps is None
+    tokenize_sources(sources(drop_a=True), out, tok, shard="0/2", progress=False)  # c back to 2 Hz
+    merge_manifests(out, remove_parts=True)
+    assert tok.calls == 1 and TokenStore(out).fps == 2.0 and TokenStore(out).entry("c")["fps"] == 2.0
+
+
+# ------------------------------------------------------------------------------ convert: names, --index options
+
+
+def test_convert_16_digit_names_are_microsecond_timestamps(tmp_path):
+    """Frames named by 16-digit µs timestamps (1532402927000000.npy) are ordered by them; they were refused as
+    nuPlan's random 16-hex tokens (which hold a letter a-f)."""
+    folder = tmp_path / "tok" / "scene1"
+    folder.mkdir(parents=True)
+    stamps = [1_532_402_927_000_000 + k * 100_000 for k in (2, 0, 3, 1)]
+    for t in stamps:
+        np.save(folder / f"{t}.npy", np.full((18, 32), (t // 100_000) % 100, np.uint16))
+    convert_npy_layout(tmp_path / "tok", tmp_path / "store", progress=False)
+    store = TokenStore(tmp_path / "store")
+    assert store.timestamps("scene1").tolist() == sorted(stamps) and store.fps == 10.0
+    assert [int(t[0, 0]) for t in store.tokens("scene1")] == [(t // 100_000) % 100 for t in sorted(stamps)]
+    hexes = tmp_path / "hex" / "log" / "CAM_F0"  # a 16-hex token that happens to be all digits among others
+    hexes.mkdir(parents=True)
+    for h in ("0000000000000012", "00000000000000ab"):
+        np.save(hexes / f"{h}.npy", np.zeros((18, 32), np.uint16))
+    with pytest.raises(ValueError, match=r"log/CAM_F0: file names are random 16-hex tokens.*--index"):
+        convert_npy_layout(tmp_path / "hex", tmp_path / "bad", progress=False)
+
+
+def _nuscenes_tokens(root: Path, steps: dict[str, int]) -> list[dict]:
+    """CAM_FRONT token files of scenes with the given keyframe step (µs) and the authors' pickle entries for them."""
+    (root / "samples" / "CAM_FRONT").mkdir(parents=True)
+    entries = []
+    for s, (scene, step) in enumerate(steps.items()):
+        for k in range(4):
+            t = 1_532_402_927_000_000 + s * 100_000_000 + k * step
+            rel = f"samples/CAM_FRONT/n015__CAM_FRONT__{t}.jpg"
+            np.save(root / rel.replace(".jpg", ".npy"), np.full((18, 32), k, np.uint16))
+            entries.append({"scene": {"name": scene}, "CAM_FRONT": {
+                "file_path": rel, "timestamp": t, "ego_to_world_tran": [0, 0, 0], "ego_to_world_rot": [1, 0, 0, 0]}})
+    return entries
+
+
+def test_convert_index_pickle_errors_name_the_file_and_flags(tmp_path):
+    """A pickle of two splits without --split names the file and the flag (it said `<pickle data>: ...; pass
+    split=`); options that do not apply to the index are refused, not silently ignored."""
+    entries = _nuscenes_tokens(tmp_path / "tokens", {"scene-0001": 500_000})
+    pkl = tmp_path / "nuscenes_data_cleaned.pkl"
+    pkl.write_bytes(pickle.dumps({"train": entries, "val": entries}))
+    src = tmp_path / "tokens"
+    for camera in (None, "CAM_FRONT"):
+        with pytest.raises(ValueError, match=rf"--index {pkl}: holds splits \['train', 'val'\]; pass --split"):
+            convert_npy_layout(src, tmp_path / "o", index=pkl, camera=camera, progress=False)
+    with pytest.raises(ValueError, match=rf"--index {pkl}: no split 'test'.*--split"):
+        convert_npy_layout(src, tmp_path / "o", index=pkl, split="test", progress=False)
+    with pytest.raises(ValueError, match=r"--index .*\(split 'train'\): entry 0 is not in the reference format for "
+                                         r"camera 'CAM_F0'"):
+        convert_npy_layout(src, tmp_path / "o", index=pkl, split="train", camera="CAM_F0", progress=False)
+    convert_npy_layout(src, tmp_path / "ok", index=pkl, split="val", progress=False)
+    assert TokenStore(tmp_path / "ok").scenes == ["scene-0001"]
+    rec = SceneRecord("scene-0001", [e["CAM_FRONT"]["timestamp"] for e in entries], np.zeros((4, 3)),
+                      np.tile([1.0, 0, 0, 0], (4, 1)), image_paths=[e["CAM_FRONT"]["file_path"] for e in entries])
+    save_records(tmp_path / "records.npz", [rec], dataset="nuscenes")
+    with pytest.raises(ValueError, match=r"--camera and --split: --index .*records\.npz is a records file"):
+        convert_npy_layout(src, tmp_path / "o", index=tmp_path / "records.npz", camera="CAM_FRONT", split="train",
+                           progress=False)
+    with pytest.raises(ValueError, match=r"--timestamps name-us: with --index .* applies to folders"):
+        convert_npy_layout(src, tmp_path / "o", index=tmp_path / "records.npz", timestamps="name-us", progress=False)
+    with pytest.raises(ValueError, match=r"--camera / --split .* there is no --index"):
+        convert_npy_layout(src, tmp_path / "o", split="train", progress=False)
+
+
+def test_convert_index_fps_is_the_stores_nominal_rate(tmp_path):
+    """nuScenes keyframes jitter: scenes measured at 2.0 and 1.9 fps (5 % apart) give a store without one rate,
+    which --mix refuses; --fps 2 names the nominal rate (scenes keep theirs). An --fps far from the scenes'
+    rate is refused (it was ignored)."""
+    entries = _nuscenes_tokens(tmp_path / "tokens", {"scene-0001": 500_000, "scene-0002": 526_316})
+    pkl = tmp_path / "nuscenes_train_data_cleaned.pkl"
+    pkl.write_bytes(pickle.dumps(entries))
+    convert_npy_layout(tmp_path / "tokens", tmp_path / "measured", index=pkl, progress=False)
+    assert TokenStore(tmp_path / "measured").fps is None
+    convert_npy_layout(tmp_path / "tokens", tmp_path / "nominal", index=pkl, fps=2.0, progress=False)
+    store = TokenStore(tmp_path / "nominal")
+    assert store.fps == 2.0 and [store.entry(s)["fps"] for s in store.scenes] == [2.0, 1.9]
+    with pytest.raises(ValueError, match=rf"--fps 10: the scenes of --index {pkl} run at 1.95 fps"):
+        convert_npy_layout(tmp_path / "tokens", tmp_path / "bad", index=pkl, fps=10.0, progress=False)
+
+
+def test_convert_another_fps_rewrites_timestamps_only(tmp_path, capsys):
+    """convert resumed with another --fps (same token files): timestamps and rate rewritten, the scene not converted
+    again; an entry of an older version (no fingerprints) gets them."""
+    folder = tmp_path / "tokens" / "chan" / "vid"
+    folder.mkdir(parents=True)
+    for i in range(4):
+        np.save(folder / f"t_{i + 1:06d}.npy", np.full((18, 32), i, np.uint16))
+    out = tmp_path / "store"
+    convert_npy_layout(tmp_path / "tokens", out, progress=False)
+    _strip_fingerprints(out)
+    scene_file = out / "scenes" / "chan" / "vid.npy"
+    before = os.stat(scene_file)
+    convert_npy_layout(tmp_path / "tokens", out, progress=False)
+    assert _manifest(out)["scenes"]["chan/vid"].get("frames_fingerprint")
+    capsys.readouterr()
+    convert_npy_layout(tmp_path / "tokens", out, fps=5.0, progress=False)
+    store = TokenStore(out)
+    assert store.fps == 5.0 and store.timestamps("chan/vid").tolist() == [0, 200_000, 400_000, 600_000]
+    assert "frame numbers / 10 fps -> frame numbers / 5 fps, frame rate 10 fps -> 5 fps" in capsys.readouterr().err
+    after = os.stat(scene_file)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)

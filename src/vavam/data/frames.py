@@ -10,9 +10,13 @@ decoded with PyAV; no ffmpeg binary needed). Each frame comes with a timestamp i
   else ``index * 1e6 / fps`` (with no ``fps`` given, ``index * 1e5`` as a placeholder: the rate is unknown);
 * video: from each decoded frame's presentation timestamp (``pts * time_base``).
 
-``FrameSource.timestamps_from`` says which (``given`` / ``sidecar`` / ``names`` / ``index`` / ``pts``), and
+``FrameSource.timestamps_from`` says which (``given`` / ``sidecar`` / ``names``: real timestamps;
+``index``: ``index / fps`` with an ``fps`` given; ``stand-in``: the ``index * 1e5`` placeholders; ``pts``),
 :meth:`FrameSource.known_fps` the scene's true frame rate when it can be known before decoding (from
-real timestamps, a resampling rate or an ``fps`` given for index timestamps; None otherwise).
+real timestamps, a resampling rate or an ``fps`` given for index timestamps; None otherwise), and
+:meth:`FrameSource.fingerprint` / :meth:`FrameSource.frames_fingerprint` identify the scene's frames with
+and without their timing (a token store redoes a scene whose frames changed, and only rewrites the
+timestamps of one whose timing alone changed).
 
 Preprocessing (reference §1.2): RGB uint8 -> antialiased bilinear resize -> float in [-1, 1],
 ``[3, H, W]``. The target size is either explicit (``size=(H, W)``) or the per-dataset divisor rule
@@ -171,7 +175,10 @@ class FrameSource:
     fps: float | None = None  # video: resample to this rate (None = every frame); images: nominal rate (None: unknown)
     num_frames_hint: int | None = None
     extra: dict = field(default_factory=dict)
-    timestamps_from: str = ""  # "given" | "sidecar" | "names" | "index" (index / fps) | "pts" (video)
+    timestamps_from: str = ""  # "given" | "sidecar" | "names" | "index" (index / fps) | "stand-in" | "pts" (video)
+
+    #: :meth:`fingerprint_fields` keys that are the frames' timing (left out of :meth:`frames_fingerprint`)
+    TIMING_FIELDS = ("timestamps_us", "timing")
 
     # -------------------------------------------------------------- identity
     def known_fps(self) -> float | None:
@@ -182,18 +189,35 @@ class FrameSource:
         made with, None when none was given (the rate cannot be known). Videos: the resampling rate,
         None when every frame is kept (measure it from the decoded timestamps).
         """
-        if self.kind == "images" and self.timestamps_from != "index" and self.timestamps_us is not None:
+        real = self.timestamps_from not in ("index", "stand-in")
+        if self.kind == "images" and real and self.timestamps_us is not None:
             return rate_from_timestamps(self.timestamps_us) or self.fps
         return self.fps
 
+    def timing(self) -> str:
+        """Where an image scene's timestamps come from: ``real`` (given, sidecar or names), ``index / <fps> fps``
+        (an ``fps`` given for unstamped frames) or ``stand-in`` (placeholders, rate unknown); ``pts`` for videos."""
+        if self.kind != "images":
+            return "pts"
+        if self.timestamps_from == "stand-in":
+            return "stand-in"
+        if self.timestamps_from == "index":
+            return f"index / {self.fps:g} fps"
+        return "real"
+
     def fingerprint_fields(self) -> dict:
-        """What makes this scene's frames (see :meth:`fingerprint`); subclasses add their own fields."""
+        """What makes this scene's frames (see :meth:`fingerprint`); subclasses add their own fields.
+
+        Images: the files and their timing (:data:`TIMING_FIELDS`: the timestamps and :meth:`timing`, so
+        timestamps given by ``fps`` and identical stand-ins differ); videos: file, size and resampling rate.
+        """
         if self.kind == "images":
             ts = [] if self.timestamps_us is None else [int(t) for t in self.timestamps_us]
             prefix = str(self.path) + os.sep
             files = [str(f)[len(prefix):] if str(f).startswith(prefix) else os.path.relpath(f, self.path)
                      for f in self.files]
-            return {"kind": "images", "files": [f.replace(os.sep, "/") for f in files], "timestamps_us": ts}
+            return {"kind": "images", "files": [f.replace(os.sep, "/") for f in files], "timestamps_us": ts,
+                    "timing": self.timing()}
         try:
             size = self.path.stat().st_size
         except OSError:
@@ -201,12 +225,18 @@ class FrameSource:
         return {"kind": self.kind, "file": self.path.name, "bytes": size, "fps": self.fps}
 
     def fingerprint(self) -> str:
-        """sha256 of the scene's frame list (image files + timestamps; video file, size, rate and cut).
+        """sha256 of the scene's frames and their timing (image files + timestamps and where they come from;
+        video file, size, rate and cut).
 
         Stored with the scene in a token store, so a resumed run redoes a scene whose frames changed.
         """
-        text = json.dumps(self.fingerprint_fields(), sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()
+        return _sha256_json(self.fingerprint_fields())
+
+    def frames_fingerprint(self) -> str:
+        """sha256 of the scene's frames without their timing (:data:`TIMING_FIELDS`): equal for two runs that
+        differ only in timestamps or rate (the tokens are the same; only the timestamps need rewriting)."""
+        fields = self.fingerprint_fields()
+        return _sha256_json({k: v for k, v in fields.items() if k not in self.TIMING_FIELDS})
 
     # -------------------------------------------------------------- constructors
     @classmethod
@@ -221,7 +251,8 @@ class FrameSource:
         """A scene from an explicit, already ordered list of image files (e.g. one nuScenes scene).
 
         Without ``timestamps_us``: from nuScenes-style names, else ``index / fps`` (``fps`` None: the
-        rate is unknown, ``index * 1e5`` placeholders). ``timestamps_from`` labels given timestamps.
+        rate is unknown, ``index * 1e5`` placeholders labelled ``stand-in``). ``timestamps_from`` labels
+        given timestamps.
         """
         files = tuple(Path(f) for f in files)
         if not files:
@@ -231,7 +262,7 @@ class FrameSource:
             timestamps_from = "names"
             if ts is None:
                 ts = (np.arange(len(files), dtype=np.float64) * 1e6 / (fps or 10.0)).round().astype(np.int64)
-                timestamps_from = "index"
+                timestamps_from = "index" if fps else "stand-in"
         else:
             ts = np.asarray(timestamps_us, dtype=np.int64)
             if ts.shape != (len(files),):
@@ -380,6 +411,11 @@ class FrameSource:
 
 
 # ------------------------------------------------------------------------------ timestamps
+
+
+def _sha256_json(fields: dict) -> str:
+    """sha256 (hex) of ``fields`` as sorted JSON."""
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _timestamps_from_names(files: Sequence[Path]) -> np.ndarray | None:

@@ -579,6 +579,30 @@ for _name in ("Float64DType", "Float32DType", "Int64DType", "Int32DType"):
 _INTRINSICS_KEYS = ("intrinsics", "camera_intrinsic", "cam_intrinsic", "intrinsic")
 
 
+def reference_pickle_split(
+    source: list | tuple | dict, split: str | None = None, where: str = "<pickle data>", split_option: str = "split="
+) -> tuple[list | tuple, str | None]:
+    """The entries of one split of the authors' pickle data, and the split chosen (None: not a dict of splits).
+
+    A dict of splits needs ``split`` unless it holds one split; errors name ``where`` (the file) and
+    ``split_option`` (how the caller's user passes the split: ``split=``, ``--split``).
+    """
+    if isinstance(source, dict):
+        if split is None:
+            if len(source) != 1:
+                raise ValueError(f"{where}: holds splits {sorted(source)}; pass {split_option} (one of them)")
+            split = next(iter(source))
+        if split not in source:
+            raise ValueError(f"{where}: no split {split!r} (has {sorted(source)}; pass one of them as {split_option})")
+        source = source[split]
+    elif split is not None:
+        raise ValueError(f"{where}: holds one list of entries, not a dict of splits, so {split_option} {split!r} "
+                         "cannot pick one")
+    if not isinstance(source, (list, tuple)):
+        raise TypeError(f"{where}: expected a list of per-timestamp dicts, got {type(source).__name__}")
+    return source, split
+
+
 def records_from_reference_pickle(
     source: str | os.PathLike | list | dict,
     *,
@@ -586,6 +610,8 @@ def records_from_reference_pickle(
     split: str | None = None,
     dataset: str = "",
     validate: bool = True,
+    where: str | None = None,
+    split_option: str = "split=",
 ) -> list[SceneRecord]:
     """Convert the authors' pickle format (reference §4.4) to scene records.
 
@@ -602,24 +628,17 @@ def records_from_reference_pickle(
         split: key to pick when the pickle is a dict of splits (required then, unless it has one key).
         dataset: dataset name stored in each record.
         validate: validate each record (see :func:`validate_record`).
+        where: how messages name the data (default: the pickle path, or ``<pickle data>``).
+        split_option: how messages name the split argument (``--split`` on a command line).
 
     Returns:
         one record per scene, sorted by scene name.
     """
-    where = "<pickle data>"
     if isinstance(source, (str, os.PathLike)):
-        where = os.fspath(source)
+        where = where or os.fspath(source)
         source = safe_pickle_load(source, extra_globals=_NUMPY_GLOBALS)
-    if isinstance(source, dict):
-        if split is None:
-            if len(source) != 1:
-                raise ValueError(f"{where}: holds splits {sorted(source)}; pass split=")
-            split = next(iter(source))
-        if split not in source:
-            raise ValueError(f"{where}: no split {split!r} (has {sorted(source)})")
-        source = source[split]
-    if not isinstance(source, (list, tuple)):
-        raise TypeError(f"{where}: expected a list of per-timestamp dicts, got {type(source).__name__}")
+    where = where or "<pickle data>"
+    source, _ = reference_pickle_split(source, split, where, split_option)
     n = len(source)
     names: list[str] = []
     stamps = np.empty(n, dtype=np.int64)
@@ -679,6 +698,7 @@ __all__ = [
     "load_records",
     "read_records_header",
     "records_from_reference_pickle",
+    "reference_pickle_split",
     "save_records",
     "validate_record",
     "validate_records",

@@ -9,8 +9,13 @@ Python use::
 
 Resumable: scenes already recorded in the manifest (with files of the right size, made from the
 same frames: same fingerprint, see :meth:`FrameSource.fingerprint`) are skipped; a scene that was
-interrupted, or whose frames changed since (an image restored or dropped, other timestamps, another
-video file or cut), is redone. ``shard="i/N"`` takes every N-th scene of the sorted names
+interrupted, or whose frames changed since (an image restored or dropped, another video file or
+cut), is redone. A scene whose frames are the same but whose timestamps or rate changed (another
+``--fps`` for an image folder without timestamps, a timestamps sidecar added) keeps its tokens: its
+timestamps file and rate are rewritten, saying what changed. A recorded rate is never replaced by an
+unknown one: resumed without ``--fps``, an image folder without timestamps keeps the rate and
+timestamps it was tokenized with. Scenes recorded by older versions (no fingerprint) are compared by
+their timestamps and get their fingerprints recorded. ``shard="i/N"`` takes every N-th scene of the sorted names
 starting at ``i`` and writes ``manifest.part-i-of-N.json``; after all shards finish,
 ``merge_manifests(root)`` (``vavam tokenize merge``) writes ``manifest.json``.
 
@@ -40,6 +45,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -190,6 +196,123 @@ def _progress(total: int | None, enabled: bool, desc: str):
     return tqdm(total=total, disable=not enabled, unit="frame", desc=desc, dynamic_ncols=True, smoothing=0.05)
 
 
+_TIMING_LABELS = {
+    "given": "given timestamps",
+    "sidecar": "a timestamps.json/.txt sidecar",
+    "names": "timestamps in the file names",
+    "stand-in": "stand-in timestamps (index x 0.1 s, rate unknown)",
+    "pts": "the video's timestamps",
+    "records": "the --index records",
+    "name-us": "µs timestamps in the file names",
+}
+
+
+def _timing_label(timestamps_from: str | None, fps: float | None) -> str:
+    """Words for where a scene's timestamps come from (``timestamps_from`` as recorded, ``fps`` its rate)."""
+    if timestamps_from in ("index", "name-number"):
+        what = "frame index" if timestamps_from == "index" else "frame numbers"
+        return f"{what} / {fps:g} fps" if fps else f"{what} (rate unknown)"
+    return _TIMING_LABELS.get(timestamps_from or "", f"{timestamps_from or 'unrecorded'} timestamps")
+
+
+def _fmt_rate(fps: float | None) -> str:
+    return "unknown" if fps is None else f"{fps:g} fps"
+
+
+@dataclass
+class _Resume:
+    """How a resumed run treats the scenes a store already records (shared by tokenize and convert).
+
+    ``tool`` prefixes the messages (stderr); ``redo`` ends the message of a scene that is redone;
+    ``kept`` collects the scenes whose recorded rate was kept because this run knows none (``kept_hint``
+    says why a scene may have none).
+    """
+
+    writer: TokenStoreWriter
+    tool: str
+    redo: str
+    kept_hint: str = ""
+    kept: dict[str, float] = dataclass_field(default_factory=dict)
+
+    def keep(self, name: str, where: str, *, fingerprint: str, frames_fingerprint: str,
+             timestamps_us: np.ndarray | None, rate: float | None, timestamps_from: str | None,
+             measure_recorded: bool = False) -> bool:
+        """True when the recorded scene ``name`` stays (its timestamps / rate / fingerprints updated as needed);
+        False when it is not recorded, or is stale (then discarded, to be redone).
+
+        Args:
+            where: the scene's source, for messages.
+            fingerprint / frames_fingerprint: the source's, with and without its timing.
+            timestamps_us: the source's timestamps when known before decoding (image scenes), else None.
+            rate: the frame rate this run gives the scene (None: unknown before decoding or at all).
+            timestamps_from: where the source's timestamps come from (``stand-in``: placeholders).
+            measure_recorded: a video kept at its own rate: an entry of an older version gets the rate
+                measured from its recorded timestamps.
+        """
+        writer = self.writer
+        if not writer.is_done(name):
+            return False
+        check = writer.check_scene(name, fingerprint, frames_fingerprint, timestamps_us)
+        entry = writer.entry(name) or {}
+        old_rate = entry.get("fps")
+        if check.state == "stale":
+            print(f"{self.tool}: scene {name!r} ({where}): {check.reason}; {self.redo}", file=sys.stderr)
+            writer.discard_scene(name)
+            return False
+        if check.state == "current":
+            if rate is not None and rate != old_rate:  # e.g. another nominal rate given to tokenize_sources
+                self._say(name, where, f"frame rate {_fmt_rate(old_rate)} -> {_fmt_rate(rate)}", "recorded")
+                writer.update_scene(name, fps=rate)
+            return True
+        if rate is None and measure_recorded and check.state == "unverified":
+            recorded = writer.recorded_timestamps(name) if timestamps_us is None else timestamps_us
+            rate = None if recorded is None else rate_from_timestamps(recorded)
+        frame_fields = {"fingerprint": fingerprint, "frames_fingerprint": frames_fingerprint}
+        if rate is None and (old_rate is not None or timestamps_from == "stand-in"):
+            # this run knows no rate: never replace a recorded rate (nor real timestamps) by an unknown one
+            if old_rate is not None:
+                self.kept[name] = old_rate
+            if entry.get("frames_fingerprint") != frames_fingerprint:
+                writer.update_scene(name, frames_fingerprint=frames_fingerprint)
+            return True
+        rate_change = f"frame rate {_fmt_rate(old_rate)} -> {_fmt_rate(rate)}" if rate != old_rate else ""
+        if check.state == "retime" and timestamps_us is not None:
+            want = np.asarray(timestamps_us, dtype=np.int64).reshape(-1)
+            have = writer.recorded_timestamps(name)
+            old_label = _timing_label(entry.get("timestamps_from"), old_rate)
+            new_label = _timing_label(timestamps_from, rate)
+            changes = [f"timestamps from {old_label} -> {new_label}"] if old_label != new_label else []
+            if not changes and (have is None or have.shape != want.shape):
+                changes.append("other timestamps")
+            elif not changes and not np.array_equal(have, want):
+                k = int(np.flatnonzero(have != want)[0])
+                changes.append(f"other timestamps from frame {k} ({int(have[k])} -> {int(want[k])} µs)")
+            changes += [rate_change] if rate_change else []
+            if changes:  # else only the fingerprints differ (an entry of an older version): recorded below
+                writer.retime_scene(name, want, rate, timestamps_from=timestamps_from, **frame_fields)
+                self._say(name, where, "same frames, " + ", ".join(changes), "timestamps and rate rewritten")
+                return True
+        elif rate is not None and rate_change:
+            self._say(name, where, rate_change, "recorded")
+        writer.update_scene(name, **frame_fields, timestamps_from=timestamps_from,
+                            **({"fps": rate} if rate is not None else {}))
+        return True
+
+    def _say(self, name: str, where: str, what: str, done: str) -> None:
+        print(f"{self.tool}: scene {name!r} ({where}): {what}: {done}, tokens kept", file=sys.stderr)
+
+    def report_kept(self) -> None:
+        """One line about the scenes whose recorded rate was kept (this run knows none for them)."""
+        if not self.kept:
+            return
+        rates = sorted({_fmt_rate(r) for r in self.kept.values()})
+        first = next(iter(self.kept))
+        print(f"{self.tool}: {len(self.kept)} scene(s) keep their recorded frame rate ({', '.join(rates)}) and "
+              f"timestamps, e.g. {first!r}: this run knows no rate for them"
+              + (f" ({self.kept_hint})" if self.kept_hint else ""), file=sys.stderr)
+        self.kept.clear()
+
+
 # ------------------------------------------------------------------------------ tokenize
 
 
@@ -274,26 +397,33 @@ def tokenize_sources(
                                 codebook_size=_codebook_size(tokenizer), tokenizer=identity, fps=fps,
                                 shard=shard_t, resume=resume, fps_from_scenes=fps is None)
 
-    fingerprints = {s.name: s.fingerprint() for s in mine}
+    fingerprints = {s.name: (s.fingerprint(), s.frames_fingerprint()) for s in mine}
+    resumed: _Resume | None = None
+
+    def scene_rate(source: FrameSource) -> float | None:
+        """The rate this run records for ``source`` (None for a video at its own rate: measured when decoded)."""
+        return fps if fps is not None and source.kind != "video" else source.known_fps()
 
     def finished(source: FrameSource) -> bool:
-        """Recorded with complete files and made from the same frames; a stale scene is discarded (redone)."""
-        if writer is None or not writer.is_done(source.name):
+        """Recorded with complete files and made from the same frames (its timestamps / rate rewritten when only
+        they changed); a stale scene is discarded (redone)."""
+        nonlocal resumed
+        if writer is None:
             return False
-        reason = writer.stale_reason(source.name, fingerprints[source.name], source.timestamps_us)
-        if reason is None:
-            if fps is None and source.kind == "images":  # a store of an older version may hold a guessed rate
-                entry = writer.scenes.get(source.name) or writer.merged_scenes.get(source.name) or {}
-                if entry.get("fps") != source.known_fps():
-                    writer.update_scene(source.name, fps=source.known_fps())
-            return True
-        print(f"tokenize: scene {source.name!r} ({source.path}): {reason}; tokenizing it again", file=sys.stderr)
-        writer.discard_scene(source.name)
-        return False
+        if resumed is None:
+            resumed = _Resume(writer, "tokenize", "tokenizing it again",
+                              kept_hint="an image folder without timestamps needs --fps")
+        fp, frames_fp = fingerprints[source.name]
+        return resumed.keep(source.name, str(source.path), fingerprint=fp, frames_fingerprint=frames_fp,
+                            timestamps_us=source.timestamps_us, rate=scene_rate(source),
+                            timestamps_from=source.timestamps_from or None,
+                            measure_recorded=source.kind == "video" and source.fps is None)
 
     if image_size is not None:
         writer = make_writer(image_size)
     todo = [s for s in mine if not finished(s)]
+    if resumed is not None:
+        resumed.report_kept()
     total = sum(s.num_frames_hint or 0 for s in todo) or None
     autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     bar = _progress(total, progress, desc or f"tokenize{f' {shard_t[0]}/{shard_t[1]}' if shard_t else ''}")
@@ -339,14 +469,12 @@ def tokenize_sources(
                 assert writer is not None
                 grid = tuple(writer.header["grid"])
                 tokens = np.concatenate(chunks) if chunks else np.zeros((0, *grid), np.uint16)
-                if fps is not None and source.kind != "video":
-                    scene_fps = fps
-                else:  # true rate: known up front, or (video at its own rate) measured from the pts
-                    scene_fps = source.known_fps()
-                    if scene_fps is None and source.kind == "video":
-                        scene_fps = rate_from_timestamps(stamps)
+                scene_fps = scene_rate(source)  # true rate: known up front, or (video at its own rate) from the pts
+                if scene_fps is None and source.kind == "video":
+                    scene_fps = rate_from_timestamps(stamps)
                 writer.write_scene(source.name, tokens, stamps, source=str(source.path), fps=scene_fps,
-                                   fingerprint=fingerprints[source.name],
+                                   fingerprint=fingerprints[source.name][0],
+                                   frames_fingerprint=fingerprints[source.name][1],
                                    timestamps_from=source.timestamps_from or None)
     finally:
         bar.close()
@@ -548,7 +676,9 @@ def tokenize(
         fps: resample videos to this rate (default: keep every frame at the video's own rate); image folders
             without timestamps (no timestamps.json/.txt sidecar, no "__<µs>" names) get index / fps. The store
             records each scene's true rate (video stream, frame timestamps, or this value) and the scenes'
-            common rate; without --fps, an image folder without timestamps has an unknown rate (null).
+            common rate; without --fps, an image folder without timestamps has an unknown rate (null). On a
+            resume, another --fps for such folders rewrites their timestamps and rate (no re-encoding), and no
+            --fps keeps the rate they were tokenized with.
         batch_size: frames per encoder call.
         device: cpu, cuda, cuda:1, ..., or auto (cuda when available); under torchrun "cuda"/"auto" mean cuda:LOCAL_RANK.
         bf16: encode under bf16 autocast.
@@ -641,23 +771,35 @@ _NUSCENES_TS = re.compile(r"__(\d{10,})$")
 _TRAILING_NUM = re.compile(r"(\d+)$")
 _NUMBERED = re.compile(r"(.*?)(\d+)")
 _HEX_TOKEN = re.compile(r"[0-9a-f]{16}")
+_HEX_LETTER = re.compile(r"[a-f]")
+#: a bare 16-digit name is a µs timestamp (1e15 µs: 2001-09, up to 2286), e.g. 1532402927000000.npy
+_BARE_US = re.compile(r"\d{16}")
 _TIMESTAMP_MODES = ("auto", "name-us", "name-number", "index")
 _INDEX_HINT = ("pass --index: the scenes' records (OUT/<split>/records.npz of `vavam data prepare nuscenes|nuplan`) "
                "or the authors' pickle (nuscenes_*_data_cleaned.pkl / nuplan_*_data_cleaned.pkl)")
 
 
+#: largest relative gap between ``--fps`` and the median rate of an index's scenes (``--fps 10`` on nuScenes' 2 Hz)
+_INDEX_FPS_REL_TOL = 0.1
+
+
 @dataclass
 class _ConvertScene:
-    """One scene to convert: token files in frame order, their timestamps (None: from the names), rate, origin."""
+    """One scene to convert: token files in frame order, their timestamps (None: from the names), rate, origin,
+    and where the timestamps come from (``records`` or a ``--timestamps`` mode)."""
 
     files: list[Path]
     timestamps: np.ndarray | None = None
     fps: float | None = None
     where: str = ""
+    timestamps_from: str = ""
 
 
 def _auto_timestamps_mode(files: Sequence[Path], where: str, one_folder_one_scene: bool) -> str:
     """The timestamps mode that the file names of one scene support; refuses names that give no frame order.
+
+    nuScenes ``..__<µs>`` names and bare 16-digit names (µs timestamps) give ``name-us``; names numbered
+    alike (``t_000001``, ``000000001``) ``name-number``.
 
     Raises:
         ValueError: names that are random tokens (nuPlan), a nuScenes ``samples/<CAMERA>`` folder taken as
@@ -672,7 +814,10 @@ def _auto_timestamps_mode(files: Sequence[Path], where: str, one_folder_one_scen
             f"every log, so it cannot be taken as one scene; {_INDEX_HINT}. If this folder really is one scene, "
             "pass --timestamps name-us"
         )
-    if all(_HEX_TOKEN.fullmatch(s) for s in stems):
+    if all(_BARE_US.fullmatch(s) for s in stems):
+        return "name-us"
+    # random tokens: 16 hex digits, some with a letter (all-decimal names are numbers, handled above and below)
+    if all(_HEX_TOKEN.fullmatch(s) for s in stems) and any(_HEX_LETTER.search(s) for s in stems):
         raise ValueError(
             f"{where}: file names are random 16-hex tokens (the nuPlan layout <log>/<CAMERA>/<token>.npy), not "
             f"frame numbers or times, so they give no frame order; {_INDEX_HINT}"
@@ -682,8 +827,8 @@ def _auto_timestamps_mode(files: Sequence[Path], where: str, one_folder_one_scen
         return "name-number"
     raise ValueError(
         f"{where}: cannot tell the frame order from the file names (e.g. {stems[0]!r}; expected frames numbered "
-        f"like t_000001 or nuScenes __<µs> names); {_INDEX_HINT}, or --timestamps index to take the natural name "
-        "order at --fps"
+        f"like t_000001, nuScenes __<µs> names or 16-digit µs names); {_INDEX_HINT}, or --timestamps index to take "
+        "the natural name order at --fps"
     )
 
 
@@ -693,10 +838,10 @@ def _converted_timestamps(files: Sequence[Path], mode: str, fps: float, number_b
     if mode == "name-us":
         vals = []
         for f, s in zip(files, stems):
-            m = _NUSCENES_TS.search(s)
+            m = _NUSCENES_TS.search(s) or _BARE_US.fullmatch(s)
             if not m:
-                raise ValueError(f"{f}: name carries no '__<timestamp_us>'")
-            vals.append(int(m.group(1)))
+                raise ValueError(f"{f}: name carries no '__<timestamp_us>' and is no 16-digit µs timestamp")
+            vals.append(int(m.group(1) if m.re is _NUSCENES_TS else m.group(0)))
         return np.asarray(vals, dtype=np.int64)
     if mode == "name-number":
         nums = []
@@ -747,31 +892,50 @@ def _npy_folders(src: Path) -> dict[Path, list[Path]]:
     return found
 
 
-def _index_scenes(src: Path, index: Path, camera: str | None, split: str | None) -> dict[str, _ConvertScene]:
+def _index_scenes(
+    src: Path, index: Path, camera: str | None, split: str | None, fps: float | None
+) -> dict[str, _ConvertScene]:
     """Scenes from a scene index: records (``.npz``) or the authors' pickle (reference §4.4).
 
-    Each record is a scene (its name), its frames in record order with the record timestamps; the
-    token file of a frame is ``src / <image path with .npy>`` (the reference's lookup rule).
+    Each record is a scene (its name), its frames in record order with the record timestamps and the
+    rate measured from them; the token file of a frame is ``src / <image path with .npy>`` (the
+    reference's lookup rule). ``fps`` (the store's nominal rate) is checked against the scenes' median rate.
+
+    Raises:
+        ValueError: ``--camera`` / ``--split`` with a records file, a bad pickle or record, an ``--fps`` far
+            from the scenes' rate (naming the file and flag).
     """
-    from vavam.data.records import _NUMPY_GLOBALS, load_records, records_from_reference_pickle
+    from vavam.data.records import (
+        _NUMPY_GLOBALS,
+        load_records,
+        records_from_reference_pickle,
+        reference_pickle_split,
+    )
     from vavam.io import safe_pickle_load
 
     index = Path(index)
+    where_index = f"--index {index}"
     if not index.is_file():
-        raise FileNotFoundError(f"--index {index}: no such file")
+        raise FileNotFoundError(f"{where_index}: no such file")
     if index.suffix == ".npz":
+        given = [flag for flag, value in (("--camera", camera), ("--split", split)) if value is not None]
+        if given:
+            raise ValueError(f"{' and '.join(given)}: {where_index} is a records file, which holds one split of one "
+                             "camera (OUT/<split>/records.npz); --camera / --split pick them in the authors' pickle")
         records = load_records(index, check_files=False)
     else:
         data = safe_pickle_load(index, extra_globals=_NUMPY_GLOBALS)
+        entries, split = reference_pickle_split(data, split, where_index, split_option="--split")
+        where = where_index + (f" (split {split!r})" if split is not None else "")
         if camera is None:
-            camera = _pickle_camera(data, split, index)
+            camera = _pickle_camera(entries, where)
         # grouped by scene and sorted by timestamp, as the reference's dataset sorts its list
-        records = records_from_reference_pickle(data, camera=camera, split=split, validate=False)
+        records = records_from_reference_pickle(entries, camera=camera, validate=False, where=where)
     scenes: dict[str, _ConvertScene] = {}
     for rec in records:
-        where = f"--index {index}, scene {rec.name!r}"
+        where = f"{where_index}, scene {rec.name!r}"
         if not rec.image_paths:
-            raise ValueError(f"{where}: no image paths, so no token files can be found")
+            raise ValueError(f"{where}: no image paths (file_path), so no token files can be found")
         files = []
         for k, p in enumerate(rec.image_paths):
             rel = Path(p)
@@ -780,21 +944,24 @@ def _index_scenes(src: Path, index: Path, camera: str | None, split: str | None)
                                  "<src>/<relative image path with .npy>")
             files.append(src / rel.with_suffix(".npy"))
         ts = np.asarray(rec.timestamps, dtype=np.int64)
-        scenes[rec.name] = _ConvertScene(files, ts, rate_from_timestamps(ts), where)
+        scenes[rec.name] = _ConvertScene(files, ts, rate_from_timestamps(ts), where, timestamps_from="records")
+    rates = [sc.fps for sc in scenes.values() if sc.fps]
+    if fps is not None and rates:
+        median = float(np.median(rates))
+        if abs(median - fps) > _INDEX_FPS_REL_TOL * fps:
+            raise ValueError(f"--fps {fps:g}: the scenes of {where_index} run at {median:.3g} fps (median of "
+                             f"{len(rates)} scenes); --fps names the store's nominal rate (e.g. 2 for nuScenes "
+                             "keyframes, 10 for nuPlan): give that rate, or leave --fps out to record theirs")
     return scenes
 
 
-def _pickle_camera(data: Any, split: str | None, index: Path) -> str:
-    """The camera key (``CAM_FRONT`` / ``CAM_F0``) of a reference pickle's entries."""
-    items = data
-    if isinstance(data, dict):
-        items = data.get(split) if split is not None else (next(iter(data.values())) if len(data) == 1 else None)
-    first = items[0] if isinstance(items, (list, tuple)) and items and isinstance(items[0], dict) else {}
+def _pickle_camera(entries: Sequence[Any], where: str) -> str:
+    """The camera key (``CAM_FRONT`` / ``CAM_F0``) of a reference pickle's entries (one split's list)."""
+    first = entries[0] if entries and isinstance(entries[0], dict) else {}
     found = [c for c in ("CAM_FRONT", "CAM_F0") if c in first]
     if len(found) != 1:
-        raise ValueError(f"--index {index}: cannot tell the camera key (CAM_FRONT for nuScenes, CAM_F0 for nuPlan) "
-                         "from its first entry; pass --camera" + ("" if split or not isinstance(data, dict)
-                                                                   else f" and --split (one of {sorted(data)})"))
+        raise ValueError(f"{where}: cannot tell the camera key (CAM_FRONT for nuScenes, CAM_F0 for nuPlan) "
+                         "from its first entry; pass --camera")
     return found[0]
 
 
@@ -804,7 +971,7 @@ def convert_npy_layout(
     index: Path | None = None,
     camera: str | None = None,
     split: str | None = None,
-    fps: float = 10.0,
+    fps: float | None = None,
     timestamps: str = "auto",
     number_base: int = 1,
     scenes_json: Path | None = None,
@@ -824,7 +991,7 @@ def convert_npy_layout(
       (``samples/CAM_FRONT/<name>.npy``, ``<log>/CAM_F0/<token>.npy``). The index is our records file
       (``OUT/<split>/records.npz`` of ``vavam data prepare``, so store and records share scene names and
       frames) or the authors' pickle (``nuscenes_*_data_cleaned.pkl``; ``camera`` and ``split`` pick
-      its camera key and split).
+      its camera key and split; with a records file they are refused, as is a ``timestamps`` mode).
     * ``scenes_json``: ``{scene name: [relative .npy or .jpg paths, ...]}``, timestamps from the names.
     * otherwise every folder under ``src`` holding ``.npy`` files (symlinked folders followed, as in the
       authors' ``flat_tokens/<video_id>``) is a scene named by its path relative to ``src`` (OpenDV
@@ -834,7 +1001,9 @@ def convert_npy_layout(
       scene and log in one folder) need ``index``.
 
     Each scene records its frame rate (from its timestamps, or ``fps`` for numbered / indexed frames);
-    the store records the scenes' common rate (null when they differ).
+    the store records the scenes' common rate (null when they differ by more than 2 %), or with ``index``
+    and ``fps`` that nominal rate (refused when far from the scenes' median rate): nuPlan / nuScenes
+    timestamps jitter, and a store needs one rate for ``vavam train video --mix``.
 
     Args:
         src: root of the per-frame layout (e.g. ``tokens/`` or ``flat_tokens/``).
@@ -842,9 +1011,11 @@ def convert_npy_layout(
         index: scene index: a records ``.npz`` or the authors' reference ``.pkl`` (see above).
         camera: camera key of a reference pickle (``CAM_FRONT`` / ``CAM_F0``; default: the one the pickle has).
         split: split of a reference pickle holding ``{split: [...]}``.
-        fps: frame rate of name-number / index timestamps (10: the authors' OpenDV frames).
+        fps: frame rate of name-number / index timestamps (default 10: the authors' OpenDV frames); with
+            ``index``, the store's nominal rate (default: the scenes' common rate).
         timestamps: without ``index``: auto (from the names; refuses names that give no order) |
-            name-us (nuScenes ``..__<µs>``) | name-number ((n - number_base) / fps) | index (natural order, i / fps).
+            name-us (nuScenes ``..__<µs>``, or bare 16-digit µs names) | name-number ((n - number_base) / fps) |
+            index (natural order, i / fps).
         number_base: frame number of the first frame (OpenDV ``t_000001`` -> 1).
         scenes_json: explicit scene -> files mapping (paths relative to src; .jpg is read as .npy).
         downsample: tokenizer downsampling (image size = grid * downsample); recorded in the manifest.
@@ -858,7 +1029,8 @@ def convert_npy_layout(
         Path of the manifest (or manifest part) written.
 
     Raises:
-        ValueError: a folder whose names give no frame order, a bad index, a missing token file (naming it).
+        ValueError: a folder whose names give no frame order, a bad index, a missing token file (naming it),
+            options that do not apply (``--camera`` / ``--split`` without a pickle index, ``--timestamps`` with one).
     """
     src = Path(src)
     check_codebook_size(codebook_size)
@@ -868,9 +1040,14 @@ def convert_npy_layout(
         raise ValueError(f"--timestamps {timestamps!r}: expected one of {' | '.join(_TIMESTAMP_MODES)}")
     if index is not None and scenes_json is not None:
         raise ValueError("give --index or --scenes-json, not both")
+    if index is None and (camera is not None or split is not None):
+        raise ValueError("--camera / --split pick the camera and split of an --index pickle; there is no --index")
+    if index is not None and timestamps != "auto":
+        raise ValueError(f"--timestamps {timestamps}: with --index {index} the frame times are the index's; "
+                         "--timestamps applies to folders ordered by their file names")
     groups: dict[str, _ConvertScene] = {}
     if index is not None:
-        groups = _index_scenes(src, Path(index), camera, split)
+        groups = _index_scenes(src, Path(index), camera, split, fps)
     elif scenes_json is not None:
         from vavam.io import read_json
 
@@ -893,11 +1070,13 @@ def convert_npy_layout(
         mode = timestamps
         if mode == "auto":
             mode = _auto_timestamps_mode(scene.files, scene.where, one_folder_one_scene=scenes_json is None)
-        ts = _converted_timestamps(scene.files, mode, fps, number_base, scene.where)
+        rate = fps if fps is not None else 10.0
+        ts = _converted_timestamps(scene.files, mode, rate, number_base, scene.where)
         order = np.argsort(ts, kind="stable")
         scene.files = [scene.files[k] for k in order]
         scene.timestamps = ts[order]
-        scene.fps = rate_from_timestamps(scene.timestamps) if mode == "name-us" else fps
+        scene.fps = rate_from_timestamps(scene.timestamps) if mode == "name-us" else rate
+        scene.timestamps_from = mode
     shard_t = parse_shard(shard)
     mine = select_shard(list(groups), shard_t)
     identity: dict[str, Any] = {"name": "unknown", "converted_from": "per-frame npy layout"}
@@ -905,22 +1084,21 @@ def convert_npy_layout(
         identity = tokenizer_identity_of(_load_tokenizer(tokenizer, "cpu"))
     first_scene = groups[mine[0] if mine else next(iter(groups))]
     grid = tuple(_load_token_file(_existing(first_scene, 0), None).shape)
+    nominal = index is not None and fps is not None  # --index --fps: the store's nominal rate
     writer = TokenStoreWriter(out, grid, image_size=(grid[0] * downsample, grid[1] * downsample), downsample=downsample,
                               codebook_size=codebook_size, tokenizer=identity, shard=shard_t, resume=resume,
-                              fps_from_scenes=True)
-    fingerprints = {n: _convert_fingerprint(src, groups[n]) for n in mine}
+                              fps=fps if nominal else None, fps_from_scenes=not nominal)
+    fingerprints = {n: _convert_fingerprints(src, groups[n]) for n in mine}
+    resumed = _Resume(writer, "convert", "converting it again", kept_hint="a single-frame scene has none")
 
     def finished(name: str) -> bool:
-        if not writer.is_done(name):
-            return False
-        reason = writer.stale_reason(name, fingerprints[name], groups[name].timestamps)
-        if reason is None:
-            return True
-        print(f"convert: scene {name!r}: {reason}; converting it again", file=sys.stderr)
-        writer.discard_scene(name)
-        return False
+        scene = groups[name]
+        return resumed.keep(name, scene.where, fingerprint=fingerprints[name][0],
+                            frames_fingerprint=fingerprints[name][1], timestamps_us=scene.timestamps,
+                            rate=scene.fps, timestamps_from=scene.timestamps_from)
 
     todo = [n for n in mine if not finished(n)]
+    resumed.report_kept()
     bar = _progress(sum(len(groups[n].files) for n in todo), progress, "convert")
     try:
         for name in todo:
@@ -932,7 +1110,8 @@ def convert_npy_layout(
                 bar.update(1)
             writer.write_scene(name, tokens, scene.timestamps, source=str(scene.files[0].parent), fps=scene.fps,
                                first_frame=scene.files[0].name, last_frame=scene.files[-1].name,
-                               fingerprint=fingerprints[name])
+                               fingerprint=fingerprints[name][0], frames_fingerprint=fingerprints[name][1],
+                               timestamps_from=scene.timestamps_from)
     finally:
         bar.close()
     return writer.manifest_path
@@ -946,8 +1125,14 @@ def _existing(scene: _ConvertScene, frame: int) -> Path:
     return path
 
 
-def _convert_fingerprint(src: Path, scene: _ConvertScene) -> str:
-    """sha256 of a converted scene's token files (relative to ``src``) and timestamps."""
-    files = [os.path.relpath(f, src) for f in scene.files]
+def _convert_fingerprints(src: Path, scene: _ConvertScene) -> tuple[str, str]:
+    """sha256 of a converted scene's token files (relative to ``src``) with and without their timing
+    (timestamps, where they come from, rate)."""
+    files = {"files": [os.path.relpath(f, src).replace(os.sep, "/") for f in scene.files]}
     ts = [] if scene.timestamps is None else [int(t) for t in scene.timestamps]
-    return hashlib.sha256(json.dumps({"files": files, "timestamps_us": ts}).encode()).hexdigest()
+    timing = {"timestamps_us": ts, "timing": [scene.timestamps_from, scene.fps]}
+
+    def sha(fields: dict) -> str:
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+    return sha({**files, **timing}), sha(files)

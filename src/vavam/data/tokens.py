@@ -21,15 +21,18 @@ Layout of a store folder::
                    "timestamps_file": "scenes/<name>.timestamps.npy", "bytes": <size of the .npy>,
                    "source": "<path of the images/video>", "fps": 10.0,
                    "first_timestamp_us": ..., "last_timestamp_us": ...,
-                   "fingerprint": "<sha256 of the frame list>", ...}
+                   "fingerprint": "<sha256 of the frames and their timing>",
+                   "frames_fingerprint": "<sha256 of the frames alone>", ...}
       }
     }
 
 ``fps`` of a scene is its frame rate (null when unknown); the store's ``fps`` is either the rate the
 writer was given (a dataset's nominal rate) or, for a writer asked to derive it, the common rate of
 its scenes (:func:`common_fps`: null when a scene's rate is unknown or the scenes' rates differ).
-A scene's ``fingerprint`` (when the writer was given one) identifies the frames it was made from:
-a resumed run redoes a scene whose frames changed (:meth:`TokenStoreWriter.stale_reason`).
+A scene's ``fingerprint`` (when the writer was given one) identifies the frames it was made from and
+their timing, its ``frames_fingerprint`` the frames alone: a resumed run redoes a scene whose frames
+changed, and only rewrites the timestamps and rate of one whose timing alone changed
+(:meth:`TokenStoreWriter.check_scene`, :meth:`TokenStoreWriter.retime_scene`).
 
 Scene names may contain ``/`` (``channel/video_id``), which become sub-folders of ``scenes/``.
 
@@ -44,6 +47,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -79,6 +83,21 @@ def common_fps(rates: Iterable[float | None], rel_tol: float = FPS_REL_TOL) -> f
     if arr.max() > arr.min() * (1.0 + rel_tol):
         return None
     return round(float(np.median(arr)), 3)
+
+
+@dataclass(frozen=True)
+class SceneCheck:
+    """How a recorded scene compares with its source (:meth:`TokenStoreWriter.check_scene`).
+
+    ``state`` is ``absent`` (not recorded), ``current`` (same fingerprint: keep it), ``retime`` (same
+    frames, other timing: keep the tokens, rewrite its timestamps and rate), ``stale`` (other frames: redo
+    it; ``reason`` says what differs) or ``unverified`` (recorded without a frames fingerprint, by an older
+    version, and its timestamps match the source's, or the source knows none before decoding: keep it
+    and record the fingerprints).
+    """
+
+    state: str
+    reason: str = ""
 
 
 def part_manifest_name(shard_index: int, num_shards: int) -> str:
@@ -389,38 +408,85 @@ class TokenStoreWriter:
     # -------------------------------------------------------------- queries
     def is_done(self, name: str) -> bool:
         """True when ``name`` is recorded (here or in the merged manifest) and its files are complete."""
-        entry = self.scenes.get(name) or self.merged_scenes.get(name)
+        entry = self.entry(name)
         return entry is not None and scene_files_ok(self.root, entry, tuple(self.header["grid"]))
 
-    def stale_reason(
-        self, name: str, fingerprint: str | None = None, timestamps_us: np.ndarray | Sequence[int] | None = None
-    ) -> str | None:
-        """Why the recorded scene ``name`` no longer matches its source, or None (up to date, or not recorded).
+    def entry(self, name: str) -> dict | None:
+        """The recorded entry of scene ``name`` (this manifest's, else the merged manifest's), or None."""
+        return self.scenes.get(name) or self.merged_scenes.get(name)
 
-        The entry's ``fingerprint`` must equal ``fingerprint``; an entry written without one (older
-        stores) is compared by its timestamps with ``timestamps_us`` when the source knows them.
-        """
-        entry = self.scenes.get(name) or self.merged_scenes.get(name)
-        if entry is None:
-            return None
-        old = entry.get("fingerprint")
-        if old is not None and fingerprint is not None:
-            return None if old == fingerprint else "its frames changed since it was tokenized (frame list differs)"
-        if timestamps_us is None:
-            return None
-        want = np.asarray(timestamps_us, dtype=np.int64).reshape(-1)
+    def recorded_timestamps(self, name: str) -> np.ndarray | None:
+        """The timestamps file of the recorded scene ``name`` (int64 µs), or None when unrecorded or unreadable."""
+        entry = self.entry(name)
         try:
-            have = np.load(self.root / entry["timestamps_file"], allow_pickle=False)
-        except (OSError, ValueError, KeyError):
-            return "its timestamps file cannot be read"
-        if have.shape != want.shape or not np.array_equal(have, want):
-            return (f"its frames changed since it was tokenized ({have.shape[0]} stored frames, "
-                    f"{want.shape[0]} in the source, or other timestamps)")
-        return None
+            return np.asarray(np.load(self.root / entry["timestamps_file"], allow_pickle=False), dtype=np.int64)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def check_scene(
+        self,
+        name: str,
+        fingerprint: str | None = None,
+        frames_fingerprint: str | None = None,
+        timestamps_us: np.ndarray | Sequence[int] | None = None,
+    ) -> SceneCheck:
+        """Compare the recorded scene ``name`` with its source (see :class:`SceneCheck`).
+
+        ``fingerprint`` identifies the source's frames and timing, ``frames_fingerprint`` its frames alone
+        (equal when only the timestamps / rate differ). An entry recorded without a frames fingerprint
+        (older versions) is compared by its timestamps with ``timestamps_us`` when the source knows them.
+        """
+        entry = self.entry(name)
+        if entry is None:
+            return SceneCheck("absent")
+        old, old_frames = entry.get("fingerprint"), entry.get("frames_fingerprint")
+        if fingerprint is not None and old == fingerprint:
+            return SceneCheck("current")
+        if frames_fingerprint is not None and old_frames is not None:
+            if old_frames == frames_fingerprint:
+                return SceneCheck("retime", "same frames, other timestamps or rate")
+            return SceneCheck("stale", "its frames changed since it was written (other image files, video or cut)")
+        if timestamps_us is None:  # a video: known only by its fingerprint (same frames and timing fields)
+            if old is not None and fingerprint is not None:
+                return SceneCheck("stale", "its video changed since it was written (other file, size, rate or cut)")
+            return SceneCheck("unverified")
+        want = np.asarray(timestamps_us, dtype=np.int64).reshape(-1)
+        have = self.recorded_timestamps(name)
+        if have is None:
+            return SceneCheck("stale", f"its timestamps file {entry.get('timestamps_file')} cannot be read")
+        if have.shape != want.shape:
+            return SceneCheck("stale", f"it holds {have.shape[0]} frames, the source has {want.shape[0]}")
+        if not np.array_equal(have, want):
+            k = int(np.flatnonzero(have != want)[0])
+            return SceneCheck("stale", f"its timestamps differ from the source's from frame {k} ({int(have[k])} µs "
+                                       f"stored, {int(want[k])} µs now) and it was written without a frames "
+                                       "fingerprint, so its frames cannot be shown to be the same")
+        return SceneCheck("unverified")
+
+    def retime_scene(self, name: str, timestamps_us: np.ndarray | Sequence[int], fps: float | None,
+                     **fields: Any) -> dict:
+        """Rewrite the timestamps (atomically) and rate of the recorded scene ``name``; its tokens are kept.
+
+        ``fields`` (e.g. new fingerprints) are set in its manifest entry too. Returns the new entry.
+        """
+        entry = self.entry(name)
+        if entry is None:
+            raise KeyError(f"{self.manifest_path}: no scene {name!r} to retime")
+        ts = np.asarray(timestamps_us, dtype=np.int64).reshape(-1)
+        if ts.shape[0] != int(entry["num_frames"]):
+            raise ValueError(f"scene {name!r}: {ts.shape[0]} timestamps for its {entry['num_frames']} stored frames")
+        if ts.size > 1 and np.any(np.diff(ts) < 0):
+            raise ValueError(f"scene {name!r}: timestamps are not non-decreasing")
+        _save_npy_atomic(self.root / entry["timestamps_file"], ts)
+        self.scenes[name] = {**entry, "fps": fps, "first_timestamp_us": int(ts[0]) if ts.size else None,
+                             "last_timestamp_us": int(ts[-1]) if ts.size else None, **fields}
+        self._update_fps()
+        self._write_manifest()
+        return self.scenes[name]
 
     def update_scene(self, name: str, **fields: Any) -> None:
         """Set manifest fields of the recorded scene ``name`` (e.g. a corrected ``fps``); its files are unchanged."""
-        entry = self.scenes.get(name) or self.merged_scenes.get(name)
+        entry = self.entry(name)
         if entry is None:
             raise KeyError(f"{self.manifest_path}: no scene {name!r} to update")
         self.scenes[name] = {**entry, **fields}
@@ -581,12 +647,13 @@ def merge_manifests(root: Path, remove_parts: bool = False) -> Path:
                 raise TokenStoreError(f"{path}: scene {name!r} is also recorded by {origin[name]} with other content")
             scenes[name] = entry
             origin[name] = path
-    # Store rate: the one all contributing manifests agree on, else derived from the merged scenes.
-    rates = {m.get("fps") for _, m in sources if m["scenes"]}
-    if len(rates) > 1:
-        header["fps"] = common_fps(e.get("fps") for e in scenes.values())
-    elif rates:
+    # Store rate: the one every manifest that contributed a merged scene records (a nominal rate, or its
+    # scenes' common rate), else the merged scenes' common rate (null when unknown or they differ).
+    rates = {m.get("fps") for path, m in sources if path in set(origin.values())}
+    if len(rates) == 1 and None not in rates:
         header["fps"] = rates.pop()
+    elif scenes:
+        header["fps"] = common_fps(e.get("fps") for e in scenes.values())
     header["shard"] = None
     atomic_write_json(main_path, {**header, "scenes": {k: scenes[k] for k in sorted(scenes)}})
     if remove_parts:
@@ -620,6 +687,7 @@ __all__ = [
     "TokenStore",
     "TokenStoreWriter",
     "TokenStoreError",
+    "SceneCheck",
     "check_codebook_size",
     "common_fps",
     "identity_hash",

@@ -481,8 +481,9 @@ def _video_stream_end(container: Any, stream: Any, rate: float | None) -> float 
     Read from the packets (nothing is decoded) of the last :data:`_END_PROBE_S` seconds, or of the
     whole file when seeking fails: the end of the video is its last packet's pts + duration. The
     container's duration covers every stream, and an audio track may run past the video, so it is
-    not the video's end. It is returned only when the packets of *all* streams stop well before it
-    (the file is cut short): the decoder then reports the video as truncated, naming it.
+    not the video's end. It is returned only when the packets of *all* streams stop more than 1.5
+    frames before it (the decoder's tolerance for the end of the kept span: the file is cut short):
+    the decoder then reports the video as truncated, naming it.
     """
     s0 = float((stream.start_time or 0) * stream.time_base)
     c_end = None if container.duration is None else (container.duration + (container.start_time or 0)) / 1e6
@@ -508,7 +509,8 @@ def _video_stream_end(container: Any, stream: Any, rate: float | None) -> float 
                 video_end = t if video_end is None else max(video_end, t)
         if video_end is not None:
             break
-    if c_end is not None and (data_end is None or data_end < c_end - max(0.5, 2.0 / (rate or 10.0))):
+    # 1.5 frames, as the decoder allows at the end of the kept span: a file cut 0.2 s short at 10 fps is truncated
+    if c_end is not None and (data_end is None or data_end < c_end - 1.5 / (rate or OPENDV_FPS)):
         return c_end - s0  # the data stops early: truncated (reported while decoding)
     return None if video_end is None else video_end - s0
 
