@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import io as _io
 import json
+import math
 import os
 import pickle
 import tempfile
@@ -310,6 +311,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def json_safe(value: Any) -> Any:
+    """Floats NaN / inf -> None, tuples -> lists, tensors / arrays -> lists (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "tolist"):
+        return json_safe(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -84,7 +84,7 @@ class ServerPlanner:
         self.http.reset()
 
     def observe(self, obs: dict) -> None:
-        self.http(obs)
+        self.http.observe(obs)
 
     def __call__(self, obs: dict) -> np.ndarray:
         t0 = time.perf_counter()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vavam.io import atomic_write_text
+from vavam.io import atomic_write_text, json_safe
 
 
 @dataclass
@@ -138,17 +138,7 @@ def _section_from_dict(d: dict[str, Any]) -> Section:
     return Section(d["title"], d.get("text", ""), tables, list(d.get("figures", [])))
 
 
-def _jsonable(value: Any) -> Any:
-    """Floats NaN/inf -> None, tuples -> lists, tensors/arrays -> lists (JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "tolist"):
-        return _jsonable(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+_jsonable = json_safe  # NaN / inf -> None, tuples and arrays -> lists (vavam.io.json_safe)
 
 
 def save_evaluation(

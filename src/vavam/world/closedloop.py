@@ -120,7 +120,7 @@ def simulate(
     poses = [[t, world.ego.x, world.ego.y, world.ego.yaw, world.ego.v]]
     plans = []
     ego_prev = _ego_box(world)
-    others_prev, _, _ = _others(world, spec, t)
+    others_prev, vel_prev, _ = _others(world, spec, t)
     n_plans = round(spec.duration / (STEPS_PER_PLAN * dt))
     for k in range(n_plans):
         use_reference = planner is None or k < spec.priming_steps
@@ -151,6 +151,7 @@ def simulate(
             if k == 0:
                 on_step(world, spec, t, plan_world)
         for _ in range(STEPS_PER_PLAN):
+            ego_vel_prev = _ego_velocity(world)
             world.step(tracker.control(world.ego, dt))
             t = round(t + dt, 9)
             poses.append([t, world.ego.x, world.ego.y, world.ego.yaw, world.ego.v])
@@ -159,14 +160,16 @@ def simulate(
             ego_now = _ego_box(world)
             others_now, vel, target_row = _others(world, spec, t)
             if len(others_now) != len(others_prev):  # traffic changed: no interpolation for this step
-                others_prev = others_now
+                others_prev, vel_prev = others_now, vel
             hit = swept_collision(ego_prev, ego_now, others_prev[:, :5], others_now[:, :5])
-            ego_prev, others_prev = ego_now, others_now
             if hit is not None:
                 frac, row = hit
                 t_hit = t - dt * (1.0 - frac)
-                v_ego = world.ego.v * np.array([math.cos(world.ego.yaw), math.sin(world.ego.yaw)])
-                v_imp = float(np.linalg.norm(v_ego - vel[row]))
+                # velocities at the sub-step of the first contact, interpolated over the 0.1 s step (as
+                # NeuroNCAP interpolates the ego's speed to its collision sub-steps)
+                v_ego = ego_vel_prev + frac * (_ego_velocity(world) - ego_vel_prev)
+                v_other = vel_prev[row] + frac * (vel[row] - vel_prev[row])
+                v_imp = float(np.linalg.norm(v_ego - v_other))
                 v_ref = v_imp if reference_speed is None else reference_speed
                 return RunResult(
                     spec.kind,
@@ -181,6 +184,7 @@ def simulate(
                     poses=np.asarray(poses),
                     plans=plans,
                 )
+            ego_prev, others_prev, vel_prev = ego_now, others_now, vel
     return RunResult(
         spec.kind,
         spec.layout,
@@ -195,17 +199,26 @@ def simulate(
     )
 
 
+def _ego_velocity(world) -> np.ndarray:
+    """The ego's velocity vector ``[2]`` (m/s, world frame)."""
+    return world.ego.v * np.array([math.cos(world.ego.yaw), math.sin(world.ego.yaw)])
+
+
 def run_scenario(spec: ScenarioSpec, planner: Planner, renderer_factory=None) -> RunResult:
     """Score ``planner`` on one run: a reference run for v_reference, then the planner's run.
     ``renderer_factory(town)`` makes the camera renderer when the planner needs images."""
     ref = simulate(spec, None)
     v_ref = ref.impact_speed if ref.collided else spec.ego_speed
-    renderer = None
-    if renderer_factory is not None:
-        from vavam.world.scenarios import _town
+    if renderer_factory is None:
+        return simulate(spec, planner, reference_speed=v_ref)
+    from vavam.world.scenarios import _town
 
-        renderer = renderer_factory(_town(spec.world_seed))
-    return simulate(spec, planner, reference_speed=v_ref, renderer=renderer)
+    renderer = renderer_factory(_town(spec.world_seed))
+    try:
+        return simulate(spec, planner, reference_speed=v_ref, renderer=renderer)
+    finally:
+        if hasattr(renderer, "release"):  # GL buffers: one renderer per run would otherwise pile up
+            renderer.release()
 
 
 def run_scenarios(

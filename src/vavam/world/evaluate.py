@@ -30,7 +30,7 @@ from typing import Literal
 
 import numpy as np
 
-from vavam.io import atomic_write_json, atomic_write_text
+from vavam.io import atomic_write_json, atomic_write_text, json_safe
 
 PLANNERS = ("constant-velocity", "emergency-brake", "expert", "http")
 DEFAULT_KINDS = ("stationary", "frontal", "side")
@@ -262,8 +262,8 @@ def evaluate_planner(
     }
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "scores.json", {k: v for k, v in report.items() if k != "runs"})
-        atomic_write_json(out / "runs.json", records)
+        atomic_write_json(out / "scores.json", json_safe({k: v for k, v in report.items() if k != "runs"}))  # NaN: null
+        atomic_write_json(out / "runs.json", json_safe(records))
         atomic_write_text(out / "scores.md", score_table({name: report}) + "\n")
     return report
 

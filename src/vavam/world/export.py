@@ -75,7 +75,7 @@ def plan_scenes(
     num_scenes: int, seed: int, hazard_share: float, held_out_towns: int, scenes_per_town: int
 ) -> tuple[list[ScenePlan], dict[str, list[int]]]:
     """The scene list and the town seeds per split (see the module docstring)."""
-    from vavam.world.scenarios import SCENARIO_TYPES, layout_seed, make_scenario
+    from vavam.world.scenarios import SCENARIO_TYPES, make_scenario
 
     if num_scenes < 1:
         raise ValueError(f"num_scenes must be >= 1, got {num_scenes}")
@@ -112,12 +112,8 @@ def plan_scenes(
             kind = SCENARIO_TYPES[int(r.integers(len(SCENARIO_TYPES)))]
             layout = HAZARD_LAYOUT_BASE + (int(seed) * 7877 + i) % HAZARD_LAYOUT_SPAN
             run = int(r.integers(1_000_000))
-            if kind == "side":
-                try:
-                    make_scenario(kind, layout, run)
-                except RuntimeError:  # no suitable intersection in this layout's town
-                    kind = "stationary"
-            plans.append(ScenePlan(i, name, split_of[i], kind, layout_seed(kind, layout), run, layout))
+            town_seed = make_scenario(kind, layout, run).world_seed  # side layouts may live in a fallback town
+            plans.append(ScenePlan(i, name, split_of[i], kind, town_seed, run, layout))
         else:
             t = town_seeds[town_of[i]]
             plans.append(ScenePlan(i, name, split_of[i], "drive", t, int(seed) * 100_003 + i))
@@ -298,6 +294,8 @@ def generate(
 
     if duration_s <= 0 or rate_hz <= 0:
         raise ValueError(f"duration_s and rate_hz must be positive, got {duration_s}, {rate_hz}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"--seed must be a non-negative integer, got {seed!r}")
     if height < 8 or width < 8:
         raise ValueError(f"image size must be at least 8x8, got {height}x{width}")
     steps = 10.0 / rate_hz

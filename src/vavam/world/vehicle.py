@@ -1,7 +1,9 @@
 """The ego vehicle: a kinematic bicycle model about the rear axle, with actuator limits.
 
 The ego pose (x, y, yaw) is that of the rear-axle centre on the ground, as in nuScenes' ego frame;
-the box centre lies ``rear_to_centre`` metres ahead of it.
+the box centre lies ``rear_to_centre`` metres ahead of it: 1.35 m, half the wheelbase. NeuroNCAP's
+collision check puts its (same-sized) ego box 0.5 m ahead of the rear axle, so our front bumper is 0.85 m
+further forward; the scenarios are laid out from this geometry (``front`` in :mod:`vavam.world.scenarios`).
 """
 
 from __future__ import annotations
