@@ -16,6 +16,7 @@ def test_plan_scales_with_budget():
     small, default, big = (QuickstartPlan.from_budget(b) for b in (3, 15, 60))
     assert small.video_steps < default.video_steps < big.video_steps
     assert default.train_scenes == 180 and default.heldout_scenes == 16
+    assert (small.train_scenes, small.heldout_scenes) == (36, 8)  # whole towns of 4 scenes
     assert default.tokenizer_precision == default.video_precision == default.action_precision == "32"
     assert big.video_width == 256 and default.video_width is None
     # the expert's weights are averaged from the default budget on; a 220-step run keeps its last weights
@@ -40,6 +41,10 @@ def test_quickstart_reduced_budget(tmp_path, capsys):
         assert section in report
     assert (out / "report.html").is_file() and (out / "trajectories.png").is_file()
     results = json.loads((out / "eval" / "results.json").read_text())
+    from vavam.data.tokens import TokenStore
+
+    plan = QuickstartPlan.from_budget(BUDGET)  # the held-out towns hold exactly the planned scenes
+    assert len(TokenStore(out / "tokens" / "heldout").scenes) == plan.heldout_scenes
     rows = results["next_token"]["rows"]
     assert set(rows) == {"VaViM", "unigram frequency", "per-position frequency"}
     assert set(results["closed_loop"]) >= {"VaVAM", "constant velocity", "emergency brake"}
@@ -119,3 +124,16 @@ def _evaluations_beat_untrained(out, tmp_path):
     page = (evals / "summary" / "report.md").read_text()
     assert page.count("## Next-token prediction") == 2 and page.count("## Open-loop planning") == 2
     assert "../trained/openloop/trajectories_bev.png" in page
+
+
+def test_interrupt_says_how_to_continue(tmp_path, monkeypatch, capsys):
+    """Ctrl-C: one line saying the finished stages are kept and the same command continues (exit 130),
+    instead of a KeyboardInterrupt traceback."""
+    import vavam.quickstart as qs
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(qs, "run_stages", interrupted)
+    assert quickstart(out=tmp_path / "qs", budget=BUDGET, seed=0) == 130
+    assert "run the same command again to continue" in capsys.readouterr().out

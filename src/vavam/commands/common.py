@@ -138,10 +138,15 @@ def choose_frame_size(
     downsample: int,
     size: tuple[int, int] | None = None,
     tokenizer: str = "",
+    trained_size: tuple[int, int] | None = None,
 ) -> tuple[int, int]:
-    """Model-input frame size ``(H, W)``: ``size`` if given (checked), else the token grid ``h x w`` with
-    ``h * w == tokens_per_frame`` whose aspect ratio is nearest the source's (e.g. 576 tokens and a 16:9
-    source: 18 x 32 tokens -> 288 x 512 pixels with a ds-16 tokenizer), times the downsampling factor.
+    """Model-input frame size ``(H, W)``: ``size`` if given (checked); else ``trained_size`` (the image size
+    the tokenizer recorded at training, when it gives the model's tokens per frame); else the token grid
+    ``h x w`` with ``h * w == tokens_per_frame`` nearest 16:9, the driving cameras' aspect (576 tokens:
+    18 x 32 -> 288 x 512 pixels with a ds-16 tokenizer), times the downsampling factor.
+
+    The model's spatial positions were learned on one grid, so the grid never follows the source: a source
+    of another aspect ratio is stretched to it, with a warning.
     """
     if size is not None:
         hh, ww = int(size[0]), int(size[1])
@@ -156,9 +161,18 @@ def choose_frame_size(
                 f"grid = {gh * gw} tokens per frame, but the model expects {tokens_per_frame}"
             )
         return hh, ww
-    aspect = (source_hw[1] / source_hw[0]) if source_hw else 16 / 9
-    h, w = min(grid_candidates(tokens_per_frame), key=lambda g: (abs(math.log((g[1] / g[0]) / aspect)), -g[0]))
-    return h * downsample, w * downsample
+    if trained_size is not None and (trained_size[0] // downsample) * (trained_size[1] // downsample) == tokens_per_frame:
+        hh, ww = int(trained_size[0]), int(trained_size[1])
+    else:
+        h, w = min(grid_candidates(tokens_per_frame), key=lambda g: (abs(math.log((g[1] / g[0]) / (16 / 9))), -g[0]))
+        hh, ww = h * downsample, w * downsample
+    if source_hw and abs(math.log((source_hw[1] / source_hw[0]) / (ww / hh))) > 0.1:
+        import warnings
+
+        warnings.warn(f"--frames are {source_hw[1]}x{source_hw[0]} (W x H) but the model's grid needs "
+                      f"{ww}x{hh} frames: they are stretched to that aspect ratio (give --size to choose another "
+                      "factorisation of the tokens per frame)", stacklevel=2)
+    return hh, ww
 
 
 def check_grid(grid: tuple[int, int], tokens_per_frame: int, what: str) -> None:
@@ -248,7 +262,10 @@ def read_frames(
 
     source = frame_source(frames, fps)
     try:
-        hw = choose_frame_size(source_size(source), tokens_per_frame, downsample, size, tokenizer)
+        from vavam.tokenizer.loading import recorded_image_size
+
+        trained = recorded_image_size(tokenizer) if tokenizer else None
+        hw = choose_frame_size(source_size(source), tokens_per_frame, downsample, size, tokenizer, trained)
         images, names = [], []
         for fr in source.frames(size=hw):
             if fr.index < start:

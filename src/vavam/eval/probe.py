@@ -325,13 +325,9 @@ def run_probe(
 
 
 def _tokenizer_image_size(tokenizer: Path) -> tuple[int, int] | None:
-    from vavam.io import read_json
+    from vavam.tokenizer.loading import recorded_image_size
 
-    meta = Path(tokenizer) / "meta.json"
-    if not meta.is_file():
-        return None
-    size = (read_json(meta).get("training") or {}).get("image_size")
-    return (int(size[0]), int(size[1])) if size else None
+    return recorded_image_size(tokenizer)
 
 
 def eval_probe(

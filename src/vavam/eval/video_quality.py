@@ -585,8 +585,10 @@ def eval_quality(
         raise C.CommandError(f"--extractor {extractor}: {exc}") from exc
 
     sources = frame_sources(data, split, fps)
+    from vavam.tokenizer.loading import recorded_image_size
+
     hw = C.choose_frame_size(C.source_size(sources[0]), vim.config.tokens_per_frame, int(tok.downsample), size,
-                             tok_path)
+                             tok_path, recorded_image_size(tok_path))
     length = context + horizon
     span = (length - 1) * frame_step + 1
     lengths = {s.name: len(s.files) if s.kind == "images" else int(s.num_frames_hint or 0) for s in sources}

@@ -24,11 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from vavam.io import atomic_write_json, read_json
-from vavam.quickstart.plan import DEFAULT_BUDGET_MIN, QuickstartPlan
+from vavam.quickstart.plan import DEFAULT_BUDGET_MIN, SCENES_PER_TOWN, QuickstartPlan
 from vavam.stages import Stage, run_stages
 
 SPLITS = ("train", "heldout")
-SCENES_PER_TOWN = 4
 WORLD_WORKERS = 4  # rendering processes (the output does not depend on the number)
 
 
@@ -155,7 +154,12 @@ def quickstart(out: Path = Path("runs/quickstart"), budget: float = DEFAULT_BUDG
          f"{plan.height}x{plan.width}, steps tokenizer {plan.tokenizer_steps} / VaViM {plan.video_steps} / "
          f"VaVAM {plan.action_steps}")
     start = time.perf_counter()
-    summaries = run_stages(out, _stages(out, plan, seed), log=_log)
+    try:
+        summaries = run_stages(out, _stages(out, plan, seed), log=_log)
+    except KeyboardInterrupt:
+        _log(f"interrupted: the finished stages in {out} are kept; run the same command again to continue "
+             "(the interrupted stage starts over)")
+        return 130
     headline = summaries["report"]
     _log(f"done in {time.perf_counter() - start:.0f} s (this invocation)")
     _log(f"report: {headline['report_html']}")

@@ -2,10 +2,12 @@
 
 The rule (documented in the README): with ``s = budget_minutes / 15``,
 
-- data: ``round(180 s)`` training scenes and ``max(6, round(16 s))`` held-out scenes of 20 s at 2 Hz
-  (held-out scenes come from towns never seen in training; a fifth of all scenes contain hazards);
+- data: ``4 round(45 s)`` training scenes and ``4 max(2, round(4 s))`` held-out scenes of 20 s at 2 Hz, in
+  whole towns of 4 scenes (held-out scenes come from towns never seen in training; a fifth of all scenes
+  contain hazards);
 - steps: tokenizer ``round(180 s)``, VaViM ``round(1200 s)``, VaVAM ``round(1100 s)``;
-- floors for tiny budgets: at least 4 training scenes, 50 tokenizer, 30 VaViM and 50 VaVAM steps;
+- floors for tiny budgets: at least 4 training and 8 held-out scenes, 50 tokenizer, 30 VaViM and 50 VaVAM
+  steps;
 - closed loop: ``max(1, round(2 s))`` runs of 2 layouts per scenario type;
 - VaVAM keeps the average of its expert's weights over about the last 100 steps (EMA 0.99) from
   ``s >= 1``; shorter runs keep the last weights;
@@ -105,6 +107,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_BUDGET_MIN = 15.0
+SCENES_PER_TOWN = 4  # the quickstart's world: 4 scenes per town, so held-out towns hold whole blocks of scenes
 # cost of a training step with the double-width models relative to the default ones, measured on 2 AVX2
 # cores (float32): VaViM 8 x 256 tokens, width 256 vs 128: 0.591 / 0.255 s; VaVAM 16 windows, VaViM 256 +
 # expert 128 vs 128 + 64: 0.391 / 0.189 s
@@ -157,8 +160,8 @@ class QuickstartPlan:
         video_cost, action_cost = (WIDE_VIDEO_STEP_COST, WIDE_ACTION_STEP_COST) if wide else (1.0, 1.0)
         return cls(
             budget_min=budget_min,
-            train_scenes=max(4, round(180 * s)),
-            heldout_scenes=max(6, round(16 * s)),
+            train_scenes=SCENES_PER_TOWN * max(1, round(180 * s / SCENES_PER_TOWN)),  # whole towns, so that
+            heldout_scenes=SCENES_PER_TOWN * max(2, round(16 * s / SCENES_PER_TOWN)),  # the split is as planned
             tokenizer_steps=max(50, round(180 * s)),
             video_steps=max(30, round(1200 * s / video_cost)),
             action_steps=max(50, round(1100 * s / action_cost)),

@@ -391,15 +391,7 @@ _recorded_tokenizer = recorded_tokenizer  # old private name
 
 
 def _recorded_image_size(tokenizer: Path) -> tuple[int, int] | None:
-    """``image_size`` from our tokenizer folder's meta.json (written by ``vavam train tokenizer``)."""
-    from vavam.io import is_checkpoint_folder, read_json
+    """``image_size`` from our tokenizer folder's meta.json (:func:`vavam.tokenizer.loading.recorded_image_size`)."""
+    from vavam.tokenizer.loading import recorded_image_size
 
-    if not is_checkpoint_folder(tokenizer):
-        return None
-    meta = read_json(tokenizer / "meta.json")
-    if not isinstance(meta, dict):
-        return None
-    size = meta.get("image_size") or (meta.get("training") or {}).get("image_size")
-    if isinstance(size, (list, tuple)) and len(size) == 2:
-        return int(size[0]), int(size[1])
-    return None
+    return recorded_image_size(tokenizer)

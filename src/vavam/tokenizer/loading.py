@@ -181,6 +181,23 @@ def load_tokenizer(
     return load_llamagen(path, map_location="cpu").to(device).eval()
 
 
+def recorded_image_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(H, W)`` the tokenizer at ``path`` was trained on, as our tokenizer folders record it in
+    ``meta.json`` (``image_size`` or ``training.image_size``); None for other files or when not recorded."""
+    from vavam.io import is_checkpoint_folder, read_json
+
+    path = Path(path)
+    if not is_checkpoint_folder(path):
+        return None
+    meta = read_json(path / "meta.json")
+    if not isinstance(meta, dict):
+        return None
+    size = meta.get("image_size") or (meta.get("training") or {}).get("image_size")
+    if isinstance(size, (list, tuple)) and len(size) == 2:
+        return int(size[0]), int(size[1])
+    return None
+
+
 def save_tokenizer(model: VQModel, folder: str | os.PathLike, meta: dict[str, Any] | None = None) -> Path:
     """Write ``model`` as our checkpoint folder (``model.safetensors``, ``config.json``, ``meta.json``)."""
     if not isinstance(model, VQModel):

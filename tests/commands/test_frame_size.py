@@ -1,0 +1,24 @@
+"""The model-input frame size follows the model's token grid, never the source's aspect ratio."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from vavam.commands.common import choose_frame_size
+
+
+def test_grid_is_the_trained_one_or_16_9_never_the_sources():
+    # a square source on a 4x8-token model: the quickstart's 64 x 128 frames (it used to pick an 8x4 grid)
+    with pytest.warns(UserWarning, match="stretched"):
+        assert choose_frame_size((100, 100), 32, 16) == (64, 128)
+    with pytest.warns(UserWarning, match="stretched"):
+        assert choose_frame_size((900, 900), 576, 16) == (288, 512)  # the released grid, not 24 x 24
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a 16:9 source fits: no warning
+        assert choose_frame_size((900, 1600), 576, 16) == (288, 512)
+        assert choose_frame_size((64, 128), 32, 16, trained_size=(64, 128)) == (64, 128)
+    # the tokenizer's recorded training size wins when it gives the model's tokens per frame
+    assert choose_frame_size((64, 128), 32, 8, trained_size=(32, 64)) == (32, 64)
+    assert choose_frame_size(None, 32, 16, trained_size=(48, 48)) == (64, 128)  # 3x3 tokens: not this model's
