@@ -13,7 +13,7 @@ import importlib
 import inspect
 import os
 import sys
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TextIO
 
 #: command path -> "module:function". A path with a space is a nested command ("train tokenizer").
 COMMANDS: dict[str, str] = {
@@ -69,15 +69,15 @@ def _summary(target: str) -> str:
     return "(unavailable: function not found)"
 
 
-def _print_help(prefix: str = "") -> None:
+def _print_help(prefix: str = "", file: TextIO | None = None) -> None:
+    """The commands whose path starts with ``prefix`` (all by default), with their summaries, to ``file`` (stdout)."""
     names = sorted(c for c in COMMANDS if c.startswith(prefix))
-    print(f"usage: vavam {prefix}<command> [--help] [options]\n")
-    print("VaViM / VaVAM: video generative models for driving.\n")
-    print("commands:")
+    lines = [f"usage: vavam {prefix}<command> [--help] [options]\n", "VaViM / VaVAM: video generative models for "
+             "driving.\n", "commands:"]
     width = max(len(n) for n in names)
-    for name in names:
-        print(f"  {name.ljust(width)}  {_summary(COMMANDS[name])}")
-    print("\nRun 'vavam <command> --help' for a command's options.")
+    lines += [f"  {name.ljust(width)}  {_summary(COMMANDS[name])}" for name in names]
+    lines.append("\nRun 'vavam <command> --help' for a command's options.")
+    print("\n".join(lines), file=file if file is not None else sys.stdout)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,8 +95,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             func = _resolve(COMMANDS[name])
             from vavam.serve.errors import ServerUnreachable
 
+            from vavam.train.recipes import command_line
+
             try:
-                result = tyro.cli(func, args=args[depth:], prog=f"vavam {name}")
+                with command_line(args[depth:]):  # options typed win over a --recipe even at their defaults
+                    result = tyro.cli(func, args=args[depth:], prog=f"vavam {name}")
             except (ValueError, FileNotFoundError, ServerUnreachable) as exc:  # bad input: the message names it
                 if os.environ.get("VAVAM_TRACEBACK"):
                     raise
@@ -105,8 +108,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return result if isinstance(result, int) else 0
     group = args[0] + " "
     if any(c.startswith(group) for c in COMMANDS):
+        asked_help = len(args) > 1 and args[1] in ("-h", "--help", "help")
+        if len(args) > 1 and not asked_help:  # "vavam train bogus": say so before the group's commands
+            what = (f"'vavam {args[0]}' needs a command before the option {args[1]!r}" if args[1].startswith("-")
+                    else f"unknown command {' '.join(args[:2])!r}")
+            print(f"vavam: {what}\n", file=sys.stderr)
+            _print_help(group, file=sys.stderr)
+            return 2
         _print_help(group)
-        return 0 if len(args) > 1 and args[1] in ("-h", "--help") else 2
+        return 0 if asked_help else 2
     print(f"vavam: unknown command {args[0]!r}\n", file=sys.stderr)
     _print_help()
     return 2

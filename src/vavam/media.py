@@ -7,6 +7,7 @@ about [-1, 1]. Files are written atomically.
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -160,11 +161,21 @@ def write_mp4(path: Path, frames: Sequence[np.ndarray], fps: float = 2.0) -> Pat
     """Write RGB uint8 frames ``[H, W, 3]`` (equal sizes, padded to even) as an mp4 with PyAV, atomically.
 
     H.264 (yuv420p) when PyAV has libx264, else MPEG-4 part 2.
+
+    Raises:
+        ValueError: no frames, frames of different sizes, or an ``fps`` that is not a positive finite rate
+            (PyAV would silently write 24 fps for 0).
     """
     import av
 
     if not frames:
         raise ValueError("write_mp4: no frames")
+    try:
+        good = not isinstance(fps, bool) and math.isfinite(float(fps)) and Fraction(fps).limit_denominator(1000) > 0
+    except (TypeError, ValueError):
+        good = False
+    if not good:
+        raise ValueError(f"write_mp4: fps must be a positive frame rate (at least 1/1000), got {fps!r}")
     frames = [pad_even(np.ascontiguousarray(f)) for f in frames]
     h, w = frames[0].shape[:2]
     if any(f.shape != frames[0].shape for f in frames):

@@ -130,8 +130,54 @@ PRESETS = {
 }
 
 
-def get(name: str):
-    """Preset config by name (``'vq_tiny'``, ``'vavim_s'``, ...); unknown names raise ``KeyError``."""
+#: preset kinds -> their config type (``train tokenizer`` / ``train video`` / ``train action`` take one kind each)
+KINDS: dict[str, type] = {"tokenizer": VQConfig, "video": VideoConfig, "action": ActionConfig}
+
+
+class UnknownPresetError(ValueError, KeyError):
+    """An unknown preset name: bad input (``ValueError``, a one-line error on the command line) that code
+    catching the ``KeyError`` this used to be still catches."""
+
+    __str__ = ValueError.__str__  # the message as given (KeyError's would quote it)
+
+
+def kind_of(config: object) -> str:
+    """The preset kind (``tokenizer``, ``video``, ``action``) of a config, or its type name for anything else."""
+    return next((kind for kind, cls in KINDS.items() if isinstance(config, cls)), type(config).__name__)
+
+
+def names(kind: str | None = None) -> list[str]:
+    """Preset names, sorted; only those of ``kind`` (a key of :data:`KINDS`) when given."""
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"unknown preset kind {kind!r}; known: {', '.join(KINDS)}")
+    return sorted(n for n, fn in PRESETS.items() if kind is None or isinstance(fn(), KINDS[kind]))
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def get(name: str, kind: str | None = None, flag: str | None = None):
+    """Preset config by name (``'vq_tiny'``, ``'vavim_s'``, ...).
+
+    Args:
+        name: the preset's name.
+        kind: when given (``tokenizer``, ``video``, ``action``), a preset of another kind is refused.
+        flag: how the caller's user typed the name (``--preset``), to name it in errors.
+
+    Raises:
+        UnknownPresetError: an unknown name (a ``ValueError`` and a ``KeyError``); the message lists the known
+            presets (of ``kind`` when given).
+        ValueError: a preset of another kind than ``kind``.
+    """
+    what = f"{flag} {name!r}" if flag else f"preset {name!r}"
     if name not in PRESETS:
-        raise KeyError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
-    return PRESETS[name]()
+        known = f"known {kind} presets" if kind else "known"
+        head = f"{flag} {name!r}: unknown preset" if flag else f"unknown preset {name!r}"
+        raise UnknownPresetError(f"{head}; {known}: {', '.join(names(kind))}")
+    config = PRESETS[name]()
+    if kind is not None and not isinstance(config, KINDS[kind]):
+        actual = kind_of(config)
+        raise ValueError(f"{what} is {_article(actual)} {actual} preset, not {_article(kind)} {kind} one; known {kind} "
+                         f"presets: {', '.join(names(kind))}")
+    return config

@@ -192,3 +192,51 @@ def test_generate_with_a_vavam_folder_and_its_recorded_tokenizer(assets, tmp_pat
     np.testing.assert_array_equal(np.load(tmp_path / "o" / "generated_tokens.npy"), gen.numpy())
     assert s["real_frames_known"] == 1
     assert s["token_accuracy"] == pytest.approx([float((gen[0] == window[3]).float().mean())])
+
+
+def test_generate_refuses_bad_rates_and_temperatures_by_name(assets, tmp_path):
+    """--video-fps 0 wrote a 24 fps mp4 (PyAV's default for rate 0); --fps 0 meant every frame, --fps -2 failed
+    late; a negative temperature was accepted for greedy decoding: all refused up front, nothing written."""
+    root = assets["root"]
+    kw = dict(tokenizer=str(root / "tok"), frames=[str(root / "clip.mp4")], context=2, new_frames=1,
+              out=tmp_path / "o", progress=False)
+    with pytest.raises(C.CommandError, match=r"^--video-fps must be a positive frame rate .*got 0"):
+        generate(root / "vim", video_fps=0.0, **kw)
+    with pytest.raises(C.CommandError, match=r"^--video-fps must be a positive frame rate .*got -1"):
+        generate(root / "vim", video_fps=-1.0, **kw)
+    for fps in (0.0, -2.0, float("nan")):
+        with pytest.raises(C.CommandError, match=r"^--fps must be a positive frame rate in frames per second"):
+            generate(root / "vim", fps=fps, **kw)
+    with pytest.raises(C.CommandError, match=r"^--temperature must be a finite number >= 0"):
+        generate(root / "vim", temperature=-1.0, **kw)
+    with pytest.raises(C.CommandError, match=r"^--temperature must be > 0 when sampling \(--top-k 5"):
+        generate(root / "vim", temperature=0.0, top_k=5, **kw)
+    assert not (tmp_path / "o").exists()
+
+
+def test_greedy_generation_accepts_temperature_zero(assets, tmp_path):
+    """--help says the temperature is unused when greedy (--top-k 1): 0 is accepted and changes nothing."""
+    root = assets["root"]
+    kw = dict(tokenizer=str(root / "tok"), tokens=root / "store", context=2, new_frames=1, top_k=1, progress=False)
+    s = generate(root / "vim", temperature=0.0, out=tmp_path / "zero", **kw)
+    generate(root / "vim", out=tmp_path / "default", **kw)
+    assert s["sampling"]["mode"] == "greedy" and s["sampling"]["temperature"] == 0.0
+    np.testing.assert_array_equal(np.load(tmp_path / "zero" / "generated_tokens.npy"),
+                                  np.load(tmp_path / "default" / "generated_tokens.npy"))
+
+
+def test_write_mp4_and_frame_sources_refuse_non_positive_rates(tmp_path):
+    frame = np.zeros((8, 8, 3), np.uint8)
+    for fps in (0, -1.0, float("inf"), 1e-4):
+        with pytest.raises(ValueError, match="write_mp4: fps must be a positive frame rate"):
+            C.write_mp4(tmp_path / "v.mp4", [frame], fps=fps)
+    assert not (tmp_path / "v.mp4").exists()
+    C.write_mp4(tmp_path / "v.mp4", [frame, frame], fps=2.0)
+    from vavam.data.frames import FrameError
+
+    for fps in (0, -2.0):
+        with pytest.raises(FrameError, match="fps must be a positive frame rate"):
+            FrameSource.from_video(tmp_path / "v.mp4", fps=fps)
+        with pytest.raises(FrameError, match="fps must be a positive frame rate"):
+            FrameSource.from_files("s", [tmp_path / "a.png"], fps=fps)
+    assert FrameSource.from_video(tmp_path / "v.mp4", fps=None).fps is None

@@ -217,3 +217,34 @@ def test_plan_with_a_speed_reading_checkpoint(assets, tmp_path, prior):
     np.testing.assert_allclose(np.asarray(res["trajectories"]), direct[0].numpy(), atol=1e-6)
     slower = plan(ckpt, "straight", out=tmp_path / "c", speed=2.0, **args)
     assert not np.allclose(slower["trajectories"], res["trajectories"])
+
+
+def test_plan_records_the_speed_and_warns_when_the_model_ignores_it(assets, tmp_path, capsys):
+    root = assets["root"]
+    args = dict(tokens=root / "store", scene="s0", start=2, num_samples=2, num_steps=3, seed=5)
+    res = plan(root / "vam", "straight", out=tmp_path / "a", speed=7.5, **args)  # this model reads no speed
+    err = capsys.readouterr().err
+    assert "warning: --speed 7.5 is ignored: this checkpoint was not trained with the ego speed" in err
+    saved = json.loads((tmp_path / "a" / "trajectory.json").read_text())
+    assert saved["speed_mps"] == 7.5 and saved["speed_used"] is False
+    assert any("--speed 7.5 is ignored" in w for w in saved["warnings"])
+    plain = plan(root / "vam", "straight", out=tmp_path / "b", **args)
+    assert plain["speed_mps"] is None and plain["warnings"] == [] and "warning" not in capsys.readouterr().err
+    np.testing.assert_array_equal(res["trajectories"], plain["trajectories"])  # ignored indeed
+
+
+def test_plan_refuses_bad_speed_intrinsics_and_fps(assets, tmp_path):
+    root = assets["root"]
+    args = dict(tokens=root / "store", scene="s0", out=tmp_path / "o")
+    for speed in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(C.CommandError, match=r"^--speed must be a finite ego speed >= 0 in m/s"):
+            plan(root / "vam", "left", speed=speed, **args)
+    for k in ((0.0, 40.0, 23.5, 15.5), (40.0, 0.0, 23.5, 15.5), (-40.0, 40.0, 23.5, 15.5),
+              (40.0, 40.0, float("nan"), 15.5)):
+        with pytest.raises(C.CommandError, match=r"^--intrinsics fx fy cx cy: the focal lengths fx, fy must be "
+                                                 r"positive"):
+            plan(root / "vam", "left", intrinsics=k, **args)
+    with pytest.raises(C.CommandError, match=r"^--fps must be a positive frame rate"):
+        plan(root / "vam", "left", tokenizer=str(root / "tok"), frames=[str(assets["images"])], fps=0.0,
+             out=tmp_path / "o")
+    assert not (tmp_path / "o").exists()

@@ -16,6 +16,7 @@ Outputs in ``--out`` (each written atomically):
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,6 +26,7 @@ import torch
 import tyro
 
 from vavam.commands import common as C
+from vavam.data.frames import FrameError, check_fps
 from vavam.io import atomic_write_json
 
 
@@ -90,13 +92,13 @@ def generate(
         context: number of context frames (at most the model's frames - 1).
         new_frames: number of frames to generate.
         top_k: sample among the k most likely tokens; 1 = greedy (default); 0 or None = no cut.
-        temperature: softmax temperature (unused when greedy).
+        temperature: softmax temperature, > 0 when sampling (unused when greedy: any value >= 0, 0 included).
         seed: seed of the sampling generator.
         out: output folder.
         size: frame size ``H W`` fed to the tokenizer; default: the token grid nearest the input's
             aspect ratio (``h * w`` = the model's tokens per frame) times the downsampling factor.
         fps: resample a video input to this rate (None: every frame); image inputs are taken as they are.
-        video_fps: frame rate of the written mp4.
+        video_fps: frame rate of the written mp4 (positive).
         display_height: frames are upscaled (nearest, integer factor) to about this height in the
             mp4 and PNGs.
         device: torch device.
@@ -121,8 +123,17 @@ def generate(
     if top_k is not None and top_k < 0:
         raise C.CommandError(f"--top-k must be >= 1 (1 = greedy), or 0 / None for no cut, got {top_k}")
     top_k = None if top_k == 0 else top_k
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise C.CommandError(f"--temperature must be a finite number >= 0 (> 0 when sampling), got {temperature}")
     if top_k != 1 and temperature <= 0:
-        raise C.CommandError(f"--temperature must be > 0 when sampling, got {temperature}")
+        raise C.CommandError(f"--temperature must be > 0 when sampling (--top-k {top_k or 0}; 0 is only for greedy "
+                             f"decoding, --top-k 1), got {temperature}")
+    if not (math.isfinite(video_fps) and video_fps >= 0.001):
+        raise C.CommandError(f"--video-fps must be a positive frame rate (at least 0.001) for the mp4, got {video_fps}")
+    try:
+        check_fps(fps, "--fps")
+    except FrameError as exc:
+        raise C.CommandError(str(exc)) from None
     kind = C.check_checkpoint(checkpoint)
     tok_path = C.resolve_tokenizer(checkpoint, tokenizer, required=True)
 
@@ -171,7 +182,8 @@ def generate(
         bar = C.progress_bar(new_frames, progress, f"generating {new_frames} frames", "frame")
         try:
             model = _ProgressModel(vim, bar, h * w)
-            generated = generate_frames(model, ctx_tokens[None].to(device), new_frames, temperature=temperature,
+            generated = generate_frames(model, ctx_tokens[None].to(device), new_frames,
+                                        temperature=temperature if top_k != 1 else 1.0,  # greedy: unused
                                         top_k=top_k, generator=gen)[0].cpu()  # [F, h, w]
             bar.n = new_frames  # float steps of 1/p do not add up exactly
             bar.refresh()

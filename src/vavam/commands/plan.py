@@ -18,6 +18,7 @@ only indicative for other footage (dash cams of OpenDV-like videos differ in foc
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,6 +28,7 @@ import torch
 import tyro
 
 from vavam.commands import common as C
+from vavam.data.frames import FrameError, check_fps
 from vavam.io import atomic_write_json
 from vavam.types import NUM_WAYPOINTS, WAYPOINT_DT, Command
 
@@ -83,17 +85,18 @@ def plan(
         seed: seed of the initial noise.
         out: output folder.
         size: frame size ``H W`` fed to the tokenizer (default: see ``vavam generate --help``).
-        fps: resample a video input to this rate (None: every frame).
+        fps: resample a video input to this rate (positive; None: every frame).
         intrinsics: ``fx fy cx cy`` in pixels of the model-size frame (default: nuScenes CAM_FRONT
-            scaled to it).
+            scaled to it); the focal lengths must be positive.
         camera_height: camera height above the ground in metres (default 1.51).
         camera_forward: camera position ahead of the trajectory origin in metres (default 1.70).
         camera_pitch_deg: downward pitch of the camera (default 0, level).
         display_width: the picture is upscaled (integer factor) to about this width.
         device: torch device.
         trust_code: allow the authors' TorchScript tokenizer files (they run code).
-        speed: ego speed in m/s at the last context frame; needed by checkpoints trained with the ego
-            speed (``train action --ego-speed``), ignored by the others (the released ones).
+        speed: ego speed in m/s (finite, >= 0) at the last context frame; needed by checkpoints trained with
+            the ego speed (``train action --ego-speed``), ignored by the others (the released ones: a warning
+            says so). Recorded in ``trajectory.json`` (``speed_mps``, ``speed_used``).
 
     Returns:
         The content of ``trajectory.json``.
@@ -112,6 +115,17 @@ def plan(
         raise C.CommandError(f"--num-steps must be >= 1, got {num_steps}")
     if start < 0:
         raise C.CommandError(f"--start must be >= 0, got {start}")
+    if speed is not None and not (math.isfinite(speed) and speed >= 0):
+        raise C.CommandError(f"--speed must be a finite ego speed >= 0 in m/s, got {speed}")
+    if intrinsics is not None:
+        fx, fy, cx, cy = (float(v) for v in intrinsics)
+        if not all(math.isfinite(v) for v in (fx, fy, cx, cy)) or fx <= 0 or fy <= 0:
+            raise C.CommandError(f"--intrinsics fx fy cx cy: the focal lengths fx, fy must be positive and all four "
+                                 f"finite (pixels of the model-size frame), got {fx:g} {fy:g} {cx:g} {cy:g}")
+    try:
+        check_fps(fps, "--fps")
+    except FrameError as exc:
+        raise C.CommandError(str(exc)) from None
     kind = C.check_checkpoint(checkpoint)
     tok_path = C.resolve_tokenizer(checkpoint, tokenizer, required=frames is not None)
 
@@ -125,11 +139,18 @@ def plan(
     vcfg = cfg.video
     if cfg.ego_speed and (speed is None or not math.isfinite(speed)):
         raise C.CommandError(f"--speed: this checkpoint reads the ego speed; give it in m/s (got {speed})")
+    speed_warning = None
+    if speed is not None and not cfg.ego_speed:
+        speed_warning = (f"--speed {speed:g} is ignored: this checkpoint was not trained with the ego speed "
+                         "(train action --ego-speed)")
+        print(f"vavam plan: warning: {speed_warning}", file=sys.stderr)
     if context is None:
         context = min(cfg.train_frames, vcfg.num_frames)
     if not 1 <= context <= vcfg.num_frames:
         raise C.CommandError(f"--context {context}: must be between 1 and the model's {vcfg.num_frames} frames")
     warnings = C.check_codebook(tok, tok_path, vcfg.vocab_size) if tok is not None else []
+    if speed_warning is not None:
+        warnings.append(speed_warning)
 
     with timer("read"):
         if frames is not None:
@@ -156,7 +177,7 @@ def plan(
         gen = torch.Generator().manual_seed(seed)
         traj = vam.sample_trajectory(ctx_tokens[None].to(device), torch.tensor([cmd], device=device),
                                      num_samples=num_samples, num_steps=num_steps, generator=gen,
-                                     speed=None if speed is None else torch.tensor([float(speed)], device=device))
+                                     speed=torch.tensor([float(speed)], device=device) if cfg.ego_speed else None)
         traj = traj[0].float().cpu().numpy()  # [K, 6, 2] metres
 
     with timer("draw"):
@@ -204,6 +225,8 @@ def plan(
         "num_samples": num_samples,
         "num_steps": num_steps or cfg.num_inference_steps,
         "seed": seed,
+        "speed_mps": None if speed is None else float(speed),
+        "speed_used": bool(cfg.ego_speed),
         "units": "metres",
         "frame": "ego frame at the last context frame: x forward, y left; absolute offsets from the current pose",
         "waypoint_times_s": [round(WAYPOINT_DT * (i + 1), 3) for i in range(NUM_WAYPOINTS)],

@@ -33,6 +33,7 @@ from __future__ import annotations
 import glob as _glob
 import hashlib
 import json
+import math
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -58,6 +59,20 @@ _NATURAL = re.compile(r"(\d+)")
 
 class FrameError(ValueError):
     """A frame cannot be read or has the wrong size; the message names the file (and frame)."""
+
+
+def check_fps(fps: float | None, name: str = "fps") -> None:
+    """A frame rate is None (no resampling / unknown) or a positive finite number; else :class:`FrameError`
+    naming ``name`` (``--fps`` on a command line): 0 used to mean every frame and a negative rate failed late."""
+    if fps is None:
+        return
+    try:
+        good = not isinstance(fps, bool) and math.isfinite(float(fps)) and float(fps) > 0
+    except (TypeError, ValueError):
+        good = False
+    if not good:
+        raise FrameError(f"{name} must be a positive frame rate in frames per second (or None: keep every video "
+                         f"frame / rate unknown), got {fps!r}")
 
 
 def natural_key(name: str) -> list:
@@ -254,6 +269,7 @@ class FrameSource:
         rate is unknown, ``index * 1e5`` placeholders labelled ``stand-in``). ``timestamps_from`` labels
         given timestamps.
         """
+        check_fps(fps)
         files = tuple(Path(f) for f in files)
         if not files:
             raise FrameError(f"scene {name!r}: no image files given")
@@ -276,6 +292,7 @@ class FrameSource:
         cls, folder: str | Path, name: str | None = None, fps: float | None = 10.0
     ) -> "FrameSource":
         """All ``.jpg``/``.jpeg``/``.png`` of ``folder`` (natural sort); timestamps as in the module doc."""
+        check_fps(fps)
         folder = Path(folder)
         if not folder.is_dir():
             raise FrameError(f"{folder}: not a folder")
@@ -291,6 +308,7 @@ class FrameSource:
     @classmethod
     def from_video(cls, path: str | Path, name: str | None = None, fps: float | None = None) -> "FrameSource":
         """A video file; ``fps`` resamples to that rate (first frame reaching each 1/fps slot), None keeps all."""
+        check_fps(fps)
         path = Path(path)
         if not path.is_file():
             raise FrameError(f"{path}: video file is missing")
@@ -492,6 +510,7 @@ def discover_sources(
     Returns:
         Sources sorted by name. Duplicate names raise ``ValueError`` (raise ``name_depth``).
     """
+    check_fps(fps, "--fps")
     paths: list[Path] = []
     for item in inputs:
         s = str(item)
@@ -553,6 +572,7 @@ __all__ = [
     "FrameError",
     "Frame",
     "FrameSource",
+    "check_fps",
     "discover_sources",
     "natural_key",
     "preprocess_frame",

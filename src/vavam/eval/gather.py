@@ -138,12 +138,12 @@ def report(
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
     out = Path(out) if out is not None else run_dir / "summary"
-    out.mkdir(parents=True, exist_ok=True)
     evaluations = find_evaluations(run_dir, exclude=out)
     training = _training_runs(run_dir)
-    if not evaluations and not training:
+    if not evaluations and not training:  # refused before any output folder exists
         raise FileNotFoundError(f"{run_dir}: no evaluation.json (vavam eval ...) and no training log "
                                 "(metrics.jsonl, or a tokenizer's metrics.csv: vavam train ...)")
+    out.mkdir(parents=True, exist_ok=True)
     sections: list[Section] = []
     index_rows = []
     for folder, ev in evaluations:

@@ -282,7 +282,7 @@ def eval_openloop(
     mean_baseline = None
     if train_records is not None:
         mean_baseline = fit_mean_baseline(make_window_dataset(Path(train_records), Path(train_tokens), frames,
-                                                              subsampling))
+                                                              subsampling, flags=("--train-records", "--train-tokens")))
     result = evaluate_open_loop(vam, dataset, scene_records, mean_baseline, num_samples=num_samples,
                                 batch_size=batch_size, seed=seed, limit=limit, progress=progress)
     out = Path(out)

@@ -31,6 +31,9 @@ SPLITS = ("train", "heldout")
 WORLD_WORKERS = 4  # rendering processes (the output does not depend on the number)
 
 
+RESUME_HINT = "run the same vavam quickstart command again: finished stages are kept, this one starts over"
+
+
 def _log(message: str) -> None:
     print(f"[quickstart] {message}", flush=True)
 
@@ -72,7 +75,7 @@ def _stages(out: Path, plan: QuickstartPlan, seed: int) -> list[Stage]:
             out=folder, preset=plan.tokenizer_preset, steps=plan.tokenizer_steps, batch_size=plan.tokenizer_batch,
             image_size=(plan.height, plan.width), data=str(world_dir / "train_frames"), seed=seed,
             val_frames=64, ckpt_every=plan.tokenizer_steps, eval_every=0, precision=plan.tokenizer_precision,
-            progress=True,
+            progress=True, resume_hint=RESUME_HINT,
         )
 
     def tokens(folder: Path) -> dict:
@@ -98,6 +101,7 @@ def _stages(out: Path, plan: QuickstartPlan, seed: int) -> list[Stage]:
             out=folder, tokens=tokens_dir / "train", preset=plan.video_preset, steps=plan.video_steps,
             batch_size=plan.video_batch, lr=plan.video_lr, width=plan.video_width, val_tokens=tokens_dir / "heldout",
             val_every=plan.video_steps, seed=seed, precision=plan.video_precision, progress=True,
+            resume_hint=RESUME_HINT,
         )
 
     def action(folder: Path) -> dict:
@@ -109,6 +113,7 @@ def _stages(out: Path, plan: QuickstartPlan, seed: int) -> list[Stage]:
             batch_size=plan.action_batch, lr=plan.action_lr, width=plan.action_width, ema=plan.action_ema,
             ego_speed=plan.action_ego_speed, speed_prior=plan.action_speed_prior, action_scaling=plan.action_scaling,
             tokenizer=tok_dir / "tokenizer", seed=seed, precision=plan.action_precision, progress=True,
+            resume_hint=RESUME_HINT,
         )
 
     def evaluate(folder: Path) -> dict:

@@ -11,14 +11,16 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import lightning as L
 import numpy as np
 import torch
+import tyro
 from torch.utils.data import DataLoader
 
 from vavam import flow, presets
+from vavam.checks import check_positive_int
 from vavam.config import ActionConfig
 from vavam.data.records import SceneRecord, load_records
 from vavam.data.tokens import TokenStore
@@ -43,8 +45,9 @@ from vavam.train.distributed import (
     scale_summary,
 )
 from vavam.train.ema import EMAWeights
-from vavam.train.lightning import MupWsdMixin, NanPolicy, fit_resumable
+from vavam.train.lightning import RESUME_HINT, MupWsdMixin, NanPolicy, fit_resumable
 from vavam.train.resume import step_generator
+from vavam.train.video import check_fraction, check_nonnegative_int, check_store_fits, open_token_store
 
 
 def expert_width_multipliers(expert: torch.nn.Module) -> dict[str, float]:
@@ -224,17 +227,20 @@ def _collate(items: list[dict]) -> dict:
     return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in keys}
 
 
-def make_window_dataset(records: Path, tokens: Path, context_frames: int, subsampling: int = 1) -> TokenWindowDataset:
+def make_window_dataset(records: Path, tokens: Path | TokenStore, context_frames: int, subsampling: int = 1,
+                        flags: tuple[str, str] = ("--records", "--tokens")) -> TokenWindowDataset:
     """Trajectory windows of a records file joined (by timestamp) to a token store.
 
     Args:
         records: scene records (``.npz``).
-        tokens: token store of the same scenes.
+        tokens: token store of the same scenes (its folder, or the store opened).
         context_frames: frames per window (0.5 s apart).
         subsampling: record frames per 0.5 s (1 for 2 Hz records, 5 for 10 Hz).
+        flags: how the caller's user gave ``records`` and ``tokens`` (named in errors).
 
     Raises:
-        ValueError: no window fits any scene; the message says what the records' frame rate needs.
+        ValueError: no window fits any scene (the message says what the records' frame rate needs), or the
+            token store lacks a scene that has windows (named, with both options).
     """
     config = WindowConfig(context_frames=context_frames, subsampling=subsampling,
                           max_step_error_us=DEFAULT_STEP_TOLERANCE_US)  # never across a dropped frame
@@ -243,7 +249,14 @@ def make_window_dataset(records: Path, tokens: Path, context_frames: int, subsam
     if len(index) == 0:
         raise ValueError(f"{records}: no window of {context_frames} frames + 3 s future fits any scene"
                          + _rate_hint(scenes, subsampling))
-    return TokenWindowDataset(index, TokenStore(tokens))
+    store = tokens if isinstance(tokens, TokenStore) else open_token_store(tokens, flags[1])
+    used = [index.scene_names[int(s)] for s in np.unique(index.window_scenes)]  # scenes with windows, in order
+    missing = [name for name in used if name not in store]
+    if missing:
+        raise ValueError(f"{flags[1]} {store.root} lacks {len(missing)} of the {len(used)} scenes with windows in "
+                         f"{flags[0]} {records}, first {missing[0]!r}: tokenize every scene of the records into "
+                         "the store (vavam tokenize), or give the store made from them")
+    return TokenWindowDataset(index, store)
 
 
 def _rate_hint(scenes: list[SceneRecord], subsampling: int) -> str:
@@ -325,6 +338,7 @@ def train_action(
     ego_speed: bool | None = None,
     speed_prior: bool | None = None,
     action_scaling: float | None = None,
+    resume_hint: Annotated[str, tyro.conf.Suppress] = RESUME_HINT,
 ) -> dict:
     """Train VaVAM's action expert on a frozen VaViM; writes our checkpoint folder to OUT/model.
 
@@ -386,6 +400,12 @@ def train_action(
             trajectory (``ActionConfig.speed_prior``); None keeps the preset's choice (off).
         action_scaling: override of the preset's metres per model unit (``ActionConfig.action_scaling``);
             with ``speed_prior`` the deviations to cover are a few metres, not whole trajectories.
+        resume_hint: what the message after a SIGTERM / SIGUSR1 checkpoint tells the user to do (not a
+            command-line option; a caller that re-runs the stage itself passes its own).
+
+    The token stores (``tokens``, ``val_tokens``) are checked against the VaViM before anything is written:
+    their grid must give its tokens per frame, their codebook fit its vocabulary, and they must hold every
+    scene of their records that has windows.
     """
     given = dict(locals())
     from vavam.train.recipes import ACTION_RECIPES, apply_recipe
@@ -405,10 +425,28 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
                   global_batch: int | None = None, accumulate: int = 1, activation_checkpointing: bool = False,
                   compile: bool = False, checkpoint_format: CheckpointFormat = "full",
                   noise_repeats: int = 1, ema: float = 0.0, ego_speed: bool | None = None,
-                  speed_prior: bool | None = None, action_scaling: float | None = None) -> dict:
+                  speed_prior: bool | None = None, action_scaling: float | None = None,
+                  resume_hint: str = RESUME_HINT) -> dict:
     import vavam
     from vavam.action import VideoActionModel, save_action_model
 
+    if steps is not None:  # None: one epoch
+        check_positive_int(steps, "--steps")
+    check_positive_int(subsampling, "--subsampling")
+    check_positive_int(val_every, "--val-every")
+    check_positive_int(noise_repeats, "--noise-repeats")
+    check_nonnegative_int(ckpt_every, "--ckpt-every", "only at the end and on SIGTERM / SIGUSR1")
+    check_nonnegative_int(plot_every, "--plot-every", "only at the end")
+    check_fraction(warmup_frac, "--warmup-frac")
+    check_fraction(drop_frac, "--drop-frac")
+    if (val_records is None) != (val_tokens is None):
+        given_flag, other = ("--val-records", "--val-tokens") if val_tokens is None else \
+            ("--val-tokens", "--val-records")
+        raise ValueError(f"--val-records and --val-tokens go together (validation windows join the records to the "
+                         f"tokens): {given_flag} was given without {other}")
+    config = presets.get(preset, kind="action", flag="--preset")
+    store = open_token_store(tokens, "--tokens")
+    val_store = open_token_store(val_tokens, "--val-tokens") if val_tokens is not None else None
     plan = plan_batch(batch_size, devices, nodes, global_batch, accumulate)
     scale = ScaleOut(devices=devices, nodes=nodes, strategy=strategy, accumulate=plan.accumulate,
                      activation_checkpointing=activation_checkpointing, compile=compile,
@@ -419,9 +457,10 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
                          "use ddp or a single device")
     L.seed_everything(seed, workers=True, verbose=False)
     vim = vavam.load_video_model(video)
-    config = presets.get(preset)
-    if not isinstance(config, ActionConfig):
-        raise ValueError(f"preset {preset!r} is not an action model preset")
+    for flag, checked in (("--tokens", store), ("--val-tokens", val_store)):
+        if checked is not None:
+            check_store_fits(checked, flag, vim.config.tokens_per_frame, vim.config.vocab_size,
+                             f"the VaViM of --video {video}")
     _check_released_expert_width(preset, config, vim.config.width, width)
     frames = min(config.train_frames, vim.config.num_frames)
     config = dataclasses.replace(config, video=vim.config, train_frames=frames,
@@ -430,16 +469,17 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
                                  ego_speed=config.ego_speed if ego_speed is None else bool(ego_speed),
                                  speed_prior=config.speed_prior if speed_prior is None else bool(speed_prior),
                                  action_scaling=config.action_scaling if action_scaling is None else float(action_scaling))
+    train_set = make_window_dataset(records, store, frames, subsampling)
+    val_set = (make_window_dataset(val_records, val_store, frames, subsampling, ("--val-records", "--val-tokens"))
+               if val_store is not None else None)
     model = VideoActionModel(config)
     model.video.load_state_dict(vim.state_dict())
     model.video.requires_grad_(False)
-    train_set = make_window_dataset(records, tokens, frames, subsampling)
     if steps is None:  # one epoch
         steps = -(-len(train_set) // plan.global_batch)
     val_loader = None
-    if val_records is not None and val_tokens is not None:
-        val_loader = DataLoader(make_window_dataset(val_records, val_tokens, frames, subsampling),
-                                batch_size=batch_size, collate_fn=_collate, num_workers=num_workers)
+    if val_set is not None:
+        val_loader = DataLoader(val_set, batch_size=batch_size, collate_fn=_collate, num_workers=num_workers)
     module = ActionLitModule(model, lr, weight_decay, int(warmup_frac * steps), steps, int(drop_frac * steps),
                              seed=seed, nan_policy=nan_policy, accumulate=plan.accumulate,
                              noise_repeats=noise_repeats)
@@ -453,7 +493,7 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
                         precision=precision, progress=progress, collate_fn=_collate, val_loaders=val_loader,
                         val_every=val_every, ckpt_every=ckpt_every, keep=keep, resume=resume,
                         num_workers=num_workers, deterministic=False, extra_callbacks=[plots, *averager], scale=scale,
-                        settings={"ema": ema, "subsampling": subsampling})
+                        settings={"ema": ema, "subsampling": subsampling}, resume_hint=resume_hint)
     if averager:  # the saved model is the average; checkpoints keep the raw weights for resuming
         averager[0].copy_to(module)
     summary = {"steps": steps, "seconds": round(time.perf_counter() - start, 2), "windows": len(train_set),

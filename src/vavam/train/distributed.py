@@ -465,8 +465,11 @@ def recipe_global_batch(func: Any, args: dict[str, Any], given: dict[str, Any]) 
     """
     import inspect
 
+    from vavam.train.recipes import typed
+
     default_batch_size = inspect.signature(func).parameters["batch_size"].default
-    if given.get("recipe") is None or given.get("global_batch") is not None or given["batch_size"] != default_batch_size:
+    explicit_batch = given["batch_size"] != default_batch_size or "batch_size" in typed()
+    if given.get("recipe") is None or given.get("global_batch") is not None or explicit_batch:
         return
     recipe_batch = int(args["batch_size"])
     split = int(args.get("devices", 1)) * int(args.get("nodes", 1)) * int(args.get("accumulate", 1))

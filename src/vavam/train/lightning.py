@@ -30,6 +30,10 @@ from vavam.train.resume import (
 
 NanPolicy = Literal["stop", "skip"]
 
+#: RESUME_HINT: what the message printed after a SIGTERM / SIGUSR1 checkpoint tells the user to do (right for
+#: ``vavam train ...``; a caller that re-runs the stage itself, like the quickstart, passes its own ``resume_hint``).
+RESUME_HINT = "rerun with --resume to continue"
+
 #: RESUMABLE_CHANGES: settings a resume may change: data folders and how the global batch is laid out on
 #: devices (per-device batch, world size, strategy; the global batch and the accumulation passes, which
 #: the data position counts, must stay), and the step count while the learning rates of the steps
@@ -221,6 +225,7 @@ def fit_resumable(
     extra_callbacks: Sequence[L.Callback] = (),
     scale: ScaleOut | None = None,
     settings: dict[str, Any] | None = None,
+    resume_hint: str = RESUME_HINT,
 ) -> FitResult:
     """Run ``steps`` optimiser steps of ``module`` on ``train_set`` with exact resume.
 
@@ -246,6 +251,9 @@ def fit_resumable(
     the checkpoint's layout: an FSDP sharded folder resumes only under FSDP, a DeepSpeed folder only under
     DeepSpeed, a single file under anything but DeepSpeed, and under FSDP only a file FSDP wrote
     (:func:`vavam.train.resume.check_resume_layout`).
+
+    After a SIGTERM / SIGUSR1 checkpoint, rank 0 prints ``"<signal> received: checkpoint ... written at step N;
+    <resume_hint>"`` (default :data:`RESUME_HINT`) to stderr before exiting.
     """
     from vavam.hardware import warn_if_slow_bf16
 
@@ -290,6 +298,6 @@ def fit_resumable(
         name = signal.Signals(saver.preempted).name
         if trainer.is_global_zero:
             print(f"{name} received: checkpoint {saver.last_saved} written at step {trainer.global_step}; "
-                  f"rerun with --resume to continue", file=sys.stderr)
+                  f"{resume_hint}", file=sys.stderr)
         raise SystemExit(128 + int(saver.preempted))
     return FitResult(trainer, start, ckpt, saver.last_saved)

@@ -1,7 +1,10 @@
 """Training recipes: the released models' hyper-parameters as named presets (reference §2.9, §2.10, §3.8).
 
 A recipe fills the arguments of :func:`vavam.train.video.train_video` / :func:`vavam.train.action.train_action`
-that the caller left at their defaults; anything given explicitly wins. ``steps=None`` in a recipe
+that the caller left at their defaults; anything given explicitly wins. On the command line "explicitly"
+means typed, even when the value typed equals the function's default (``--stride 1 --recipe pretrain``
+keeps stride 1): the CLI records the options typed (:func:`command_line`); from Python, an argument
+equal to its default cannot be told from one left out, so the recipe sets it. ``steps=None`` in a recipe
 means one epoch of the training windows at the recipe's global batch.
 
 ======================  =========================================================================
@@ -25,8 +28,44 @@ checkpoints every 3,625 steps; ``cpu`` is the quickstart's (vavam_mini, batch 16
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import inspect
+from collections.abc import Iterator, Sequence
 from typing import Any, Callable
+
+_TYPED: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("vavam_typed_options", default=frozenset())
+
+
+def typed_options(argv: Sequence[str]) -> frozenset[str]:
+    """Parameter names of the options on a command line: ``--lr 0.1`` / ``--lr=0.1`` -> ``lr``,
+    ``--global-batch 8`` -> ``global_batch``, ``--no-compile`` -> ``compile``."""
+    names = set()
+    for token in argv:
+        if token == "--":
+            break
+        if token.startswith("--") and len(token) > 2:
+            name = token[2:].split("=", 1)[0].replace("-", "_")
+            names.add(name)
+            if name.startswith("no_"):
+                names.add(name[3:])
+    return frozenset(names)
+
+
+@contextlib.contextmanager
+def command_line(argv: Sequence[str]) -> Iterator[None]:
+    """While the block runs, :func:`apply_recipe` keeps the options typed on ``argv`` even where they equal
+    the defaults (the CLI wraps each command in it)."""
+    token = _TYPED.set(typed_options(argv))
+    try:
+        yield
+    finally:
+        _TYPED.reset(token)
+
+
+def typed() -> frozenset[str]:
+    """The options typed on the command line of the running command (empty outside :func:`command_line`)."""
+    return _TYPED.get()
 
 #: COOLDOWN_MIX: cool-down sampling ratios (OpenDV, nuPlan, nuScenes), reference §2.10 / §4.6.
 COOLDOWN_MIX = (0.40, 0.5872, 0.0128)
@@ -70,9 +109,10 @@ def apply_recipe(func: Callable, recipes: dict[str, dict[str, Any]], name: str |
         raise ValueError(f"recipe {name!r} unknown; choose from {sorted(recipes)}")
     params = inspect.signature(func).parameters
     extras = {}
+    explicit = typed()
     for key, value in recipes[name].items():
         if key not in params:
             extras[key] = value
-        elif args.get(key) == params[key].default:
+        elif key not in explicit and args.get(key) == params[key].default:
             args[key] = value
     return args, extras

@@ -34,12 +34,14 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import tyro
 
+from vavam.checks import check_positive_int
 from vavam.config import config_to_dict
 from vavam.io import atomic_write, atomic_write_bytes, atomic_write_text
 from vavam.tokenizer.losses import LossConfig, TokenizerLoss, load_perceptual_loss
@@ -57,6 +59,10 @@ from vavam.train.resume import (
 )
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+#: RESUME_HINT: what the message after a SIGTERM / SIGUSR1 checkpoint tells the user to do (the text of
+#: :data:`vavam.train.lightning.RESUME_HINT`, not imported: this loop does without Lightning)
+RESUME_HINT = "rerun with --resume to continue"
 
 # ------------------------------------------------------------------------------ data
 
@@ -278,6 +284,7 @@ def train_tokenizer(
     accumulate: int = 1,
     activation_checkpointing: bool = False,
     compile: bool = False,
+    resume_hint: Annotated[str, tyro.conf.Suppress] = RESUME_HINT,
 ) -> dict[str, Any]:
     """Train a VQ tokenizer and write it to ``out/tokenizer`` (our checkpoint folder).
 
@@ -323,6 +330,8 @@ def train_tokenizer(
         accumulate: forward/backward passes per step (gradient accumulation).
         activation_checkpointing: recompute the encoder's and decoder's block activations in backward.
         compile: ``torch.compile`` the encoder and the decoder.
+        resume_hint: what the message after a SIGTERM / SIGUSR1 checkpoint tells the user to do (not a
+            command-line option; a caller that re-runs the stage itself passes its own).
 
     Returns:
         summary dict: initial/final held-out PSNR, codebook usage, dead-code restarts, seconds per step, paths.
@@ -331,19 +340,26 @@ def train_tokenizer(
     from vavam.tokenizer import save_tokenizer
 
     out = Path(out)
+    check_positive_int(steps, "--steps")
+    check_positive_int(log_every, "--log-every")
+    check_positive_int(ckpt_every, "--ckpt-every")
+    check_positive_int(val_frames, "--val-frames")
+    if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 0:
+        raise ValueError(f"--eval-every must be a non-negative integer (0: at each checkpoint), got {eval_every!r}")
+    if precision not in ("32", "bf16-mixed"):
+        raise ValueError(f"--precision must be '32' or 'bf16-mixed', got {precision!r}")
+    if nan_policy not in ("stop", "skip"):
+        raise ValueError(f"--nan-policy must be 'stop' or 'skip', got {nan_policy!r}")
+    config = vavam.presets.get(preset, kind="tokenizer", flag="--preset")
+    height, width = (int(v) for v in image_size)
+    if height < 1 or width < 1 or height % config.downsample or width % config.downsample:
+        raise ValueError(f"--image-size {height} {width} is not a positive multiple of the downsampling factor "
+                         f"{config.downsample} of --preset {preset}")
     plan = plan_batch(batch_size, devices, nodes, global_batch, accumulate)
     par = LoopParallel(ScaleOut(devices=devices, nodes=nodes, strategy=strategy, accumulate=plan.accumulate),
                        device=device)
     device = str(par.device)
     out.mkdir(parents=True, exist_ok=True)
-    if precision not in ("32", "bf16-mixed"):
-        raise ValueError(f"precision must be '32' or 'bf16-mixed', got {precision!r}")
-    height, width = (int(v) for v in image_size)
-    config = vavam.presets.get(preset)
-    if height % config.downsample or width % config.downsample:
-        raise ValueError(
-            f"image_size {height}x{width} is not a multiple of the downsampling factor {config.downsample}"
-        )
 
     torch.manual_seed(seed)
     model = vavam.build_model(config).to(device).train()
@@ -379,8 +395,6 @@ def train_tokenizer(
 
     warn_if_slow_bf16(precision, device, "tokenizer training")
 
-    if nan_policy not in ("stop", "skip"):
-        raise ValueError(f"nan_policy must be 'stop' or 'skip', got {nan_policy!r}")
     start, rows, initial, running = 0, [], None, {}
     resume_path = find_resume_checkpoint(out) if resume else None
     # what a resume must keep; the step count may change while the steps taken keep their rates (the batch
@@ -554,7 +568,7 @@ def train_tokenizer(
             if signals.received is not None:
                 if par.is_main:
                     log.close()
-                say(f"signal {signals.received} received: checkpoint written at step {done}; rerun with --resume")
+                say(f"signal {signals.received} received: checkpoint written at step {done}; {resume_hint}")
                 raise SystemExit(128 + signals.received)
     if bar is not None:
         bar.close()

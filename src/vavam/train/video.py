@@ -9,19 +9,22 @@ gradient clipping at norm 1.0.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+import tyro
 from torch.utils.data import DataLoader, Dataset
 
 from vavam import presets
+from vavam.checks import check_positive_int
 from vavam.config import VideoConfig
-from vavam.data.tokens import TokenStore
+from vavam.data.tokens import TokenStore, TokenStoreError
 from vavam.io import atomic_write_json
 from vavam.train.distributed import (
     CheckpointFormat,
@@ -34,7 +37,7 @@ from vavam.train.distributed import (
     recipe_global_batch,
     scale_summary,
 )
-from vavam.train.lightning import MupWsdMixin, NanPolicy, fit_resumable
+from vavam.train.lightning import RESUME_HINT, MupWsdMixin, NanPolicy, fit_resumable
 
 
 class VideoWindowDataset(Dataset):
@@ -151,6 +154,127 @@ class VideoLitModule(MupWsdMixin, L.LightningModule):
                  add_dataloader_idx=False)
 
 
+# ------------------------------------------------------------------------------ checks of the arguments
+
+
+def check_nonnegative_int(value: int, name: str, zero: str) -> None:
+    """``value`` is an int >= 0; ``zero`` says what 0 means (named in the error)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer (0: {zero}), got {value!r}")
+
+
+def check_fraction(value: float, name: str) -> None:
+    """``value`` is a finite number in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a fraction of the steps in [0, 1], got {value!r}")
+
+
+def open_token_store(path: Path, flag: str) -> TokenStore:
+    """The token store at ``path``; a missing or unreadable one is refused naming ``flag`` (``--tokens``)."""
+    try:
+        return TokenStore(path)
+    except TokenStoreError as exc:
+        raise TokenStoreError(f"{flag}: {exc}") from None
+
+
+def check_store_fits(store: TokenStore, flag: str, tokens_per_frame: int, vocab_size: int, model: str) -> None:
+    """A token store's grid and codebook (from its manifest) must fit a VaViM: ``h * w`` tokens per frame equal
+    to the model's, and ids that the model's vocabulary holds (codebook + 1 at least, as in the released models).
+
+    Args:
+        store: the token store.
+        flag: the option that gave it (``--tokens``, ``--val-tokens``, ``--mix``), named in the error.
+        tokens_per_frame, vocab_size: the model's.
+        model: words for the model, e.g. ``"the VaViM of --video x"``.
+
+    Raises:
+        ValueError: naming ``flag``, the store and both sizes.
+    """
+    h, w = store.grid
+    problems = []
+    if h * w != tokens_per_frame:
+        problems.append(f"its token grid {h}x{w} = {h * w} tokens per frame, the model takes {tokens_per_frame}")
+    codes = store.codebook_size
+    if codes is not None and int(codes) >= vocab_size:
+        problems.append(f"its codebook of {codes} codes needs a vocabulary of at least {int(codes) + 1} ids "
+                        f"(codes + 1), the model's has {vocab_size}")
+    if problems:
+        raise ValueError(f"{flag} {store.root} does not fit {model}: " + "; ".join(problems))
+
+
+#: what ``--init-from`` takes, said in its errors
+INIT_FROM_EXPECTED = "give the .ckpt of a `vavam train video` run (OUT/checkpoints/step-XXXXXXXX.ckpt)"
+
+
+def _is_safetensors(path: Path) -> bool:
+    """True when the file starts like a safetensors file: a little-endian header length, then a JSON object."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+            size = path.stat().st_size
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size
+
+
+def read_init_from(init_from: Path) -> dict[str, Any]:
+    """The state of a pretraining checkpoint given as ``--init-from`` (weights, AdamW moments, hyper-parameters).
+
+    Raises:
+        FileNotFoundError: nothing at ``init_from``.
+        ValueError: anything but the ``.ckpt`` of a ``vavam train video`` run, saying what it is: a model folder
+            or its ``.safetensors`` (weights without optimiser state), a sharded checkpoint folder, an action
+            checkpoint, or a file that is not a loadable checkpoint.
+    """
+    from vavam.io import CONFIG_FILE, is_checkpoint_folder, read_json
+    from vavam.train.resume import CheckpointError, read_checkpoint
+
+    path = Path(init_from)
+    where = f"--init-from {path}"
+    if not path.exists():
+        raise FileNotFoundError(f"{where}: no such file or folder; {INIT_FROM_EXPECTED}")
+    if path.is_dir():
+        if is_checkpoint_folder(path):
+            try:
+                kind = read_json(path / CONFIG_FILE).get("kind")
+            except (OSError, ValueError, AttributeError):
+                kind = None
+            what = {"video": "a VaViM model folder", "action": "a VaVAM model folder"}.get(kind, "a model folder")
+            raise ValueError(f"{where}: {what} (weights only, no optimiser state), not a training checkpoint; "
+                             f"{INIT_FROM_EXPECTED}")
+        if path.name.endswith(".ckpt") or path.with_name(path.name + ".sha256").is_file():
+            raise ValueError(f"{where}: a sharded checkpoint folder (DeepSpeed / FSDP) holds partitioned AdamW "
+                             "moments that the cool-down cannot load; start from the .ckpt of a ddp or "
+                             "single-device pretraining run (the folder's weights: vavam checkpoint consolidate)")
+        raise ValueError(f"{where}: a folder that is neither a training checkpoint nor a model folder; "
+                         f"{INIT_FROM_EXPECTED}")
+    if path.suffix == ".safetensors" or _is_safetensors(path):
+        raise ValueError(f"{where}: a safetensors weights file (of a model folder: weights only, no optimiser "
+                         f"state), not a training checkpoint; {INIT_FROM_EXPECTED}")
+    try:
+        state = read_checkpoint(path)
+    except CheckpointError as exc:
+        reason = str(exc).splitlines()[0].strip()  # torch's advice on weights-only loading spans many lines
+        reason = reason[len(f"{path}: "):] if reason.startswith(f"{path}: ") else reason
+        reason = reason if len(reason) <= 160 else reason[:157] + "..."
+        raise ValueError(f"{where}: not a loadable training checkpoint ({reason}); {INIT_FROM_EXPECTED}") from exc
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise ValueError(f"{where}: not a vavam training checkpoint (no state_dict); {INIT_FROM_EXPECTED}")
+    hparams = state.get("hyper_parameters") or {}
+    if not isinstance(hparams.get("config"), dict):
+        kind = (hparams.get("vavam_config") or {}).get("kind") if isinstance(hparams.get("vavam_config"), dict) \
+            else None
+        what = ("a `vavam train action` checkpoint (an action expert on a frozen VaViM)" if kind == "action"
+                else "a checkpoint without a VaViM config in its hyper-parameters")
+        raise ValueError(f"{where}: {what}, not a VaViM training checkpoint; {INIT_FROM_EXPECTED}")
+    try:
+        VideoConfig(**hparams["config"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: its VaViM config does not load ({exc}); {INIT_FROM_EXPECTED}") from exc
+    return state
+
+
 def train_video(
     out: Path,
     tokens: Path,
@@ -188,6 +312,7 @@ def train_video(
     activation_checkpointing: bool = False,
     compile: bool = False,
     checkpoint_format: CheckpointFormat = "full",
+    resume_hint: Annotated[str, tyro.conf.Suppress] = RESUME_HINT,
 ) -> dict:
     """Train VaViM by next-token prediction on a token store; writes our checkpoint folder to OUT/model.
 
@@ -243,6 +368,11 @@ def train_video(
         compile: ``torch.compile`` each block (needs a working compiler toolchain).
         checkpoint_format: ``full`` (one file) or ``sharded`` (FSDP only: a folder of per-rank shards; turn it
             into a model folder with ``vavam checkpoint consolidate``).
+        resume_hint: what the message after a SIGTERM / SIGUSR1 checkpoint tells the user to do (not a
+            command-line option; a caller that re-runs the stage itself passes its own).
+
+    Every token store (``tokens``, ``val_tokens``, ``mix``) is checked against the model before anything is
+    written: its grid must give the model's tokens per frame and its codebook fit the model's vocabulary.
     """
     given = dict(locals())
     from vavam.train.recipes import VIDEO_RECIPES, apply_recipe
@@ -263,47 +393,60 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
                  mix_ratios: list[float] | None, mix_seed: int, progress: bool, devices: int = 1, nodes: int = 1,
                  strategy: StrategyName = "auto", global_batch: int | None = None, accumulate: int = 1,
                  activation_checkpointing: bool = False, compile: bool = False,
-                 checkpoint_format: CheckpointFormat = "full", ckpt_every_frac: float | None = None) -> dict:
-    from vavam.train.resume import read_checkpoint
+                 checkpoint_format: CheckpointFormat = "full", ckpt_every_frac: float | None = None,
+                 resume_hint: str = RESUME_HINT) -> dict:
     from vavam.video import save_video_model
 
+    if steps is not None:  # None: one epoch
+        check_positive_int(steps, "--steps")
+    if num_frames is not None:  # None: the preset's
+        check_positive_int(num_frames, "--num-frames")
+    check_positive_int(stride, "--stride")
+    check_positive_int(val_every, "--val-every")
+    check_nonnegative_int(ckpt_every, "--ckpt-every", "only at the end and on SIGTERM / SIGUSR1")
+    check_fraction(warmup_frac, "--warmup-frac")
+    check_fraction(drop_frac, "--drop-frac")
+    if isinstance(val_tokens, (str, Path)):
+        val_tokens = [val_tokens]
+    val_paths = [Path(v) for v in (val_tokens or [])]
+    names = tuple(v.name for v in val_paths)
+    if len(set(names)) != len(names):
+        raise ValueError(f"--val-tokens: folder names must differ (they name the CE logs), got {list(names)}")
+    preset_config = presets.get(preset, kind="video", flag="--preset") if init_from is None else None
     plan = plan_batch(batch_size, devices, nodes, global_batch, accumulate)
     scale = ScaleOut(devices=devices, nodes=nodes, strategy=strategy, accumulate=plan.accumulate,
                      activation_checkpointing=activation_checkpointing, compile=compile,
                      checkpoint_format=checkpoint_format)
     check_launch(scale, "vavam train video")
     if init_from is not None and scale.resolved_strategy in ("fsdp", "deepspeed"):
-        raise ValueError(f"init_from (the cool-down start) loads full weights and AdamW moments into the optimiser, "
+        raise ValueError(f"--init-from (the cool-down start) loads full weights and AdamW moments into the optimiser, "
                          f"which strategy {strategy!r} shards; run the cool-down with --strategy ddp")
     L.seed_everything(seed, workers=True, verbose=False)
-    store = TokenStore(tokens)
-    if init_from is not None and Path(init_from).is_dir():
-        raise ValueError(f"init_from {init_from}: a sharded checkpoint folder (DeepSpeed / FSDP) holds partitioned "
-                         "AdamW moments that the cool-down cannot load; start from the .ckpt of a ddp or "
-                         "single-device pretraining run (the folder's weights: vavam checkpoint consolidate)")
-    init_state = read_checkpoint(init_from) if init_from is not None else None
-    if init_state is not None and "state_dict" not in init_state:
-        raise ValueError(f"init_from {init_from}: not a vavam training checkpoint (no state_dict)")
+    store = open_token_store(tokens, "--tokens")
+    val_sets = [open_token_store(v, "--val-tokens") for v in val_paths]
+    mix_sets = [open_token_store(Path(m), "--mix") for m in (mix or [])]
+    init_state = read_init_from(init_from) if init_from is not None else None
     init_strategy = ((init_state or {}).get("hyper_parameters") or {}).get("data", {}).get("strategy", "single")
     if init_strategy in ("fsdp", "deepspeed"):
-        raise ValueError(f"init_from {init_from}: written by strategy {init_strategy!r}, whose AdamW moments are "
+        raise ValueError(f"--init-from {init_from}: written by strategy {init_strategy!r}, whose AdamW moments are "
                          "not in the layout of a plain optimiser; start the cool-down from a ddp or single-device run")
     h, w = store.grid
     if init_state is not None:  # the cool-down continues the pretrained model as it is (preset ignored)
         config = VideoConfig(**init_state["hyper_parameters"]["config"])
         frames = config.num_frames
-        if h * w != config.tokens_per_frame or (store.codebook_size or 0) >= config.vocab_size:
-            raise ValueError(f"tokens {tokens}: grid {h}x{w} / codebook {store.codebook_size} do not fit the model of "
-                             f"init_from ({config.tokens_per_frame} tokens per frame, vocab {config.vocab_size})")
+        model_words = f"the VaViM of --init-from {init_from}"
+        check_store_fits(store, "--tokens", config.tokens_per_frame, config.vocab_size, model_words)
     else:
-        config = presets.get(preset)
-        if not isinstance(config, VideoConfig):
-            raise ValueError(f"preset {preset!r} is not a video model preset")
-        frames = num_frames or config.num_frames
+        config = preset_config
+        frames = num_frames if num_frames is not None else config.num_frames
         vocab = max(config.vocab_size, int(store.codebook_size or 0) + 1)
         config = dataclasses.replace(config, tokens_per_frame=h * w, num_frames=frames, vocab_size=vocab,
                                      init_std=init_std if init_std is not None else config.init_std,
                                      width=width or config.width)
+        model_words = f"the VaViM (--preset {preset} on the {h}x{w} grid of --tokens, vocabulary {vocab})"
+    for flag, stores in (("--val-tokens", val_sets), ("--mix", mix_sets)):
+        for other in stores:
+            check_store_fits(other, flag, config.tokens_per_frame, config.vocab_size, model_words)
     train_set = VideoWindowDataset(store, frames, stride)
     if steps is None:  # one epoch
         steps = -(-len(train_set) // plan.global_batch)
@@ -313,14 +456,8 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
     if mix:
         train_set, mix_info = _cooldown_mix(train_set, tokens, [Path(m) for m in mix], mix_ratios,
                                             steps * plan.global_batch, mix_seed, frames, init_state)
-    if isinstance(val_tokens, (str, Path)):
-        val_tokens = [val_tokens]
-    val_stores = [Path(v) for v in (val_tokens or [])]
-    val_loaders = [DataLoader(VideoWindowDataset(TokenStore(v), frames, stride), batch_size=batch_size,
-                              num_workers=num_workers) for v in val_stores]
-    names = tuple(v.name for v in val_stores)
-    if len(set(names)) != len(names):
-        raise ValueError(f"val_tokens: folder names must differ (they name the CE logs), got {list(names)}")
+    val_loaders = [DataLoader(VideoWindowDataset(v, frames, stride), batch_size=batch_size,
+                              num_workers=num_workers) for v in val_sets]
     module = VideoLitModule(config, lr, weight_decay, int(warmup_frac * steps), steps, int(drop_frac * steps),
                             nan_policy=nan_policy, val_names=names, init_state=init_state,
                             data={"tokens": str(tokens), "seed": seed, "batch_size": batch_size, "stride": stride,
@@ -333,7 +470,8 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
                         precision=precision, progress=progress, val_loaders=val_loaders or None,
                         val_every=val_every, ckpt_every=ckpt_every, keep=keep, resume=resume,
                         num_workers=num_workers, deterministic=True, scale=scale,
-                        settings={"cooldown": init_from is not None, "mix": _mix_settings(mix_info)})
+                        settings={"cooldown": init_from is not None, "mix": _mix_settings(mix_info)},
+                        resume_hint=resume_hint)
     seconds = time.perf_counter() - start
     metrics = {k: float(v) for k, v in fit.trainer.callback_metrics.items()}
     summary = {"steps": steps, "seconds": round(seconds, 2), "windows": len(train_set), "metrics": metrics,

@@ -1,0 +1,79 @@
+"""Bad input on the ``vavam`` command line ends in a one-line error (status 2) that names the option, before
+anything is written: no traceback, no half-made output folder."""
+
+from __future__ import annotations
+
+import pytest
+
+from vavam import cli
+
+
+@pytest.fixture(autouse=True)
+def _no_traceback(monkeypatch):
+    monkeypatch.delenv("VAVAM_TRACEBACK", raising=False)
+
+
+def _run(capsys, *args: str) -> tuple[int, str]:
+    code = cli.main(list(args))
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command, preset, message", [
+    ("tokenizer", "nope", "--preset 'nope': unknown preset; known tokenizer presets: vq16, vq_mini, vq_tiny"),
+    ("tokenizer", "vavim_tiny", "--preset 'vavim_tiny' is a video preset, not a tokenizer one"),
+    ("video", "nope", "--preset 'nope': unknown preset; known video presets: vavim_b"),
+    ("action", "nope", "--preset 'nope': unknown preset; known action presets: vavam_b"),
+])
+def test_train_preset_errors_are_one_line(tmp_path, capsys, command, preset, message):
+    extra = {"tokenizer": [], "video": ["--tokens", str(tmp_path / "tok")],
+             "action": ["--video", str(tmp_path / "v"), "--records", str(tmp_path / "r.npz"),
+                        "--tokens", str(tmp_path / "tok")]}[command]
+    code, err = _run(capsys, "train", command, "--out", str(tmp_path / "run"), "--preset", preset, *extra)
+    assert code == 2
+    assert f"vavam train {command}: error: {message}" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("option, value", [("--log-every", "0"), ("--ckpt-every", "0"), ("--steps", "0"),
+                                           ("--steps", "-3"), ("--val-frames", "0")])
+def test_train_tokenizer_counts_are_refused_by_name(tmp_path, capsys, option, value):
+    small = {"--steps": "2", "--batch-size": "1", "--val-frames": "1"}  # a short run, should a check be missing
+    small.pop(option, None)
+    args = [a for kv in small.items() for a in kv] + ["--image-size", "16", "16", "--no-progress"]
+    code, err = _run(capsys, "train", "tokenizer", "--out", str(tmp_path / "run"), *args, option, value)
+    assert code == 2 and f"error: {option} must be a positive integer, got {value}" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_hint_is_not_a_command_line_option(capsys):
+    for command in ("tokenizer", "video", "action"):
+        with pytest.raises(SystemExit) as info:
+            cli.main(["train", command, "--help"])
+        assert info.value.code == 0
+        out = capsys.readouterr().out
+        assert "--seed" in out and "resume-hint" not in out and "resume_hint" not in out
+
+
+def test_unknown_command_of_a_group_is_named(capsys):
+    code, err = _run(capsys, "train", "bogus")
+    assert code == 2
+    assert err.startswith("vavam: unknown command 'train bogus'\n")
+    assert "train tokenizer" in err  # then the group's commands
+    code, err = _run(capsys, "train", "--steps", "3")
+    assert code == 2 and "'vavam train' needs a command before the option '--steps'" in err
+    assert cli.main(["train", "--help"]) == 0
+    assert "train video" in capsys.readouterr().out
+
+
+def test_report_on_a_folder_without_anything_leaves_no_summary_folder(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    code, err = _run(capsys, "report", str(run))
+    assert code == 2 and "no evaluation.json" in err
+    assert list(run.iterdir()) == []  # no empty summary/
+    code, _ = _run(capsys, "report", str(run), "--out", str(tmp_path / "a" / "b"))
+    assert code == 2 and not (tmp_path / "a").exists()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    code, _ = _run(capsys, "report", str(run), "--out", str(existing))
+    assert code == 2 and existing.is_dir()  # a folder that was there stays
