@@ -274,3 +274,22 @@ def test_lightning_sigterm_message_uses_resume_hint(tmp_path, monkeypatch, capsy
         train_video(tmp_path / "b", tok, resume_hint="the quickstart resumes this stage on its next run", **kw)
     err = capsys.readouterr().err
     assert "written at step 1; the quickstart resumes this stage on its next run" in err and "--resume" not in err
+
+
+def test_ctrl_c_in_a_lightning_fit_is_a_keyboard_interrupt(tmp_path, monkeypatch):
+    """Lightning turns Ctrl-C into its own message and sys.exit(1); fit_resumable gives the caller the
+    KeyboardInterrupt back (the quickstart then says how to continue instead of exiting 1)."""
+    import lightning as L
+
+    import vavam.train.video as V
+
+    class CtrlCAtFirstStep(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            raise KeyboardInterrupt
+
+    real = V.fit_resumable
+    monkeypatch.setattr(V, "fit_resumable", lambda *a, **k: real(*a, **k, extra_callbacks=[CtrlCAtFirstStep()]))
+    monkeypatch.setattr(signal, "signal", lambda *a, **k: signal.SIG_DFL)  # Lightning would ignore SIGINT after
+    tok = _store(tmp_path / "tok", grid=(2, 3), codes=16)
+    with pytest.raises(KeyboardInterrupt):
+        train_video(tmp_path / "a", tok, preset="vavim_tiny", steps=3, batch_size=2, num_frames=2, progress=False)

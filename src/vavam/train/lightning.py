@@ -291,7 +291,11 @@ def fit_resumable(
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         try:
             trainer.fit(module, loader, val_loaders or None, ckpt_path=ckpt, weights_only=True)
-        except SystemExit:
+        except SystemExit as exc:
+            if saver.preempted is None and trainer.interrupted:
+                # Lightning turns Ctrl-C into sys.exit(1) after its own message; give callers the
+                # KeyboardInterrupt back, so that e.g. the quickstart can say how to continue
+                raise KeyboardInterrupt from exc
             if saver.preempted is None:
                 raise
     if saver.preempted is not None:
