@@ -138,9 +138,6 @@ def _section_from_dict(d: dict[str, Any]) -> Section:
     return Section(d["title"], d.get("text", ""), tables, list(d.get("figures", [])))
 
 
-_jsonable = json_safe  # NaN / inf -> None, tuples and arrays -> lists (vavam.io.json_safe)
-
-
 def save_evaluation(
     folder: Path, kind: str, title: str, results: dict[str, Any], sections: Sequence[Section], intro: str = ""
 ) -> Path:
@@ -157,8 +154,8 @@ def save_evaluation(
         "kind": kind,
         "title": title,
         "intro": intro,
-        "results": _jsonable(results),
-        "sections": [_jsonable(_section_to_dict(s)) for s in sections],
+        "results": json_safe(results),
+        "sections": [json_safe(_section_to_dict(s)) for s in sections],
     }
     path = folder / EVAL_FILE
     atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")

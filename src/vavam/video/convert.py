@@ -72,15 +72,12 @@ def video_state_from_reference(ref_state: Mapping[str, torch.Tensor]) -> dict[st
 
 def video_state_to_reference(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Inverse of :func:`video_state_from_reference` (adds ``lm_head.weight`` = the token embedding)."""
-    inv_top = {v: k for k, v in _TOP_KEYS.items()}
-    inv_block = {v: k for k, v in _BLOCK_KEYS.items()}
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        if key in inv_top:
-            out[inv_top[key]] = value
-        else:
-            _, i, rest = key.split(".", 2)
-            out[f"transformer.h.{i}.{inv_block[rest]}"] = value
+        name = released_video_key(key)
+        if name == key:
+            raise KeyError(f"unexpected VaViM parameter {key!r}")
+        out[name] = value
     out["lm_head.weight"] = state["token_emb.weight"]
     return out
 
