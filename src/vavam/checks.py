@@ -6,6 +6,8 @@ Each check costs at most one reduction over its tensor (a few microseconds next 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 __all__ = ["check_token_ids", "check_finite", "check_commands", "check_positive_int"]
@@ -62,3 +64,16 @@ def image_size_arg(height: int | None, width: int | None) -> tuple[int, int] | N
     if height < 1 or width < 1:
         raise ValueError(f"--image-height and --image-width must be positive, got {height} x {width}")
     return int(height), int(width)
+
+
+def check_nonnegative_int(value: int, name: str, zero: str) -> None:
+    """``value`` is an int >= 0; ``zero`` says what 0 means (named in the error)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer (0: {zero}), got {value!r}")
+
+
+def check_fraction(value: float, name: str) -> None:
+    """``value`` is a finite number in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a fraction of the steps in [0, 1], got {value!r}")

@@ -59,7 +59,7 @@ def test_cooldown_pool_is_exactly_the_unseen_windows(tmp_path):
     state = read_checkpoint(list_checkpoints(tmp_path / "pre")[-1])
     first = VideoWindowDataset(TokenStore(opendv), 2, 5)
     seen = set(np.concatenate([StepBatchSampler(len(first), 4, 11, 5).batch(k) for k in range(5)]).tolist())
-    mixed, info = _cooldown_mix(first, opendv, [nuplan], [0.5, 0.5], total=40, seed=3, frames=2, init_state=state)
+    mixed, info = _cooldown_mix(first, opendv, [TokenStore(nuplan)], [0.5, 0.5], total=40, seed=3, frames=2, init_state=state)
     drawn = {int(w) for s, w in zip(mixed.mix.source_ids, mixed.mix.window_ids) if s == 0}
     assert len(seen) == 20 and drawn and not (drawn & seen)  # only windows the pretraining never drew
     assert drawn == set(range(len(first))) - seen  # 16 unseen, 20 wanted: all of them (plus repeats)

@@ -324,12 +324,6 @@ def run_probe(
 # ------------------------------------------------------------------------------------------- CLI
 
 
-def _tokenizer_image_size(tokenizer: Path) -> tuple[int, int] | None:
-    from vavam.tokenizer.loading import recorded_image_size
-
-    return recorded_image_size(tokenizer)
-
-
 def eval_probe(
     video: Path,
     tokenizer: Path,
@@ -400,6 +394,7 @@ def eval_probe(
     from vavam.eval.report import save_evaluation
 
     from vavam.checks import image_size_arg
+    from vavam.tokenizer.loading import recorded_image_size
 
     size = image_size_arg(image_height, image_width)  # before loading anything
     out = Path(out)
@@ -410,13 +405,13 @@ def eval_probe(
             raise ValueError(f"--data is required for dataset {dataset!r} (the folder holding its files)")
         from vavam.world.export import generate
 
-        size = size or _tokenizer_image_size(tokenizer) or (288, 512)
+        size = size or recorded_image_size(tokenizer) or (288, 512)
         data = out / "world"
         generate(data, num_scenes=world_scenes, duration_s=20.0, rate_hz=2.0, height=size[0], width=size[1], seed=seed,
                  hazard_share=0.0, labels=True, depth=True, held_out_towns=1, scenes_per_town=max(1, world_scenes // 2),
                  progress=progress)
     elif dataset == "world" and size is None:
-        size = _tokenizer_image_size(tokenizer)
+        size = recorded_image_size(tokenizer)
     memory_split = memory_split or "train"
     query_split = query_split or ("heldout" if dataset == "world" else "val")
     kw: dict[str, Any] = {}

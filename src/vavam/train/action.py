@@ -20,7 +20,7 @@ import tyro
 from torch.utils.data import DataLoader
 
 from vavam import flow, presets
-from vavam.checks import check_positive_int
+from vavam.checks import check_fraction, check_nonnegative_int, check_positive_int
 from vavam.config import ActionConfig
 from vavam.data.records import SceneRecord, load_records
 from vavam.data.tokens import TokenStore
@@ -47,7 +47,7 @@ from vavam.train.distributed import (
 from vavam.train.ema import EMAWeights
 from vavam.train.lightning import RESUME_HINT, MupWsdMixin, NanPolicy, fit_resumable
 from vavam.train.resume import step_generator
-from vavam.train.video import check_fraction, check_nonnegative_int, check_store_fits, open_token_store
+from vavam.train.video import check_store_fits, open_token_store
 
 
 def expert_width_multipliers(expert: torch.nn.Module) -> dict[str, float]:

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from vavam.train.distributed import ModuleTargets, ScaleOut, clean_name, is_sharded, make_strategy, prepare_module
 from vavam.train.optim import build_optimizer, build_wsd_scheduler, wsd_factor
 from vavam.train.resume import (
+    RESUME_HINT,
     ResumeCallback,
     SafeCheckpointIO,
     StepBatchSampler,
@@ -30,9 +31,6 @@ from vavam.train.resume import (
 
 NanPolicy = Literal["stop", "skip"]
 
-#: RESUME_HINT: what the message printed after a SIGTERM / SIGUSR1 checkpoint tells the user to do (right for
-#: ``vavam train ...``; a caller that re-runs the stage itself, like the quickstart, passes its own ``resume_hint``).
-RESUME_HINT = "rerun with --resume to continue"
 
 #: RESUMABLE_CHANGES: settings a resume may change: data folders and how the global batch is laid out on
 #: devices (per-device batch, world size, strategy; the global batch and the accumulation passes, which

@@ -77,6 +77,10 @@ __all__ = [
 CKPT_DIR = "checkpoints"
 _STEP_NAME = re.compile(r"^step-(\d{8,})\.ckpt$")
 
+#: RESUME_HINT: what the message printed after a SIGTERM / SIGUSR1 checkpoint tells the user to do (right for
+#: ``vavam train ...``; a caller that re-runs the stage itself, like the quickstart, passes its own ``resume_hint``).
+RESUME_HINT = "rerun with --resume to continue"
+
 
 class CheckpointError(RuntimeError):
     """A training checkpoint is missing, truncated, corrupt or not loadable weights-only."""

@@ -41,13 +41,14 @@ import torch
 import torch.nn.functional as F
 import tyro
 
-from vavam.checks import check_positive_int
+from vavam.checks import check_nonnegative_int, check_positive_int
 from vavam.config import config_to_dict
 from vavam.io import atomic_write, atomic_write_bytes, atomic_write_text
 from vavam.tokenizer.losses import LossConfig, TokenizerLoss, load_perceptual_loss
 from vavam.train.codebook import CodebookMonitor
 from vavam.train.distributed import LoopParallel, ScaleOut, apply_activation_checkpointing, plan_batch
 from vavam.train.resume import (
+    RESUME_HINT,
     PreemptionSignals,
     check_resume,
     checkpoint_step,
@@ -60,9 +61,6 @@ from vavam.train.resume import (
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
-#: RESUME_HINT: what the message after a SIGTERM / SIGUSR1 checkpoint tells the user to do (the text of
-#: :data:`vavam.train.lightning.RESUME_HINT`, not imported: this loop does without Lightning)
-RESUME_HINT = "rerun with --resume to continue"
 
 # ------------------------------------------------------------------------------ data
 
@@ -344,8 +342,7 @@ def train_tokenizer(
     check_positive_int(log_every, "--log-every")
     check_positive_int(ckpt_every, "--ckpt-every")
     check_positive_int(val_frames, "--val-frames")
-    if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 0:
-        raise ValueError(f"--eval-every must be a non-negative integer (0: at each checkpoint), got {eval_every!r}")
+    check_nonnegative_int(eval_every, "--eval-every", "at each checkpoint")
     if precision not in ("32", "bf16-mixed"):
         raise ValueError(f"--precision must be '32' or 'bf16-mixed', got {precision!r}")
     if nan_policy not in ("stop", "skip"):

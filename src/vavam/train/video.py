@@ -22,7 +22,7 @@ import tyro
 from torch.utils.data import DataLoader, Dataset
 
 from vavam import presets
-from vavam.checks import check_positive_int
+from vavam.checks import check_fraction, check_nonnegative_int, check_positive_int
 from vavam.config import VideoConfig
 from vavam.data.tokens import TokenStore, TokenStoreError
 from vavam.io import atomic_write_json
@@ -155,19 +155,6 @@ class VideoLitModule(MupWsdMixin, L.LightningModule):
 
 
 # ------------------------------------------------------------------------------ checks of the arguments
-
-
-def check_nonnegative_int(value: int, name: str, zero: str) -> None:
-    """``value`` is an int >= 0; ``zero`` says what 0 means (named in the error)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer (0: {zero}), got {value!r}")
-
-
-def check_fraction(value: float, name: str) -> None:
-    """``value`` is a finite number in [0, 1]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be a fraction of the steps in [0, 1], got {value!r}")
 
 
 def open_token_store(path: Path, flag: str) -> TokenStore:
@@ -454,7 +441,7 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
         ckpt_every = max(1, int(ckpt_every_frac * steps))
     mix_info = None
     if mix:
-        train_set, mix_info = _cooldown_mix(train_set, tokens, [Path(m) for m in mix], mix_ratios,
+        train_set, mix_info = _cooldown_mix(train_set, tokens, mix_sets, mix_ratios,
                                             steps * plan.global_batch, mix_seed, frames, init_state)
     val_loaders = [DataLoader(VideoWindowDataset(v, frames, stride), batch_size=batch_size,
                               num_workers=num_workers) for v in val_sets]
@@ -523,7 +510,7 @@ def _store_stride(store: TokenStore) -> int:
     return max(1, round(store.fps / 2))
 
 
-def _cooldown_mix(first: VideoWindowDataset, tokens: Path, others: list[Path], ratios: list[float] | None,
+def _cooldown_mix(first: VideoWindowDataset, tokens: Path, others: list[TokenStore], ratios: list[float] | None,
                   total: int, seed: int, frames: int, init_state: dict | None) -> tuple[Dataset, dict]:
     """The cool-down's training set: ``total`` windows of ``[first, *others]`` split by ``ratios``,
     the first store's windows restricted to those a pretraining run (``init_state``) had not drawn."""
@@ -534,7 +521,7 @@ def _cooldown_mix(first: VideoWindowDataset, tokens: Path, others: list[Path], r
     ratios = list(ratios) if ratios is not None else list(COOLDOWN_MIX)
     if len(ratios) != 1 + len(others):
         raise ValueError(f"mix_ratios: {len(ratios)} ratios for {1 + len(others)} token stores (tokens + mix)")
-    datasets = [first] + [VideoWindowDataset(TokenStore(p), frames, _store_stride(TokenStore(p))) for p in others]
+    datasets = [first] + [VideoWindowDataset(store, frames, _store_stride(store)) for store in others]
     consumed_mask, unseen_from = None, None
     data = ((init_state or {}).get("hyper_parameters") or {}).get("data") or {}
     if data and Path(data.get("tokens", "")).resolve() == Path(tokens).resolve():
