@@ -326,6 +326,11 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def sha256_json(obj: Any) -> str:
+    """sha256 (hex) of ``obj`` as canonical JSON (sorted keys; values JSON cannot hold as ``str``)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")

@@ -31,7 +31,6 @@ for videos) and what is wrong.
 from __future__ import annotations
 
 import glob as _glob
-import hashlib
 import json
 import math
 import os
@@ -45,6 +44,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from vavam.io import sha256_json
 
 IMAGE_EXTS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
 VIDEO_EXTS: tuple[str, ...] = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
@@ -245,13 +246,13 @@ class FrameSource:
 
         Stored with the scene in a token store, so a resumed run redoes a scene whose frames changed.
         """
-        return _sha256_json(self.fingerprint_fields())
+        return sha256_json(self.fingerprint_fields())
 
     def frames_fingerprint(self) -> str:
         """sha256 of the scene's frames without their timing (:data:`TIMING_FIELDS`): equal for two runs that
         differ only in timestamps or rate (the tokens are the same; only the timestamps need rewriting)."""
         fields = self.fingerprint_fields()
-        return _sha256_json({k: v for k, v in fields.items() if k not in self.TIMING_FIELDS})
+        return sha256_json({k: v for k, v in fields.items() if k not in self.TIMING_FIELDS})
 
     # -------------------------------------------------------------- constructors
     @classmethod
@@ -429,11 +430,6 @@ class FrameSource:
 
 
 # ------------------------------------------------------------------------------ timestamps
-
-
-def _sha256_json(fields: dict) -> str:
-    """sha256 (hex) of ``fields`` as sorted JSON."""
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _timestamps_from_names(files: Sequence[Path]) -> np.ndarray | None:

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
 import sys
@@ -71,6 +70,7 @@ from vavam.data.tokens import (
     part_manifest_name,
     read_manifest,
 )
+from vavam.io import sha256_json
 
 #: how long a rank waits at a barrier for the slowest rank (a shard can take hours); torchrun ends
 #: the job sooner when a rank dies
@@ -1131,8 +1131,4 @@ def _convert_fingerprints(src: Path, scene: _ConvertScene) -> tuple[str, str]:
     files = {"files": [os.path.relpath(f, src).replace(os.sep, "/") for f in scene.files]}
     ts = [] if scene.timestamps is None else [int(t) for t in scene.timestamps]
     timing = {"timestamps_us": ts, "timing": [scene.timestamps_from, scene.fps]}
-
-    def sha(fields: dict) -> str:
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
-
-    return sha({**files, **timing}), sha(files)
+    return sha256_json({**files, **timing}), sha256_json(files)

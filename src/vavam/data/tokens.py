@@ -44,8 +44,6 @@ the next run redoes it. Reading (:class:`TokenStore`) goes through memory maps.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +51,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from vavam.io import atomic_write, atomic_write_json, read_json
+from vavam.io import atomic_write, atomic_write_json, read_json, sha256_json
 
 FORMAT = "vavam-token-store"
 VERSION = 1
@@ -115,7 +113,7 @@ def identity_hash(identity: Mapping[str, Any] | None) -> str | None:
     """sha256 of the canonical JSON of a tokenizer identity (None for None)."""
     if identity is None:
         return None
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+    return sha256_json(identity)
 
 
 def _scene_relpath(name: str, suffix: str) -> str:
