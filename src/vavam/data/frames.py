@@ -246,13 +246,17 @@ class FrameSource:
 
         Stored with the scene in a token store, so a resumed run redoes a scene whose frames changed.
         """
-        return sha256_json(self.fingerprint_fields())
+        return self.fingerprints()[0]
 
     def frames_fingerprint(self) -> str:
         """sha256 of the scene's frames without their timing (:data:`TIMING_FIELDS`): equal for two runs that
         differ only in timestamps or rate (the tokens are the same; only the timestamps need rewriting)."""
+        return self.fingerprints()[1]
+
+    def fingerprints(self) -> tuple[str, str]:
+        """``(fingerprint, frames_fingerprint)`` from one reading of :meth:`fingerprint_fields`."""
         fields = self.fingerprint_fields()
-        return sha256_json({k: v for k, v in fields.items() if k not in self.TIMING_FIELDS})
+        return sha256_json(fields), sha256_json({k: v for k, v in fields.items() if k not in self.TIMING_FIELDS})
 
     # -------------------------------------------------------------- constructors
     @classmethod

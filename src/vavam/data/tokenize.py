@@ -262,7 +262,7 @@ class _Resume:
         if check.state == "current":
             if rate is not None and rate != old_rate:  # e.g. another nominal rate given to tokenize_sources
                 self._say(name, where, f"frame rate {_fmt_rate(old_rate)} -> {_fmt_rate(rate)}", "recorded")
-                writer.update_scene(name, fps=rate)
+                writer.update_scene(name, write=False, fps=rate)
             return True
         if rate is None and measure_recorded and check.state == "unverified":
             recorded = writer.recorded_timestamps(name) if timestamps_us is None else timestamps_us
@@ -273,7 +273,7 @@ class _Resume:
             if old_rate is not None:
                 self.kept[name] = old_rate
             if entry.get("frames_fingerprint") != frames_fingerprint:
-                writer.update_scene(name, frames_fingerprint=frames_fingerprint)
+                writer.update_scene(name, write=False, frames_fingerprint=frames_fingerprint)
             return True
         rate_change = f"frame rate {_fmt_rate(old_rate)} -> {_fmt_rate(rate)}" if rate != old_rate else ""
         if check.state == "retime" and timestamps_us is not None:
@@ -294,7 +294,7 @@ class _Resume:
                 return True
         elif rate is not None and rate_change:
             self._say(name, where, rate_change, "recorded")
-        writer.update_scene(name, **frame_fields, timestamps_from=timestamps_from,
+        writer.update_scene(name, write=False, **frame_fields, timestamps_from=timestamps_from,
                             **({"fps": rate} if rate is not None else {}))
         return True
 
@@ -302,7 +302,9 @@ class _Resume:
         print(f"{self.tool}: scene {name!r} ({where}): {what}: {done}, tokens kept", file=sys.stderr)
 
     def report_kept(self) -> None:
-        """One line about the scenes whose recorded rate was kept (this run knows none for them)."""
+        """Write the manifest once for the scenes :meth:`keep` updated, then one line about the scenes whose
+        recorded rate was kept (this run knows none for them)."""
+        self.writer.flush()
         if not self.kept:
             return
         rates = sorted({_fmt_rate(r) for r in self.kept.values()})
@@ -397,7 +399,7 @@ def tokenize_sources(
                                 codebook_size=_codebook_size(tokenizer), tokenizer=identity, fps=fps,
                                 shard=shard_t, resume=resume, fps_from_scenes=fps is None)
 
-    fingerprints = {s.name: (s.fingerprint(), s.frames_fingerprint()) for s in mine}
+    fingerprints = {s.name: s.fingerprints() for s in mine}
     resumed: _Resume | None = None
 
     def scene_rate(source: FrameSource) -> float | None:
@@ -478,6 +480,8 @@ def tokenize_sources(
                                    timestamps_from=source.timestamps_from or None)
     finally:
         bar.close()
+        if resumed is not None:
+            resumed.writer.flush()  # a scene found finished inside the loop may have been updated in memory only
     if writer is None:  # nothing to do and no size known: still leave a valid (empty) manifest
         if failed and image_size is None:  # every scene failed: no store
             return out / (part_manifest_name(*shard_t) if shard_t else MANIFEST)

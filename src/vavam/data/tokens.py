@@ -482,12 +482,21 @@ class TokenStoreWriter:
         self._write_manifest()
         return self.scenes[name]
 
-    def update_scene(self, name: str, **fields: Any) -> None:
-        """Set manifest fields of the recorded scene ``name`` (e.g. a corrected ``fps``); its files are unchanged."""
+    def update_scene(self, name: str, write: bool = True, **fields: Any) -> None:
+        """Set manifest fields of the recorded scene ``name`` (e.g. a corrected ``fps``); its files are unchanged.
+
+        ``write=False`` leaves the manifest on disk as it is until the next write (:meth:`flush`, or any scene
+        written): a pass updating many scenes then writes it once, not once per scene.
+        """
         entry = self.entry(name)
         if entry is None:
             raise KeyError(f"{self.manifest_path}: no scene {name!r} to update")
         self.scenes[name] = {**entry, **fields}
+        if write:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the manifest (store rate recomputed) as the writer holds it."""
         self._update_fps()
         self._write_manifest()
 
