@@ -123,3 +123,36 @@ def test_report_says_what_l2_and_the_collision_rate_are(tmp_path, monkeypatch, c
     help_text = " ".join(capsys.readouterr().out.replace("│", " ").split())
     assert "--train-records {None}|PATH scene records" in help_text
     assert "--train-tokens {None}|PATH token store of the training split" in help_text
+
+
+def _ranked_worker(rank: int, root: str, errors_dir: str) -> None:
+    """One rank of a 2-process gloo group: rank 1's planner returns NaN, rank 0's is fine."""
+    import datetime
+    from pathlib import Path
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{root}/pg", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=60))
+    try:
+        evaluate_open_loop(_Planner(nan_sample=0 if rank == 1 else None), _dataset(Path(root) / f"r{rank}"),
+                           num_samples=2, batch_size=1)
+        message = "no error"
+    except Exception as error:  # noqa: BLE001 -- the test reads each rank's outcome
+        message = f"{type(error).__name__}: {error}"
+    (Path(errors_dir) / f"rank{rank}.txt").write_text(message)
+    dist.destroy_process_group()
+
+
+def test_a_nan_plan_on_one_rank_stops_every_rank(tmp_path):
+    """Before, the failing rank raised alone and the others waited in the accumulators' all-reduce until the
+    process group's timeout (30 min by default) or died on a closed connection; now every rank raises: the
+    failing one its own error (naming the window), the others which rank failed."""
+    import torch.multiprocessing as mp
+
+    for rank in range(2):
+        (tmp_path / f"r{rank}").mkdir()
+    mp.start_processes(_ranked_worker, args=(str(tmp_path), str(tmp_path)), nprocs=2, start_method="spawn")
+    assert (tmp_path / "rank1.txt").read_text().startswith("ValueError: VaVAM plans: window 0 (scene 'val")
+    assert (tmp_path / "rank0.txt").read_text() == (
+        "RuntimeError: open-loop evaluation failed on rank(s) 1 of 2; their error names the window")

@@ -116,6 +116,19 @@ class MeanTrajectoryBaseline:
         return self.means[commands.long()]
 
 
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """Sum of a CPU tensor over the ranks of the default process group, returned on the CPU.
+
+    An NCCL group reduces only CUDA tensors: the sum then goes through this rank's current CUDA device.
+    """
+    device = torch.device("cpu")
+    if torch.distributed.get_backend() == "nccl":
+        device = torch.device("cuda", torch.cuda.current_device())
+    summed = values.to(device)
+    torch.distributed.all_reduce(summed)
+    return summed.cpu()
+
+
 @dataclass
 class OpenLoopAccumulator:
     """Running sums of the open-loop metrics, overall and per command; DDP-safe :meth:`reduce`."""
@@ -161,10 +174,10 @@ class OpenLoopAccumulator:
         """Sum the running totals over all ranks (no-op without an initialised process group)."""
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             parts = [self.sums.flatten(), self.counts, self.collision_sums, self.collision_counts]
-            packed = torch.cat(parts)
-            torch.distributed.all_reduce(packed)
+            packed = all_reduce_sum(torch.cat(parts))
             self.sums, self.counts, self.collision_sums, self.collision_counts = (
                 t.view_as(p) for t, p in zip(packed.split([p.numel() for p in parts]), parts))
+
 
     def compute(self) -> dict[str, dict[str, float]]:
         """``{"all" | "right" | "left" | "straight": {metric: mean, "count": n, "collision_rate": r}}``.

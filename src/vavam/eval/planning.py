@@ -23,6 +23,7 @@ from vavam.eval.collision import future_boxes, planned_collisions
 from vavam.eval.openloop import (
     MeanTrajectoryBaseline,
     OpenLoopAccumulator,
+    all_reduce_sum,
     check_trajectories,
     constant_velocity_trajectory,
     speed_from_previous_frame,
@@ -37,6 +38,25 @@ def _rank_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
+
+
+def _raise_if_any_rank_failed(error: Exception | None, world: int) -> None:
+    """Raise on every rank when any rank's share of the windows failed (a NaN plan, a bad window).
+
+    Alone, the failing rank would leave the others waiting in the next all-reduce until the process
+    group's timeout; the ranks first agree on how many failed, then the failing ones re-raise their own
+    error (it names the window) and the others say which ranks failed.
+    """
+    if world > 1:
+        flags = torch.zeros(world, dtype=torch.float64)  # [world]: 1 where that rank failed
+        flags[torch.distributed.get_rank()] = float(error is not None)
+        failed = all_reduce_sum(flags)
+        if error is None and failed.any():
+            ranks = ", ".join(str(r) for r in failed.nonzero().flatten().tolist())
+            raise RuntimeError(f"open-loop evaluation failed on rank(s) {ranks} of {world}; "
+                               "their error names the window")
+    if error is not None:
+        raise error
 
 
 def _window_name(item: dict[str, Any]) -> str:
@@ -115,44 +135,50 @@ def evaluate_open_loop(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(mine), desc="open loop", unit="window")
-    for start in range(0, len(mine), batch_size):
-        items = [dataset[j] for j in mine[start : start + batch_size]]
-        tokens = torch.stack([torch.as_tensor(it["tokens"]) for it in items])
-        positions = torch.stack([torch.as_tensor(it["positions"]) for it in items]).float()
-        commands = torch.stack([torch.as_tensor(it["commands"]) for it in items])
-        gt, cmd = positions[:, -1], commands[:, -1]
-        boxes = None
-        if records is not None:
-            boxes = [future_boxes(records[it["scene"]], int(it["frame_indices"][-1])) if it["scene"] in records else None
-                     for it in items]
-        plans: dict[str, torch.Tensor] = {}
-        if vam is not None:
-            speed = None  # m/s at the last context frame, for models that read it
-            if "speeds" in items[0]:
-                speed = torch.stack([torch.as_tensor(it["speeds"]) for it in items])[:, -1]
-            plans["VaVAM"] = vam.sample_trajectory(tokens, cmd, num_samples=num_samples, generator=generator,
-                                                   speed=speed).float()
-        plans["constant velocity"] = constant_velocity_trajectory(speed_from_previous_frame(positions[:, -2]))[:, None].float()
-        if mean_baseline is not None:
-            plans["mean trajectory per command"] = mean_baseline.predict(cmd)[:, None]
-        names = [_window_name(it) for it in items]
-        for name, pred in plans.items():
-            check_trajectories(pred, gt, names, f"{name} plans")  # before the collision check reads them
-            coll = None if boxes is None else torch.from_numpy(planned_collisions(pred.numpy(), boxes))
-            accs[name].update(pred, gt, cmd, coll, windows=names, what=f"{name} plans")
-        if vam is not None and rank == 0 and len(examples) < num_examples:
-            for k in range(min(len(items), num_examples - len(examples))):
-                examples.append({"gt": gt[k].numpy(), "pred": plans["VaVAM"][k].numpy(), "command": int(cmd[k]),
-                                 "scene": items[k]["scene"], "frame": int(items[k]["frame_indices"][-1])})
-        if bar is not None:
-            bar.update(len(items))
+    failure: Exception | None = None
+    try:
+        for start in range(0, len(mine), batch_size):
+            items = [dataset[j] for j in mine[start : start + batch_size]]
+            tokens = torch.stack([torch.as_tensor(it["tokens"]) for it in items])
+            positions = torch.stack([torch.as_tensor(it["positions"]) for it in items]).float()
+            commands = torch.stack([torch.as_tensor(it["commands"]) for it in items])
+            gt, cmd = positions[:, -1], commands[:, -1]
+            boxes = None
+            if records is not None:
+                boxes = [future_boxes(records[it["scene"]], int(it["frame_indices"][-1]))
+                         if it["scene"] in records else None for it in items]
+            plans: dict[str, torch.Tensor] = {}
+            if vam is not None:
+                speed = None  # m/s at the last context frame, for models that read it
+                if "speeds" in items[0]:
+                    speed = torch.stack([torch.as_tensor(it["speeds"]) for it in items])[:, -1]
+                plans["VaVAM"] = vam.sample_trajectory(tokens, cmd, num_samples=num_samples, generator=generator,
+                                                       speed=speed).float()
+            last_speed = speed_from_previous_frame(positions[:, -2])
+            plans["constant velocity"] = constant_velocity_trajectory(last_speed)[:, None].float()
+            if mean_baseline is not None:
+                plans["mean trajectory per command"] = mean_baseline.predict(cmd)[:, None]
+            names = [_window_name(it) for it in items]
+            for name, pred in plans.items():
+                check_trajectories(pred, gt, names, f"{name} plans")  # before the collision check reads them
+                coll = None if boxes is None else torch.from_numpy(planned_collisions(pred.numpy(), boxes))
+                accs[name].update(pred, gt, cmd, coll, windows=names, what=f"{name} plans")
+            if vam is not None and rank == 0 and len(examples) < num_examples:
+                for k in range(min(len(items), num_examples - len(examples))):
+                    examples.append({"gt": gt[k].numpy(), "pred": plans["VaVAM"][k].numpy(), "command": int(cmd[k]),
+                                     "scene": items[k]["scene"], "frame": int(items[k]["frame_indices"][-1])})
+            if bar is not None:
+                bar.update(len(items))
+    except Exception as error:  # noqa: BLE001 -- every rank must learn of it before the next collective
+        failure = error
     if bar is not None:
         bar.close()
+    _raise_if_any_rank_failed(failure, world)
     for acc in accs.values():
         acc.reduce()
     windows = torch.tensor([float(len(mine))], dtype=torch.float64)
     if world > 1:
-        torch.distributed.all_reduce(windows)
+        windows = all_reduce_sum(windows)
     return {"windows": int(windows.item()), "num_samples": num_samples,
             "rows": {name: acc.compute() for name, acc in accs.items()}, "_examples": examples}
 
