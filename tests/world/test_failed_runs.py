@@ -74,3 +74,29 @@ def test_world_score_table_has_a_failed_column_only_when_runs_failed():
     table = score_table({"a": ok, "b": bad}).splitlines()
     assert table[0].endswith("| b failed |") and "a failed" not in table[0]
     assert table[2].endswith("| 1 |") and table[-1].endswith("| 1 |")
+
+
+def test_closedloop_json_is_strict_json_when_every_run_failed(tmp_path, monkeypatch):
+    """Every run of the VaVAM planner failed: its collision rate is unknown. closedloop.json held a bare NaN
+    there (not JSON: strict readers such as jq or a browser refuse the file); it now holds null."""
+    import json
+    from types import SimpleNamespace
+
+    import vavam.world.evaluate as world_evaluate
+    from vavam.eval.closedloop import VAVAM, evaluate_vavam
+
+    def fake_evaluate_planner(planner, name, out, **kwargs):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "runs.json").write_text(json.dumps([_record(0, r, False, 0.0, failure="RuntimeError: boom")
+                                                   for r in range(2)]))
+        return {"num_runs": 2, "failures": 2, "seconds": 0.1, "videos": []}
+
+    monkeypatch.setattr(world_evaluate, "evaluate_planner", fake_evaluate_planner)
+    agent = SimpleNamespace(options=SimpleNamespace(image_size=(64, 128)))
+    evaluate_vavam(agent, runs=2, layouts=1, kinds=("stationary",), out=tmp_path, baselines=False, progress=False)
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")
+
+    saved = json.loads((tmp_path / "closedloop.json").read_text(), parse_constant=refuse)
+    assert saved["planners"][VAVAM]["collision_rate"] is None and saved["planners"][VAVAM]["failures"] == 2

@@ -35,7 +35,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import tyro
 
-from vavam.io import atomic_write_json, atomic_write_text, read_json
+from vavam.io import atomic_write_json, atomic_write_text, json_safe, read_json
 
 DEFAULT_KINDS = ("stationary", "frontal", "side")
 VAVAM = "VaVAM"
@@ -335,7 +335,7 @@ def evaluate_vavam(
         "planners": results,
     }
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "closedloop.json", summary)
+    atomic_write_json(out / "closedloop.json", json_safe(summary))  # NaN (e.g. every run failed): null
     atomic_write_text(out / "closedloop.md", f"Closed loop ({mode}, {runs} runs x {layouts} layouts per type)\n\n{table}\n")
     from vavam.eval.report import save_evaluation
 
