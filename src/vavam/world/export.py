@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
@@ -175,6 +176,23 @@ def _town_chunks(plans: list[ScenePlan]) -> list[list[ScenePlan]]:
         else:
             chunks.append([p])
     return chunks
+
+
+def _exit_with_parent(parent_pid: int, poll_s: float = 0.5) -> None:
+    """Worker initializer: end this worker as soon as the process that started it is gone.
+
+    A parent killed by a signal (SIGTERM from ``kill`` or a scheduler, SIGKILL) runs no clean-up, and its
+    workers would otherwise keep rendering their chunk (up to minutes) into the output folder, racing a
+    re-run that resumes there. A daemon thread polls the parent's pid (reparenting changes ``getppid``).
+    """
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _render_chunk(out: Path, plans: list[ScenePlan], settings: _RenderSettings) -> int:
@@ -365,7 +383,8 @@ def generate(
         chunks = _town_chunks(todo)
         if workers > 1 and len(chunks) > 1:
             mp = multiprocessing.get_context("spawn")  # fresh worker processes: no inherited GL state
-            with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=mp) as ex:
+            with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=mp,
+                                     initializer=_exit_with_parent, initargs=(os.getpid(),)) as ex:
                 futures = {ex.submit(_render_chunk, out, chunk, settings): chunk for chunk in chunks}
                 for fut in as_completed(futures):
                     chunk = futures[fut]
