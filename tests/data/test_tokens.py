@@ -791,6 +791,8 @@ def test_convert_index_pickle_errors_name_the_file_and_flags(tmp_path):
                            progress=False)
     with pytest.raises(ValueError, match=r"--timestamps name-us: with --index .* applies to folders"):
         convert_npy_layout(src, tmp_path / "o", index=tmp_path / "records.npz", timestamps="name-us", progress=False)
+    with pytest.raises(ValueError, match=r"--number-base 0: with --index .* applies to frames numbered"):  # was ignored
+        convert_npy_layout(src, tmp_path / "o", index=tmp_path / "records.npz", number_base=0, progress=False)
     with pytest.raises(ValueError, match=r"--camera / --split .* there is no --index"):
         convert_npy_layout(src, tmp_path / "o", split="train", progress=False)
 

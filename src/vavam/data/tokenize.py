@@ -1034,7 +1034,8 @@ def convert_npy_layout(
 
     Raises:
         ValueError: a folder whose names give no frame order, a bad index, a missing token file (naming it),
-            options that do not apply (``--camera`` / ``--split`` without a pickle index, ``--timestamps`` with one).
+            options that do not apply (``--camera`` / ``--split`` without a pickle index, ``--timestamps`` or
+            ``--number-base`` with one).
     """
     src = Path(src)
     check_codebook_size(codebook_size)
@@ -1049,6 +1050,9 @@ def convert_npy_layout(
     if index is not None and timestamps != "auto":
         raise ValueError(f"--timestamps {timestamps}: with --index {index} the frame times are the index's; "
                          "--timestamps applies to folders ordered by their file names")
+    if index is not None and number_base != 1:
+        raise ValueError(f"--number-base {number_base}: with --index {index} the frame times are the index's; "
+                         "--number-base applies to frames numbered in their file names")
     groups: dict[str, _ConvertScene] = {}
     if index is not None:
         groups = _index_scenes(src, Path(index), camera, split, fps)
