@@ -229,17 +229,31 @@ def frame_source(frames: Sequence[str], fps: float | None):
 
 
 def source_size(source) -> tuple[int, int]:
-    """``(H, W)`` of a frame source's first frame, without decoding the whole source."""
+    """``(H, W)`` of a frame source's first frame, without decoding the whole source.
+
+    Raises:
+        FrameError: the first image (or the video) cannot be opened; the message names the file.
+    """
+    from vavam.data.frames import FrameError
+
     if source.kind == "images":
         from PIL import Image
 
-        with Image.open(source.files[0]) as im:
-            return im.size[1], im.size[0]
+        try:
+            with Image.open(source.files[0]) as im:
+                return im.size[1], im.size[0]
+        except (OSError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
+            raise FrameError(f"{source.files[0]}: cannot decode image (truncated or corrupt?): {exc}") from exc
     import av
 
-    with av.open(str(source.path)) as container:
-        cc = container.streams.video[0].codec_context
-        return int(cc.height), int(cc.width)
+    try:
+        with av.open(str(source.path)) as container:
+            if not container.streams.video:
+                raise FrameError(f"{source.path}: no video stream")
+            cc = container.streams.video[0].codec_context
+            return int(cc.height), int(cc.width)
+    except (OSError, av.error.FFmpegError) as exc:
+        raise FrameError(f"{source.path}: cannot open video (truncated or corrupt?): {exc}") from exc
 
 
 def read_frames(
@@ -260,8 +274,8 @@ def read_frames(
     """
     from vavam.data.frames import FrameError
 
-    source = frame_source(frames, fps)
     try:
+        source = frame_source(frames, fps)
         from vavam.tokenizer.loading import recorded_image_size
 
         trained = recorded_image_size(tokenizer) if tokenizer else None
