@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,37 @@ from vavam.quickstart.plan import QuickstartPlan
 from vavam.stages import DONE_FILE
 
 STAGES = ("world", "tokenizer", "tokens", "video", "action", "eval", "report")
+
+
+def _fmt(value: Any, spec: str, missing: str) -> str:
+    """``value`` formatted with ``spec``, or ``missing`` (why there is no number) for None / NaN / absent values."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return missing
+    return format(value, spec)
+
+
+def _has_missing(tables: list[Table]) -> bool:
+    """Whether a table cell will show "–" (None or NaN)."""
+    return any(v is None or (isinstance(v, float) and math.isnan(v)) for t in tables for row in t.rows for v in row)
+
+
+def _loss_curve(stage: Path) -> tuple[list[float], list[float]]:
+    """Per-step training loss of a VaViM / VaVAM stage folder: ``metrics.jsonl`` (one line per step, cut back to the
+    checkpoint on resume, so the whole run); else the CSV log of the first Lightning run (``logs/version_0``)."""
+    jsonl = stage / "metrics.jsonl"
+    if jsonl.is_file():
+        steps, values = [], []
+        for line in jsonl.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and row.get("loss") is not None and row.get("step") is not None:
+                steps.append(float(row["step"]))
+                values.append(float(row["loss"]))
+        if steps:
+            return steps, values
+    return _curve(stage / "logs" / "version_0" / "metrics.csv", "train/loss")
 
 
 def _curve(csv_path: Path, column: str) -> tuple[list[float], list[float]]:
@@ -37,17 +70,23 @@ def _plot_curves(out: Path, path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     curves = [
-        ("VaViM next-token loss", _curve(out / "video" / "logs" / "version_0" / "metrics.csv", "train/loss")),
-        ("VaVAM flow-matching loss", _curve(out / "action" / "logs" / "version_0" / "metrics.csv", "train/loss")),
+        ("VaViM next-token loss", "cross-entropy (nats per token)", _loss_curve(out / "video")),
+        ("VaVAM flow-matching loss", "velocity MSE (model units)", _loss_curve(out / "action")),
     ]
-    curves = [(name, c) for name, c in curves if c[0]]
+    curves = [(name, unit, c) for name, unit, c in curves if c[0]]
     if not curves:
         return False
     fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3), squeeze=False)
-    for ax, (name, (x, y)) in zip(axes[0], curves):
-        ax.plot(x, y)
+    for ax, (name, unit, (x, y)) in zip(axes[0], curves):
+        ax.plot(x, y, color="tab:blue", alpha=0.3, linewidth=0.8, label="per step")
+        k = max(1, len(y) // 50)  # running mean over ~2 % of the run: readable through per-step noise
+        if k > 1:
+            smooth = np.convolve(y, np.ones(k) / k, mode="valid")
+            ax.plot(x[k - 1 :], smooth, color="tab:blue", linewidth=1.5, label=f"mean of {k} steps")
+            ax.legend(fontsize=7)
         ax.set_title(name, fontsize=10)
-        ax.set_xlabel("step")
+        ax.set_xlabel("training step")
+        ax.set_ylabel(unit, fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -87,6 +126,9 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
         shutil.copy(mp4, out / "closed_loop_vavam.mp4")
     if (out / "tokenizer" / "reconstructions.png").is_file():
         shutil.copy(out / "tokenizer" / "reconstructions.png", out / "reconstructions.png")
+
+    def figure(name: str) -> list[str]:  # only pictures that exist: no broken links
+        return [name] if (out / name).is_file() else []
     has_curves = _plot_curves(out, out / "training_curves.png")
     has_frames = _frame_montage(out / "world", out / "heldout_frames.png")
 
@@ -100,8 +142,11 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
          f"{nf['greedy_accuracy']:.3f} vs {nf['copy_last_frame_accuracy']:.3f}"),
         (f"VaVAM minADE@{ol['num_samples']} ≤ 0.8 × best baseline", ol["ratio_to_best_baseline"] <= 0.8,
          f"ratio {ol['ratio_to_best_baseline']:.3f}"),
-        ("LEFT minus RIGHT lateral offset at 3 s ≥ 1 m at intersections", cf["left_minus_right_m"] >= 1.0,
-         f"{cf['left_minus_right_m']:.2f} m over {cf['windows']} frames"),
+        ("LEFT minus RIGHT lateral offset at 3 s ≥ 1 m at intersections",
+         cf.get("left_minus_right_m") is not None and cf["left_minus_right_m"] >= 1.0,
+         _fmt(cf.get("left_minus_right_m"), ".2f", "not measured (no held-out frame at an intersection)")
+         + ("" if cf.get("left_minus_right_m") is None or math.isnan(cf["left_minus_right_m"]) else " m")
+         + f" over {cf['windows']} frames"),
         ("closed-loop table lists VaVAM beside the baselines", "VaVAM" in cl, ", ".join(cl)),
     ]
     seconds = _stage_seconds(out)
@@ -109,17 +154,43 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
     split_meta = {k: v for k, v in world.items() if isinstance(v, dict)}
     data_lines = []
     for split, meta in split_meta.items():
-        data_lines.append(f"- {split}: " + ", ".join(f"{k} {v}" for k, v in meta.items() if not isinstance(v, (dict, list))))
+        scenes = meta.get("scenes")
+        parts = []
+        for k, v in meta.items():
+            if isinstance(v, (dict, list)):
+                continue
+            share = (f" ({100 * v / scenes:.0f} % of scenes)" if k in ("hazard scenes", "scenes with a turn")
+                     and isinstance(v, (int, float)) and scenes else "")
+            parts.append(f"{k} {v}{share}")
+        data_lines.append(f"- {split}: " + ", ".join(parts))
+    nan = float("nan")
+    gf = res["generated_frames"]
+    fd, fd_copy = gf.get("frechet_tokenizer_features"), gf.get("frechet_tokenizer_features_copy")
+    no_fd = "not computed (needs more than 2 windows)"
+    no_cf = "not measured (no held-out frame at an intersection)"
+    ol_tables = [Table(["planner", "minADE", "FDE", "L2@1s", "L2@2s", "L2@3s", "collision rate", "windows"],
+                       [[k, *(v["all"][m] for m in ("min_ade", "fde", "l2@1s", "l2@2s", "l2@3s")),
+                         v["all"].get("collision_rate", nan), v["all"]["count"]] for k, v in ol["rows"].items()]),
+                 Table(["planner", *(f"{c} ({next(iter(ol['rows'].values()))[c]['count']} windows)"
+                                     for c in ("right", "left", "straight"))],
+                       [[k, v["right"]["min_ade"], v["left"]["min_ade"], v["straight"]["min_ade"]]
+                        for k, v in ol["rows"].items()])]
+    cl_tables = [_closed_loop_table(cl)]
 
     sections = [
         Section("Targets", "Measured on held-out towns never seen in training.",
                 [Table(["target", "met", "measured"], [[c, "yes" if ok else "no", m] for c, ok, m in checks])]),
         Section("Data", "Front-camera frames rendered by the embedded world (training and held-out towns):\n"
-                + "\n".join(data_lines), figures=["heldout_frames.png"] if has_frames else []),
-        Section("Tokenizer", f"`{plan.tokenizer_preset}`, {plan.tokenizer_steps} steps. Held-out PSNR "
-                f"{tok.get('initial_psnr', float('nan')):.1f} dB at initialisation → {tok.get('final_psnr', float('nan')):.1f} dB; "
-                f"codebook usage {tok.get('codebook_usage', float('nan')):.1f} %. Originals above, reconstructions below.",
-                figures=["reconstructions.png"]),
+                + "\n".join(data_lines)
+                + "\n\nHazard scenes drive through a stationary, frontal or side hazard; scenes with a turn have a "
+                "LEFT or RIGHT command (an intersection) at some frame.",
+                figures=["heldout_frames.png"] if has_frames else []),
+        Section("Tokenizer", f"`{plan.tokenizer_preset}`, {plan.tokenizer_steps} steps. PSNR on frames held out "
+                "from the training towns (the tokenizer never sees the held-out towns) "
+                f"{_fmt(tok.get('initial_psnr'), '.1f', 'not recorded')} dB at initialisation → "
+                f"{_fmt(tok.get('final_psnr'), '.1f', 'not recorded')} dB; codebook usage "
+                f"{_fmt(tok.get('codebook_usage'), '.1f', 'not recorded')} %. Originals above, reconstructions below.",
+                figures=figure("reconstructions.png")),
         Section("VaViM: next-token prediction",
                 f"Cross-entropy in nats per token over {nt['windows']} held-out windows of {plan.height // down}×{plan.width // down}"
                 " tokens × 8 frames; the baselines are token frequencies of the training set.",
@@ -132,16 +203,18 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
                 + (f"; given the frame's true earlier tokens instead of its own (teacher-forced), VaViM gets "
                    f"{nf['teacher_forced_accuracy']:.3f} of the tokens right" if "teacher_forced_accuracy" in nf else "")
                 + ". Fréchet distance of tokenizer-encoder features (channel mean and std) to the true frames: "
-                f"{res['generated_frames']['frechet_tokenizer_features']:.3f} (copying the last frame: "
-                f"{res['generated_frames']['frechet_tokenizer_features_copy']:.3f}); not comparable to published FID. "
+                + (f"{_fmt(fd, '.3f', no_fd)} (copying the last frame: {_fmt(fd_copy, '.3f', no_fd)})"
+                   if _fmt(fd, "", "") or _fmt(fd_copy, "", "") else no_fd)
+                + "; not comparable to published FID. "
                 "Per row: last context frame, true next frame, generated next frame (decoded)."
                 + (" The table groups the windows by the share of tokens their last context frame kept from the "
                    "frame before (how little the scene changed): copying is hard to beat where it changed little."
+                   + (" – : no window in that group." if any(not g["windows"] for g in by_change) else "")
                    if by_change else ""),
                 [Table(["tokens kept in the last context step", "windows", "greedy", "copy"],
                        [[g["kept"], g["windows"], g["generated"], g["copy"]] for g in by_change])] if by_change else [],
-                figures=["next_frames.png"]),
-        *_probe_sections(res.get("probe")),
+                figures=figure("next_frames.png")),
+        *_probe_sections(res.get("probe"), figure("probe_examples.png")),
         Section("VaVAM: open-loop planning",
                 f"{ol['windows']} held-out windows; K = {ol['num_samples']} samples of 10 Euler steps; errors in metres. "
                 + ("VaVAM reads the ego speed, as the constant-velocity baseline does (the distance driven over the "
@@ -150,20 +223,24 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
                    "baseline is given the ego speed. ")
                 + ("Its flow generates the deviation from the constant-velocity trajectory, which it adds back "
                    "(`speed_prior`). " if ol.get("speed_prior") else "")
-                + "Collision rate: share of planned trajectories whose ego box overlaps another vehicle's future box.",
-                [Table(["planner", "minADE", "FDE", "L2@1s", "L2@2s", "L2@3s", "collision rate", "windows"],
-                       [[k, v["all"]["min_ade"], v["all"]["fde"], v["all"]["l2@1s"], v["all"]["l2@2s"], v["all"]["l2@3s"],
-                         v["all"].get("collision_rate", float("nan")), v["all"]["count"]] for k, v in ol["rows"].items()]),
-                 Table(["planner", "right", "left", "straight"],
-                       [[k, v["right"]["min_ade"], v["left"]["min_ade"], v["straight"]["min_ade"]] for k, v in ol["rows"].items()])],
-                figures=["trajectories.png"]),
+                + "Collision rate: share of planned trajectories whose ego box overlaps another vehicle's future box. "
+                "The second table: minADE by the command of the window."
+                + (" – : not measured (no window with that command, or no boxes for the collision rate)."
+                   if _has_missing(ol_tables) else ""),
+                ol_tables, figures=figure("trajectories.png")),
         Section("VaVAM: following the command",
                 f"On {cf['windows']} held-out frames at intersections, the same frames planned with LEFT and with RIGHT: "
-                f"mean lateral offset at 3 s {cf.get('lateral_at_3s_left_m', float('nan')):.2f} m (LEFT) vs "
-                f"{cf.get('lateral_at_3s_right_m', float('nan')):.2f} m (RIGHT)."),
+                "mean lateral offset (positive: left) at 3 s "
+                + (f"{_fmt(cf.get('lateral_at_3s_left_m'), '.2f', no_cf)} m (LEFT) vs "
+                   f"{_fmt(cf.get('lateral_at_3s_right_m'), '.2f', no_cf)} m (RIGHT)."
+                   if _fmt(cf.get("lateral_at_3s_left_m"), "", "") and _fmt(cf.get("lateral_at_3s_right_m"), "", "")
+                   else no_cf + ".")),
         Section("Closed loop: hazard scenarios (NCAP score, 0–5)",
-                "Stationary, frontal and side hazards of the embedded world, scored with the NeuroNCAP formula.",
-                [_closed_loop_table(cl)], figures=[p.name for p in sorted(out.glob("*.mp4"))][:1]),
+                "Stationary, frontal and side hazards of the embedded world, scored with the NeuroNCAP formula. "
+                "Collision rate: share of runs that collided (failed runs left out); a failed run scores 0."
+                + (" – : not measured (no run of that type, or every run failed)."
+                   if _has_missing(cl_tables) else ""),
+                cl_tables, figures=[p.name for p in sorted(out.glob("*.mp4"))][:1]),
         Section("Training", f"Plan for a {plan.budget_min:g}-minute budget, seed {seed}. Stage wall times (s): "
                 + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + f"; total {total:.0f} s.",
                 figures=["training_curves.png"] if has_curves else []),
@@ -174,8 +251,9 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
     return {"report_md": str(md), "report_html": str(html), "headline": headline}
 
 
-def _probe_sections(pr: dict | None) -> list[Section]:
-    """The semantic-probe section (absent in runs made before the probe existed)."""
+def _probe_sections(pr: dict | None, figures: list[str]) -> list[Section]:
+    """The semantic-probe section (absent in runs made before the probe existed); ``figures``: its example picture
+    when it exists."""
     if not pr:
         return []
     rows = [[name, r["miou"], r.get("pixel_accuracy", float("nan"))] for name, r in pr["rows"].items()]
@@ -189,7 +267,9 @@ def _probe_sections(pr: dict | None) -> list[Section]:
             f"a memory of patch features of {pr['memory_images']} training-town frames, k = 30 nearest neighbours, "
             f"softmax temperature 0.02; {pr['query_images']} held-out queries. The untrained row is the same "
             "architecture at initialisation. Per row: frame, ground truth, prediction.")
-    return [Section("VaViM: semantic probe on world labels", text, tables, ["probe_examples.png"])]
+    if _has_missing(tables):
+        text += " – : the class is absent from the queries and the predictions (no IoU)."
+    return [Section("VaViM: semantic probe on world labels", text, tables, figures)]
 
 
 def _closed_loop_table(cl: dict) -> Table:
