@@ -59,3 +59,25 @@ def test_the_command_line_records_what_was_typed(monkeypatch):
     monkeypatch.setattr(cli, "_resolve", lambda target: command)
     assert cli.main(["train", "video", "--stride", "1"]) == 0
     assert captured["typed"] == {"stride"} and typed() == frozenset()  # only while the command runs
+
+
+def test_pretrain_recipe_keeps_its_quarter_and_before_drop_checkpoints(tmp_path):
+    """The pretraining recipe checkpoints every quarter epoch for the scaling grid's cool-downs (25 / 50 / 75 /
+    90 %): those survive the rolling ``keep``, which only prunes the others."""
+    import numpy as np
+
+    from vavam.data.tokens import TokenStoreWriter
+    from vavam.train.resume import list_checkpoints
+
+    writer = TokenStoreWriter(tmp_path / "tok", (2, 3), codebook_size=16, tokenizer={"name": "rand"}, fps=2.0,
+                              resume=False)
+    rng = np.random.default_rng(0)
+    writer.write_scene("s0", rng.integers(0, 16, size=(12, 2, 3), dtype=np.uint16), np.arange(12) * 500_000)
+    argv = ["--recipe", "pretrain", "--preset", "vavim_tiny", "--stride", "1", "--precision", "32",
+            "--batch-size", "2", "--steps", "20", "--keep", "1", "--num-frames", "2"]
+    with command_line(argv):
+        train_video(tmp_path / "run", tmp_path / "tok", recipe="pretrain", preset="vavim_tiny", stride=1,
+                    precision="32", batch_size=2, steps=20, keep=1, num_frames=2, progress=False)
+    # every 5 steps, 20 steps: 5, 10, 15 are quarters and 18 the 90 % one; of the others only the newest stays
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == [
+        "step-00000005.ckpt", "step-00000010.ckpt", "step-00000015.ckpt", "step-00000018.ckpt", "step-00000020.ckpt"]

@@ -102,6 +102,9 @@ SMALL = dict(steps=2, batch_size=2, progress=False)  # a short run, should a che
     (dict(val_every=0), "--val-every must be a positive integer, got 0"),
     (dict(ckpt_every=-1), "--ckpt-every must be a non-negative integer"),
     (dict(warmup_frac=-0.1), r"--warmup-frac must be a fraction of the steps in \[0, 1\]"),
+    (dict(lr=float("nan")), "--lr must be a positive finite number, got nan"),
+    (dict(lr=0.0), "--lr must be a positive finite number, got 0.0"),
+    (dict(weight_decay=-1e-7), "--weight-decay must be a finite number >= 0, got -1e-07"),
     (dict(preset="nope"), "--preset 'nope': unknown preset; known video presets"),
     (dict(preset="vq_tiny"), "--preset 'vq_tiny' is a tokenizer preset, not a video one"),
 ])
@@ -202,6 +205,8 @@ def _action(root, vim, out, **kw):
     (dict(ckpt_every=-2), "--ckpt-every must be a non-negative integer"),
     (dict(plot_every=-1), "--plot-every must be a non-negative integer"),
     (dict(drop_frac=2.0), r"--drop-frac must be a fraction of the steps in \[0, 1\]"),
+    (dict(lr=-0.01), "--lr must be a positive finite number, got -0.01"),
+    (dict(weight_decay=float("inf")), "--weight-decay must be a finite number >= 0, got inf"),
     (dict(preset="nope"), "--preset 'nope': unknown preset; known action presets"),
     (dict(preset="vavim_tiny"), "--preset 'vavim_tiny' is a video preset, not an action one"),
 ])

@@ -94,3 +94,17 @@ def test_mix_refuses_a_store_without_a_single_frame_rate(tmp_path):
     assert _store_stride(SimpleNamespace(fps=2.0, root=tmp_path)) == 1
     with pytest.raises(ValueError, match=f"{tmp_path}: the token store records no single frame rate"):
         _store_stride(SimpleNamespace(fps=None, root=tmp_path))
+
+
+def test_cooldown_keeps_its_own_weight_decay_and_lr(tmp_path):
+    """--init-from brings the pretraining's AdamW moments, not its hyper-parameters: the cool-down's own
+    weight decay and learning rate are the ones its optimiser uses (and the ones run_settings.json records)."""
+    opendv = _store(tmp_path / "opendv", 2, 14, 10.0, 0)
+    train_video(tmp_path / "pre", opendv, steps=2, batch_size=2, stride=5, seed=1, weight_decay=1e-7, **KW)
+    ckpt = list_checkpoints(tmp_path / "pre")[-1]
+    train_video(tmp_path / "cool", opendv, steps=1, batch_size=2, stride=5, seed=1, warmup_frac=0.0, drop_frac=0.0,
+                init_from=ckpt, **dict(KW, lr=0.02), weight_decay=0.3)
+    groups = read_checkpoint(list_checkpoints(tmp_path / "cool")[-1])["optimizer_states"][0]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [0.3] * len(groups)
+    assert [g["lr"] for g in groups] == pytest.approx([0.02 / g["width_mult"] for g in groups])
+    assert [g["initial_lr"] for g in groups] == pytest.approx([0.02 / g["width_mult"] for g in groups])

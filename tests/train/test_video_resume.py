@@ -120,8 +120,15 @@ def test_non_finite_loss_stops_or_skips(tmp_path, monkeypatch):
         s = train_video(tmp_path / "skip", tok, steps=4, nan_policy="skip", **KW)
     weights = _weights(tmp_path / "skip")
     assert all(torch.isfinite(v).all() for v in weights.values())
-    rows = [json.loads(r) for r in (tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()]
+    lines = (tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(r, parse_constant=_not_json) for r in lines]
     assert sum(r.get("skipped", 0) for r in rows) == 1 and s["steps"] == 4
+    assert [r.get("loss") for r in rows if r.get("skipped")] == [None]  # no NaN in the log (not JSON)
+
+
+def _not_json(constant: str) -> None:
+    """json.loads hook: NaN / Infinity are not JSON (jq and browsers refuse them)."""
+    raise ValueError(f"not JSON: {constant}")
 
 
 class _Gadget:
@@ -201,3 +208,37 @@ def test_resume_of_a_sharded_folder_under_a_plain_strategy_is_refused_before_tra
         train_video(tmp_path / "run", tok, steps=4, resume=True, **KW)
     assert _losses(tmp_path / "run") == before  # nothing trained
     assert (folder / "__0_0.distcp").read_bytes() == b"x" * 64  # the checkpoint untouched
+
+
+def test_non_finite_gradient_of_a_finite_loss_stops_or_skips(tmp_path, monkeypatch):
+    """A finite loss whose backward overflows must not reach the weights: "stop" raises before the optimiser
+    step (every checkpoint written stays finite), "skip" drops that step's gradients."""
+    tok = _store(tmp_path / "tok")
+    import vavam.train.video as tv
+
+    real = tv.next_token_loss
+    calls = {"n": 0}
+
+    def overflowing(logits, tokens):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            logits.register_hook(lambda g: g * float("inf"))
+        return real(logits, tokens)
+
+    monkeypatch.setattr(tv, "next_token_loss", overflowing)
+    with pytest.raises(FloatingPointError, match="gradient norm is nan at step 1"):
+        train_video(tmp_path / "stop", tok, steps=4, ckpt_every=1, keep=0, **KW)
+    from vavam.train.resume import read_checkpoint
+
+    saved = list_checkpoints(tmp_path / "stop")
+    assert [p.name for p in saved] == ["step-00000001.ckpt"]
+    assert all(torch.isfinite(v).all() for p in saved for v in read_checkpoint(p)["state_dict"].values())
+    calls["n"] = 0
+    with pytest.warns(UserWarning, match="gradient norm is nan at step 1.*step skipped"):
+        train_video(tmp_path / "skip", tok, steps=4, nan_policy="skip", **KW)
+    assert all(torch.isfinite(v).all() for v in _weights(tmp_path / "skip").values())
+    lines = (tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(r, parse_constant=_not_json) for r in lines]
+    assert [r.get("skipped", 0) for r in rows] == [0, 1.0, 0, 0]
+    assert rows[1]["grad_norm"] is None  # strict JSON: the non-finite norm is null
+    assert all(np.isfinite(r["loss"]) for r in rows)

@@ -63,7 +63,7 @@ def _training_runs(run_dir: Path) -> list[tuple[Path, list[dict[str, Any]]]]:
                 row = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(row, dict) and "step" in row and "loss" in row:
+            if isinstance(row, dict) and "step" in row and row.get("loss") is not None:  # null: a skipped step
                 rows.append(row)
         if rows:
             runs.append((path.parent, rows))

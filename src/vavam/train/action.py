@@ -46,6 +46,7 @@ from vavam.train.distributed import (
 )
 from vavam.train.ema import EMAWeights
 from vavam.train.lightning import RESUME_HINT, MupWsdMixin, NanPolicy, fit_resumable
+from vavam.train.optim import check_optimizer_args
 from vavam.train.resume import step_generator
 from vavam.train.video import check_store_fits, open_token_store
 
@@ -433,6 +434,7 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
     if steps is not None:  # None: one epoch
         check_positive_int(steps, "--steps")
     check_positive_int(subsampling, "--subsampling")
+    check_optimizer_args(lr, weight_decay)
     check_positive_int(val_every, "--val-every")
     check_positive_int(noise_repeats, "--noise-repeats")
     check_nonnegative_int(ckpt_every, "--ckpt-every", "only at the end and on SIGTERM / SIGUSR1")

@@ -123,6 +123,23 @@ class MupWsdMixin:
         if grads or sharded:
             self.step_stats["grad_norm"] = norm
             self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+            if not math.isfinite(norm):  # a finite loss can still back-propagate inf / nan (the same on every rank)
+                self._non_finite_gradients(optimizer, norm)
+
+    def _non_finite_gradients(self, optimizer: torch.optim.Optimizer, norm: float) -> None:
+        """Policy "stop": raise before the optimiser step writes non-finite weights; "skip": drop every
+        gradient, so that AdamW leaves the weights and moments of this step untouched."""
+        step = self.trainer.global_step if self._trainer is not None else -1
+        desc = f"gradient norm is {norm} at step {step} (the loss was finite)"
+        if self.nan_policy != "skip":
+            raise FloatingPointError(f"{desc}: stopping before it corrupts the weights (use nan_policy='skip' to "
+                                     "skip such steps; the last checkpoint is intact)")
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                p.grad = None
+        self.skipped_steps = getattr(self, "skipped_steps", 0) + 1
+        self.step_stats["skipped"] = 1.0
+        warnings.warn(f"{desc}: step skipped (nan_policy='skip')", stacklevel=2)
 
 
 class _PlainNames:
@@ -224,6 +241,7 @@ def fit_resumable(
     scale: ScaleOut | None = None,
     settings: dict[str, Any] | None = None,
     resume_hint: str = RESUME_HINT,
+    snapshots: Sequence[int] = (),
 ) -> FitResult:
     """Run ``steps`` optimiser steps of ``module`` on ``train_set`` with exact resume.
 
@@ -235,7 +253,8 @@ def fit_resumable(
     Batches come from a :class:`StepBatchSampler` (batch ``k`` is a function of ``(seed, k)``, each rank
     takes its slice);
     checkpoints ``out/checkpoints/step-XXXXXXXX.ckpt`` are written every ``ckpt_every`` steps, at the
-    end, and on SIGTERM / SIGUSR1 (then the process exits with status 128 + signal after saving).
+    end, and on SIGTERM / SIGUSR1 (then the process exits with status 128 + signal after saving); the newest
+    ``keep`` are kept, plus those of the steps in ``snapshots``, which are written and never deleted.
     With ``resume`` the newest intact checkpoint of ``out`` is restored (weights, optimiser, schedule,
     loop counters, data position) and the per-step log ``out/metrics.jsonl`` is cut back to it.
 
@@ -274,7 +293,8 @@ def fit_resumable(
     loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate_fn, num_workers=num_workers,
                         persistent_workers=False)
     saver = ResumeCallback(out, every_n_steps=ckpt_every, keep=keep, resumed_step=start,
-                           settings=run_settings if ckpt is None else None, strategy=scale.resolved_strategy)
+                           settings=run_settings if ckpt is None else None, strategy=scale.resolved_strategy,
+                           snapshots=snapshots)
     if val_loaders is not None and not isinstance(val_loaders, list):
         val_loaders = [val_loaders]
     targets = module.distributed_targets() if hasattr(module, "distributed_targets") else ModuleTargets()

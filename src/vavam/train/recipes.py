@@ -12,7 +12,8 @@ video recipe            what it is
 ======================  =========================================================================
 ``pretrain``            OpenDV pretraining: lr 0.0041, wd 1e-7, global batch 384, 8 frames at
                         2 Hz from 10 fps tokens (stride 5), 10 % warmup, no drop, one epoch,
-                        bf16-mixed, checkpoints every quarter epoch, seed 84924
+                        bf16-mixed, checkpoints every quarter epoch, seed 84924; the quarter and
+                        90 % checkpoints (cool-down starts of the scaling grid) are never pruned
 ``cooldown``            continues a pretraining checkpoint (weights + optimiser moments; schedule
                         and data position reset) on the OpenDV / nuPlan / nuScenes mix 0.40 /
                         0.5872 / 0.0128 for 15,529 steps, lr dropping linearly to 0.1 x lr over
@@ -70,9 +71,14 @@ def typed() -> frozenset[str]:
 #: COOLDOWN_MIX: cool-down sampling ratios (OpenDV, nuPlan, nuScenes), reference §2.10 / §4.6.
 COOLDOWN_MIX = (0.40, 0.5872, 0.0128)
 
+#: PRETRAIN_SNAPSHOTS: shares of the pretraining run whose checkpoints are kept for good (beyond ``keep``): the
+#: quarters and the 90 % "before drop" one, which the released cool-downs start from (reference §2.9, §7).
+PRETRAIN_SNAPSHOTS = (0.25, 0.5, 0.75, 0.9)
+
 VIDEO_RECIPES: dict[str, dict[str, Any]] = {
     "pretrain": dict(preset="vavim_s", steps=None, batch_size=384, lr=0.0041, weight_decay=1e-7, warmup_frac=0.1,
-                     drop_frac=0.0, stride=5, precision="bf16-mixed", seed=84924, ckpt_every_frac=0.25),
+                     drop_frac=0.0, stride=5, precision="bf16-mixed", seed=84924, ckpt_every_frac=0.25,
+                     snapshot_fracs=PRETRAIN_SNAPSHOTS),
     "cooldown": dict(preset="vavim_s", steps=15_529, batch_size=384, lr=0.0041, weight_decay=1e-7, warmup_frac=0.0,
                      drop_frac=1.0, stride=5, precision="bf16-mixed", seed=84924, ckpt_every_frac=0.25,
                      mix_ratios=COOLDOWN_MIX),
@@ -100,7 +106,7 @@ def apply_recipe(func: Callable, recipes: dict[str, dict[str, Any]], name: str |
 
     Returns:
         (arguments, extras): the filled arguments, and recipe keys that are not arguments of ``func``
-        (``ckpt_every_frac``, ``mix_ratios``) for the caller to interpret.
+        (``ckpt_every_frac``, ``snapshot_fracs``, ``mix_ratios``) for the caller to interpret.
     """
     args = dict(given)
     if name is None:

@@ -39,14 +39,14 @@ import signal
 import threading
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from vavam.io import atomic_write, atomic_write_json
+from vavam.io import atomic_write, atomic_write_json, json_safe
 
 __all__ = [
     "CheckpointError",
@@ -232,10 +232,13 @@ def write_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return path
 
 
-def prune_checkpoints(run: str | os.PathLike, keep: int) -> None:
-    """Delete all but the newest ``keep`` step checkpoints of a run (files or folders, and their sidecars)."""
+def prune_checkpoints(run: str | os.PathLike, keep: int, protect: Iterable[int] = ()) -> None:
+    """Delete all but the newest ``keep`` step checkpoints of a run (files or folders, and their sidecars);
+    the checkpoints of the steps in ``protect`` (a recipe's snapshots) are never deleted nor counted."""
+    protected = {int(s) for s in protect}
     if keep > 0:
-        for old in list_checkpoints(run)[:-keep]:
+        rolling = [p for p in list_checkpoints(run) if checkpoint_step(p) not in protected]
+        for old in rolling[:-keep]:
             _sidecar(old).unlink(missing_ok=True)  # first: a half-deleted folder is then never "intact"
             if old.is_dir():
                 shutil.rmtree(old, ignore_errors=True)
@@ -600,12 +603,15 @@ class ResumeCallback(L.Callback):
             None: nothing written, as on a resume).
         strategy: the strategy writing the checkpoints (``single``, ``ddp``, ``fsdp``, ``deepspeed``), stored in
             each as ``WRITER_KEY`` so that a resume can tell whether it can load the optimiser state.
+        snapshots: steps whose checkpoints are also written and kept for good (outside ``keep``), e.g. the
+            pretraining recipe's quarter-epoch and "before drop" checkpoints that cool-downs start from.
     """
 
     def __init__(self, run: str | os.PathLike, every_n_steps: int = 0, keep: int = 3, resumed_step: int = 0,
                  signals: tuple[int, ...] | None = None, settings: dict[str, Any] | None = None,
-                 strategy: str | None = None) -> None:
+                 strategy: str | None = None, snapshots: Iterable[int] = ()) -> None:
         self.run = Path(run)
+        self.snapshots = frozenset(int(s) for s in snapshots)
         self.settings = settings
         self.strategy = strategy
         self.every_n_steps, self.keep, self.resumed_step = every_n_steps, keep, resumed_step
@@ -701,10 +707,10 @@ class ResumeCallback(L.Callback):
             opt = trainer.optimizers[0] if trainer.optimizers else None
             if opt is not None:
                 row["lr"] = float(opt.param_groups[0]["lr"])
-            self._log.write(json.dumps(row) + "\n")
+            self._log.write(json.dumps(json_safe(row)) + "\n")  # a skipped step's NaN loss / norm: null
             self._log.flush()
         self._agree_on_signal(trainer)
-        periodic = self.every_n_steps and step % self.every_n_steps == 0
+        periodic = (self.every_n_steps and step % self.every_n_steps == 0) or step in self.snapshots
         if periodic or self.preempted is not None:
             self.save(trainer, step)
         if self.preempted is not None:
@@ -733,5 +739,5 @@ class ResumeCallback(L.Callback):
         if trainer.is_global_zero:
             if path.is_dir():
                 write_folder_manifest(path, step)
-            prune_checkpoints(self.run, self.keep)
+            prune_checkpoints(self.run, self.keep, protect=self.snapshots)
         return path

@@ -38,6 +38,7 @@ from vavam.train.distributed import (
     scale_summary,
 )
 from vavam.train.lightning import RESUME_HINT, MupWsdMixin, NanPolicy, fit_resumable
+from vavam.train.optim import check_optimizer_args
 
 
 class VideoWindowDataset(Dataset):
@@ -125,10 +126,12 @@ class VideoLitModule(MupWsdMixin, L.LightningModule):
         opt_states = self.init_state.get("optimizer_states")
         if opt_states:
             opt = self.trainer.optimizers[0]
-            lrs = [g["lr"] for g in opt.param_groups]
+            # AdamW's load_state_dict also replaces the groups' hyper-parameters with the pretraining run's:
+            # only the moments come from there, this run's options own lr, initial_lr, weight decay, betas, eps
+            hyper = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
             opt.load_state_dict(opt_states[0])
-            for g, lr in zip(opt.param_groups, lrs):  # this run's schedule owns the learning rates
-                g["lr"] = lr
+            for g, own in zip(opt.param_groups, hyper):
+                g.update(own)
         self.init_state = None
 
     def mup_width_multipliers(self) -> dict[str, float]:
@@ -369,7 +372,8 @@ def train_video(
     args.pop("recipe")
     if args["mix_ratios"] is None and extras.get("mix_ratios") is not None:
         args["mix_ratios"] = list(extras["mix_ratios"])
-    return _train_video(**args, ckpt_every_frac=extras.get("ckpt_every_frac"))
+    return _train_video(**args, ckpt_every_frac=extras.get("ckpt_every_frac"),
+                        snapshot_fracs=tuple(extras.get("snapshot_fracs", ())))
 
 
 def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_size: int, lr: float,
@@ -381,6 +385,7 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
                  strategy: StrategyName = "auto", global_batch: int | None = None, accumulate: int = 1,
                  activation_checkpointing: bool = False, compile: bool = False,
                  checkpoint_format: CheckpointFormat = "full", ckpt_every_frac: float | None = None,
+                 snapshot_fracs: tuple[float, ...] = (),
                  resume_hint: str = RESUME_HINT) -> dict:
     from vavam.video import save_video_model
 
@@ -389,6 +394,7 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
     if num_frames is not None:  # None: the preset's
         check_positive_int(num_frames, "--num-frames")
     check_positive_int(stride, "--stride")
+    check_optimizer_args(lr, weight_decay)
     check_positive_int(val_every, "--val-every")
     check_nonnegative_int(ckpt_every, "--ckpt-every", "only at the end and on SIGTERM / SIGUSR1")
     check_fraction(warmup_frac, "--warmup-frac")
@@ -439,6 +445,7 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
         steps = -(-len(train_set) // plan.global_batch)
     if ckpt_every_frac and not ckpt_every:
         ckpt_every = max(1, int(ckpt_every_frac * steps))
+    snapshots = sorted({int(f * steps) for f in snapshot_fracs} - {0})  # kept for good (the scaling grid)
     mix_info = None
     if mix:
         train_set, mix_info = _cooldown_mix(train_set, tokens, mix_sets, mix_ratios,
@@ -458,7 +465,7 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
                         val_every=val_every, ckpt_every=ckpt_every, keep=keep, resume=resume,
                         num_workers=num_workers, deterministic=True, scale=scale,
                         settings={"cooldown": init_from is not None, "mix": _mix_settings(mix_info)},
-                        resume_hint=resume_hint)
+                        resume_hint=resume_hint, snapshots=snapshots)
     seconds = time.perf_counter() - start
     metrics = {k: float(v) for k, v in fit.trainer.callback_metrics.items()}
     summary = {"steps": steps, "seconds": round(seconds, 2), "windows": len(train_set), "metrics": metrics,
