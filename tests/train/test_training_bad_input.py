@@ -101,6 +101,7 @@ SMALL = dict(steps=2, batch_size=2, progress=False)  # a short run, should a che
     (dict(num_frames=0), "--num-frames must be a positive integer, got 0"),
     (dict(val_every=0), "--val-every must be a positive integer, got 0"),
     (dict(ckpt_every=-1), "--ckpt-every must be a non-negative integer"),
+    (dict(keep=-1), r"--keep must be a non-negative integer \(0: keep every checkpoint\), got -1"),  # was: all kept
     (dict(warmup_frac=-0.1), r"--warmup-frac must be a fraction of the steps in \[0, 1\]"),
     (dict(lr=float("nan")), "--lr must be a positive finite number, got nan"),
     (dict(lr=0.0), "--lr must be a positive finite number, got 0.0"),
@@ -203,6 +204,7 @@ def _action(root, vim, out, **kw):
     (dict(subsampling=0), "--subsampling must be a positive integer, got 0"),
     (dict(noise_repeats=0), "--noise-repeats must be a positive integer, got 0"),
     (dict(ckpt_every=-2), "--ckpt-every must be a non-negative integer"),
+    (dict(keep=-3), "--keep must be a non-negative integer"),
     (dict(plot_every=-1), "--plot-every must be a non-negative integer"),
     (dict(drop_frac=2.0), r"--drop-frac must be a fraction of the steps in \[0, 1\]"),
     (dict(lr=-0.01), "--lr must be a positive finite number, got -0.01"),

@@ -367,7 +367,7 @@ def train_action(
         precision: "32" or "bf16-mixed".
         num_workers: DataLoader workers.
         ckpt_every: also checkpoint every this many steps (0: only at the end and on SIGTERM / SIGUSR1).
-        keep: periodic checkpoints kept in ``out/checkpoints``.
+        keep: periodic checkpoints kept in ``out/checkpoints`` (0: all).
         resume: continue from the newest intact checkpoint in ``out/checkpoints`` (exact: weights,
             optimiser, schedule, data position; flow noise is a function of the step). Model options
             (``speed_prior``, ``action_scaling``, ...), optimiser, global batch and accumulation, seed, EMA
@@ -438,6 +438,7 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
     check_positive_int(val_every, "--val-every")
     check_positive_int(noise_repeats, "--noise-repeats")
     check_nonnegative_int(ckpt_every, "--ckpt-every", "only at the end and on SIGTERM / SIGUSR1")
+    check_nonnegative_int(keep, "--keep", "keep every checkpoint")
     check_nonnegative_int(plot_every, "--plot-every", "only at the end")
     check_fraction(warmup_frac, "--warmup-frac")
     check_fraction(drop_frac, "--drop-frac")

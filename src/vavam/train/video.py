@@ -328,7 +328,7 @@ def train_video(
         precision: "32" or "bf16-mixed".
         num_workers: DataLoader workers.
         ckpt_every: also checkpoint every this many steps (0: only at the end and on SIGTERM / SIGUSR1).
-        keep: periodic checkpoints kept in ``out/checkpoints``.
+        keep: periodic checkpoints kept in ``out/checkpoints`` (0: all).
         resume: continue from the newest intact checkpoint in ``out/checkpoints`` (exact: weights,
             optimiser, schedule and data position). Model, optimiser, global batch and accumulation, seed,
             data and cool-down mix must be those the run started with (``out/run_settings.json``; a
@@ -397,6 +397,7 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
     check_optimizer_args(lr, weight_decay)
     check_positive_int(val_every, "--val-every")
     check_nonnegative_int(ckpt_every, "--ckpt-every", "only at the end and on SIGTERM / SIGUSR1")
+    check_nonnegative_int(keep, "--keep", "keep every checkpoint")
     check_fraction(warmup_frac, "--warmup-frac")
     check_fraction(drop_frac, "--drop-frac")
     if isinstance(val_tokens, (str, Path)):
