@@ -45,7 +45,7 @@ def test_video_checkpoint_round_trips(video_run, tmp_path):
     model = vavam.load_video_model(tmp_path / "model")  # loads on one CPU with the public loader
     assert info["parameters"] == sum(p.numel() for p in model.parameters())
     meta = json.loads((tmp_path / "model" / "meta.json").read_text())
-    assert meta["consolidated_from"] == {"checkpoint": str(ckpt), "source": "lightning", "step": 2}
+    assert meta["consolidated_from"] == {"checkpoint": str(ckpt), "source": "lightning", "step": 2, "weights": "raw"}
     with pytest.raises(ValueError, match="holds a video model, not a action model"):
         consolidate(ckpt, tmp_path / "other", kind="action")
     with pytest.raises(ValueError, match="already a vavam model folder"):
@@ -83,6 +83,31 @@ def test_action_checkpoint_round_trips(tmp_path):
     _same(tmp_path / "run" / "model", tmp_path / "model")
     vam = vavam.load_action_model(tmp_path / "model")
     assert not any(p.requires_grad for p in vam.video.parameters())
+
+
+def test_an_ema_runs_checkpoint_consolidates_to_its_average(tmp_path):
+    """A run trained with --ema saves the weight average as its model; consolidating one of its checkpoints
+    (a pre-empted run, or FSDP / DeepSpeed runs, whose final model is consolidated from the last checkpoint)
+    gave the optimiser's raw weights instead. Now the average by default, the raw weights on request."""
+    from vavam.train.action import train_action
+
+    _write_scenes(tmp_path, num_scenes=2, num_frames=12)
+    vim = _frozen_video(tmp_path)
+    train_action(tmp_path / "run", vim, tmp_path / "records.npz", tmp_path / "tok", preset="vavam_tiny", steps=3,
+                 batch_size=2, lr=0.05, progress=False, plot_every=0, ema=0.9)
+    step = tmp_path / "run" / "checkpoints" / "step-00000003.ckpt"
+    info = consolidate(step, tmp_path / "average", kind="action")
+    assert info["weights"] == "average"
+    _same(tmp_path / "run" / "model", tmp_path / "average")
+    assert json.loads((tmp_path / "average" / "meta.json").read_text())["consolidated_from"]["weights"] == "average"
+    assert consolidate(step, tmp_path / "raw", weights="raw")["weights"] == "raw"
+    average = load_file(tmp_path / "average" / "model.safetensors")
+    raw = load_file(tmp_path / "raw" / "model.safetensors")
+    expert = [k for k in raw if k.startswith("expert.")]
+    assert expert and any(not torch.equal(raw[k], average[k]) for k in expert)  # the expert is averaged
+    assert all(torch.equal(raw[k], average[k]) for k in raw if k.startswith("video."))  # frozen VaViM: as is
+    with pytest.raises(ValueError, match="--weights must be 'average' or 'raw', got 'ema'"):
+        consolidate(step, tmp_path / "x", weights="ema")
 
 
 def test_tokenizer_checkpoint_round_trips(tmp_path):

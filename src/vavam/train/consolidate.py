@@ -12,7 +12,9 @@ Accepted inputs (``vavam checkpoint consolidate --checkpoint CHECKPOINT --out OU
   ``deepspeed`` package must be installed; the bf16 module copy alone would lose precision);
 - a ``step-*.ckpt`` of ``vavam train tokenizer`` (weights under ``model``, config under ``config``).
 
-The kind (video / action / tokenizer) is read from the stored config. Wrapper prefixes that
+A run trained with ``--ema`` keeps its weight average in each checkpoint (beside the raw weights it resumes
+from) and saves the average as its model: consolidation takes the average too (``--weights raw``: the
+optimiser's weights). The kind (video / action / tokenizer) is read from the stored config. Wrapper prefixes that
 strategies add to names (``_forward_module.``, ``_fsdp_wrapped_module.``, ``_checkpoint_wrapped_module.``,
 ``_orig_mod.``, ``module.``) are removed; the result is loaded strictly into a freshly built model, so a
 checkpoint that does not match its config fails here, not later. The folder then loads on one CPU with
@@ -22,6 +24,7 @@ checkpoint that does not match its config fails here, not later. The folder then
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +35,7 @@ import torch
 from vavam.train.distributed import clean_name, deepspeed_available
 
 Kind = Literal["auto", "video", "action", "tokenizer"]
+Weights = Literal["average", "raw"]
 KINDS = ("video", "action", "tokenizer")
 
 __all__ = ["TrainingCheckpoint", "consolidate", "consolidate_to", "read_training_checkpoint"]
@@ -47,6 +51,7 @@ class TrainingCheckpoint:
         state: the model's state dict (plain names, float tensors on CPU).
         source: ``lightning`` (one file), ``fsdp-sharded``, ``deepspeed`` or ``tokenizer-loop``.
         step: the optimiser step it was written at (None when unknown).
+        weights: ``average`` (an ``--ema`` run's weight average) or ``raw`` (the optimiser's weights).
     """
 
     kind: str
@@ -54,6 +59,7 @@ class TrainingCheckpoint:
     state: dict[str, torch.Tensor]
     source: str
     step: int | None
+    weights: str = "raw"
 
 
 def _kind_of(config: Any) -> str:
@@ -91,6 +97,25 @@ def _model_state(state: Mapping[str, Any], prefix: str = "model.") -> dict[str, 
         if name.startswith(prefix):
             out[name[len(prefix):]] = value
     return out
+
+
+def _ema_average(meta: Mapping[str, Any], path: Path) -> dict[str, torch.Tensor] | None:
+    """The weight average that an ``--ema`` run keeps in its checkpoints (the state of its
+    :class:`~vavam.train.ema.EMAWeights` callback), under LightningModule names (``model.expert...``); None
+    when the run kept none."""
+    callbacks = meta.get("callbacks")
+    if not isinstance(callbacks, Mapping):
+        return None
+    for key, state in callbacks.items():
+        match = re.fullmatch(r"EMAWeights\[prefix='([\w.]*)'\]", str(key))
+        if match is None or not isinstance(state, Mapping):
+            continue
+        average = state.get("average")
+        if not isinstance(average, Mapping) or not average:
+            raise ValueError(f"{path}: its {key} state holds no weight average")
+        prefix = match.group(1)
+        return {(f"{prefix}.{name}" if prefix else name): value for name, value in average.items()}
+    return None
 
 
 def _step_of(meta: Mapping[str, Any]) -> int | None:
@@ -141,8 +166,13 @@ def _read_deepspeed(path: Path, tag_dir: Path) -> tuple[dict[str, torch.Tensor],
     return dict(state), dict(client)
 
 
-def read_training_checkpoint(checkpoint: str | os.PathLike, kind: Kind = "auto") -> TrainingCheckpoint:
+def read_training_checkpoint(checkpoint: str | os.PathLike, kind: Kind = "auto",
+                             weights: Weights = "average") -> TrainingCheckpoint:
     """Read a training checkpoint of any supported format (see the module doc) on CPU.
+
+    ``weights``: ``average`` takes the weight average of a run trained with ``--ema`` (as its final model
+    holds; the other weights stay the checkpoint's), ``raw`` the optimiser's weights; a checkpoint without
+    an average gives its weights either way (``TrainingCheckpoint.weights`` says which were taken).
 
     Raises:
         FileNotFoundError: nothing at ``checkpoint``.
@@ -157,6 +187,8 @@ def read_training_checkpoint(checkpoint: str | os.PathLike, kind: Kind = "auto")
     path = Path(checkpoint)
     if kind not in ("auto", *KINDS):
         raise ValueError(f"kind must be 'auto' or one of {KINDS}, got {kind!r}")
+    if weights not in ("average", "raw"):
+        raise ValueError(f"--weights must be 'average' or 'raw', got {weights!r}")
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint file or folder")
     if path.is_dir():
@@ -198,9 +230,16 @@ def read_training_checkpoint(checkpoint: str | os.PathLike, kind: Kind = "auto")
         raise ValueError(f"{path}: holds a {found} model, not a {kind} model")
     if not state:
         raise ValueError(f"{path}: no model weights found (expected names starting with 'model.')")
+    average = _ema_average(meta, path) if weights == "average" else None
+    if average is not None:
+        averaged = _model_state(average)
+        unknown = sorted(set(averaged) - set(state))
+        if unknown:
+            raise ValueError(f"{path}: its weight average names parameters the model does not have: {unknown[:5]}")
+        state = {**state, **averaged}
     state = {k: v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()
              for k, v in state.items()}
-    return TrainingCheckpoint(found, config, state, source, _step_of(meta))
+    return TrainingCheckpoint(found, config, state, source, _step_of(meta), "average" if average else "raw")
 
 
 def _build(ckpt: TrainingCheckpoint, path: Path) -> torch.nn.Module:
@@ -218,24 +257,26 @@ def _build(ckpt: TrainingCheckpoint, path: Path) -> torch.nn.Module:
 
 
 def consolidate_to(checkpoint: str | os.PathLike, out: str | os.PathLike, kind: Kind = "auto",
-                   meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                   meta: Mapping[str, Any] | None = None, weights: Weights = "average") -> dict[str, Any]:
     """:func:`consolidate` with extra ``meta`` recorded in the folder's ``meta.json``."""
     from vavam.action import save_action_model
     from vavam.tokenizer import save_tokenizer
     from vavam.video import save_video_model
 
     path = Path(checkpoint)
-    ckpt = read_training_checkpoint(path, kind)
+    ckpt = read_training_checkpoint(path, kind, weights)
     model = _build(ckpt, path)
-    info = {"kind": ckpt.kind, "source": ckpt.source, "step": ckpt.step, "checkpoint": str(path),
-            "parameters": sum(t.numel() for t in ckpt.state.values() if t.is_floating_point()), "out": str(out)}
-    full_meta = {**dict(meta or {}), "consolidated_from": {k: info[k] for k in ("checkpoint", "source", "step")}}
+    info = {"kind": ckpt.kind, "source": ckpt.source, "step": ckpt.step, "weights": ckpt.weights,
+            "checkpoint": str(path), "out": str(out),
+            "parameters": sum(t.numel() for t in ckpt.state.values() if t.is_floating_point())}
+    origin = {k: info[k] for k in ("checkpoint", "source", "step", "weights")}
+    full_meta = {**dict(meta or {}), "consolidated_from": origin}
     save = {"video": save_video_model, "action": save_action_model, "tokenizer": save_tokenizer}[ckpt.kind]
     save(model, Path(out), meta=full_meta)
     return info
 
 
-def consolidate(checkpoint: Path, out: Path, kind: Kind = "auto") -> dict[str, Any]:
+def consolidate(checkpoint: Path, out: Path, kind: Kind = "auto", weights: Weights = "average") -> dict[str, Any]:
     """Turn a training checkpoint (DDP / FSDP / DeepSpeed / one device) into our model folder OUT.
 
     Args:
@@ -244,8 +285,11 @@ def consolidate(checkpoint: Path, out: Path, kind: Kind = "auto") -> dict[str, A
         out: the model folder to write (``model.safetensors``, ``config.json``, ``meta.json``); it loads on one
             CPU with ``vavam.load_video_model`` / ``load_action_model`` / ``load_tokenizer``.
         kind: ``auto`` (from the stored config) or the expected kind (``video``, ``action``, ``tokenizer``).
+        weights: ``average``: for a run trained with ``--ema``, its weight average (what the run's own final
+            model folder holds); ``raw``: the optimiser's weights at that step. Runs without ``--ema`` have
+            only the latter.
 
     Returns:
-        ``{"kind", "source", "step", "checkpoint", "parameters", "out"}``.
+        ``{"kind", "source", "step", "weights", "checkpoint", "parameters", "out"}``.
     """
-    return consolidate_to(checkpoint, out, kind)
+    return consolidate_to(checkpoint, out, kind, weights=weights)
