@@ -87,8 +87,8 @@ def test_action_checkpoint_round_trips(tmp_path):
 
 def test_an_ema_runs_checkpoint_consolidates_to_its_average(tmp_path):
     """A run trained with --ema saves the weight average as its model; consolidating one of its checkpoints
-    (a pre-empted run, or FSDP / DeepSpeed runs, whose final model is consolidated from the last checkpoint)
-    gave the optimiser's raw weights instead. Now the average by default, the raw weights on request."""
+    (e.g. of a pre-empted run) gave the optimiser's raw weights instead. Now the average by default, the raw
+    weights on request."""
     from vavam.train.action import train_action
 
     _write_scenes(tmp_path, num_scenes=2, num_frames=12)
