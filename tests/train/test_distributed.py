@@ -56,11 +56,11 @@ def test_plan_batch_splits_the_global_batch():
     p = plan_batch(6, devices=4, global_batch=384)  # same recipe on one node: 16 accumulation passes
     assert (p.accumulate, p.global_batch, p.stream_batch) == (16, 384, 24)
     assert plan_batch(3, devices=2, accumulate=5).global_batch == 30
-    with pytest.raises(ValueError, match=r"global_batch 384 is not a multiple of batch_size 5 x devices 4 x nodes 1 = 20"):
+    with pytest.raises(ValueError, match=r"--global-batch 384 is not a multiple of --batch-size 5 x --devices 4 x --nodes 1 = 20"):
         plan_batch(5, devices=4, global_batch=384)
-    with pytest.raises(ValueError, match="accumulate 3 contradicts"):
+    with pytest.raises(ValueError, match="--accumulate 3 contradicts --global-batch 384"):
         plan_batch(6, devices=4, global_batch=384, accumulate=3)
-    with pytest.raises(ValueError, match="devices must be a positive integer"):
+    with pytest.raises(ValueError, match="--devices must be a positive integer"):
         plan_batch(6, devices=0)
 
 

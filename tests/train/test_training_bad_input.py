@@ -205,6 +205,7 @@ def _action(root, vim, out, **kw):
     (dict(noise_repeats=0), "--noise-repeats must be a positive integer, got 0"),
     (dict(ckpt_every=-2), "--ckpt-every must be a non-negative integer"),
     (dict(keep=-3), "--keep must be a non-negative integer"),
+    (dict(ema=1.0), r"--ema must be a decay in \(0, 1\), or 0 for none, got 1.0"),  # was: EMA decay (no flag)
     (dict(plot_every=-1), "--plot-every must be a non-negative integer"),
     (dict(drop_frac=2.0), r"--drop-frac must be a fraction of the steps in \[0, 1\]"),
     (dict(lr=-0.01), "--lr must be a positive finite number, got -0.01"),

@@ -440,6 +440,8 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
     check_nonnegative_int(ckpt_every, "--ckpt-every", "only at the end and on SIGTERM / SIGUSR1")
     check_nonnegative_int(keep, "--keep", "keep every checkpoint")
     check_nonnegative_int(plot_every, "--plot-every", "only at the end")
+    if isinstance(ema, bool) or not isinstance(ema, (int, float)) or not (ema == 0 or 0 < ema < 1):
+        raise ValueError(f"--ema must be a decay in (0, 1), or 0 for none, got {ema!r}")
     check_fraction(warmup_frac, "--warmup-frac")
     check_fraction(drop_frac, "--drop-frac")
     if (val_records is None) != (val_tokens is None):

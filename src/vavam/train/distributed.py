@@ -102,26 +102,26 @@ def plan_batch(batch_size: int, devices: int = 1, nodes: int = 1, global_batch: 
         ValueError: a non-positive argument, a global batch that the micro batches do not divide, or an
             ``accumulate`` that contradicts ``global_batch``.
     """
-    _positive_int(batch_size, "batch_size")
-    _positive_int(devices, "devices")
-    _positive_int(nodes, "nodes")
-    _positive_int(accumulate, "accumulate")
+    _positive_int(batch_size, "--batch-size")
+    _positive_int(devices, "--devices")
+    _positive_int(nodes, "--nodes")
+    _positive_int(accumulate, "--accumulate")
     world = devices * nodes
     if global_batch is None:
         return BatchPlan(batch_size, world, accumulate)
-    _positive_int(global_batch, "global_batch")
+    _positive_int(global_batch, "--global-batch")
     per_pass = batch_size * world
     if global_batch % per_pass:
         divisors = [b for b in range(1, global_batch // world + 1) if (global_batch // world) % b == 0] \
             if global_batch % world == 0 else []
         hint = (f"; batch sizes that divide it on {world} device(s): {divisors}" if divisors
                 else f"; {global_batch} is not even a multiple of the {world} device(s)")
-        raise ValueError(f"global_batch {global_batch} is not a multiple of batch_size {batch_size} x devices "
-                         f"{devices} x nodes {nodes} = {per_pass}{hint}")
+        raise ValueError(f"--global-batch {global_batch} is not a multiple of --batch-size {batch_size} x --devices "
+                         f"{devices} x --nodes {nodes} = {per_pass}{hint}")
     derived = global_batch // per_pass
     if accumulate not in (1, derived):
-        raise ValueError(f"accumulate {accumulate} contradicts global_batch {global_batch} = batch_size {batch_size} x "
-                         f"{world} device(s) x {derived}; give one of them")
+        raise ValueError(f"--accumulate {accumulate} contradicts --global-batch {global_batch} = --batch-size "
+                         f"{batch_size} x {world} device(s) x {derived}; give one of them")
     return BatchPlan(batch_size, world, derived)
 
 
