@@ -171,3 +171,12 @@ def test_torchscript_with_trust(jit_folder: Path, which: str) -> None:
         tok.encode(torch.zeros(1, 3, 40, 48))
     ident = tokenizer_identity(tok)
     assert ident["kind"] == "torchscript" and len(ident["weights_sha256"]) == 64
+
+
+def test_unreadable_file_is_named_once(tmp_path: Path) -> None:
+    """A file the reader refuses is named once in the message (it was prefixed twice: 'x.pt: x.pt: cannot ...')."""
+    path = tmp_path / "junk.pt"
+    path.write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="cannot read as a torch checkpoint") as info:
+        vavam.load_tokenizer(path)
+    assert str(info.value).startswith(f"{path}: ") and str(info.value).count(str(path)) == 1

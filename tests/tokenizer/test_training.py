@@ -101,6 +101,76 @@ def test_folder_of_images(tmp_path):
         train_tokenizer(tmp_path / "run3", steps=1, data=str(tmp_path / "missing"), **SMALL)
 
 
+def test_folder_with_a_truncated_image_names_it(tmp_path):
+    """PIL says only 'image file is truncated': the refusal names the data folder and the file."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "imgs").mkdir()
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (16, 32, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
+    whole = (tmp_path / "imgs" / "2.png").read_bytes()
+    (tmp_path / "imgs" / "2.png").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match=r"--data .*imgs: cannot read image .*2\.png"):
+        train_tokenizer(tmp_path / "run", steps=1, data=str(tmp_path / "imgs"), **SMALL)
+
+
+def _train_rows(run):
+    import csv
+
+    with open(run / "metrics.csv") as f:
+        return {int(r["step"]): float(r["train_loss"]) for r in csv.DictReader(f) if r.get("train_loss")}
+
+
+def test_train_rows_after_a_resume_average_the_steps_they_cover(tmp_path):
+    """Each train row is the mean over the steps since the previous row, also after a resume from a checkpoint
+    that is not at a multiple of log_every (the rows were divided by a step count they did not cover)."""
+    kw = dict(SMALL, dead_code_window=2, ckpt_every=3, log_every=4)
+    train_tokenizer(tmp_path / "a", steps=5, **kw)  # rows: 4 (steps 1-4), 5 (step 5)
+    train_tokenizer(tmp_path / "r", steps=3, **kw)  # rows: 3 (steps 1-3)
+    train_tokenizer(tmp_path / "r", steps=5, resume=True, **kw)  # rows: 4 (step 4), 5 (step 5)
+    a, r = _train_rows(tmp_path / "a"), _train_rows(tmp_path / "r")
+    assert sorted(a) == [4, 5] and sorted(r) == [3, 4, 5]
+    assert r[5] == pytest.approx(a[5], rel=1e-6)
+    assert r[4] == pytest.approx(4 * a[4] - 3 * r[3], rel=1e-4)
+
+
+def test_skipped_last_step_still_saves_the_model(tmp_path, monkeypatch):
+    """nan_policy='skip' on the last step: the model of the steps before it is still evaluated and written
+    (the skipped step jumped over the final evaluation and checkpoint: no tokenizer folder at all)."""
+    from vavam.tokenizer.losses import TokenizerLoss
+
+    original = TokenizerLoss.generator_loss
+
+    def nan_at_step_2(self, *args, **kwargs):
+        total, logs = original(self, *args, **kwargs)
+        return (total * float("nan"), logs) if args[5] == 2 else (total, logs)
+
+    monkeypatch.setattr(TokenizerLoss, "generator_loss", nan_at_step_2)
+    run = tmp_path / "run"
+    summary = train_tokenizer(run, steps=3, ckpt_every=10, nan_policy="skip", **SMALL)
+    meta = json.loads((run / "tokenizer" / "meta.json").read_text())
+    assert meta["step"] == 3 and (run / "checkpoints" / "step-00000003.ckpt").is_file()
+    assert summary["final_psnr"] != summary["initial_psnr"]  # evaluated after the two updates
+    assert meta["metrics"]["val_psnr"] == pytest.approx(summary["final_psnr"])
+    assert "skipped" in (run / "metrics.csv").read_text().splitlines()[0]
+
+
+def test_gan_with_images_too_small_for_the_discriminator_is_refused_up_front(tmp_path):
+    """16x32 frames shrink below the patch discriminator's 4x4 kernels: refused before training, naming the flags
+    (it failed with a convolution RuntimeError at step --gan-start, after all the steps before it)."""
+    with pytest.raises(ValueError, match=r"--gan: --image-size 16 32 is too small .* at least 24 pixels"):
+        train_tokenizer(tmp_path / "run", steps=2, gan=True, gan_start=1, **SMALL)
+    assert not (tmp_path / "run").exists()
+
+
+def test_patch_discriminator_output_size():
+    from vavam.tokenizer.losses import PatchDiscriminator
+
+    disc = PatchDiscriminator().eval()
+    for height, width in [(24, 24), (32, 64), (64, 128)]:
+        assert tuple(disc(torch.zeros(1, 3, height, width)).shape[-2:]) == disc.output_size(height, width)
+    assert disc.min_side() == 24 and min(disc.output_size(23, 64)) < 1
+
+
 def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="precision"):
         train_tokenizer(tmp_path, steps=1, precision="16", **SMALL)

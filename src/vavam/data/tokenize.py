@@ -158,8 +158,12 @@ def _load_tokenizer(tokenizer: Any, device: str) -> Any:
     if spec.startswith("preset:"):
         import vavam
 
+        try:  # an unknown name or a video / action preset is bad input, named as typed
+            config = vavam.presets.get(spec.split(":", 1)[1], kind="tokenizer")
+        except ValueError as exc:
+            raise ValueError(f"--tokenizer {spec!r}: {exc}") from None
         torch.manual_seed(0)
-        model = vavam.build_model(getattr(vavam.presets, spec.split(":", 1)[1])())
+        model = vavam.build_model(config)
     else:
         import vavam
 
@@ -391,10 +395,12 @@ def tokenize_sources(
                     image_size = tuple(prev["image_size"])
                     break
 
-    def make_writer(img_size: tuple[int, int]) -> TokenStoreWriter:
+    def make_writer(img_size: tuple[int, int], where: str = "") -> TokenStoreWriter:
         h, w = img_size
         if h % downsample or w % downsample:
-            raise ValueError(f"image size {w}x{h} (WxH) is not divisible by the tokenizer's downsampling {downsample}")
+            hint = " (resize with --height/--width, --divisor or --dataset)" if where else ""
+            raise ValueError(f"{where}image size {w}x{h} (WxH) is not divisible by the tokenizer's downsampling "
+                             f"{downsample}{hint}")
         return TokenStoreWriter(out, (h // downsample, w // downsample), image_size=img_size, downsample=downsample,
                                 codebook_size=_codebook_size(tokenizer), tokenizer=identity, fps=fps,
                                 shard=shard_t, resume=resume, fps_from_scenes=fps is None)
@@ -446,7 +452,7 @@ def tokenize_sources(
                     if image_size is None:
                         image_size = tuple(images.shape[-2:])
                     if writer is None:
-                        writer = make_writer(image_size)
+                        writer = make_writer(image_size, where=f"{source.path}: ")
                         if finished(source):  # resumed store whose image size we only now learnt
                             skipped = True
                             break

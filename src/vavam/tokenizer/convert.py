@@ -135,6 +135,8 @@ def load_llamagen(path: str | os.PathLike, map_location: str = "cpu", **override
         obj = safe_torch_load(path, map_location=map_location)
         return convert_llamagen_state_dict(obj, **overrides)
     except ValueError as exc:
+        if str(exc).startswith(f"{path}:"):  # the reader's messages already name the file
+            raise
         raise ValueError(f"{path}: {exc}") from exc
 
 

@@ -99,7 +99,25 @@ class PatchDiscriminator(nn.Module):
                 nn.init.normal_(m.weight, 1.0, 0.02)
                 nn.init.zeros_(m.bias)
 
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """Logit grid ``(h', w')`` for images of ``height x width`` (a side below 1: too small to discriminate)."""
+        h, w = height, width
+        for m in self.main:
+            if isinstance(m, nn.Conv2d):
+                (kh, kw), (sh, sw), (ph, pw) = m.kernel_size, m.stride, m.padding
+                h = (h + 2 * ph - kh) // sh + 1 if h + 2 * ph >= kh else 0
+                w = (w + 2 * pw - kw) // sw + 1 if w + 2 * pw >= kw else 0
+        return h, w
+
+    def min_side(self) -> int:
+        """Smallest image side (pixels) that still gives a logit grid of at least 1 x 1."""
+        side = 1
+        while self.output_size(side, side)[0] < 1:
+            side += 1
+        return side
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``images`` [B,3,H,W] -> patch logits [B,1,h',w'] (see :meth:`output_size`)."""
         return self.main(images)
 
 

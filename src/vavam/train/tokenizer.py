@@ -44,7 +44,7 @@ import tyro
 from vavam.checks import check_nonnegative_int, check_positive_int
 from vavam.config import config_to_dict
 from vavam.io import atomic_write, atomic_write_bytes, atomic_write_text
-from vavam.tokenizer.losses import LossConfig, TokenizerLoss, load_perceptual_loss
+from vavam.tokenizer.losses import LossConfig, PatchDiscriminator, TokenizerLoss, load_perceptual_loss
 from vavam.train.codebook import CodebookMonitor
 from vavam.train.distributed import LoopParallel, ScaleOut, apply_activation_checkpointing, plan_batch
 from vavam.train.resume import (
@@ -105,8 +105,11 @@ class FolderImages:
         val = max(val, 1)
         frames = np.empty((len(files), height, width, 3), dtype=np.uint8)
         for i, path in enumerate(files):
-            with Image.open(path) as im:
-                frames[i] = np.asarray(_crop_resize(im.convert("RGB"), height, width))
+            try:
+                with Image.open(path) as im:
+                    frames[i] = np.asarray(_crop_resize(im.convert("RGB"), height, width))
+            except (OSError, ValueError) as exc:  # unreadable, truncated or corrupt: PIL's message may not name it
+                raise ValueError(f"--data {folder}: cannot read image {path}: {exc}") from exc
         self.train, self.val = frames[:-val], frames[-val:]
         self.seed = seed
         counts = f"{len(self.train)} train / {len(self.val)} held-out images"
@@ -352,6 +355,11 @@ def train_tokenizer(
     if height < 1 or width < 1 or height % config.downsample or width % config.downsample:
         raise ValueError(f"--image-size {height} {width} is not a positive multiple of the downsampling factor "
                          f"{config.downsample} of --preset {preset}")
+    if gan:  # refused now rather than with a convolution error at step --gan-start
+        disc = PatchDiscriminator(3, LossConfig.disc_channels, LossConfig.disc_layers)
+        if min(disc.output_size(height, width)) < 1:
+            raise ValueError(f"--gan: --image-size {height} {width} is too small for the patch discriminator (it "
+                             f"needs at least {disc.min_side()} pixels a side)")
     plan = plan_batch(batch_size, devices, nodes, global_batch, accumulate)
     par = LoopParallel(ScaleOut(devices=devices, nodes=nodes, strategy=strategy, accumulate=plan.accumulate),
                        device=device)
@@ -392,7 +400,8 @@ def train_tokenizer(
 
     warn_if_slow_bf16(precision, device, "tokenizer training")
 
-    start, rows, initial, running = 0, [], None, {}
+    # running: sums of the train losses since the last train row, over running_steps updated (not skipped) steps
+    start, rows, initial, running, running_steps = 0, [], None, {}, 0
     resume_path = find_resume_checkpoint(out) if resume else None
     # what a resume must keep; the step count may change while the steps taken keep their rates (the batch
     # of step k does not depend on it)
@@ -416,6 +425,8 @@ def train_tokenizer(
         monitor.load_state_dict(state["monitor"])
         start, rows, initial = int(state["step"]), json.loads(state["rows"]), json.loads(state["initial"])
         running = json.loads(state.get("running", "{}"))
+        # checkpoints of older versions lack the count: the steps since the last multiple of log_every
+        running_steps = int(state.get("running_steps", (start % log_every or log_every) if running else 0))
     log = _MetricsLog(out / "metrics.csv", rows, out / "tb" if tensorboard and par.is_main else None)
     if initial is None:
         initial = evaluate(model, val, device=device)
@@ -460,6 +471,7 @@ def train_tokenizer(
             "rows": json.dumps(log.rows),
             "initial": json.dumps(initial),
             "running": json.dumps(running),
+            "running_steps": running_steps,
         }
         write_checkpoint(out / "checkpoints" / f"step-{step:08d}.ckpt", state)
         prune_checkpoints(out, keep)
@@ -504,7 +516,9 @@ def train_tokenizer(
                 kept.append((x, recon.detach()))
                 all_indices.append(par.gather(q.indices))
                 all_latents.append(par.gather(z.detach().float()))
-            if not par.all_true(finite):
+            skipped = not par.all_true(finite)
+            restarted = 0
+            if skipped:  # no update; the step still evaluates / checkpoints on schedule (the last one included)
                 opt.zero_grad(set_to_none=True)
                 if nan_policy == "stop":
                     raise FloatingPointError(f"tokenizer training loss is non-finite at step {step} (on this rank or "
@@ -512,40 +526,37 @@ def train_tokenizer(
                                              "skips such steps)")
                 say(f"warning: tokenizer training loss is non-finite at step {step}: step skipped")
                 log.log(step + 1, {"skipped": 1.0})
-                if bar is not None:
-                    bar.update(1)
-                continue
-            par.average_gradients(g_params)
-            opt.step()
-            if opt_d is not None and criterion.gan_on(step):
-                opt_d.zero_grad(set_to_none=True)
-                for x, recon in kept:
-                    with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=autocast):
-                        d_loss, d_parts = criterion.discriminator_loss(x, recon)
-                    (d_loss / passes).backward()
-                    for k, v in d_parts.items():
-                        parts[k] = parts.get(k, 0.0) + v / passes
-                par.average_gradients(d_params)
-                opt_d.step()
-            parts = par.mean(parts)
-            # usage and latents of the whole global batch, in stream order: identical restarts on every rank
-            # (pass j's gathered tensors hold stream positions [j*micro*world, (j+1)*micro*world) in order)
-            monitor.observe(torch.cat(all_indices), torch.cat(all_latents), gen)
-            restarted = monitor.maybe_restart(embedding, opt, gen, l2_norm=config.codebook_l2_norm)
-            step_time += time.perf_counter() - t0
-            timed_steps += 1
-
-            for k, v in parts.items():
-                running[k] = running.get(k, 0.0) + v
+            else:
+                par.average_gradients(g_params)
+                opt.step()
+                if opt_d is not None and criterion.gan_on(step):
+                    opt_d.zero_grad(set_to_none=True)
+                    for x, recon in kept:
+                        with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=autocast):
+                            d_loss, d_parts = criterion.discriminator_loss(x, recon)
+                        (d_loss / passes).backward()
+                        for k, v in d_parts.items():
+                            parts[k] = parts.get(k, 0.0) + v / passes
+                    par.average_gradients(d_params)
+                    opt_d.step()
+                parts = par.mean(parts)
+                # usage and latents of the whole global batch, in stream order: identical restarts on every rank
+                # (pass j's gathered tensors hold stream positions [j*micro*world, (j+1)*micro*world) in order)
+                monitor.observe(torch.cat(all_indices), torch.cat(all_latents), gen)
+                restarted = monitor.maybe_restart(embedding, opt, gen, l2_norm=config.codebook_l2_norm)
+                step_time += time.perf_counter() - t0
+                timed_steps += 1
+                for k, v in parts.items():
+                    running[k] = running.get(k, 0.0) + v
+                running_steps += 1
             done = step + 1
             if restarted:
                 log.log(done, {"restarted_codes": restarted})
-            if done % log_every == 0 or done == steps:
-                n = log_every if done % log_every == 0 else (done - start) % log_every or log_every
-                values = {f"train_{k}": v / n for k, v in running.items()}
+            if (done % log_every == 0 or done == steps) and running_steps:
+                values = {f"train_{k}": v / running_steps for k, v in running.items()}
                 values["train_psnr"] = -10 * math.log10(max(values.get("train_l2", 1.0) / 4, 1e-12))
                 log.log(done, {**values, "lr": opt.param_groups[0]["lr"], "dead_code_restarts": monitor.restarts})
-                running = {}
+                running, running_steps = {}, 0
             if done % eval_every == 0 or done == steps:
                 if par.is_main:  # evaluation needs no other rank; the others wait at the next collective
                     metrics = evaluate(model, val, device=device)
