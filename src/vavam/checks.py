@@ -77,3 +77,16 @@ def check_fraction(value: float, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
             or not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be a fraction of the steps in [0, 1], got {value!r}")
+
+
+def check_optimizer_args(lr: float, weight_decay: float) -> None:
+    """Refuse a learning rate that is not a positive finite number or a negative / non-finite weight decay,
+    naming the option (``--lr``, ``--weight-decay``), before a run writes anything.
+
+    Raises:
+        ValueError: naming the option and the value.
+    """
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"--lr must be a positive finite number, got {lr}")
+    if not (isinstance(weight_decay, (int, float)) and math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"--weight-decay must be a finite number >= 0, got {weight_decay}")

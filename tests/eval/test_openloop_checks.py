@@ -144,6 +144,7 @@ def _ranked_worker(rank: int, root: str, errors_dir: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_a_nan_plan_on_one_rank_stops_every_rank(tmp_path):
     """Before, the failing rank raised alone and the others waited in the accumulators' all-reduce until the
     process group's timeout (30 min by default) or died on a closed connection; now every rank raises: the

@@ -81,3 +81,15 @@ def test_pretrain_recipe_keeps_its_quarter_and_before_drop_checkpoints(tmp_path)
     # every 5 steps, 20 steps: 5, 10, 15 are quarters and 18 the 90 % one; of the others only the newest stays
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == [
         "step-00000005.ckpt", "step-00000010.ckpt", "step-00000015.ckpt", "step-00000018.ckpt", "step-00000020.ckpt"]
+
+
+def test_snapshots_fall_on_the_periodic_checkpoints():
+    """Quarter snapshots are the quarter-epoch checkpoints (k x every), also when the steps are not a multiple of 4
+    (10 steps: every 2 -> 2, 4, 6; int(k / 4 x 10) gave 2, 5, 7: extra full checkpoints kept for good); the 90 %
+    one is int(0.9 x steps), as the reference's 139,763 of 155,293."""
+    from vavam.train.recipes import PRETRAIN_SNAPSHOTS
+    from vavam.train.video import _snapshot_steps
+
+    assert _snapshot_steps(PRETRAIN_SNAPSHOTS, 10, 0.25, 2) == [2, 4, 6, 9]
+    assert _snapshot_steps(PRETRAIN_SNAPSHOTS, 155_293, 0.25, 38_823) == [38_823, 77_646, 116_469, 139_763]
+    assert _snapshot_steps(PRETRAIN_SNAPSHOTS, 10, None, 3) == [2, 5, 7, 9]  # --ckpt-every typed: the shares

@@ -57,6 +57,9 @@ def test_unknown_preset_is_a_value_error_and_still_a_key_error():
     (dict(steps=-3), "--steps must be a positive integer, got -3"),
     (dict(val_frames=0), "--val-frames must be a positive integer, got 0"),
     (dict(eval_every=-1), "--eval-every must be a non-negative integer"),
+    (dict(keep=-1), "--keep must be a non-negative integer"),  # was: every checkpoint kept
+    (dict(lr=float("nan")), "--lr must be a positive finite number, got nan"),  # was: trained on to NaN
+    (dict(lr=0.0), "--lr must be a positive finite number, got 0.0"),
 ])
 def test_tokenizer_refuses_bad_counts_and_presets_before_writing(tmp_path, kwargs, message):
     small = dict(steps=2, batch_size=1, image_size=(16, 16), val_frames=1, progress=False)

@@ -20,7 +20,7 @@ import tyro
 from torch.utils.data import DataLoader
 
 from vavam import flow, presets
-from vavam.checks import check_fraction, check_nonnegative_int, check_positive_int
+from vavam.checks import check_fraction, check_nonnegative_int, check_optimizer_args, check_positive_int
 from vavam.config import ActionConfig
 from vavam.data.records import SceneRecord, load_records
 from vavam.data.tokens import TokenStore
@@ -46,7 +46,6 @@ from vavam.train.distributed import (
 )
 from vavam.train.ema import EMAWeights
 from vavam.train.lightning import RESUME_HINT, MupWsdMixin, NanPolicy, fit_resumable
-from vavam.train.optim import check_optimizer_args
 from vavam.train.resume import step_generator
 from vavam.train.video import check_store_fits, open_token_store
 

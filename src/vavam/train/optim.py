@@ -11,25 +11,11 @@ parameters not listed get 1.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from typing import Iterable
 
 import torch
 from torch import nn
-
-
-def check_optimizer_args(lr: float, weight_decay: float) -> None:
-    """Refuse a learning rate that is not a positive finite number or a negative / non-finite weight decay,
-    naming the option (``--lr``, ``--weight-decay``), before a run writes anything.
-
-    Raises:
-        ValueError: naming the option and the value.
-    """
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"--lr must be a positive finite number, got {lr}")
-    if not (isinstance(weight_decay, (int, float)) and math.isfinite(weight_decay) and weight_decay >= 0):
-        raise ValueError(f"--weight-decay must be a finite number >= 0, got {weight_decay}")
 
 
 def mup_param_groups(model: nn.Module, lr: float, weight_decay: float = 0.0) -> list[dict]:

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 import tyro
 
-from vavam.checks import check_nonnegative_int, check_positive_int
+from vavam.checks import check_nonnegative_int, check_optimizer_args, check_positive_int
 from vavam.config import config_to_dict
 from vavam.io import atomic_write, atomic_write_bytes, atomic_write_text
 from vavam.tokenizer.losses import LossConfig, PatchDiscriminator, TokenizerLoss, load_perceptual_loss
@@ -96,6 +96,8 @@ class FolderImages:
     def __init__(self, folder: Path, height: int, width: int, seed: int, val: int) -> None:
         from PIL import Image
 
+        from vavam.data.frames import FrameError, read_image
+
         if not Path(folder).is_dir():
             raise FileNotFoundError(f"--data {folder}: no such folder")
         files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -106,10 +108,10 @@ class FolderImages:
         frames = np.empty((len(files), height, width, 3), dtype=np.uint8)
         for i, path in enumerate(files):
             try:
-                with Image.open(path) as im:
-                    frames[i] = np.asarray(_crop_resize(im.convert("RGB"), height, width))
-            except (OSError, ValueError) as exc:  # unreadable, truncated or corrupt: PIL's message may not name it
-                raise ValueError(f"--data {folder}: cannot read image {path}: {exc}") from exc
+                rgb = read_image(path)  # [H, W, 3] uint8
+            except FrameError as exc:  # unreadable, truncated or corrupt (the message names the file)
+                raise ValueError(f"--data {folder}: {exc}") from exc
+            frames[i] = np.asarray(_crop_resize(Image.fromarray(rgb), height, width))
         self.train, self.val = frames[:-val], frames[-val:]
         self.seed = seed
         counts = f"{len(self.train)} train / {len(self.val)} held-out images"
@@ -241,6 +243,14 @@ class _MetricsLog:
 # ------------------------------------------------------------------------------ training
 
 
+def _steps_since_train_row(rows: list[dict], step: int) -> int:
+    """Updated (not skipped) steps after the last training-loss row, up to ``step``: the number of steps in the
+    running sums of a checkpoint written by an older version (which did not store it)."""
+    last = max((int(r["step"]) for r in rows if any(str(k).startswith("train_") for k in r)), default=0)
+    skipped = sum(1 for r in rows if r.get("skipped") and last < int(r["step"]) <= step)
+    return max(step - last - skipped, 0)
+
+
 def learning_rate(step: int, steps: int, lr: float, warmup_steps: int, final_lr_ratio: float) -> float:
     """Linear warmup over ``warmup_steps``, then cosine decay to ``final_lr_ratio * lr`` at step ``steps - 1``."""
     warm = min(1.0, (step + 1) / max(1, warmup_steps))
@@ -346,6 +356,8 @@ def train_tokenizer(
     check_positive_int(ckpt_every, "--ckpt-every")
     check_positive_int(val_frames, "--val-frames")
     check_nonnegative_int(eval_every, "--eval-every", "at each checkpoint")
+    check_nonnegative_int(keep, "--keep", "keep every checkpoint")
+    check_optimizer_args(lr, 0.0)  # the tokenizer has no weight decay
     if precision not in ("32", "bf16-mixed"):
         raise ValueError(f"--precision must be '32' or 'bf16-mixed', got {precision!r}")
     if nan_policy not in ("stop", "skip"):
@@ -356,7 +368,8 @@ def train_tokenizer(
         raise ValueError(f"--image-size {height} {width} is not a positive multiple of the downsampling factor "
                          f"{config.downsample} of --preset {preset}")
     if gan:  # refused now rather than with a convolution error at step --gan-start
-        disc = PatchDiscriminator(3, LossConfig.disc_channels, LossConfig.disc_layers)
+        with torch.device("meta"):  # shapes only: no memory, no draw from the seeded generator
+            disc = PatchDiscriminator(3, LossConfig.disc_channels, LossConfig.disc_layers)
         if min(disc.output_size(height, width)) < 1:
             raise ValueError(f"--gan: --image-size {height} {width} is too small for the patch discriminator (it "
                              f"needs at least {disc.min_side()} pixels a side)")
@@ -425,8 +438,7 @@ def train_tokenizer(
         monitor.load_state_dict(state["monitor"])
         start, rows, initial = int(state["step"]), json.loads(state["rows"]), json.loads(state["initial"])
         running = json.loads(state.get("running", "{}"))
-        # checkpoints of older versions lack the count: the steps since the last multiple of log_every
-        running_steps = int(state.get("running_steps", (start % log_every or log_every) if running else 0))
+        running_steps = int(state.get("running_steps", _steps_since_train_row(rows, start)))
     log = _MetricsLog(out / "metrics.csv", rows, out / "tb" if tensorboard and par.is_main else None)
     if initial is None:
         initial = evaluate(model, val, device=device)

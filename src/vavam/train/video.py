@@ -22,7 +22,7 @@ import tyro
 from torch.utils.data import DataLoader, Dataset
 
 from vavam import presets
-from vavam.checks import check_fraction, check_nonnegative_int, check_positive_int
+from vavam.checks import check_fraction, check_nonnegative_int, check_optimizer_args, check_positive_int
 from vavam.config import VideoConfig
 from vavam.data.tokens import TokenStore, TokenStoreError
 from vavam.io import atomic_write_json
@@ -38,7 +38,6 @@ from vavam.train.distributed import (
     scale_summary,
 )
 from vavam.train.lightning import RESUME_HINT, MupWsdMixin, NanPolicy, fit_resumable
-from vavam.train.optim import check_optimizer_args
 
 
 class VideoWindowDataset(Dataset):
@@ -376,6 +375,18 @@ def train_video(
                         snapshot_fracs=tuple(extras.get("snapshot_fracs", ())))
 
 
+def _snapshot_steps(fracs: tuple[float, ...], steps: int, every_frac: float | None, every: int) -> list[int]:
+    """Steps whose checkpoints a recipe keeps for good (the scaling grid's cool-down starts): ``int(f * steps)``,
+    except that a share that is a multiple of the periodic share ``every_frac`` falls on that periodic
+    checkpoint (``k * every``; with ``steps`` not a multiple of 4 the two differ, which wrote extra checkpoints).
+    """
+    out = set()
+    for f in fracs:
+        k = f / every_frac if every_frac else 0.0
+        out.add(round(k) * every if every_frac and abs(k - round(k)) < 1e-9 else int(f * steps))
+    return sorted(out - {0})
+
+
 def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_size: int, lr: float,
                  weight_decay: float, init_std: float | None, width: int | None, warmup_frac: float,
                  drop_frac: float, num_frames: int | None, stride: int, val_tokens: list[Path] | None,
@@ -444,9 +455,10 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
     train_set = VideoWindowDataset(store, frames, stride)
     if steps is None:  # one epoch
         steps = -(-len(train_set) // plan.global_batch)
-    if ckpt_every_frac and not ckpt_every:
+    periodic_from_frac = bool(ckpt_every_frac and not ckpt_every)
+    if periodic_from_frac:
         ckpt_every = max(1, int(ckpt_every_frac * steps))
-    snapshots = sorted({int(f * steps) for f in snapshot_fracs} - {0})  # kept for good (the scaling grid)
+    snapshots = _snapshot_steps(snapshot_fracs, steps, ckpt_every_frac if periodic_from_frac else None, ckpt_every)
     mix_info = None
     if mix:
         train_set, mix_info = _cooldown_mix(train_set, tokens, mix_sets, mix_ratios,
