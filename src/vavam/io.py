@@ -347,6 +347,20 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path}: not valid JSON ({exc})") from exc
 
 
+def read_loss_log(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows of a training run's per-step log (``metrics.jsonl`` of ``vavam train video`` / ``action``) that hold a
+    step and a loss, in file order; lines cut by a kill and steps without a loss (skipped: null) are left out."""
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and row.get("step") is not None and row.get("loss") is not None:
+            rows.append(row)
+    return rows
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file's bytes."""
     digest = hashlib.sha256()

@@ -9,7 +9,6 @@ tokenizer``) get a loss-curve plot.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Annotated, Any
 import tyro
 
 from vavam.eval.report import EVAL_FILE, Section, Table, load_evaluation, write_report
+from vavam.io import read_loss_log
 
 #: order of evaluation kinds on the page (unknown kinds go last, by folder name).
 KIND_ORDER = ("nexttoken", "openloop", "quality", "probe", "scaling", "closedloop")
@@ -57,14 +57,7 @@ def _training_runs(run_dir: Path) -> list[tuple[Path, list[dict[str, Any]]]]:
     """
     runs = []
     for path in sorted(Path(run_dir).rglob("metrics.jsonl")):
-        rows = []
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict) and "step" in row and row.get("loss") is not None:  # null: a skipped step
-                rows.append(row)
+        rows = read_loss_log(path)
         if rows:
             runs.append((path.parent, rows))
     for path in sorted(Path(run_dir).rglob("metrics.csv")):

@@ -178,7 +178,6 @@ class OpenLoopAccumulator:
             self.sums, self.counts, self.collision_sums, self.collision_counts = (
                 t.view_as(p) for t, p in zip(packed.split([p.numel() for p in parts]), parts))
 
-
     def compute(self) -> dict[str, dict[str, float]]:
         """``{"all" | "right" | "left" | "straight": {metric: mean, "count": n, "collision_rate": r}}``.
 

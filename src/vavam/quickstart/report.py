@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 import shutil
 from pathlib import Path
@@ -13,7 +12,7 @@ import numpy as np
 
 from vavam import presets
 from vavam.eval.report import Section, Table, write_report
-from vavam.io import read_json
+from vavam.io import read_json, read_loss_log
 from vavam.quickstart.plan import QuickstartPlan
 from vavam.stages import DONE_FILE
 
@@ -36,18 +35,9 @@ def _loss_curve(stage: Path) -> tuple[list[float], list[float]]:
     """Per-step training loss of a VaViM / VaVAM stage folder: ``metrics.jsonl`` (one line per step, cut back to the
     checkpoint on resume, so the whole run); else the CSV log of the first Lightning run (``logs/version_0``)."""
     jsonl = stage / "metrics.jsonl"
-    if jsonl.is_file():
-        steps, values = [], []
-        for line in jsonl.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict) and row.get("loss") is not None and row.get("step") is not None:
-                steps.append(float(row["step"]))
-                values.append(float(row["loss"]))
-        if steps:
-            return steps, values
+    rows = read_loss_log(jsonl) if jsonl.is_file() else []
+    if rows:
+        return [float(r["step"]) for r in rows], [float(r["loss"]) for r in rows]
     return _curve(stage / "logs" / "version_0" / "metrics.csv", "train/loss")
 
 
@@ -145,7 +135,7 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
         ("LEFT minus RIGHT lateral offset at 3 s ≥ 1 m at intersections",
          cf.get("left_minus_right_m") is not None and cf["left_minus_right_m"] >= 1.0,
          _fmt(cf.get("left_minus_right_m"), ".2f", "not measured (no held-out frame at an intersection)")
-         + ("" if cf.get("left_minus_right_m") is None or math.isnan(cf["left_minus_right_m"]) else " m")
+         + (" m" if _fmt(cf.get("left_minus_right_m"), "", "") else "")
          + f" over {cf['windows']} frames"),
         ("closed-loop table lists VaVAM beside the baselines", "VaVAM" in cl, ", ".join(cl)),
     ]
@@ -166,7 +156,8 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
     nan = float("nan")
     gf = res["generated_frames"]
     fd, fd_copy = gf.get("frechet_tokenizer_features"), gf.get("frechet_tokenizer_features_copy")
-    no_fd = "not computed (needs more than 2 windows)"
+    no_fd = ("not computed (needs more than 2 windows)" if "frechet_tokenizer_features" in gf
+             else "not recorded (a run made before this measure)")
     no_cf = "not measured (no held-out frame at an intersection)"
     ol_tables = [Table(["planner", "minADE", "FDE", "L2@1s", "L2@2s", "L2@3s", "collision rate", "windows"],
                        [[k, *(v["all"][m] for m in ("min_ade", "fde", "l2@1s", "l2@2s", "l2@3s")),
