@@ -35,6 +35,17 @@ def test_bad_config_dict_is_named():
         presets.get("vavim_xxl")
 
 
+def test_nested_config_takes_its_declared_kind_or_is_refused():
+    # A hand-written config.json may leave out the nested "kind": it used to stay a plain dict (an
+    # AttributeError at build time); a nested config of the wrong kind used to be accepted.
+    config = config_from_dict({"kind": "action", "width": 16, "video": {"width": 64, "num_layers": 2, "head_dim": 32}})
+    assert config.video == dataclasses.replace(presets.vavim_s(), width=64, num_layers=2, head_dim=32)
+    with pytest.raises(ValueError, match="'video' must be a video config"):
+        config_from_dict({"kind": "action", "video": {"kind": "vq"}})
+    with pytest.raises(ValueError, match="'video' must be a video config object"):
+        config_from_dict({"kind": "action", "video": 768})
+
+
 def test_downsample_follows_channel_multipliers():
     assert presets.vq16().downsample == 16
     assert presets.vq_tiny().downsample == 8

@@ -124,7 +124,11 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 
 def config_from_dict(data: dict[str, Any]) -> Any:
-    """Inverse of :func:`config_to_dict`. Unknown kinds or fields raise ``ValueError``."""
+    """Inverse of :func:`config_to_dict`. Unknown kinds or fields raise ``ValueError``.
+
+    A nested config field (``ActionConfig.video``) takes its declared kind when its dict has no ``kind``;
+    a dict of another kind, or a value that is not a dict, raises ``ValueError``.
+    """
     data = dict(data)
     kind = data.pop("kind", None)
     if kind not in CONFIG_TYPES:
@@ -134,9 +138,18 @@ def config_from_dict(data: dict[str, Any]) -> Any:
     unknown = set(data) - set(fields)
     if unknown:
         raise ValueError(f"{kind} config has unknown fields {sorted(unknown)}")
+    nested_types = {c.__name__: c for c in CONFIG_TYPES.values()}
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
-        if isinstance(value, dict) and "kind" in value:
+        declared = fields[name].type
+        nested = nested_types.get(declared if isinstance(declared, str) else getattr(declared, "__name__", ""))
+        if nested is not None:
+            if not isinstance(value, dict):
+                raise ValueError(f"{kind} config field {name!r} must be a {nested.kind} config object, got {value!r}")
+            value = config_from_dict({"kind": nested.kind, **value})
+            if not isinstance(value, nested):
+                raise ValueError(f"{kind} config field {name!r} must be a {nested.kind} config, got {value.kind!r}")
+        elif isinstance(value, dict) and "kind" in value:
             value = config_from_dict(value)
         elif isinstance(value, list):
             value = tuple(value)

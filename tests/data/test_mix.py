@@ -139,6 +139,30 @@ def test_sampler_records_what_was_consumed():
     assert full == order.tolist()
 
 
+def test_sampler_state_is_exact_after_a_drop_last_epoch():
+    # 10 windows on 3 ranks: each epoch draws 9 (drop_last). After epoch 0 and one round of epoch 1, the
+    # recorded state must name exactly the 3 windows drawn in epoch 1 as consumed (it used to count in
+    # units of 9, so ConsumedWindows placed the position one window short, in the wrong epoch).
+    samplers = [SeededPermutationSampler(10, seed=7, rank=r, world_size=3) for r in range(3)]
+    epoch0 = [i for s in samplers for i in s]
+    assert sorted(epoch0) == sorted(permutation_order(10, 7, 0)[:9].tolist())
+    iters = [iter(s) for s in samplers]
+    drawn = [next(it) for it in iters]
+    assert sorted(drawn) == sorted(permutation_order(10, 7, 1)[:3].tolist())
+    state = samplers[0].state_dict()
+    assert ConsumedWindows(**state).epoch == 1 and samplers[0].epoch == 1
+    assert set(unconsumed_windows(ConsumedWindows(**state)).tolist()) == set(range(10)) - set(drawn)
+    # resuming from that state, on any world size, continues epoch 1 where it stopped
+    rest = [i for it in iters for i in it]
+    one = SeededPermutationSampler(10, seed=7)
+    one.load_state_dict(state)
+    assert sorted(one) == sorted(rest + permutation_order(10, 7, 1)[9:].tolist())
+    three = [SeededPermutationSampler(10, seed=7, rank=r, world_size=3) for r in range(3)]
+    for s in three:
+        s.load_state_dict(state)
+    assert len(three[0]) == 2 and sorted(i for s in three for i in s) == sorted(rest)
+
+
 def test_cooldown_draws_only_unconsumed_pretraining_windows():
     record = ConsumedWindows(num_windows=100, seed=11, consumed=70)
     mix = cooldown_mix([100, 50, 4], total=200, pretraining=record, seed=42)

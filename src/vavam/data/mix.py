@@ -18,10 +18,12 @@ ratios 0.40 / 0.5872 / 0.0128 of 5,963,251 samples (reference §2.10, §4.6). He
   that reads its dataset through :class:`SeededPermutationSampler` consumes, in epoch ``e``, the
   windows in the order ``np.random.default_rng([seed, e]).permutation(num_windows)``; its
   consumption is then recorded by three numbers, ``(num_windows, seed, consumed)`` — ``consumed``
-  being the number of windows drawn so far over all ranks (= optimiser steps x global batch when
-  ``drop_last``) — which the sampler's ``state_dict`` holds and checkpoints store. The unconsumed
-  windows are the rest of the current epoch's permutation. A run that recorded an explicit set
-  (indices or a boolean mask) can pass it instead.
+  being the read position ``epoch * num_windows + windows drawn in the current epoch`` over all
+  ranks (= optimiser steps x global batch in the first epoch with ``drop_last``; a finished epoch
+  counts ``num_windows`` even when ``drop_last`` left its tail undrawn) — which the sampler's
+  ``state_dict`` holds and checkpoints store. The unconsumed windows are the rest of the current
+  epoch's permutation. A run that recorded an explicit set (indices or a boolean mask) can pass it
+  instead.
 
 :class:`MixedDataset` wraps several datasets and serves the mix's ``(source, window)`` list.
 """
@@ -216,7 +218,7 @@ def build_mix(
         seed: the mix is a pure function of (sizes, ratios, total, seed, pools).
         pools: optional candidate windows per source (by name or position; None = all windows), e.g.
             :func:`unconsumed_windows` for the pretraining source. Indices must lie in ``[0, size)``.
-        shuffle: shuffle the final ``(source, window)`` list with ``default_rng([seed, -1])``.
+        shuffle: shuffle the final ``(source, window)`` list with ``default_rng([seed, 2**32 - 1])``.
 
     Returns:
         :class:`Mix`.
@@ -288,9 +290,11 @@ class ConsumedWindows:
     """How much of its dataset a pretraining run has consumed.
 
     The run read its ``num_windows`` windows through :class:`SeededPermutationSampler` with
-    ``seed``; ``consumed`` windows were drawn (over all ranks, all epochs). Epoch ``e`` visits
-    :func:`permutation_order` ``(num_windows, seed, e)``; the consumed windows of the current epoch
-    ``consumed // num_windows`` are the first ``consumed % num_windows`` of its order.
+    ``seed``; ``consumed`` is its read position over all ranks: ``epoch * num_windows`` plus the
+    windows drawn in the current epoch (a finished epoch counts ``num_windows`` even when
+    ``drop_last`` left its tail undrawn). Epoch ``e`` visits :func:`permutation_order`
+    ``(num_windows, seed, e)``; the consumed windows of the current epoch ``consumed // num_windows``
+    are the first ``consumed % num_windows`` of its order.
     """
 
     num_windows: int
@@ -303,7 +307,8 @@ class ConsumedWindows:
 
     @classmethod
     def from_steps(cls, num_windows: int, seed: int, steps: int, global_batch: int) -> ConsumedWindows:
-        """After ``steps`` optimiser steps of ``global_batch`` windows (drop_last, no accumulation)."""
+        """After ``steps`` optimiser steps of ``global_batch`` windows (drop_last, no accumulation), within
+        the first epoch (later epochs also count the tail ``drop_last`` skipped: use the sampler's state)."""
         return cls(int(num_windows), int(seed), int(steps) * int(global_batch))
 
     @property
@@ -391,7 +396,8 @@ class SeededPermutationSampler(Sampler[int]):
     Rank ``r`` of ``world_size`` takes positions ``r, r + W, r + 2W, ...`` of the epoch's order
     (``drop_last``: every rank gets ``num_windows // W``), so after ``k`` items per rank the run has
     consumed exactly the first ``k * W`` windows of the order. ``state_dict()`` records
-    ``(num_windows, seed, consumed)`` — the :class:`ConsumedWindows` of the run — and
+    ``(num_windows, seed, consumed)`` — the :class:`ConsumedWindows` of the run, ``consumed`` counted
+    as ``epoch * num_windows + k * W`` so that it means the same at any world size — and
     ``load_state_dict`` resumes mid-epoch. Call :meth:`set_epoch` to move to the next epoch
     (done automatically when an epoch is exhausted).
 
@@ -411,25 +417,35 @@ class SeededPermutationSampler(Sampler[int]):
         self.consumed = int(consumed)
         self._yielded = 0
 
+    def _position(self) -> tuple[int, int]:
+        """(epoch, windows drawn in it) at ``consumed``; a position inside the tail that ``drop_last`` skips
+        is the start of the next epoch."""
+        if not self.num_windows:
+            return 0, 0
+        epoch, pos = divmod(self.consumed, self.num_windows)
+        if pos >= self.per_epoch:
+            return (epoch + 1, 0) if self.per_epoch else (epoch, 0)
+        return epoch, pos
+
     def __len__(self) -> int:
-        pos = self.consumed % self.per_epoch if self.per_epoch else 0
-        return (self.per_epoch - pos) // self.world_size
+        return (self.per_epoch - self._position()[1]) // self.world_size
 
     @property
     def epoch(self) -> int:
-        return self.consumed // self.per_epoch if self.per_epoch else 0
+        return self._position()[0]
 
     def set_epoch(self, epoch: int) -> None:
-        self.consumed = int(epoch) * self.per_epoch
+        self.consumed = int(epoch) * self.num_windows
 
     def __iter__(self) -> Iterator[int]:
         if not self.per_epoch:
             return
-        epoch, pos = divmod(self.consumed, self.per_epoch)
+        epoch, pos = self._position()
         order = permutation_order(self.num_windows, self.seed, epoch)[: self.per_epoch]
         for k in range(pos + self.rank, self.per_epoch, self.world_size):
-            # Every rank advances by one global round (W windows) per item it yields.
-            self.consumed = epoch * self.per_epoch + (k - self.rank) + self.world_size
+            # Every rank advances by one global round (W windows) per item it yields; whole epochs count
+            # num_windows (the dropped tail included), the unit ConsumedWindows reads.
+            self.consumed = epoch * self.num_windows + (k - self.rank) + self.world_size
             yield int(order[k])
 
     def state(self) -> ConsumedWindows:
