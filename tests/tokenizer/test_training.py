@@ -113,6 +113,30 @@ def test_folder_with_a_truncated_image_names_it(tmp_path):
         train_tokenizer(tmp_path / "run", steps=1, data=str(tmp_path / "imgs"), **SMALL)
 
 
+def test_a_resume_on_other_images_is_refused_naming_data(tmp_path):
+    """The run settings recorded only that images came from a folder: a resume on another folder trained the rest
+    of the run on other images without a word. A moved copy of the same images still resumes."""
+    import json
+    import shutil
+
+    rng = np.random.default_rng(0)
+    for name in ("imgs", "other"):
+        (tmp_path / name).mkdir()
+        for i in range(6 if name == "imgs" else 7):
+            Image.fromarray(rng.integers(0, 255, (16, 32, 3), dtype=np.uint8)).save(tmp_path / name / f"{i}.png")
+    run = tmp_path / "run"
+    train_tokenizer(run, steps=1, ckpt_every=1, data=str(tmp_path / "imgs"), **SMALL)
+    with pytest.raises(ValueError, match=r"--data .*other: not the images this run started with"):
+        train_tokenizer(run, steps=2, ckpt_every=1, resume=True, data=str(tmp_path / "other"), **SMALL)
+    shutil.copytree(tmp_path / "imgs", tmp_path / "moved")
+    train_tokenizer(run, steps=2, ckpt_every=1, resume=True, data=str(tmp_path / "moved"), **SMALL)
+    # a run recorded before the fingerprint existed resumes without it
+    settings = json.loads((run / "run_settings.json").read_text())
+    del settings["data_images"]
+    (run / "run_settings.json").write_text(json.dumps(settings))
+    train_tokenizer(run, steps=3, ckpt_every=1, resume=True, data=str(tmp_path / "other"), **SMALL)
+
+
 def _train_rows(run):
     import csv
 

@@ -43,7 +43,7 @@ import tyro
 
 from vavam.checks import check_nonnegative_int, check_optimizer_args, check_positive_int
 from vavam.config import config_to_dict
-from vavam.io import atomic_write, atomic_write_bytes, atomic_write_text
+from vavam.io import atomic_write, atomic_write_bytes, atomic_write_text, sha256_json
 from vavam.tokenizer.losses import LossConfig, PatchDiscriminator, TokenizerLoss, load_perceptual_loss
 from vavam.train.codebook import CodebookMonitor
 from vavam.train.distributed import LoopParallel, ScaleOut, apply_activation_checkpointing, plan_batch
@@ -55,6 +55,7 @@ from vavam.train.resume import (
     find_resume_checkpoint,
     prune_checkpoints,
     read_checkpoint,
+    read_run_settings,
     write_checkpoint,
     write_run_settings,
 )
@@ -114,6 +115,8 @@ class FolderImages:
             frames[i] = np.asarray(_crop_resize(Image.fromarray(rgb), height, width))
         self.train, self.val = frames[:-val], frames[-val:]
         self.seed = seed
+        # which images (relative names and sizes): a resume must train on the same ones, wherever the folder is
+        self.fingerprint = sha256_json([[f.relative_to(folder).as_posix(), f.stat().st_size] for f in files])
         counts = f"{len(self.train)} train / {len(self.val)} held-out images"
         self.description = f"folder {folder} ({counts}, {height}x{width})"
 
@@ -424,8 +427,17 @@ def train_tokenizer(
                 "data": "synthetic" if data == "synthetic" else "folder", "loss": dataclasses.asdict(loss_config),
                 "perceptual": perceptual is not None, "dead_code_window": dead_code_window, "seed": seed,
                 "val_frames": val_frames}
-    check_resume(out, settings, checkpoint_step(resume_path) if resume_path is not None else None, ignore=("steps",),
+    images = getattr(source, "fingerprint", None)
+    if images is not None:
+        settings["data_images"] = images
+    # data_images is checked apart: runs recorded before it existed resume without it
+    check_resume(out, settings, checkpoint_step(resume_path) if resume_path is not None else None,
+                 ignore=("steps", "data_images"),
                  rate=lambda s, k: learning_rate(k, int(s["steps"]), lr, warmup_steps, final_lr_ratio))
+    recorded_images = (read_run_settings(out) or {}).get("data_images") if resume_path is not None else None
+    if recorded_images is not None and recorded_images != images:
+        raise ValueError(f"--data {data}: not the images this run started with (their names or sizes differ); "
+                         "resume with the same images, or start a new run in another folder")
     if resume_path is None and par.is_main:
         write_run_settings(out, settings)
     if resume_path is not None:
