@@ -77,3 +77,24 @@ def test_report_on_a_folder_without_anything_leaves_no_summary_folder(tmp_path, 
     existing.mkdir()
     code, _ = _run(capsys, "report", str(run), "--out", str(existing))
     assert code == 2 and existing.is_dir()  # a folder that was there stays
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a machine with CUDA has the device")
+@pytest.mark.parametrize("argv", [
+    ["plan", "CKPT", "--device", "cuda"],
+    ["serve", "CKPT", "--device=cuda:1"],
+    ["eval", "nexttoken", "CKPT", "--device", "cuda"],
+    ["tokenize", "--frames", "F", "--out", "O", "--device", "cuda"],
+])
+def test_a_missing_gpu_is_a_one_line_error(tmp_path, capsys, argv):
+    """--device cuda on a machine without CUDA ended in torch's 'Torch not compiled with CUDA enabled'
+    traceback (exit 1) in serve / plan / eval ...; it is now refused before anything runs, naming --device."""
+    argv = [str(tmp_path / a) if a in ("CKPT", "F", "O") else a for a in argv]
+    code, err = _run(capsys, *argv)
+    assert code == 2 and "--device cuda" in err and "no CUDA device here" in err and "Traceback" not in err
+    assert not (tmp_path / "O").exists()
+
+
+def test_a_device_that_is_no_device_name_is_refused(capsys, tmp_path):
+    code, err = _run(capsys, "generate", str(tmp_path / "ckpt"), "--device", "gpu0")
+    assert code == 2 and "--device 'gpu0': not a device name" in err

@@ -80,6 +80,17 @@ def _print_help(prefix: str = "", file: TextIO | None = None) -> None:
     print("\n".join(lines), file=file if file is not None else sys.stdout)
 
 
+def _typed_option(args: Sequence[str], flag: str) -> str | None:
+    """The value typed for ``flag`` (``--flag VALUE`` or ``--flag=VALUE``; the last one wins), else None."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vavam`` console script."""
     import tyro
@@ -98,6 +109,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from vavam.train.recipes import command_line
 
             try:
+                if "device" in inspect.signature(func).parameters:  # a missing GPU: one line, not a traceback
+                    device = _typed_option(args[depth:], "--device")
+                    if device is not None:
+                        from vavam.hardware import check_device
+
+                        check_device(device)
                 with command_line(args[depth:]):  # options typed win over a --recipe even at their defaults
                     result = tyro.cli(func, args=args[depth:], prog=f"vavam {name}")
             except (ValueError, FileNotFoundError, ServerUnreachable) as exc:  # bad input: the message names it

@@ -1,4 +1,5 @@
-"""What the machine can do fast: whether bf16 autocast helps or hurts on this device.
+"""What the machine has and can do fast: whether a requested device exists, whether bf16 autocast helps or
+hurts on it.
 
 On a CPU, bf16 matrix products are fast only with native bf16 instructions (AVX-512 BF16 or AMX);
 without them PyTorch falls back to slow conversion loops. Measured on 2 AVX2 cores (AMD EPYC, torch
@@ -16,9 +17,32 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["cpu_has_native_bf16", "native_bf16_from_cpuinfo", "bf16_is_fast", "warn_if_slow_bf16"]
+__all__ = ["check_device", "cpu_has_native_bf16", "native_bf16_from_cpuinfo", "bf16_is_fast", "warn_if_slow_bf16"]
 
 _NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def check_device(device: str, flag: str = "--device") -> None:
+    """Refuse a device this machine does not have, naming ``flag`` (``auto`` always passes).
+
+    Raises:
+        ValueError: not a torch device name, CUDA asked of a torch without CUDA or beyond the visible GPUs,
+            or MPS where there is none.
+    """
+    if device == "auto":
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"{flag} {device!r}: not a device name (cpu, cuda, cuda:N, auto where offered)") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "has no CUDA support" if torch.version.cuda is None else "sees no GPU"
+            raise ValueError(f"{flag} {device}: no CUDA device here (torch {torch.__version__} {why}); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{flag} {device}: only {torch.cuda.device_count()} GPU(s) visible")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{flag} {device}: no MPS device here; use --device cpu")
 
 
 def native_bf16_from_cpuinfo(text: str) -> bool | None:
