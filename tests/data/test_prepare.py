@@ -306,6 +306,7 @@ def test_prepare_nuscenes_corrupt_image_skips_the_scene(tmp_path, monkeypatch):
 
 def test_prepare_nuplan_with_a_stand_in_loader(tmp_path, monkeypatch):
     root = tmp_path / "sensor_blobs"
+    root.mkdir()
 
     def load_nuplan(db_paths_or_folder, sensor_root, camera="CAM_F0", skip_bad=False, check_images=True):
         recs = [_record("2021.05.12.log/scene0", root, "log/CAM_F0", 6, 10.0, 120, 240, 4, camera="CAM_F0")]
@@ -326,6 +327,15 @@ def test_prepare_nuplan_with_a_stand_in_loader(tmp_path, monkeypatch):
     prepare_nuplan([tmp_path / "a.db"], root, tmp_path / "records_only", split="mini", progress=False)
     assert (tmp_path / "records_only" / "mini" / "records.npz").is_file()
     assert not (tmp_path / "records_only" / "mini" / "tokens").exists()
+
+
+def test_prepare_nuplan_names_a_missing_sensor_root(tmp_path):
+    """A wrong --sensor-root reported every frame as missing (or, with --skip-bad, wrote an empty split) without
+    naming the folder; it is refused up front, before the databases are read or anything is written."""
+    with pytest.raises(FileNotFoundError, match=r"^--sensor-root .*nope: no such folder \(nuPlan's sensor_blobs"):
+        prepare_nuplan([tmp_path / "a.db"], tmp_path / "nope", tmp_path / "out", split="mini", skip_bad=True,
+                       progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 def test_encode_sources_shard_and_skip(tmp_path):

@@ -1,7 +1,7 @@
 """Glue shared by the ``generate`` and ``plan`` commands: checkpoints, tokenizers, inputs, outputs.
 
 Errors are :class:`CommandError` (a ``ValueError``) or ``FileNotFoundError`` whose message starts with
-the command-line argument at fault (``--checkpoint``, ``--tokenizer``, ``--frames``, ...).
+the command-line argument at fault (``CHECKPOINT``, ``--tokenizer``, ``--frames``, ...).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def check_checkpoint(checkpoint: Path) -> str:
     """``"folder"`` (our checkpoint folder) or ``"released"`` (a ``.pt`` file or DeepSpeed folder)."""
     checkpoint = Path(checkpoint)
     if not checkpoint.exists():
-        raise FileNotFoundError(f"--checkpoint {checkpoint}: no such file or folder")
+        raise FileNotFoundError(f"checkpoint {checkpoint}: no such file or folder")
     return "folder" if is_checkpoint_folder(checkpoint) else "released"
 
 
@@ -89,12 +89,12 @@ def resolve_tokenizer(checkpoint: Path, tokenizer: str | None, required: bool) -
         return None
     if kind == "released":
         raise CommandError(
-            f"--tokenizer is required: --checkpoint {checkpoint} is a released checkpoint, which does not record "
+            f"--tokenizer is required: checkpoint {checkpoint} is a released checkpoint, which does not record "
             "its tokenizer (pass the LlamaGen VQ-16 .pt, our tokenizer folder, or the authors' "
             "VQ_ds16_16384_llamagen_encoder.jit/_decoder.jit pair with --trust-code)"
         )
     raise CommandError(
-        f"--tokenizer is required: --checkpoint {checkpoint} does not record a tokenizer that exists "
+        f"--tokenizer is required: checkpoint {checkpoint} does not record a tokenizer that exists "
         "(meta.json has no usable 'tokenizer' entry)"
     )
 

@@ -141,7 +141,7 @@ def generate(
         try:
             vim = _load_vim(checkpoint, device)
         except (ValueError, KeyError) as exc:
-            raise C.CommandError(f"--checkpoint {checkpoint}: cannot load a VaViM: {exc}") from exc
+            raise C.CommandError(f"checkpoint {checkpoint}: cannot load a VaViM: {exc}") from exc
         tok = C.load_tokenizer_arg(tok_path, trust_code, device)
     cfg = vim.config
     if context > cfg.num_frames - 1:

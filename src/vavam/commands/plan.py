@@ -133,7 +133,7 @@ def plan(
         try:
             vam = load_action_model(checkpoint, device=device)
         except (ValueError, KeyError) as exc:
-            raise C.CommandError(f"--checkpoint {checkpoint}: cannot load a VaVAM: {exc}") from exc
+            raise C.CommandError(f"checkpoint {checkpoint}: cannot load a VaVAM: {exc}") from exc
         tok = C.load_tokenizer_arg(tok_path, trust_code, device) if tok_path else None
     cfg = vam.config
     vcfg = cfg.video

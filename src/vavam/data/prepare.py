@@ -475,6 +475,9 @@ def prepare_nuplan(
     from vavam.data.sources.nuplan import load_nuplan
 
     out = Path(out)
+    if check_images and not Path(sensor_root).is_dir():  # else every frame is reported missing (or skipped)
+        raise FileNotFoundError(f"--sensor-root {sensor_root}: no such folder (nuPlan's sensor_blobs, holding "
+                                "<log>/CAM_F0/<token>.jpg)")
     given: Any = [Path(p) for p in db]
     result = load_nuplan(
         given if len(given) != 1 else given[0], sensor_root, camera=camera, skip_bad=skip_bad, check_images=check_images

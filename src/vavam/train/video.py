@@ -556,7 +556,7 @@ def _cooldown_mix(first: VideoWindowDataset, tokens: Path, others: list[TokenSto
     data = ((init_state or {}).get("hyper_parameters") or {}).get("data") or {}
     if data and Path(data.get("tokens", "")).resolve() == Path(tokens).resolve():
         if data.get("windows") != len(first) or data.get("stride") != first.stride:
-            raise ValueError(f"init_from was trained on {data.get('windows')} windows (stride {data.get('stride')}) "
+            raise ValueError(f"--init-from was trained on {data.get('windows')} windows (stride {data.get('stride')}) "
                              f"of {tokens}, this run indexes {len(first)} (stride {first.stride}): cannot tell "
                              "which windows it has seen")
         consumed = int(init_state.get("callbacks", {}).get("_DataPosition", {}).get("consumed", 0))

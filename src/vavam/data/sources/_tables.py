@@ -158,7 +158,7 @@ def screen_frames(
     if bad and not skip_bad:
         i = bad[0]
         more = f" (and {len(bad) - 1} more bad frame(s))" if len(bad) > 1 else ""
-        raise SourceError(f"scene '{scene}', frame {i} ({labels[i]}): {reasons[i]}{more}; pass skip_bad to drop them")
+        raise SourceError(f"scene '{scene}', frame {i} ({labels[i]}): {reasons[i]}{more}; pass --skip-bad to drop them")
     for i in bad:
         skipped.add(scene, i, f"{labels[i]}: {reasons[i]}")
     kept = np.flatnonzero(ok)
@@ -171,7 +171,7 @@ def screen_frames(
 def scene_problem(scene: str, reason: str, *, skip_bad: bool, skipped: SkipLog) -> None:
     """A whole scene is unusable: raise :class:`SourceError` naming it, or (``skip_bad``) log it."""
     if not skip_bad:
-        raise SourceError(f"scene '{scene}': {reason}; pass skip_bad to skip such scenes")
+        raise SourceError(f"scene '{scene}': {reason}; pass --skip-bad to skip such scenes")
     skipped.add(scene, None, reason)
 
 

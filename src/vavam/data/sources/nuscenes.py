@@ -304,7 +304,7 @@ def _scene_record(
             return None
         if not skip_bad:
             raise SourceError(
-                f"scene '{name}', frame {len(chain)}: {broken}; pass skip_bad to keep the frames before it"
+                f"scene '{name}', frame {len(chain)}: {broken}; pass --skip-bad to keep the frames before it"
             )
         skipped.add(name, len(chain), broken)
     if not any(keyframes.get(t) for t in chain):
