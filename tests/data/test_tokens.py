@@ -834,31 +834,3 @@ def test_convert_another_fps_rewrites_timestamps_only(tmp_path, capsys):
     assert "frame numbers / 10 fps -> frame numbers / 5 fps, frame rate 10 fps -> 5 fps" in capsys.readouterr().err
     after = os.stat(scene_file)
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
-
-
-def test_windows_spanning_a_dropped_frame_are_left_out(tmp_path):
-    """A 10 Hz scene with frame 6 dropped (as nuPlan frames left out as bad): every window that steps over the gap
-    held a 0.2 s step that training took for motion; training and next-token windows now leave them out."""
-    import warnings
-
-    from vavam.eval.nexttoken import store_windows
-    from vavam.train.video import VideoWindowDataset
-
-    writer = TokenStoreWriter(tmp_path / "tok", (1, 2), codebook_size=16, tokenizer={"name": "rand"}, fps=10.0,
-                              resume=False)
-    ts = np.delete(np.arange(13) * 100_000, 6)  # 12 frames, 0.2 s from frame index 5 to 6
-    writer.write_scene("gap", np.arange(24, dtype=np.uint16).reshape(12, 1, 2) % 16, ts)
-    writer.write_scene("even", np.zeros((12, 1, 2), dtype=np.uint16), np.arange(12) * 100_000)
-    store = TokenStore(tmp_path / "tok")
-    assert list(store.window_starts("gap", 3, 1)) == list(range(10))
-    assert store.steady_window_starts("gap", 3, 1).tolist() == [0, 1, 2, 3, 6, 7, 8, 9]  # 4, 5 step over 5 -> 6
-    assert store.steady_window_starts("gap", 3, 2).tolist() == [0, 1, 6, 7]  # stride 2: 2..5 reach across
-    assert store.steady_window_starts("even", 3, 2).tolist() == list(range(8))
-    with pytest.warns(UserWarning, match=r"2 windows of 3 frames \(stride 1\) in 1 scene\(s\) span a jump in time"):
-        dataset = VideoWindowDataset(store, 3, 1)
-    assert [(s, k) for s, k in dataset.index if s == "gap"] == [("gap", k) for k in (0, 1, 2, 3, 6, 7, 8, 9)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # an even store: no warning
-        VideoWindowDataset(store, 3, 1, scenes=["even"])
-    # non-overlapping evaluation windows of 4 frames: starts 0, 4, 8 -> the one at 4 spans the gap
-    assert store_windows(store, 4, 1).shape[0] == 2 + 3

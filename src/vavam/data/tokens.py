@@ -291,25 +291,6 @@ class TokenStore:
         span = (num_frames - 1) * stride + 1
         return range(0, max(0, self.num_frames(scene) - span + 1))
 
-    def steady_window_starts(self, scene: str, num_frames: int, stride: int = 1) -> np.ndarray:
-        """The starts of :meth:`window_starts` whose frames are evenly spaced in time -> int64 ``[K]``.
-
-        Each step of a window (``stride`` frames) must last ``stride`` median frame intervals of the scene,
-        give or take half an interval: a dropped frame (e.g. nuPlan frames left out as bad) or a cut inside
-        a scene would otherwise give a window with a jump in time that training takes for motion.
-        """
-        starts = np.arange(len(self.window_starts(scene, num_frames, stride)), dtype=np.int64)
-        if num_frames < 2 or len(starts) == 0:
-            return starts
-        ts = self.timestamps(scene)
-        interval = float(np.median(np.diff(ts)))
-        steps = ts[stride:] - ts[:-stride]  # [T - stride]: duration of the step from each frame
-        uneven = np.abs(steps - stride * interval) > interval / 2
-        ok = np.ones(len(starts), dtype=bool)
-        for j in range(num_frames - 1):  # step j of the window starting at s: frames s + j*stride -> + stride
-            ok &= ~uneven[starts + j * stride]
-        return starts[ok]
-
     def frame_index_at(self, scene: str, timestamps_us: int | Sequence[int] | np.ndarray,
                        tolerance_us: int | None = None) -> np.ndarray:
         """Index of the frame nearest to each timestamp (join ego poses to tokens by time).

@@ -186,9 +186,7 @@ def perplexity(mean_cross_entropy: float) -> float:
 
 def store_windows(store, num_frames: int, stride: int = 1, limit: int | None = None, seed: int = 0) -> torch.Tensor:
     """Non-overlapping windows of ``num_frames`` frames (every ``stride``-th frame) of every scene of a
-    token store -> long ``[N, T, h, w]``; with ``limit`` (>= 1), a seeded random subset of that many. Windows
-    that span a jump in time (a dropped frame: :meth:`~vavam.data.tokens.TokenStore.steady_window_starts`)
-    are left out."""
+    token store -> long ``[N, T, h, w]``; with ``limit`` (>= 1), a seeded random subset of that many."""
     from vavam.checks import check_positive_int
 
     check_positive_int(num_frames, "num_frames")
@@ -198,10 +196,8 @@ def store_windows(store, num_frames: int, stride: int = 1, limit: int | None = N
     out = []
     span = (num_frames - 1) * stride + 1
     for scene in store.scenes:
-        steady = set(store.steady_window_starts(scene, num_frames, stride).tolist())
         for start in range(0, store.num_frames(scene) - span + 1, span):
-            if start in steady:
-                out.append(store.window(scene, start, num_frames, stride).astype(np.int64))
+            out.append(store.window(scene, start, num_frames, stride).astype(np.int64))
     if not out:
         raise ValueError(f"{store.root}: no scene has {span} frames (a window of {num_frames} at stride {stride})")
     windows = torch.from_numpy(np.stack(out))

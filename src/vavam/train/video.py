@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -42,8 +41,7 @@ from vavam.train.lightning import RESUME_HINT, MupWsdMixin, NanPolicy, fit_resum
 
 
 class VideoWindowDataset(Dataset):
-    """Every window of ``num_frames`` frames (``stride`` apart) of a token store's scenes whose frames are evenly
-    spaced in time (:meth:`~vavam.data.tokens.TokenStore.steady_window_starts`; the others are counted in a warning).
+    """Every window of ``num_frames`` frames (``stride`` apart) of a token store's scenes.
 
     Items are long ``[num_frames, h, w]``.
     """
@@ -53,18 +51,10 @@ class VideoWindowDataset(Dataset):
         self.num_frames = num_frames
         self.stride = stride
         self.index: list[tuple[str, int]] = []
-        uneven, uneven_scenes = 0, 0
         for scene in scenes if scenes is not None else store.scenes:
-            steady = store.steady_window_starts(scene, num_frames, stride)  # windows without a jump in time
-            self.index.extend((scene, int(s)) for s in steady)
-            left_out = len(store.window_starts(scene, num_frames, stride)) - len(steady)
-            uneven, uneven_scenes = uneven + left_out, uneven_scenes + (left_out > 0)
-        if uneven:
-            warnings.warn(f"{store.root}: {uneven} windows of {num_frames} frames (stride {stride}) in {uneven_scenes} "
-                          "scene(s) span a jump in time (a dropped frame or a cut) and are left out", stacklevel=2)
+            self.index.extend((scene, s) for s in store.window_starts(scene, num_frames, stride))
         if not self.index:
-            raise ValueError(f"{store.root}: no window of {num_frames} frames (stride {stride}) fits any scene"
-                             + (" without a jump in time" if uneven else ""))
+            raise ValueError(f"{store.root}: no window of {num_frames} frames (stride {stride}) fits any scene")
 
     def __len__(self) -> int:
         return len(self.index)
