@@ -95,6 +95,24 @@ def test_a_missing_gpu_is_a_one_line_error(tmp_path, capsys, argv):
     assert not (tmp_path / "O").exists()
 
 
+def test_help_is_shown_whatever_device_is_typed(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["plan", "--help", "--device", "nonsense"])
+    assert exit_info.value.code == 0 and "--device" in capsys.readouterr().out
+
+
+def test_a_gpu_index_beyond_the_visible_ones_is_refused(monkeypatch):
+    import torch
+
+    from vavam.hardware import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    check_device("cuda:1")
+    with pytest.raises(ValueError, match=r"--device cuda:2: only 2 GPU\(s\) visible"):
+        check_device("cuda:2")
+
+
 def test_a_device_that_is_no_device_name_is_refused(capsys, tmp_path):
     code, err = _run(capsys, "generate", str(tmp_path / "ckpt"), "--device", "gpu0")
     assert code == 2 and "--device 'gpu0': not a device name" in err

@@ -109,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from vavam.train.recipes import command_line
 
             try:
-                if "device" in inspect.signature(func).parameters:  # a missing GPU: one line, not a traceback
+                asks_help = any(a in ("-h", "--help") for a in args[depth:])
+                if "device" in inspect.signature(func).parameters and not asks_help:  # a missing GPU: one line
                     device = _typed_option(args[depth:], "--device")
                     if device is not None:
                         from vavam.hardware import check_device

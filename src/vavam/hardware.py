@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["check_device", "cpu_has_native_bf16", "native_bf16_from_cpuinfo", "bf16_is_fast", "warn_if_slow_bf16"]
+__all__ = ["check_device", "cpu_has_native_bf16", "native_bf16_from_cpuinfo", "bf16_is_fast",
+           "warn_if_slow_bf16"]
 
 _NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -38,7 +39,8 @@ def check_device(device: str, flag: str = "--device") -> None:
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             why = "has no CUDA support" if torch.version.cuda is None else "sees no GPU"
-            raise ValueError(f"{flag} {device}: no CUDA device here (torch {torch.__version__} {why}); use --device cpu")
+            raise ValueError(f"{flag} {device}: no CUDA device here (torch {torch.__version__} {why}); "
+                             "use --device cpu")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(f"{flag} {device}: only {torch.cuda.device_count()} GPU(s) visible")
     elif dev.type == "mps" and not torch.backends.mps.is_available():
