@@ -135,40 +135,43 @@ def evaluate_open_loop(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(mine), desc="open loop", unit="window")
+    def one_batch(items: list[dict[str, Any]]) -> None:
+        """Plan a batch of windows with every planner and add their errors."""
+        tokens = torch.stack([torch.as_tensor(it["tokens"]) for it in items])
+        positions = torch.stack([torch.as_tensor(it["positions"]) for it in items]).float()
+        commands = torch.stack([torch.as_tensor(it["commands"]) for it in items])
+        gt, cmd = positions[:, -1], commands[:, -1]
+        boxes = None
+        if records is not None:
+            boxes = [future_boxes(records[it["scene"]], int(it["frame_indices"][-1]))
+                     if it["scene"] in records else None for it in items]
+        plans: dict[str, torch.Tensor] = {}
+        if vam is not None:
+            speed = None  # m/s at the last context frame, for models that read it
+            if "speeds" in items[0]:
+                speed = torch.stack([torch.as_tensor(it["speeds"]) for it in items])[:, -1]
+            plans["VaVAM"] = vam.sample_trajectory(tokens, cmd, num_samples=num_samples, generator=generator,
+                                                   speed=speed).float()
+        last_speed = speed_from_previous_frame(positions[:, -2])
+        plans["constant velocity"] = constant_velocity_trajectory(last_speed)[:, None].float()
+        if mean_baseline is not None:
+            plans["mean trajectory per command"] = mean_baseline.predict(cmd)[:, None]
+        names = [_window_name(it) for it in items]
+        for name, pred in plans.items():
+            check_trajectories(pred, gt, names, f"{name} plans")  # before the collision check reads them
+            coll = None if boxes is None else torch.from_numpy(planned_collisions(pred.numpy(), boxes))
+            accs[name].update(pred, gt, cmd, coll, windows=names, what=f"{name} plans")
+        if vam is not None and rank == 0 and len(examples) < num_examples:
+            for k in range(min(len(items), num_examples - len(examples))):
+                examples.append({"gt": gt[k].numpy(), "pred": plans["VaVAM"][k].numpy(), "command": int(cmd[k]),
+                                 "scene": items[k]["scene"], "frame": int(items[k]["frame_indices"][-1])})
+        if bar is not None:
+            bar.update(len(items))
+
     failure: Exception | None = None
     try:
         for start in range(0, len(mine), batch_size):
-            items = [dataset[j] for j in mine[start : start + batch_size]]
-            tokens = torch.stack([torch.as_tensor(it["tokens"]) for it in items])
-            positions = torch.stack([torch.as_tensor(it["positions"]) for it in items]).float()
-            commands = torch.stack([torch.as_tensor(it["commands"]) for it in items])
-            gt, cmd = positions[:, -1], commands[:, -1]
-            boxes = None
-            if records is not None:
-                boxes = [future_boxes(records[it["scene"]], int(it["frame_indices"][-1]))
-                         if it["scene"] in records else None for it in items]
-            plans: dict[str, torch.Tensor] = {}
-            if vam is not None:
-                speed = None  # m/s at the last context frame, for models that read it
-                if "speeds" in items[0]:
-                    speed = torch.stack([torch.as_tensor(it["speeds"]) for it in items])[:, -1]
-                plans["VaVAM"] = vam.sample_trajectory(tokens, cmd, num_samples=num_samples, generator=generator,
-                                                       speed=speed).float()
-            last_speed = speed_from_previous_frame(positions[:, -2])
-            plans["constant velocity"] = constant_velocity_trajectory(last_speed)[:, None].float()
-            if mean_baseline is not None:
-                plans["mean trajectory per command"] = mean_baseline.predict(cmd)[:, None]
-            names = [_window_name(it) for it in items]
-            for name, pred in plans.items():
-                check_trajectories(pred, gt, names, f"{name} plans")  # before the collision check reads them
-                coll = None if boxes is None else torch.from_numpy(planned_collisions(pred.numpy(), boxes))
-                accs[name].update(pred, gt, cmd, coll, windows=names, what=f"{name} plans")
-            if vam is not None and rank == 0 and len(examples) < num_examples:
-                for k in range(min(len(items), num_examples - len(examples))):
-                    examples.append({"gt": gt[k].numpy(), "pred": plans["VaVAM"][k].numpy(), "command": int(cmd[k]),
-                                     "scene": items[k]["scene"], "frame": int(items[k]["frame_indices"][-1])})
-            if bar is not None:
-                bar.update(len(items))
+            one_batch([dataset[j] for j in mine[start : start + batch_size]])
     except Exception as error:  # noqa: BLE001 -- every rank must learn of it before the next collective
         failure = error
     if bar is not None:

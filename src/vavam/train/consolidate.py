@@ -24,7 +24,6 @@ checkpoint that does not match its config fails here, not later. The folder then
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,14 +105,15 @@ def _ema_average(meta: Mapping[str, Any], path: Path) -> dict[str, torch.Tensor]
     callbacks = meta.get("callbacks")
     if not isinstance(callbacks, Mapping):
         return None
+    from vavam.train.ema import EMAWeights
+
     for key, state in callbacks.items():
-        match = re.fullmatch(r"EMAWeights\[prefix='([\w.]*)'\]", str(key))
-        if match is None or not isinstance(state, Mapping):
+        prefix = EMAWeights.prefix_of(key)
+        if prefix is None or not isinstance(state, Mapping):
             continue
         average = state.get("average")
         if not isinstance(average, Mapping) or not average:
             raise ValueError(f"{path}: its {key} state holds no weight average")
-        prefix = match.group(1)
         return {(f"{prefix}.{name}" if prefix else name): value for name, value in average.items()}
     return None
 

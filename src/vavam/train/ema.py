@@ -16,6 +16,7 @@ swapped into the module by the callback: call :meth:`EMAWeights.copy_to` after `
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import lightning as L
@@ -52,6 +53,13 @@ class EMAWeights(L.Callback):
     @property
     def state_key(self) -> str:
         return f"EMAWeights[prefix={self.prefix!r}]"
+
+    @staticmethod
+    def prefix_of(state_key: str) -> str | None:
+        """The ``prefix`` of a checkpoint's callback-state key written by :attr:`state_key` (None: another
+        callback's key)."""
+        match = re.fullmatch(r"EMAWeights\[prefix='([\w.]*)'\]", str(state_key))
+        return None if match is None else match.group(1)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         params = self._params(pl_module)

@@ -534,23 +534,29 @@ def _differences(recorded: dict[str, Any], settings: dict[str, Any], keys: Calla
 
 
 def check_resume(run: str | os.PathLike, settings: dict[str, Any], resumed_at: int | None,
-                 ignore: tuple[str, ...] = (), rate: Callable[[dict[str, Any], int], float] | None = None) -> None:
+                 ignore: tuple[str, ...] = (), rate: Callable[[dict[str, Any], int], float] | None = None,
+                 ) -> dict[str, Any] | None:
     """What every trainer checks before it starts: a fresh run (``resumed_at`` None) refuses a folder with
     checkpoints (:func:`refuse_fresh_run_over_checkpoints`); a resume at step ``resumed_at`` refuses settings
     other than the recorded ones except ``ignore`` (:func:`check_run_settings`, the file read once) and, with
     ``rate`` (settings, step -> learning-rate factor), a schedule that moves the rate of a step already
     taken (:func:`check_past_rates`). The caller records a fresh run's settings once it knows its rank.
 
+    Returns:
+        a resume's recorded settings, for checks of the keys in ``ignore`` (None for a fresh run or a run from
+        before the file existed).
+
     Raises:
         ValueError: naming the folder and what would change.
     """
     if resumed_at is None:
         refuse_fresh_run_over_checkpoints(run)
-        return
+        return None
     recorded = check_run_settings(run, settings, ignore)
     if recorded is not None and rate is not None:  # None: a run from before the file existed
         what = "; ".join(_differences(recorded, settings, lambda key: key in ignore)) or "same settings"
         check_past_rates(run, resumed_at, lambda k: rate(recorded, k), lambda k: rate(settings, k), what)
+    return recorded
 
 
 def check_past_rates(run: str | os.PathLike, done: int, before: Callable[[int], float], now: Callable[[int], float],

@@ -55,7 +55,6 @@ from vavam.train.resume import (
     find_resume_checkpoint,
     prune_checkpoints,
     read_checkpoint,
-    read_run_settings,
     write_checkpoint,
     write_run_settings,
 )
@@ -431,10 +430,10 @@ def train_tokenizer(
     if images is not None:
         settings["data_images"] = images
     # data_images is checked apart: runs recorded before it existed resume without it
-    check_resume(out, settings, checkpoint_step(resume_path) if resume_path is not None else None,
-                 ignore=("steps", "data_images"),
-                 rate=lambda s, k: learning_rate(k, int(s["steps"]), lr, warmup_steps, final_lr_ratio))
-    recorded_images = (read_run_settings(out) or {}).get("data_images") if resume_path is not None else None
+    recorded = check_resume(out, settings, checkpoint_step(resume_path) if resume_path is not None else None,
+                            ignore=("steps", "data_images"),
+                            rate=lambda s, k: learning_rate(k, int(s["steps"]), lr, warmup_steps, final_lr_ratio))
+    recorded_images = (recorded or {}).get("data_images")
     if recorded_images is not None and recorded_images != images:
         raise ValueError(f"--data {data}: not the images this run started with (their names or sizes differ); "
                          "resume with the same images, or start a new run in another folder")
