@@ -112,6 +112,36 @@ def test_window_and_starts(tmp_path):
         store.window("scene_0001", 5, 4, 5)
 
 
+def _timed_store(root: Path, scenes: dict[str, tuple[np.ndarray, float | None]], fps: float | None) -> TokenStore:
+    """A store of 1x1-token scenes with the given timestamps (µs) and scene rates, store rate ``fps``."""
+    writer = TokenStoreWriter(root, (1, 1), codebook_size=16, fps=fps, resume=False)
+    for name, (ts, rate) in scenes.items():
+        writer.write_scene(name, np.zeros((len(ts), 1, 1), dtype=np.uint16), ts, fps=rate)
+    return TokenStore(root)
+
+
+def test_steady_window_starts_leave_out_a_missing_frame(tmp_path):
+    tenth = 100_000
+    gap = np.array([i * tenth for i in range(31) if i != 12], dtype=np.int64)  # 10 Hz, frame 12 missing: 30 frames
+    n24 = np.ceil(np.arange(30) * 2.4 - 1e-9)  # first 24 fps frame at or after each 100 ms slot (OpenDV's 10 Hz)
+    resampled = (n24 * 1e6 / 24).round().astype(np.int64)
+    assert set((np.diff(resampled) // 1000).tolist()) == {83, 125}  # uneven steps (ms), none missing
+    store = _timed_store(tmp_path / "s", {"gap": (gap, 10.0), "resampled": (resampled, 10.0),
+                                          "store_rate": (gap, None)}, fps=10.0)
+    # windows of 3 frames at stride 5 (starts 0..19) take the steps from s and s + 5; the step from frame i
+    # lasts 600 ms for i = 7..11 (it crosses the missing frame), so starts 2..11 are left out
+    expected = [0, 1, *range(12, 20)]
+    assert store.steady_window_starts("gap", 3, 5).tolist() == expected
+    assert store.steady_window_starts("store_rate", 3, 5).tolist() == expected  # the store's rate when the scene has none
+    assert store.steady_window_starts("resampled", 3, 5).tolist() == list(range(20))
+    assert store.steady_window_starts("gap", 1, 5).tolist() == list(range(30))  # one frame: no step
+    # stride 1, 2 frames: only the step from frame 11 (to the frame recorded at 1.3 s) is uneven
+    assert store.steady_window_starts("gap", 2, 1).tolist() == [s for s in range(29) if s != 11]
+    unknown = _timed_store(tmp_path / "u", {"gap": (gap, None)}, fps=None)
+    assert unknown.scene_fps("gap") is None
+    assert unknown.steady_window_starts("gap", 3, 5).tolist() == list(range(20))  # rate unknown: nothing to check
+
+
 def test_frame_index_at_join(tmp_path):
     store = write_synthetic_store(tmp_path / "s", num_scenes=1, num_frames=10, fps=10.0)
     idx = store.frame_index_at("scene_0000", [0, 149_000, 151_000, 900_000])

@@ -104,3 +104,37 @@ def test_out_of_vocabulary_tokens_name_the_store_scene_or_dataset(tmp_path):
     fitted = FrequencyBaseline(VOCAB, per_position=True).fit(torch.zeros(3, 2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="heldout: frames of 1x2 tokens, the per-position baseline was fitted on 6"):
         fitted.cross_entropy(torch.zeros(1, 2, 1, 2, dtype=torch.long), "heldout")
+
+
+def test_windows_across_a_missing_frame_are_left_out_and_counted(tmp_path):
+    """Non-overlapping windows tile each scene; one whose frames are not evenly spaced in time (a frame missing
+    from the scene) leaves its place empty, and the evaluation says how many it left out."""
+    import json
+
+    import vavam
+    from vavam import presets
+    from vavam.video import save_video_model
+
+    writer = TokenStoreWriter(tmp_path / "val", (1, 2), codebook_size=8, tokenizer={"name": "rand"}, fps=2.0,
+                              resume=False)
+    clock = np.array([i for i in range(13) if i != 5], dtype=np.int64) * 500_000  # 12 frames, 2.5 s missing
+    writer.write_scene("gap", np.arange(24, dtype=np.uint16).reshape(12, 1, 2) % 8, clock)
+    writer.write_scene("even", np.zeros((12, 1, 2), dtype=np.uint16), np.arange(12, dtype=np.int64) * 500_000)
+    store = TokenStore(tmp_path / "val")
+    # windows of 3 frames (span 3) start at 0, 3, 6, 9; in "gap" the step from frame 4 lasts 1 s: window 3 goes
+    index, left_out = nexttoken.store_window_index(store, 3)
+    assert index == [("even", 0), ("even", 3), ("even", 6), ("even", 9), ("gap", 0), ("gap", 6), ("gap", 9)]
+    assert left_out == 1
+    with pytest.warns(UserWarning, match=r"1 of 8 windows of 3 frames \(stride 1\) span a jump in time"):
+        windows = store_windows(store, 3)
+    np.testing.assert_array_equal(windows[4:, :, 0, 0], [[0, 2, 4], [12 % 8, 14 % 8, 16 % 8], [18 % 8, 20 % 8, 22 % 8]])
+
+    config = presets.vavim_tiny()
+    config = type(config)(**{**config.__dict__, "num_frames": 3, "tokens_per_frame": 2})
+    save_video_model(vavam.build_model(config), tmp_path / "vim")
+    with pytest.warns(UserWarning, match="span a jump in time"):
+        payload = eval_nexttoken(tmp_path / "vim", [store.root], tmp_path / "out", progress=False)
+    assert payload["windows_left_out"] == {"val": 1}
+    assert payload["datasets"]["val"]["model"]["targets"] == 7 * (3 * 2 - 1)
+    assert "val: 1 window(s) left out" in (tmp_path / "out" / "report.md").read_text()
+    assert json.loads((tmp_path / "out" / "evaluation.json").read_text())["results"]["windows_left_out"] == {"val": 1}

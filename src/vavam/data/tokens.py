@@ -291,6 +291,35 @@ class TokenStore:
         span = (num_frames - 1) * stride + 1
         return range(0, max(0, self.num_frames(scene) - span + 1))
 
+    def scene_fps(self, scene: str) -> float | None:
+        """The nominal frame rate of ``scene``: its own recorded rate, else the store's; None when neither is known."""
+        fps = self.entry(scene).get("fps") or self.fps
+        return float(fps) if fps else None
+
+    def steady_window_starts(self, scene: str, num_frames: int, stride: int = 1) -> np.ndarray:
+        """The starts of :meth:`window_starts` whose frames are evenly spaced in time -> int64 ``[K]`` (ascending).
+
+        Each step of a window (``stride`` frames) must last ``stride`` frame intervals of the scene's nominal
+        rate (:meth:`scene_fps`), give or take half an interval. A frame missing from the scene (one left out as
+        bad when the store was prepared, a gap in a recording) stretches a step by a whole interval, and the
+        windows holding that step are left out: training and evaluation would take the jump for motion. Frames
+        picked from a video at a lower rate (first frame of each slot; OpenDV's 10 Hz from 24 / 25 / 30 fps)
+        move each step by less than one source frame, under half a 10 Hz interval. A scene whose rate is unknown
+        (no rate recorded for it or for the store) cannot be checked: every window is kept.
+        """
+        starts = np.arange(len(self.window_starts(scene, num_frames, stride)), dtype=np.int64)
+        fps = self.scene_fps(scene)
+        if fps is None or num_frames < 2 or len(starts) == 0:
+            return starts
+        ts = self.timestamps(scene)
+        interval = 1e6 / fps  # µs
+        steps = ts[stride:] - ts[:-stride]  # int64 [T - stride]: duration of the step that starts at each frame
+        uneven = np.abs(steps - stride * interval) > interval / 2  # bool [T - stride]
+        ok = np.ones(len(starts), dtype=bool)
+        for j in range(num_frames - 1):  # step j of the window at s runs from frame s + j*stride
+            ok &= ~uneven[starts + j * stride]
+        return starts[ok]
+
     def frame_index_at(self, scene: str, timestamps_us: int | Sequence[int] | np.ndarray,
                        tolerance_us: int | None = None) -> np.ndarray:
         """Index of the frame nearest to each timestamp (join ego poses to tokens by time).

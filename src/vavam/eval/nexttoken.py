@@ -13,6 +13,7 @@ window of ``T*h*w`` tokens has ``T*h*w - 1`` targets.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -184,23 +185,48 @@ def perplexity(mean_cross_entropy: float) -> float:
     return math.exp(mean_cross_entropy)
 
 
-def store_windows(store, num_frames: int, stride: int = 1, limit: int | None = None, seed: int = 0) -> torch.Tensor:
-    """Non-overlapping windows of ``num_frames`` frames (every ``stride``-th frame) of every scene of a
-    token store -> long ``[N, T, h, w]``; with ``limit`` (>= 1), a seeded random subset of that many."""
+def store_window_index(store, num_frames: int, stride: int = 1) -> tuple[list[tuple[str, int]], int]:
+    """The non-overlapping windows of ``num_frames`` frames (every ``stride``-th frame) of every scene of a token
+    store, as ``(scene, start)`` in scene order, and how many of them were left out because their frames are not
+    evenly spaced in time (a missing frame: :meth:`~vavam.data.tokens.TokenStore.steady_window_starts`).
+
+    Windows tile each scene from its first frame (starts ``0, span, 2 span, ...`` with ``span = (num_frames - 1)
+    stride + 1``); a left-out window's place stays empty, so the others are the same with or without the gap.
+    """
     from vavam.checks import check_positive_int
 
     check_positive_int(num_frames, "num_frames")
     check_positive_int(stride, "stride")
+    span = (num_frames - 1) * stride + 1
+    index, left_out = [], 0
+    for scene in store.scenes:
+        steady = set(store.steady_window_starts(scene, num_frames, stride).tolist())
+        for start in range(0, store.num_frames(scene) - span + 1, span):
+            if start in steady:
+                index.append((scene, start))
+            else:
+                left_out += 1
+    return index, left_out
+
+
+def store_windows(store, num_frames: int, stride: int = 1, limit: int | None = None, seed: int = 0) -> torch.Tensor:
+    """Non-overlapping windows of ``num_frames`` frames (every ``stride``-th frame) of every scene of a
+    token store -> long ``[N, T, h, w]``; with ``limit`` (>= 1), a seeded random subset of that many.
+    Windows that span a jump in time are left out, with a warning (:func:`store_window_index`)."""
+    from vavam.checks import check_positive_int
+
     if limit is not None:
         check_positive_int(limit, "limit")
-    out = []
+    index, left_out = store_window_index(store, num_frames, stride)
     span = (num_frames - 1) * stride + 1
-    for scene in store.scenes:
-        for start in range(0, store.num_frames(scene) - span + 1, span):
-            out.append(store.window(scene, start, num_frames, stride).astype(np.int64))
-    if not out:
-        raise ValueError(f"{store.root}: no scene has {span} frames (a window of {num_frames} at stride {stride})")
-    windows = torch.from_numpy(np.stack(out))
+    if left_out:
+        warnings.warn(f"{store.root}: {left_out} of {left_out + len(index)} windows of {num_frames} frames (stride "
+                      f"{stride}) span a jump in time (a missing frame) and are left out", stacklevel=2)
+    if not index:
+        raise ValueError(f"{store.root}: no scene has {span} frames (a window of {num_frames} at stride {stride})"
+                         + (" without a jump in time" if left_out else ""))
+    windows = torch.from_numpy(np.stack([store.window(scene, start, num_frames, stride).astype(np.int64)
+                                         for scene, start in index]))
     if limit is not None and len(windows) > limit:
         windows = windows[torch.randperm(len(windows), generator=torch.Generator().manual_seed(seed))[:limit]]
     return windows
@@ -302,11 +328,12 @@ def eval_nexttoken(
     if limit is not None:
         check_positive_int(limit, "--limit")
     vim = vavam.load_video_model(video, device=device)
-    datasets = {}
+    datasets, left_out = {}, {}
     for path in tokens:
         store = TokenStore(path)
         name = Path(path).name if Path(path).name not in datasets else str(path)
         datasets[name] = store_windows(store, vim.config.num_frames, stride, limit, seed).to(device)
+        left_out[name] = store_window_index(store, vim.config.num_frames, stride)[1]
     train = None
     if train_tokens is not None:
         train = TokenStore(train_tokens)
@@ -324,9 +351,11 @@ def eval_nexttoken(
     _plot_cross_entropy(results, out / "cross_entropy.png")
     text = (f"Windows of {vim.config.num_frames} frames at stride {stride}; every token but the first of a window is "
             "a target. Baselines: token frequencies of the training set (add-one smoothing)"
-            + ("." if train is not None else " — not computed: no --train-tokens given."))
+            + ("." if train is not None else " — not computed: no --train-tokens given.")
+            + "".join(f" {name}: {n} window(s) left out, their frames not evenly spaced in time (a missing frame)."
+                      for name, n in left_out.items() if n))
     section = Section("Next-token prediction", text, [table], ["cross_entropy.png"])
-    payload = {"video": str(video), "stride": stride, "datasets": results}
+    payload = {"video": str(video), "stride": stride, "datasets": results, "windows_left_out": left_out}
     save_evaluation(out, "nexttoken", "Next-token prediction", payload, [section])
     print(table.markdown())
     print(f"report: {out / 'report.html'}")

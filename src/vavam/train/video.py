@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -43,18 +44,36 @@ from vavam.train.lightning import RESUME_HINT, MupWsdMixin, NanPolicy, fit_resum
 class VideoWindowDataset(Dataset):
     """Every window of ``num_frames`` frames (``stride`` apart) of a token store's scenes.
 
+    With ``steady`` (what new runs use), windows whose frames are not evenly spaced in time are left out
+    (:meth:`~vavam.data.tokens.TokenStore.steady_window_starts`: a frame missing from a scene would put a
+    jump in time inside the window) and counted in ``left_out`` / a warning; ``steady=False`` keeps every
+    window, as runs started before the check did (their resumes and cool-downs index windows that way).
+
     Items are long ``[num_frames, h, w]``.
     """
 
-    def __init__(self, store: TokenStore, num_frames: int, stride: int = 1, scenes: list[str] | None = None):
+    def __init__(self, store: TokenStore, num_frames: int, stride: int = 1, scenes: list[str] | None = None,
+                 steady: bool = True):
         self.store = store
         self.num_frames = num_frames
         self.stride = stride
+        self.steady = steady
         self.index: list[tuple[str, int]] = []
+        self.left_out = 0  # windows spanning a jump in time
+        left_scenes = 0
         for scene in scenes if scenes is not None else store.scenes:
-            self.index.extend((scene, s) for s in store.window_starts(scene, num_frames, stride))
+            every = store.window_starts(scene, num_frames, stride)
+            kept = store.steady_window_starts(scene, num_frames, stride).tolist() if steady else list(every)
+            self.index.extend((scene, s) for s in kept)
+            self.left_out += len(every) - len(kept)
+            left_scenes += len(every) > len(kept)
+        if self.left_out:
+            warnings.warn(f"{store.root}: {self.left_out} windows of {num_frames} frames (stride {stride}) in "
+                          f"{left_scenes} scene(s) span a jump in time (a missing frame) and are left out",
+                          stacklevel=2)
         if not self.index:
-            raise ValueError(f"{store.root}: no window of {num_frames} frames (stride {stride}) fits any scene")
+            raise ValueError(f"{store.root}: no window of {num_frames} frames (stride {stride}) fits any scene"
+                             + (" without a jump in time" if self.left_out else ""))
 
     def __len__(self) -> int:
         return len(self.index)
@@ -362,6 +381,9 @@ def train_video(
 
     Every token store (``tokens``, ``val_tokens``, ``mix``) is checked against the model before anything is
     written: its grid must give the model's tokens per frame and its codebook fit the model's vocabulary.
+    Windows whose frames are not evenly spaced in time (a frame missing from a scene) are left out, with a
+    warning, and counted in the summary's ``windows_left_out`` (:class:`VideoWindowDataset`); the resume or
+    cool-down of a run started before that check indexes every window, as the run did.
     """
     given = dict(locals())
     from vavam.train.recipes import VIDEO_RECIPES, apply_recipe
@@ -452,7 +474,8 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
     for flag, stores in (("--val-tokens", val_sets), ("--mix", mix_sets)):
         for other in stores:
             check_store_fits(other, flag, config.tokens_per_frame, config.vocab_size, model_words)
-    train_set = VideoWindowDataset(store, frames, stride)
+    steady = _steady_windows(Path(out), resume, init_state, tokens)
+    train_set = VideoWindowDataset(store, frames, stride, steady=steady)
     if steps is None:  # one epoch
         steps = -(-len(train_set) // plan.global_batch)
     periodic_from_frac = bool(ckpt_every_frac and not ckpt_every)
@@ -463,14 +486,15 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
     if mix:
         train_set, mix_info = _cooldown_mix(train_set, tokens, mix_sets, mix_ratios,
                                             steps * plan.global_batch, mix_seed, frames, init_state)
-    val_loaders = [DataLoader(VideoWindowDataset(v, frames, stride), batch_size=batch_size,
+    val_loaders = [DataLoader(VideoWindowDataset(v, frames, stride, steady=steady), batch_size=batch_size,
                               num_workers=num_workers) for v in val_sets]
     module = VideoLitModule(config, lr, weight_decay, int(warmup_frac * steps), steps, int(drop_frac * steps),
                             nan_policy=nan_policy, val_names=names, init_state=init_state,
                             data={"tokens": str(tokens), "seed": seed, "batch_size": batch_size, "stride": stride,
                                   "num_frames": frames, "windows": len(train_set), "world_size": plan.world_size,
                                   "accumulate": plan.accumulate, "global_batch": plan.global_batch,
-                                  "strategy": scale.resolved_strategy})
+                                  "strategy": scale.resolved_strategy,
+                                  **({"window_rule": STEADY_WINDOWS} if steady else {})})
     out = Path(out)
     start = time.perf_counter()
     fit = fit_resumable(module, train_set, out=out, steps=steps, batch_size=batch_size, seed=seed,
@@ -481,7 +505,8 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
                         resume_hint=resume_hint, snapshots=snapshots)
     seconds = time.perf_counter() - start
     metrics = {k: float(v) for k, v in fit.trainer.callback_metrics.items()}
-    summary = {"steps": steps, "seconds": round(seconds, 2), "windows": len(train_set), "metrics": metrics,
+    summary = {"steps": steps, "seconds": round(seconds, 2), "windows": len(train_set),
+               "windows_left_out": _left_out(train_set), "metrics": metrics,
                "mix": mix_info, "scale": scale_summary(scale, plan),
                "resumed_from": fit.resumed_from, "init_from": str(init_from) if init_from else None,
                "pretraining": _pretraining_summary(init_state), "config": dataclasses.asdict(config)}
@@ -496,6 +521,33 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
         atomic_write_json(out / "summary.json", summary)
     finish_distributed()
     return summary
+
+
+#: the window rule of runs that leave out windows spanning a jump in time (recorded in their ``data``); runs
+#: recorded without it index every window (:class:`VideoWindowDataset` ``steady=False``).
+STEADY_WINDOWS = "steady"
+
+
+def _steady_windows(out: Path, resume: bool, init_state: dict | None, tokens: Path) -> bool:
+    """Whether this run leaves out the windows that span a jump in time: yes for a new run; a resume keeps the
+    rule its run was started with, and a cool-down on its pretraining's own store keeps the pretraining's (its
+    windows must be indexed as the pretraining indexed them, to tell which it has drawn). Runs recorded before
+    the rule existed index every window."""
+    from vavam.train.resume import find_resume_checkpoint, read_run_settings
+
+    if resume and find_resume_checkpoint(out) is not None:
+        data = ((read_run_settings(out) or {}).get("module") or {}).get("data") or {}
+        return data.get("window_rule") == STEADY_WINDOWS
+    data = ((init_state or {}).get("hyper_parameters") or {}).get("data") or {}
+    if data and Path(data.get("tokens", "")).resolve() == Path(tokens).resolve():
+        return data.get("window_rule") == STEADY_WINDOWS
+    return True
+
+
+def _left_out(dataset: Dataset) -> int:
+    """Windows a training set left out for a jump in time, over all its sources."""
+    parts = getattr(dataset, "datasets", [dataset])
+    return sum(getattr(d, "left_out", 0) for d in parts)
 
 
 def _mix_settings(info: dict | None) -> dict | None:
@@ -541,7 +593,8 @@ def _cooldown_mix(first: VideoWindowDataset, tokens: Path, others: list[TokenSto
     ratios = list(ratios) if ratios is not None else list(COOLDOWN_MIX)
     if len(ratios) != 1 + len(others):
         raise ValueError(f"mix_ratios: {len(ratios)} ratios for {1 + len(others)} token stores (tokens + mix)")
-    datasets = [first] + [VideoWindowDataset(store, frames, _store_stride(store)) for store in others]
+    datasets = [first] + [VideoWindowDataset(store, frames, _store_stride(store), steady=first.steady)
+                          for store in others]
     consumed_mask, unseen_from = None, None
     data = ((init_state or {}).get("hyper_parameters") or {}).get("data") or {}
     if data and Path(data.get("tokens", "")).resolve() == Path(tokens).resolve():
