@@ -108,3 +108,20 @@ def test_cooldown_keeps_its_own_weight_decay_and_lr(tmp_path):
     assert [g["weight_decay"] for g in groups] == [0.3] * len(groups)
     assert [g["lr"] for g in groups] == pytest.approx([0.02 / g["width_mult"] for g in groups])
     assert [g["initial_lr"] for g in groups] == pytest.approx([0.02 / g["width_mult"] for g in groups])
+
+
+def test_init_from_refuses_model_options_it_would_ignore(tmp_path):
+    """The cool-down continues the pretrained VaViM as it is: a --num-frames, --width or --init-std that differs
+    from it used to be ignored silently; it is refused by name before anything is written."""
+    opendv = _store(tmp_path / "opendv", 2, 14, 10.0, 0)
+    train_video(tmp_path / "pre", opendv, steps=1, batch_size=2, stride=5, seed=1, **KW)
+    ckpt = list_checkpoints(tmp_path / "pre")[-1]
+    base = dict(KW, num_frames=None)
+    for option, match in (({"num_frames": 3}, r"--num-frames 3: .* as it is \(num frames 2\); leave --num-frames out"),
+                          ({"width": 96}, r"--width 96: .*\(width 64\); leave --width out"),
+                          ({"init_std": 0.5}, r"--init-std 0.5: .*leave --init-std out")):
+        with pytest.raises(ValueError, match=match):
+            train_video(tmp_path / "cool", opendv, steps=1, batch_size=2, stride=5, init_from=ckpt, **{**base, **option})
+        assert not (tmp_path / "cool").exists()
+    same = train_video(tmp_path / "cool", opendv, steps=1, batch_size=2, stride=5, init_from=ckpt, **dict(base, num_frames=2))
+    assert same["config"]["num_frames"] == 2

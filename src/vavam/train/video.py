@@ -461,6 +461,11 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
     if init_state is not None:  # the cool-down continues the pretrained model as it is (preset ignored)
         config = VideoConfig(**init_state["hyper_parameters"]["config"])
         frames = config.num_frames
+        for flag, value, model_value in (("--num-frames", num_frames, frames), ("--width", width, config.width),
+                                         ("--init-std", init_std, config.init_std)):
+            if value is not None and value != model_value:
+                raise ValueError(f"{flag} {value}: the cool-down continues the VaViM of --init-from {init_from} as "
+                                 f"it is ({flag.lstrip('-').replace('-', ' ')} {model_value}); leave {flag} out")
         model_words = f"the VaViM of --init-from {init_from}"
         check_store_fits(store, "--tokens", config.tokens_per_frame, config.vocab_size, model_words)
     else:
