@@ -121,7 +121,9 @@ def test_init_from_refuses_model_options_it_would_ignore(tmp_path):
                           ({"width": 96}, r"--width 96: .*\(width 64\); leave --width out"),
                           ({"init_std": 0.5}, r"--init-std 0.5: .*leave --init-std out")):
         with pytest.raises(ValueError, match=match):
-            train_video(tmp_path / "cool", opendv, steps=1, batch_size=2, stride=5, init_from=ckpt, **{**base, **option})
+            train_video(tmp_path / "cool", opendv, steps=1, batch_size=2, stride=5, init_from=ckpt,
+                        **{**base, **option})
         assert not (tmp_path / "cool").exists()
-    same = train_video(tmp_path / "cool", opendv, steps=1, batch_size=2, stride=5, init_from=ckpt, **dict(base, num_frames=2))
+    same = train_video(tmp_path / "cool", opendv, steps=1, batch_size=2, stride=5, init_from=ckpt,
+                       **dict(base, num_frames=2))
     assert same["config"]["num_frames"] == 2
