@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from vavam import presets
 from vavam.config import config_from_dict, config_to_dict
@@ -44,6 +45,33 @@ def test_nested_config_takes_its_declared_kind_or_is_refused():
         config_from_dict({"kind": "action", "video": {"kind": "vq"}})
     with pytest.raises(ValueError, match="'video' must be a video config object"):
         config_from_dict({"kind": "action", "video": 768})
+
+
+def test_field_values_of_another_type_are_refused_by_name(tmp_path):
+    # A hand-edited config.json with "64" for a width used to build a config holding a string, which failed
+    # later and far away (or, as True for an int, silently built a width-1 model).
+    for data, match in (({"kind": "video", "width": "64"}, r"video config field 'width' must be int, got '64'"),
+                        ({"kind": "video", "num_layers": True}, r"'num_layers' must be int, got True"),
+                        ({"kind": "video", "width": 1.5}, r"'width' must be int, got 1.5"),
+                        ({"kind": "vq", "ch_mult": [1, "2"]}, r"'ch_mult' must be a list of int, got \(1, '2'\)"),
+                        ({"kind": "vq", "codebook_l2_norm": 1}, r"'codebook_l2_norm' must be bool, got 1"),
+                        ({"kind": "action", "final_action_clip_value": "1"}, r"must be float, got '1'"),
+                        ({"kind": "action", "video": {"head_dim": "32"}}, r"video config field 'head_dim' must be int")):
+        with pytest.raises(ValueError, match=match):
+            config_from_dict(data)
+    # an int is a float, None fills an optional field, a list is a tuple
+    config = config_from_dict({"kind": "action", "action_scaling": 35, "final_action_clip_value": None})
+    assert config.action_scaling == 35 and config.final_action_clip_value is None
+    assert config_from_dict({"kind": "vq", "ch_mult": [1, 2]}).ch_mult == (1, 2)
+    # a model folder names its config.json
+    from vavam.io import load_checkpoint, save_checkpoint
+
+    config = presets.vq_tiny()
+    save_checkpoint(tmp_path / "vq", {"w": torch.zeros(1)}, config)
+    data = json.loads((tmp_path / "vq" / "config.json").read_text())
+    (tmp_path / "vq" / "config.json").write_text(json.dumps({**data, "z_channels": "8"}))
+    with pytest.raises(ValueError, match=r"vq/config.json: vq config field 'z_channels' must be int"):
+        load_checkpoint(tmp_path / "vq")
 
 
 def test_downsample_follows_channel_multipliers():

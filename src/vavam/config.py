@@ -7,6 +7,8 @@ Variations are made with :func:`dataclasses.replace`; presets live in :mod:`vava
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -139,6 +141,7 @@ def config_from_dict(data: dict[str, Any]) -> Any:
     if unknown:
         raise ValueError(f"{kind} config has unknown fields {sorted(unknown)}")
     nested_types = {c.__name__: c for c in CONFIG_TYPES.values()}
+    hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         declared = fields[name].type
@@ -153,5 +156,34 @@ def config_from_dict(data: dict[str, Any]) -> Any:
             value = config_from_dict(value)
         elif isinstance(value, list):
             value = tuple(value)
+        if nested is None:
+            _check_field_type(kind, name, hints[name], value)
         kwargs[name] = value
     return cls(**kwargs)
+
+
+def _check_field_type(kind: str, name: str, hint: Any, value: Any) -> None:
+    """Refuse a value that is not of its field's declared type (``int``, ``float``, ``bool``, ``str``, ``X | None``,
+    ``tuple[int, ...]``), naming the config and the field: a ``"64"`` from a hand-edited config.json would
+    otherwise reach the model. An ``int`` is a ``float``; a ``bool`` is neither."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return
+        hint = next(a for a in args if a is not type(None))
+        args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple:
+        ok = isinstance(value, tuple) and all(_is_of(v, args[0]) for v in value)
+        what = f"a list of {args[0].__name__}"
+    else:
+        ok, what = _is_of(value, hint), getattr(hint, "__name__", str(hint))
+    if not ok:
+        raise ValueError(f"{kind} config field {name!r} must be {what}, got {value!r}")
+
+
+def _is_of(value: Any, expected: Any) -> bool:
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return not isinstance(expected, type) or isinstance(value, expected)

@@ -425,7 +425,10 @@ def load_checkpoint(
         state = st_load(data)
     except Exception as exc:  # safetensors raises its own error types
         raise ValueError(f"{folder / MODEL_FILE}: cannot read safetensors ({exc})") from exc
-    config = config_from_dict(read_json(folder / CONFIG_FILE))
+    try:
+        config = config_from_dict(read_json(folder / CONFIG_FILE))
+    except ValueError as exc:
+        raise ValueError(f"{folder / CONFIG_FILE}: {exc}") from exc
     if expected is not None and not isinstance(config, expected):
         raise ValueError(f"{folder}: holds a {type(config).__name__}, not a {expected.__name__}")
     return state, config, meta
