@@ -45,6 +45,58 @@ def test_train_tokenizer_counts_are_refused_by_name(tmp_path, capsys, option, va
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("option, make, message", [
+    ("--data", None, "--data {path}: no such folder"),
+    ("--data", "folder", "need at least 2 images"),
+    ("--perceptual-weights", None, "perceptual weights not found at {path}"),
+])
+def test_train_tokenizer_refuses_missing_inputs_before_making_its_folder(tmp_path, capsys, option, make, message):
+    """A missing --data folder (or one without images) or --perceptual-weights file was refused after --out was
+    made, leaving an empty folder behind; a folder that was there before stays."""
+    path = tmp_path / "input"
+    if make == "folder":
+        path.mkdir()
+    args = ["--steps", "2", "--batch-size", "1", "--val-frames", "1", "--image-size", "16", "16", "--no-progress",
+            option, str(path)]
+    code, err = _run(capsys, "train", "tokenizer", "--out", str(tmp_path / "run" / "a"), *args)
+    assert code == 2 and message.format(path=path) in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "existing").mkdir()
+    code, _ = _run(capsys, "train", "tokenizer", "--out", str(tmp_path / "existing"), *args)
+    assert code == 2 and (tmp_path / "existing").is_dir()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tokenizer", "preset:nope"], "--tokenizer 'preset:nope': unknown preset"),
+    (["--shard", "4/2"], "shard '4/2': need 0 <= i < N"),
+    (["--videos", "{tmp}/no_videos"], "no_videos: OpenDV video folder does not exist"),
+    (["--splits", "train", "val", "--videos", "{tmp}/videos_train_only"], "OpenDV video 'v2'"),
+])
+def test_prepare_opendv_refuses_bad_input_before_making_its_folder(tmp_path, capsys, args, message):
+    """--out was made before the tokenizer, --shard and the splits were checked: a refused call left an empty
+    folder (and a later split's missing video was found only after the earlier splits were written)."""
+    import json
+
+    rows = [{"videoid": "v1", "youtuber": "C", "split": "Train", "start_discard": 0, "end_discard": 0},
+            {"videoid": "v2", "youtuber": "C", "split": "Val", "start_discard": 0, "end_discard": 0}]
+    (tmp_path / "meta.json").write_text(json.dumps(rows))
+    (tmp_path / "videos").mkdir()
+    if "{tmp}/videos_train_only" in args:  # a readable video for the first split only
+        import numpy as np
+
+        from vavam.media import write_mp4
+
+        (tmp_path / "videos_train_only" / "C").mkdir(parents=True)
+        write_mp4(tmp_path / "videos_train_only" / "C" / "v1.mp4", [np.zeros((16, 16, 3), np.uint8)] * 4, fps=2.0)
+    base = {"--meta": str(tmp_path / "meta.json"), "--videos": str(tmp_path / "videos"), "--splits": "train"}
+    given = [a.format(tmp=tmp_path) for a in args]
+    base = {k: v for k, v in base.items() if k not in given}
+    argv = [a for kv in base.items() for a in kv] + given + ["--no-progress"]
+    code, err = _run(capsys, "data", "prepare", "opendv", "--out", str(tmp_path / "out" / "a"), *argv)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_resume_hint_is_not_a_command_line_option(capsys):
     for command in ("tokenizer", "video", "action"):
         with pytest.raises(SystemExit) as info:

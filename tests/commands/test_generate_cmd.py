@@ -175,6 +175,27 @@ def test_generate_errors(assets, tmp_path):
     assert not (tmp_path / "o").exists()  # nothing written on errors
 
 
+def test_generate_accepts_a_tokenizer_preset_like_tokenize(assets, tmp_path, capsys):
+    """``--tokenizer preset:NAME`` (an untrained tokenizer, accepted by ``vavam tokenize`` and ``vavam data
+    prepare``) was refused as a missing file; it is the preset's tokenizer with the same random weights."""
+    from vavam import cli
+
+    root = assets["root"]
+    kw = {"frames": [str(assets["images"])], "context": 2, "new_frames": 2, "progress": False}
+    s = generate(root / "vim", tokenizer="preset:vq_tiny", out=tmp_path / "preset", **kw)
+    generate(root / "vim", tokenizer=str(root / "tok"), out=tmp_path / "folder", **kw)  # saved with those weights
+    assert s["tokenizer"] == "preset:vq_tiny"
+    for name in ("context_tokens.npy", "generated_tokens.npy", "real_tokens.npy"):
+        np.testing.assert_array_equal(np.load(tmp_path / "preset" / name), np.load(tmp_path / "folder" / name))
+    with pytest.raises(C.CommandError, match=r"^--tokenizer 'preset:nope': unknown preset 'nope'; known tokenizer"):
+        generate(root / "vim", tokenizer="preset:nope", out=tmp_path / "o", **kw)
+    code = cli.main(["generate", str(root / "vim"), "--tokenizer", "preset:vavim_tiny", "--frames",
+                     str(assets["images"]), "--out", str(tmp_path / "o"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "vavam generate: error: --tokenizer 'preset:vavim_tiny'" in err and "a video preset" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_generate_with_a_vavam_folder_and_its_recorded_tokenizer(assets, tmp_path):
     from vavam.action import save_action_model
 

@@ -338,6 +338,22 @@ def test_prepare_nuplan_names_a_missing_sensor_root(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_prepare_nuplan_refuses_a_bad_shard_before_making_the_split_folder(tmp_path, monkeypatch):
+    """--shard was parsed only when the first scene was tokenized, after OUT/<split>/ was made (left empty)."""
+    root = tmp_path / "sensor_blobs"
+    root.mkdir()
+
+    def load_nuplan(db_paths_or_folder, sensor_root, camera="CAM_F0", skip_bad=False, check_images=True):
+        recs = [_record("2021.05.12.log/scene0", root, "log/CAM_F0", 2, 10.0, 120, 240, 4, camera="CAM_F0")]
+        return SourceResult(recs, image_root=Path(sensor_root))
+
+    _install(monkeypatch, "vavam.data.sources.nuplan", "load_nuplan", load_nuplan)
+    with pytest.raises(ValueError, match=r"shard must look like 'i/N' \(e.g. 0/4\), got 'half'"):
+        prepare_nuplan([tmp_path / "a.db"], root, tmp_path / "out", split="mini", tokenizer="preset:vq_tiny",
+                       shard="half", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_encode_sources_shard_and_skip(tmp_path):
     root = tmp_path / "imgs"
     recs = [_record(f"s{i}", root, f"s{i}", 2, 2.0, 32, 64, i, corrupt=0 if i == 1 else None) for i in range(4)]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import vavam
-from vavam.data.records import AgentBoxes, SceneRecord, save_records
+from vavam.data.records import AgentBoxes, SceneRecord, load_records, save_records
 from vavam.data.tokens import TokenStoreWriter
 from vavam.eval.openloop import OpenLoopAccumulator, trajectory_errors
 from vavam.eval.planning import eval_openloop, evaluate_open_loop
@@ -103,6 +103,32 @@ def test_evaluation_names_the_scene_of_a_nan_plan_and_refuses_bad_counts(tmp_pat
                           ({"num_samples": 0}, "--num-samples must be")):
         with pytest.raises(ValueError, match=match):
             eval_openloop(tmp_path / "x", tmp_path / "y", tmp_path / "z", tmp_path / "out", progress=False, **kwargs)
+
+
+def test_each_planner_batch_is_checked_once(tmp_path, monkeypatch):
+    """The evaluation checked every planner's batch before the collision check and again in the accumulator."""
+    from vavam.eval import openloop, planning
+    from vavam.train.action import make_window_dataset
+
+    records, tokens = _split(tmp_path, "val", boxes=True)
+    dataset = make_window_dataset(records, tokens, CONTEXT)
+    calls: list[str] = []
+    real = openloop.check_trajectories
+
+    def counted(pred, gt, windows=None, what="pred"):
+        calls.append(what)
+        real(pred, gt, windows, what)
+
+    monkeypatch.setattr(openloop, "check_trajectories", counted)  # trajectory_errors' own check
+    monkeypatch.setattr(planning, "check_trajectories", counted)  # the evaluation's check
+    batches = -(-len(dataset) // 3)
+    scenes = {r.name: r for r in load_records(records, check_files=False)}
+    result = evaluate_open_loop(_Planner(), dataset, records=scenes, num_samples=2, batch_size=3)
+    assert result["windows"] == len(dataset) and batches > 1
+    assert sorted(calls) == sorted(["VaVAM plans", "constant velocity plans"] * batches)
+    # and the errors still name the planner and the window
+    with pytest.raises(ValueError, match=r"VaVAM plans: window 0 \(scene 'val0' frame \d+\), sample 1 holds NaN"):
+        evaluate_open_loop(_Planner(nan_sample=1), dataset, num_samples=2, batch_size=3)
 
 
 def test_report_says_what_l2_and_the_collision_rate_are(tmp_path, monkeypatch, capsys):

@@ -33,3 +33,38 @@ def test_missing_values_read_back_from_evaluation_json_show_as_a_dash(tmp_path):
     report(tmp_path / "run", tmp_path / "page")  # `vavam report`
     page = (tmp_path / "page" / "report.md").read_text()
     assert "| VaVAM | – |" in page and "None" not in page
+
+
+def _cells(line: str) -> list[str]:
+    """The cells of a Markdown table row: split on the pipes that are not escaped."""
+    import re
+
+    return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+
+
+def test_a_pipe_in_a_cell_is_escaped_in_every_markdown_table(tmp_path):
+    """A "|" in a cell (a planner or scene name, an error) ended the cell and shifted the rest of the row."""
+    from vavam.eval.closedloop import closedloop_table, summarize
+    from vavam.world.evaluate import score_table
+    from vavam.world.ncap import aggregate
+
+    table = Table(["planner", "note|why"], [["http|v2", "x | y"], ["plain", 1.0]])
+    lines = table.markdown().splitlines()
+    assert lines[0] == "| planner | note\\|why |" and lines[2] == "| http\\|v2 | x \\| y |"
+    assert all(len(_cells(line)) == 2 for line in lines)
+    md, page = write_report(tmp_path, "Run", [Section("Open loop", "", [table])])
+    assert "| http\\|v2 | x \\| y |" in md.read_text()
+    h = page.read_text()  # HTML cells need no escaping and get none
+    assert "<th>note|why</th>" in h and "<td>http|v2</td><td>x | y</td>" in h and "\\|" not in h
+    # the closed-loop tables build their rows themselves, through the same helper
+    runs = [{"type": "stationary", "layout": 0, "run": 0, "collided": False, "score": 5.0, "failure": None,
+             "trajectory": []}]
+    closed = closedloop_table({"http|v2": summarize(runs)}).splitlines()
+    assert closed[2].startswith("| http\\|v2 | stationary |")
+    assert len({len(_cells(line)) for line in closed}) == 1
+    world = score_table({"http|v2": aggregate(runs)}).splitlines()
+    assert world[0] == "| type | http\\|v2 score | http\\|v2 collisions |"
+    assert len({len(_cells(line)) for line in world}) == 1
+    from vavam.eval.report import markdown_cell  # the one helper they share
+
+    assert markdown_cell("a|b") == "a\\|b" and markdown_cell(1.5) == "1.5"

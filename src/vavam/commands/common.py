@@ -100,9 +100,17 @@ def resolve_tokenizer(checkpoint: Path, tokenizer: str | None, required: bool) -
 
 
 def load_tokenizer_arg(tokenizer: str, trust_code: bool, device: str):
-    """Load ``--tokenizer`` (errors re-raised with the argument named)."""
+    """Load ``--tokenizer`` (errors re-raised with the argument named); ``preset:NAME`` is an untrained tokenizer
+    of that preset, as ``vavam tokenize`` and ``vavam data prepare`` build it (random weights, for tests)."""
     from vavam.tokenizer import load_tokenizer
 
+    if str(tokenizer).startswith("preset:"):
+        from vavam.data.tokenize import _load_tokenizer
+
+        try:
+            return _load_tokenizer(tokenizer, device).to(device).eval()
+        except ValueError as exc:  # an unknown or non-tokenizer preset: the message names --tokenizer already
+            raise CommandError(str(exc)) from exc
     try:
         return load_tokenizer(tokenizer, trust_code=trust_code, device=device)
     except FileNotFoundError as exc:

@@ -83,8 +83,9 @@ def generate(
 
     Args:
         checkpoint: VaViM checkpoint: our folder or the authors' released ``.pt`` (a VaVAM folder: its VaViM).
-        tokenizer: our tokenizer folder, a LlamaGen VQ ``.pt``, or the TorchScript pair (``--trust-code``).
-            Default: the one the checkpoint folder's meta.json records; required for released checkpoints.
+        tokenizer: our tokenizer folder, a LlamaGen VQ ``.pt``, the TorchScript pair (``--trust-code``), or
+            "preset:vq_tiny" (random weights, for tests). Default: the one the checkpoint folder's meta.json
+            records; required for released checkpoints.
         frames: one video, one image folder, or image files in order (2 Hz, like the training data).
         tokens: a token store (instead of ``--frames``); pick the clip with ``--scene`` and ``--start``.
         scene: scene of ``--tokens`` (optional when the store holds one scene).

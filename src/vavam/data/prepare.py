@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from vavam.data.frames import FrameSource
 from vavam.data.sources import SkipLog, SourceError, SourceResult
-from vavam.data.tokenize import _progress, _resize_args
+from vavam.data.tokenize import _progress, _resize_args, parse_shard
 
 __all__ = ["encode_sources", "prepare_nuplan", "prepare_nuscenes", "prepare_opendv", "record_sources"]
 
@@ -170,6 +170,7 @@ def _prepare_records(
     """Shared tail of nuScenes / nuPlan: records file, optional token store, summary."""
     from vavam.data.records import save_records
 
+    parse_shard(shard)  # refused before any split folder is made
     model = _load_tokenizer(tokenizer, device)
     size, div = _resize_args(dataset, divisor, height, width)
     summary: dict[str, Any] = {"splits": {}}
@@ -275,13 +276,16 @@ def prepare_opendv(
     from vavam.data.sources.opendv import DEFAULT_DISCARD_S, load_opendv, write_opendv_frames, write_split_lists
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    parse_shard(shard)  # the flags, the tokenizer and every split are refused before OUT is created
     model = _load_tokenizer(tokenizer, device)
-    summary: dict[str, Any] = {"splits": {}}
     # Splits are matched case-insensitively (the official sheet says "Train"); outputs use the lower-cased
     # name, as the VaViM split files do: OUT/train.json, OUT/train/tokens/.
-    for split in dict.fromkeys(s.strip().lower() for s in splits):
-        sources = load_opendv(meta, videos, split=split, skip_bad=skip_bad, fps=fps, trim=trim, subset=subset)
+    loaded_splits = [(split, load_opendv(meta, videos, split=split, skip_bad=skip_bad, fps=fps, trim=trim,
+                                         subset=subset))
+                     for split in dict.fromkeys(s.strip().lower() for s in splits)]
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {"splits": {}}
+    for split, sources in loaded_splits:
         log = sources.skipped
         entry: dict[str, Any] = {"videos": len(sources.videos), "loaded": len(sources)}
         defaulted = {v.video_id: list(v.defaulted) for v in sources.videos if v.defaulted}

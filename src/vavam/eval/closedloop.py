@@ -188,6 +188,8 @@ def closedloop_rows(results: dict[str, dict]) -> list[tuple[str, str, dict]]:
 
 def closedloop_table(results: dict[str, dict]) -> str:
     """Markdown table: per planner, one row per scenario type and an overall row."""
+    from vavam.eval.report import markdown_cell
+
     head = "| planner | type | NCAP score ↑ | collision rate ↓ | mean dev. (m) | max dev. (m) | progress | failed runs |"
     lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|"]
 
@@ -198,9 +200,9 @@ def closedloop_table(results: dict[str, dict]) -> str:
 
     for name, kind, t in closedloop_rows(results):
         b = "**" if kind == "overall" else ""
-        lines.append(f"| {b}{name}{b} | {b}{kind}{b} | {b}{fmt(t['score'])}{b} | {fmt(t['collision_rate'], True)} | "
-                     f"{fmt(t['mean_deviation'])} | {fmt(t['max_deviation'])} | {fmt(t['progress'], True)} | "
-                     f"{t.get('failures', 0)} |")
+        lines.append(f"| {b}{markdown_cell(name)}{b} | {b}{markdown_cell(kind)}{b} | {b}{fmt(t['score'])}{b} | "
+                     f"{fmt(t['collision_rate'], True)} | {fmt(t['mean_deviation'])} | {fmt(t['max_deviation'])} | "
+                     f"{fmt(t['progress'], True)} | {t.get('failures', 0)} |")
     return "\n".join(lines)
 
 

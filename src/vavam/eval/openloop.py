@@ -54,7 +54,7 @@ def check_trajectories(pred: torch.Tensor, gt: torch.Tensor, windows: Sequence[s
 
 
 def trajectory_errors(pred: torch.Tensor, gt: torch.Tensor, windows: Sequence[str] | None = None,
-                      what: str = "pred") -> dict[str, torch.Tensor]:
+                      what: str = "pred", checked: bool = False) -> dict[str, torch.Tensor]:
     """Per-window errors of K sampled trajectories against the ground truth.
 
     Args:
@@ -62,6 +62,8 @@ def trajectory_errors(pred: torch.Tensor, gt: torch.Tensor, windows: Sequence[st
         gt: ``[N, 6, 2]`` ground truth (metres), finite.
         windows: optional names of the N windows (e.g. ``"scene-0103 frame 17"``) for error messages.
         what: how error messages name ``pred`` (e.g. the planner).
+        checked: the caller has already run :func:`check_trajectories` on ``pred`` and ``gt`` (with the same
+            ``windows`` and ``what``): not run again.
 
     Returns:
         dict of ``[N]`` float tensors: ``min_ade``, ``fde`` (of the best sample), ``l2@1s``,
@@ -71,7 +73,8 @@ def trajectory_errors(pred: torch.Tensor, gt: torch.Tensor, windows: Sequence[st
         ValueError: wrong shapes, K = 0, or a NaN / infinite coordinate (named by window and sample: a
             non-finite plan has no distance, and leaving it out would bias minADE towards the other samples).
     """
-    check_trajectories(pred, gt, windows, what)
+    if not checked:
+        check_trajectories(pred, gt, windows, what)
     dist = torch.linalg.vector_norm(pred.double() - gt.double()[:, None], dim=-1)  # [N, K, 6]
     ade = dist.mean(-1)  # [N, K]
     min_ade, best = ade.min(dim=1)  # [N]
@@ -147,12 +150,13 @@ class OpenLoopAccumulator:
 
     def update(
         self, pred: torch.Tensor, gt: torch.Tensor, commands: torch.Tensor, collisions: torch.Tensor | None = None,
-        windows: Sequence[str] | None = None, what: str = "pred",
+        windows: Sequence[str] | None = None, what: str = "pred", checked: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Add a batch: ``pred [N,K,6,2]``, ``gt [N,6,2]``, ``commands [N]``, optional ``collisions [N,K]``
         (1 / 0 per plan, NaN for a window without boxes). ``windows`` / ``what`` name the windows and the
-        planner in errors (see :func:`trajectory_errors`). Returns its per-window errors."""
-        errors = trajectory_errors(pred, gt, windows, what)
+        planner in errors; ``checked``: the caller has already run :func:`check_trajectories` on the batch (see
+        :func:`trajectory_errors`). Returns its per-window errors."""
+        errors = trajectory_errors(pred, gt, windows, what, checked=checked)
         values = torch.stack([errors[m] for m in self.metrics], dim=1).cpu()  # [N, M]
         commands = commands.cpu().long()
         if collisions is not None:

@@ -160,7 +160,7 @@ def evaluate_open_loop(
         for name, pred in plans.items():
             check_trajectories(pred, gt, names, f"{name} plans")  # before the collision check reads them
             coll = None if boxes is None else torch.from_numpy(planned_collisions(pred.numpy(), boxes))
-            accs[name].update(pred, gt, cmd, coll, windows=names, what=f"{name} plans")
+            accs[name].update(pred, gt, cmd, coll, windows=names, what=f"{name} plans", checked=True)
         if vam is not None and rank == 0 and len(examples) < num_examples:
             for k in range(min(len(items), num_examples - len(examples))):
                 examples.append({"gt": gt[k].numpy(), "pred": plans["VaVAM"][k].numpy(), "command": int(cmd[k]),

@@ -17,6 +17,12 @@ from typing import Any
 from vavam.io import atomic_write_text, json_safe
 
 
+def markdown_cell(value: Any) -> str:
+    """``value`` as the text of one Markdown table cell: a ``|`` in it is escaped as ``\\|`` (else it would end
+    the cell and shift the rest of the row). Every Markdown table the reports write goes through this."""
+    return str(value).replace("|", "\\|")
+
+
 @dataclass
 class Table:
     """A table: column names and rows of values (floats are formatted with ``digits``)."""
@@ -35,9 +41,9 @@ class Table:
         return str(value)
 
     def markdown(self) -> str:
-        head = "| " + " | ".join(self.columns) + " |"
+        head = "| " + " | ".join(markdown_cell(c) for c in self.columns) + " |"
         sep = "|" + "|".join("---" for _ in self.columns) + "|"
-        body = ["| " + " | ".join(self._fmt(v) for v in row) + " |" for row in self.rows]
+        body = ["| " + " | ".join(markdown_cell(self._fmt(v)) for v in row) + " |" for row in self.rows]
         return "\n".join([head, sep, *body])
 
     def html(self) -> str:

@@ -379,7 +379,6 @@ def train_tokenizer(
     par = LoopParallel(ScaleOut(devices=devices, nodes=nodes, strategy=strategy, accumulate=plan.accumulate),
                        device=device)
     device = str(par.device)
-    out.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(seed)
     model = vavam.build_model(config).to(device).train()
@@ -437,6 +436,9 @@ def train_tokenizer(
     if recorded_images is not None and recorded_images != images:
         raise ValueError(f"--data {data}: not the images this run started with (their names or sizes differ); "
                          "resume with the same images, or start a new run in another folder")
+    # made only now: a missing --data folder or --perceptual-weights file, or a refused resume, leaves no empty
+    # folder behind
+    out.mkdir(parents=True, exist_ok=True)
     if resume_path is None and par.is_main:
         write_run_settings(out, settings)
     if resume_path is not None:

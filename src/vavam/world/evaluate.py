@@ -282,6 +282,8 @@ def score_table(results_by_planner: dict[str, dict]) -> str:
     ``results_by_planner`` maps a planner name to an :func:`evaluate_planner` result (or anything with
     ``score``, ``collision_rate`` and ``types``).
     """
+    from vavam.eval.report import markdown_cell
+
     names = list(results_by_planner)
     kinds: list[str] = []
     for res in results_by_planner.values():
@@ -291,9 +293,10 @@ def score_table(results_by_planner: dict[str, dict]) -> str:
     kinds.sort(key=lambda k: DEFAULT_KINDS.index(k) if k in DEFAULT_KINDS else len(DEFAULT_KINDS))
     failed = [n for n in names if results_by_planner[n].get("failures")]  # a column only where runs failed
     header = ["type"] + [c for n in names for c in (f"{n} score", f"{n} collisions")] + [f"{n} failed" for n in failed]
+    header = [markdown_cell(c) for c in header]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for k in kinds:
-        row = [k]
+        row = [markdown_cell(k)]
         for n in names:
             t = results_by_planner[n].get("types", {}).get(k)
             row += [_fmt(t["score"]), _fmt(t["collision_rate"], True)] if t else ["–", "–"]
