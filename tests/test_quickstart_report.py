@@ -251,3 +251,22 @@ def test_missing_values_are_explained_not_printed_as_nan(tmp_path):
     md = (out / "report.md").read_text()
     assert "Fréchet distance of tokenizer-encoder features (channel mean and std) to the true frames: not computed" in md
     assert "mean lateral offset (positive: left) at 3 s not measured (no held-out frame at an intersection)" in md
+
+
+def test_window_sizes_and_euler_steps_come_from_the_results(tmp_path):
+    """The report said "× 8 frames", "the 7 before it" and "10 Euler steps" whatever the models were; it now
+    quotes what the evaluation recorded, and leaves the numbers out for results from before they were."""
+    out = tmp_path / "qs"
+    res = _build(out)
+    res["next_token"]["frames"], res["next_frame"]["context_frames"], res["open_loop"]["euler_steps"] = 6, 5, 4
+    (out / "eval" / "results.json").write_text(json.dumps(res))
+    write_quickstart_report(out, PLAN, seed=0)
+    md = (out / "report.md").read_text()
+    assert "tokens × 6 frames;" in md and "windows from the 5 frames before it." in md
+    assert "K = 5 samples of 4 Euler steps;" in md
+    assert "8 frames" not in md and "7 before" not in md and "10 Euler" not in md
+    old = tmp_path / "old"
+    _build(old)  # a results.json without the sizes
+    write_quickstart_report(old, PLAN, seed=0)
+    md = (old / "report.md").read_text()
+    assert "tokens; the baselines" in md and "windows from the frames before it." in md and "K = 5 samples;" in md

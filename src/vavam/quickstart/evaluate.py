@@ -23,7 +23,7 @@ def next_token(vim, train_store: TokenStore, heldout_store: TokenStore, batch_si
     windows = store_windows(heldout_store, vim.config.num_frames)
     res = evaluate_next_token(vim, {"heldout": windows}, train_store, batch_size)["heldout"]  # baselines: scene by scene
     rows = {"VaViM" if k == "model" else k: v for k, v in res.items()}
-    return {"windows": len(windows), "rows": rows,
+    return {"windows": len(windows), "frames": vim.config.num_frames, "rows": rows,
             "ratio_to_per_position": rows["VaViM"]["cross_entropy"] / rows["per-position frequency"]["cross_entropy"]}
 
 
@@ -41,6 +41,7 @@ def next_frame(vim, heldout_store: TokenStore, limit: int | None = None, seed: i
     copy = context[:, -1]
     return {
         "windows": len(windows),
+        "context_frames": context.shape[1],
         "greedy_accuracy": float((generated == truth).float().mean()),
         "copy_last_frame_accuracy": float((copy == truth).float().mean()),
         "teacher_forced_accuracy": float((teacher_forced_last_frame(vim, windows) == truth).float().mean()),
@@ -133,7 +134,8 @@ def open_loop(vam, train_set, heldout_set, num_samples: int = 5, batch_size: int
                                 batch_size=batch_size, seed=seed)
     rows = result["rows"]
     best_baseline = min(rows["constant velocity"]["all"]["min_ade"], rows["mean trajectory per command"]["all"]["min_ade"])
-    return {**result, "ratio_to_best_baseline": rows["VaVAM"]["all"]["min_ade"] / best_baseline}
+    return {**result, "euler_steps": vam.config.num_inference_steps,
+            "ratio_to_best_baseline": rows["VaVAM"]["all"]["min_ade"] / best_baseline}
 
 
 @torch.no_grad()

@@ -184,12 +184,14 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
                 figures=figure("reconstructions.png")),
         Section("VaViM: next-token prediction",
                 f"Cross-entropy in nats per token over {nt['windows']} held-out windows of {plan.height // down}×{plan.width // down}"
-                " tokens × 8 frames; the baselines are token frequencies of the training set.",
+                " tokens" + (f" × {nt['frames']} frames" if "frames" in nt else "")
+                + "; the baselines are token frequencies of the training set.",
                 [Table(["model", "cross-entropy", "perplexity"],
                        [[k, v["cross_entropy"], v["perplexity"]] for k, v in nt["rows"].items()])]),
         Section("VaViM: generating the next frame",
-                f"Greedy (top-1) generation of the last frame of {nf['windows']} held-out windows from the 7 before it. "
-                f"Token accuracy {nf['greedy_accuracy']:.3f} against {nf['copy_last_frame_accuracy']:.3f} for copying the "
+                f"Greedy (top-1) generation of the last frame of {nf['windows']} held-out windows from the "
+                + (f"{nf['context_frames']} frames before it. " if "context_frames" in nf else "frames before it. ")
+                + f"Token accuracy {nf['greedy_accuracy']:.3f} against {nf['copy_last_frame_accuracy']:.3f} for copying the "
                 f"last context frame"
                 + (f"; given the frame's true earlier tokens instead of its own (teacher-forced), VaViM gets "
                    f"{nf['teacher_forced_accuracy']:.3f} of the tokens right" if "teacher_forced_accuracy" in nf else "")
@@ -207,7 +209,8 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
                 figures=figure("next_frames.png")),
         *_probe_sections(res.get("probe"), figure("probe_examples.png")),
         Section("VaVAM: open-loop planning",
-                f"{ol['windows']} held-out windows; K = {ol['num_samples']} samples of 10 Euler steps; errors in metres. "
+                f"{ol['windows']} held-out windows; K = {ol['num_samples']} samples"
+                + (f" of {ol['euler_steps']} Euler steps" if "euler_steps" in ol else "") + "; errors in metres. "
                 + ("VaVAM reads the ego speed, as the constant-velocity baseline does (the distance driven over the "
                    "last 0.5 s); the released models do not. " if ol.get("ego_speed") else
                    "VaVAM sees only the frames and the command (as the released models); the constant-velocity "
