@@ -183,3 +183,12 @@ def test_a_nan_plan_on_one_rank_stops_every_rank(tmp_path):
     assert (tmp_path / "rank1.txt").read_text().startswith("ValueError: VaVAM plans: window 0 (scene 'val")
     assert (tmp_path / "rank0.txt").read_text() == (
         "RuntimeError: open-loop evaluation failed on rank(s) 1 of 2; their error names the window")
+
+
+def test_trajectory_plot_with_no_example_writes_nothing(tmp_path):
+    """With no example (an evaluation without VaVAM plans to show) the plot used to fail inside matplotlib."""
+    from vavam.eval.planning import plot_examples_bev
+
+    assert plot_examples_bev([], tmp_path / "none.png") is False and not (tmp_path / "none.png").exists()
+    example = {"gt": np.zeros((6, 2)), "pred": np.zeros((2, 6, 2)), "command": 2}
+    assert plot_examples_bev([example], tmp_path / "one.png") is True and (tmp_path / "one.png").stat().st_size > 0

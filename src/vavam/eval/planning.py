@@ -198,8 +198,11 @@ def open_loop_tables(result: dict[str, Any]) -> list:
     return [overall, per_command]
 
 
-def plot_examples_bev(examples: list[dict[str, Any]], path: Path) -> None:
-    """Bird's-eye view of ground truth vs the K sampled plans of a few windows (matplotlib PNG)."""
+def plot_examples_bev(examples: list[dict[str, Any]], path: Path) -> bool:
+    """Bird's-eye view of ground truth vs the K sampled plans of a few windows (matplotlib PNG); False, and
+    nothing written, when there is no example."""
+    if not examples:
+        return False
     import matplotlib
 
     matplotlib.use("Agg")
@@ -223,6 +226,7 @@ def plot_examples_bev(examples: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
 def overlay_examples_on_frames(examples: list[dict[str, Any]], records: dict[str, Any], image_root: Path | None,
