@@ -138,3 +138,15 @@ def test_windows_across_a_missing_frame_are_left_out_and_counted(tmp_path):
     assert payload["datasets"]["val"]["model"]["targets"] == 7 * (3 * 2 - 1)
     assert "val: 1 window(s) left out" in (tmp_path / "out" / "report.md").read_text()
     assert json.loads((tmp_path / "out" / "evaluation.json").read_text())["results"]["windows_left_out"] == {"val": 1}
+
+
+def test_store_rows_are_named_alike():
+    """Stores that all end in tokens/ were named "tokens" and then by their full paths; each row now takes the
+    same number of trailing folders, as few as tell them apart."""
+    from pathlib import Path
+
+    assert nexttoken.store_labels([Path("/d/a/train/tokens"), Path("/d/a/val/tokens")]) == ["train/tokens",
+                                                                                            "val/tokens"]
+    assert nexttoken.store_labels([Path("/d/nuplan"), Path("/e/opendv")]) == ["nuplan", "opendv"]
+    assert nexttoken.store_labels([Path("/d/x/tokens"), Path("/e/x/tokens")]) == ["d/x/tokens", "e/x/tokens"]
+    assert nexttoken.store_labels([Path("/d/x"), Path("/d/x")]) == ["/d/x (1)", "/d/x (2)"]

@@ -209,6 +209,18 @@ def store_window_index(store, num_frames: int, stride: int = 1) -> tuple[list[tu
     return index, left_out
 
 
+def store_labels(paths: list[Path]) -> list[str]:
+    """Row names for token stores: the fewest trailing path parts that tell them all apart, the same number for
+    every store (``train/tokens``, ``val/tokens`` rather than ``tokens`` and a full path); the whole path where
+    no suffix does (the same folder given twice)."""
+    parts = [Path(p).parts for p in paths]
+    for k in range(1, max((len(q) for q in parts), default=1) + 1):
+        labels = ["/".join(q[-k:]) for q in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [f"{p} ({i + 1})" for i, p in enumerate(paths)]
+
+
 def store_windows(store, num_frames: int, stride: int = 1, limit: int | None = None, seed: int = 0) -> torch.Tensor:
     """Non-overlapping windows of ``num_frames`` frames (every ``stride``-th frame) of every scene of a
     token store -> long ``[N, T, h, w]``; with ``limit`` (>= 1), a seeded random subset of that many.
@@ -305,7 +317,8 @@ def eval_nexttoken(
 
     Args:
         video: VaViM checkpoint (our folder or the authors' ``.pt``).
-        tokens: one or more token stores (one table row group each, named after the folder).
+        tokens: one or more token stores (one table row group each, named after the folder, with as many
+            parent folders as tell them apart: :func:`store_labels`).
         out: output folder (``evaluation.json``, ``report.md`` / ``.html``, ``cross_entropy.png``).
         train_tokens: the training token store, for the unigram and per-position frequency baselines
             (counted scene by scene).
@@ -329,9 +342,8 @@ def eval_nexttoken(
         check_positive_int(limit, "--limit")
     vim = vavam.load_video_model(video, device=device)
     datasets, left_out = {}, {}
-    for path in tokens:
+    for path, name in zip(tokens, store_labels(tokens)):
         store = TokenStore(path)
-        name = Path(path).name if Path(path).name not in datasets else str(path)
         datasets[name] = store_windows(store, vim.config.num_frames, stride, limit, seed).to(device)
         left_out[name] = store_window_index(store, vim.config.num_frames, stride)[1]
     train = None
