@@ -100,3 +100,18 @@ def test_closedloop_json_is_strict_json_when_every_run_failed(tmp_path, monkeypa
 
     saved = json.loads((tmp_path / "closedloop.json").read_text(), parse_constant=refuse)
     assert saved["planners"][VAVAM]["collision_rate"] is None and saved["planners"][VAVAM]["failures"] == 2
+
+
+def test_aggregate_averages_per_run_metrics_like_the_collision_rate():
+    """``per_run`` metrics (the closed-loop route metrics) are averaged runs -> layouts -> types, a NaN (a failed
+    run's) left out: hand-computed."""
+    runs = [{"type": "side", "layout": 0, "score": 5.0, "collided": False, "d": 1.0},
+            {"type": "side", "layout": 0, "score": 0.0, "collided": True, "d": math.nan, "failure": "raised"},
+            {"type": "side", "layout": 1, "score": 5.0, "collided": False, "d": 3.0},
+            {"type": "side", "layout": 1, "score": 5.0, "collided": False, "d": 5.0},
+            {"type": "frontal", "layout": 0, "score": 0.0, "collided": True, "d": 10.0}]
+    res = aggregate(runs, lambda r: {"deviation": r["d"]})
+    assert res["types"]["side"]["deviation"] == (1.0 + (3.0 + 5.0) / 2) / 2  # layout 0: the NaN left out
+    assert res["types"]["frontal"]["deviation"] == 10.0
+    assert res["deviation"] == (2.5 + 10.0) / 2 and res["score"] == (3.75 + 0.0) / 2
+    assert "deviation" not in aggregate(runs)["types"]["side"]

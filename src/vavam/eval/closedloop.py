@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -153,25 +152,18 @@ def summarize(records: Sequence[dict]) -> dict[str, Any]:
     A failed run (its planner raised or returned a bad plan) scores 0 and is left out of the other
     metrics, which it never drove to the end (as :func:`vavam.world.ncap.aggregate`).
     """
-    from vavam.world.ncap import collision_of, failed, nanmean
+    from vavam.world.ncap import aggregate, failed
     from vavam.world.scenarios import make_scenario
 
-    groups: dict[str, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    for r in records:
+    def route(r: dict) -> dict[str, float]:  # a failed run's trajectory is left out: NaN
         spec = make_scenario(r["type"], int(r["layout"]), int(r["run"]))
-        trajectory = [] if failed(r) else r.get("trajectory", [])
-        row = {"score": float(r["score"]), "collision_rate": collision_of(r), "failed": failed(r),
-               **route_metrics(spec, np.asarray(trajectory, dtype=np.float64))}
-        groups[r["type"]][int(r["layout"])].append(row)
-    types = {}
-    order = sorted(groups, key=lambda k: DEFAULT_KINDS.index(k) if k in DEFAULT_KINDS else len(DEFAULT_KINDS))
-    for kind in order:
-        layouts = groups[kind]
-        types[kind] = {m: nanmean(nanmean(r[m] for r in runs) for runs in layouts.values()) for m in METRICS}
-        types[kind]["runs"] = int(sum(len(v) for v in layouts.values()))
-        types[kind]["failures"] = int(sum(r["failed"] for v in layouts.values() for r in v))
-    overall = {m: nanmean(t[m] for t in types.values()) for m in METRICS}
-    return {**overall, "failures": int(sum(t["failures"] for t in types.values())), "types": types}
+        got = route_metrics(spec, np.asarray([] if failed(r) else r.get("trajectory", []), dtype=np.float64))
+        return {m: got[m] for m in METRICS if m in got}
+
+    result = aggregate(records, route)
+    order = sorted(result["types"], key=lambda k: DEFAULT_KINDS.index(k) if k in DEFAULT_KINDS else len(DEFAULT_KINDS))
+    return {**{m: result.get(m, math.nan) for m in METRICS}, "failures": result["failures"],
+            "types": {k: result["types"][k] for k in order}}
 
 
 # ------------------------------------------------------------------ tables

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -35,32 +35,37 @@ def nanmean(values: Iterable[float]) -> float:
     return float(np.mean(kept)) if kept else math.nan
 
 
-def aggregate(results: Iterable[dict]) -> dict:
+def aggregate(results: Iterable[dict], per_run: Callable[[dict], dict[str, float]] | None = None) -> dict:
     """Mean over runs -> over layouts -> over scenario types (each type counts equally).
 
     Each result needs keys ``type``, ``layout``, ``score`` and ``collided`` (and may have ``failure``).
     Returns ``{"score", "collision_rate", "failures", "types": {type: {"score", "collision_rate", "runs",
     "failures"}}}``; the overall collision rate is averaged the same way. A failed run scores 0 and is
-    left out of the collision rates (NaN where every run failed).
+    left out of the collision rates (NaN where every run failed). ``per_run`` (a run -> more metrics, NaN
+    where the run has none) adds those metrics, per type and overall, averaged as the collision rate.
     """
     groups: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in results:
-        groups[r["type"]][r["layout"]].append(r)
+        groups[r["type"]][r["layout"]].append({**r, "_extra": per_run(r) if per_run is not None else {}})
     types = {}
     for t, layouts in sorted(groups.items()):
         score = np.mean([np.mean([r["score"] for r in runs]) for runs in layouts.values()])
         rate = nanmean(nanmean(collision_of(r) for r in runs) for runs in layouts.values())
+        names = next(iter(next(iter(layouts.values())))).get("_extra", {})
         types[t] = {
             "score": float(score),
             "collision_rate": rate,
+            **{m: nanmean(nanmean(r["_extra"][m] for r in runs) for runs in layouts.values()) for m in names},
             "runs": int(sum(len(v) for v in layouts.values())),
             "failures": int(sum(failed(r) for v in layouts.values() for r in v)),
         }
     if not types:
         return {"score": float("nan"), "collision_rate": float("nan"), "failures": 0, "types": {}}
+    extra = [m for m in next(iter(types.values())) if m not in ("score", "collision_rate", "runs", "failures")]
     return {
         "score": float(np.mean([v["score"] for v in types.values()])),
         "collision_rate": nanmean(v["collision_rate"] for v in types.values()),
+        **{m: nanmean(v[m] for v in types.values()) for m in extra},
         "failures": int(sum(v["failures"] for v in types.values())),
         "types": types,
     }
