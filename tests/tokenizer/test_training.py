@@ -250,3 +250,31 @@ def test_vq_tiny_learns_driving_frames(tmp_path):
     assert summary["final_psnr"] >= 20.0
     assert summary["codebook_usage"] > 10.0  # dead-code restarts keep the codebook in use
 
+
+
+def test_non_finite_discriminator_loss_stops_or_skips_its_step(tmp_path, monkeypatch):
+    """The discriminator's loss was not checked: a NaN there was backpropagated into its weights (and from them
+    into every later generator loss). It now stops the run, or with nan_policy='skip' skips the discriminator's
+    step while the generator's stands."""
+    from vavam.tokenizer.losses import TokenizerLoss
+    from vavam.train.resume import read_checkpoint
+
+    original = TokenizerLoss.discriminator_loss
+
+    def nan_loss(self, images, recon):
+        loss, logs = original(self, images, recon)
+        return loss * float("nan"), logs
+
+    monkeypatch.setattr(TokenizerLoss, "discriminator_loss", nan_loss)
+    kw = dict(SMALL, image_size=(32, 32), gan=True, gan_start=0, ckpt_every=1)
+    with pytest.raises(FloatingPointError, match="discriminator loss is non-finite at step 0"):
+        train_tokenizer(tmp_path / "stop", steps=2, **kw)
+    run = tmp_path / "skip"
+    train_tokenizer(run, steps=3, nan_policy="skip", keep=0, **kw)
+    first, last = (read_checkpoint(run / "checkpoints" / f"step-0000000{k}.ckpt") for k in (1, 3))
+    weights = {k: v for k, v in first["discriminator"].items() if "running_" not in k and "num_batches" not in k}
+    assert weights  # (batch-norm statistics move with every forward pass; the weights only with a step)
+    for name, value in weights.items():
+        assert torch.equal(value, last["discriminator"][name]) and torch.isfinite(value).all(), name
+    assert any(not torch.equal(v, last["model"][k]) for k, v in first["model"].items())  # the generator trained
+    assert "skipped_discriminator" in (run / "metrics.csv").read_text().splitlines()[0]

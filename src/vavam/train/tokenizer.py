@@ -333,7 +333,8 @@ def train_tokenizer(
             ``out/run_settings.json``; a difference is refused by name); the step count may change while the
             steps taken keep their learning rates (e.g. all within the warmup). Without ``resume``, a folder
             holding checkpoints is refused.
-        nan_policy: "stop" on a non-finite loss (default) or "skip" the step (no update).
+        nan_policy: "stop" on a non-finite loss (default) or "skip" the step (no update; a non-finite
+            discriminator loss skips the discriminator's step only).
         tensorboard: also write TensorBoard events to ``out/tb``.
         progress: show a progress bar with ETA.
         devices: processes (GPUs) per node; with more than one, launch with ``torchrun --nproc_per_node``.
@@ -556,14 +557,27 @@ def train_tokenizer(
                 opt.step()
                 if opt_d is not None and criterion.gan_on(step):
                     opt_d.zero_grad(set_to_none=True)
+                    d_finite, d_sums = True, {}
                     for x, recon in kept:
                         with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=autocast):
                             d_loss, d_parts = criterion.discriminator_loss(x, recon)
-                        (d_loss / passes).backward()
+                        d_finite = d_finite and bool(torch.isfinite(d_loss))
+                        if d_finite:
+                            (d_loss / passes).backward()
                         for k, v in d_parts.items():
-                            parts[k] = parts.get(k, 0.0) + v / passes
-                    par.average_gradients(d_params)
-                    opt_d.step()
+                            d_sums[k] = d_sums.get(k, 0.0) + v / passes
+                    if par.all_true(d_finite):
+                        par.average_gradients(d_params)
+                        opt_d.step()
+                        parts.update(d_sums)
+                    else:  # the generator's step stands; the discriminator's is not taken
+                        opt_d.zero_grad(set_to_none=True)
+                        if nan_policy == "stop":
+                            raise FloatingPointError(
+                                f"tokenizer discriminator loss is non-finite at step {step} (on this rank or another): "
+                                "stopping before it corrupts the discriminator (nan_policy='skip' skips its step)")
+                        say(f"warning: tokenizer discriminator loss is non-finite at step {step}: its step skipped")
+                        log.log(step + 1, {"skipped_discriminator": 1.0})
                 parts = par.mean(parts)
                 # usage and latents of the whole global batch, in stream order: identical restarts on every rank
                 # (pass j's gathered tensors hold stream positions [j*micro*world, (j+1)*micro*world) in order)
