@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -278,3 +279,23 @@ def test_non_finite_discriminator_loss_stops_or_skips_its_step(tmp_path, monkeyp
         assert torch.equal(value, last["discriminator"][name]) and torch.isfinite(value).all(), name
     assert any(not torch.equal(v, last["model"][k]) for k, v in first["model"].items())  # the generator trained
     assert "skipped_discriminator" in (run / "metrics.csv").read_text().splitlines()[0]
+
+
+def test_checkpoint_meta_quotes_the_last_evaluation_and_its_step(tmp_path, monkeypatch):
+    """A resumed run's checkpoints written before its next evaluation reported the step-0 PSNR as the model's;
+    meta.json now quotes the last evaluation in the log and says at which step it was made."""
+    import vavam.tokenizer as tt
+
+    kw = dict(SMALL, ckpt_every=1, eval_every=2)
+    train_tokenizer(tmp_path / "r", steps=2, **kw)
+    logged = [r for r in csv.DictReader((tmp_path / "r" / "metrics.csv").open()) if r.get("val_psnr")]
+    assert [int(r["step"]) for r in logged] == [0, 2]
+    metas = []
+    real = tt.save_tokenizer
+    monkeypatch.setattr(tt, "save_tokenizer", lambda model, path, meta: (metas.append(meta), real(model, path, meta)))
+    train_tokenizer(tmp_path / "r", steps=4, resume=True, **dict(kw, eval_every=4))
+    at3, at4 = metas
+    assert at3["step"] == 3 and at3["metrics"]["evaluated_at_step"] == 2
+    assert at3["metrics"]["val_psnr"] == pytest.approx(float(logged[1]["val_psnr"]))
+    assert at3["metrics"]["val_psnr"] != at3["metrics"]["initial_val_psnr"]
+    assert at4["step"] == 4 and at4["metrics"]["evaluated_at_step"] == 4

@@ -253,6 +253,16 @@ def _steps_since_train_row(rows: list[dict], step: int) -> int:
     return max(step - last - skipped, 0)
 
 
+def _last_evaluation(rows: list[dict], initial: dict[str, float]) -> dict[str, float]:
+    """The held-out metrics of the last evaluation in the log ``rows`` (with its ``step``), else ``initial`` (step
+    0): what a resumed run's checkpoints report until it evaluates again."""
+    for row in reversed(rows):
+        if "val_psnr" in row and "codebook_usage" in row:
+            return {**initial, "psnr": float(row["val_psnr"]), "codebook_usage": float(row["codebook_usage"]),
+                    "step": int(row["step"])}
+    return {**initial, "step": 0}
+
+
 def learning_rate(step: int, steps: int, lr: float, warmup_steps: int, final_lr_ratio: float) -> float:
     """Linear warmup over ``warmup_steps``, then cosine decay to ``final_lr_ratio * lr`` at step ``steps - 1``."""
     warm = min(1.0, (step + 1) / max(1, warmup_steps))
@@ -475,6 +485,7 @@ def train_tokenizer(
         meta = {
             "step": step,
             "metrics": {"val_psnr": metrics["psnr"], "codebook_usage": metrics["codebook_usage"],
+                        "evaluated_at_step": metrics["step"],
                         "initial_val_psnr": initial["psnr"], "dead_code_restarts": monitor.restarts},
             "training": {"preset": preset, "steps": steps, "batch_size": batch_size, "lr": lr,
                          "global_batch": plan.global_batch, "world_size": plan.world_size,
@@ -509,7 +520,7 @@ def train_tokenizer(
 
         bar = tqdm(total=steps, initial=start, desc="tokenizer", unit="step", dynamic_ncols=True)
     step_time, timed_steps = 0.0, 0
-    metrics = initial
+    metrics = _last_evaluation(log.rows, initial)  # a resumed run's, until it evaluates again
     eval_every = eval_every or ckpt_every
     g_params = [p for p in model.parameters() if p.requires_grad]
     d_params = list(criterion.discriminator.parameters()) if criterion.discriminator is not None else []
@@ -598,7 +609,7 @@ def train_tokenizer(
                 running, running_steps = {}, 0
             if done % eval_every == 0 or done == steps:
                 if par.is_main:  # evaluation needs no other rank; the others wait at the next collective
-                    metrics = evaluate(model, val, device=device)
+                    metrics = {**evaluate(model, val, device=device), "step": done}
                     log.log(done, {"val_psnr": metrics["psnr"], "codebook_usage": metrics["codebook_usage"]})
                     if bar is not None:
                         bar.set_postfix(val_psnr=f"{metrics['psnr']:.2f}", usage=f"{metrics['codebook_usage']:.1f}%")
@@ -620,7 +631,7 @@ def train_tokenizer(
     if bar is not None:
         bar.close()
     if start >= steps:  # nothing left to train: report the stored state
-        metrics = evaluate(model, val, device=device)
+        metrics = {**evaluate(model, val, device=device), "step": start}
     grid = out / "reconstructions.png"
     if par.is_main:
         save_reconstruction_grid(model, val[:8], grid)
