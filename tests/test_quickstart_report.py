@@ -196,11 +196,13 @@ def test_data_section_states_the_share_of_hazard_and_turn_scenes(tmp_path):
 @pytest.mark.parametrize("figures", [True, False])
 def test_every_referenced_picture_and_video_exists(tmp_path, figures):
     out = tmp_path / "qs"
-    _build(out, figures=figures)
+    res = _build(out, figures=figures)
     if figures:
         from vavam.media import write_mp4
 
-        write_mp4(out / "eval" / "closed_loop" / "vavam" / "run.mp4", [np.zeros((16, 16, 3), np.uint8)] * 2)
+        video = write_mp4(out / "eval" / "closed_loop" / "vavam" / "run.mp4", [np.zeros((16, 16, 3), np.uint8)] * 2)
+        res["closed_loop"]["VaVAM"]["videos"] = [str(video)]
+        (out / "eval" / "results.json").write_text(json.dumps(res))
     write_quickstart_report(out, PLAN, seed=0)
     md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
     md_refs = re.findall(r"\]\(([^)]+)\)", md)
@@ -270,3 +272,32 @@ def test_window_sizes_and_euler_steps_come_from_the_results(tmp_path):
     write_quickstart_report(old, PLAN, seed=0)
     md = (old / "report.md").read_text()
     assert "tokens; the baselines" in md and "windows from the frames before it." in md and "K = 5 samples;" in md
+
+
+def test_only_the_video_of_this_evaluation_is_shown(tmp_path):
+    """The report showed the first mp4 anywhere under eval/ (one an earlier evaluation left there too) and kept
+    an earlier report's copy; it now shows the video the results name, found again after the folder moved."""
+    import shutil
+
+    from vavam.media import write_mp4
+
+    out = tmp_path / "qs"
+    res = _build(out)
+    frames = [np.zeros((16, 16, 3), np.uint8)] * 2
+    write_mp4(out / "eval" / "closed_loop" / "vavam" / "videos" / "a-old.mp4", frames)  # not in the results
+    write_quickstart_report(out, PLAN, seed=0)
+    assert "closed_loop_vavam.mp4" not in (out / "report.md").read_text()
+    assert not (out / "closed_loop_vavam.mp4").exists()
+    video = write_mp4(out / "eval" / "closed_loop" / "vavam" / "videos" / "b-new.mp4", frames + frames)
+    res["closed_loop"]["VaVAM"]["videos"] = [str(video)]
+    (out / "eval" / "results.json").write_text(json.dumps(res))
+    moved = tmp_path / "moved"
+    shutil.move(out, moved)  # the recorded path no longer exists
+    write_quickstart_report(moved, PLAN, seed=0)
+    assert "](closed_loop_vavam.mp4)" in (moved / "report.md").read_text()
+    assert (moved / "closed_loop_vavam.mp4").read_bytes() == (moved / "eval" / "closed_loop" / "vavam" / "videos"
+                                                              / "b-new.mp4").read_bytes()
+    res["closed_loop"]["VaVAM"]["videos"] = []  # a later evaluation without a video: the old copy goes
+    (moved / "eval" / "results.json").write_text(json.dumps(res))
+    write_quickstart_report(moved, PLAN, seed=0)
+    assert not (moved / "closed_loop_vavam.mp4").exists()

@@ -104,6 +104,27 @@ def _stage_seconds(out: Path) -> dict[str, float]:
     return seconds
 
 
+CLOSED_LOOP_VIDEO = "closed_loop_vavam.mp4"
+
+
+def _closed_loop_video(out: Path, closed_loop: dict[str, Any]) -> str | None:
+    """Copy the first closed-loop video the evaluation recorded to ``out/closed_loop_vavam.mp4`` and return that
+    name; None, and an earlier report's copy removed, when it recorded none (a video left in the folder by an
+    earlier evaluation is not this run's). A recorded path that no longer exists (the run folder moved) is
+    looked up at the same place under ``out/eval``."""
+    target = out / CLOSED_LOOP_VIDEO
+    for result in closed_loop.values():
+        for recorded in (result.get("videos") or []) if isinstance(result, dict) else []:
+            path = Path(recorded)
+            if not path.is_file() and "closed_loop" in path.parts:
+                path = out / "eval" / Path(*path.parts[path.parts.index("closed_loop"):])
+            if path.suffix == ".mp4" and path.is_file():
+                shutil.copy(path, target)
+                return target.name
+    target.unlink(missing_ok=True)
+    return None
+
+
 def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[str, Any]:
     """Write ``out/report.md`` and ``out/report.html``; return their paths and the headline lines."""
     res = read_json(out / "eval" / "results.json")
@@ -112,8 +133,7 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
     for name in ("next_frames.png", "trajectories.png", "probe_examples.png"):
         if (out / "eval" / name).is_file():
             shutil.copy(out / "eval" / name, out / name)
-    for mp4 in sorted((out / "eval").rglob("*.mp4"))[:1]:
-        shutil.copy(mp4, out / "closed_loop_vavam.mp4")
+    video = _closed_loop_video(out, res.get("closed_loop") or {})
     if (out / "tokenizer" / "reconstructions.png").is_file():
         shutil.copy(out / "tokenizer" / "reconstructions.png", out / "reconstructions.png")
 
@@ -234,7 +254,7 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
                 "Collision rate: share of runs that collided (failed runs left out); a failed run scores 0."
                 + (" – : not measured (no run of that type, or every run failed)."
                    if _has_missing(cl_tables) else ""),
-                cl_tables, figures=[p.name for p in sorted(out.glob("*.mp4"))][:1]),
+                cl_tables, figures=[video] if video else []),
         Section("Training", f"Plan for a {plan.budget_min:g}-minute budget, seed {seed}. Stage wall times (s): "
                 + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + f"; total {total:.0f} s.",
                 figures=["training_curves.png"] if has_curves else []),
