@@ -22,7 +22,7 @@ def _store(root, fps=10.0, missing=(), scenes=2, frames=14, seed=0):
     for k in range(scenes):
         clock = [i for i in range(frames + len(missing)) if i not in missing]
         w.write_scene(f"s{k}", rng.integers(0, 16, size=(frames, 2, 3), dtype=np.uint16),
-                      np.array(clock, dtype=np.int64) * int(1e6 / fps), fps=fps)
+                      np.array(clock, dtype=np.int64) * int(1e6 / (fps or 10.0)), fps=fps)
     return root
 
 
@@ -35,6 +35,9 @@ def test_window_dataset_leaves_out_windows_across_a_missing_frame(tmp_path):
     # a window of 2 frames at stride 5 from s holds the step s -> s + 5, which crosses the gap for s = 1..5
     assert steady.index == [(f"s{k}", s) for k in range(2) for s in (0, 6, 7, 8)]
     assert steady.left_out == 10 and len(steady) == 8
+    unknown = TokenStore(_store(tmp_path / "unknown", fps=None, missing=(6,)))  # no rate: nothing to check
+    with pytest.warns(UserWarning, match=r"unknown: 2 scene\(s\) record no frame rate"):
+        assert len(VideoWindowDataset(unknown, 2, 5)) == 18
     with pytest.raises(ValueError, match="no window of 2 frames .* without a jump in time"):
         VideoWindowDataset(TokenStore(_store(tmp_path / "short", missing=(1,), frames=2)), 2, 1)
 
@@ -50,7 +53,7 @@ def test_new_runs_record_the_rule_and_older_runs_keep_every_window(tmp_path, mon
     assert settings["module"]["data"]["window_rule"] == "steady" and settings["samples"] == 8
 
     # a run started before the rule existed: every window, no rule recorded
-    monkeypatch.setattr(tv, "_steady_windows", lambda *a: False)
+    monkeypatch.setattr(tv, "_window_rules", lambda *a: (False, False))
     old = train_video(tmp_path / "old", tok, steps=2, stride=5, ckpt_every=1, keep=0, **KW)
     monkeypatch.undo()
     assert old["windows"] == 18 and old["windows_left_out"] == 0
@@ -61,12 +64,24 @@ def test_new_runs_record_the_rule_and_older_runs_keep_every_window(tmp_path, mon
         ckpt.unlink()  # resume from step 1
     resumed = train_video(tmp_path / "old", tok, steps=2, stride=5, resume=True, **KW)
     assert resumed["resumed_from"] == 1 and resumed["windows"] == 18
-    mix = _store(tmp_path / "mix", seed=1)
-    cool = train_video(tmp_path / "cool", tok, steps=2, stride=5, recipe="cooldown", mix=[mix],
-                       mix_ratios=[0.5, 0.5], init_from=list_checkpoints(tmp_path / "old")[-1], **KW)
-    assert cool["mix"]["pretraining_windows_available"] == 18 - 2 * 2
+    # ... while its other stores (here a --mix store missing a frame too) are checked as in a new run
+    mix = _store(tmp_path / "mix", missing=(6,), seed=1)
+    with pytest.warns(UserWarning, match=r"mix: 10 windows .* span a jump in time"):
+        cool = train_video(tmp_path / "cool", tok, steps=2, stride=5, recipe="cooldown", mix=[mix],
+                           mix_ratios=[0.5, 0.5], init_from=list_checkpoints(tmp_path / "old")[-1], ckpt_every=1,
+                           keep=0, **KW)
+    assert cool["mix"]["pretraining_windows_available"] == 18 - 2 * 2 and cool["windows_left_out"] == 10
+    rule = json.loads((tmp_path / "cool" / "run_settings.json").read_text())["module"]["data"]["window_rule"]
+    assert rule == {"tokens": "every", "others": "steady"}
+    for ckpt in list_checkpoints(tmp_path / "cool")[1:]:
+        ckpt.unlink()
+    with pytest.warns(UserWarning, match=r"mix: 10 windows"):  # its resume reads both rules back
+        resumed = train_video(tmp_path / "cool", tok, steps=2, stride=5, recipe="cooldown", mix=[mix],
+                              mix_ratios=[0.5, 0.5], init_from=list_checkpoints(tmp_path / "old")[-1], resume=True,
+                              **KW)
+    assert resumed["resumed_from"] == 1 and resumed["windows_left_out"] == 10
     # a cool-down from the new run on the same store is steady, like its pretraining
     with pytest.warns(UserWarning, match="span a jump in time"):
         cool_new = train_video(tmp_path / "cool_new", tok, steps=2, stride=5, recipe="cooldown", mix=[mix],
                                mix_ratios=[0.5, 0.5], init_from=list_checkpoints(tmp_path / "new")[-1], **KW)
-    assert cool_new["mix"]["pretraining_windows_available"] == 8 - 2 * 2 and cool_new["windows_left_out"] == 10
+    assert cool_new["mix"]["pretraining_windows_available"] == 8 - 2 * 2 and cool_new["windows_left_out"] == 10 + 10

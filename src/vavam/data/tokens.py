@@ -304,7 +304,8 @@ class TokenStore:
         bad when the store was prepared, a gap in a recording) stretches a step by a whole interval, and the
         windows holding that step are left out: training and evaluation would take the jump for motion. Frames
         picked from a video at a lower rate (first frame of each slot; OpenDV's 10 Hz from 24 / 25 / 30 fps)
-        move each step by less than one source frame, under half a 10 Hz interval. A scene whose rate is unknown
+        move each step by less than one source frame, which is under half an interval when the source runs at
+        more than twice the rate (slower sources resampled this way lose windows). A scene whose rate is unknown
         (no rate recorded for it or for the store) cannot be checked: every window is kept.
         """
         starts = np.arange(len(self.window_starts(scene, num_frames, stride)), dtype=np.int64)

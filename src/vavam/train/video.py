@@ -60,16 +60,21 @@ class VideoWindowDataset(Dataset):
         self.steady = steady
         self.index: list[tuple[str, int]] = []
         self.left_out = 0  # windows spanning a jump in time
-        left_scenes = 0
+        left_scenes, unchecked = 0, 0
         for scene in scenes if scenes is not None else store.scenes:
             every = store.window_starts(scene, num_frames, stride)
             kept = store.steady_window_starts(scene, num_frames, stride).tolist() if steady else list(every)
             self.index.extend((scene, s) for s in kept)
             self.left_out += len(every) - len(kept)
             left_scenes += len(every) > len(kept)
+            unchecked += bool(steady and len(every) and num_frames > 1 and store.scene_fps(scene) is None)
         if self.left_out:
             warnings.warn(f"{store.root}: {self.left_out} windows of {num_frames} frames (stride {stride}) in "
                           f"{left_scenes} scene(s) span a jump in time (a missing frame) and are left out",
+                          stacklevel=2)
+        if unchecked:
+            warnings.warn(f"{store.root}: {unchecked} scene(s) record no frame rate (nor does the store): their "
+                          "windows cannot be checked for a jump in time (re-tokenize with --fps to record it)",
                           stacklevel=2)
         if not self.index:
             raise ValueError(f"{store.root}: no window of {num_frames} frames (stride {stride}) fits any scene"
@@ -479,7 +484,7 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
     for flag, stores in (("--val-tokens", val_sets), ("--mix", mix_sets)):
         for other in stores:
             check_store_fits(other, flag, config.tokens_per_frame, config.vocab_size, model_words)
-    steady = _steady_windows(Path(out), resume, init_state, tokens)
+    steady, steady_others = _window_rules(Path(out), resume, init_state, tokens)
     train_set = VideoWindowDataset(store, frames, stride, steady=steady)
     if steps is None:  # one epoch
         steps = -(-len(train_set) // plan.global_batch)
@@ -490,8 +495,8 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
     mix_info = None
     if mix:
         train_set, mix_info = _cooldown_mix(train_set, tokens, mix_sets, mix_ratios,
-                                            steps * plan.global_batch, mix_seed, frames, init_state)
-    val_loaders = [DataLoader(VideoWindowDataset(v, frames, stride, steady=steady), batch_size=batch_size,
+                                            steps * plan.global_batch, mix_seed, frames, init_state, steady_others)
+    val_loaders = [DataLoader(VideoWindowDataset(v, frames, stride, steady=steady_others), batch_size=batch_size,
                               num_workers=num_workers) for v in val_sets]
     module = VideoLitModule(config, lr, weight_decay, int(warmup_frac * steps), steps, int(drop_frac * steps),
                             nan_policy=nan_policy, val_names=names, init_state=init_state,
@@ -499,7 +504,7 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
                                   "num_frames": frames, "windows": len(train_set), "world_size": plan.world_size,
                                   "accumulate": plan.accumulate, "global_batch": plan.global_batch,
                                   "strategy": scale.resolved_strategy,
-                                  **({"window_rule": STEADY_WINDOWS} if steady else {})})
+                                  **_window_rule_setting(steady, steady_others)})
     out = Path(out)
     start = time.perf_counter()
     fit = fit_resumable(module, train_set, out=out, steps=steps, batch_size=batch_size, seed=seed,
@@ -528,25 +533,44 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
     return summary
 
 
-#: the window rule of runs that leave out windows spanning a jump in time (recorded in their ``data``); runs
-#: recorded without it index every window (:class:`VideoWindowDataset` ``steady=False``).
+#: the window rule of runs that leave out windows spanning a jump in time (``window_rule`` in their ``data``); runs
+#: recorded without it index every window (:class:`VideoWindowDataset` ``steady=False``). A cool-down on the store
+#: of a pretraining recorded without it records ``{"tokens": "every", "others": "steady"}``.
 STEADY_WINDOWS = "steady"
+EVERY_WINDOW = "every"
 
 
-def _steady_windows(out: Path, resume: bool, init_state: dict | None, tokens: Path) -> bool:
-    """Whether this run leaves out the windows that span a jump in time: yes for a new run; a resume keeps the
-    rule its run was started with, and a cool-down on its pretraining's own store keeps the pretraining's (its
-    windows must be indexed as the pretraining indexed them, to tell which it has drawn). Runs recorded before
-    the rule existed index every window."""
-    from vavam.train.resume import find_resume_checkpoint, read_run_settings
+def _window_rules(out: Path, resume: bool, init_state: dict | None, tokens: Path) -> tuple[bool, bool]:
+    """Whether this run leaves out the windows that span a jump in time, for ``tokens`` and for the other stores
+    (``--mix``, ``--val-tokens``): yes for a new run. A resume keeps the rules its run was started with (every
+    window for a run recorded before they existed); a cool-down on its pretraining's own store indexes that store
+    as the pretraining did (to tell which windows it has drawn), its other stores as a new run."""
+    from vavam.train.resume import list_checkpoints, read_run_settings
 
-    if resume and find_resume_checkpoint(out) is not None:
-        data = ((read_run_settings(out) or {}).get("module") or {}).get("data") or {}
-        return data.get("window_rule") == STEADY_WINDOWS
+    if resume and list_checkpoints(out):  # (which checkpoint is intact is fit_resumable's to find)
+        return _read_window_rule(((read_run_settings(out) or {}).get("module") or {}).get("data") or {})
     data = ((init_state or {}).get("hyper_parameters") or {}).get("data") or {}
     if data and Path(data.get("tokens", "")).resolve() == Path(tokens).resolve():
-        return data.get("window_rule") == STEADY_WINDOWS
-    return True
+        return _read_window_rule(data)[0], True
+    return True, True
+
+
+def _read_window_rule(data: dict) -> tuple[bool, bool]:
+    """(tokens, other stores) steady, from a run's recorded ``data``."""
+    rule = data.get("window_rule")
+    if isinstance(rule, dict):
+        return rule.get("tokens") == STEADY_WINDOWS, rule.get("others") == STEADY_WINDOWS
+    return rule == STEADY_WINDOWS, rule == STEADY_WINDOWS
+
+
+def _window_rule_setting(steady: bool, steady_others: bool) -> dict:
+    """What a run records of its window rules (nothing for the rule of runs recorded before them)."""
+    if steady and steady_others:
+        return {"window_rule": STEADY_WINDOWS}
+    if not steady and not steady_others:
+        return {}
+    word = {True: STEADY_WINDOWS, False: EVERY_WINDOW}
+    return {"window_rule": {"tokens": word[steady], "others": word[steady_others]}}
 
 
 def _left_out(dataset: Dataset) -> int:
@@ -588,7 +612,8 @@ def _store_stride(store: TokenStore) -> int:
 
 
 def _cooldown_mix(first: VideoWindowDataset, tokens: Path, others: list[TokenStore], ratios: list[float] | None,
-                  total: int, seed: int, frames: int, init_state: dict | None) -> tuple[Dataset, dict]:
+                  total: int, seed: int, frames: int, init_state: dict | None,
+                  steady_others: bool = True) -> tuple[Dataset, dict]:
     """The cool-down's training set: ``total`` windows of ``[first, *others]`` split by ``ratios``,
     the first store's windows restricted to those a pretraining run (``init_state``) had not drawn."""
     from vavam.data.mix import MixedDataset, cooldown_mix
@@ -598,7 +623,7 @@ def _cooldown_mix(first: VideoWindowDataset, tokens: Path, others: list[TokenSto
     ratios = list(ratios) if ratios is not None else list(COOLDOWN_MIX)
     if len(ratios) != 1 + len(others):
         raise ValueError(f"mix_ratios: {len(ratios)} ratios for {1 + len(others)} token stores (tokens + mix)")
-    datasets = [first] + [VideoWindowDataset(store, frames, _store_stride(store), steady=first.steady)
+    datasets = [first] + [VideoWindowDataset(store, frames, _store_stride(store), steady=steady_others)
                           for store in others]
     consumed_mask, unseen_from = None, None
     data = ((init_state or {}).get("hyper_parameters") or {}).get("data") or {}
