@@ -115,3 +115,10 @@ def test_aggregate_averages_per_run_metrics_like_the_collision_rate():
     assert res["types"]["frontal"]["deviation"] == 10.0
     assert res["deviation"] == (2.5 + 10.0) / 2 and res["score"] == (3.75 + 0.0) / 2
     assert "deviation" not in aggregate(runs)["types"]["side"]
+
+
+def test_aggregate_lists_types_in_scenario_order():
+    """Types come in the scenario types' order (as the closed-loop tables list them), so the overall means are
+    summed in one order everywhere; unknown types follow by name."""
+    runs = [{"type": t, "layout": 0, "score": 5.0, "collided": False} for t in ("zz", "side", "aa", "stationary")]
+    assert list(aggregate(runs)["types"]) == ["stationary", "side", "aa", "zz"]

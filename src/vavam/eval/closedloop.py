@@ -161,9 +161,7 @@ def summarize(records: Sequence[dict]) -> dict[str, Any]:
         return {m: got[m] for m in METRICS if m in got}
 
     result = aggregate(records, route)
-    order = sorted(result["types"], key=lambda k: DEFAULT_KINDS.index(k) if k in DEFAULT_KINDS else len(DEFAULT_KINDS))
-    return {**{m: result.get(m, math.nan) for m in METRICS}, "failures": result["failures"],
-            "types": {k: result["types"][k] for k in order}}
+    return {**{m: result.get(m, math.nan) for m in METRICS}, "failures": result["failures"], "types": result["types"]}
 
 
 # ------------------------------------------------------------------ tables

@@ -47,8 +47,11 @@ def aggregate(results: Iterable[dict], per_run: Callable[[dict], dict[str, float
     groups: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in results:
         groups[r["type"]][r["layout"]].append({**r, "_extra": per_run(r) if per_run is not None else {}})
-    types = {}
-    for t, layouts in sorted(groups.items()):
+    from vavam.world.scenarios import SCENARIO_TYPES
+
+    types = {}  # in the scenario types' order (stationary, frontal, side), others after them by name
+    for t, layouts in sorted(groups.items(), key=lambda kv: (SCENARIO_TYPES.index(kv[0]) if kv[0] in SCENARIO_TYPES
+                                                             else len(SCENARIO_TYPES), kv[0])):
         score = np.mean([np.mean([r["score"] for r in runs]) for runs in layouts.values()])
         rate = nanmean(nanmean(collision_of(r) for r in runs) for runs in layouts.values())
         names = next(iter(next(iter(layouts.values())))).get("_extra", {})
