@@ -321,3 +321,16 @@ def test_unidentified_alpha_gives_infinite_bounds_and_a_report(tmp_path):
     assert "**α not identified**" in (tmp_path / "out" / "report.md").read_text()
     good = fit_power_law(X, law(X) * np.exp(np.random.default_rng(0).normal(0.0, 0.005, X.shape)), bootstrap=0)
     assert good.identification_issues() == [] and good.to_dict()["alpha_identified"]
+
+
+def test_eval_scaling_all_skips_a_law_whose_column_does_not_vary(tmp_path):
+    # runs of one model size trained for different steps (a folder of `vavam train video` runs): --x all used to
+    # fail on the params law ("need at least 3 distinct x values", naming no law) instead of fitting tokens / compute
+    for steps in (10, 20, 40, 80, 160):
+        _fake_run(tmp_path / "runs", f"s{steps}", 64, steps=steps, batch=4, loss=float(law(steps * 1e15)))
+    results = eval_scaling(tmp_path / "runs", tmp_path / "out", bootstrap=0)
+    assert list(results["laws"]) == ["compute", "tokens"]
+    assert results["skipped_laws"] and results["skipped_laws"][0].startswith("params law skipped")
+    assert "params law skipped: params takes 1 distinct value" in (tmp_path / "out" / "report.md").read_text()
+    with pytest.raises(ValueError, match=r"params law \(--x params, column 'params'\): need at least 3 distinct"):
+        eval_scaling(tmp_path / "runs", tmp_path / "out2", x="params", bootstrap=0)

@@ -245,6 +245,23 @@ def test_eval_quality_command_errors(assets):
         eval_quality(root / "vim", root / "tok", root / "o", root / "nothing", progress=False)
 
 
+def test_eval_quality_temperature_checked_by_flag_and_unused_when_greedy(assets):
+    from vavam.commands.common import CommandError
+
+    root, _, _ = assets
+    # greedy (--top-k 1, the default) ignores the temperature: 0 is accepted, as in `vavam generate`; it used to
+    # fail after loading everything with "temperature must be positive", naming no flag
+    summary = eval_quality(root / "vim", root / "tok", root / "o_t0", root / "world", split="all", windows=2,
+                           temperature=0.0, examples=0, progress=False)
+    assert summary["windows"] == 2 and summary["temperature"] == 0.0
+    with pytest.raises(CommandError, match="--temperature must be > 0 when sampling"):
+        eval_quality(root / "vim", root / "tok", root / "o_t1", root / "world", split="all", top_k=0,
+                     temperature=0.0, progress=False)
+    with pytest.raises(CommandError, match="--temperature must be a finite number"):
+        eval_quality(root / "vim", root / "tok", root / "o_t2", root / "world", split="all", top_k=5,
+                     temperature=float("nan"), progress=False)
+
+
 @pytest.mark.slow
 def test_eval_quality_with_local_dinov2(assets):
     transformers = pytest.importorskip("transformers")

@@ -645,7 +645,8 @@ def eval_scaling(
         runs: runs table (.csv / .jsonl / .json with columns name, params, tokens, flops, loss; flops
             optional, then 6·N·D) or a folder of ``vavam train video`` runs.
         out: output folder: evaluation.json, report.md / report.html, scaling_<law>.png.
-        x: which law(s): compute, params, tokens, or all (the laws whose columns the table has).
+        x: which law(s): compute, params, tokens, or all (the laws whose columns the table has and take at
+            least 3 distinct values over the runs; the others are skipped, with a note).
         bootstrap: bootstrap resamples over runs for the 95 % intervals (0: covariance intervals only).
         seed: bootstrap seed.
         target: predict the loss at this x (FLOPs for the compute law; with a single law, its units).
@@ -654,10 +655,19 @@ def eval_scaling(
     from vavam.eval.report import Section, Table, save_evaluation
 
     table = read_runs(Path(runs), metric=metric)
+    skipped_laws: list[str] = []
     if x == "all":
         laws = [law for law in LAWS if getattr(table, LAWS[law]) is not None]
         if not laws:
             raise ValueError(f"{table.source}: no params, tokens or flops column to fit a law on")
+        for law in list(laws):  # e.g. a folder of runs of one model size: no params law, but compute and tokens
+            distinct = np.unique(table.column(law))
+            if len(distinct) < 3:
+                laws.remove(law)
+                skipped_laws.append(f"{law} law skipped: {LAWS[law]} takes {len(distinct)} distinct value(s) over "
+                                    f"the runs ({', '.join(_g(float(v)) for v in distinct)}); a law needs 3")
+        if not laws:
+            raise ValueError(f"--runs {runs}: no law to fit with --x all: " + "; ".join(skipped_laws))
     elif x in LAWS:
         laws = [x]
     else:
@@ -667,13 +677,16 @@ def eval_scaling(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"runs": len(table), "source": table.source, "notes": table.notes,
-                               "bootstrap": bootstrap, "seed": seed, "laws": {}}
+                               "bootstrap": bootstrap, "seed": seed, "laws": {}, "skipped_laws": skipped_laws}
     rows, sections = [], []
     figures = []
     unidentified: list[str] = []
     for law in laws:
         xs = table.column(law)
-        fit = fit_power_law(xs, table.loss, bootstrap=bootstrap, seed=seed, progress=bootstrap >= 200)
+        try:
+            fit = fit_power_law(xs, table.loss, bootstrap=bootstrap, seed=seed, progress=bootstrap >= 200)
+        except ValueError as exc:
+            raise ValueError(f"--runs {runs}, {law} law (--x {law}, column {LAWS[law]!r}): {exc}") from exc
         entry = fit.to_dict()
         issues = entry["identification_issues"]
         if issues:
@@ -710,7 +723,8 @@ def eval_scaling(
         "fitted over all runs as given (for a grid of sizes x durations, pass the runs at one duration or "
         "one size to get the law in the other variable)."
     )
-    notes = "\n".join(f"- {n}" for n in table.notes) + "".join(f"\n{u}" for u in unidentified)
+    notes = ("\n".join(f"- {n}" for n in table.notes) + "".join(f"\n- {skip}" for skip in skipped_laws)
+             + "".join(f"\n{u}" for u in unidentified))
     sections.append(Section("Fitted laws", fit_text + "\n\n" + notes,
                              [Table(["law", "parameter", "estimate", "95% CI (bootstrap)", "95% CI (covariance)"],
                                     rows)], figures))
@@ -723,4 +737,6 @@ def eval_scaling(
         f = results["laws"][law]
         warn = "" if f["alpha_identified"] else "; alpha not identified: " + "; ".join(f["identification_issues"])
         print(f"{law}: E = {f['E']:.4g}, A = {f['A']:.4g}, alpha = {f['alpha']:.4g} ({f['n']} runs{warn})")
+    for skipped in skipped_laws:
+        print(skipped)
     return results

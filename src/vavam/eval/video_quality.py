@@ -538,7 +538,7 @@ def eval_quality(
         fps: resample videos to this rate (None: every frame).
         size: frame size ``H W`` fed to the tokenizer (default: the model's token grid times the downsampling).
         top_k: 1 = greedy (default, as the reference); 0 or None = no cut.
-        temperature: softmax temperature when sampling.
+        temperature: softmax temperature, > 0 when sampling (unused when greedy: any value >= 0, 0 included).
         batch_size: windows per batch.
         examples: windows shown in the strips.
         dinov2_quirk: normalise the [-1, 1] tensor as the original did (to reproduce its numbers).
@@ -561,6 +561,11 @@ def eval_quality(
     if top_k is not None and top_k < 0:
         raise C.CommandError(f"--top-k must be >= 1 (1 = greedy), or 0 / None for no cut, got {top_k}")
     top_k = None if top_k == 0 else top_k
+    if not (np.isfinite(temperature) and temperature >= 0):
+        raise C.CommandError(f"--temperature must be a finite number >= 0 (> 0 when sampling), got {temperature}")
+    if top_k != 1 and temperature <= 0:
+        raise C.CommandError(f"--temperature must be > 0 when sampling (--top-k {top_k or 0}; 0 is only for greedy "
+                             f"decoding, --top-k 1), got {temperature}")
     if extractor != "vq" and weights is None:
         raise C.CommandError(f"--extractor {extractor} needs --weights (a local copy of its weights; nothing is "
                              "downloaded), or use --extractor vq (offline, not comparable to published FID)")
@@ -600,7 +605,8 @@ def eval_quality(
         warnings.append(f"only {len(plan)} windows fit in the data (asked for {windows})")
     batches = read_windows(sources, plan, length, frame_step, hw, batch_size)
     result = evaluate_video_quality(vim, tok, batches, feats, context=context, horizon=horizon, reference=reference,
-                                    top_k=top_k, temperature=temperature, seed=seed, num_examples=examples,
+                                    top_k=top_k, temperature=temperature if top_k != 1 else 1.0,  # greedy: unused
+                                    seed=seed, num_examples=examples,
                                     total=len(plan), progress=progress)
     extra = {"video": str(video), "tokenizer": tok_path, "data": str(data), "split": split, "seed": seed,
              "frame_step": frame_step, "stride": stride or length * frame_step, "image_size": list(hw),
