@@ -299,3 +299,24 @@ def test_checkpoint_meta_quotes_the_last_evaluation_and_its_step(tmp_path, monke
     assert at3["metrics"]["val_psnr"] == pytest.approx(float(logged[1]["val_psnr"]))
     assert at3["metrics"]["val_psnr"] != at3["metrics"]["initial_val_psnr"]
     assert at4["step"] == 4 and at4["metrics"]["evaluated_at_step"] == 4
+
+
+def test_logged_gan_losses_average_over_the_steps_that_had_them(tmp_path, monkeypatch):
+    """A log row's GAN terms were divided by every step of the row, also those before --gan-start (or whose
+    discriminator step was skipped): the discriminator loss of the one GAN step of a 2-step row read half."""
+    from vavam.tokenizer.losses import TokenizerLoss
+
+    seen = []
+    original = TokenizerLoss.discriminator_loss
+
+    def spy(self, images, recon):
+        loss, logs = original(self, images, recon)
+        seen.append(logs["d_loss"])
+        return loss, logs
+
+    monkeypatch.setattr(TokenizerLoss, "discriminator_loss", spy)
+    run = tmp_path / "run"
+    train_tokenizer(run, steps=2, gan=True, gan_start=1, **dict(SMALL, image_size=(32, 32), log_every=2))
+    row = next(r for r in csv.DictReader((run / "metrics.csv").open()) if r.get("train_d_loss"))
+    assert len(seen) == 1 and int(row["step"]) == 2
+    assert float(row["train_d_loss"]) == pytest.approx(seen[0], rel=1e-6)

@@ -425,8 +425,9 @@ def train_tokenizer(
 
     warn_if_slow_bf16(precision, device, "tokenizer training")
 
-    # running: sums of the train losses since the last train row, over running_steps updated (not skipped) steps
-    start, rows, initial, running, running_steps = 0, [], None, {}, 0
+    # running: sums of the train losses since the last train row, over running_steps updated (not skipped) steps;
+    # running_counts: the steps behind each sum (fewer for the discriminator's terms when its step was skipped)
+    start, rows, initial, running, running_steps, running_counts = 0, [], None, {}, 0, {}
     resume_path = find_resume_checkpoint(out) if resume else None
     # what a resume must keep; the step count may change while the steps taken keep their rates (the batch
     # of step k does not depend on it)
@@ -463,6 +464,7 @@ def train_tokenizer(
         start, rows, initial = int(state["step"]), json.loads(state["rows"]), json.loads(state["initial"])
         running = json.loads(state.get("running", "{}"))
         running_steps = int(state.get("running_steps", _steps_since_train_row(rows, start)))
+        running_counts = json.loads(state.get("running_counts", "null")) or {k: running_steps for k in running}
     log = _MetricsLog(out / "metrics.csv", rows, out / "tb" if tensorboard and par.is_main else None)
     if initial is None:
         initial = evaluate(model, val, device=device)
@@ -509,6 +511,7 @@ def train_tokenizer(
             "initial": json.dumps(initial),
             "running": json.dumps(running),
             "running_steps": running_steps,
+            "running_counts": json.dumps(running_counts),
         }
         write_checkpoint(out / "checkpoints" / f"step-{step:08d}.ckpt", state)
         prune_checkpoints(out, keep)
@@ -598,15 +601,16 @@ def train_tokenizer(
                 timed_steps += 1
                 for k, v in parts.items():
                     running[k] = running.get(k, 0.0) + v
+                    running_counts[k] = running_counts.get(k, 0) + 1
                 running_steps += 1
             done = step + 1
             if restarted:
                 log.log(done, {"restarted_codes": restarted})
             if (done % log_every == 0 or done == steps) and running_steps:
-                values = {f"train_{k}": v / running_steps for k, v in running.items()}
+                values = {f"train_{k}": v / running_counts[k] for k, v in running.items()}
                 values["train_psnr"] = -10 * math.log10(max(values.get("train_l2", 1.0) / 4, 1e-12))
                 log.log(done, {**values, "lr": opt.param_groups[0]["lr"], "dead_code_restarts": monitor.restarts})
-                running, running_steps = {}, 0
+                running, running_steps, running_counts = {}, 0, {}
             if done % eval_every == 0 or done == steps:
                 if par.is_main:  # evaluation needs no other rank; the others wait at the next collective
                     metrics = {**evaluate(model, val, device=device), "step": done}
