@@ -181,6 +181,15 @@ def test_video_resample_fps(tmp_path):
     assert [f.index for f in frames] == list(range(6))
 
 
+@pytest.mark.parametrize("fps", [2.0, 5.0, 30.0])
+def test_video_frame_count_hint_is_the_resampled_count(tmp_path, fps):
+    # vavam eval quality plans its windows from the hint: one too many (5 Hz: 7 for 6) or a count above the video's
+    # own frames (30 Hz from a 10 Hz video: 37 for 12) planned windows that were then silently dropped
+    path = make_video(tmp_path / "clip.mp4", 12, fps=10)
+    src = FrameSource.from_video(path, fps=fps)
+    assert src.num_frames_hint == len(list(src.frames(size=(16, 24))))
+
+
 def test_truncated_mp4_names_file(tmp_path):
     path = make_video(tmp_path / "clip.mp4", 12)
     data = path.read_bytes()

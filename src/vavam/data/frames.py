@@ -324,8 +324,8 @@ class FrameSource:
             with av.open(str(path)) as container:
                 stream = container.streams.video[0]
                 hint = int(stream.frames) or None
-                if fps and hint and stream.average_rate:
-                    hint = int(hint * fps / float(stream.average_rate)) + 1
+                if fps and hint and stream.average_rate:  # the slots 0 .. (n - 1) / rate · fps, as _video_frames
+                    hint = min(hint, int(np.floor((hint - 1) * fps / float(stream.average_rate) + 1e-6)) + 1)
         except Exception as exc:  # noqa: BLE001 - reported when the scene is decoded; never hide it
             raise FrameError(f"{path}: cannot open video (truncated or corrupt?): {exc}") from exc
         return cls(name=name or path.stem, path=path, kind="video", fps=fps, num_frames_hint=hint,
