@@ -54,6 +54,20 @@ def test_report_orders_kinds_and_relinks_figures(tmp_path, capsys):
         report(tmp_path / "missing")
 
 
+def test_report_into_the_run_folder_itself(tmp_path):
+    # `vavam report RUN --out RUN` excluded every evaluation under --out, i.e. all of them, and said
+    # "no evaluation.json"; an absolute --out beside a relative RUN_DIR is compared as the same folder
+    run = tmp_path / "run"
+    _save(run / "m_next", "nexttoken", 1.0)
+    _save(run / "a_probe", "probe", 2.0)
+    out = report(run, out=run)
+    assert len(out["evaluations"]) == 2
+    assert "![plot](a_probe/plot.png)" in (run / "report.md").read_text()
+    assert len(report(run, out=tmp_path)["evaluations"]) == 2  # a folder above the run folder
+    with pytest.raises(ValueError, match=r"--out .*m_next holds an evaluation"):  # would overwrite its own report
+        report(run, out=run / "m_next")
+
+
 def test_report_includes_tokenizer_runs(tmp_path, capsys):
     """A ``vavam train tokenizer`` run logs to metrics.csv (not metrics.jsonl); its loss curve is in the report."""
     import csv

@@ -25,12 +25,19 @@ KIND_ORDER = ("nexttoken", "openloop", "quality", "probe", "scaling", "closedloo
 
 def find_evaluations(run_dir: Path, exclude: Path | None = None) -> list[tuple[Path, dict[str, Any]]]:
     """Every readable ``evaluation.json`` under ``run_dir`` (not under ``exclude``) -> [(folder, evaluation)],
-    ordered by :data:`KIND_ORDER` then path. Unreadable files are reported on stderr and skipped."""
+    ordered by :data:`KIND_ORDER` then path. Unreadable files are reported on stderr and skipped.
+
+    ``exclude`` is compared as an absolute path; when it is ``run_dir`` itself or a folder above it (the page
+    written into the run folder), nothing is excluded."""
     import sys
 
+    skip = Path(exclude).resolve() if exclude is not None else None
+    root = Path(run_dir).resolve()
+    if skip is not None and (skip == root or skip in root.parents):
+        skip = None
     found = []
     for path in sorted(Path(run_dir).rglob(EVAL_FILE)):
-        if exclude is not None and Path(exclude) in path.parents:
+        if skip is not None and skip in path.resolve().parents:
             continue
         try:
             found.append((path.parent, load_evaluation(path)))
@@ -131,6 +138,9 @@ def report(
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
     out = Path(out) if out is not None else run_dir / "summary"
+    if (out / EVAL_FILE).is_file():
+        raise ValueError(f"--out {out} holds an evaluation ({EVAL_FILE}): its report.md / report.html would be "
+                         "overwritten; choose another --out (default RUN_DIR/summary)")
     evaluations = find_evaluations(run_dir, exclude=out)
     training = _training_runs(run_dir)
     if not evaluations and not training:  # refused before any output folder exists
