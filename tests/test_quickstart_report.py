@@ -281,7 +281,7 @@ def test_only_the_video_of_this_evaluation_is_shown(tmp_path):
 
     from vavam.media import write_mp4
 
-    out = tmp_path / "qs"
+    out = tmp_path / "closed_loop" / "qs"  # the folder's own path holds the word too
     res = _build(out)
     frames = [np.zeros((16, 16, 3), np.uint8)] * 2
     write_mp4(out / "eval" / "closed_loop" / "vavam" / "videos" / "a-old.mp4", frames)  # not in the results
@@ -301,3 +301,16 @@ def test_only_the_video_of_this_evaluation_is_shown(tmp_path):
     (moved / "eval" / "results.json").write_text(json.dumps(res))
     write_quickstart_report(moved, PLAN, seed=0)
     assert not (moved / "closed_loop_vavam.mp4").exists()
+
+
+def test_a_picture_the_latest_evaluation_did_not_draw_is_not_shown(tmp_path):
+    """A report re-written after the evaluation ran again kept showing an earlier report's copy of a picture the
+    new evaluation did not draw (its folder is cleared when it runs again)."""
+    out = tmp_path / "qs"
+    _build(out)
+    write_quickstart_report(out, PLAN, seed=0)
+    assert "](trajectories.png)" in (out / "report.md").read_text()
+    (out / "eval" / "trajectories.png").unlink()  # e.g. an evaluation with no example to draw
+    write_quickstart_report(out, PLAN, seed=0)
+    assert "trajectories.png" not in (out / "report.md").read_text() and not (out / "trajectories.png").exists()
+    assert "](next_frames.png)" in (out / "report.md").read_text()

@@ -150,3 +150,4 @@ def test_store_rows_are_named_alike():
     assert nexttoken.store_labels([Path("/d/nuplan"), Path("/e/opendv")]) == ["nuplan", "opendv"]
     assert nexttoken.store_labels([Path("/d/x/tokens"), Path("/e/x/tokens")]) == ["d/x/tokens", "e/x/tokens"]
     assert nexttoken.store_labels([Path("/d/x"), Path("/d/x")]) == ["/d/x (1)", "/d/x (2)"]
+    assert nexttoken.store_labels([Path("/tokens"), Path("/x/tokens")]) == ["/tokens", "x/tokens"]

@@ -215,7 +215,7 @@ def store_labels(paths: list[Path]) -> list[str]:
     no suffix does (the same folder given twice)."""
     parts = [Path(p).parts for p in paths]
     for k in range(1, max((len(q) for q in parts), default=1) + 1):
-        labels = ["/".join(q[-k:]) for q in parts]
+        labels = [Path(*q[-k:]).as_posix() for q in parts]
         if len(set(labels)) == len(labels):
             return labels
     return [f"{p} ({i + 1})" for i, p in enumerate(paths)]

@@ -116,8 +116,9 @@ def _closed_loop_video(out: Path, closed_loop: dict[str, Any]) -> str | None:
     for result in closed_loop.values():
         for recorded in (result.get("videos") or []) if isinstance(result, dict) else []:
             path = Path(recorded)
-            if not path.is_file() and "closed_loop" in path.parts:
-                path = out / "eval" / Path(*path.parts[path.parts.index("closed_loop"):])
+            if not path.is_file() and "closed_loop" in path.parts:  # the last one: --out may hold the word too
+                last = len(path.parts) - 1 - path.parts[::-1].index("closed_loop")
+                path = out / "eval" / Path(*path.parts[last:])
             if path.suffix == ".mp4" and path.is_file():
                 shutil.copy(path, target)
                 return target.name
@@ -130,12 +131,15 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
     res = read_json(out / "eval" / "results.json")
     tok = read_json(out / "tokenizer" / DONE_FILE)["summary"]
     world = read_json(out / "world" / DONE_FILE)["summary"]
-    for name in ("next_frames.png", "trajectories.png", "probe_examples.png"):
-        if (out / "eval" / name).is_file():
-            shutil.copy(out / "eval" / name, out / name)
+    # the stages' pictures, copied beside the report; a copy an earlier report made of a picture the stage's
+    # latest run did not draw is removed (it showed other models)
+    for stage, name in (("eval", "next_frames.png"), ("eval", "trajectories.png"), ("eval", "probe_examples.png"),
+                        ("tokenizer", "reconstructions.png")):
+        if (out / stage / name).is_file():
+            shutil.copy(out / stage / name, out / name)
+        else:
+            (out / name).unlink(missing_ok=True)
     video = _closed_loop_video(out, res.get("closed_loop") or {})
-    if (out / "tokenizer" / "reconstructions.png").is_file():
-        shutil.copy(out / "tokenizer" / "reconstructions.png", out / "reconstructions.png")
 
     def figure(name: str) -> list[str]:  # only pictures that exist: no broken links
         return [name] if (out / name).is_file() else []
