@@ -71,6 +71,8 @@ def test_train_tokenizer_refuses_missing_inputs_before_making_its_folder(tmp_pat
     (["--shard", "4/2"], "shard '4/2': need 0 <= i < N"),
     (["--videos", "{tmp}/no_videos"], "no_videos: OpenDV video folder does not exist"),
     (["--splits", "train", "val", "--videos", "{tmp}/videos_train_only"], "OpenDV video 'v2'"),
+    (["--tokenizer", "preset:vq_tiny", "--height", "30", "--width", "64"],
+     "--height 30 --width 64: not positive multiples of the tokenizer's downsampling"),
 ])
 def test_prepare_opendv_refuses_bad_input_before_making_its_folder(tmp_path, capsys, args, message):
     """--out was made before the tokenizer, --shard and the splits were checked: a refused call left an empty

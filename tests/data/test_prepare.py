@@ -352,6 +352,10 @@ def test_prepare_nuplan_refuses_a_bad_shard_before_making_the_split_folder(tmp_p
         prepare_nuplan([tmp_path / "a.db"], root, tmp_path / "out", split="mini", tokenizer="preset:vq_tiny",
                        shard="half", progress=False)
     assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match=r"--height 30 --width 64: not positive multiples of the tokenizer's"):
+        prepare_nuplan([tmp_path / "a.db"], root, tmp_path / "out", split="mini", tokenizer="preset:vq_tiny",
+                       height=30, width=64, progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 def test_encode_sources_shard_and_skip(tmp_path):

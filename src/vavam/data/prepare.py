@@ -119,6 +119,16 @@ def _load_tokenizer(tokenizer: str | None, device: str) -> Any:
     return load(tokenizer, device)
 
 
+def _check_size_fits(model: Any, size: tuple[int, int] | None) -> None:
+    """Refuse an explicit ``--height/--width`` the tokenizer cannot cut into tokens, before anything is written
+    (it was found at the first frame, after the output folders were made)."""
+    if model is None or size is None:
+        return
+    h, w = size
+    down = int(model.downsample)
+    if h < 1 or w < 1 or h % down or w % down:
+        raise ValueError(f"--height {h} --width {w}: not positive multiples of the tokenizer's downsampling {down}")
+
 
 def _write_summary(out: Path, dataset: str, summary: dict[str, Any]) -> None:
     from vavam.io import atomic_write_json, read_json
@@ -173,6 +183,7 @@ def _prepare_records(
     parse_shard(shard)  # refused before any split folder is made
     model = _load_tokenizer(tokenizer, device)
     size, div = _resize_args(dataset, divisor, height, width)
+    _check_size_fits(model, size)
     summary: dict[str, Any] = {"splits": {}}
     for result in results:
         split = result.split or "all"
@@ -278,6 +289,7 @@ def prepare_opendv(
     out = Path(out)
     parse_shard(shard)  # the flags, the tokenizer and every split are refused before OUT is created
     model = _load_tokenizer(tokenizer, device)
+    _check_size_fits(model, (height, width))
     # Splits are matched case-insensitively (the official sheet says "Train"); outputs use the lower-cased
     # name, as the VaViM split files do: OUT/train.json, OUT/train/tokens/.
     loaded_splits = [(split, load_opendv(meta, videos, split=split, skip_bad=skip_bad, fps=fps, trim=trim,
