@@ -72,9 +72,10 @@ def plan(
     Args:
         checkpoint: VaVAM checkpoint: our folder or the authors' released ``.pt``.
         command: high-level driving command of the last context frame.
-        tokenizer: our tokenizer folder, a LlamaGen VQ ``.pt``, or the TorchScript pair (``--trust-code``).
-            Default: the one the checkpoint folder's meta.json records. Needed with ``--frames``; with
-            ``--tokens`` it only decodes the last frame for the picture (else a blank canvas).
+        tokenizer: our tokenizer folder, a LlamaGen VQ ``.pt``, the TorchScript pair (``--trust-code``), or
+            "preset:vq_tiny" (random weights, for tests). Default: the one the checkpoint folder's meta.json
+            records. Needed with ``--frames``; with ``--tokens`` it only decodes the last frame for the picture
+            (else a blank canvas).
         frames: one video, one image folder, or image files in order (2 Hz, like the training data).
         tokens: a token store (instead of ``--frames``); pick the clip with ``--scene`` and ``--start``.
         scene: scene of ``--tokens`` (optional when the store holds one scene).

@@ -521,7 +521,8 @@ def eval_quality(
 
     Args:
         video: VaViM checkpoint: our folder or the authors' released ``.pt`` (a VaVAM folder: its VaViM).
-        tokenizer: our tokenizer folder, a LlamaGen VQ ``.pt``, or the TorchScript pair (``--trust-code``).
+        tokenizer: our tokenizer folder, a LlamaGen VQ ``.pt``, the TorchScript pair (``--trust-code``), or
+            "preset:vq_tiny" (random weights, for tests).
         out: output folder.
         data: a world export folder (``vavam world generate``), an image folder, a video, or a folder of those.
         extractor: vq (offline; tokenizer encoder features), dinov2 (ViT-L/14-reg, the paper's), inception (FID).
