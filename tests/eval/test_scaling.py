@@ -334,3 +334,10 @@ def test_eval_scaling_all_skips_a_law_whose_column_does_not_vary(tmp_path):
     assert "params law skipped: params takes 1 distinct value" in (tmp_path / "out" / "report.md").read_text()
     with pytest.raises(ValueError, match=r"params law \(--x params, column 'params'\): need at least 3 distinct"):
         eval_scaling(tmp_path / "runs", tmp_path / "out2", x="params", bootstrap=0)
+    assert not (tmp_path / "out2").exists()  # every law is fitted before anything is written
+    for kwargs, message in (({"bootstrap": -1}, "--bootstrap must be an integer >= 0, got -1"),
+                            ({"target": 0.0}, "--target must be positive and finite, got 0.0"),
+                            ({"x": "steps"}, "--x must be one of compute, params, tokens, all")):
+        with pytest.raises(ValueError, match=message):
+            eval_scaling(tmp_path / "runs", tmp_path / "out3", **kwargs)
+        assert not (tmp_path / "out3").exists()

@@ -151,6 +151,12 @@ def test_cli_prints_the_table(capsys):
     r = plan_memory("vavam_tiny", devices=2, strategy="deepspeed")
     assert r["strategy"] == "deepspeed" and set(r["compare"]) == {"ddp", "fsdp", "deepspeed"}
     assert r["compare"]["deepspeed"] == r["total"]
+    # counts are refused by the flag the user typed (they said micro_batch / devices / frames)
+    for flags, message in ((["--devices", "0"], "--devices must be a positive integer, got 0"),
+                           (["--micro-batch", "-1"], "--micro-batch must be a positive integer, got -1"),
+                           (["--frames", "0"], "--frames must be a positive integer, got 0")):
+        assert cli.main(["plan-memory", "vavim_tiny", *flags]) == 2
+        assert f"vavam plan-memory: error: {message}" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------ estimate vs measured peak (CPU)

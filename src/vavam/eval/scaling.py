@@ -671,9 +671,18 @@ def eval_scaling(
     elif x in LAWS:
         laws = [x]
     else:
-        raise ValueError(f"x must be one of compute, params, tokens, all; got {x!r}")
+        raise ValueError(f"--x must be one of compute, params, tokens, all; got {x!r}")
     if target is not None and not (math.isfinite(target) and target > 0):
-        raise ValueError(f"target must be positive and finite, got {target}")
+        raise ValueError(f"--target must be positive and finite, got {target}")
+    if not isinstance(bootstrap, int) or bootstrap < 0:
+        raise ValueError(f"--bootstrap must be an integer >= 0, got {bootstrap!r}")
+    fits = {}  # every law is fitted before anything is written: a fit that fails leaves no partial --out
+    for law in laws:
+        try:
+            fits[law] = fit_power_law(table.column(law), table.loss, bootstrap=bootstrap, seed=seed,
+                                      progress=bootstrap >= 200)
+        except ValueError as exc:
+            raise ValueError(f"--runs {runs}, {law} law (--x {law}, column {LAWS[law]!r}): {exc}") from exc
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"runs": len(table), "source": table.source, "notes": table.notes,
@@ -682,11 +691,7 @@ def eval_scaling(
     figures = []
     unidentified: list[str] = []
     for law in laws:
-        xs = table.column(law)
-        try:
-            fit = fit_power_law(xs, table.loss, bootstrap=bootstrap, seed=seed, progress=bootstrap >= 200)
-        except ValueError as exc:
-            raise ValueError(f"--runs {runs}, {law} law (--x {law}, column {LAWS[law]!r}): {exc}") from exc
+        xs, fit = table.column(law), fits[law]
         entry = fit.to_dict()
         issues = entry["identification_issues"]
         if issues:

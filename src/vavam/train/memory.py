@@ -402,6 +402,12 @@ def plan_memory(
         activation_checkpointing: checkpoint every transformer block.
         frames: frames per sample (default: the preset's training window).
     """
+    from vavam.checks import check_positive_int
+
+    for value, flag in ((devices, "--devices"), (micro_batch, "--micro-batch")):  # named as typed
+        check_positive_int(value, flag)
+    if frames is not None:
+        check_positive_int(frames, "--frames")
     config = _config_of(preset)
     results = {s: estimate_memory(config, devices, s, micro_batch, precision, activation_checkpointing, frames)
                for s in STRATEGIES}
