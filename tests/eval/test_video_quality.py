@@ -278,3 +278,18 @@ def test_eval_quality_with_local_dinov2(assets):
     assert all(np.isfinite(v) for v in summary["fd_at_k"].values())
     report = (root / "out_dino" / "report.md").read_text()
     assert "all 4 real context frames" in report
+
+
+@pytest.mark.slow
+def test_eval_quality_on_image_folders_records_no_split_and_drops_old_strips(assets):
+    """--split only applies to world exports (evaluation.json said "heldout" for any data), and strips an
+    earlier run left in --out (here a longer horizon's) were shown beside this run's numbers."""
+    root, tok, vim = assets
+    out = root / "o_images"
+    out.mkdir()
+    (out / "strip_k9.png").write_bytes(b"an earlier run's")
+    summary = eval_quality(root / "vim", root / "tok", out, root / "world" / "frames", windows=8, examples=0,
+                           progress=False)
+    assert summary["split"] is None and summary["windows"] == 2
+    assert json.loads((out / "evaluation.json").read_text())["results"]["split"] is None
+    assert not list(out.glob("strip_k*.png"))

@@ -1,8 +1,8 @@
 """Fréchet distance between two sets of features (the FID formula), with running statistics.
 
 ``FD = |mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))`` with covariances using ``n - 1``. The
-matrix square root is scipy's ``sqrtm``; when the product is singular, ``eps`` is added to both
-diagonals, as in the common FID implementations.
+matrix square root is scipy's ``sqrtm``; when its result is not finite (a singular product; scipy then warns),
+``eps`` is added to both diagonals and the root taken again, as in the common FID implementations.
 """
 
 from __future__ import annotations

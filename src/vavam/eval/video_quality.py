@@ -331,10 +331,12 @@ def plot_fd_vs_k(result: QualityResult, path: Path) -> Path:
 def write_strips(result: QualityResult, folder: Path, display_height: int = 96) -> list[str]:
     """Per k, ``strip_k{k}.png``: one row per example window, real k-th future frame | generated k-th frame.
 
-    Returns the file names (relative to ``folder``).
+    Returns the file names (relative to ``folder``); strips an earlier run left in ``folder`` are removed first.
     """
     from vavam.commands import common as C
 
+    for old in Path(folder).glob("strip_k*.png"):  # an earlier run's strips would be taken for this one's
+        old.unlink()
     if "generated" not in result.examples:
         return []
     real, gen = result.examples["future"], result.examples["generated"]
@@ -609,7 +611,9 @@ def eval_quality(
                                     top_k=top_k, temperature=temperature if top_k != 1 else 1.0,  # greedy: unused
                                     seed=seed, num_examples=examples,
                                     total=len(plan), progress=progress)
-    extra = {"video": str(video), "tokenizer": tok_path, "data": str(data), "split": split, "seed": seed,
+    world_export = (Path(data) / "frames").is_dir()  # --split applies to world exports only
+    extra = {"video": str(video), "tokenizer": tok_path, "data": str(data), "split": split if world_export else None,
+             "seed": seed,
              "frame_step": frame_step, "stride": stride or length * frame_step, "image_size": list(hw),
              "top_k": top_k, "temperature": temperature, "weights": str(weights) if weights else None,
              "warnings": warnings}
