@@ -1,4 +1,4 @@
-"""Token store throughput: writing scenes, and reading random windows through memory maps.
+"""Token store throughput: writing scenes, reading random windows through memory maps, indexing VaViM windows.
 
 ``run() -> list[dict]`` (keys name, config, metric, value, unit); ``python benchmarks/bench_tokens.py``
 prints one JSON line per measurement. Sizes are small (CPU, shared machine); compare ratios within a run.
@@ -82,8 +82,34 @@ def run(
         rows.append({"name": "npy_per_frame_window_read (reference layout)",
                      "config": {"window_frames": 8, "stride": 5, "num_windows": int(n), "files": len(files)},
                      "metric": "windows_per_s", "value": round(n / secs), "unit": "windows/s"})
+        rows += _window_index(tmp / "many")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return rows
+
+
+def _window_index(root: Path, num_scenes: int = 2000, num_frames: int = 40) -> list[dict]:
+    """VaViM's training-window index over many short scenes: counting frames only, and checking every window's
+    steps against the scene's rate (it reads each scene's timestamps file), the cost of a run's start."""
+    import warnings
+
+    from vavam.train.video import VideoWindowDataset
+
+    writer = TokenStoreWriter(root, (1, 1), codebook_size=16, tokenizer={"name": "bench"}, fps=10.0, resume=False)
+    ts = (np.arange(num_frames) * 100_000).astype(np.int64)
+    for k in range(num_scenes):
+        writer.write_scene(f"scene_{k:05d}", np.zeros((num_frames, 1, 1), dtype=np.uint16), ts)
+    rows = []
+    config = {"num_scenes": num_scenes, "num_frames": num_frames, "window_frames": 8, "stride": 5}
+    for steady in (False, True):
+        store = TokenStore(root)  # fresh object: timestamps are read in the timed call
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            VideoWindowDataset(store, 8, 5, steady=steady)
+        secs = time.perf_counter() - t0
+        rows.append({"name": "video_window_index" + (" (steps checked)" if steady else " (frames counted)"),
+                     "config": config, "metric": "scenes_per_s", "value": round(num_scenes / secs), "unit": "scenes/s"})
     return rows
 
 
