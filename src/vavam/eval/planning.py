@@ -276,7 +276,8 @@ def eval_openloop(
 
     Args:
         action: VaVAM checkpoint (our folder or the authors' ``.pt``).
-        records: scene records (``.npz``) of the evaluated split; windows are 8 context frames + 3 s.
+        records: scene records (``.npz``) of the evaluated split; windows are the model's context frames
+            (8 for the released models) + 3 s.
         tokens: token store of the same scenes.
         out: output folder (``evaluation.json``, ``report.md`` / ``.html``, figures).
         train_records: scene records (``.npz``) of a training split, for the mean-trajectory-per-command
