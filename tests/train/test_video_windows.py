@@ -85,3 +85,18 @@ def test_new_runs_record_the_rule_and_older_runs_keep_every_window(tmp_path, mon
         cool_new = train_video(tmp_path / "cool_new", tok, steps=2, stride=5, recipe="cooldown", mix=[mix],
                                mix_ratios=[0.5, 0.5], init_from=list_checkpoints(tmp_path / "new")[-1], **KW)
     assert cool_new["mix"]["pretraining_windows_available"] == 8 - 2 * 2 and cool_new["windows_left_out"] == 10 + 10
+
+
+def test_a_stride_that_is_not_half_a_second_is_named(tmp_path):
+    """VaViM is trained on 0.5 s steps; the default --stride 1 on 10 Hz tokens (0.1 s) trained silently."""
+    from vavam.data.tokens import stride_step_warning
+
+    tok = _store(tmp_path / "tok")  # 10 Hz
+    with pytest.warns(UserWarning, match=r"--tokens .*tok: --stride 1 at 10 fps steps 0.1 s between window frames, "
+                                         r"not VaViM's 0.5 s \(2 Hz\); --stride 5 gives it"):
+        train_video(tmp_path / "run", tok, steps=1, stride=1, **KW)
+    assert stride_step_warning(TokenStore(tok), 5) is None
+    two_hz = TokenStore(_store(tmp_path / "nuscenes", fps=2.0))
+    assert "--stride 5 at 2 fps steps 2.5 s" in stride_step_warning(two_hz, 5)
+    assert stride_step_warning(two_hz, 1) is None
+    assert stride_step_warning(TokenStore(_store(tmp_path / "unknown", fps=None)), 3) is None  # no rate recorded

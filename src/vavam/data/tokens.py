@@ -699,6 +699,24 @@ def merge_manifests(root: Path, remove_parts: bool = False) -> Path:
     return main_path
 
 
+def stride_step_warning(store: TokenStore, stride: int, flag: str = "--stride") -> str | None:
+    """Why ``stride`` frames of ``store`` are not VaViM's 0.5 s step (2 Hz, as every released model was trained),
+    or None when they are (within 10 %) or the store records no single rate: e.g. ``--stride 1`` on 10 Hz tokens
+    gives 0.1 s steps, ``--stride 5`` on nuScenes' 2 Hz keyframes 2.5 s."""
+    from vavam.types import WAYPOINT_DT
+
+    if not store.fps:
+        return None
+    fps = float(store.fps)
+    step = stride / fps
+    if abs(step - WAYPOINT_DT) <= 0.1 * WAYPOINT_DT:
+        return None
+    fit = max(1, round(WAYPOINT_DT * fps))  # the stride that would give 0.5 s, if one does
+    hint = f"; {flag} {fit} gives it" if abs(fit / fps - WAYPOINT_DT) <= 0.1 * WAYPOINT_DT else ""
+    return (f"{store.root}: {flag} {stride} at {fps:g} fps steps {step:g} s between window frames, not VaViM's "
+            f"{WAYPOINT_DT:g} s (2 Hz){hint}")
+
+
 def write_synthetic_store(root: str | Path, num_scenes: int, num_frames: int, grid: tuple[int, int] = (18, 32),
                           codebook_size: int = 16384, fps: float = 10.0, seed: int = 0) -> TokenStore:
     """A store of random tokens (tests, benchmarks): ``num_scenes`` scenes ``scene_{k:04d}`` of ``num_frames``."""
@@ -727,6 +745,7 @@ __all__ = [
     "SceneCheck",
     "check_codebook_size",
     "common_fps",
+    "stride_step_warning",
     "identity_hash",
     "merge_manifests",
     "part_manifest_name",

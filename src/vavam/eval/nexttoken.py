@@ -322,7 +322,8 @@ def eval_nexttoken(
         out: output folder (``evaluation.json``, ``report.md`` / ``.html``, ``cross_entropy.png``).
         train_tokens: the training token store, for the unigram and per-position frequency baselines
             (counted scene by scene).
-        stride: frame subsampling inside a window (the reference uses 5 on 10 Hz OpenDV tokens).
+        stride: frame subsampling inside a window, the same for every store (the reference uses 5 on 10 Hz
+            OpenDV tokens; a store whose step is then not 0.5 s is named in a warning).
         limit: at most LIMIT windows per dataset (a seeded random subset; at least 1).
         batch_size: windows per forward pass (at least 1).
         seed: seed of the subset.
@@ -331,7 +332,7 @@ def eval_nexttoken(
     """
     import vavam
     from vavam.checks import check_positive_int
-    from vavam.data.tokens import TokenStore
+    from vavam.data.tokens import TokenStore, stride_step_warning
     from vavam.eval.report import Section, Table, save_evaluation
 
     if not tokens:
@@ -344,6 +345,8 @@ def eval_nexttoken(
     datasets, left_out = {}, {}
     for path, name in zip(tokens, store_labels(tokens)):
         store = TokenStore(path)
+        if (why := stride_step_warning(store, stride)) is not None:
+            warnings.warn(why, stacklevel=2)
         datasets[name] = store_windows(store, vim.config.num_frames, stride, limit, seed).to(device)
         left_out[name] = store_window_index(store, vim.config.num_frames, stride)[1]
     train = None

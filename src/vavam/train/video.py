@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from vavam import presets
 from vavam.checks import check_fraction, check_nonnegative_int, check_optimizer_args, check_positive_int
 from vavam.config import VideoConfig
-from vavam.data.tokens import TokenStore, TokenStoreError
+from vavam.data.tokens import TokenStore, TokenStoreError, stride_step_warning
 from vavam.io import atomic_write_json
 from vavam.train.distributed import (
     CheckpointFormat,
@@ -343,7 +343,8 @@ def train_video(
         warmup_frac: share of steps of linear warmup.
         drop_frac: share of steps of the final linear drop to 0.1 x lr.
         num_frames: frames per window (default: the preset's).
-        stride: frames skipped between window frames (subsampling factor of the store's fps).
+        stride: frames skipped between window frames (subsampling factor of the store's fps: 5 for 10 Hz
+            tokens, 1 for 2 Hz; a stride whose step is not VaViM's 0.5 s is named in a warning).
         val_tokens: token stores with validation scenes (optional); CE is logged per store
             (``val/<folder name>/loss``) when there are several.
         val_every: validation interval in steps.
@@ -484,6 +485,10 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
     for flag, stores in (("--val-tokens", val_sets), ("--mix", mix_sets)):
         for other in stores:
             check_store_fits(other, flag, config.tokens_per_frame, config.vocab_size, model_words)
+    for flag, each in (("--tokens", [store]), ("--val-tokens", val_sets)):
+        for one in each:
+            if (why := stride_step_warning(one, stride)) is not None:
+                warnings.warn(f"{flag} {why}", stacklevel=2)
     steady, steady_others = _window_rules(Path(out), resume, init_state, tokens)
     train_set = VideoWindowDataset(store, frames, stride, steady=steady)
     if steps is None:  # one epoch
