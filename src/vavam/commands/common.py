@@ -60,6 +60,20 @@ class Timer:
 # ------------------------------------------------------------------------------ checkpoints + tokenizer
 
 
+def sampling_args(top_k: int | None, temperature: float) -> tuple[int | None, float]:
+    """Check ``--top-k`` / ``--temperature`` -> ``(top_k, temperature to sample with)``: top-k 0 means no cut
+    (None); greedy decoding (top-k 1) ignores the temperature, so any value >= 0 is accepted and 1.0 returned."""
+    if top_k is not None and top_k < 0:
+        raise CommandError(f"--top-k must be >= 1 (1 = greedy), or 0 / None for no cut, got {top_k}")
+    top_k = None if top_k == 0 else top_k
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise CommandError(f"--temperature must be a finite number >= 0 (> 0 when sampling), got {temperature}")
+    if top_k != 1 and temperature <= 0:
+        raise CommandError(f"--temperature must be > 0 when sampling (--top-k {top_k or 0}; 0 is only for greedy "
+                           f"decoding, --top-k 1), got {temperature}")
+    return top_k, temperature if top_k != 1 else 1.0
+
+
 def check_checkpoint(checkpoint: Path) -> str:
     """``"folder"`` (our checkpoint folder) or ``"released"`` (a ``.pt`` file or DeepSpeed folder)."""
     checkpoint = Path(checkpoint)

@@ -121,14 +121,7 @@ def generate(
         raise C.CommandError(f"--new-frames must be >= 1, got {new_frames}")
     if start < 0:
         raise C.CommandError(f"--start must be >= 0, got {start}")
-    if top_k is not None and top_k < 0:
-        raise C.CommandError(f"--top-k must be >= 1 (1 = greedy), or 0 / None for no cut, got {top_k}")
-    top_k = None if top_k == 0 else top_k
-    if not (math.isfinite(temperature) and temperature >= 0):
-        raise C.CommandError(f"--temperature must be a finite number >= 0 (> 0 when sampling), got {temperature}")
-    if top_k != 1 and temperature <= 0:
-        raise C.CommandError(f"--temperature must be > 0 when sampling (--top-k {top_k or 0}; 0 is only for greedy "
-                             f"decoding, --top-k 1), got {temperature}")
+    top_k, sample_temperature = C.sampling_args(top_k, temperature)
     if not (math.isfinite(video_fps) and video_fps >= 0.001):
         raise C.CommandError(f"--video-fps must be a positive frame rate (at least 0.001) for the mp4, got {video_fps}")
     try:
@@ -184,7 +177,7 @@ def generate(
         try:
             model = _ProgressModel(vim, bar, h * w)
             generated = generate_frames(model, ctx_tokens[None].to(device), new_frames,
-                                        temperature=temperature if top_k != 1 else 1.0,  # greedy: unused
+                                        temperature=sample_temperature,
                                         top_k=top_k, generator=gen)[0].cpu()  # [F, h, w]
             bar.n = new_frames  # float steps of 1/p do not add up exactly
             bar.refresh()

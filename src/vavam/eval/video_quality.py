@@ -561,14 +561,7 @@ def eval_quality(
             raise C.CommandError(f"{name} must be >= 1, got {value}")
     if stride is not None and stride < 1:
         raise C.CommandError(f"--stride must be >= 1, got {stride}")
-    if top_k is not None and top_k < 0:
-        raise C.CommandError(f"--top-k must be >= 1 (1 = greedy), or 0 / None for no cut, got {top_k}")
-    top_k = None if top_k == 0 else top_k
-    if not (np.isfinite(temperature) and temperature >= 0):
-        raise C.CommandError(f"--temperature must be a finite number >= 0 (> 0 when sampling), got {temperature}")
-    if top_k != 1 and temperature <= 0:
-        raise C.CommandError(f"--temperature must be > 0 when sampling (--top-k {top_k or 0}; 0 is only for greedy "
-                             f"decoding, --top-k 1), got {temperature}")
+    top_k, sample_temperature = C.sampling_args(top_k, temperature)
     if extractor != "vq" and weights is None:
         raise C.CommandError(f"--extractor {extractor} needs --weights (a local copy of its weights; nothing is "
                              "downloaded), or use --extractor vq (offline, not comparable to published FID)")
@@ -608,8 +601,7 @@ def eval_quality(
         warnings.append(f"only {len(plan)} windows fit in the data (asked for {windows})")
     batches = read_windows(sources, plan, length, frame_step, hw, batch_size)
     result = evaluate_video_quality(vim, tok, batches, feats, context=context, horizon=horizon, reference=reference,
-                                    top_k=top_k, temperature=temperature if top_k != 1 else 1.0,  # greedy: unused
-                                    seed=seed, num_examples=examples,
+                                    top_k=top_k, temperature=sample_temperature, seed=seed, num_examples=examples,
                                     total=len(plan), progress=progress)
     world_export = (Path(data) / "frames").is_dir()  # --split applies to world exports only
     extra = {"video": str(video), "tokenizer": tok_path, "data": str(data), "split": split if world_export else None,
