@@ -225,6 +225,12 @@ def store_windows(store, num_frames: int, stride: int = 1, limit: int | None = N
     """Non-overlapping windows of ``num_frames`` frames (every ``stride``-th frame) of every scene of a
     token store -> long ``[N, T, h, w]``; with ``limit`` (>= 1), a seeded random subset of that many.
     Windows that span a jump in time are left out, with a warning (:func:`store_window_index`)."""
+    return counted_store_windows(store, num_frames, stride, limit, seed)[0]
+
+
+def counted_store_windows(store, num_frames: int, stride: int = 1, limit: int | None = None,
+                          seed: int = 0) -> tuple[torch.Tensor, int]:
+    """:func:`store_windows` and the number of windows it left out for a jump in time."""
     from vavam.checks import check_positive_int
 
     if limit is not None:
@@ -233,7 +239,7 @@ def store_windows(store, num_frames: int, stride: int = 1, limit: int | None = N
     span = (num_frames - 1) * stride + 1
     if left_out:
         warnings.warn(f"{store.root}: {left_out} of {left_out + len(index)} windows of {num_frames} frames (stride "
-                      f"{stride}) span a jump in time (a missing frame) and are left out", stacklevel=2)
+                      f"{stride}) span a jump in time (a missing frame) and are left out", stacklevel=3)
     if not index:
         raise ValueError(f"{store.root}: no scene has {span} frames (a window of {num_frames} at stride {stride})"
                          + (" without a jump in time" if left_out else ""))
@@ -241,7 +247,7 @@ def store_windows(store, num_frames: int, stride: int = 1, limit: int | None = N
                                          for scene, start in index]))
     if limit is not None and len(windows) > limit:
         windows = windows[torch.randperm(len(windows), generator=torch.Generator().manual_seed(seed))[:limit]]
-    return windows
+    return windows, left_out
 
 
 @torch.no_grad()
@@ -347,8 +353,8 @@ def eval_nexttoken(
         store = TokenStore(path)
         if (why := stride_step_warning(store, stride)) is not None:
             warnings.warn(why, stacklevel=2)
-        datasets[name] = store_windows(store, vim.config.num_frames, stride, limit, seed).to(device)
-        left_out[name] = store_window_index(store, vim.config.num_frames, stride)[1]
+        windows, left_out[name] = counted_store_windows(store, vim.config.num_frames, stride, limit, seed)
+        datasets[name] = windows.to(device)
     train = None
     if train_tokens is not None:
         train = TokenStore(train_tokens)
