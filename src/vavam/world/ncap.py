@@ -44,31 +44,31 @@ def aggregate(results: Iterable[dict], per_run: Callable[[dict], dict[str, float
     left out of the collision rates (NaN where every run failed). ``per_run`` (a run -> more metrics, NaN
     where the run has none) adds those metrics, per type and overall, averaged as the collision rate.
     """
-    groups: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    for r in results:
-        groups[r["type"]][r["layout"]].append({**r, "_extra": per_run(r) if per_run is not None else {}})
     from vavam.world.scenarios import SCENARIO_TYPES
 
+    groups: dict[str, dict[str, list[tuple[dict, dict]]]] = defaultdict(lambda: defaultdict(list))
+    metrics: list[str] = []  # the per_run metrics' names
+    for r in results:
+        extra = per_run(r) if per_run is not None else {}
+        metrics = metrics or list(extra)
+        groups[r["type"]][r["layout"]].append((r, extra))
     types = {}  # in the scenario types' order (stationary, frontal, side), others after them by name
     for t, layouts in sorted(groups.items(), key=lambda kv: (SCENARIO_TYPES.index(kv[0]) if kv[0] in SCENARIO_TYPES
                                                              else len(SCENARIO_TYPES), kv[0])):
-        score = np.mean([np.mean([r["score"] for r in runs]) for runs in layouts.values()])
-        rate = nanmean(nanmean(collision_of(r) for r in runs) for runs in layouts.values())
-        names = next(iter(next(iter(layouts.values())))).get("_extra", {})
+        runs_of = [[r for r, _ in runs] for runs in layouts.values()]  # per layout
         types[t] = {
-            "score": float(score),
-            "collision_rate": rate,
-            **{m: nanmean(nanmean(r["_extra"][m] for r in runs) for runs in layouts.values()) for m in names},
-            "runs": int(sum(len(v) for v in layouts.values())),
-            "failures": int(sum(failed(r) for v in layouts.values() for r in v)),
+            "score": float(np.mean([np.mean([r["score"] for r in runs]) for runs in runs_of])),
+            "collision_rate": nanmean(nanmean(collision_of(r) for r in runs) for runs in runs_of),
+            **{m: nanmean(nanmean(e[m] for _, e in runs) for runs in layouts.values()) for m in metrics},
+            "runs": sum(len(runs) for runs in runs_of),
+            "failures": int(sum(failed(r) for runs in runs_of for r in runs)),
         }
     if not types:
         return {"score": float("nan"), "collision_rate": float("nan"), "failures": 0, "types": {}}
-    extra = [m for m in next(iter(types.values())) if m not in ("score", "collision_rate", "runs", "failures")]
     return {
         "score": float(np.mean([v["score"] for v in types.values()])),
         "collision_rate": nanmean(v["collision_rate"] for v in types.values()),
-        **{m: nanmean(v[m] for v in types.values()) for m in extra},
+        **{m: nanmean(v[m] for v in types.values()) for m in metrics},
         "failures": int(sum(v["failures"] for v in types.values())),
         "types": types,
     }
