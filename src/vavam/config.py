@@ -140,23 +140,18 @@ def config_from_dict(data: dict[str, Any]) -> Any:
     unknown = set(data) - set(fields)
     if unknown:
         raise ValueError(f"{kind} config has unknown fields {sorted(unknown)}")
-    nested_types = {c.__name__: c for c in CONFIG_TYPES.values()}
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls)  # the declared types, resolved
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
-        declared = fields[name].type
-        nested = nested_types.get(declared if isinstance(declared, str) else getattr(declared, "__name__", ""))
+        nested = hints[name] if hints[name] in CONFIG_TYPES.values() else None
         if nested is not None:
             if not isinstance(value, dict):
                 raise ValueError(f"{kind} config field {name!r} must be a {nested.kind} config object, got {value!r}")
             value = config_from_dict({"kind": nested.kind, **value})
             if not isinstance(value, nested):
                 raise ValueError(f"{kind} config field {name!r} must be a {nested.kind} config, got {value.kind!r}")
-        elif isinstance(value, dict) and "kind" in value:
-            value = config_from_dict(value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        if nested is None:
+        else:
+            value = tuple(value) if isinstance(value, list) else value
             _check_field_type(kind, name, hints[name], value)
         kwargs[name] = value
     return cls(**kwargs)
