@@ -335,7 +335,7 @@ def test_eval_scaling_all_skips_a_law_whose_column_does_not_vary(tmp_path):
     with pytest.raises(ValueError, match=r"params law \(--x params, column 'params'\): need at least 3 distinct"):
         eval_scaling(tmp_path / "runs", tmp_path / "out2", x="params", bootstrap=0)
     assert not (tmp_path / "out2").exists()  # every law is fitted before anything is written
-    for kwargs, message in (({"bootstrap": -1}, "--bootstrap must be an integer >= 0, got -1"),
+    for kwargs, message in (({"bootstrap": -1}, r"--bootstrap must be a non-negative integer \(0: covariance intervals only\), got -1"),
                             ({"target": 0.0}, "--target must be positive and finite, got 0.0"),
                             ({"x": "steps"}, "--x must be one of compute, params, tokens, all")):
         with pytest.raises(ValueError, match=message):

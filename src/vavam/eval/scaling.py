@@ -652,6 +652,7 @@ def eval_scaling(
         target: predict the loss at this x (FLOPs for the compute law; with a single law, its units).
         metric: loss metric of a runs folder's summary.json (default the validation loss).
     """
+    from vavam.checks import check_nonnegative_int
     from vavam.eval.report import Section, Table, save_evaluation
 
     table = read_runs(Path(runs), metric=metric)
@@ -674,8 +675,7 @@ def eval_scaling(
         raise ValueError(f"--x must be one of compute, params, tokens, all; got {x!r}")
     if target is not None and not (math.isfinite(target) and target > 0):
         raise ValueError(f"--target must be positive and finite, got {target}")
-    if not isinstance(bootstrap, int) or bootstrap < 0:
-        raise ValueError(f"--bootstrap must be an integer >= 0, got {bootstrap!r}")
+    check_nonnegative_int(bootstrap, "--bootstrap", "covariance intervals only")
     fits = {}  # every law is fitted before anything is written: a fit that fails leaves no partial --out
     for law in laws:
         try:
