@@ -114,6 +114,112 @@ def test_folder_with_a_truncated_image_names_it(tmp_path):
         train_tokenizer(tmp_path / "run", steps=1, data=str(tmp_path / "imgs"), **SMALL)
 
 
+def _mixed_folder(root, n=12):
+    """``n`` small images of different sizes and aspects (wider and taller than 2:1), PNG and JPEG, in two
+    folders."""
+    rng = np.random.default_rng(1)
+    sizes = [(16, 32), (20, 60), (40, 30), (9, 50), (33, 17), (24, 48), (50, 50), (12, 40), (31, 70), (18, 18),
+             (45, 20), (28, 56)]
+    for i in range(n):
+        h, w = sizes[i % len(sizes)]
+        folder = root / ("a" if i % 3 else "b")
+        folder.mkdir(parents=True, exist_ok=True)
+        im = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+        im.save(folder / f"{i}.png") if i % 2 else im.save(folder / f"{i}.jpg", quality=85)
+    return root
+
+
+def _eager_folder(folder, height, width, seed, val):
+    """What FolderImages held before it read on demand: every image decoded, cropped and resized up front."""
+    from vavam.data.frames import read_image
+    from vavam.train.tokenizer import IMAGE_SUFFIXES, _crop_resize
+
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    val = max(min(val, len(files) // 5) if len(files) < 5 * val else val, 1)
+    frames = np.stack([np.asarray(_crop_resize(Image.fromarray(read_image(p)), height, width)) for p in files])
+    train = frames[:-val]
+    return (lambda step, n: train[np.random.default_rng([seed, step, 1]).integers(0, len(train), n)]), frames[-val:]
+
+
+@pytest.mark.parametrize("cache_frames", [None, 0, 1, 4])
+def test_folder_images_read_on_demand_are_those_loaded_up_front(tmp_path, cache_frames):
+    """A folder used to be decoded whole into memory at start-up (tens of GB for a real dataset): images are now
+    read when a batch draws them, keeping processed frames up to a byte limit; the batches and held-out frames
+    are the same, to the bit, whatever the limit."""
+    from vavam.train.tokenizer import FolderImages
+
+    folder = _mixed_folder(tmp_path / "imgs")
+    height, width, seed = 16, 32, 7
+    batch, val = _eager_folder(folder, height, width, seed, val=2)
+    frame_bytes = height * width * 3
+    kw = {} if cache_frames is None else {"cache_bytes": cache_frames * frame_bytes + frame_bytes // 2}
+    source = FolderImages(folder, height, width, seed, 2, **kw)
+    assert source.description == f"folder {folder} (10 train / 2 held-out images, 16x32)"
+    assert source.cache_capacity == (2 * 1024**3 // frame_bytes if cache_frames is None else cache_frames)
+    for step in [0, 1, 2, 5, 1, 1000]:
+        got = source.batch(step, 7)
+        assert got.dtype == np.uint8 and got.shape == (7, height, width, 3)
+        np.testing.assert_array_equal(got, batch(step, 7), err_msg=f"step {step}")
+        assert len(source._cache) <= source.cache_capacity
+    assert len(source._cache) == (min(cache_frames, 10) if cache_frames is not None else 10)
+    np.testing.assert_array_equal(source.validation(2), val)
+    np.testing.assert_array_equal(source.validation(1), val[:1])
+    assert FolderImages(folder, height, width, seed, 2, workers=1).batch(3, 5).tobytes() == batch(3, 5).tobytes()
+    # a rank's slices of the global batch: only their images are read
+    fresh = FolderImages(folder, height, width, seed, 2, cache_bytes=0)
+    np.testing.assert_array_equal(fresh.batch(4, 7, rows=[5, 6, 1]), batch(4, 7)[[5, 6, 1]])
+
+
+def test_synthetic_batch_rows_are_rows_of_the_whole_batch():
+    from vavam.train.tokenizer import SyntheticImages
+
+    source = SyntheticImages(16, 32, seed=3)
+    np.testing.assert_array_equal(source.batch(2, 6, rows=[4, 0]), source.batch(2, 6)[[4, 0]])
+
+
+def test_folder_image_broken_after_start_up_is_named_when_drawn(tmp_path):
+    """A file that stops decoding after start-up (changed on disk) fails the batch that draws it, naming --data
+    and the file; a frame already kept in memory is not read again."""
+    from vavam.train.tokenizer import FolderImages
+
+    folder = _mixed_folder(tmp_path / "imgs", n=6)
+    source = FolderImages(folder, 16, 32, 0, 1, cache_bytes=0)
+    drawn = np.random.default_rng([0, 3, 1]).integers(0, 5, 8)
+    broken = source.train_files[int(drawn[0])]
+    whole = broken.read_bytes()
+    broken.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match=rf"--data .*imgs: .*{broken.name}: cannot decode image"):
+        source.batch(3, 8)
+    broken.unlink()
+    with pytest.raises(ValueError, match=rf"--data .*imgs: .*{broken.name}: image file is missing"):
+        source.batch(3, 8)
+    broken.write_bytes(whole)
+    kept = FolderImages(folder, 16, 32, 0, 1)  # everything it draws is kept: read once
+    first = kept.batch(3, 8)
+    broken.write_bytes(whole[: len(whole) // 2])
+    np.testing.assert_array_equal(kept.batch(3, 8), first)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_folder_with_a_truncated_training_image_is_refused_up_front(tmp_path, suffix):
+    """Training images are no longer decoded at start-up: a cheap check still refuses a truncated PNG (its chunks
+    and checksums) or JPEG (decoded at 1/8 scale; PIL's verify passes a truncated JPEG) by name."""
+    from vavam.train.tokenizer import FolderImages
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "imgs").mkdir()
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (24, 48, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"{i}{suffix}")
+    FolderImages(tmp_path / "imgs", 16, 32, 0, 1)
+    whole = (tmp_path / "imgs" / f"1{suffix}").read_bytes()
+    (tmp_path / "imgs" / f"1{suffix}").write_bytes(whole[: len(whole) * 9 // 10])
+    with pytest.raises(ValueError, match=rf"--data .*imgs: .*1\{suffix}: cannot decode image"):
+        FolderImages(tmp_path / "imgs", 16, 32, 0, 1)
+    (tmp_path / "imgs" / f"1{suffix}").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=rf"--data .*imgs: .*1\{suffix}: cannot decode image"):
+        FolderImages(tmp_path / "imgs", 16, 32, 0, 1)
+
+
 def test_a_resume_on_other_images_is_refused_naming_data(tmp_path):
     """The run settings recorded only that images came from a folder: a resume on another folder trained the rest
     of the run on other images without a word. A moved copy of the same images still resumes."""
@@ -279,6 +385,63 @@ def test_non_finite_discriminator_loss_stops_or_skips_its_step(tmp_path, monkeyp
         assert torch.equal(value, last["discriminator"][name]) and torch.isfinite(value).all(), name
     assert any(not torch.equal(v, last["model"][k]) for k, v in first["model"].items())  # the generator trained
     assert "skipped_discriminator" in (run / "metrics.csv").read_text().splitlines()[0]
+
+
+def _batch_norm_stats(state: dict) -> dict:
+    return {k: v.clone() for k, v in state.items() if "running_" in k or "num_batches" in k}
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_skipped_steps_leave_the_discriminators_batch_norm_statistics(tmp_path, monkeypatch):
+    """The discriminator's forwards update its batch-norm running statistics, also in a step skipped for a
+    non-finite loss: a NaN there stayed for good. A skipped discriminator step now keeps the statistics from
+    before its forwards (those of the generator loss's forward stand with the generator's step), a skipped step
+    those from before all its forwards; a step that is not skipped still moves them."""
+    from vavam.tokenizer.losses import TokenizerLoss
+    from vavam.train.resume import read_checkpoint
+
+    kw = dict(SMALL, image_size=(32, 32), gan=True, gan_start=0, ckpt_every=1, keep=0, nan_policy="skip")
+    disc_loss, gen_loss = TokenizerLoss.discriminator_loss, TokenizerLoss.generator_loss
+
+    def stats(run, step):
+        return _batch_norm_stats(read_checkpoint(run / "checkpoints" / f"step-{step:08d}.ckpt")["discriminator"])
+
+    # the discriminator's loss non-finite at step 1 (its fake logits NaN: NaN statistics in that forward)
+    before, after = [], []
+
+    def nan_in_step_1(self, images, recon):
+        before.append(_batch_norm_stats(self.discriminator.state_dict()))
+        out = disc_loss(self, images, recon * float("nan") if len(before) == 2 else recon)
+        after.append(_batch_norm_stats(self.discriminator.state_dict()))
+        return out
+
+    monkeypatch.setattr(TokenizerLoss, "discriminator_loss", nan_in_step_1)
+    run = tmp_path / "disc"
+    train_tokenizer(run, steps=2, **kw)
+    assert len(before) == 2 and "skipped_discriminator" in (run / "metrics.csv").read_text().splitlines()[0]
+    assert not _same(after[0], before[0]) and _same(stats(run, 1), after[0])  # step 0: kept
+    assert any(v.isnan().any() for v in after[1].values())  # step 1's forwards poisoned them ...
+    assert _same(stats(run, 2), before[1])  # ... and were put back with its skipped discriminator step
+    monkeypatch.setattr(TokenizerLoss, "discriminator_loss", disc_loss)
+
+    # the generator's loss non-finite at step 1 (the discriminator forward of its GAN term on NaN images)
+    entry = {}
+
+    def nan_at_step_1(self, images, recon, *args, **kwargs):
+        step = args[3]
+        entry[step] = _batch_norm_stats(self.discriminator.state_dict())
+        return gen_loss(self, images, recon * float("nan") if step == 1 else recon, *args, **kwargs)
+
+    monkeypatch.setattr(TokenizerLoss, "generator_loss", nan_at_step_1)
+    run = tmp_path / "gen"
+    train_tokenizer(run, steps=3, **kw)
+    assert sorted(entry) == [0, 1, 2] and "skipped" in (run / "metrics.csv").read_text().splitlines()[0]
+    assert not _same(stats(run, 1), entry[0]) and _same(stats(run, 1), entry[1])  # step 0 moved them
+    assert _same(stats(run, 2), entry[1]) and _same(entry[2], entry[1])  # skipped step 1: as before it
+    assert all(torch.isfinite(v).all() for v in stats(run, 3).values()) and not _same(stats(run, 3), entry[2])
 
 
 def test_checkpoint_meta_quotes_the_last_evaluation_and_its_step(tmp_path, monkeypatch):
