@@ -229,15 +229,24 @@ def _losses(run: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+def _val_loss(run: Path) -> float:
+    return json.loads((run / "summary.json").read_text())["metrics"]["val/loss"]
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """One torchrun launch of 2 gloo processes running every multi-process case, and the 1-process references."""
     root = tmp_path_factory.mktemp("dist")
     _moving_store(root / "vtok", num_scenes=4, num_frames=8, grid=(2, 3), codes=16)
     _write_scenes(root, num_scenes=4, num_frames=12)
+    # validation sets of 9 windows: shards of 5 per rank, the last padded (5 + 4 real)
+    _moving_store(root / "vval", num_scenes=3, num_frames=4, grid=(2, 3), codes=16, seed=1)
+    (root / "aval").mkdir()
+    _write_scenes(root / "aval", num_scenes=3, num_frames=12, seed=1)
     vim = _frozen_video(root)
-    video = dict(VIDEO, tokens=str(root / "vtok"))
-    action = dict(ACTION, video=str(vim), records=str(root / "records.npz"), tokens=str(root / "tok"))
+    video = dict(VIDEO, tokens=str(root / "vtok"), val_tokens=[str(root / "vval")], val_every=3)
+    action = dict(ACTION, video=str(vim), records=str(root / "records.npz"), tokens=str(root / "tok"),
+                  val_records=str(root / "aval" / "records.npz"), val_tokens=str(root / "aval" / "tok"), val_every=3)
     two = {"devices": 2, "batch_size": 2}
     sharded = dict(strategy="fsdp", checkpoint_format="sharded", lr=LR32, **two)
     cases = [
@@ -302,6 +311,11 @@ def test_ddp_equals_one_process(runs):
     assert _losses(runs / "v_ddp") == _losses(runs / "v_acc") and _losses(runs / "a_ddp") == _losses(runs / "a_acc")
     assert _max_diff(runs / "v_acc", runs / "v_ddp") == 0.0
     assert _max_diff(runs / "a_acc", runs / "a_ddp") == 0.0
+    # validation: each rank took its shard of the 9 windows (5 + 4 and a padding window that counts for nothing);
+    # the logged loss is the mean over all 9, as one process computes it (flow noise drawn per window)
+    for one, other, rtol in (("v_one64", "v_ddp64", 1e-9), ("a_one64", "a_ddp64", 1e-9), ("v_acc", "v_ddp", 1e-6),
+                             ("a_acc", "a_ddp", 1e-6)):
+        assert _val_loss(runs / other) == pytest.approx(_val_loss(runs / one), rel=rtol, abs=0)
     # the weights moved far beyond the tolerance (same init: seed 3 before the model is built)
     from vavam.video import VideoGPT
 
@@ -329,6 +343,9 @@ def test_fsdp_equals_one_process(runs):
     assert _max_diff(runs / "a_acc", runs / "a_fsdp") < 1e-6  # measured 0
     torch.testing.assert_close(_losses(runs / "v_fsdp"), _losses(runs / "v_acc"), rtol=1e-5, atol=0)
     torch.testing.assert_close(_losses(runs / "a_fsdp"), _losses(runs / "a_acc"), rtol=1e-5, atol=0)
+    # FSDP gathers parameters in every forward: the padded shards give both ranks the same number of passes
+    for one, other in (("v_acc", "v_fsdp"), ("a_acc", "a_fsdp"), ("v_fsdp", "v_fsdp_cut"), ("v_fsdp", "v_fsdp_fcut")):
+        assert _val_loss(runs / other) == pytest.approx(_val_loss(runs / one), rel=1e-5, abs=0)
     assert _max_diff(runs / "v_fsdp", runs / "v_fsdp_sh") == 0.0
     assert _max_diff(runs / "v_fsdp_sh", runs / "v_fsdp_cut") == 0.0
     assert _losses(runs / "v_fsdp_cut") == _losses(runs / "v_fsdp_sh")

@@ -125,6 +125,7 @@ class VideoActionModel(nn.Module):
         generator: torch.Generator | None = None,
         repeats: int = 1,
         speed: torch.Tensor | None = None,
+        per_window: bool = False,
     ) -> torch.Tensor:
         """Flow-matching loss (mean squared velocity error over ``B·R·T·H·2`` values), scalar.
 
@@ -136,6 +137,7 @@ class VideoActionModel(nn.Module):
                 samples, so the expert sees R times more noisy trajectories for little extra compute (the
                 diffusion-batch multiplier of MAR). R = 1 is the released recipe.
             speed: ego speed of every frame, m/s ``[B, T]`` (needed with ``config.ego_speed``, else ignored).
+            per_window: the mean of each window's ``R·T·H·2`` values ``[B]`` instead of the scalar.
         """
         c = self.config
         check_positive_int(repeats, "repeats")
@@ -155,7 +157,8 @@ class VideoActionModel(nn.Module):
             t = flow.sample_time(tuple(x1.shape[:2]), sig_min=c.flow_sig_min, generator=generator, device=x1.device)
         x_t = flow.interpolate(noise, x1, t, c.flow_sig_min)
         v = self.velocity(x_t, t.to(x1.dtype), command, tokens, visual=visual, speed=speed)
-        return ((v - flow.target_velocity(noise, x1, c.flow_sig_min)) ** 2).mean()
+        squared = (v - flow.target_velocity(noise, x1, c.flow_sig_min)) ** 2  # [B·R, T, H, 2]
+        return squared.reshape(len(actions), -1).mean(1) if per_window else squared.mean()  # [B] or scalar
 
     # ------------------------------------------------------------------ inference
 

@@ -17,7 +17,6 @@ import lightning as L
 import numpy as np
 import torch
 import tyro
-from torch.utils.data import DataLoader
 
 from vavam import flow, presets
 from vavam.checks import check_fraction, check_nonnegative_int, check_optimizer_args, check_positive_int
@@ -47,6 +46,7 @@ from vavam.train.distributed import (
 from vavam.train.ema import EMAWeights
 from vavam.train.lightning import RESUME_HINT, MupWsdMixin, NanPolicy, fit_resumable
 from vavam.train.resume import step_generator
+from vavam.train.validation import ShardedValidation, sharded_loader
 from vavam.train.video import check_store_fits, open_token_store
 
 
@@ -67,7 +67,7 @@ def expert_width_multipliers(expert: torch.nn.Module) -> dict[str, float]:
     return out
 
 
-class ActionLitModule(MupWsdMixin, L.LightningModule):
+class ActionLitModule(ShardedValidation, MupWsdMixin, L.LightningModule):
     """Thin Lightning wrapper around :class:`vavam.action.VideoActionModel`; only the expert trains."""
 
     def __init__(
@@ -120,9 +120,6 @@ class ActionLitModule(MupWsdMixin, L.LightningModule):
         """Float dtype of actions and noise: float32, or float64 when the module runs in double precision."""
         return torch.float64 if self.model.expert.readout.weight.dtype == torch.float64 else torch.float32
 
-    def _loss(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
-        return self.model.flow_loss(batch["tokens"], batch["commands"], batch["positions"].to(self._actions_dtype()),
-                                    generator=generator, speed=batch.get("speeds"))
 
     def step_noise(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Flow noise ``[b·R, T, H, 2]`` and times ``[b·R, T]`` of this rank's batch (R = ``noise_repeats``
@@ -158,9 +155,24 @@ class ActionLitModule(MupWsdMixin, L.LightningModule):
                      batch_size=len(batch["tokens"]))
         return loss
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        gen = step_generator(self.seed + 1, batch_idx, self.global_rank, device=batch["tokens"].device)
-        self.log("val/loss", self._loss(batch, gen), prog_bar=True, on_epoch=True, batch_size=len(batch["tokens"]))
+    def validation_losses(self, batch: dict, indices: torch.Tensor) -> torch.Tensor:
+        """Flow-matching loss of each window ``[B]`` of a validation batch.
+
+        A window's noise and flow times come from a generator seeded by ``(seed + 1, its index in the validation
+        set)``: the same at every validation and however the set is split over ranks and batches.
+        """
+        actions = batch["positions"].to(self._actions_dtype())  # [B, T, H, 2]
+        device, c = actions.device, self.model.config
+        noise, times = [], []
+        for index in indices.tolist():  # padding (-1) draws too, and is not counted
+            gen = step_generator(self.seed + 1, max(index, 0), device=device)
+            noise.append(torch.randn((1, *actions.shape[1:]), generator=gen, device=device, dtype=actions.dtype))
+            times.append(flow.sample_time((1, actions.shape[1]), sig_min=c.flow_sig_min, generator=gen, device=device))
+        return self.model.flow_loss(batch["tokens"], batch["commands"], actions, t=torch.cat(times),
+                                    noise=torch.cat(noise), speed=batch.get("speeds"), per_window=True)
+
+    def validation_name(self, loader: int) -> str:
+        return "val/loss"
 
 
 class TrajectoryImages(L.Callback):
@@ -483,13 +495,13 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
         steps = -(-len(train_set) // plan.global_batch)
     val_loader = None
     if val_set is not None:
-        val_loader = DataLoader(val_set, batch_size=batch_size, collate_fn=_collate, num_workers=num_workers)
+        val_loader = sharded_loader(val_set, batch_size, collate_fn=_collate, num_workers=num_workers)
     module = ActionLitModule(model, lr, weight_decay, int(warmup_frac * steps), steps, int(drop_frac * steps),
                              seed=seed, nan_policy=nan_policy, accumulate=plan.accumulate,
                              noise_repeats=noise_repeats)
     out = Path(out)
     start = time.perf_counter()
-    plot_set = val_loader.dataset if val_loader is not None else train_set
+    plot_set = val_set if val_set is not None else train_set
     plot_items = [plot_set[int(i)] for i in torch.linspace(0, len(plot_set) - 1, min(4, len(plot_set))).long()]
     plots = TrajectoryImages(out, plot_items, every_n_steps=plot_every, seed=seed)
     averager = [EMAWeights(ema, prefix="model.expert")] if ema else []

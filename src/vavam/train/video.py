@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import tyro
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from vavam import presets
 from vavam.checks import check_fraction, check_nonnegative_int, check_optimizer_args, check_positive_int
@@ -39,6 +39,7 @@ from vavam.train.distributed import (
     scale_summary,
 )
 from vavam.train.lightning import RESUME_HINT, MupWsdMixin, NanPolicy, fit_resumable
+from vavam.train.validation import ShardedValidation, sharded_loader
 
 
 class VideoWindowDataset(Dataset):
@@ -89,15 +90,19 @@ class VideoWindowDataset(Dataset):
         return torch.from_numpy(window.astype(np.int64))
 
 
-def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor, per_window: bool = False) -> torch.Tensor:
     """Mean CE of positions ``0..L-2`` predicting tokens ``1..L-1``.
 
     Args:
         logits: ``[B, L, V]`` from the model over the whole window.
         tokens: long ``[B, T, h, w]`` with ``T*h*w == L``.
+        per_window: the mean of each window ``[B]`` instead of the scalar mean over all.
     """
     b, length, vocab = logits.shape
     targets = tokens.reshape(b, length)[:, 1:]  # [B, L-1]
+    if per_window:
+        ce = F.cross_entropy(logits[:, :-1].reshape(-1, vocab).float(), targets.reshape(-1), reduction="none")
+        return ce.view(b, length - 1).mean(1)  # [B*(L-1)] -> [B]
     return F.cross_entropy(logits[:, :-1].reshape(-1, vocab).float(), targets.reshape(-1))
 
 
@@ -107,7 +112,7 @@ def video_width_multipliers(model: torch.nn.Module) -> dict[str, float]:
     return {name: m for name, p in model.named_parameters() if name.startswith("blocks.") and p.ndim == 2}
 
 
-class VideoLitModule(MupWsdMixin, L.LightningModule):
+class VideoLitModule(ShardedValidation, MupWsdMixin, L.LightningModule):
     """Thin Lightning wrapper around a :class:`vavam.video.VideoGPT`."""
 
     def __init__(
@@ -173,11 +178,13 @@ class VideoLitModule(MupWsdMixin, L.LightningModule):
             self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         return loss
 
-    def validation_step(self, batch: torch.Tensor, batch_idx: int, dataloader_idx: int = 0) -> None:
-        """Next-token CE per validation dataset: ``val/loss`` (one set) or ``val/<name>/loss``."""
-        name = "val/loss" if len(self.val_names) <= 1 else f"val/{self.val_names[dataloader_idx]}/loss"
-        self.log(name, next_token_loss(self.model(batch), batch), prog_bar=True, on_epoch=True,
-                 add_dataloader_idx=False)
+    def validation_losses(self, batch: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """Next-token CE of each window ``[B]`` of a validation batch ``[B, T, h, w]`` (mean over its tokens)."""
+        return next_token_loss(self.model(batch), batch, per_window=True)
+
+    def validation_name(self, loader: int) -> str:
+        """``val/loss`` (one validation set) or ``val/<name>/loss``."""
+        return "val/loss" if len(self.val_names) <= 1 else f"val/{self.val_names[loader]}/loss"
 
 
 # ------------------------------------------------------------------------------ checks of the arguments
@@ -501,8 +508,8 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
     if mix:
         train_set, mix_info = _cooldown_mix(train_set, tokens, mix_sets, mix_ratios,
                                             steps * plan.global_batch, mix_seed, frames, init_state, steady_others)
-    val_loaders = [DataLoader(VideoWindowDataset(v, frames, stride, steady=steady_others), batch_size=batch_size,
-                              num_workers=num_workers) for v in val_sets]
+    val_loaders = [sharded_loader(VideoWindowDataset(v, frames, stride, steady=steady_others), batch_size,
+                                  num_workers=num_workers) for v in val_sets]
     module = VideoLitModule(config, lr, weight_decay, int(warmup_frac * steps), steps, int(drop_frac * steps),
                             nan_policy=nan_policy, val_names=names, init_state=init_state,
                             data={"tokens": str(tokens), "seed": seed, "batch_size": batch_size, "stride": stride,
