@@ -136,3 +136,23 @@ def test_frechet_distance_refuses_non_finite_features_naming_the_set():
     mu, cov = np.zeros(4), np.eye(4)
     with pytest.raises(ValueError, match="frechet_distance: cov2 holds NaN"):
         frechet_distance(mu, cov, mu, np.full((4, 4), np.nan))
+
+
+def test_frechet_distance_of_few_samples_is_finite_without_scipy_warning_and_says_why():
+    """Few samples and features that do not vary make an exactly singular product: scipy's sqrtm warned "Matrix is
+    singular"; the distance stays finite (eps fallback) and the report states the rank in words instead."""
+    import warnings
+
+    from vavam.eval.quality import rank_deficiency
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(5, 16)), rng.normal(size=(5, 16)) + 1.0
+    x[:, 12:] = y[:, 12:] = 0.5  # 4 features constant in both sets (a dead channel)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fd = frechet_distance_from_features(x, y)
+    assert np.isfinite(fd) and fd > 12  # the mean shift alone is 12
+    assert rank_deficiency(17, 16) is None
+    assert rank_deficiency(5, 16) == ("5 windows for 16-d features: the covariances are rank-deficient (at most 4 of "
+                                      "16 dimensions), so the Fréchet distances are biased upward; compare them only "
+                                      "with evaluations of the same number of windows")

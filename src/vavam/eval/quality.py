@@ -1,11 +1,16 @@
 """Fréchet distance between two sets of features (the FID formula), with running statistics.
 
 ``FD = |mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))`` with covariances using ``n - 1``. The
-matrix square root is scipy's ``sqrtm``; when its result is not finite (a singular product; scipy then warns),
-``eps`` is added to both diagonals and the root taken again, as in the common FID implementations.
+matrix square root is scipy's ``sqrtm``; when its result is not finite (a singular product), ``eps`` is added to
+both diagonals and the root taken again, as in the common FID implementations. scipy's own warning about a
+singular product (few samples and a feature that does not vary, e.g. a dead encoder channel) is silenced: the
+fallback handles it, and the callers that know the counts state the covariances' rank in words
+(:func:`rank_deficiency`).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import torch
@@ -58,12 +63,25 @@ def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: n
         if not np.isfinite(value).all():
             raise ValueError(f"frechet_distance: {name} holds NaN or infinite values")
     diff = mu1 - mu2
-    covmean = linalg.sqrtm(cov1 @ cov2)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(cov1.shape[0]) * eps
-        covmean = linalg.sqrtm((cov1 + offset) @ (cov2 + offset))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)  # a singular product: handled below
+        covmean = linalg.sqrtm(cov1 @ cov2)
+        if not np.isfinite(covmean).all():
+            offset = np.eye(cov1.shape[0]) * eps
+            covmean = linalg.sqrtm((cov1 + offset) @ (cov2 + offset))
     covmean = covmean.real
     return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * np.trace(covmean))
+
+
+def rank_deficiency(samples: int, dim: int, what: str = "windows") -> str | None:
+    """Words for a report when ``samples`` feature vectors of ``dim`` dimensions cannot give a full-rank covariance
+    (``samples <= dim``), else None: the Fréchet distance is then biased upward and only comparable between
+    evaluations of the same number of ``what``."""
+    if samples > dim:
+        return None
+    return (f"{samples} {what} for {dim}-d features: the covariances are rank-deficient (at most {samples - 1} of "
+            f"{dim} dimensions), so the Fréchet distances are biased upward; compare them only with evaluations of "
+            f"the same number of {what}")
 
 
 def frechet_distance_from_features(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> float:

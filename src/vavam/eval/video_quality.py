@@ -30,7 +30,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from vavam.eval.quality import FeatureStats, frechet_distance
+from vavam.eval.quality import FeatureStats, frechet_distance, rank_deficiency
 
 Reference = Literal["future", "context"]
 #: What a generator looks like: context tokens long ``[B, T0, h, w]`` and a frame count -> ``[B, F, h, w]``.
@@ -603,6 +603,8 @@ def eval_quality(
     result = evaluate_video_quality(vim, tok, batches, feats, context=context, horizon=horizon, reference=reference,
                                     top_k=top_k, temperature=sample_temperature, seed=seed, num_examples=examples,
                                     total=len(plan), progress=progress)
+    if (why := rank_deficiency(result.windows, result.feature_dim)) is not None:
+        warnings.append(why)
     world_export = (Path(data) / "frames").is_dir()  # --split applies to world exports only
     extra = {"video": str(video), "tokenizer": tok_path, "data": str(data), "split": split if world_export else None,
              "seed": seed,
