@@ -112,15 +112,17 @@ class ValidationSums:
         """Add the per-item ``losses`` ``[B]`` of one batch whose items have ``indices`` ``[B]`` (``-1``: padding)."""
         if losses.shape != indices.shape:
             raise ValueError(f"per-item losses {tuple(losses.shape)} and indices {tuple(indices.shape)} differ")
-        real = (indices >= 0).to(losses.device)
-        pair = torch.stack([torch.where(real, losses.double(), 0.0).sum(), real.double().sum()])  # [sum, count]
+        real = indices.cpu() >= 0
+        losses = losses.detach().cpu().double()  # on the CPU: float64 exists on every device's host (not on MPS)
+        pair = torch.stack([torch.where(real, losses, 0.0).sum(), real.double().sum()])  # [sum, count]
         self.sums[loader] = self.sums[loader] + pair if loader in self.sums else pair
 
     def means(self, num_loaders: int, device: torch.device) -> list[float]:
-        """The mean loss of each of ``num_loaders`` loaders over all ranks (a collective under a process group)."""
-        pairs = torch.stack([self.sums.get(i, torch.zeros(2, dtype=torch.float64)).to(device)
-                             for i in range(num_loaders)])  # [loaders, 2]
-        if _rank_and_world()[1] > 1:
+        """The mean loss of each of ``num_loaders`` loaders over all ranks (a collective under a process group,
+        on ``device``: the one the backend reduces on, e.g. CUDA for NCCL)."""
+        pairs = torch.stack([self.sums.get(i, torch.zeros(2, dtype=torch.float64)) for i in range(num_loaders)])
+        if _rank_and_world()[1] > 1:  # [loaders, 2] summed over ranks
+            pairs = pairs.to(device)
             torch.distributed.all_reduce(pairs)
         return [float(s / c) if c > 0 else math.nan for s, c in pairs.tolist()]
 
