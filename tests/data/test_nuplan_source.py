@@ -392,3 +392,16 @@ def test_db_list_expands_every_folder(log, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(SourceError, match=r"empty: no nuPlan log database"):
         find_log_dbs([db.parent, tmp_path / "empty"])
+
+
+@pytest.mark.parametrize("damage", ["UPDATE lidar_pc SET scene_token = NULL", "DELETE FROM lidar_pc"])
+def test_log_whose_images_lie_in_no_scene_is_reported(log, damage: str) -> None:
+    """A log with CAM_F0 images but no lidar_pc giving a scene yielded no record and no error or skip row."""
+    db, blobs = log
+    sql(db, damage)
+    with pytest.raises(SourceError, match=rf"scene '{LOG}': none of its {N_IMG} CAM_F0 images lies in a scene"):
+        load_nuplan(db, blobs)
+    res = load_nuplan(db, blobs, skip_bad=True)
+    assert res.records == [] and res.skipped.rows[0][:2] == (LOG, None)
+    (whole,) = load_nuplan(db, blobs, group="log", with_boxes=False).records  # read per log, the frames are there
+    assert len(whole) == N_IMG

@@ -415,3 +415,20 @@ def test_prepare_with_a_scene_list_file_writes_to_its_stem(dataroot, tmp_path: P
     (tmp_path / "lists" / "val.txt").write_text("scene-0002\n")
     with pytest.raises(ValueError, match=r"'val' and 'lists/val.txt' would both be written to"):
         prepare_nuscenes(root, Path("clash"), splits=("val", "lists/val.txt"), progress=False)
+
+
+def test_invalid_split_files_raise_naming_the_file(dataroot, tmp_path: Path) -> None:
+    """A broken splits.json or scene-list file raises SourceError naming it (not a bare JSONDecodeError); a split
+    entry that is not a list of names is refused (a string was read as its characters)."""
+    root, _ = dataroot
+    custom = root / "v1.0-trainval" / "splits.json"
+    custom.write_text("{oops")
+    with pytest.raises(SourceError, match=r"splits\.json: nuScenes custom split table is not valid JSON"):
+        load_nuscenes(root, split="tiny")
+    custom.write_text(json.dumps({"tiny": "scene-0001"}))
+    with pytest.raises(SourceError, match=r"splits\.json\['tiny'\]: must be a JSON list of scene names"):
+        load_nuscenes(root, split="tiny")
+    listing = tmp_path / "mine.json"
+    listing.write_text("[oops")
+    with pytest.raises(SourceError, match=r"mine\.json: nuScenes scene list is not valid JSON"):
+        load_nuscenes(root, split=listing)

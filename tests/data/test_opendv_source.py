@@ -25,8 +25,11 @@ from vavam.data.sources.opendv import (
 SIZE = 64
 
 
-def make_video(path: Path, n: int, fps: int) -> Path:
-    """``n`` frames at ``fps``; frame ``i`` shows ``16*(i%16)+8`` on its left half and ``16*(i//16)+8`` on its right."""
+def make_video(path: Path, n: int, fps: int, first_pts: int = 0) -> Path:
+    """``n`` frames at ``fps``; frame ``i`` shows ``16*(i%16)+8`` on its left half and ``16*(i//16)+8`` on its right.
+
+    ``first_pts``: pts of frame 0 (in frames), for a stream whose timestamps start later than 0.
+    """
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,7 +43,7 @@ def make_video(path: Path, n: int, fps: int) -> Path:
             arr[:, : SIZE // 2] = 16 * (i % 16) + 8
             arr[:, SIZE // 2 :] = 16 * (i // 16) + 8
             frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
-            frame.pts = i
+            frame.pts = first_pts + i
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
@@ -407,3 +410,41 @@ def test_webm_cut_short_by_a_few_frames_is_truncated(tmp_path, audio_s):
                                           r"span \(4\.0\d\d s.*truncated\?"):
         (src,) = load_opendv(meta, tmp_path / "videos")
         list(src.frames(size=(16, 16)))
+
+
+def test_mkv_whose_timestamps_start_late_is_not_truncated(tmp_path):
+    """Matroska declares its end timestamp as the duration: a file whose timestamps start at 1.5 s (cut with stream
+    copy) is 6 s long, not 7.5 s, and is not truncated; one cut short still is."""
+    path = make_video(tmp_path / "videos" / "C" / "late.mkv", 60, 10, first_pts=15)  # pts 1.5 s ... 7.4 s
+    meta = _meta(tmp_path, [_row("late", start=1.0, end=1.0), _row("latecut", start=1.0, end=1.0)])
+    (src,) = load_opendv(meta, tmp_path / "videos", video_ids=["late"])
+    assert (src.trim_start_s, src.trim_end_s) == (1.0, pytest.approx(5.0))
+    frames = list(src.frames())  # stream times [1, 5) s = presentation times [2.5, 6.5) s
+    assert [frame_number(f.image) for f in frames] == list(range(10, 50))
+    assert [f.timestamp_us for f in frames] == [2_500_000 + 100_000 * k for k in range(40)]
+    whole = path.read_bytes()
+    (path.parent / "latecut.mkv").write_bytes(whole[: len(whole) * 6 // 10])
+    (cut,) = load_opendv(meta, tmp_path / "videos", video_ids=["latecut"])
+    with pytest.raises(SourceError, match=r"'latecut'.*truncated"):
+        list(cut.frames())
+
+
+def test_write_frames_with_vavim_metadata_uses_the_video_folder_as_channel(dataset, tmp_path):
+    """The VaViM metadata.csv has no channel column: the frames still go to frames512/<channel>/<video id>/, the
+    channel being the folder of the video file (videos/<channel>/<id>.mp4), as in the authors' extraction."""
+    (src,) = load_opendv(dataset / "metadata.csv", dataset / "videos", split="val")
+    assert src.video.channel == "" and src.extra["channel"] == "Other"
+    folder = write_opendv_frames(src, tmp_path / "frames512", size=(16, 32))
+    assert folder == tmp_path / "frames512" / "Other" / "q-9Z"
+    assert len(list(folder.glob("f_*.jpg"))) == 13
+
+
+def test_requested_video_ids_must_be_in_the_metadata(dataset):
+    """A video id that the metadata does not list (a typo) is refused, naming it, instead of selecting nothing."""
+    message = r"metadata\.csv: 1 requested OpenDV video\(s\) not in the metadata.*plain1\b"
+    with pytest.raises(SourceError, match=message):
+        load_opendv(dataset / "metadata.csv", dataset / "videos", split="train", video_ids=["plain1"])
+    # listed but of the other split: filtered, not an error; a single id may be given as a string
+    assert len(load_opendv(dataset / "metadata.csv", dataset / "videos", split="train", video_ids=["q-9Z"])) == 0
+    (src,) = load_opendv(dataset / "metadata.csv", dataset / "videos", split="train", video_ids="plain10")
+    assert src.name == "plain10"

@@ -384,6 +384,11 @@ def _load_log(
         ):
             problems[i] = r
     unmatched = int(len(frames.timestamps) - sum(len(idx) for _, idx in groups))
+    if not groups:  # no lidar_pc carries a scene: every image would be dropped without a word
+        scene_problem(log, f"none of its {len(frames.timestamps)} {camera} images lies in a scene (no lidar_pc row "
+                      f"with a scene_token; group='log' reads the log whole) in {db}", skip_bad=skip_bad,
+                      skipped=skipped)  # fmt: skip
+        return []
     records = []
     for name, idx in groups:
         if len(idx) == 0:

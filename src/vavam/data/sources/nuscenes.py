@@ -101,13 +101,24 @@ def _by_token(rows: list[dict[str, Any]], table: str, table_dir: Path) -> dict[s
 # ------------------------------------------------------------------------------------- splits
 
 
+def _read_json(path: Path, what: str) -> Any:
+    """A JSON file's content; unreadable or invalid JSON raises :class:`SourceError` naming the file."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SourceError(f"{path}: {what} is not valid JSON ({exc})") from exc
+
+
 def _read_name_list(path: Path) -> list[str]:
-    text = path.read_text(encoding="utf-8")
     if path.suffix == ".json":
-        names = json.loads(text)
+        names = _read_json(path, "nuScenes scene list")
         if not isinstance(names, list):
             raise SourceError(f"{path}: a scene list file must hold a JSON list of scene names")
         return [str(n) for n in names]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceError(f"{path}: cannot read the nuScenes scene list ({exc})") from exc
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
@@ -125,9 +136,12 @@ def resolve_split(split: SplitSpec, version: str, scene_names: Sequence[str], ta
     if isinstance(split, (str, os.PathLike)) and not (isinstance(split, str) and split in _NAMED_SPLITS):
         custom = table_dir / "splits.json"
         if isinstance(split, str) and custom.is_file():
-            table = json.loads(custom.read_text(encoding="utf-8"))
+            table = _read_json(custom, "nuScenes custom split table")
             if isinstance(table, dict) and split in table:
-                return _custom(split, [str(n) for n in table[split]], available, f"{custom}[{split!r}]")
+                names = table[split]
+                if not isinstance(names, list):
+                    raise SourceError(f"{custom}[{split!r}]: must be a JSON list of scene names, got {names!r}")
+                return _custom(split, [str(n) for n in names], available, f"{custom}[{split!r}]")
         path = Path(split)
         if path.is_file():
             return _custom(path.stem, _read_name_list(path), available, str(path))

@@ -484,9 +484,16 @@ def _video_stream_end(container: Any, stream: Any, rate: float | None) -> float 
     not the video's end. It is returned only when the packets of *all* streams stop more than 1.5
     frames before it (the decoder's tolerance for the end of the kept span: the file is cut short):
     the decoder then reports the video as truncated, naming it.
+
+    Where the container's declared end lies depends on the format: Matroska / WebM declare the
+    segment's end timestamp (FFmpeg reports it as the duration as is, even when the timestamps start
+    later than 0, e.g. a file cut with stream copy), other formats a length counted from the start time.
     """
     s0 = float((stream.start_time or 0) * stream.time_base)
-    c_end = None if container.duration is None else (container.duration + (container.start_time or 0)) / 1e6
+    c_end = None
+    if container.duration is not None:
+        matroska = "matroska" in str(getattr(container.format, "name", "") or "")
+        c_end = (container.duration + (0 if matroska else (container.start_time or 0))) / 1e6
     video_end = data_end = None
     # From near the end first; from the start when that fails or finds no video packet (the video ends
     # more than _END_PROBE_S before the other streams).
@@ -582,7 +589,7 @@ def load_opendv(
         trim: ``exact`` keeps ``[discard_start, duration - discard_end)``; ``reference`` reproduces
             the authors' ffmpeg span ``[discard_start, min(duration, duration - discard_end + discard_start))``.
         subset: keep only rows of this subset (e.g. ``Mini`` in the official sheet).
-        video_ids: keep only these videos (VaViM ids or YouTube ids).
+        video_ids: keep only these videos (VaViM ids or YouTube ids); each must be in the metadata.
         check_videos: open each video to read its duration now (needed to place the end cut; when
             False the metadata duration is used and a missing duration raises).
 
@@ -598,12 +605,20 @@ def load_opendv(
     meta_path, video_root = Path(meta_path), Path(video_root)
     skipped = SkipLog()
     videos = read_opendv_metadata(meta_path, skipped if skip_bad else None)
+    if video_ids is not None:
+        wanted = {opendv_video_id(str(v).strip()) for v in ([video_ids] if isinstance(video_ids, str) else video_ids)}
+        # an id the metadata does not list is a mistake (a typo would otherwise silently select nothing);
+        # ids of rows that skip_bad dropped are already in the skip log.
+        unknown = sorted(wanted - {v.video_id for v in videos} - {row[0] for row in skipped.rows})
+        if unknown:
+            raise SourceError(
+                f"{meta_path}: {len(unknown)} requested OpenDV video(s) not in the metadata, e.g. {unknown[:5]}"
+            )
     if split is not None:
         videos = [v for v in videos if v.split == split.strip().lower()]
     if subset is not None:
         videos = [v for v in videos if v.subset == subset]
     if video_ids is not None:
-        wanted = {opendv_video_id(v) for v in video_ids}
         videos = [v for v in videos if v.video_id in wanted]
     if not video_root.is_dir():
         raise SourceError(f"{video_root}: OpenDV video folder does not exist")
@@ -652,6 +667,14 @@ def _make_source(
             f"{video.discard_start:g} s, discard_end {video.discard_end:g} s"
         )
     hint = max(1, math.ceil((end - start) * fps))
+    # The channel is the folder the video lies in (videos/<channel>/<id>.<ext>) when the metadata has none
+    # (the VaViM metadata.csv), as the authors' frame extraction takes it from the video's path.
+    channel = video.channel
+    if not channel and path.parent != finder.root:
+        try:
+            channel = path.parent.relative_to(finder.root).as_posix()
+        except ValueError:
+            channel = ""
     return OpenDVVideoSource(
         name=video.video_id,
         path=path,
@@ -659,7 +682,7 @@ def _make_source(
         fps=fps,
         num_frames_hint=hint,
         timestamps_from="pts",
-        extra={"channel": video.channel, "split": video.split, "source_fps": rate},
+        extra={"channel": channel, "split": video.split, "source_fps": rate},
         trim_start_s=start,
         trim_end_s=end,
         video=video,
@@ -709,7 +732,8 @@ def write_opendv_frames(
     """Write one video's kept frames as JPEGs in the authors' layout; returns the frame folder.
 
     Layout: ``<out_root>/<channel>/<video id>/f_000001.jpg, f_000002.jpg, ...`` (numbered from 1;
-    ``<out_root>/<video id>/`` when the channel is unknown), resized to ``size`` (H, W) = 288x512 by
+    ``<out_root>/<video id>/`` when the channel is unknown: neither in the metadata nor a folder of the
+    video file under the video root), resized to ``size`` (H, W) = 288x512 by
     default (aspect forced, like ffmpeg ``scale=512:288``). With ``timestamps`` a
     ``timestamps.json`` sidecar (µs per frame, read by :meth:`FrameSource.from_image_folder`)
     keeps the exact frame times. Existing frames of that video are replaced.
