@@ -82,3 +82,14 @@ def test_future_boxes_are_expressed_in_the_current_ego_frame():
     assert late[2] is not None and late[3] is None and late[5] is None  # frames 8 ... do not exist
     assert future_boxes(SceneRecord(name="nb", timestamps=ts, translations=trans, rotations=rot,
                                     intrinsics=np.eye(3)), 0) is None
+
+
+def test_a_nan_plan_is_refused_not_counted_as_clear():
+    """A NaN waypoint overlaps no box, so a NaN plan counted as a plan that does not collide (rate biased down)."""
+    boxes = [[None, None, None, _box(23.0, 0.0), None, None]]
+    bad = STRAIGHT.copy()
+    bad[2, 1] = np.nan
+    with pytest.raises(ValueError, match=r"plans: window 0, sample 1 holds NaN or infinite coordinates"):
+        planned_collisions(np.stack([STRAIGHT, bad])[None], boxes)
+    with pytest.raises(ValueError, match=r"trajectory: waypoint 2 holds NaN or infinite"):
+        trajectory_collides(bad, boxes[0])

@@ -156,3 +156,48 @@ def test_frechet_distance_of_few_samples_is_finite_without_scipy_warning_and_say
     assert rank_deficiency(5, 16) == ("5 windows for 16-d features: the covariances are rank-deficient (at most 4 of "
                                       "16 dimensions), so the Fréchet distances are biased upward; compare them only "
                                       "with evaluations of the same number of windows")
+
+
+def test_accumulator_refuses_commands_outside_right_left_straight():
+    """A window's -1 ("no command") or any other code counted in "all" but in no command's row, silently; a
+    command list of the wrong length failed with a bare IndexError. Both are refused naming ``commands``, before
+    any sum changes."""
+    acc = OpenLoopAccumulator()
+    gt = torch.stack([_line(10.0)] * 2)
+    pred = torch.stack([_line(10.0, 1.0), _line(10.0, 2.0)])[:, None]
+    with pytest.raises(ValueError, match=r"commands: window 1 \(scene 'b' frame 7\) has command -1; expected 0"):
+        acc.update(pred, gt, torch.tensor([2, -1]), windows=["scene 'a' frame 3", "scene 'b' frame 7"])
+    with pytest.raises(ValueError, match=r"commands: window 0 has command 3"):
+        acc.update(pred, gt, torch.tensor([3, 0]))
+    with pytest.raises(ValueError, match=r"commands must be \[N\] with N=2, got \[3\]"):
+        acc.update(pred, gt, torch.tensor([0, 1, 2]))
+    assert acc.compute()["all"]["count"] == 0  # nothing was added
+    acc.update(pred, gt, torch.tensor([2, 1]))
+    res = acc.compute()
+    assert res["all"]["count"] == res["left"]["count"] + res["right"]["count"] + res["straight"]["count"] == 2
+
+
+def test_mean_baseline_refuses_undefined_commands():
+    """``predict(-1)`` returned the "straight" mean (a negative index wraps around); ``fit`` left -1 windows out
+    of every command's mean."""
+    base = MeanTrajectoryBaseline().fit(torch.stack([_line(2.0), _line(4.0)]), torch.tensor([2, 1]))
+    with pytest.raises(ValueError, match=r"predict: commands: window 1 has command -1"):
+        base.predict(torch.tensor([2, -1]))
+    with pytest.raises(ValueError, match=r"fit: commands: window 0 has command -1"):
+        MeanTrajectoryBaseline().fit(torch.stack([_line(2.0), _line(4.0)]), torch.tensor([-1, 1]))
+    with pytest.raises(ValueError, match=r"fit: commands must be \[N\] with N=2"):
+        MeanTrajectoryBaseline().fit(torch.stack([_line(2.0), _line(4.0)]), torch.tensor([2]))
+
+
+def test_accumulator_refuses_partly_unknown_or_non_binary_collision_flags():
+    """A NaN flag beside known ones dropped the whole window from the collision rate without a word (only a
+    window without boxes is NaN throughout); a flag of 2 pushed the rate above the share of colliding plans."""
+    gt = torch.stack([_line(10.0)] * 2)
+    pred = gt[:, None].repeat(1, 2, 1, 1)  # [2, K=2, 6, 2]
+    acc = OpenLoopAccumulator()
+    with pytest.raises(ValueError, match=r"collisions: window 0 \(w0\) holds \[1\.0, nan\]; expected 1 / 0"):
+        acc.update(pred, gt, torch.tensor([2, 2]), torch.tensor([[1.0, math.nan], [0.0, 0.0]]), windows=["w0", "w1"])
+    with pytest.raises(ValueError, match=r"collisions: window 1 holds \[2\.0, 0\.0\]"):
+        acc.update(pred, gt, torch.tensor([2, 2]), torch.tensor([[1.0, 0.0], [2.0, 0.0]]))
+    acc.update(pred, gt, torch.tensor([2, 2]), torch.tensor([[1.0, 0.0], [math.nan, math.nan]]))
+    assert acc.compute()["all"]["collision_rate"] == pytest.approx(0.5)

@@ -180,3 +180,22 @@ def test_run_video_with_plan_overlay(tmp_path):
     with av.open(str(path)) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(frames) == len(res.poses) and frames[0].shape == (36, 64, 3)
+
+
+def test_ncap_score_refuses_impossible_speeds():
+    """A negative impact speed scored above 4 for a crash, a NaN speed silently scored 0."""
+    assert ncap_score(True, 0.0, 0.0) == 0.0 and ncap_score(False, math.nan, math.nan) == 5.0
+    for args, name in (((-1.0, 10.0), "impact_speed"), ((math.nan, 10.0), "impact_speed"),
+                       ((5.0, math.nan), "reference_speed"), ((5.0, math.inf), "reference_speed"),
+                       ((5.0, -2.0), "reference_speed")):
+        with pytest.raises(ValueError, match=rf"ncap_score: {name} must be a finite speed >= 0"):
+            ncap_score(True, *args)
+
+
+def test_swept_collision_refuses_boxes_that_do_not_match_row_for_row():
+    """One box before and two after broadcast silently: both 'after' boxes were swept from the one 'before' box."""
+    ego = np.array([0.0, 0.0, 0.0, 4.0, 1.85])
+    before = np.array([[0.0, -20.0, 0.0, 4.0, 2.0]])
+    after = np.array([[0.0, -20.0, 0.0, 4.0, 2.0], [0.0, 0.0, 0.0, 4.0, 2.0]])
+    with pytest.raises(ValueError, match=r"others0 \[1, 5\] and others1 \[2, 5\] must hold the same boxes"):
+        swept_collision(ego, ego, before, after)

@@ -95,6 +95,9 @@ def trajectory_collides(
         raise ValueError(f"trajectory must be [W, 2], got {list(traj.shape)}")
     if len(boxes) != len(traj):
         raise ValueError(f"{len(boxes)} box sets for {len(traj)} waypoints")
+    bad = ~np.isfinite(traj).all(1)  # a NaN waypoint overlaps nothing: it would count as "no collision"
+    if bad.any():
+        raise ValueError(f"trajectory: waypoint {int(np.flatnonzero(bad)[0])} holds NaN or infinite coordinates")
     length, width, ahead = ego_box
     yaws = trajectory_yaws(traj)
     for (x, y), yaw, others in zip(traj, yaws, boxes):
@@ -117,6 +120,11 @@ def planned_collisions(
         raise ValueError(f"plans must be [N, K, W, 2], got {list(plans.shape)}")
     if len(boxes) != len(plans):
         raise ValueError(f"{len(boxes)} box lists for {len(plans)} windows")
+    bad = ~np.isfinite(plans).all(axis=(2, 3))  # [N, K]: a NaN plan overlaps nothing and would count as clear
+    if bad.any():
+        n, k = (int(v) for v in np.argwhere(bad)[0])
+        raise ValueError(f"plans: window {n}, sample {k} holds NaN or infinite coordinates "
+                         f"({int(bad.sum())} non-finite plan(s))")
     out = np.full(plans.shape[:2], np.nan)
     for n, window_boxes in enumerate(boxes):
         if window_boxes is None:

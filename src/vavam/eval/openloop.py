@@ -53,6 +53,23 @@ def check_trajectories(pred: torch.Tensor, gt: torch.Tensor, windows: Sequence[s
         raise ValueError(f"ground truth: {name(int(bad_gt.nonzero()[0]))} holds NaN or infinite coordinates")
 
 
+def check_commands(commands: torch.Tensor, n: int | None = None, windows: Sequence[str] | None = None,
+                   what: str = "commands") -> torch.Tensor:
+    """``commands`` as a long ``[n]`` CPU tensor (any length when ``n`` is None) of 0 (right), 1 (left) or
+    2 (straight); a ValueError naming ``what`` (and the window) otherwise. The windows' -1 ("no command": the
+    future leaves the scene) is refused: it would count in no command's group (or, as an index, pick the last one)."""
+    commands = torch.as_tensor(commands).cpu()
+    if commands.ndim != 1 or (n is not None and len(commands) != n):
+        raise ValueError(f"{what} must be [N]{'' if n is None else f' with N={n}'}, got {list(commands.shape)}")
+    bad = ~torch.isin(commands, torch.tensor([int(c) for c in Command], dtype=commands.dtype))
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0])
+        where = f"window {i}" + (f" ({windows[i]})" if windows is not None and i < len(windows) else "")
+        raise ValueError(f"{what}: {where} has command {commands[i].item()!r}; expected 0 (right), 1 (left) or "
+                         f"2 (straight) ({int(bad.sum())} bad of {len(commands)})")
+    return commands.long()
+
+
 def trajectory_errors(pred: torch.Tensor, gt: torch.Tensor, windows: Sequence[str] | None = None,
                       what: str = "pred", checked: bool = False) -> dict[str, torch.Tensor]:
     """Per-window errors of K sampled trajectories against the ground truth.
@@ -104,6 +121,7 @@ class MeanTrajectoryBaseline:
         """``positions [N, 6, 2]``, ``commands [N]`` (0 right, 1 left, 2 straight)."""
         if len(positions) == 0:
             raise ValueError("MeanTrajectoryBaseline.fit: no training trajectories")
+        commands = check_commands(commands, len(positions), what="MeanTrajectoryBaseline.fit: commands")
         overall = positions.double().mean(0)
         means = []
         for c in Command:
@@ -116,7 +134,7 @@ class MeanTrajectoryBaseline:
         """``commands [N]`` -> ``[N, 6, 2]``."""
         if self.means is None:
             raise RuntimeError("MeanTrajectoryBaseline: call fit() first")
-        return self.means[commands.long()]
+        return self.means[check_commands(commands, what="MeanTrajectoryBaseline.predict: commands")]
 
 
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
@@ -158,11 +176,19 @@ class OpenLoopAccumulator:
         :func:`trajectory_errors`). Returns its per-window errors."""
         errors = trajectory_errors(pred, gt, windows, what, checked=checked)
         values = torch.stack([errors[m] for m in self.metrics], dim=1).cpu()  # [N, M]
-        commands = commands.cpu().long()
+        commands = check_commands(commands, pred.shape[0], windows)  # before any sum changes
         if collisions is not None:
             collisions = torch.as_tensor(collisions, dtype=torch.float64).cpu()
             if collisions.shape != pred.shape[:2]:
                 raise ValueError(f"collisions must be [N, K] = {list(pred.shape[:2])}, got {list(collisions.shape)}")
+            # per window: 1 / 0 per plan, or NaN for all of them (no boxes); a NaN beside known flags would drop
+            # the whole window from the rate, a value other than 0 / 1 would pull it off the share of plans
+            ok = ((collisions == 0) | (collisions == 1)).all(1) | collisions.isnan().all(1)  # [N]
+            if not bool(ok.all()):
+                i = int((~ok).nonzero()[0])
+                where = f"window {i}" + (f" ({windows[i]})" if windows is not None else "")
+                raise ValueError(f"collisions: {where} holds {collisions[i].tolist()}; expected 1 / 0 per plan, "
+                                 "or NaN for every plan of a window without boxes")
             per_window = collisions.mean(1)  # [N], NaN without boxes
             known = ~per_window.isnan()
         for c in range(4):

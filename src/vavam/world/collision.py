@@ -42,6 +42,9 @@ def swept_collision(
 
     Returns (fraction of the step, index of the other box) or None.
     """
+    if np.shape(others0) != np.shape(others1):  # numpy would broadcast a single row over all the others
+        raise ValueError(f"others0 {list(np.shape(others0))} and others1 {list(np.shape(others1))} must hold the "
+                         "same boxes, row for row")
     for k in range(1, substeps + 1):
         f = k / substeps
         hit = first_overlap(_lerp_boxes(ego0, ego1, f), _lerp_boxes(others0, others1, f))

@@ -10,9 +10,17 @@ import numpy as np
 
 
 def ncap_score(collided: bool, impact_speed: float = 0.0, reference_speed: float = 0.0) -> float:
-    """5 without collision; else ``4 * max(0, 1 - v_impact / v_reference)`` (0 when v_reference <= 0)."""
+    """5 without collision; else ``4 * max(0, 1 - v_impact / v_reference)`` (0 when v_reference is 0).
+
+    Raises:
+        ValueError: a collision with a NaN, infinite or negative speed (a speed is a norm: such a value would
+            silently score 0, or above 4 for a negative impact speed).
+    """
     if not collided:
         return 5.0
+    for name, v in (("impact_speed", impact_speed), ("reference_speed", reference_speed)):
+        if not math.isfinite(v) or v < 0.0:
+            raise ValueError(f"ncap_score: {name} must be a finite speed >= 0 (m/s), got {v!r}")
     if reference_speed <= 0.0:
         return 0.0
     return 4.0 * max(0.0, 1.0 - impact_speed / reference_speed)
