@@ -184,10 +184,11 @@ def test_preprocess_rules():
     x = preprocess_image(img, (32, 48))  # already the model's size: no resize at all (not via 900x1600)
     assert torch.equal(x, torch.from_numpy(img).permute(2, 0, 1).float() / 255 * 2 - 1)
     big = np.random.default_rng(1).integers(0, 256, (900, 1599, 3), dtype=np.uint8)
-    t = torch.from_numpy(big).permute(2, 0, 1)[None].float() / 255
-    t = torch.nn.functional.interpolate(t, size=(900, 1600), mode="bilinear", antialias=True, align_corners=False)
-    t = torch.nn.functional.interpolate(t, size=(288, 512), mode="bilinear", antialias=True, align_corners=False)
-    assert torch.allclose(preprocess_image(big), (t[0] * 2 - 1).clamp(-1, 1))
+    t = torch.from_numpy(big).permute(2, 0, 1)[None].float()
+    for size in ((900, 1600), (288, 512)):  # each resize on uint8 values, rounded (torchvision's uint8 resize)
+        t = torch.nn.functional.interpolate(t, size=size, mode="bilinear", antialias=True, align_corners=False)
+        t = t.round().clamp(0, 255)
+    assert torch.allclose(preprocess_image(big), (t[0] / 255 * 2 - 1).clamp(-1, 1))
     assert grid_for(576) == (18, 32) and grid_for(128) == (8, 16) and grid_for(24) == (4, 6)
     assert checkpoint_image_size(FakeTokenizer(), FakeModel()) == (288, 512)  # unknown -> the paper's size
 
@@ -429,3 +430,68 @@ def _raises(fn) -> str | None:
     except RuntimeError as exc:
         return str(exc)
     return None
+
+
+def test_preprocess_resizes_uint8_values_like_the_reference_and_the_training_frames():
+    """The reference's NeuroNCAPTransform resizes a uint8 tensor (900x1600 first, then / 3.125), so pixel values
+    are rounded to integers after each resize; the training frames (``vavam.data.frames.preprocess_frame``) are
+    rounded the same way. A served 900x1600 frame must match the training preprocessing of the same frame, and
+    every output value must sit on the uint8 grid (it used to be resized in float, never rounded)."""
+    from vavam.data.frames import preprocess_frame
+
+    rng = np.random.default_rng(3)
+    nuscenes = rng.integers(0, 256, (900, 1600, 3), dtype=np.uint8)
+    served = preprocess_image(nuscenes)  # -> 288 x 512
+    trained = preprocess_frame(nuscenes, divisor=3.125)  # nuScenes: 1600x900 / 3.125
+    assert served.shape == trained.shape == (3, 288, 512)
+    assert torch.allclose(served, trained, rtol=0, atol=1e-6)
+    for image in (rng.integers(0, 256, (900, 1599, 3), dtype=np.uint8), nuscenes):
+        levels = (preprocess_image(image) + 1) / 2 * 255
+        assert torch.allclose(levels, levels.round(), rtol=0, atol=1e-3)
+
+
+def test_num_steps_below_one_is_refused_at_startup():
+    """``--num-steps 0`` used to start a server that answered every request 400 (blaming the request)."""
+    with pytest.raises(ValueError, match="num_steps"):
+        AgentOptions(num_steps=0)
+    assert AgentOptions(num_steps=1).num_steps == 1 and AgentOptions().num_steps is None
+
+
+def test_self_referencing_pickle_is_a_400_naming_the_camera():
+    """A torch payload holding a list that contains itself used to crash the loader with RecursionError: a bare
+    500 with a traceback in the log. It is bad input: 400 naming the field, and the server keeps serving."""
+    import base64
+    import io
+
+    loop: list = []
+    loop.append(loop)
+    buf = io.BytesIO()
+    torch.save(loop, buf)
+    client, _, _ = _client()
+    client = TestClient(client.app, raise_server_exceptions=False)
+    body = _request(0)
+    body["images"]["CAM_FRONT"] = base64.b64encode(buf.getvalue()).decode()
+    r = client.post("/infer", json=body)
+    assert r.status_code == 400 and "images.CAM_FRONT" in r.text, r.text
+    assert client.post("/infer", json=_request(0)).status_code == 200
+
+
+@pytest.mark.parametrize("field, value", [("command", True), ("command", "1"), ("timestamp", True), ("timestamp", "0")])
+def test_booleans_and_strings_are_not_integers(field, value):
+    """JSON ``true`` used to be taken as command 1 (LEFT) or timestamp 1 us, and ``"1"`` as 1, silently."""
+    client, _, model = _client()
+    r = client.post("/infer", json={**_request(0), field: value})
+    assert r.status_code == 422 and field in r.json()["message"], r.text
+    assert model.contexts == []
+    assert client.post("/infer", json={**_request(0), "command": 1.0}).status_code == 200  # an integral number is fine
+
+
+def test_empty_bearer_token_is_refused():
+    """An empty token (e.g. an empty --token-file) used to be accepted: the server then let in any request
+    sending ``Authorization: Bearer`` with nothing after it, and did not warn that it was unprotected."""
+    for token in ("", "  "):
+        with pytest.raises(ValueError, match="token"):
+            create_app(SessionlessPlanner(), token=token)
+    client = TestClient(create_app(SessionlessPlanner(), token="t0k"))
+    assert client.post("/reset", headers={"Authorization": "Bearer"}).status_code == 401
+    assert client.post("/reset", headers={"Authorization": "Bearer t0k"}).status_code == 200

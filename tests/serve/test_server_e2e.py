@@ -94,13 +94,17 @@ def neuroncap_request(front: np.ndarray, timestamp: int, command: int = 2, other
 
 
 def reference_tokens(tok, image: np.ndarray, size=(32, 48)) -> torch.Tensor:
-    """In-process: NeuroNCAP rule (any size -> 900x1600 -> model size), then the tokenizer."""
-    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
+    """In-process: NeuroNCAP rule (any size -> 900x1600 -> model size, rounding to uint8 after each), then the
+    tokenizer."""
+    def resize_u8(x, out):  # on uint8 values, rounded back to integers (torchvision's resize of a uint8 image)
+        return F.interpolate(x, size=out, mode="bilinear", antialias=True, align_corners=False).round().clamp(0, 255)
+
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
     if tuple(x.shape[-2:]) != (900, 1600):
-        x = F.interpolate(x, size=(900, 1600), mode="bilinear", antialias=True, align_corners=False)
-    x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+        x = resize_u8(x, (900, 1600))
+    x = resize_u8(x, size)
     with torch.inference_mode():
-        return tok.encode((x * 2 - 1).clamp(-1, 1))[0]
+        return tok.encode((x / 255.0 * 2 - 1).clamp(-1, 1))[0]
 
 
 def reference_plan(vam, context: list[torch.Tensor], command: int, timestamp: int, frames: int = 4) -> np.ndarray:

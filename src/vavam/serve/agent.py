@@ -45,20 +45,27 @@ def preprocess_image(image: np.ndarray, size: tuple[int, int] = IMAGE_SIZE, neur
 
     An image already of ``size`` is only normalised. Otherwise, with ``neuroncap_rule``, an image
     that is not 900x1600 is first resized to 900x1600 (handles 1599-wide renders), then to ``size``,
-    as the reference server did (900x1600 -> 288x512 is its divide-by-3.125 step).
+    as the reference server did (900x1600 -> 288x512 is its divide-by-3.125 step). Each resize works
+    on the uint8 values and rounds back to integers, as the reference's torchvision resize of a uint8
+    image does (and as :func:`vavam.data.frames.preprocess_frame` does for the training frames).
     """
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected a uint8 H x W x 3 image, got {image.dtype} {list(image.shape)}")
     if not image.flags.writeable or not image.flags.c_contiguous:
         image = np.array(image, copy=True, order="C")
-    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0  # [1, 3, H, W]
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float()  # [1, 3, H, W], 0..255
     size = (int(size[0]), int(size[1]))
+
+    def resize_u8(x: torch.Tensor, out: tuple[int, int]) -> torch.Tensor:
+        x = F.interpolate(x, size=out, mode="bilinear", antialias=True, align_corners=False)
+        return x.round_().clamp_(0.0, 255.0)
+
     if tuple(x.shape[-2:]) != size:
         if neuroncap_rule and tuple(x.shape[-2:]) != NEURONCAP_SIZE:
-            x = F.interpolate(x, size=NEURONCAP_SIZE, mode="bilinear", antialias=True, align_corners=False)
+            x = resize_u8(x, NEURONCAP_SIZE)
         if tuple(x.shape[-2:]) != size:
-            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-    return (x[0] * 2.0 - 1.0).clamp(-1.0, 1.0)
+            x = resize_u8(x, size)
+    return (x[0] / 255.0 * 2.0 - 1.0).clamp(-1.0, 1.0)
 
 
 def grid_for(tokens_per_frame: int, aspect: float = 16 / 9) -> tuple[int, int]:
@@ -181,6 +188,8 @@ class AgentOptions:
     def __post_init__(self) -> None:
         if self.num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+        if self.num_steps is not None and self.num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1 (or None: the checkpoint's own), got {self.num_steps}")
         if self.reduction not in ("first", "mean", "medoid"):
             raise ValueError(f"unknown reduction {self.reduction!r} (first, mean, medoid)")
         if self.dtype not in ("fp32", "bf16"):

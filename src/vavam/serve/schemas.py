@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from vavam.io import safe_torch_loads
 from vavam.types import NUM_WAYPOINTS
@@ -50,6 +50,14 @@ class ModelInput(BaseModel):
             raise ValueError("ego2world must be a 4x4 matrix")
         if not np.isfinite(np.asarray(value, dtype=np.float64)).all():
             raise ValueError("ego2world has non-finite entries")
+        return value
+
+    @field_validator("command", "timestamp", mode="before")
+    @classmethod
+    def _integer_not_bool_or_text(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax int turns JSON true into 1 (LEFT, or 1 us) and "1" into 1: refuse both by name
+        if isinstance(value, (bool, str, bytes)):
+            raise ValueError(f"{info.field_name} must be an integer, got {type(value).__name__} {value!r:.40}")
         return value
 
     @field_validator("command")
@@ -133,7 +141,10 @@ def decode_image(payload: str, name: str = "image", max_pixels: int = MAX_IMAGE_
         except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
             raise ValueError(f"{name}: corrupt PNG/JPEG ({exc})") from exc
     else:
-        obj = safe_torch_loads(data, source=name)
+        try:
+            obj = safe_torch_loads(data, source=name)
+        except RecursionError as exc:  # e.g. a pickled list that contains itself
+            raise ValueError(f"{name}: payload nests too deeply (or refers to itself), expected a uint8 tensor") from exc
         if not isinstance(obj, torch.Tensor):
             raise ValueError(f"{name}: payload holds a {type(obj).__name__}, expected a uint8 tensor")
         if obj.layout != torch.strided or obj.dtype != torch.uint8:

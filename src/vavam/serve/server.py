@@ -116,6 +116,13 @@ async def _send_json(send, status: int, body: dict, headers: dict[str, str] | No
     await send({"type": "http.response.body", "body": data})
 
 
+def _check_token(token: str | None) -> None:
+    """Refuse an empty bearer token: the guard would then let ``Authorization: Bearer`` through."""
+    if token is not None and not token.strip():
+        raise ValueError("token: the bearer token is empty (an empty --token or --token-file would let anyone "
+                         "in); give a non-empty token, or none to serve without one")
+
+
 def _accepts(fn, name: str) -> bool:
     try:
         return name in inspect.signature(fn).parameters
@@ -149,6 +156,7 @@ def create_app(
         max_body_bytes: larger request bodies get 413 (None: no limit).
         session_header: header naming the client's session (absent: ``default``).
     """
+    _check_token(token)
     app = FastAPI(title="vavam model server", description="NeuroNCAP-compatible VaVAM planner")
     app.add_middleware(_Guard, token=token, max_body_bytes=max_body_bytes)
     timed = getattr(planner, "plan_timed", None)
@@ -360,6 +368,7 @@ def serve(
 
     if token_file is not None:
         token = Path(token_file).read_text(encoding="utf-8").strip()
+    _check_token(token)  # before the (slow) checkpoint load
     from vavam.checks import image_size_arg
 
     size = image_size_arg(image_height, image_width)
