@@ -136,6 +136,17 @@ def test_kitti_step_single_frames_and_windows(tmp_path):
         KittiStepProbeData(tmp_path, "train", window=8, frame_step=5)
 
 
+def test_kitti_step_resize_truncates_the_long_side_as_the_reference(tmp_path):
+    # torchvision's Resize(288) (reference kitti.py) gives int(288 * 1242 / 375) = int(953.86) = 953 columns, then the
+    # centre crop starts at column 220; rounding to 954 would shift the crop by one column and rescale it
+    _kitti(tmp_path, sequences=("0000",), frames=1)
+    data = KittiStepProbeData(tmp_path, "train")
+    assert data._size(375, 1242) == (288, 953) and data._size(375, 1224) == (288, 940)
+    assert data._size(1242, 375) == (953, 288)
+    t = data[0].target  # car from input column 621: resized column ceil(621 * 953 / 1242) = 477 -> crop column 257
+    assert (t[20:, 256] == 0).all() and (t[20:, 257] == 13).all()
+
+
 def test_kitti_step_missing_paths(tmp_path):
     with pytest.raises(ProbeDataError, match="images/val"):
         KittiStepProbeData(tmp_path, "val")

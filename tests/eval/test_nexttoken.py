@@ -106,6 +106,32 @@ def test_out_of_vocabulary_tokens_name_the_store_scene_or_dataset(tmp_path):
         fitted.cross_entropy(torch.zeros(1, 2, 1, 2, dtype=torch.long), "heldout")
 
 
+def test_per_position_baseline_refuses_a_transposed_grid():
+    # 2x3 and 3x2 frames have the same number of positions, but position r*w + c is another pixel
+    fitted = FrequencyBaseline(VOCAB, per_position=True).fit(torch.zeros(3, 2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="heldout: frames of 3x2 tokens, the per-position baseline was fitted on "
+                                         "frames of 2x3 tokens"):
+        fitted.cross_entropy(torch.zeros(1, 2, 3, 2, dtype=torch.long), "heldout")
+    unigram = FrequencyBaseline(VOCAB, per_position=False).fit(torch.zeros(3, 2, 3, dtype=torch.long))
+    assert unigram.cross_entropy(torch.zeros(1, 2, 3, 2, dtype=torch.long))[1] == 11  # pooled: any grid
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_baselines_score_windows_on_the_model_device():
+    # `vavam eval nexttoken --device cuda --train-tokens ...` moves the windows to the GPU; the counts stay on the CPU
+    frames = torch.from_numpy(np.random.default_rng(0).integers(0, VOCAB, size=(6, 2, 3)))
+    windows = torch.from_numpy(np.random.default_rng(1).integers(0, VOCAB, size=(3, 2, 2, 3)))
+
+    class OnDevice(_Uniform):
+        def forward(self, tokens):
+            return super().forward(tokens).to(tokens.device)
+
+    on_cpu = evaluate_next_token(OnDevice(), {"val": windows}, frames)
+    on_gpu = evaluate_next_token(OnDevice(), {"val": windows.cuda()}, frames)
+    for row in ("unigram frequency", "per-position frequency"):
+        assert on_gpu["val"][row]["cross_entropy"] == pytest.approx(on_cpu["val"][row]["cross_entropy"])
+
+
 def test_windows_across_a_missing_frame_are_left_out_and_counted(tmp_path):
     """Non-overlapping windows tile each scene; one whose frames are not evenly spaced in time (a frame missing
     from the scene) leaves its place empty, and the evaluation says how many it left out."""

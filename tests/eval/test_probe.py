@@ -172,6 +172,19 @@ def test_rare_label_sampling_prefers_rare_classes():
     assert mem.features.norm(dim=-1).allclose(torch.ones(len(mem)))
 
 
+def test_label_less_patches_come_after_every_labelled_one():
+    # The reference multiplies only the labelled patches' scores by U(0, 1); a label-less patch (all ignore pixels)
+    # keeps 1e6 and is never kept while a labelled patch is left. Here the labelled patches hold many classes
+    # shared by all of them (score 100 * 1000 * U), so a label-less patch scaled by U would often undercut them.
+    n, p, k = 200, 101, 1000
+    presence = torch.zeros(n, p, k, dtype=torch.bool)
+    presence[:, 1:] = True  # patch 0: no label
+    chosen = select_patches(presence, 100, torch.Generator().manual_seed(0))
+    assert not (chosen == 0).any()
+    # when labelled patches run out, label-less ones fill the memory
+    assert (select_patches(presence[:, :3], 3, torch.Generator().manual_seed(0)) == 0).any(1).all()
+
+
 def test_depth_bins_over_the_batch():
     depth = torch.tensor([[[0.0, 10.0]], [[5.0, 20.0]]])
     assert depth_bins(depth).tolist() == [[[0, 127]], [[63, 254]]]  # (d - 0) / 20 * 255, top bin 254

@@ -119,14 +119,20 @@ class FrequencyBaseline:
     def cross_entropy(self, tokens: torch.Tensor, name: str = "tokens") -> tuple[float, int]:
         """(sum of -log p over the targets, number of targets) for windows ``[N, T, h, w]``.
 
-        Targets are all tokens but the first of each window, as for the model.
+        Targets are all tokens but the first of each window, as for the model. The windows may lie on any device
+        (the counts stay on the CPU, where the windows are scored).
         """
-        tokens = tokens.long()
+        tokens = torch.as_tensor(tokens).long().cpu()
+        if tokens.ndim != 4:
+            raise ValueError(f"{name}: expected windows [N, T, h, w], got shape {tuple(tokens.shape)}")
         n, t, h, w = tokens.shape
         logp_table = self.log_probs()
         if self.per_position and logp_table.shape[0] != h * w:
             raise ValueError(f"{name}: frames of {h}x{w} tokens, the per-position baseline was fitted on "
                              f"{logp_table.shape[0]} positions per frame")
+        if self.per_position and self._grid is not None and (h, w) != self._grid:
+            raise ValueError(f"{name}: frames of {h}x{w} tokens, the per-position baseline was fitted on frames of "
+                             f"{self._grid[0]}x{self._grid[1]} tokens")
         flat = tokens.reshape(n, t * h * w)[:, 1:]  # [N, L-1] targets
         if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= self.vocab_size):
             raise ValueError(f"{name}: token ids outside [0, {self.vocab_size}) (min {int(flat.min())}, "

@@ -9,7 +9,7 @@ Protocol (reference §5.2), for feature maps ``[N, h, w, d]`` whose patch ``(i, 
    segmentation, 100 for depth: the reference's "x10" / "x100"), chosen with a preference for rare
    labels: the set of classes present in each patch is computed, a class's frequency is the number of
    the image's patches containing it, a patch's score is the sum of the frequencies of its classes
-   (1e6 for a patch without any label), multiplied by U(0, 1); the lowest scores are kept. For depth,
+   multiplied by U(0, 1) (1e6, unscaled, for a patch without any label); the lowest scores are kept. For depth,
    the depth values of the images added together are min-max normalised and cut into 255 bins that
    play the role of classes. Stored values: the patch's class histogram (segmentation) or its mean
    depth (depth; the reference stores the patch's raw depths and averages them after the transfer,

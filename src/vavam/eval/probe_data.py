@@ -366,8 +366,9 @@ class KittiStepProbeData(ProbeDataset):
         return self.root / "kitti_depth" / self.split / f"{seq}_{image.stem}_depth.png"
 
     def _size(self, h: int, w: int) -> tuple[int, int]:
-        scale = self.short_side / min(h, w)
-        return (self.short_side, round(w * scale)) if h <= w else (round(h * scale), self.short_side)
+        # the long side is truncated, as torchvision's Resize(short_side) of the reference: 375x1242 -> 288x953
+        s = self.short_side
+        return (s, int(s * w / h)) if h <= w else (int(s * h / w), s)
 
     def _load(self, frame_paths: list[Path]) -> ProbeSample:
         frames = []

@@ -5,11 +5,12 @@ For feature maps ``[N, h, w, d]`` whose patch ``(i, j)`` covers the ``P_h x P_w`
 ``patches_per_image`` patches (default 10 for segmentation, 100 for depth: the reference's "x10" /
 "x100"), chosen with a preference for rare labels: the set of classes present in each patch is
 computed, a class's frequency is the number of the image's patches containing it, a patch's score is
-the sum of the frequencies of its classes (1e6 for a patch without any label), multiplied by U(0, 1);
-the lowest scores are kept. For depth, the depth values of the images added together are min-max
-normalised and cut into 255 bins that play the role of classes. Stored values: the patch's class
-histogram (segmentation) or its mean depth (depth; the reference stores the patch's raw depths and
-averages them after the transfer, which gives the same prediction because the transfer is linear).
+the sum of the frequencies of its classes, multiplied by U(0, 1) (1e6, unscaled, for a patch without any
+label: it comes after every labelled one); the lowest scores are kept. For depth, the depth values of
+the images added together are min-max normalised and cut into 255 bins that play the role of classes.
+Stored values: the patch's class histogram (segmentation) or its mean depth (depth; the reference
+stores the patch's raw depths and averages them after the transfer, which gives the same prediction
+because the transfer is linear).
 
 **Fix of the reference's label memory** (reference §8.15): the reference remaps ignore pixels (255) to
 class 0 before building the memory's patch histograms, so void areas vote for class 0 (road on
@@ -111,8 +112,10 @@ def select_patches(presence: torch.Tensor, per_image: int, generator: torch.Gene
     present = presence.float()
     freq = present.sum(1, keepdim=True)  # [N, 1, K] patches of the image holding each class
     score = (present * freq).sum(-1)  # [N, P]
-    score = torch.where(presence.any(-1), score, torch.full_like(score, NO_LABEL_SCORE))
+    # as the reference, only labelled patches get the U(0, 1) factor: a label-less patch keeps 1e6 and so comes
+    # after every labelled one (scaled by U it could undercut a labelled patch and enter the memory as all-zero)
     score = score * torch.rand(score.shape, generator=generator)
+    score = torch.where(presence.any(-1), score, torch.full_like(score, NO_LABEL_SCORE))
     return score.topk(per_image, dim=1, largest=False).indices
 
 
