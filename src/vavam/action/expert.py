@@ -54,7 +54,7 @@ class ActionEncoder(nn.Module):
         """
         horizon = x.shape[2]
         a = self.action_proj(x)  # [B, G, H, e]
-        a = a + self.command_emb(command)[:, :, None, :]
+        a = a + self.command_emb(command.long())[:, :, None, :]  # any integer dtype the checks accept
         if self.speed_proj is not None:
             if speed is None:
                 raise ValueError("this model reads the ego speed (config.ego_speed): pass speed [B, G] in m/s")

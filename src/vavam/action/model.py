@@ -101,8 +101,14 @@ class VideoActionModel(nn.Module):
                              f"got {tuple(x_t.shape)}")
         b, t_frames, horizon, _ = x_t.shape
         check_finite(x_t, "x_t")
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != (b, t_frames):
+            what = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"t must hold one flow time per sample and frame, [B, T] = {(b, t_frames)}, got {what}")
         check_finite(t, "t")
         check_commands(command, (b, t_frames))
+        if not isinstance(tokens, torch.Tensor) or tokens.dim() != 4:
+            what = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+            raise ValueError(f"tokens must be [B, T, h, w], got {what}")
         if tokens.shape[:2] != (b, t_frames):
             raise ValueError(f"tokens {tuple(tokens.shape)} and actions {tuple(x_t.shape)} disagree on [B, T]")
         speed = self._check_speed(speed, (b, t_frames))
@@ -153,8 +159,12 @@ class VideoActionModel(nn.Module):
             visual = [(k.repeat_interleave(repeats, dim=0), v.repeat_interleave(repeats, dim=0)) for k, v in visual]
         if noise is None:
             noise = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
+        else:
+            check_finite(noise, "noise")
         if t is None:
             t = flow.sample_time(tuple(x1.shape[:2]), sig_min=c.flow_sig_min, generator=generator, device=x1.device)
+        else:
+            check_finite(t, "t")
         x_t = flow.interpolate(noise, x1, t, c.flow_sig_min)
         v = self.velocity(x_t, t.to(x1.dtype), command, tokens, visual=visual, speed=speed)
         squared = (v - flow.target_velocity(noise, x1, c.flow_sig_min)) ** 2  # [B·R, T, H, 2]
@@ -184,13 +194,15 @@ class VideoActionModel(nn.Module):
             command: long ``[B]`` (that of the last context frame; ``[B, 1]`` accepted).
             num_samples: K.
             num_steps: Euler steps (None: the config's ``num_inference_steps``).
-            noise: the state at t = 0 in model units ``[B, K, H, 2]`` (default N(0, I) from ``generator``).
+            noise: the state at t = 0 in model units ``[B, K, H, 2]`` (default N(0, I) from ``generator``, drawn on
+                the generator's device, the CPU without one).
             return_intermediate: also return the trajectory after each step, ``[S, B, K, H, 2]`` metres.
             speed: ego speed at the last context frame, m/s ``[B]`` (``[B, T]``: the last column is used);
                 needed with ``config.ego_speed``, else ignored.
 
         Returns:
-            trajectories in metres ``[B, K, H, 2]`` (x forward, y left).
+            trajectories in metres ``[B, K, H, 2]`` (x forward, y left), on ``tokens``' device (the inputs are
+            moved to the model's device for the computation).
         """
         c = self.config
         if tokens.dim() != 4:
@@ -202,20 +214,26 @@ class VideoActionModel(nn.Module):
         check_positive_int(num_steps, "num_steps")
         if tokens.shape[1] > c.video.num_frames:
             raise ValueError(f"{tokens.shape[1]} context frames exceed the model's {c.video.num_frames}")
-        if command.dim() == 2:  # [B, T]: that of the last context frame
+        if isinstance(command, torch.Tensor) and command.dim() == 2:  # [B, T]: that of the last context frame
             command = command[:, -1]
         check_commands(command, (b,))
         if speed is not None and torch.as_tensor(speed).dim() == 2:  # [B, T]: that of the last context frame
             speed = torch.as_tensor(speed)[:, -1]
         speed = self._check_speed(speed, (b,))
         param = self.expert.readout.weight
-        if noise is None:
-            noise = torch.randn((b, k, c.horizon, c.action_dim), generator=generator, dtype=param.dtype)
-            noise = noise.to(param.device)
+        out_device = tokens.device  # inputs may live elsewhere than the model: computed there, returned here
+        tokens, command = tokens.to(param.device), command.to(param.device)
+        if noise is None:  # drawn where the generator lives (CPU without one), then moved to the model
+            where = generator.device if generator is not None else "cpu"
+            shape = (b, k, c.horizon, c.action_dim)
+            noise = torch.randn(shape, generator=generator, device=where, dtype=param.dtype).to(param.device)
         elif noise.shape != (b, k, c.horizon, c.action_dim):
-            raise ValueError(f"noise must be [B, K, H, 2] = {(b, k, c.horizon, c.action_dim)}, got {tuple(noise.shape)}")
+            raise ValueError(
+                f"noise must be [B, K, H, 2] = {(b, k, c.horizon, c.action_dim)}, got {tuple(noise.shape)}"
+            )
         else:
             check_finite(noise, "noise")
+            noise = noise.to(device=param.device, dtype=param.dtype)
         cache = VisualKVCache(self.visual_kv(tokens), k * c.horizon)
         mask = action_rows_samples(cache.num_visual, k, c.horizon, device=noise.device)
         commands = command[:, None].expand(b, k)  # [B, K]
@@ -235,5 +253,6 @@ class VideoActionModel(nn.Module):
             traj = traj + prior
         if return_intermediate:
             states = states * c.action_scaling
-            return traj, states if prior is None else states + prior
-        return traj
+            states = states if prior is None else states + prior
+            return traj.to(out_device), states.to(out_device)
+        return traj.to(out_device)

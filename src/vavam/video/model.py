@@ -79,7 +79,7 @@ class VideoGPT(nn.Module):
         if (start + tokens.shape[1] - 1) // p >= self.config.num_frames:
             raise ValueError(f"position {start + tokens.shape[1] - 1} is beyond {self.config.num_frames} frames")
         temporal = pos // p
-        return self.token_emb(tokens) + self.spatial_pos_emb(pos % p) + self.temporal_pos_emb(temporal)
+        return self.token_emb(tokens.long()) + self.spatial_pos_emb(pos % p) + self.temporal_pos_emb(temporal)
 
     def embed_frames(self, tokens: torch.Tensor) -> torch.Tensor:
         """long ``[B, T, h, w]`` -> embeddings ``[B, T·h·w, d]`` (sequence order)."""

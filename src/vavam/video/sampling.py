@@ -58,7 +58,8 @@ def generate_frames(
         return_step_logits: also return the readout output before temperature/top-k at each step.
 
     Returns:
-        long ``[B, F, h, w]``; with ``return_step_logits`` also float ``[B, F·h·w, V]``.
+        long ``[B, F, h, w]``; with ``return_step_logits`` also float ``[B, F·h·w, V]``; on ``context``'s device
+        (generation runs on the model's; a ``generator`` must live there when sampling).
 
     When ``T0`` plus the frames generated so far reach the model's ``num_frames``, the context is
     trimmed to its last ``num_frames - 1`` frames before the next frame (and the cache recomputed).
@@ -75,7 +76,13 @@ def generate_frames(
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
     p = h * w
+    if p > model.config.tokens_per_frame:
+        raise ValueError(
+            f"context grid {h}x{w} has more than the model's {model.config.tokens_per_frame} tokens per frame"
+        )
     max_frames = model.config.num_frames
+    out_device = context.device  # the context may live elsewhere than the model: generated there, returned here
+    context = context.to(model.token_emb.weight.device)
     if max_frames < 2:
         raise ValueError("the model must hold at least 2 frames to generate")
     window = context[:, -(max_frames - 1) :] if t0 >= max_frames else context  # [B, T, h, w]
@@ -117,8 +124,8 @@ def generate_frames(
     if return_step_logits:
         v = model.config.vocab_size
         logits_all = torch.stack(step_logits, dim=1) if step_logits else context.new_zeros(b, 0, v, dtype=torch.float)
-        return out, logits_all
-    return out
+        return out.to(out_device), logits_all.to(out_device)
+    return out.to(out_device)
 
 
 def _full_last_logits(model: VideoGPT, seq: torch.Tensor, tokens_per_frame: int) -> torch.Tensor:
