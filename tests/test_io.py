@@ -168,3 +168,13 @@ def test_checkpoint_of_another_kind_is_named(tmp_path):
     folder = io.save_checkpoint(tmp_path / "ckpt", {"w": torch.zeros(1)}, vq_tiny())
     with pytest.raises(ValueError, match="holds a VQConfig, not a VideoConfig"):
         io.load_checkpoint(folder, expected=VideoConfig)
+
+
+@pytest.mark.parametrize("data", [pickle.dumps({"scenes": list(range(50))}, protocol=2)[:20],  # truncated
+                                  b"\x80\x02ccollections\ndefaultdict\nK\x01\x85R.",  # an allowed global called badly
+                                  b"not a pickle at all"], ids=["truncated", "crafted", "garbage"])
+def test_unreadable_pickle_is_a_value_error_naming_the_file(tmp_path: Path, data: bytes):
+    path = tmp_path / "index.pkl"
+    path.write_bytes(data)
+    with pytest.raises(ValueError, match="index.pkl: cannot read as a pickle"):
+        io.safe_pickle_load(path)

@@ -246,11 +246,24 @@ def safe_torch_loads(data: bytes, source: str = "<bytes>", map_location: str | t
 
 
 def safe_pickle_load(path: str | os.PathLike, extra_globals: dict[tuple[str, str], Any] | None = None) -> Any:
-    """Load a plain pickle file (e.g. a dataset index) through the restricted unpickler."""
+    """Load a plain pickle file (e.g. a dataset index) through the restricted unpickler.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        UnsafePickleError: the file names a global that is not allowed (nothing of it was run).
+        ValueError: the file is truncated or not a pickle (naming it).
+    """
     path = Path(path)
     with open(path, "rb") as f:
         unpickler = _pickle_module(str(path), extra_globals).Unpickler(f)
-        return to_plain(unpickler.load())
+        try:
+            obj = unpickler.load()
+        except (UnsafePickleError, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - EOFError, UnpicklingError, what an allowed global raises
+            raise ValueError(f"{path}: cannot read as a pickle (truncated or corrupt?): "
+                             f"{type(exc).__name__}: {exc}") from exc
+    return to_plain(obj)
 
 
 def load_torchscript(path: str | os.PathLike, trust_code: bool = False, map_location: str = "cpu") -> torch.jit.ScriptModule:

@@ -89,3 +89,25 @@ def test_saved_model_is_the_average_and_resume_matches(tmp_path, monkeypatch):
     (tmp_path / "cut" / "run_settings.json").unlink()
     with pytest.raises(ValueError, match="EMA decay"):
         train_action(tmp_path / "cut", *args, ema=0.9, resume=True, steps=8, **other)
+
+
+def test_a_restored_average_moves_beside_the_weights():
+    """Checkpoints are read onto the CPU: a run resumed on an accelerator must average on the weights' device (a
+    CPU average and CUDA weights failed at the first update after the resume). Here the weights are on ``meta``."""
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    with torch.device("meta"):
+        module = nn.Linear(2, 3)
+    saved = {"decay": 0.9, "updates": 4, "average": {k: torch.zeros(p.shape) for k, p in module.named_parameters()}}
+    ema = EMAWeights(0.9)
+    ema.load_state_dict(saved)
+    ema.on_train_start(SimpleNamespace(optimizers=[]), module)
+    assert {k: v.device for k, v in ema.average.items()} == {k: p.device for k, p in module.named_parameters()}
+    ema._update(ema._params(module))
+    assert ema.updates == 5
+    other = EMAWeights(0.9)
+    other.load_state_dict({**saved, "average": {"weight": torch.zeros(3, 2)}})
+    with pytest.raises(ValueError, match=r"EMA average and the module disagree on parameters: \['bias'\]"):
+        other.on_train_start(SimpleNamespace(optimizers=[]), module)

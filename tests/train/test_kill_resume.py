@@ -118,3 +118,74 @@ def test_action_training_survives_sigkill(tmp_path):
     assert _losses(tmp_path / "full") == _losses(tmp_path / "cut")
     frozen = vavam.load_video_model(vim).state_dict()
     assert all(torch.equal(cut[f"video.{k}"], v) for k, v in frozen.items())
+
+
+def _write_shards(path: Path, step: int) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "meta.pt").write_bytes(str(step).encode())
+    (path / "__0_0.distcp").write_bytes(b"shard" * step)
+
+
+class _Trainer:
+    """What ResumeCallback.save / on_exception / on_train_end use of the trainer of a sharded (FSDP) run: each
+    checkpoint is a folder of shards (unless ``saves`` is False: a save is then a test failure)."""
+
+    def __init__(self, step: int, saves: bool = True) -> None:
+        self.global_step, self.is_global_zero, self.saves = step, True, saves
+
+    def save_checkpoint(self, path, weights_only=False) -> None:
+        assert self.saves, f"{path} rewritten"
+        _write_shards(Path(path), self.global_step)
+
+
+def test_a_checkpoint_a_kill_left_unusable_never_pushes_out_the_new_ones(tmp_path):
+    """A SIGKILL while a pre-emption checkpoint folder (step 13) was written leaves it without its file list; the
+    resume skips it and restarts from step 11. The checkpoints written next must not be pruned in favour of the
+    unusable one (keep 1 deleted step 11, then step 12 just written: nothing left to resume from)."""
+    from vavam.train.resume import ResumeCallback, find_resume_checkpoint, write_folder_manifest
+
+    saver = ResumeCallback(tmp_path, every_n_steps=1, keep=1, resumed_step=11)
+    for step in (10, 11):
+        _write_shards(saver.checkpoint_path(step), step)
+        write_folder_manifest(saver.checkpoint_path(step), step)
+    cut = saver.checkpoint_path(13)
+    _write_shards(cut, 13)  # killed before its file list was written
+    with pytest.warns(UserWarning, match="step-00000013.ckpt"):
+        assert find_resume_checkpoint(tmp_path) == saver.checkpoint_path(11)
+    saver.save(_Trainer(12), 12)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000012.ckpt", "step-00000013.ckpt"]
+    with pytest.warns(UserWarning, match="step-00000013.ckpt"):
+        assert find_resume_checkpoint(tmp_path) == saver.checkpoint_path(12)
+    saver.save(_Trainer(13), 13)  # the run overwrites the unusable one when it gets there
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000013.ckpt"]
+    assert find_resume_checkpoint(tmp_path) == cut
+
+
+def test_a_stop_right_after_a_resume_rewrites_nothing(tmp_path):
+    """SIGTERM after the restart, before the first step completes: the state is the checkpoint resumed from, which
+    stays as it is (rewriting a folder in place leaves no intact copy while it runs) and counts as the last one."""
+    from vavam.train.resume import ResumeCallback, verify_checkpoint, write_folder_manifest
+
+    saver = ResumeCallback(tmp_path, every_n_steps=5, keep=1, resumed_step=10)
+    _write_shards(saver.checkpoint_path(10), 10)
+    write_folder_manifest(saver.checkpoint_path(10), 10)
+    saver._signals.received = signal.SIGTERM
+    saver.on_exception(_Trainer(10, saves=False), None, RuntimeError("SIGTERM"))
+    assert saver.last_saved == saver.checkpoint_path(10)
+    saver.on_train_end(_Trainer(10, saves=False), None)
+    verify_checkpoint(saver.checkpoint_path(10))
+
+
+def test_resuming_a_finished_run_reports_its_final_checkpoint(tmp_path, monkeypatch):
+    """A kill after the final checkpoint, before the model folder was written: ``--resume`` has no step left to
+    take, and the checkpoint it resumed from is the run's last one (FSDP / DeepSpeed runs consolidate it into the
+    model folder; None made that a TypeError)."""
+    import vavam.train.video as tv
+
+    tok = _store(tmp_path / "tok")
+    kw = dict(preset="vavim_tiny", steps=3, batch_size=3, num_frames=2, lr=0.01, seed=7, progress=False)
+    tv.train_video(tmp_path / "run", tok, **kw)
+    real, fits = tv.fit_resumable, []
+    monkeypatch.setattr(tv, "fit_resumable", lambda *a, **k: fits.append(real(*a, **k)) or fits[-1])
+    assert tv.train_video(tmp_path / "run", tok, resume=True, **kw)["resumed_from"] == 3
+    assert fits[0].last_checkpoint == list_checkpoints(tmp_path / "run")[-1]

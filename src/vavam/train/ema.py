@@ -65,6 +65,11 @@ class EMAWeights(L.Callback):
         params = self._params(pl_module)
         if self.updates == 0 and not self.average:  # fresh run; a resume restored the average already
             self.average = {k: p.detach().float().clone() for k, p in params.items()}
+        else:  # restored from a checkpoint, which is read onto the CPU: back beside the weights it averages
+            if set(self.average) != set(params):
+                raise ValueError("the checkpoint's EMA average and the module disagree on parameters: "
+                                 f"{sorted(set(self.average) ^ set(params))[:5]}")
+            self.average = {k: v.to(params[k].device) for k, v in self.average.items()}
         # update right after each optimiser step, before any callback checkpoints that step; the passes of
         # an accumulated step before its last run no optimiser step and so no update
         self._hooks = [opt.register_step_post_hook(lambda *_: self._update(params)) for opt in trainer.optimizers]

@@ -232,12 +232,19 @@ def write_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return path
 
 
-def prune_checkpoints(run: str | os.PathLike, keep: int, protect: Iterable[int] = ()) -> None:
+def prune_checkpoints(run: str | os.PathLike, keep: int, protect: Iterable[int] = (), upto: int | None = None) -> None:
     """Delete all but the newest ``keep`` step checkpoints of a run (files or folders, and their sidecars);
-    the checkpoints of the steps in ``protect`` (a recipe's snapshots) are never deleted nor counted."""
+    the checkpoints of the steps in ``protect`` (a recipe's snapshots) are never deleted nor counted.
+
+    ``upto``: the step just saved. Checkpoints of later steps are left by an attempt that was killed while
+    writing them (the resume skipped them as unusable): they are neither deleted nor counted, so that they
+    never push the checkpoint just written, or the other newest good ones, out of the ``keep`` newest (the
+    run overwrites them when it gets there).
+    """
     protected = {int(s) for s in protect}
     if keep > 0:
-        rolling = [p for p in list_checkpoints(run) if checkpoint_step(p) not in protected]
+        rolling = [p for p in list_checkpoints(run) if checkpoint_step(p) not in protected
+                   and (upto is None or checkpoint_step(p) <= upto)]
         for old in rolling[:-keep]:
             _sidecar(old).unlink(missing_ok=True)  # first: a half-deleted folder is then never "intact"
             if old.is_dir():
@@ -603,7 +610,8 @@ class ResumeCallback(L.Callback):
         run: run folder; checkpoints go to ``run/checkpoints``, the log to ``run/metrics.jsonl``.
         every_n_steps: checkpoint interval in optimiser steps (0: only on signals and at the end).
         keep: how many periodic checkpoints to keep (older ones are deleted; 0 keeps all).
-        resumed_step: the step the run resumed from (the log is cut back to it), 0 for a fresh run.
+        resumed_step: the step the run resumed from (the log is cut back to it; its checkpoint, named as this
+            callback names them, counts as saved), 0 for a fresh run.
         signals: signals that trigger a checkpoint and a clean stop (default SIGTERM and SIGUSR1).
         settings: a fresh run's settings, written to ``run/run_settings.json`` when training starts (rank 0;
             None: nothing written, as on a resume).
@@ -623,7 +631,11 @@ class ResumeCallback(L.Callback):
         self.every_n_steps, self.keep, self.resumed_step = every_n_steps, keep, resumed_step
         self._signals = PreemptionSignals(signals)
         self._log: Any = None
-        self.last_saved: Path | None = None
+        # a resume's starting state is on disk already (the checkpoint it resumed from, written under this name):
+        # a stop before the next step (a pre-emption signal right after the restart, a run resumed when it had
+        # finished) rewrites nothing -- rewriting a checkpoint folder in place leaves no intact copy while it runs
+        # -- and the run's last checkpoint is that one
+        self.last_saved: Path | None = self.checkpoint_path(resumed_step) if resumed_step > 0 else None
         self._loss_sum, self._loss_count = 0.0, 0
         self._at_step_boundary = True  # False between the batches of one accumulated optimiser step
 
@@ -745,5 +757,5 @@ class ResumeCallback(L.Callback):
         if trainer.is_global_zero:
             if path.is_dir():
                 write_folder_manifest(path, step)
-            prune_checkpoints(self.run, self.keep, protect=self.snapshots)
+            prune_checkpoints(self.run, self.keep, protect=self.snapshots, upto=step)
         return path
