@@ -81,7 +81,8 @@ def test_cityscapes_depth_and_missing_paths(tmp_path):
     data = CityscapesProbeData(tmp_path, "train", task="depth", max_samples=1)
     assert len(data) == 1
     s = data[0]
-    assert s.target.dtype == np.float32 and s.target.shape == (288, 512) and (s.target == 10).all()
+    # the 8-bit map is read in [0, 1] as the reference does (TF.to_dtype(..., scale=True)): 10 -> 10/255
+    assert s.target.dtype == np.float32 and s.target.shape == (288, 512) and np.allclose(s.target, 10 / 255)
     with pytest.raises(ProbeDataError, match="leftImg8bit/val"):
         CityscapesProbeData(tmp_path, "val")
     with pytest.raises(ProbeDataError, match="cityscapes_depth/val"):
@@ -145,6 +146,20 @@ def test_kitti_step_resize_truncates_the_long_side_as_the_reference(tmp_path):
     assert data._size(1242, 375) == (953, 288)
     t = data[0].target  # car from input column 621: resized column ceil(621 * 953 / 1242) = 477 -> crop column 257
     assert (t[20:, 256] == 0).all() and (t[20:, 257] == 13).all()
+
+
+def test_kitti_step_depth_is_read_in_zero_one(tmp_path):
+    """The pseudo depth PNG (0..255) is read as value / 255, the reference's unit: abs_rel (where the map is 0,
+    the denominator being 1e-6), sq_rel and RMSE depend on it."""
+    _kitti(tmp_path, sequences=("0000",), frames=1)
+    d_dir = tmp_path / "kitti_depth" / "train"
+    d_dir.mkdir(parents=True)
+    depth = np.zeros((288, 512), np.uint8)
+    depth[:, 256:] = 255
+    Image.fromarray(depth).save(d_dir / "0000_000000_depth.png")
+    t = KittiStepProbeData(tmp_path, "train", task="depth")[0].target
+    assert t.dtype == np.float32 and t.shape == (288, 512)
+    assert (t[:, :256] == 0).all() and (t[:, 256:] == 1.0).all()
 
 
 def test_kitti_step_missing_paths(tmp_path):

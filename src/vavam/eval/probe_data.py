@@ -19,8 +19,10 @@ target: a semantic label map or a depth map at pixel resolution):
 
 Depth for Cityscapes / KITTI-STEP is the Depth Anything pseudo ground truth of reference §5.3 (8-bit
 PNG, channel 0) at ``<root>/cityscapes_depth/<split>/<image stem>_depth.png`` and
-``<root>/kitti_depth/<split>/<seq>_<frame>_depth.png``; a map that already has the output size is
-used as is, otherwise it goes through the same crop/resize as the label maps (nearest).
+``<root>/kitti_depth/<split>/<seq>_<frame>_depth.png``, read as value / 255 in [0, 1] as the reference
+does (its RMSE and sq_rel scale with the unit, and abs_rel too where the map is 0, the denominator then
+being 1e-6); a map that already has the output size is used as is, otherwise it goes through the same
+crop/resize as the label maps (nearest).
 
 Missing folders or files raise :class:`ProbeDataError` naming the path.
 """
@@ -301,7 +303,7 @@ class CityscapesProbeData(ProbeDataset):
                 raise ProbeDataError(f"{self.target_path(image)}: label map {raw.shape} differs from the image {(h, w)}")
             target = self._map(cityscapes_train_ids(raw), h, w)
         else:
-            target = raw.astype(np.float32)
+            target = raw.astype(np.float32) / 255.0  # [0, 1], as the reference reads the 8-bit maps
             if target.shape != self.crop:
                 target = self._map(target, h, w)
         return ProbeSample(x[None], target, image.name[: -len("_leftImg8bit.png")])
@@ -384,7 +386,7 @@ class KittiStepProbeData(ProbeDataset):
                 raise ProbeDataError(f"{self.target_path(last)}: panoptic map {raw.shape} differs from the image {(h, w)}")
             target = raw.astype(np.uint8)
         else:
-            target = _read_gray(self.target_path(last)).astype(np.float32)
+            target = _read_gray(self.target_path(last)).astype(np.float32) / 255.0  # [0, 1], as the reference
         if target.shape != self.crop:
             target = np.ascontiguousarray(_centre_crop(_resize_map(target, self._size(h, w)), self.crop))
         return ProbeSample(torch.stack(frames), target, f"{last.parent.name}/{last.stem}")
