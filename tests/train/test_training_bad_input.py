@@ -77,10 +77,10 @@ def test_tokenizer_sigterm_message_uses_resume_hint(tmp_path, monkeypatch, capsy
 
     real = T.SyntheticImages.batch
 
-    def batch_then_sigterm(self, step, batch_size):
+    def batch_then_sigterm(self, step, batch_size, rows=None):
         if step == 0:
             os.kill(os.getpid(), signal.SIGTERM)  # a pre-emption during the first step
-        return real(self, step, batch_size)
+        return real(self, step, batch_size, rows)
 
     monkeypatch.setattr(T.SyntheticImages, "batch", batch_then_sigterm)
     kw = dict(steps=5, batch_size=1, image_size=(16, 16), val_frames=1, ckpt_every=100, progress=False)
