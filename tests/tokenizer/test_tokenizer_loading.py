@@ -180,3 +180,56 @@ def test_unreadable_file_is_named_once(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="cannot read as a torch checkpoint") as info:
         vavam.load_tokenizer(path)
     assert str(info.value).startswith(f"{path}: ") and str(info.value).count(str(path)) == 1
+
+
+def test_llamagen_file_with_mismatched_shapes_names_the_file(model: VQModel, tmp_path: Path) -> None:
+    """A shape that the inferred architecture does not give raised torch's RuntimeError without the file name."""
+    state = to_llamagen_state_dict(model)
+    state["quant_conv.weight"] = state["quant_conv.weight"][:4]  # 4-dim codes, but an 8-dim codebook
+    state["quant_conv.bias"] = state["quant_conv.bias"][:4]
+    path = tmp_path / "mismatch.pt"
+    torch.save({"model": state}, path)
+    with pytest.raises(ValueError, match="(?s)mismatch.pt.*quant_conv.weight"):
+        vavam.load_tokenizer(path)
+
+
+def test_folder_whose_weights_do_not_fit_its_config_names_the_folder(model: VQModel, tmp_path: Path) -> None:
+    import json
+
+    folder = save_tokenizer(model, tmp_path / "tok")
+    config = json.loads((folder / "config.json").read_text())
+    config["codebook_size"] = 512  # the weights hold 1024 codes
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="(?s)tok.*quantize.embedding.weight"):
+        vavam.load_tokenizer(folder)
+    (tmp_path / "partial").mkdir()
+    folder = save_tokenizer(model, tmp_path / "partial" / "tok")
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(folder / "model.safetensors"))
+    del weights["decoder.conv_out.bias"]
+    save_file(weights, str(folder / "model.safetensors"))
+    meta = json.loads((folder / "meta.json").read_text())
+    meta.pop("model_sha256", None)  # not a corrupt file: a partial checkpoint written as such
+    (folder / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="(?s)partial.*decoder.conv_out.bias"):
+        vavam.load_tokenizer(folder)
+
+
+@_JIT_DEPRECATION
+def test_torchscript_decode_accepts_uint16_and_encode_refuses_bad_input(jit_folder: Path) -> None:
+    """uint16 ids (the token store's dtype) made the range check raise NotImplementedError; integer images
+    reached the export unchecked; an export of another downsampling failed in a bare reshape."""
+    tok = vavam.load_tokenizer(jit_folder, trust_code=True)
+    x = torch.rand(1, 3, 32, 48) * 2 - 1
+    ids = tok.encode(x)
+    assert torch.equal(tok.decode(ids.to(torch.uint16)), tok.decode(ids))
+    with pytest.raises(ValueError, match="out of range"):
+        tok.decode(torch.full((1, 2, 2), 16384, dtype=torch.int32))
+    with pytest.raises(TypeError, match="float images"):
+        tok.encode(((x + 1) * 127.5).to(torch.uint8))
+    with pytest.raises(TypeError, match="integer ids"):
+        tok.decode(ids.float())
+    tok._downsample = 8  # as if the export were not ds16: the encoder's 2x3 grid is not the expected 4x6
+    with pytest.raises(ValueError, match="returned ids .* expected 24 ids"):
+        tok.encode(x)

@@ -125,3 +125,25 @@ def test_encode_accepts_bf16_images_into_an_fp32_model():
     tok = vavam.build_model(presets.get("vq_tiny")).eval()
     images = (torch.rand(2, 3, 16, 32) * 2 - 1).to(torch.bfloat16)
     assert torch.equal(tok.encode(images), tok.encode(images.float()))
+
+
+def test_decode_accepts_uint16_ids_from_the_token_store(model: VQModel) -> None:
+    """The token store keeps uint16 ids (DESIGN 8); decode's range check raised NotImplementedError on them."""
+    import numpy as np
+
+    ids = model.encode(images())
+    stored = torch.from_numpy(ids.numpy().astype(np.uint16))
+    assert torch.equal(model.decode(stored), model.decode(ids))
+    assert torch.equal(model.decode(ids.to(torch.int32)), model.decode(ids))
+    with pytest.raises(ValueError, match="out of range"):
+        model.decode(torch.full((1, 2, 2), 1024, dtype=torch.uint16))
+    with pytest.raises(TypeError, match="integer"):
+        model.decode(torch.zeros(1, 2, 2, dtype=torch.bool))
+
+
+def test_encode_names_a_non_tensor_input(model: VQModel) -> None:
+    """A numpy array reached ``.to(device)`` before the input check: AttributeError instead of the named ValueError."""
+    import numpy as np
+
+    with pytest.raises(ValueError, match="\\[B,3,H,W\\], got ndarray"):
+        model.encode(np.zeros((1, 3, 32, 32), dtype=np.float32))

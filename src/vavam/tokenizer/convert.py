@@ -35,6 +35,9 @@ def extract_state_dict(obj: Any) -> dict[str, torch.Tensor]:
 
     Accepts ``{"model": sd}`` (LlamaGen's layout), ``{"ema": sd}``, ``{"state_dict": sd}`` or a bare
     state dict; strips ``module.`` / ``_orig_mod.`` prefixes. Raises ValueError when none is found.
+    A file holding both ``"model"`` and ``"ema"`` gives ``"model"``, the weights LlamaGen's generation scripts
+    load from ``--vq-ckpt`` (its reconstruction evaluation prefers ``"ema"``; the released ``vq_ds16_c2i.pt``
+    holds ``"model"``).
     """
     if isinstance(obj, Mapping):
         for key in ("model", "ema", "state_dict"):
@@ -118,7 +121,10 @@ def convert_llamagen_state_dict(state_dict: Mapping[str, torch.Tensor], **overri
     with torch.device("meta"):
         model = VQModel(config)
     tensors = {k: v.detach().float().contiguous() for k, v in state_dict.items() if k != USAGE_BUFFER}
-    result = model.load_state_dict(tensors, strict=False, assign=True)
+    try:
+        result = model.load_state_dict(tensors, strict=False, assign=True)
+    except RuntimeError as exc:  # shape mismatches (e.g. quant_conv for another code dimension)
+        raise ValueError(f"LlamaGen state dict does not fit the inferred architecture {config}: {exc}") from exc
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(
             f"LlamaGen state dict does not fit the inferred architecture {config}: "

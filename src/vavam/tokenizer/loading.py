@@ -63,13 +63,22 @@ class TorchScriptTokenizer:
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Images float [B,3,H,W] in [-1,1] -> ids long [B,H/ds,W/ds]."""
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"tokenizer expects images [B,3,H,W], got {tuple(images.shape)}")
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"tokenizer expects images [B,3,H,W], got {shape}")
+        if not images.is_floating_point():
+            raise TypeError(f"tokenizer expects float images in [-1, 1], got dtype {images.dtype}")
         h, w = images.shape[-2:]
         if h % self.downsample or w % self.downsample:
             raise ValueError(f"image size {h}x{w} (HxW) is not a multiple of the downsampling factor {self.downsample}")
         ids = self.encoder(images.to(self._device()))
         b, ds = images.shape[0], self.downsample
+        if ids.numel() != b * (h // ds) * (w // ds):
+            raise ValueError(
+                f"TorchScript encoder {[str(f) for f in self.files]} returned ids {tuple(ids.shape)} for images "
+                f"{tuple(images.shape)}; expected {b * (h // ds) * (w // ds)} ids (grid {h // ds}x{w // ds}, "
+                f"downsampling {ds})"
+            )
         return ids.reshape(b, h // ds, w // ds).long()  # [B*h*w] or [B,h,w] -> [B,h,w]
 
     @torch.no_grad()
@@ -77,14 +86,18 @@ class TorchScriptTokenizer:
         """Ids long [B,h,w] -> images float [B,3,h*ds,w*ds]."""
         if self.decoder is None:
             raise RuntimeError(f"this TorchScript tokenizer has no decoder (files: {[str(f) for f in self.files]})")
-        if ids.ndim != 3:
-            raise ValueError(f"tokenizer expects ids [B,h,w], got {tuple(ids.shape)}")
+        if not isinstance(ids, torch.Tensor) or ids.ndim != 3:
+            shape = tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__
+            raise ValueError(f"tokenizer expects ids [B,h,w], got {shape}")
+        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+            raise TypeError(f"tokenizer expects integer ids, got dtype {ids.dtype}")
+        ids = ids.long()  # min/max are not implemented for uint16 (the token store's dtype) and other unsigned types
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.codebook_size):
             raise ValueError(
                 f"token ids out of range: min {int(ids.min())}, max {int(ids.max())}, "
                 f"codebook size {self.codebook_size}"
             )
-        return self.decoder(ids.long().to(self._device())).float()
+        return self.decoder(ids.to(self._device())).float()
 
     def eval(self) -> "TorchScriptTokenizer":
         """Put both modules in eval mode; returns self."""
@@ -157,7 +170,8 @@ def load_tokenizer(
     Raises:
         FileNotFoundError: ``path`` does not exist.
         PermissionError: ``path`` is TorchScript and ``trust_code`` is False.
-        ValueError: ``path`` is none of the supported formats.
+        ValueError: ``path`` is none of the supported formats, or its weights do not fit its architecture
+            (missing / unexpected tensors, shapes that config.json or the LlamaGen layout does not give).
     """
     path = Path(path)
     if not path.exists():
@@ -169,7 +183,10 @@ def load_tokenizer(
         state, config, _meta = vio.load_checkpoint(path, expected=VQConfig)
         with torch.device("meta"):
             model = VQModel(config)
-        model.load_state_dict(state, strict=True, assign=True)
+        try:
+            model.load_state_dict(state, strict=True, assign=True)
+        except RuntimeError as exc:  # missing / unexpected tensors or shapes that config.json does not give
+            raise ValueError(f"{path}: the weights do not fit config.json: {exc}") from exc
         return model.to(device).eval()
     if _torchscript_pair(path) is not None:
         return load_torchscript_tokenizer(path, trust_code=trust_code, device=device)

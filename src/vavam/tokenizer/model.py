@@ -96,8 +96,9 @@ class VQModel(nn.Module):
         if not isinstance(ids, torch.Tensor) or ids.ndim != 3:
             shape = tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__
             raise ValueError(f"tokenizer expects ids [B,h,w], got {shape}")
-        if ids.is_floating_point() or ids.dtype == torch.bool:
+        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
             raise TypeError(f"tokenizer expects integer ids, got dtype {ids.dtype}")
+        ids = ids.long()  # min/max are not implemented for uint16 (the token store's dtype) and other unsigned types
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.codebook_size):
             raise ValueError(
                 f"token ids out of range: min {int(ids.min())}, max {int(ids.max())}, "
@@ -136,7 +137,8 @@ class VQModel(nn.Module):
 
         Raises ValueError when H or W is not a multiple of ``downsample`` or the channel count is not 3.
         """
-        images = images.to(self.quant_conv.weight.device)
+        if isinstance(images, torch.Tensor):  # anything else: encode_latents' check names what it got
+            images = images.to(self.quant_conv.weight.device)
         return self.quantize.lookup(self.encode_latents(images))
 
     @torch.no_grad()
