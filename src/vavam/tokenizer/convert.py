@@ -36,8 +36,7 @@ def extract_state_dict(obj: Any) -> dict[str, torch.Tensor]:
     Accepts ``{"model": sd}`` (LlamaGen's layout), ``{"ema": sd}``, ``{"state_dict": sd}`` or a bare
     state dict; strips ``module.`` / ``_orig_mod.`` prefixes. Raises ValueError when none is found.
     A file holding both ``"model"`` and ``"ema"`` gives ``"model"``, the weights LlamaGen's generation scripts
-    load from ``--vq-ckpt`` (its reconstruction evaluation prefers ``"ema"``; the released ``vq_ds16_c2i.pt``
-    holds ``"model"``).
+    load from ``--vq-ckpt`` (its reconstruction evaluation prefers ``"ema"``).
     """
     if isinstance(obj, Mapping):
         for key in ("model", "ema", "state_dict"):
