@@ -15,6 +15,7 @@ from vavam.data.frames import (
     FrameSource,
     discover_sources,
     preprocess_frame,
+    rate_from_timestamps,
     read_image,
     resized_shape,
 )
@@ -117,6 +118,52 @@ def test_sidecar_count_mismatch_names_file(tmp_path):
     (tmp_path / "v" / "timestamps.json").write_text("[1, 2]")
     with pytest.raises(FrameError, match="timestamps.json: 2 timestamps for 3"):
         FrameSource.from_image_folder(tmp_path / "v")
+
+
+@pytest.mark.parametrize("content", ['["a", 2, 3]', "[null, 2, 3]", '{"f_000001.png": "x", "f_000002.png": 2, '
+                                     '"f_000003.png": 3}'])
+def test_sidecar_value_that_is_no_number_names_file(tmp_path, content):
+    make_images(tmp_path / "v", 3)
+    (tmp_path / "v" / "timestamps.json").write_text(content)
+    with pytest.raises(FrameError, match=r"timestamps.json: timestamp of f_000001.png is .*not a number of µs"):
+        FrameSource.from_image_folder(tmp_path / "v")
+
+
+@pytest.mark.parametrize("ts", [[300_000, 200_000, 400_000], [100_000, 100_000, 200_000]])
+def test_sidecar_out_of_frame_order_names_file_and_frames(tmp_path, ts):
+    make_images(tmp_path / "v", 3)
+    (tmp_path / "v" / "timestamps.json").write_text(json.dumps(ts))
+    with pytest.raises(FrameError, match=r"timestamps.json: timestamps must increase .* f_000002.png .* f_000001.png"):
+        FrameSource.from_image_folder(tmp_path / "v")
+
+
+def slot_resampled_us(source_fps: float, seconds: float, fps: float = 10.0) -> np.ndarray:
+    """Times of the first frame of a ``source_fps`` video in each ``1/fps`` slot (the OpenDV resampling rule)."""
+    kept, last = [], -1
+    for k in range(int(seconds * source_fps)):
+        slot = int(np.floor(k / source_fps * fps + 1e-9))
+        if slot > last:
+            kept.append(round(k / source_fps * 1e6))
+            last = slot
+    return np.asarray(kept, dtype=np.int64)
+
+
+@pytest.mark.parametrize("source_fps", [24.0, 25.0, 23.976, 30.0])
+@pytest.mark.parametrize("seconds", [60.0, 60.1])
+def test_rate_of_frames_resampled_to_10_hz_from_any_video_rate(source_fps, seconds):
+    """24 / 25 fps videos resampled to 10 Hz alternate long and short intervals (125 / 83 ms): their rate is
+    10 Hz, not the median interval's 12 or 8.3 Hz (which made the steady-window rule drop every window)."""
+    ts = slot_resampled_us(source_fps, seconds)
+    assert rate_from_timestamps(ts) == pytest.approx(10.0, abs=0.01)
+    files = [Path(f"f_{i + 1:06d}.jpg") for i in range(len(ts))]
+    assert FrameSource.from_files("v", files, timestamps_us=ts).known_fps() == pytest.approx(10.0, abs=0.01)
+
+
+def test_rate_ignores_missing_frames_and_keeps_exact_median_rates():
+    ts = np.arange(200, dtype=np.int64) * 100_000
+    assert rate_from_timestamps(np.delete(ts, np.arange(3, 200, 8))) == 10.0  # a frame missing every 0.8 s
+    keyframes = 1_535_385_095_912_404 + np.cumsum([0, 500_100, 499_900, 550_000, 450_000, 500_000, 1_000_000])
+    assert rate_from_timestamps(keyframes) == 2.0  # jitter and a missing keyframe: the median interval
 
 
 def test_nuscenes_names_give_timestamps(tmp_path):

@@ -142,6 +142,22 @@ def test_steady_window_starts_leave_out_a_missing_frame(tmp_path):
     assert unknown.steady_window_starts("gap", 3, 5).tolist() == list(range(20))  # rate unknown: nothing to check
 
 
+def test_frames_resampled_from_a_24_fps_video_keep_their_10_hz_rate_and_windows(tmp_path):
+    """OpenDV frames written with their timestamps.json (``data prepare opendv --frames``) from a 24 fps video
+    step 125 / 83 ms: tokenized without a nominal rate, the scene records 10 fps (not 12, the median interval's)
+    and keeps every 8-frame window at stride 5."""
+    n24 = np.ceil(np.arange(44) * 2.4 - 1e-9)  # first 24 fps frame at or after each 100 ms slot
+    stamps = (n24 * 1e6 / 24).round().astype(np.int64)
+    make_images(tmp_path / "frames" / "v", len(stamps), h=16, w=24)
+    (tmp_path / "frames" / "v" / "timestamps.json").write_text(json.dumps(stamps.tolist()))
+    tokenize_sources(discover_sources([tmp_path / "frames" / "v"], fps=10.0), tmp_path / "tok", FakeTokenizer(),
+                     progress=False)
+    store = TokenStore(tmp_path / "tok")
+    assert store.scene_fps("v") == pytest.approx(10.0, abs=0.1)  # 4.3 s: measured to about 1 %
+    assert store.fps == store.scene_fps("v")
+    assert store.steady_window_starts("v", 8, 5).tolist() == list(range(44 - 35))
+
+
 def test_frame_index_at_join(tmp_path):
     store = write_synthetic_store(tmp_path / "s", num_scenes=1, num_frames=10, fps=10.0)
     idx = store.frame_index_at("scene_0000", [0, 149_000, 151_000, 900_000])
@@ -393,6 +409,17 @@ def test_scene_names_with_folders_and_bad_names(tmp_path):
     for bad in ("../x", "/abs", "a//b", ""):
         with pytest.raises(ValueError, match="invalid scene name"):
             w.write_scene(bad, np.zeros((1, 2, 2), np.uint16), [0])
+
+
+def test_a_scene_name_cannot_overwrite_another_scenes_timestamps(tmp_path):
+    """Scene ``a.timestamps`` would write its tokens to ``scenes/a.timestamps.npy``, scene ``a``'s timestamps file."""
+    w = TokenStoreWriter(tmp_path / "s", (2, 2))
+    w.write_scene("a", np.zeros((3, 2, 2), np.uint16), [0, 100_000, 200_000])
+    with pytest.raises(ValueError, match=r"invalid scene name 'a.timestamps'.*timestamps file of scene 'a'"):
+        w.write_scene("a.timestamps", np.ones((3, 2, 2), np.uint16), [0, 1, 2])
+    store = TokenStore(tmp_path / "s")
+    assert store.timestamps("a").tolist() == [0, 100_000, 200_000]
+    assert store.scenes == ["a"]
 
 
 # ------------------------------------------------------------------------------ real tokenizer

@@ -81,13 +81,33 @@ def natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part for part in _NATURAL.split(name)]
 
 
+#: an interval longer than this many median intervals is a gap (a missing frame), not jitter
+_GAP_FACTOR = 1.75
+#: relative gap between the median interval and the mean of the intervals that are not gaps past which the mean wins
+_JITTER_REL = 0.05
+
+
 def rate_from_timestamps(timestamps_us: Sequence[int] | np.ndarray) -> float | None:
-    """Frame rate (Hz, 3 decimals) from the median interval of µs timestamps; None for < 2 frames or no interval."""
+    """Frame rate (Hz, 3 decimals) of µs timestamps; None for < 2 frames or no interval.
+
+    The interval is the median interval, robust to missing frames (gaps). Frames picked from a video at
+    a rate that is no multiple of the target (the first frame of each 0.1 s slot of a 24 / 25 fps video)
+    alternate between a long and a short interval (125 / 83 ms, 120 / 80 ms), whose median is one of
+    them, not the 100 ms between frames: when the mean of the intervals that are not gaps (at most
+    ``_GAP_FACTOR`` median intervals) differs from the median by more than ``_JITTER_REL``, it is the interval.
+    """
     ts = np.asarray(timestamps_us, dtype=np.int64).reshape(-1)
     if ts.size < 2:
         return None
-    step = float(np.median(np.diff(ts)))
-    return round(1e6 / step, 3) if step > 0 else None
+    dt = np.diff(ts)
+    step = float(np.median(dt))
+    if step <= 0:
+        return None
+    regular = dt[(dt > 0) & (dt <= _GAP_FACTOR * step)]
+    mean = float(regular.mean())
+    if abs(mean - step) > _JITTER_REL * step:
+        step = mean
+    return round(1e6 / step, 3)
 
 
 # ------------------------------------------------------------------------------ resize + normalise
@@ -464,13 +484,35 @@ def _read_sidecar(folder: Path, files: Sequence[Path]) -> np.ndarray | None:
             missing = [f.name for f in files if f.name not in data]
             if missing:
                 raise FrameError(f"{path}: no timestamp for {len(missing)} frame(s), e.g. {missing[0]}")
-            return np.asarray([int(data[f.name]) for f in files], dtype=np.int64)
-        if isinstance(data, list):
+            values = [data[f.name] for f in files]
+        elif isinstance(data, list):
             if len(data) != len(files):
                 raise FrameError(f"{path}: {len(data)} timestamps for {len(files)} image files in {folder}")
-            return np.asarray([int(v) for v in data], dtype=np.int64)
-        raise FrameError(f"{path}: expected a list of µs or a {{file name: µs}} object")
+            values = data
+        else:
+            raise FrameError(f"{path}: expected a list of µs or a {{file name: µs}} object")
+        return _sidecar_stamps(path, files, values)
     return None
+
+
+def _sidecar_stamps(path: Path, files: Sequence[Path], values: Sequence) -> np.ndarray:
+    """The µs timestamps of a sidecar, one per frame in the frames' (natural) order; a value that is no number,
+    or a frame not later than the one before it (frames and times disagree on the order), raises
+    :class:`FrameError` naming the sidecar and the frames."""
+    out = np.empty(len(values), dtype=np.int64)
+    for i, (f, v) in enumerate(zip(files, values)):
+        try:
+            if isinstance(v, bool):  # JSON true / false
+                raise ValueError
+            out[i] = int(v) if isinstance(v, (int, str)) else int(float(v))
+        except (TypeError, ValueError, OverflowError):
+            raise FrameError(f"{path}: timestamp of {f.name} is {v!r}, not a number of µs") from None
+    bad = np.flatnonzero(np.diff(out) <= 0)
+    if bad.size:
+        i = int(bad[0])
+        raise FrameError(f"{path}: timestamps must increase with the frames' order, but {files[i + 1].name} is at "
+                         f"{out[i + 1]} µs and the frame before it, {files[i].name}, at {out[i]} µs")
+    return out
 
 
 def _parse_txt_sidecar(text: str) -> list[int] | dict[str, int]:

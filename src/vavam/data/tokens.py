@@ -119,6 +119,9 @@ def identity_hash(identity: Mapping[str, Any] | None) -> str | None:
 def _scene_relpath(name: str, suffix: str) -> str:
     if not name or name.startswith("/") or "\\" in name or any(p in ("", ".", "..") for p in name.split("/")):
         raise ValueError(f"invalid scene name {name!r} (use non-empty '/'-separated parts, no '.' or '..')")
+    if name.endswith(".timestamps"):  # its token file would be the timestamps file of the scene without the suffix
+        raise ValueError(f"invalid scene name {name!r}: its tokens would be written to {SCENES_DIR}/{name}.npy, the "
+                         f"timestamps file of scene {name[:-len('.timestamps')]!r} (rename the folder or video)")
     return f"{SCENES_DIR}/{name}{suffix}"
 
 
