@@ -83,9 +83,11 @@ def _ego_box(world: World) -> np.ndarray:
 def observation(world: World, spec: ScenarioSpec, t: float, renderer=None) -> dict:
     """What a planner receives (see :mod:`vavam.world.planners`)."""
     boxes, _, _ = _others(world, spec, t)
-    image = None
+    image = cam_to_ego = None
     if renderer is not None:
         image = renderer.render(world.ego_to_world(), boxes[:, :9]).rgb
+        if hasattr(renderer.camera, "cam_to_ego"):
+            cam_to_ego = renderer.camera.cam_to_ego()
     return {
         "image": image,
         "ego_to_world": world.ego_to_world(),
@@ -93,6 +95,7 @@ def observation(world: World, spec: ScenarioSpec, t: float, renderer=None) -> di
         "command": int(world.command()),
         "timestamp_us": round(t * 1e6),
         "intrinsics": None if renderer is None else renderer.camera.intrinsics,
+        "camera_to_ego": cam_to_ego,
         "boxes": boxes,
         "world": world,
         "time": t,

@@ -229,7 +229,7 @@ def record_hazard_episode(
     ep = _record(
         world,
         spec.world_seed,
-        duration_s or spec.duration,
+        spec.duration if duration_s is None else duration_s,
         rate_hz,
         height,
         width,
@@ -259,8 +259,8 @@ def _record(
     ctx=None,
 ) -> Episode:
     """The recording loop shared by expert and hazard episodes."""
-    if duration_s <= 0 or rate_hz <= 0:
-        raise ValueError(f"duration_s and rate_hz must be positive, got {duration_s}, {rate_hz}")
+    if not (np.isfinite(duration_s) and duration_s > 0 and np.isfinite(rate_hz) and rate_hz > 0):
+        raise ValueError(f"duration_s and rate_hz must be positive finite numbers, got {duration_s}, {rate_hz}")
     every = 1.0 / (rate_hz * world.config.dt)
     if abs(every - round(every)) > 1e-6 or round(every) < 1:
         raise ValueError(f"rate_hz={rate_hz} is not a whole divisor of the simulation rate {1 / world.config.dt} Hz")

@@ -310,8 +310,10 @@ def generate(
     from vavam.data.records import save_records
     from vavam.world.meshes import LABELS
 
-    if duration_s <= 0 or rate_hz <= 0:
-        raise ValueError(f"duration_s and rate_hz must be positive, got {duration_s}, {rate_hz}")
+    if not (math.isfinite(duration_s) and duration_s > 0 and math.isfinite(rate_hz) and rate_hz > 0):
+        raise ValueError(f"--duration-s and --rate-hz must be positive finite numbers, got {duration_s}, {rate_hz}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"--workers must be a positive integer, got {workers!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"--seed must be a non-negative integer, got {seed!r}")
     if height < 8 or width < 8:

@@ -14,7 +14,10 @@ from vavam.world.geometry import yaw_to_quaternion
 
 
 def model_input(obs: dict, camera_to_ego: np.ndarray | None = None):
-    """Build a :class:`vavam.serve.schemas.ModelInput` from a closed-loop observation (needs an image)."""
+    """Build a :class:`vavam.serve.schemas.ModelInput` from a closed-loop observation (needs an image).
+
+    ``calibration`` gets CAM_FRONT's intrinsics (``obs["intrinsics"]``) and extrinsics (``camera_to_ego``, else
+    ``obs["camera_to_ego"]``), as NeuroNCAP sends them for every camera."""
     from vavam.serve.schemas import Calibration, ModelInput, encode_image
 
     if obs.get("image") is None:
@@ -44,6 +47,8 @@ def model_input(obs: dict, camera_to_ego: np.ndarray | None = None):
     calib = Calibration()
     if obs.get("intrinsics") is not None:
         calib.camera2image["CAM_FRONT"] = np.asarray(obs["intrinsics"]).tolist()
+    if camera_to_ego is None:
+        camera_to_ego = obs.get("camera_to_ego")  # the rendering camera's mount (closed-loop observations)
     if camera_to_ego is not None:
         calib.camera2ego["CAM_FRONT"] = np.asarray(camera_to_ego).tolist()
     return ModelInput(

@@ -2,8 +2,9 @@
 
 An observation is a dict (see :func:`vavam.world.closedloop.observation`): ``image`` (uint8 HxWx3 or
 None), ``ego_to_world`` (4x4), ``speed`` (m/s), ``command`` (0 right / 1 left / 2 straight),
-``timestamp_us``, ``intrinsics``, ``boxes`` (other vehicles ``[N, 11]`` world frame: x, y, yaw,
-length, width, height, r, g, b, vx, vy) and, for privileged planners, ``world``.
+``timestamp_us``, ``intrinsics`` and ``camera_to_ego`` (4x4, OpenCV camera -> ego; both None without a
+renderer), ``boxes`` (other vehicles ``[N, 11]`` world frame: x, y, yaw, length, width, height, r, g, b,
+vx, vy) and, for privileged planners, ``world``.
 Planners may define ``reset()``, called before each run.
 """
 

@@ -64,21 +64,21 @@ class ScenarioSpec:
     meta: dict = field(default_factory=dict)
 
     def actor_state(self, t: float) -> np.ndarray:
-        """Target box at time ``t``: ``[x, y, yaw, length, width, height, r, g, b, vx, vy]``."""
-        x = np.interp(t, self.actor_times, self.actor_xy[:, 0])
-        y = np.interp(t, self.actor_times, self.actor_xy[:, 1])
-        yaw = np.interp(t, self.actor_times, np.unwrap(self.actor_yaw))
+        """Target box at time ``t``: ``[x, y, yaw, length, width, height, r, g, b, vx, vy]``.
+
+        The velocity is the scripted track's: a central difference over ±0.05 s, one-sided at the first and
+        last scripted times (the actor moves from the first and up to the last), zero outside them."""
+        times = self.actor_times
+        x = np.interp(t, times, self.actor_xy[:, 0])
+        y = np.interp(t, times, self.actor_xy[:, 1])
+        yaw = np.interp(t, times, np.unwrap(self.actor_yaw))
+        vx = vy = 0.0
         dt = 0.05
-        vx = (
-            np.interp(t + dt, self.actor_times, self.actor_xy[:, 0])
-            - np.interp(t - dt, self.actor_times, self.actor_xy[:, 0])
-        ) / (2 * dt)
-        vy = (
-            np.interp(t + dt, self.actor_times, self.actor_xy[:, 1])
-            - np.interp(t - dt, self.actor_times, self.actor_xy[:, 1])
-        ) / (2 * dt)
-        if t <= self.actor_times[0] or t >= self.actor_times[-1]:
-            vx = vy = 0.0
+        t0, t1 = max(t - dt, float(times[0])), min(t + dt, float(times[-1]))
+        if times[0] <= t <= times[-1] and t1 > t0:  # inside the script, its ends included
+            span = 2 * dt if (t0, t1) == (t - dt, t + dt) else t1 - t0
+            vx = (np.interp(t1, times, self.actor_xy[:, 0]) - np.interp(t0, times, self.actor_xy[:, 0])) / span
+            vy = (np.interp(t1, times, self.actor_xy[:, 1]) - np.interp(t0, times, self.actor_xy[:, 1])) / span
         return np.array([x, y, float(wrap_angle(yaw)), *self.actor_size, *ACTOR_COLOUR, vx, vy])
 
 
@@ -149,8 +149,9 @@ def make_scenario(kind: str, layout: int, run: int, params: VehicleParams = Vehi
     """Build run ``run`` of base layout ``layout`` of scenario type ``kind``."""
     if kind not in SCENARIO_TYPES:
         raise ValueError(f"unknown scenario type {kind!r}; expected one of {SCENARIO_TYPES}")
-    if layout < 0 or run < 0:
-        raise ValueError("layout and run must be non-negative")
+    for name, value in (("layout", layout), ("run", run)):  # 1.7 would silently be layout 1 (int() in the seeds)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
     seed = _side_seed(layout) if kind == "side" else layout_seed(kind, layout)
     net = _town(seed).network
     lay = np.random.default_rng([seed, 11])  # fixed per layout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,8 +36,13 @@ class WorldConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` for impossible settings."""
-        if self.dt <= 0 or self.traffic_density < 0:
-            raise ValueError(f"dt must be > 0 and traffic_density >= 0 (got {self.dt}, {self.traffic_density})")
+        if not (math.isfinite(self.dt) and self.dt > 0 and math.isfinite(self.traffic_density)
+                and self.traffic_density >= 0):  # NaN passes a plain comparison
+            raise ValueError(f"dt must be > 0 and traffic_density >= 0, both finite (got {self.dt}, "
+                             f"{self.traffic_density})")
+        w = self.turn_weights
+        if len(w) != 3 or not all(math.isfinite(x) and x >= 0 for x in w):
+            raise ValueError(f"turn_weights must be three finite weights >= 0 (right, left, straight), got {w}")
         self.network.validate()
 
 
@@ -91,6 +97,13 @@ class World:
         x, y = lane.line.position(s_rear)
         self.ego = EgoState(x=float(x), y=float(y), yaw=float(lane.line.heading(s_rear)), v=float(speed))
         self.ego_agent.path = list(path)
+        for c in self.ego_agent.granted:  # release the intersections it held, or their traffic waits forever
+            node = self.traffic.holders[self.net.lanes[c].node]
+            ids = node.get(c)
+            if ids is not None:
+                ids.discard(self.ego_agent.id)
+                if not ids:
+                    del node[c]
         self.ego_agent.granted.clear()
         self.ego_agent.request = None
         self.router.extend(self.ego_agent.path)

@@ -18,8 +18,16 @@ from vavam.world.vehicle import EgoState, VehicleParams, pure_pursuit
 
 
 def validate_plan(plan) -> np.ndarray:
-    """Check a planner output: ``[6, 2]`` finite metres. Returns it as float64; raises ``ValueError``."""
-    arr = np.asarray(plan, dtype=np.float64)
+    """Check a planner output: ``[6, 2]`` finite metres (real numbers: not text, booleans or complex numbers).
+    Returns it as float64; raises ``ValueError``."""
+    try:
+        raw = np.asarray(plan)
+        if raw.dtype.kind not in "iufO":  # numpy would read "1.5" as 1.5, True as 1 m, and drop imaginary parts
+            raise TypeError(f"dtype {raw.dtype}")
+        arr = raw.astype(np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"a plan must be [{NUM_WAYPOINTS}, 2] real numbers (x forward, y left, metres), got "
+                         f"{type(plan).__name__} ({err})") from err
     if arr.shape != (NUM_WAYPOINTS, 2):
         raise ValueError(f"a plan must be [{NUM_WAYPOINTS}, 2] (x forward, y left, metres), got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
