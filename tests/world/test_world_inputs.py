@@ -1,5 +1,5 @@
-"""World audit (second round): the target's velocity at the ends of its script, the camera extrinsics a model
-server receives, and bad inputs refused with their names."""
+"""The target's velocity at the ends of its script, the camera extrinsics a model server receives, and bad
+inputs to the world refused with their names."""
 
 from __future__ import annotations
 
