@@ -170,3 +170,34 @@ def test_a_gpu_index_beyond_the_visible_ones_is_refused(monkeypatch):
 def test_a_device_that_is_no_device_name_is_refused(capsys, tmp_path):
     code, err = _run(capsys, "generate", str(tmp_path / "ckpt"), "--device", "gpu0")
     assert code == 2 and "--device 'gpu0': not a device name" in err
+
+
+def test_a_torchscript_tokenizer_without_trust_code_is_a_one_line_error(tmp_path, capsys):
+    """The refusal of a TorchScript --tokenizer without --trust-code is a PermissionError whose message names
+    --tokenizer; the command line let it through as a traceback (exit 1) instead of its one-line error."""
+    import vavam
+    from vavam.video import save_video_model
+
+    save_video_model(vavam.build_model(vavam.presets.vavim_tiny()), tmp_path / "vim")
+    (tmp_path / "x_encoder.jit").write_bytes(b"not really TorchScript")
+    (tmp_path / "frames").mkdir()
+    code, err = _run(capsys, "generate", str(tmp_path / "vim"), "--tokenizer", str(tmp_path / "x_encoder.jit"),
+                     "--frames", str(tmp_path / "frames"), "--out", str(tmp_path / "gen"), "--no-progress")
+    assert code == 2 and "Traceback" not in err
+    assert f"vavam generate: error: --tokenizer {tmp_path / 'x_encoder.jit'}:" in err and "--trust-code" in err
+    assert not (tmp_path / "gen").exists()
+
+
+def test_a_nested_group_lists_its_commands(capsys):
+    """`vavam data prepare --help` said "unknown command 'data prepare'" (exit 2), and `vavam data prepare bogus`
+    named 'data prepare' as the unknown command: only the first word was taken for the group."""
+    assert cli.main(["data", "prepare", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: vavam data prepare <command>") and "data prepare nuscenes" in out
+    code, err = _run(capsys, "data", "prepare", "bogus")
+    assert code == 2 and err.startswith("vavam: unknown command 'data prepare bogus'\n")
+    assert "data prepare opendv" in err
+    code, err = _run(capsys, "data", "prepare", "--dataroot", "x")
+    assert code == 2 and "'vavam data prepare' needs a command before the option '--dataroot'" in err
+    assert cli.main(["data", "prepare"]) == 2  # no command: the group's commands, as for `vavam train`
+    assert "data prepare nuplan" in capsys.readouterr().out

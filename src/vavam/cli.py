@@ -2,7 +2,8 @@
 
 Commands are registered as ``"module:function"`` strings and imported only when run, so
 ``vavam --help`` is instant and a missing optional dependency only affects its own command.
-A command refusing bad input (``ValueError``, ``FileNotFoundError``) or failing to reach a server it was
+A command refusing bad input (``ValueError``, ``FileNotFoundError``, ``PermissionError``: e.g. a TorchScript
+``--tokenizer`` without ``--trust-code``, or an ``--out`` it may not write) or failing to reach a server it was
 pointed at (:class:`vavam.serve.errors.ServerUnreachable`) prints ``vavam <command>: error: <message>``
 and exits with status 2; ``VAVAM_TRACEBACK=1`` shows the traceback instead.
 """
@@ -118,18 +119,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                         check_device(device)
                 with command_line(args[depth:]):  # options typed win over a --recipe even at their defaults
                     result = tyro.cli(func, args=args[depth:], prog=f"vavam {name}")
-            except (ValueError, FileNotFoundError, ServerUnreachable) as exc:  # bad input: the message names it
+            except (ValueError, FileNotFoundError, PermissionError, ServerUnreachable) as exc:  # bad input, named
                 if os.environ.get("VAVAM_TRACEBACK"):
                     raise
                 print(f"vavam {name}: error: {exc}\n(VAVAM_TRACEBACK=1 shows where it was raised)", file=sys.stderr)
                 return 2
             return result if isinstance(result, int) else 0
-    group = args[0] + " "
-    if any(c.startswith(group) for c in COMMANDS):
-        asked_help = len(args) > 1 and args[1] in ("-h", "--help", "help")
-        if len(args) > 1 and not asked_help:  # "vavam train bogus": say so before the group's commands
-            what = (f"'vavam {args[0]}' needs a command before the option {args[1]!r}" if args[1].startswith("-")
-                    else f"unknown command {' '.join(args[:2])!r}")
+    # The longest group the arguments name ("data prepare" before "data"), then what follows it.
+    depth = max((d for d in range(1, len(args) + 1)
+                 if any(c.startswith(" ".join(args[:d]) + " ") for c in COMMANDS)), default=0)
+    if depth:
+        group, rest = " ".join(args[:depth]) + " ", args[depth:]
+        asked_help = bool(rest) and rest[0] in ("-h", "--help", "help")
+        if rest and not asked_help:  # "vavam train bogus": say so before the group's commands
+            what = (f"'vavam {group.strip()}' needs a command before the option {rest[0]!r}" if rest[0].startswith("-")
+                    else f"unknown command {group + rest[0]!r}")
             print(f"vavam: {what}\n", file=sys.stderr)
             _print_help(group, file=sys.stderr)
             return 2

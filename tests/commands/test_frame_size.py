@@ -23,3 +23,14 @@ def test_grid_is_the_trained_one_or_16_9_never_the_sources():
     with pytest.warns(UserWarning, match="stretched"):
         assert choose_frame_size((900, 1600), 576, 16, trained_size=(384, 384)) == (384, 384)
     assert choose_frame_size(None, 32, 16, trained_size=(48, 48)) == (64, 128)  # 3x3 tokens: not this model's
+
+
+def test_a_size_that_is_not_positive_is_refused_by_name():
+    """--size -32 -48 passed the multiple-of-downsampling and token-count checks (a 4 x 6 grid) and failed later
+    with an error about --frames resizing to an empty image."""
+    from vavam.commands.common import CommandError
+
+    for size in ((-32, -48), (-32, 48), (0, 48)):
+        with pytest.raises(CommandError, match=rf"--size {size[0]} {size[1]}: height and width must be positive"):
+            choose_frame_size((32, 48), 24, 8, size=size)
+    assert choose_frame_size((32, 48), 24, 8, size=(32, 48)) == (32, 48)

@@ -144,6 +144,21 @@ def test_generate_from_token_store_without_future(assets, tmp_path):
     assert len(video) == 3 and video[0].shape[1] == W * s["display_scale"]  # one panel only
 
 
+def test_a_clip_without_a_real_future_leaves_no_earlier_real_frames(assets, tmp_path):
+    """A run with a known future into a folder, then one without (here: the store's last frames): real.png and
+    real_tokens.npy of the first clip stayed beside the second clip's frames, though its summary knew no real
+    frame."""
+    root, out = assets["root"], tmp_path / "o"
+    first = generate(root / "vim", tokenizer=str(root / "tok"), tokens=root / "store", start=0, context=2,
+                     new_frames=2, out=out, progress=False)
+    assert first["real_frames_known"] == 2 and (out / "real.png").is_file() and (out / "real_tokens.npy").is_file()
+    second = generate(root / "vim", tokenizer=str(root / "tok"), tokens=root / "store", start=4, context=2,
+                      new_frames=1, out=out, progress=False)
+    assert second["real_frames_known"] == 0 and "real_png" not in second["files"]
+    assert not (out / "real.png").exists() and not (out / "real_tokens.npy").exists()
+    assert (out / "generated.png").is_file() and (out / "summary.json").is_file()
+
+
 def test_generate_errors(assets, tmp_path):
     root = assets["root"]
     tok, imgs = str(root / "tok"), [str(assets["images"])]

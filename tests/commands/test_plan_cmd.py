@@ -248,3 +248,22 @@ def test_plan_refuses_bad_speed_intrinsics_and_fps(assets, tmp_path):
         plan(root / "vam", "left", tokenizer=str(root / "tok"), frames=[str(assets["images"])], fps=0.0,
              out=tmp_path / "o")
     assert not (tmp_path / "o").exists()
+
+
+def test_plan_refuses_camera_options_that_cannot_be_drawn(assets, tmp_path):
+    """--camera-height nan / -1.5 / 0, --camera-forward inf and --camera-pitch-deg 95 were drawn as given (a
+    nan height also went into trajectory.json); they are refused by name before anything is written."""
+    root = assets["root"]
+    args = dict(tokens=root / "store", scene="s0", out=tmp_path / "o")
+    for height in (float("nan"), -1.5, 0.0, float("inf")):
+        with pytest.raises(C.CommandError, match=r"^--camera-height must be a finite height above the ground"):
+            plan(root / "vam", "left", camera_height=height, **args)
+    for forward in (float("inf"), float("nan")):
+        with pytest.raises(C.CommandError, match=r"^--camera-forward must be a finite distance"):
+            plan(root / "vam", "left", camera_forward=forward, **args)
+    for pitch in (95.0, -90.0, float("nan")):
+        with pytest.raises(C.CommandError, match=r"^--camera-pitch-deg must be a finite angle"):
+            plan(root / "vam", "left", camera_pitch_deg=pitch, **args)
+    assert not (tmp_path / "o").exists()
+    res = plan(root / "vam", "left", camera_height=1.2, camera_forward=-0.5, camera_pitch_deg=-5.0, **args)
+    assert res["camera"]["height_m"] == 1.2 and res["camera"]["forward_m"] == -0.5

@@ -114,3 +114,35 @@ def test_report_includes_tokenizer_runs(tmp_path, capsys):
     # a folder with both logs is one run (its metrics.jsonl)
     (run / "vim" / "metrics.csv").write_bytes((run / "tok" / "metrics.csv").read_bytes())
     assert [p.rsplit("/", 1)[-1] for p in report(run)["training_runs"]] == ["tok", "vim"]
+
+
+def test_evaluations_below_the_out_folder_are_on_the_page(tmp_path):
+    """`vavam report runs --out runs/eval` left out every evaluation under runs/eval (those under --out were
+    excluded), so the page missed them or the command said "no evaluation.json"."""
+    run = tmp_path / "runs"
+    _save(run / "eval" / "openloop", "openloop", 1.0)
+    _save(run / "other" / "probe", "probe", 2.0)
+    out = report(run, out=run / "eval")
+    assert sorted(p.rsplit("/", 1)[-1] for p in out["evaluations"]) == ["openloop", "probe"]
+    page = (run / "eval" / "report.md").read_text()
+    assert "## Openloop: openloop section" in page and "![plot](openloop/plot.png)" in page
+    only = tmp_path / "only"
+    _save(only / "eval" / "openloop", "openloop", 1.0)
+    assert len(report(only, out=only / "eval")["evaluations"]) == 1  # it said "no evaluation.json"
+    assert len(report(only)["evaluations"]) == 1
+
+
+def test_an_evaluation_file_with_malformed_sections_is_skipped(tmp_path, capsys):
+    """A section without a title (or sections that are not a list) stopped `vavam report` with a KeyError
+    instead of being skipped with a message like any other unreadable evaluation.json."""
+    run = tmp_path / "run"
+    _save(run / "good", "probe", 2.0)
+    for name, sections in (("untitled", [{"text": "no title"}]), ("notalist", "abc"), ("badtable", [
+            {"title": "t", "tables": [{"rows": []}]}])):
+        (run / name).mkdir()
+        (run / name / EVAL_FILE).write_text(json.dumps({"kind": "probe", "sections": sections}))
+        with pytest.raises(ValueError, match="not an evaluation file"):
+            load_evaluation(run / name / EVAL_FILE)
+    assert [f.name for f, _ in find_evaluations(run)] == ["good"]
+    assert capsys.readouterr().err.count("skipping") == 3
+    assert len(report(run)["evaluations"]) == 1

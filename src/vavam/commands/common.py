@@ -1,7 +1,8 @@
 """Glue shared by the ``generate`` and ``plan`` commands: checkpoints, tokenizers, inputs, outputs.
 
-Errors are :class:`CommandError` (a ``ValueError``) or ``FileNotFoundError`` whose message starts with
-the command-line argument at fault (``CHECKPOINT``, ``--tokenizer``, ``--frames``, ...).
+Errors are :class:`CommandError` (a ``ValueError``), ``FileNotFoundError`` or ``PermissionError`` (a TorchScript
+``--tokenizer`` without ``--trust-code``) whose message starts with the command-line argument at fault
+(``CHECKPOINT``, ``--tokenizer``, ``--frames``, ...).
 """
 
 from __future__ import annotations
@@ -172,6 +173,8 @@ def choose_frame_size(
     """
     if size is not None:
         hh, ww = int(size[0]), int(size[1])
+        if hh < 1 or ww < 1:  # -32 -48 passed the checks below (a 4 x 6 grid) and failed later, naming --frames
+            raise CommandError(f"--size {hh} {ww}: height and width must be positive")
         if hh % downsample or ww % downsample:
             raise CommandError(
                 f"--size {hh} {ww}: not a multiple of the downsampling factor {downsample} of --tokenizer {tokenizer}"
@@ -183,7 +186,8 @@ def choose_frame_size(
                 f"grid = {gh * gw} tokens per frame, but the model expects {tokens_per_frame}"
             )
         return hh, ww
-    if trained_size is not None and (trained_size[0] // downsample) * (trained_size[1] // downsample) == tokens_per_frame:
+    if trained_size is not None and \
+            (trained_size[0] // downsample) * (trained_size[1] // downsample) == tokens_per_frame:
         hh, ww = int(trained_size[0]), int(trained_size[1])
     else:
         h, w = min(grid_candidates(tokens_per_frame), key=lambda g: (abs(math.log((g[1] / g[0]) / (16 / 9))), -g[0]))

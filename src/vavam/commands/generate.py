@@ -202,6 +202,9 @@ def generate(
     with timer("write"):
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
+        if not n_real:  # a real future from an earlier run into this folder would sit beside this clip's frames
+            for stale in ("real.png", "real_tokens.npy"):
+                (out / stale).unlink(missing_ok=True)
         frame_h = int(gen_images.shape[-2])
         scale = max(1, round(display_height / frame_h))
 

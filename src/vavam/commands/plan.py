@@ -123,6 +123,15 @@ def plan(
         if not all(math.isfinite(v) for v in (fx, fy, cx, cy)) or fx <= 0 or fy <= 0:
             raise C.CommandError(f"--intrinsics fx fy cx cy: the focal lengths fx, fy must be positive and all four "
                                  f"finite (pixels of the model-size frame), got {fx:g} {fy:g} {cx:g} {cy:g}")
+    # the camera options only draw the picture: a bad value used to be drawn as given (nan: into trajectory.json)
+    if camera_height is not None and not (math.isfinite(camera_height) and camera_height > 0):
+        raise C.CommandError(f"--camera-height must be a finite height above the ground in metres (> 0), "
+                             f"got {camera_height}")
+    if camera_forward is not None and not math.isfinite(camera_forward):
+        raise C.CommandError(f"--camera-forward must be a finite distance in metres, got {camera_forward}")
+    if not (math.isfinite(camera_pitch_deg) and abs(camera_pitch_deg) < 90):
+        raise C.CommandError(f"--camera-pitch-deg must be a finite angle between -90 and 90 degrees (downward "
+                             f"positive), got {camera_pitch_deg}")
     try:
         check_fps(fps, "--fps")
     except FrameError as exc:

@@ -124,7 +124,10 @@ def _plot_training(runs: list[tuple[Path, list[dict[str, Any]]]], run_dir: Path,
 
 
 def report(
-    run_dir: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR")], out: Path | None = None, title: str | None = None) -> dict[str, Any]:
+    run_dir: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR")],
+    out: Path | None = None,
+    title: str | None = None,
+) -> dict[str, Any]:
     """Gather every evaluation of a run folder (and its training curves) into one report page.
 
     Args:
@@ -141,7 +144,9 @@ def report(
     if (out / EVAL_FILE).is_file():
         raise ValueError(f"--out {out} holds an evaluation ({EVAL_FILE}): its report.md / report.html would be "
                          "overwritten; choose another --out (default RUN_DIR/summary)")
-    evaluations = find_evaluations(run_dir, exclude=out)
+    # Every evaluation under RUN_DIR, those under --out too: --out may not hold an evaluation itself (refused
+    # above), but one below it (`vavam report runs --out runs/eval`) is not overwritten and belongs on the page.
+    evaluations = find_evaluations(run_dir)
     training = _training_runs(run_dir)
     if not evaluations and not training:  # refused before any output folder exists
         raise FileNotFoundError(f"{run_dir}: no evaluation.json (vavam eval ...) and no training log "

@@ -134,7 +134,8 @@ def _section_to_dict(sec: Section) -> dict[str, Any]:
     return {
         "title": sec.title,
         "text": sec.text,
-        "tables": [{"columns": list(t.columns), "rows": [list(r) for r in t.rows], "digits": t.digits} for t in sec.tables],
+        "tables": [{"columns": list(t.columns), "rows": [list(r) for r in t.rows], "digits": t.digits}
+                   for t in sec.tables],
         "figures": list(sec.figures),
     }
 
@@ -178,5 +179,10 @@ def load_evaluation(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not a readable evaluation file ({exc})") from exc
     if not isinstance(data, dict) or "kind" not in data or "sections" not in data:
         raise ValueError(f"{path}: not an evaluation file (needs 'kind' and 'sections')")
-    data["sections"] = [_section_from_dict(s) for s in data["sections"]]
+    try:  # a section without a title or a table without columns was a KeyError that stopped `vavam report`
+        if not isinstance(data["sections"], list):
+            raise TypeError("'sections' is not a list")
+        data["sections"] = [_section_from_dict(s) for s in data["sections"]]
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path}: not an evaluation file (malformed sections: {type(exc).__name__}: {exc})") from exc
     return data
