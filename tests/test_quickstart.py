@@ -137,3 +137,54 @@ def test_interrupt_says_how_to_continue(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(qs, "run_stages", interrupted)
     assert quickstart(out=tmp_path / "qs", budget=BUDGET, seed=0) == 130
     assert "run the same command again to continue" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("budget", [float("nan"), float("inf"), -1.0])
+def test_a_budget_that_is_not_positive_finite_minutes_is_refused_clearly(budget):
+    """NaN passed the "<= 0" check and failed later with "cannot convert float NaN to integer"; infinity with an
+    OverflowError traceback (the command line shows a ValueError in one line, other errors as tracebacks)."""
+    with pytest.raises(ValueError, match="budget must be positive minutes"):
+        QuickstartPlan.from_budget(budget)
+
+
+def test_a_folder_that_is_not_a_quickstart_run_is_refused_untouched(tmp_path, monkeypatch):
+    """Without plan.json, folders named like the stages were taken as the run's: a finished one skipped whatever
+    budget and seed made it, an unfinished one (any folder, say the user's ``video/``) deleted."""
+    import vavam.quickstart as qs
+
+    def ran(*args, **kwargs):
+        raise AssertionError("the stages ran")
+
+    monkeypatch.setattr(qs, "run_stages", ran)
+    out = tmp_path / "mine"
+    (out / "video").mkdir(parents=True)
+    (out / "video" / "holiday.mp4").write_bytes(b"keep me")
+    with pytest.raises(SystemExit, match="holds video but no plan.json"):
+        quickstart(out=out, budget=BUDGET, seed=0)
+    assert (out / "video" / "holiday.mp4").read_bytes() == b"keep me" and not (out / "plan.json").exists()
+    (tmp_path / "empty").mkdir()  # an empty or unrelated folder is fine
+    (tmp_path / "empty" / "notes.txt").write_text("x")
+    monkeypatch.setattr(qs, "run_stages", lambda *a, **k: {"report": {"report_html": "r.html", "headline": []}})
+    assert quickstart(out=tmp_path / "empty", budget=BUDGET, seed=0) == 0
+
+
+def test_an_out_that_cannot_be_written_is_one_clear_error(tmp_path):
+    """A file in the way of --out (or no permission) gave a FileExistsError / NotADirectoryError traceback."""
+    (tmp_path / "a_file").write_text("x")
+    for out in (tmp_path / "a_file", tmp_path / "a_file" / "qs"):
+        with pytest.raises(SystemExit, match="cannot write the run folder"):
+            quickstart(out=out, budget=BUDGET, seed=0)
+
+
+def test_the_printed_report_path_is_in_the_run_folder(tmp_path, monkeypatch, capsys):
+    """A re-run whose report stage was done earlier printed the path stored then: after the folder moved (or from
+    another working directory with a relative --out) a path to no file."""
+    import vavam.quickstart as qs
+
+    stored = {"report_md": "/gone/qs/report.md", "report_html": "/gone/qs/report.html", "headline": ["a: met (1)"]}
+    monkeypatch.setattr(qs, "run_stages", lambda *a, **k: {"report": stored})
+    out = tmp_path / "moved"
+    assert quickstart(out=out, budget=BUDGET, seed=0) == 0
+    printed = capsys.readouterr().out
+    assert f"report: {out / 'report.html'}\n" in printed and "/gone/" not in printed
+    assert "a: met (1)" in printed

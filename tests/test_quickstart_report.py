@@ -314,3 +314,36 @@ def test_a_picture_the_latest_evaluation_did_not_draw_is_not_shown(tmp_path):
     write_quickstart_report(out, PLAN, seed=0)
     assert "trajectories.png" not in (out / "report.md").read_text() and not (out / "trajectories.png").exists()
     assert "](next_frames.png)" in (out / "report.md").read_text()
+
+
+def test_data_section_shows_held_out_frames_of_the_world_stage(tmp_path):
+    """The montage of held-out frames looked for ``world/heldout/frames/``, a folder the world stage never makes
+    (it keeps every scene in ``world/frames/<scene>/`` and lists the held-out ones in ``heldout.npz``): the Data
+    section never had its picture."""
+    from PIL import Image
+
+    from vavam.data.records import SceneRecord, save_records
+
+    out = tmp_path / "qs"
+    _build(out)
+    world = out / "world"
+    records = []
+    for k, split in enumerate(["train", "heldout", "heldout"]):
+        name = f"scene-{k:06d}"
+        (world / "frames" / name).mkdir(parents=True)
+        paths = []
+        for i in range(6):
+            Image.fromarray(np.full((8, 16, 3), 40 * k + i, np.uint8)).save(world / "frames" / name / f"{i:06d}.png")
+            paths.append(f"frames/{name}/{i:06d}.png")
+        ts = np.arange(6, dtype=np.int64) * 500_000 + k * 10**9
+        records.append(SceneRecord(name=name, timestamps=ts, translations=np.zeros((6, 3)),
+                                   rotations=np.tile([1.0, 0, 0, 0], (6, 1)), image_paths=paths,
+                                   metadata={"split": split}))
+    save_records(world / "heldout.npz", [r for r in records if r.metadata["split"] == "heldout"],
+                 image_root=str(world))
+    write_quickstart_report(out, PLAN, seed=0)
+    md = (out / "report.md").read_text()
+    assert "![heldout_frames](heldout_frames.png)" in md
+    montage = np.asarray(Image.open(out / "heldout_frames.png"))
+    assert montage.shape == (8, 32, 3)  # the two held-out scenes' frame 4, side by side; not the training scene
+    assert montage[0, 0, 0] == 40 + 4 and montage[0, 16, 0] == 80 + 4

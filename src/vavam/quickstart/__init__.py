@@ -141,7 +141,8 @@ def quickstart(out: Path = Path("runs/quickstart"), budget: float = DEFAULT_BUDG
     """Train and evaluate the whole system on the embedded world, then write a report.
 
     Args:
-        out: run folder; a re-run skips finished stages (delete it to start over).
+        out: run folder; a re-run skips finished stages (delete it to start over). A folder that holds folders
+            named like the stages but no ``plan.json`` (not a quickstart run) is refused, not used.
         budget: time budget in minutes on 2 CPU cores; data, steps and sizes scale with it (see the README).
         seed: seed of the world, the initialisations and the sampling.
     """
@@ -154,7 +155,16 @@ def quickstart(out: Path = Path("runs/quickstart"), budget: float = DEFAULT_BUDG
             raise SystemExit(f"{out} holds a run with another budget or seed, or of an older plan rule ({plan_file}); "
                              "choose another --out")
     else:
-        atomic_write_json(plan_file, {"seed": seed, **dataclasses.asdict(plan)})
+        # without plan.json, folders named like the stages are not this run's: run_stages would take a finished
+        # one as done (whatever budget and seed made it) and delete an unfinished one (whatever it holds)
+        taken = [s.name for s in _stages(out, plan, seed) if (out / s.name).exists()] if out.is_dir() else []
+        if taken:
+            raise SystemExit(f"{out} holds {', '.join(taken)} but no plan.json: it is not a quickstart run folder "
+                             "(or one whose budget and seed are unknown); choose another --out")
+        try:
+            atomic_write_json(plan_file, {"seed": seed, **dataclasses.asdict(plan)})
+        except OSError as exc:  # a file in the way, no permission, ...: one line, not a traceback
+            raise SystemExit(f"cannot write the run folder {out}: {exc}; choose another --out") from exc
     _log(f"budget {budget:g} min, seed {seed}: {plan.train_scenes}+{plan.heldout_scenes} scenes at "
          f"{plan.height}x{plan.width}, steps tokenizer {plan.tokenizer_steps} / VaViM {plan.video_steps} / "
          f"VaVAM {plan.action_steps}")
@@ -167,7 +177,8 @@ def quickstart(out: Path = Path("runs/quickstart"), budget: float = DEFAULT_BUDG
         return 130
     headline = summaries["report"]
     _log(f"done in {time.perf_counter() - start:.0f} s (this invocation)")
-    _log(f"report: {headline['report_html']}")
+    # in out, not at the path stored when the report was written: the folder may have moved since
+    _log(f"report: {out / Path(headline['report_html']).name}")
     for line in headline["headline"]:
         _log("  " + line)
     return 0

@@ -104,6 +104,7 @@ the budget is what it takes on 2 CPU cores (this project's reference machine: fl
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 DEFAULT_BUDGET_MIN = 15.0
@@ -153,7 +154,7 @@ class QuickstartPlan:
     @classmethod
     def from_budget(cls, budget_min: float = DEFAULT_BUDGET_MIN) -> QuickstartPlan:
         """The plan of a time budget in minutes (see the module docstring for the rule)."""
-        if budget_min <= 0:
+        if not math.isfinite(budget_min) or budget_min <= 0:  # NaN passed "<= 0" and failed later, unexplained
             raise ValueError(f"budget must be positive minutes, got {budget_min}")
         s = budget_min / DEFAULT_BUDGET_MIN
         wide = s >= 4  # twice the widths; fewer steps, so that the run still fits the budget

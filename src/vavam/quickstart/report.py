@@ -84,11 +84,19 @@ def _plot_curves(out: Path, path: Path) -> bool:
     return True
 
 
-def _frame_montage(world: Path, path: Path, count: int = 4) -> bool:
+def _frame_montage(world: Path, path: Path, count: int = 4, frame: int = 4) -> bool:
+    """Frame ``frame`` of the first ``count`` held-out scenes side by side into ``path`` (an earlier copy removed
+    when there is none). The world stage keeps every scene's frames in ``frames/<scene>/`` and names the
+    held-out ones in ``heldout.npz``."""
     from PIL import Image
 
-    frames = sorted((world / "heldout" / "frames").glob("*/000004.png"))[:count]
+    from vavam.data.records import load_records
+
+    records = load_records(world / "heldout.npz", check_files=False) if (world / "heldout.npz").is_file() else []
+    frames = [world / r.image_paths[min(frame, len(r) - 1)] for r in records if len(r)][:count]
+    frames = [p for p in frames if p.is_file()]
     if not frames:
+        path.unlink(missing_ok=True)
         return False
     images = [np.asarray(Image.open(p).convert("RGB")) for p in frames]
     Image.fromarray(np.concatenate(images, axis=1)).save(path)
