@@ -34,6 +34,7 @@ def test_plan_scales_with_budget():
 def test_quickstart_reduced_budget(tmp_path, capsys):
     out = tmp_path / "qs"
     assert quickstart(out=out, budget=BUDGET, seed=0) == 0
+    assert "eval: 100%" in capsys.readouterr().err  # the eval stage's bar over its 6 parts ran to the end
     report = (out / "report.md").read_text()
     for section in ("## Targets", "## Data", "## Tokenizer", "## VaViM: next-token prediction",
                     "## VaViM: generating the next frame", "## VaVAM: open-loop planning",

@@ -32,27 +32,47 @@ def run_all(out: Path, folder: Path, plan: QuickstartPlan, seed: int) -> dict[st
     train_set = make_window_dataset(out / "world" / "train.npz", out / "tokens" / "train", frames)
     heldout_set = make_window_dataset(out / "world" / "heldout.npz", out / "tokens" / "heldout", frames)
 
-    results: dict[str, Any] = {}
-    print("[eval] next-token cross-entropy", flush=True)
-    results["next_token"] = ev.next_token(vim, train_store, heldout_store)
-    print("[eval] greedy next frame", flush=True)
-    nf = ev.next_frame(vim, heldout_store, seed=seed)
-    results["next_frame"] = _public(nf)
-    results["generated_frames"] = ev.generated_frames(tok, nf, folder)
-    print("[eval] open-loop planning", flush=True)
+    from tqdm.auto import tqdm
+
     from vavam.data.records import load_records
     from vavam.eval.planning import plot_examples_bev
 
     records = {r.name: r for r in load_records(out / "world" / "heldout.npz", check_files=False)}
-    ol = ev.open_loop(vam, train_set, heldout_set, num_samples=plan.num_samples, seed=seed, records=records)
-    results["open_loop"] = {**_public(ol), "ego_speed": bool(vam.config.ego_speed),
-                            "speed_prior": bool(vam.config.speed_prior)}
-    plot_examples_bev(ol["_examples"], folder / "trajectories.png")
-    results["command_following"] = ev.command_following(vam, heldout_set, num_samples=plan.num_samples, seed=seed)
-    print("[eval] semantic probe on world labels", flush=True)
-    results["probe"] = probe(vim, tok, out / "world", folder, seed)
-    print("[eval] closed-loop hazard scenarios", flush=True)
-    results["closed_loop"] = closed_loop(tok, vam, plan, seed, folder)
+    results: dict[str, Any] = {}
+    # the stage's parts, in order; one bar over them gives the stage's progress and ETA (closed loop adds its own)
+    parts = ["next-token cross-entropy", "greedy next frame", "open-loop planning", "command following",
+             "semantic probe on world labels", "closed-loop hazard scenarios"]
+    bar = tqdm(total=len(parts), desc="eval", unit="part", dynamic_ncols=True)
+
+    def start(part: str) -> None:
+        print(f"[eval] {part}", flush=True)
+        bar.set_postfix_str(part)
+
+    with bar:
+        start(parts[0])
+        results["next_token"] = ev.next_token(vim, train_store, heldout_store)
+        bar.update()
+        start(parts[1])
+        nf = ev.next_frame(vim, heldout_store, seed=seed)
+        results["next_frame"] = _public(nf)
+        results["generated_frames"] = ev.generated_frames(tok, nf, folder)
+        bar.update()
+        start(parts[2])
+        ol = ev.open_loop(vam, train_set, heldout_set, num_samples=plan.num_samples, seed=seed, records=records)
+        results["open_loop"] = {**_public(ol), "ego_speed": bool(vam.config.ego_speed),
+                                "speed_prior": bool(vam.config.speed_prior)}
+        plot_examples_bev(ol["_examples"], folder / "trajectories.png")
+        bar.update()
+        start(parts[3])
+        results["command_following"] = ev.command_following(vam, heldout_set, num_samples=plan.num_samples,
+                                                            seed=seed)
+        bar.update()
+        start(parts[4])
+        results["probe"] = probe(vim, tok, out / "world", folder, seed)
+        bar.update()
+        start(parts[5])
+        results["closed_loop"] = closed_loop(tok, vam, plan, seed, folder)
+        bar.update()
     atomic_write_json(folder / "results.json", results)
     return {"results": str(folder / "results.json")}
 
