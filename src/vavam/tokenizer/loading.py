@@ -22,7 +22,7 @@ import torch
 from vavam import io as vio
 from vavam.config import VQConfig, config_to_dict
 from vavam.tokenizer.convert import load_llamagen
-from vavam.tokenizer.model import VQModel
+from vavam.tokenizer.model import VQModel, checked_ids
 
 ENCODER_SUFFIX = "_encoder.jit"
 DECODER_SUFFIX = "_decoder.jit"
@@ -86,17 +86,7 @@ class TorchScriptTokenizer:
         """Ids long [B,h,w] -> images float [B,3,h*ds,w*ds]."""
         if self.decoder is None:
             raise RuntimeError(f"this TorchScript tokenizer has no decoder (files: {[str(f) for f in self.files]})")
-        if not isinstance(ids, torch.Tensor) or ids.ndim != 3:
-            shape = tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__
-            raise ValueError(f"tokenizer expects ids [B,h,w], got {shape}")
-        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
-            raise TypeError(f"tokenizer expects integer ids, got dtype {ids.dtype}")
-        ids = ids.long()  # min/max are not implemented for uint16 (the token store's dtype) and other unsigned types
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.codebook_size):
-            raise ValueError(
-                f"token ids out of range: min {int(ids.min())}, max {int(ids.max())}, "
-                f"codebook size {self.codebook_size}"
-            )
+        ids = checked_ids(ids, self.codebook_size)
         return self.decoder(ids.to(self._device())).float()
 
     def eval(self) -> "TorchScriptTokenizer":

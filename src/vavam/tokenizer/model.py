@@ -31,6 +31,21 @@ class VQOutput(NamedTuple):
     entropy_loss: torch.Tensor
 
 
+def checked_ids(ids: torch.Tensor, codebook_size: int) -> torch.Tensor:
+    """Token ids ``[B, h, w]`` of any integer dtype (the token store's uint16 included) as long, after checking
+    their shape, dtype and range ``[0, codebook_size)``; raises ValueError / TypeError naming what is wrong."""
+    if not isinstance(ids, torch.Tensor) or ids.ndim != 3:
+        shape = tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__
+        raise ValueError(f"tokenizer expects ids [B,h,w], got {shape}")
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise TypeError(f"tokenizer expects integer ids, got dtype {ids.dtype}")
+    ids = ids.long()  # min/max are not implemented for uint16 and the other unsigned types
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= codebook_size):
+        raise ValueError(f"token ids out of range: min {int(ids.min())}, max {int(ids.max())}, "
+                         f"codebook size {codebook_size}")
+    return ids
+
+
 class VQModel(nn.Module):
     """Image tokenizer: images float [B,3,H,W] in [-1,1] <-> codes long [B,H/ds,W/ds].
 
@@ -92,18 +107,6 @@ class VQModel(nn.Module):
             raise ValueError(f"tokenizer got an empty batch of images {tuple(images.shape)}")
         check_finite(images, "images")
 
-    def _check_ids(self, ids: torch.Tensor) -> None:
-        if not isinstance(ids, torch.Tensor) or ids.ndim != 3:
-            shape = tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__
-            raise ValueError(f"tokenizer expects ids [B,h,w], got {shape}")
-        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
-            raise TypeError(f"tokenizer expects integer ids, got dtype {ids.dtype}")
-        ids = ids.long()  # min/max are not implemented for uint16 (the token store's dtype) and other unsigned types
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.codebook_size):
-            raise ValueError(
-                f"token ids out of range: min {int(ids.min())}, max {int(ids.max())}, "
-                f"codebook size {self.codebook_size}"
-            )
 
     # ------------------------------------------------------------------ training path
 
@@ -147,8 +150,7 @@ class VQModel(nn.Module):
 
         Raises ValueError when an id is outside [0, codebook_size).
         """
-        self._check_ids(ids)
-        ids = ids.to(self.quant_conv.weight.device).long()
+        ids = checked_ids(ids, self.codebook_size).to(self.quant_conv.weight.device)
         return self.decode_latents(self.quantize.embed(ids)).float()
 
     @staticmethod
