@@ -93,3 +93,32 @@ def test_a_nan_plan_is_refused_not_counted_as_clear():
         planned_collisions(np.stack([STRAIGHT, bad])[None], boxes)
     with pytest.raises(ValueError, match=r"trajectory: waypoint 2 holds NaN or infinite"):
         trajectory_collides(bad, boxes[0])
+
+
+def test_static_objects_do_not_count_as_collisions_by_default():
+    """A traffic cone (nuScenes movable_object.trafficcone, nuPlan traffic_cone) on the plan's path is left out with
+    classes="agents", the default (ST-P3 / UniAD count vehicles and pedestrians); a car or a pedestrian counts, and
+    classes="all" counts every box. The old check counted the cones."""
+    from vavam.eval.collision import is_static_object
+
+    n = 8
+    ts = np.arange(n, dtype=np.int64) * 500_000
+    trans = np.zeros((n, 3))
+    rot = np.tile(quat_from_yaw(0.0), (n, 1))
+
+    def record(category: str) -> SceneRecord:  # one box 12 m straight ahead in every frame
+        boxes = AgentBoxes(offsets=np.arange(n + 1, dtype=np.int64), centers=np.tile([12.0, 0.0, 0.0], (n, 1)),
+                           sizes=np.tile([0.5, 0.5, 1.0], (n, 1)), yaws=np.zeros(n), categories=[category] * n)
+        return SceneRecord(name="s", timestamps=ts, translations=trans, rotations=rot, intrinsics=np.eye(3),
+                           boxes=boxes)
+
+    plan = np.stack([np.arange(1, 7) * 4.0, np.zeros(6)], axis=1)  # straight ahead through x = 12 m
+    for category, counts in (("movable_object.trafficcone", False), ("traffic_cone", False), ("barrier", False),
+                             ("static_object.bicycle_rack", False), ("vehicle.car", True),
+                             ("human.pedestrian.adult", True), ("pedestrian", True), ("sedan", True), ("", True)):
+        assert is_static_object(category) is not counts
+        rec = record(category)
+        assert trajectory_collides(plan, future_boxes(rec, 0)) is counts, category
+        assert trajectory_collides(plan, future_boxes(rec, 0, classes="all")) is True
+    with pytest.raises(ValueError, match="collision classes must be 'agents' or 'all'"):
+        future_boxes(record("vehicle.car"), 0, classes="vehicles")

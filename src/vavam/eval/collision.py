@@ -9,11 +9,19 @@ collides when it overlaps, in bird's-eye view, the box of any other agent at the
 waypoint, i.e. the agent's annotated box of the frame nearest ``t + 0.5 (i + 1)`` s (within
 ``tolerance_s``) expressed in the CURRENT ego frame. Waypoints whose time has no annotated frame are
 not checked.
+
+Which boxes count (``classes``): ``"agents"`` (default) are road users -- vehicles of every kind,
+cyclists, pedestrians, animals, the world's cars and boxes of unknown category -- and leave out static
+objects: nuScenes ``movable_object.*`` (cones, barriers, debris, pushables) and ``static_object.*``
+(bicycle racks), nuPlan ``traffic_cone``, ``barrier``, ``czone_sign`` and ``generic_object``. This is
+the convention of the ST-P3 / UniAD open-loop collision rate (vehicles and pedestrians). ``"all"``
+counts every annotated box.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -29,9 +37,21 @@ _EGO = VehicleParams()
 DEFAULT_EGO_BOX = (_EGO.length, _EGO.width, _EGO.rear_to_centre)
 
 
+#: CollisionClasses: which annotated boxes a plan may not overlap (see the module docstring).
+CollisionClasses = Literal["agents", "all"]
+_STATIC_PREFIXES = ("movable_object.", "static_object.")  # nuScenes
+_STATIC_NAMES = frozenset({"traffic_cone", "barrier", "czone_sign", "generic_object"})  # nuPlan
+
+
+def is_static_object(category: str) -> bool:
+    """True for the categories of static objects (nuScenes ``movable_object.*`` / ``static_object.*``, nuPlan
+    ``traffic_cone`` / ``barrier`` / ``czone_sign`` / ``generic_object``), which ``classes="agents"`` leaves out."""
+    return category.startswith(_STATIC_PREFIXES) or category in _STATIC_NAMES
+
+
 def future_boxes(
     record: SceneRecord, frame: int, num_waypoints: int = NUM_WAYPOINTS, dt: float = WAYPOINT_DT,
-    tolerance_s: float = 0.1,
+    tolerance_s: float = 0.1, classes: CollisionClasses = "agents",
 ) -> list[np.ndarray | None] | None:
     """Other agents' boxes at each waypoint time, in the ego frame of ``frame``.
 
@@ -40,13 +60,19 @@ def future_boxes(
         frame: the current frame (index in the scene).
         num_waypoints, dt: waypoint count and spacing (s).
         tolerance_s: largest allowed gap between a waypoint time and the nearest frame.
+        classes: ``"agents"`` leaves static objects out (see the module docstring), ``"all"`` keeps every box.
 
     Returns:
         None when the record has no boxes; else a list of ``num_waypoints`` entries, each
         ``float64 [M, 5]`` (x, y, yaw, length, width) or None where no frame is close enough.
     """
+    if classes not in ("agents", "all"):
+        raise ValueError(f"collision classes must be 'agents' or 'all', got {classes!r}")
     if record.boxes is None:
         return None
+    keep = None  # [M] rows that count, None: all
+    if classes == "agents" and record.boxes.categories is not None:
+        keep = np.array([not is_static_object(c) for c in record.boxes.categories], dtype=bool)
     if not 0 <= frame < len(record):
         raise IndexError(f"scene '{record.name}': frame {frame} outside [0, {len(record)})")
     ts = np.asarray(record.timestamps, dtype=np.int64)
@@ -59,7 +85,9 @@ def future_boxes(
         if abs(int(ts[f]) - target) > tolerance_s * 1e6:
             out.append(None)
             continue
-        rows = record.boxes.frame_slice(f)
+        rows = np.arange(record.boxes.offsets[f], record.boxes.offsets[f + 1])  # this frame's boxes
+        if keep is not None:
+            rows = rows[keep[rows]]
         centers = world_to_ego(pose_t, pose_q, record.boxes.centers[rows])  # [M, 3]
         sizes = record.boxes.sizes[rows]  # [M, 3] (length, width, height)
         yaws = wrap_angle(record.boxes.yaws[rows] - ego_yaw)

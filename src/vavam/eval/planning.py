@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from vavam.eval.collision import future_boxes, planned_collisions
+from vavam.eval.collision import CollisionClasses, future_boxes, planned_collisions
 from vavam.eval.openloop import (
     MeanTrajectoryBaseline,
     OpenLoopAccumulator,
@@ -91,6 +91,7 @@ def evaluate_open_loop(
     limit: int | None = None,
     num_examples: int = 6,
     progress: bool = False,
+    collision_classes: CollisionClasses = "agents",
 ) -> dict[str, Any]:
     """Open-loop metrics of ``vam`` (None: baselines only) over the windows of ``dataset``.
 
@@ -107,6 +108,8 @@ def evaluate_open_loop(
         limit: evaluate ``limit`` (>= 1) windows spread evenly over the dataset (None: all).
         num_examples: windows kept (on rank 0) for figures.
         progress: show a progress bar.
+        collision_classes: boxes a plan may not overlap: ``"agents"`` (road users; static objects such as
+            cones and barriers left out, as ST-P3 / UniAD) or ``"all"`` (:mod:`vavam.eval.collision`).
 
     Returns:
         ``{"windows", "num_samples", "rows": {planner: {group: metrics}}, "_examples": [...]}``.
@@ -143,7 +146,7 @@ def evaluate_open_loop(
         gt, cmd = positions[:, -1], commands[:, -1]
         boxes = None
         if records is not None:
-            boxes = [future_boxes(records[it["scene"]], int(it["frame_indices"][-1]))
+            boxes = [future_boxes(records[it["scene"]], int(it["frame_indices"][-1]), classes=collision_classes)
                      if it["scene"] in records else None for it in items]
         plans: dict[str, torch.Tensor] = {}
         if vam is not None:
@@ -271,6 +274,7 @@ def eval_openloop(
     device: Literal["cpu", "cuda"] = "cpu",
     progress: bool = True,
     subsampling: int = 1,
+    collision_classes: CollisionClasses = "agents",
 ) -> dict[str, Any]:
     """Open-loop planning: minADE@K, FDE, L2@1/2/3 s and collision rate of a VaVAM, with baselines.
 
@@ -292,6 +296,8 @@ def eval_openloop(
         progress: show a progress bar.
         subsampling: record frames per 0.5 s (1 for 2 Hz records such as nuScenes keyframes, 5 for 10 Hz
             ones such as nuPlan's), as in ``vavam train action``; the training split must have the same rate.
+        collision_classes: boxes a plan may not overlap for the collision rate: ``agents`` (road users: vehicles,
+            cyclists, pedestrians; cones, barriers and other static objects left out, as ST-P3 / UniAD) or ``all``.
     """
     import vavam
     from vavam.checks import check_positive_int
@@ -318,7 +324,8 @@ def eval_openloop(
         mean_baseline = fit_mean_baseline(make_window_dataset(Path(train_records), Path(train_tokens), frames,
                                                               subsampling, flags=("--train-records", "--train-tokens")))
     result = evaluate_open_loop(vam, dataset, scene_records, mean_baseline, num_samples=num_samples,
-                                batch_size=batch_size, seed=seed, limit=limit, progress=progress)
+                                batch_size=batch_size, seed=seed, limit=limit, progress=progress,
+                                collision_classes=collision_classes)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     figures = []
@@ -334,14 +341,16 @@ def eval_openloop(
             "best-of-K sample, which is chosen with the ground truth; L2@t is the point error at time t (UniAD's "
             "convention), not the average of the errors up to t that ST-P3 and VAD report. "
             + ("Collision rate: share of planned trajectories whose ego box overlaps another agent's future box, "
-               "over all K plans of a window (not only the best one), averaged over the windows with boxes."
+               "over all K plans of a window (not only the best one), averaged over the windows with boxes; "
+               + ("boxes of road users only (static objects such as cones and barriers left out)."
+                  if collision_classes == "agents" else "every annotated box.")
                if has_boxes else "The records carry no agent boxes: no collision rate."))
     if mean_baseline is None:
         text += " (No training split given: no mean-trajectory baseline.)"
     section = Section("Open-loop planning", text, open_loop_tables(result), figures)
     public = {k: v for k, v in result.items() if not k.startswith("_")}
     public.update({"action": str(action), "records": str(records), "context_frames": frames, "seed": seed,
-                   "subsampling": subsampling})
+                   "subsampling": subsampling, "collision_classes": collision_classes})
     save_evaluation(out, "openloop", "Open-loop planning", public, [section])
     print(section.tables[0].markdown())
     print(f"report: {out / 'report.html'}")
