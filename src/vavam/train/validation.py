@@ -98,15 +98,12 @@ def sharded_loader(items: Sequence[Any], batch_size: int, collate_fn: Callable |
 class ValidationSums:
     """Float64 sums and counts of per-item losses, one pair per validation loader, for a LightningModule.
 
-    ``add`` in ``validation_step``; ``means`` in ``on_validation_epoch_end`` (on every rank: it all-reduces);
-    ``reset`` in ``on_validation_epoch_start``.
+    A fresh one per validation; ``add`` in ``validation_step``, ``means`` in ``on_validation_epoch_end`` (on every
+    rank: it all-reduces).
     """
 
     def __init__(self) -> None:
         self.sums: dict[int, torch.Tensor] = {}
-
-    def reset(self) -> None:
-        self.sums = {}
 
     def add(self, loader: int, losses: torch.Tensor, indices: torch.Tensor) -> None:
         """Add the per-item ``losses`` ``[B]`` of one batch whose items have ``indices`` ``[B]`` (``-1``: padding)."""
