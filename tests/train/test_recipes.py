@@ -93,3 +93,26 @@ def test_snapshots_fall_on_the_periodic_checkpoints():
     assert _snapshot_steps(PRETRAIN_SNAPSHOTS, 10, 0.25, 2) == [2, 4, 6, 9]
     assert _snapshot_steps(PRETRAIN_SNAPSHOTS, 155_293, 0.25, 38_823) == [38_823, 77_646, 116_469, 139_763]
     assert _snapshot_steps(PRETRAIN_SNAPSHOTS, 10, None, 3) == [2, 5, 7, 9]  # --ckpt-every typed: the shares
+
+
+def test_release_action_recipe_keeps_its_before_drop_checkpoint(tmp_path):
+    """The VaVAM release recipe keeps the 90 % checkpoint for good (the reference's 6,525 of 7,251 steps), as the
+    pretraining keeps its snapshots; before, ``train_action`` dropped the recipe's extras and kept only the
+    rolling checkpoints."""
+    from test_action_training import _frozen_video, _write_scenes
+
+    from vavam.train.recipes import ACTION_SNAPSHOTS
+    from vavam.train.resume import list_checkpoints
+    from vavam.train.video import _snapshot_steps
+
+    assert _snapshot_steps(ACTION_SNAPSHOTS, 7_251, None, 3_625) == [6_525]
+    _write_scenes(tmp_path, num_scenes=2, num_frames=12)
+    vim = _frozen_video(tmp_path)
+    argv = ["--recipe", "release", "--preset", "vavam_tiny", "--precision", "32", "--batch-size", "2",
+            "--steps", "10", "--ckpt-every", "2", "--keep", "1"]
+    with command_line(argv):
+        train_action(tmp_path / "run", vim, tmp_path / "records.npz", tmp_path / "tok", recipe="release",
+                     preset="vavam_tiny", precision="32", batch_size=2, steps=10, ckpt_every=2, keep=1,
+                     plot_every=0, progress=False)
+    # every 2 steps, keep 1: step 9 (90 % of 10) stays beside the newest
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step-00000009.ckpt", "step-00000010.ckpt"]

@@ -47,7 +47,7 @@ from vavam.train.ema import EMAWeights
 from vavam.train.lightning import RESUME_HINT, MupWsdMixin, NanPolicy, fit_resumable
 from vavam.train.resume import step_generator
 from vavam.train.validation import ShardedValidation, sharded_loader
-from vavam.train.video import check_store_fits, open_token_store
+from vavam.train.video import _snapshot_steps, check_store_fits, open_token_store
 
 
 def expert_width_multipliers(expert: torch.nn.Module) -> dict[str, float]:
@@ -422,10 +422,10 @@ def train_action(
     given = dict(locals())
     from vavam.train.recipes import ACTION_RECIPES, apply_recipe
 
-    args, _ = apply_recipe(train_action, ACTION_RECIPES, recipe, given)
+    args, extras = apply_recipe(train_action, ACTION_RECIPES, recipe, given)
     recipe_global_batch(train_action, args, given)
     args.pop("recipe")
-    return _train_action(**args)
+    return _train_action(**args, snapshot_fracs=tuple(extras.get("snapshot_fracs", ())))
 
 
 def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: str, steps: int | None,
@@ -438,6 +438,7 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
                   compile: bool = False, checkpoint_format: CheckpointFormat = "full",
                   noise_repeats: int = 1, ema: float = 0.0, ego_speed: bool | None = None,
                   speed_prior: bool | None = None, action_scaling: float | None = None,
+                  snapshot_fracs: tuple[float, ...] = (),
                   resume_hint: str = RESUME_HINT) -> dict:
     import vavam
     from vavam.action import VideoActionModel, save_action_model
@@ -509,7 +510,8 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
                         precision=precision, progress=progress, collate_fn=_collate, val_loaders=val_loader,
                         val_every=val_every, ckpt_every=ckpt_every, keep=keep, resume=resume,
                         num_workers=num_workers, deterministic=False, extra_callbacks=[plots, *averager], scale=scale,
-                        settings={"ema": ema, "subsampling": subsampling}, resume_hint=resume_hint)
+                        settings={"ema": ema, "subsampling": subsampling}, resume_hint=resume_hint,
+                        snapshots=_snapshot_steps(snapshot_fracs, steps, None, ckpt_every))
     if averager:  # the saved model is the average; checkpoints keep the raw weights for resuming
         averager[0].copy_to(module)
     summary = {"steps": steps, "seconds": round(time.perf_counter() - start, 2), "windows": len(train_set),

@@ -24,7 +24,7 @@ video recipe            what it is
 
 The action recipe ``release`` is the VaVAM imitation-learning recipe: lr 0.0194, wd 1e-7, global
 batch 384, 1 % warmup, 10 % drop, one epoch (7,251 steps on nuPlan + nuScenes), bf16-mixed,
-checkpoints every 3,625 steps; ``cpu`` is the quickstart's (vavam_mini, batch 16, lr 0.02, 2,000 steps).
+checkpoints every 3,625 steps and the "before drop" one at 90 % kept for good; ``cpu`` is the quickstart's (vavam_mini, batch 16, lr 0.02, 2,000 steps).
 """
 
 from __future__ import annotations
@@ -75,6 +75,10 @@ COOLDOWN_MIX = (0.40, 0.5872, 0.0128)
 #: quarters and the 90 % "before drop" one, which the released cool-downs start from (reference §2.9, §7).
 PRETRAIN_SNAPSHOTS = (0.25, 0.5, 0.75, 0.9)
 
+#: ACTION_SNAPSHOTS: the share of the VaVAM release run whose checkpoint is kept for good: the "before drop" one
+#: (6,525 of 7,251 steps, reference §3.8), from which the learning-rate drop can be run again.
+ACTION_SNAPSHOTS = (0.9,)
+
 VIDEO_RECIPES: dict[str, dict[str, Any]] = {
     "pretrain": dict(preset="vavim_s", steps=None, batch_size=384, lr=0.0041, weight_decay=1e-7, warmup_frac=0.1,
                      drop_frac=0.0, stride=5, precision="bf16-mixed", seed=84924, ckpt_every_frac=0.25,
@@ -88,7 +92,7 @@ VIDEO_RECIPES: dict[str, dict[str, Any]] = {
 
 ACTION_RECIPES: dict[str, dict[str, Any]] = {
     "release": dict(preset="vavam_s", steps=None, batch_size=384, lr=0.0194, weight_decay=1e-7, warmup_frac=0.01,
-                    drop_frac=0.1, precision="bf16-mixed", ckpt_every=3_625),
+                    drop_frac=0.1, precision="bf16-mixed", ckpt_every=3_625, snapshot_fracs=ACTION_SNAPSHOTS),
     "cpu": dict(preset="vavam_mini", steps=2000, batch_size=16, lr=0.02, weight_decay=1e-7, warmup_frac=0.01,
                 drop_frac=0.1, precision="32"),
 }
