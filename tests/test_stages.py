@@ -77,3 +77,31 @@ def test_a_stage_that_runs_again_reruns_the_stages_made_from_its_output(tmp_path
     calls.clear()
     run_stages(tmp_path, stages, log=log.append)  # everything done: nothing runs
     assert calls == []
+
+
+def test_files_a_stage_writes_outside_its_folder_go_when_it_is_to_run_again(tmp_path):
+    """The quickstart's report stage writes report.md / report.html in the run folder: when an earlier stage runs
+    again and is interrupted, the old report (numbers of the old models) used to stay in view; it is removed as
+    soon as the report stage is bound to run again, and a stage that is skipped keeps its outside files."""
+
+    def first(folder):
+        (folder / "out.txt").write_text("x")
+        return {}
+
+    def page(folder):
+        (tmp_path / "page.html").write_text("numbers")
+        return {}
+
+    def crash(folder):
+        raise KeyboardInterrupt
+
+    stages = [Stage("first", first), Stage("page", page, outputs=("page.html",))]
+    run_stages(tmp_path, stages, log=lambda s: None)
+    run_stages(tmp_path, stages, log=lambda s: None)  # all done: the page stays
+    assert (tmp_path / "page.html").read_text() == "numbers"
+    shutil.rmtree(tmp_path / "first")  # redo the first stage; it is interrupted
+    with pytest.raises(KeyboardInterrupt):
+        run_stages(tmp_path, [Stage("first", crash), stages[1]], log=lambda s: None)
+    assert not (tmp_path / "page.html").exists()
+    run_stages(tmp_path, stages, log=lambda s: None)
+    assert (tmp_path / "page.html").read_text() == "numbers"

@@ -5,7 +5,9 @@ summary). A re-run skips done stages and returns their stored summaries; a stage
 interrupted has no marker, so its folder is cleared and the stage starts again cleanly. A stage that
 runs (again) makes every later stage run again: their outputs were made from its earlier output. Their
 markers are renamed ``OUTDATED.json`` before it starts, so an interruption at any point cannot leave a
-later stage marked done on top of a newer input.
+later stage marked done on top of a newer input. Files a stage writes outside its folder (``outputs``, e.g.
+the quickstart's top-level report) are removed at the same moment: nothing made from older inputs stays in
+view while the stages that would remake it have not run.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ OUTDATED_FILE = "OUTDATED.json"  # a finished stage's marker once a stage before
 
 @dataclass
 class Stage:
-    """One step of a job: ``fn(folder) -> summary dict`` (JSON-able)."""
+    """One step of a job: ``fn(folder) -> summary dict`` (JSON-able); ``outputs``: files it writes outside its
+    folder (relative to the run folder), removed whenever it is to run again."""
 
     name: str
     fn: Callable[[Path], dict[str, Any]]
     description: str = ""
+    outputs: tuple[str, ...] = ()
 
 
 def stage_done(run_dir: Path, name: str) -> bool:
@@ -53,6 +57,9 @@ def run_stages(run_dir: Path, stages: list[Stage], log: Callable[[str], None] = 
             summaries[stage.name] = read_json(marker)["summary"]
             log(f"{prefix}: done earlier, skipped")
             continue
+        for redo in stages[i - 1:]:  # this stage and every later one run again: their outside files go now
+            for name in redo.outputs:
+                (run_dir / name).unlink(missing_ok=True)
         stale = [later.name for later in stages[i:] if (run_dir / later.name / DONE_FILE).is_file()]
         if stale:
             log(f"{prefix}: runs again, so the later stages made from its earlier output will too: {', '.join(stale)}")

@@ -133,7 +133,7 @@ def _stages(out: Path, plan: QuickstartPlan, seed: int) -> list[Stage]:
         Stage("video", video, f"training VaViM ({plan.video_preset}, {plan.video_steps} steps)"),
         Stage("action", action, f"training VaVAM's action expert ({plan.action_steps} steps)"),
         Stage("eval", evaluate, "evaluating on held-out towns (open and closed loop)"),
-        Stage("report", report, "writing the report"),
+        Stage("report", report, "writing the report", outputs=("report.md", "report.html")),
     ]
 
 
