@@ -28,16 +28,11 @@ from vavam.eval.openloop import (
     constant_velocity_trajectory,
     speed_from_previous_frame,
 )
+from vavam.train.distributed import process_rank_and_world
 
 COMMAND_NAMES = ("right", "left", "straight")
 METRIC_COLUMNS = (("minADE", "min_ade"), ("FDE", "fde"), ("L2@1s", "l2@1s"), ("L2@2s", "l2@2s"),
                   ("L2@3s", "l2@3s"), ("collision rate", "collision_rate"))
-
-
-def _rank_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 def _raise_if_any_rank_failed(error: Exception | None, world: int) -> None:
@@ -122,7 +117,7 @@ def evaluate_open_loop(
         check_positive_int(limit, "limit")
     if len(dataset) and torch.as_tensor(dataset[0]["positions"]).shape[0] < 2:
         raise ValueError("the constant-velocity baseline needs at least 2 context frames per window")
-    rank, world = _rank_world()
+    rank, world = process_rank_and_world()
     chosen = np.arange(len(dataset))
     if limit is not None and limit < len(dataset):
         chosen = np.unique(np.linspace(0, len(dataset) - 1, limit).round().astype(np.int64))

@@ -494,6 +494,13 @@ def distributed_initialized() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
+def process_rank_and_world() -> tuple[int, int]:
+    """(rank, world size) of this process's ``torch.distributed`` group; (0, 1) without one."""
+    if distributed_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 def finish_distributed() -> None:
     """End of a multi-process run: wait until every rank is done (rank 0 writes last), and make sure the
     process group is destroyed when the process exits (exiting with a live gloo / nccl group can abort the

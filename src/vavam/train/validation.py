@@ -22,12 +22,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-
-def _rank_and_world() -> tuple[int, int]:
-    """This process's rank and the number of processes (0, 1 without an initialised process group)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
+from vavam.train.distributed import process_rank_and_world
 
 
 class ShardSampler(Sampler[int]):
@@ -45,7 +40,7 @@ class ShardSampler(Sampler[int]):
         self.rank, self.world = rank, world
 
     def _shard(self) -> range:
-        rank, world = _rank_and_world()
+        rank, world = process_rank_and_world()
         rank = rank if self.rank is None else self.rank
         world = world if self.world is None else self.world
         per = math.ceil(self.num_items / world)
@@ -118,7 +113,7 @@ class ValidationSums:
         """The mean loss of each of ``num_loaders`` loaders over all ranks (a collective under a process group,
         on ``device``: the one the backend reduces on, e.g. CUDA for NCCL)."""
         pairs = torch.stack([self.sums.get(i, torch.zeros(2, dtype=torch.float64)) for i in range(num_loaders)])
-        if _rank_and_world()[1] > 1:  # [loaders, 2] summed over ranks
+        if process_rank_and_world()[1] > 1:  # [loaders, 2] summed over ranks
             pairs = pairs.to(device)
             torch.distributed.all_reduce(pairs)
         return [float(s / c) if c > 0 else math.nan for s, c in pairs.tolist()]
