@@ -44,6 +44,7 @@ from vavam.data.geometry import yaw_from_quat
 from vavam.data.records import AgentBoxes, SceneRecord
 from vavam.data.sources import SkipLog, SourceError, SourceResult
 from vavam.data.sources._tables import check_images, scene_problem, screen_frames
+from vavam.io import read_json
 
 DATASET = "nuscenes"
 
@@ -102,10 +103,11 @@ def _by_token(rows: list[dict[str, Any]], table: str, table_dir: Path) -> dict[s
 
 
 def _read_json(path: Path, what: str) -> Any:
-    """A JSON file's content; unreadable or invalid JSON raises :class:`SourceError` naming the file."""
+    """A JSON file's content (:func:`vavam.io.read_json`); a missing or invalid file raises :class:`SourceError`
+    naming it and saying what it is."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return read_json(path)
+    except ValueError as exc:  # the message names the file
         raise SourceError(f"{path}: {what} is not valid JSON ({exc})") from exc
 
 
