@@ -165,22 +165,13 @@ class FolderImages:
             return list(pool.map(fn, paths))
 
     def _check(self, path: Path) -> None:
-        """Refuse ``path`` (naming ``--data`` and the file) unless its header and data look whole."""
-        from PIL import Image, UnidentifiedImageError
+        """Refuse ``path`` (naming ``--data`` and the file) unless it looks whole (:func:`check_image`)."""
+        from vavam.data.frames import FrameError, check_image
 
-        data = f"--data {self.folder}"
         try:
-            with Image.open(path) as im:
-                if im.format == "PNG":
-                    im.verify()  # every chunk and its CRC up to IEND, without inflating
-                else:
-                    if im.format in ("JPEG", "MPO"):
-                        im.draft("RGB", (1, 1))  # 1/8-scale DCT: every byte is still read and entropy-decoded
-                    im.load()
-        except FileNotFoundError as exc:
-            raise ValueError(f"{data}: {path}: image file is missing") from exc
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:  # as read_image words it
-            raise ValueError(f"{data}: {path}: cannot decode image (truncated or corrupt?): {exc}") from exc
+            check_image(path)
+        except FrameError as exc:  # the message names the file
+            raise ValueError(f"--data {self.folder}: {exc}") from exc
 
     def _load(self, path: Path) -> np.ndarray:
         """Decode, centre-crop and resize ``path`` -> uint8 ``[height, width, 3]``; errors name ``--data`` and it."""
