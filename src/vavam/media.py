@@ -176,10 +176,15 @@ def write_mp4(path: Path, frames: Sequence[np.ndarray], fps: float = 2.0) -> Pat
         good = False
     if not good:
         raise ValueError(f"write_mp4: fps must be a positive frame rate (at least 1/1000), got {fps!r}")
+    frames = [np.asarray(f) for f in frames]
+    for i, f in enumerate(frames):
+        if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
+            raise ValueError(f"write_mp4: frame {i} must be RGB uint8 [H, W, 3], got {f.dtype} {tuple(f.shape)}")
+        if f.shape != frames[0].shape:  # checked before padding: 63 and 64 rows would both pad to 64
+            sizes = f"frame 0 {frames[0].shape[:2]}, frame {i} {f.shape[:2]}"
+            raise ValueError(f"write_mp4: frames of different sizes ({sizes})")
     frames = [pad_even(np.ascontiguousarray(f)) for f in frames]
     h, w = frames[0].shape[:2]
-    if any(f.shape != frames[0].shape for f in frames):
-        raise ValueError("write_mp4: frames of different sizes")
     codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
     rate = Fraction(fps).limit_denominator(1000)
     with atomic_write(path, "wb") as f, av.open(f, mode="w", format="mp4") as container:

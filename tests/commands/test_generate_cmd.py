@@ -276,3 +276,21 @@ def test_write_mp4_and_frame_sources_refuse_non_positive_rates(tmp_path):
         with pytest.raises(FrameError, match="fps must be a positive frame rate"):
             FrameSource.from_files("s", [tmp_path / "a.png"], fps=fps)
     assert FrameSource.from_video(tmp_path / "v.mp4", fps=None).fps is None
+
+
+def test_write_mp4_refuses_frames_that_differ_before_padding(tmp_path):
+    # 63 and 64 rows both pad to 64: the sizes are compared before padding, so nothing is written misaligned
+    a, b = np.zeros((63, 8, 3), np.uint8), np.zeros((64, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"frames of different sizes \(frame 0 \(63, 8\), frame 1 \(64, 8\)\)"):
+        C.write_mp4(tmp_path / "v.mp4", [a, b])
+    with pytest.raises(ValueError, match=r"frame 1 must be RGB uint8 \[H, W, 3\], got float32 \(63, 8, 3\)"):
+        C.write_mp4(tmp_path / "v.mp4", [a, a.astype(np.float32)])
+    with pytest.raises(ValueError, match=r"frame 0 must be RGB uint8 \[H, W, 3\], got uint8 \(63, 8\)"):
+        C.write_mp4(tmp_path / "v.mp4", [a[..., 0]])
+    assert not (tmp_path / "v.mp4").exists()
+    C.write_mp4(tmp_path / "v.mp4", [a, a], fps=2.0)  # odd sizes alike are padded to even and written
+    import av
+
+    with av.open(str(tmp_path / "v.mp4")) as c:
+        f = next(c.decode(video=0))
+        assert (f.height, f.width) == (64, 8)

@@ -225,10 +225,10 @@ def evaluate_planner(
             results.append(result)
             records.append(_run_record(result, spec))
             if frames and out is not None:
-                from vavam.world.video import write_mp4
+                from vavam.media import write_mp4
 
                 path = out / "videos" / f"{kind}-layout{layout}-run{run}.mp4"
-                write_mp4(frames, path)
+                write_mp4(path, frames, fps=10.0)
                 videos.append(str(path))
             done = [r.summary() for r in results]
             bar.set_postfix(

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from vavam.media import write_mp4
 from vavam.world.camera import Camera
 from vavam.world.closedloop import Planner, RunResult, _others, simulate
 
@@ -49,24 +50,6 @@ def record_run_video(
     needs_images = planner is not None
     result = simulate(spec, planner, v_ref, renderer if needs_images else None, on_step=on_step)
     renderer.release()
-    write_mp4(frames, path)
+    write_mp4(path, frames, fps=10.0)
     return result
 
-
-def write_mp4(frames, path: str | Path, fps: int = 10) -> Path:
-    """Write RGB uint8 frames ``[H, W, 3]`` as an H.264 (else MPEG-4) mp4 (odd sizes cropped to even)."""
-    import av
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    height, width = frames[0].shape[:2]
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width - width % 2, height - height % 2, "yuv420p"
-        for f in frames:
-            img = av.VideoFrame.from_ndarray(np.ascontiguousarray(f[: stream.height, : stream.width]), format="rgb24")
-            for packet in stream.encode(img):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
