@@ -142,3 +142,19 @@ def test_scene_records_name_the_scene_and_frame(kind):
         return
     with pytest.raises(RecordError, match="scene-7"):
         validate_record(SceneRecord(name="scene-7", timestamps=ts, translations=trans, rotations=rot))
+
+
+def test_integer_and_fraction_checks_take_numpy_numbers_but_not_bools():
+    from vavam.checks import check_fraction, check_nonnegative_int, check_positive_int
+
+    check_positive_int(np.int64(3), "--steps")  # e.g. a count computed with numpy
+    check_nonnegative_int(np.int32(0), "--keep", "keep all")
+    check_fraction(np.float32(0.25), "--warmup")
+    for bad in (np.int64(0), np.bool_(True), True, 2.0, np.float64(2.0)):
+        with pytest.raises(ValueError, match="--steps must be a positive integer"):
+            check_positive_int(bad, "--steps")
+    with pytest.raises(ValueError, match="--keep must be a non-negative integer"):
+        check_nonnegative_int(np.int64(-1), "--keep", "keep all")
+    for bad in (np.float32(1.5), np.float64("nan"), np.bool_(False)):
+        with pytest.raises(ValueError, match="--warmup must be a fraction"):
+            check_fraction(bad, "--warmup")

@@ -7,7 +7,9 @@ Each check costs at most one reduction over its tensor (a few microseconds next 
 from __future__ import annotations
 
 import math
+import numbers
 
+import numpy as np
 import torch
 
 __all__ = ["check_token_ids", "check_finite", "check_commands", "check_positive_int"]
@@ -49,8 +51,8 @@ def check_commands(command: torch.Tensor, shape: tuple[int, ...], name: str = "c
 
 
 def check_positive_int(value: int, name: str) -> None:
-    """``value`` is an int >= 1."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """``value`` is an integer >= 1 (a Python or numpy integer; not a bool)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
@@ -67,14 +69,14 @@ def image_size_arg(height: int | None, width: int | None) -> tuple[int, int] | N
 
 
 def check_nonnegative_int(value: int, name: str, zero: str) -> None:
-    """``value`` is an int >= 0; ``zero`` says what 0 means (named in the error)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    """``value`` is an integer >= 0 (Python or numpy); ``zero`` says what 0 means (named in the error)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 0:
         raise ValueError(f"{name} must be a non-negative integer (0: {zero}), got {value!r}")
 
 
 def check_fraction(value: float, name: str) -> None:
-    """``value`` is a finite number in [0, 1]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+    """``value`` is a finite number in [0, 1] (Python or numpy)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
             or not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be a fraction of the steps in [0, 1], got {value!r}")
 
