@@ -50,9 +50,9 @@ class _Planner:
 
     def __init__(self, nan_sample: int | None = None) -> None:
         self.nan_sample = nan_sample
-        self.config = type("Config", (), {"train_frames": CONTEXT})()
+        self.config = type("Config", (), {"train_frames": CONTEXT, "horizon": 6, "action_dim": 2})()
 
-    def sample_trajectory(self, tokens, commands, num_samples, generator=None, speed=None):
+    def sample_trajectory(self, tokens, commands, num_samples, noise=None, speed=None):
         plans = torch.zeros(len(tokens), num_samples, 6, 2)
         plans[..., 0] = SPEED * 0.5 * torch.arange(1, 7.0)
         if self.nan_sample is not None:
@@ -60,10 +60,10 @@ class _Planner:
         return plans
 
 
-def _split(root, name: str, boxes: bool = False):
+def _split(root, name: str, boxes: bool = False, grid: tuple[int, int] = (2, 3)):
     """Two straight 2 Hz drives with a token store; with ``boxes``, a parked car far to the left."""
     rng = np.random.default_rng(0)
-    writer = TokenStoreWriter(root / f"{name}_tok", (2, 3), codebook_size=16, tokenizer={"name": "rand"}, fps=HZ,
+    writer = TokenStoreWriter(root / f"{name}_tok", grid, codebook_size=16, tokenizer={"name": "rand"}, fps=HZ,
                               resume=False)
     records = []
     for k in range(2):
@@ -77,7 +77,7 @@ def _split(root, name: str, boxes: bool = False):
                                 sizes=np.tile([4.0, 2.0, 1.5], (n, 1)), yaws=np.zeros(n))
         records.append(SceneRecord(name=f"{name}{k}", timestamps=ts, translations=trans,
                                    rotations=np.tile([1.0, 0, 0, 0], (n, 1)), boxes=agents))
-        writer.write_scene(records[-1].name, rng.integers(0, 16, size=(n, 2, 3), dtype=np.uint16), ts)
+        writer.write_scene(records[-1].name, rng.integers(0, 16, size=(n, *grid), dtype=np.uint16), ts)
     save_records(root / f"{name}.npz", records)
     return root / f"{name}.npz", root / f"{name}_tok"
 
@@ -192,3 +192,85 @@ def test_trajectory_plot_with_no_example_writes_nothing(tmp_path):
     assert plot_examples_bev([], tmp_path / "none.png") is False and not (tmp_path / "none.png").exists()
     example = {"gt": np.zeros((6, 2)), "pred": np.zeros((2, 6, 2)), "command": 2}
     assert plot_examples_bev([example], tmp_path / "one.png") is True and (tmp_path / "one.png").stat().st_size > 0
+
+
+def _tiny_vavam():
+    torch.manual_seed(0)
+    return vavam.build_model(vavam.presets.vavam_tiny()).eval()
+
+
+def test_open_loop_noise_is_drawn_per_window(tmp_path):
+    """Each window's K starting noises come from (seed, window index): the rows do not depend on the batch size,
+    and a window's plans are the model's for that noise (before, one generator per rank ran through the batches:
+    the numbers changed with the batch size's draw order and with the number of ranks, seeded seed + rank)."""
+    from vavam.eval.planning import window_noise
+    from vavam.train.action import make_window_dataset
+
+    vam = _tiny_vavam()
+    dataset = make_window_dataset(*_split(tmp_path, "val", grid=(4, 6)), CONTEXT)
+    one = evaluate_open_loop(vam, dataset, num_samples=3, batch_size=1, seed=7, num_examples=2)
+    many = evaluate_open_loop(vam, dataset, num_samples=3, batch_size=5, seed=7, num_examples=2)
+    assert one["windows"] == many["windows"] == len(dataset) > 5
+    for planner, rows in one["rows"].items():
+        for group, row in rows.items():
+            assert many["rows"][planner][group] == pytest.approx(row, rel=1e-5, nan_ok=True), (planner, group)
+    item = dataset[1]
+    noise = window_noise(7, 1, 3, vam.config.horizon, vam.config.action_dim)[None]  # [1, K, H, 2]
+    expected = vam.sample_trajectory(torch.as_tensor(item["tokens"])[None], torch.as_tensor(item["commands"])[None],
+                                     num_samples=3, noise=noise)[0]
+    torch.testing.assert_close(torch.as_tensor(one["_examples"][1]["pred"]), expected, rtol=1e-5, atol=1e-5)
+    other_seed = evaluate_open_loop(vam, dataset, num_samples=3, batch_size=5, seed=8)
+    assert other_seed["rows"]["VaVAM"]["all"]["min_ade"] != one["rows"]["VaVAM"]["all"]["min_ade"]
+
+
+@pytest.mark.slow
+def test_eval_openloop_under_torchrun_equals_one_process(tmp_path):
+    """``torchrun --nproc_per_node 2 -m vavam.cli eval openloop``: each rank evaluates every other window, the sums
+    are reduced and rank 0 alone writes the report, with one process's numbers (before, the command ignored the
+    launcher: every process evaluated every window, on the same device, and wrote the same files)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from vavam.action.convert import save_action_model
+
+    records, tokens = _split(tmp_path, "val", boxes=True, grid=(4, 6))
+    save_action_model(_tiny_vavam(), tmp_path / "vam")
+    args = ["eval", "openloop", "--action", str(tmp_path / "vam"), "--records", str(records), "--tokens",
+            str(tokens), "--num-samples", "3", "--batch-size", "4", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "vavam.cli", *args, "--out", str(tmp_path / "two")], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert proc.stdout.count("report: ") == 1  # rank 0 alone reports
+    two = json.loads((tmp_path / "two" / "evaluation.json").read_text())["results"]
+    one = eval_openloop(tmp_path / "vam", records, tokens, tmp_path / "one", num_samples=3, batch_size=4,
+                        progress=False)
+    assert two["windows"] == one["windows"] > 2
+    for planner, rows in one["rows"].items():
+        for group, row in rows.items():  # evaluation.json writes NaN (an empty group) as null
+            got = {k: float("nan") if v is None else v for k, v in two["rows"][planner][group].items()}
+            assert got == pytest.approx(row, rel=1e-5, nan_ok=True), (planner, group)
+
+
+def test_reduced_sums_keep_their_shape(tmp_path):
+    """After the all-reduce the per-command sums were left flat ([4·M], not [4, M]): compute() then failed with
+    an IndexError on every multi-process evaluation (a 1-process gloo group takes the same path)."""
+    import torch.distributed as dist
+
+    gt, pred = _gt_and_plans()
+    acc = OpenLoopAccumulator()
+    acc.update(pred, gt, torch.tensor([1]), torch.tensor([[0.0, 1.0, 0.0]]))
+    alone = acc.compute()
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
+    try:
+        acc.reduce()
+        assert acc.sums.shape == (4, len(acc.metrics)) and acc.counts.shape == (4,)
+        reduced = acc.compute()
+        for group, row in alone.items():
+            assert reduced[group] == pytest.approx(row, nan_ok=True)
+    finally:
+        dist.destroy_process_group()
+    assert alone["left"]["min_ade"] == pytest.approx(0.5) and alone["left"]["collision_rate"] == pytest.approx(1 / 3)

@@ -203,9 +203,9 @@ class OpenLoopAccumulator:
     def reduce(self) -> None:
         """Sum the running totals over all ranks (no-op without an initialised process group)."""
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            parts = [self.sums.flatten(), self.counts, self.collision_sums, self.collision_counts]
-            packed = all_reduce_sum(torch.cat(parts))
-            self.sums, self.counts, self.collision_sums, self.collision_counts = (
+            parts = [self.sums, self.counts, self.collision_sums, self.collision_counts]
+            packed = all_reduce_sum(torch.cat([p.flatten() for p in parts]))
+            self.sums, self.counts, self.collision_sums, self.collision_counts = (  # their own shapes: sums [4, M]
                 t.view_as(p) for t, p in zip(packed.split([p.numel() for p in parts]), parts))
 
     def compute(self) -> dict[str, dict[str, float]]:

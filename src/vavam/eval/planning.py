@@ -8,7 +8,9 @@ nuPlan), every planned trajectory is checked for a collision with their future b
 (:mod:`vavam.eval.collision`); the collision rate averages over all K plans of a window. Baselines in the
 same table: constant velocity (speed from the previous context frame's ground-truth trajectory) and
 the mean trajectory per command of a training split. Under ``torch.distributed`` each rank takes
-every ``world_size``-th window and the sums are reduced, so every window counts once.
+every ``world_size``-th window and the sums are reduced, so every window counts once. A window's K noise
+draws come from a generator seeded by ``(seed, its index in the split)``, so the numbers do not depend on
+the batch size or the number of ranks (``torchrun ... vavam.cli eval openloop`` gives one process's result).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from vavam.eval.openloop import (
     constant_velocity_trajectory,
     speed_from_previous_frame,
 )
-from vavam.train.distributed import process_rank_and_world
+from vavam.train.distributed import finish_distributed, process_rank_and_world
 
 COMMAND_NAMES = ("right", "left", "straight")
 METRIC_COLUMNS = (("minADE", "min_ade"), ("FDE", "fde"), ("L2@1s", "l2@1s"), ("L2@2s", "l2@2s"),
@@ -64,6 +66,14 @@ def _window_name(item: dict[str, Any]) -> str:
     return " ".join(parts) or "unnamed window"
 
 
+def window_noise(seed: int, index: int, num_samples: int, horizon: int, action_dim: int = 2) -> torch.Tensor:
+    """The flow's starting noise of one window, float32 ``[K, H, action_dim]`` (model units), from a generator
+    seeded by ``(seed, index)``: the same however the windows are batched or split over ranks."""
+    from vavam.train.resume import step_generator
+
+    return torch.randn((num_samples, horizon, action_dim), generator=step_generator(seed, index))
+
+
 def fit_mean_baseline(dataset) -> MeanTrajectoryBaseline:
     """The per-command mean trajectory of a training window dataset (last context frame of each window)."""
     positions, commands = [], []
@@ -91,15 +101,16 @@ def evaluate_open_loop(
     """Open-loop metrics of ``vam`` (None: baselines only) over the windows of ``dataset``.
 
     Args:
-        vam: a VideoActionModel (``sample_trajectory(tokens [B,T,h,w], commands [B], num_samples, generator,
-            speed=[B] m/s)`` -> ``[B, K, 6, 2]``), or None.
+        vam: a VideoActionModel (``sample_trajectory(tokens [B,T,h,w], commands [B], num_samples, noise=[B,K,H,2],
+            speed=[B] m/s)`` -> ``[B, K, H, 2]``, ``config.horizon`` / ``config.action_dim``), or None.
         dataset: items with ``tokens [T,h,w]``, ``positions [T,6,2]``, ``commands [T]``, ``scene``,
             ``frame_indices [T]`` and optionally ``speeds [T]`` (e.g. :class:`vavam.data.windows.TokenWindowDataset`).
         records: scene name -> SceneRecord with boxes, for the collision rate (None: not computed).
         mean_baseline: fitted per-command mean trajectories (None: that row is left out).
         num_samples: K (>= 1).
         batch_size: windows per forward pass (>= 1).
-        seed: seed of the sampling noise (per rank: ``seed + rank``).
+        seed: seed of the sampling noise (each window's from ``(seed, window index)``: independent of
+            ``batch_size`` and of the number of ranks).
         limit: evaluate ``limit`` (>= 1) windows spread evenly over the dataset (None: all).
         num_examples: windows kept (on rank 0) for figures.
         progress: show a progress bar.
@@ -126,15 +137,15 @@ def evaluate_open_loop(
     if mean_baseline is not None:
         planners.append("mean trajectory per command")
     accs = {name: OpenLoopAccumulator() for name in planners}
-    generator = torch.Generator().manual_seed(seed + rank)
     examples: list[dict[str, Any]] = []
     bar = None
     if progress and rank == 0:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(mine), desc="open loop", unit="window")
-    def one_batch(items: list[dict[str, Any]]) -> None:
-        """Plan a batch of windows with every planner and add their errors."""
+    def one_batch(indices: list[int]) -> None:
+        """Plan a batch of windows (dataset indices) with every planner and add their errors."""
+        items = [dataset[j] for j in indices]
         tokens = torch.stack([torch.as_tensor(it["tokens"]) for it in items])
         positions = torch.stack([torch.as_tensor(it["positions"]) for it in items]).float()
         commands = torch.stack([torch.as_tensor(it["commands"]) for it in items])
@@ -148,7 +159,9 @@ def evaluate_open_loop(
             speed = None  # m/s at the last context frame, for models that read it
             if "speeds" in items[0]:
                 speed = torch.stack([torch.as_tensor(it["speeds"]) for it in items])[:, -1]
-            plans["VaVAM"] = vam.sample_trajectory(tokens, cmd, num_samples=num_samples, generator=generator,
+            noise = torch.stack([window_noise(seed, j, num_samples, vam.config.horizon, vam.config.action_dim)
+                                 for j in indices])  # [B, K, H, 2]
+            plans["VaVAM"] = vam.sample_trajectory(tokens, cmd, num_samples=num_samples, noise=noise,
                                                    speed=speed).float()
         last_speed = speed_from_previous_frame(positions[:, -2])
         plans["constant velocity"] = constant_velocity_trajectory(last_speed)[:, None].float()
@@ -169,7 +182,7 @@ def evaluate_open_loop(
     failure: Exception | None = None
     try:
         for start in range(0, len(mine), batch_size):
-            one_batch([dataset[j] for j in mine[start : start + batch_size]])
+            one_batch(mine[start : start + batch_size])
     except Exception as error:  # noqa: BLE001 -- every rank must learn of it before the next collective
         failure = error
     if bar is not None:
@@ -287,7 +300,8 @@ def eval_openloop(
         limit: evaluate LIMIT windows spread evenly over the split (default: all; at least 1).
         seed: seed of the sampling noise.
         image_root: folder the records' image paths are relative to (for the overlays on frames).
-        device: where the model runs.
+        device: where the model runs. Under ``torchrun`` (several processes) each rank takes every N-th window,
+            ``cuda`` means ``cuda:LOCAL_RANK``, and rank 0 writes the report (the numbers equal one process's).
         progress: show a progress bar.
         subsampling: record frames per 0.5 s (1 for 2 Hz records such as nuScenes keyframes, 5 for 10 Hz
             ones such as nuPlan's), as in ``vavam train action``; the training split must have the same rate.
@@ -310,6 +324,7 @@ def eval_openloop(
             raise FileNotFoundError(f"--{name} {path}: not found")
     if (train_records is None) != (train_tokens is None):
         raise ValueError("--train-records and --train-tokens go together (the mean-trajectory baseline needs both)")
+    rank, device = _join_launch(device)
     vam = vavam.load_action_model(action, device=device)
     frames = vam.config.train_frames
     dataset = make_window_dataset(Path(records), Path(tokens), frames, subsampling)
@@ -321,6 +336,12 @@ def eval_openloop(
     result = evaluate_open_loop(vam, dataset, scene_records, mean_baseline, num_samples=num_samples,
                                 batch_size=batch_size, seed=seed, limit=limit, progress=progress,
                                 collision_classes=collision_classes)
+    public = {k: v for k, v in result.items() if not k.startswith("_")}
+    public.update({"action": str(action), "records": str(records), "context_frames": frames, "seed": seed,
+                   "subsampling": subsampling, "collision_classes": collision_classes})
+    if rank != 0:  # rank 0 writes the report
+        finish_distributed()
+        return public
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     figures = []
@@ -343,10 +364,26 @@ def eval_openloop(
     if mean_baseline is None:
         text += " (No training split given: no mean-trajectory baseline.)"
     section = Section("Open-loop planning", text, open_loop_tables(result), figures)
-    public = {k: v for k, v in result.items() if not k.startswith("_")}
-    public.update({"action": str(action), "records": str(records), "context_frames": frames, "seed": seed,
-                   "subsampling": subsampling, "collision_classes": collision_classes})
     save_evaluation(out, "openloop", "Open-loop planning", public, [section])
     print(section.tables[0].markdown())
     print(f"report: {out / 'report.html'}")
+    finish_distributed()
     return public
+
+
+def _join_launch(device: str) -> tuple[int, str]:
+    """(this process's rank, its device) for ``eval openloop``: under a launcher with several processes
+    (``torchrun``), join (or start) the process group; ``cuda`` becomes ``cuda:LOCAL_RANK``. (0, ``device``)
+    otherwise."""
+    from vavam.train.distributed import distributed_initialized, environment_world
+
+    env = environment_world()
+    if env is None or env[2] == 1:
+        return process_rank_and_world()[0], device
+    rank, local_rank, _ = env
+    if str(device) == "cuda":
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(device)
+    if not distributed_initialized():
+        torch.distributed.init_process_group("nccl" if str(device).startswith("cuda") else "gloo")
+    return rank, device
