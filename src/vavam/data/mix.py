@@ -119,7 +119,7 @@ def draw_exact(available: int | np.ndarray, target: int, rng: np.random.Generato
     ``target <= n``: a uniform subset without replacement. ``target > n``: every candidate
     ``target // n`` times plus ``target % n`` distinct candidates drawn without replacement.
     """
-    pool = None if np.isscalar(available) else np.asarray(available, dtype=np.int64).reshape(-1)
+    pool = None if np.ndim(available) == 0 else np.asarray(available, dtype=np.int64).reshape(-1)
     n = int(available) if pool is None else len(pool)
     target = int(target)
     if target < 0:
@@ -262,6 +262,8 @@ def build_mix(
             pool = np.asarray(pool, dtype=np.int64).reshape(-1)
             if len(pool) and (pool.min() < 0 or pool.max() >= size):
                 raise ValueError(f"source '{name}': pool indices must lie in [0, {size})")
+            if len(np.unique(pool)) != len(pool):  # a repeated candidate would be drawn more often than the rest
+                raise ValueError(f"source '{name}': pool holds repeated window indices (each candidate once)")
         candidates = size if pool is None else pool
         n = size if pool is None else len(pool)
         if target > 0 and n == 0:
@@ -418,12 +420,13 @@ class SeededPermutationSampler(Sampler[int]):
         self._yielded = 0
 
     def _position(self) -> tuple[int, int]:
-        """(epoch, windows drawn in it) at ``consumed``; a position inside the tail that ``drop_last`` skips
-        is the start of the next epoch."""
+        """(epoch, windows drawn in it) at ``consumed``; a position with no whole round of ``world_size``
+        windows left before ``per_epoch`` (inside the tail that ``drop_last`` skips, or a few windows short of
+        it after a resume at another world size) is the start of the next epoch."""
         if not self.num_windows:
             return 0, 0
         epoch, pos = divmod(self.consumed, self.num_windows)
-        if pos >= self.per_epoch:
+        if self.per_epoch - pos < self.world_size:
             return (epoch + 1, 0) if self.per_epoch else (epoch, 0)
         return epoch, pos
 
@@ -441,11 +444,15 @@ class SeededPermutationSampler(Sampler[int]):
         if not self.per_epoch:
             return
         epoch, pos = self._position()
-        order = permutation_order(self.num_windows, self.seed, epoch)[: self.per_epoch]
-        for k in range(pos + self.rank, self.per_epoch, self.world_size):
-            # Every rank advances by one global round (W windows) per item it yields; whole epochs count
+        # Whole rounds only: every rank yields len(self) items even when ``pos`` is not a multiple of the
+        # world size (a run resumed at another world size); the windows short of a round join the tail.
+        end = pos + (self.per_epoch - pos) // self.world_size * self.world_size
+        order = permutation_order(self.num_windows, self.seed, epoch)[:end]
+        for k in range(pos + self.rank, end, self.world_size):
+            # Every rank advances by one global round (W windows) per item it yields; a finished epoch counts
             # num_windows (the dropped tail included), the unit ConsumedWindows reads.
-            self.consumed = epoch * self.num_windows + (k - self.rank) + self.world_size
+            done = k - self.rank + self.world_size
+            self.consumed = epoch * self.num_windows + (done if done < end else self.num_windows)
             yield int(order[k])
 
     def state(self) -> ConsumedWindows:

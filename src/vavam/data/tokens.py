@@ -45,6 +45,7 @@ the next run redoes it. Reading (:class:`TokenStore`) goes through memory maps.
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -185,7 +186,11 @@ class TokenStore:
         grid: ``(h, w)`` tokens per frame.
         image_size: ``(H, W)`` of the tokenized images (None when unknown).
         downsample, codebook_size, fps, tokenizer: from the manifest.
+        max_open_scenes: memory maps kept open at once (least recently used dropped first): each holds a file
+            descriptor, so a pass over a store of thousands of scenes must not keep one per scene.
     """
+
+    max_open_scenes: int = 128
 
     def __init__(self, root: str | Path, manifest: str = MANIFEST) -> None:
         self.root = Path(root)
@@ -205,7 +210,7 @@ class TokenStore:
         self.tokenizer: dict | None = m.get("tokenizer")
         self.tokenizer_hash: str | None = m.get("tokenizer_hash")
         self.scenes: list[str] = sorted(m["scenes"])
-        self._tokens: dict[str, np.ndarray] = {}
+        self._tokens: OrderedDict[str, np.ndarray] = OrderedDict()
         self._timestamps: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -234,9 +239,12 @@ class TokenStore:
         return sum(int(e["num_frames"]) for e in self.manifest["scenes"].values())
 
     def tokens(self, scene: str) -> np.ndarray:
-        """Read-only memory map uint16 ``[T, h, w]`` of ``scene`` (cached per store object)."""
+        """Read-only memory map uint16 ``[T, h, w]`` of ``scene`` (cached per store object, the
+        ``max_open_scenes`` most recently used; arrays handed out earlier stay valid)."""
         arr = self._tokens.get(scene)
-        if arr is None:
+        if arr is not None:
+            self._tokens.move_to_end(scene)
+        else:
             e = self.entry(scene)
             path = self.root / e["file"]
             try:
@@ -250,6 +258,8 @@ class TokenStore:
             if arr.dtype != np.uint16 or tuple(arr.shape) != expected:
                 raise TokenStoreError(f"{path}: holds {arr.dtype} {tuple(arr.shape)}, manifest says uint16 {expected}")
             self._tokens[scene] = arr
+            while len(self._tokens) > max(1, int(self.max_open_scenes)):
+                self._tokens.popitem(last=False)
         return arr
 
     def release(self, scene: str) -> None:
@@ -291,6 +301,8 @@ class TokenStore:
 
     def window_starts(self, scene: str, num_frames: int, stride: int = 1) -> range:
         """Every valid ``start`` of :meth:`window` for this scene (empty when the scene is too short)."""
+        if num_frames < 1 or stride < 1:
+            raise ValueError(f"num_frames and stride must be >= 1, got {num_frames}, {stride}")
         span = (num_frames - 1) * stride + 1
         return range(0, max(0, self.num_frames(scene) - span + 1))
 
@@ -566,12 +578,22 @@ class TokenStoreWriter:
         tokens = np.asarray(tokens)
         if tokens.ndim != 3 or tuple(tokens.shape[1:]) != (h, w):
             raise ValueError(f"scene {name!r}: tokens of shape {tuple(tokens.shape)}, store grid is [T,{h},{w}]")
+        if tokens.dtype.kind not in "iu":  # float ids would be truncated (NaN cast to an arbitrary id)
+            raise ValueError(f"scene {name!r}: token ids must be integers, got dtype {tokens.dtype}")
         if tokens.dtype != np.uint16:
             if tokens.size and (tokens.min() < 0 or tokens.max() >= UINT16_CODES):
                 raise ValueError(f"scene {name!r}: token ids outside [0, 65535] cannot be stored as uint16 "
                                  f"(min {tokens.min()}, max {tokens.max()})")
             tokens = tokens.astype(np.uint16)
-        ts = np.asarray(timestamps_us, dtype=np.int64).reshape(-1)
+        codes = self.header.get("codebook_size")
+        if codes and tokens.size and int(tokens.max()) >= int(codes):
+            raise ValueError(f"scene {name!r}: token id {int(tokens.max())} is outside the store's codebook of "
+                             f"{codes} codes (ids 0..{int(codes) - 1})")
+        raw_ts = np.asarray(timestamps_us)
+        if raw_ts.dtype.kind not in "iu" and raw_ts.size and not np.all(raw_ts == np.round(raw_ts)):
+            raise ValueError(f"scene {name!r}: timestamps must be whole microseconds (int64 µs), got "
+                             f"{raw_ts.reshape(-1)[:3].tolist()}... (seconds given?)")
+        ts = raw_ts.astype(np.int64).reshape(-1)
         if ts.shape[0] != tokens.shape[0]:
             raise ValueError(f"scene {name!r}: {ts.shape[0]} timestamps for {tokens.shape[0]} frames")
         if ts.size > 1 and np.any(np.diff(ts) < 0):

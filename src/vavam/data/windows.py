@@ -249,6 +249,21 @@ def _scene_groups(lengths: np.ndarray, target: int) -> list[tuple[int, int]]:
     return list(itertools.pairwise(bounds))
 
 
+def _check_scene_arrays(record: SceneRecord) -> None:
+    """Refuse a record whose poses do not have one row per timestamp (``[N, 3]``, ``[N, 4]``) or whose
+    timestamps ``[N]`` do not increase strictly; the message names the scene (and the first bad frame)."""
+    n = len(record.timestamps)
+    for what, arr, width in (("translations", record.translations, 3), ("rotations", record.rotations, 4)):
+        if np.shape(arr) != (n, width):
+            raise ValueError(f"scene '{record.name}': {what} have shape {np.shape(arr)}, expected ({n}, {width}) "
+                             "(one row per timestamp)")
+    dt = np.diff(np.asarray(record.timestamps, dtype=np.int64))
+    if np.any(dt <= 0):
+        i = int(np.flatnonzero(dt <= 0)[0]) + 1
+        raise ValueError(f"scene '{record.name}', frame {i}: timestamps must increase strictly "
+                         f"({int(record.timestamps[i - 1])} us, then {int(record.timestamps[i])} us)")
+
+
 @dataclass
 class Window:
     """One window (``C`` = context frames, 8; ``W`` = waypoints, 6).
@@ -320,6 +335,8 @@ class WindowIndex:
         if len(set(self.scene_names)) != len(self.scene_names):
             dup = next(n for n in self.scene_names if self.scene_names.count(n) > 1)
             raise ValueError(f"scene '{dup}' appears more than once in the records")
+        for r in records:  # a misaligned or unsorted scene would silently pair frames with other frames' poses
+            _check_scene_arrays(r)
         lengths = np.array([len(r) for r in records], dtype=np.int64)
         self.scene_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         n = int(self.scene_offsets[-1])
