@@ -271,6 +271,33 @@ def _record(
         from vavam.world.render import Renderer
 
         renderer = Renderer(world.town, Camera(height, width), ctx=ctx)
+    else:  # a renderer of another size or town would give frames that do not match what was asked / recorded
+        got = (renderer.camera.height, renderer.camera.width)
+        if got != (height, width):
+            raise ValueError(f"renderer renders {got[0]}x{got[1]} frames, but height x width is {height}x{width}")
+        town = getattr(renderer, "town", world.town)
+        if town is not world.town and (town.seed, town.network.config) != (world.town.seed, world.town.network.config):
+            raise ValueError(f"renderer draws the town of seed {town.seed}, the world is in town {world.town.seed}")
+    try:
+        return _drive_and_record(world, seed, rate_hz, n_frames, every, labels, depth, renderer, control, extra_boxes)
+    finally:
+        if own:
+            renderer.release()
+
+
+def _drive_and_record(
+    world: World,
+    seed: int,
+    rate_hz: float,
+    n_frames: int,
+    every: int,
+    labels: bool,
+    depth: bool,
+    renderer,
+    control,
+    extra_boxes,
+) -> Episode:
+    """The body of :func:`_record`: step the world, render ``n_frames`` frames every ``every`` steps."""
     cam = renderer.camera
     images, label_maps, depth_maps, poses, speeds, route_cmds, times = [], [], [], [], [], [], []
     offsets, centers, sizes, yaws, ids, cats = [0], [], [], [], [], []
@@ -310,8 +337,6 @@ def _record(
                 ids.append(-100000), cats.append("hazard")
             offsets.append(len(ids))
         world.step(control(step) if control is not None else None)
-    if own:
-        renderer.release()
     pose = np.asarray(poses)
     log = np.asarray(future_xy)
     cmd_all = future_commands(log[:, :2], log[:, 2], int(round(3.0 / world.config.dt)))
@@ -360,16 +385,21 @@ def generate_episodes(
     from vavam.world.render import create_context
     from vavam.world.scenarios import SCENARIO_TYPES, make_scenario
 
-    ctx = create_context() if num else None
-    rng = np.random.default_rng([int(seed), 99])
-    for i in range(num):
-        if rng.random() < hazard_share:
-            kind = SCENARIO_TYPES[int(rng.integers(len(SCENARIO_TYPES)))]
-            spec = make_scenario(kind, int(rng.integers(10_000)), int(rng.integers(10_000)))
-            yield record_hazard_episode(
-                spec, min(duration_s, spec.duration), rate_hz, height, width, labels, depth, ctx=ctx
-            )
-        else:
-            yield record_episode(
-                int(seed) * 100_003 + i, duration_s, rate_hz, height, width, labels, depth, config, ctx=ctx
-            )
+    if num == 0:
+        return
+    ctx = create_context()
+    try:  # released when the generator ends, is closed early or raises (EGL contexts are not garbage-collected)
+        rng = np.random.default_rng([int(seed), 99])
+        for i in range(num):
+            if rng.random() < hazard_share:
+                kind = SCENARIO_TYPES[int(rng.integers(len(SCENARIO_TYPES)))]
+                spec = make_scenario(kind, int(rng.integers(10_000)), int(rng.integers(10_000)))
+                yield record_hazard_episode(
+                    spec, min(duration_s, spec.duration), rate_hz, height, width, labels, depth, ctx=ctx
+                )
+            else:
+                yield record_episode(
+                    int(seed) * 100_003 + i, duration_s, rate_hz, height, width, labels, depth, config, ctx=ctx
+                )
+    finally:
+        ctx.release()

@@ -40,6 +40,8 @@ class Polyline:
         pts = np.asarray(points, dtype=np.float64)
         if pts.ndim != 2 or pts.shape[1] != 2:
             raise ValueError(f"points must be [N, 2], got {pts.shape}")
+        if not np.isfinite(pts).all():
+            raise ValueError(f"points must be finite; rows {np.flatnonzero(~np.isfinite(pts).all(1)).tolist()} are not")
         keep = np.ones(len(pts), dtype=bool)
         keep[1:] = np.linalg.norm(np.diff(pts, axis=0), axis=1) > 1e-9
         pts = pts[keep]
@@ -123,12 +125,16 @@ class Polyline:
         return Polyline(self.points + d * self.normals())
 
     def slice(self, s0: float, s1: float) -> Polyline:
-        """The part between arc lengths ``s0 < s1``."""
+        """The part between arc lengths ``s0 < s1`` (finite; beyond the ends it is extrapolated)."""
+        if not (np.isfinite(s0) and np.isfinite(s1) and s0 < s1):
+            raise ValueError(f"slice needs finite arc lengths s0 < s1, got s0={s0}, s1={s1}")
         inner = self.points[(self.s > s0) & (self.s < s1)]
         return Polyline(np.concatenate([self.position(s0)[None], inner, self.position(s1)[None]]))
 
     def resample(self, step: float) -> np.ndarray:
-        """Points every ``step`` metres (the end included): ``[M, 2]``."""
+        """Points every ``step`` metres at most (evenly spaced, both ends included): ``[M, 2]``."""
+        if not (np.isfinite(step) and step > 0):
+            raise ValueError(f"resample step must be a finite number of metres > 0, got {step}")
         n = max(2, int(np.ceil(self.length / step)) + 1)
         return self.position(np.linspace(0.0, self.length, n))
 

@@ -101,8 +101,9 @@ class Renderer:
         self.static_vao = ctx.vertex_array(self.static_prog, [(self.static_vbo, *_VERTEX_FORMAT)], skip_errors=True)
         self.vehicle_vaos = {}
         self.instance_vbos = {}
+        self.vehicle_vbos = {}
         for kind, m in vehicle_meshes().items():
-            vbo = ctx.buffer(m.tobytes())
+            vbo = self.vehicle_vbos[kind] = ctx.buffer(m.tobytes())
             inst = ctx.buffer(reserve=16 * 9 * 4, dynamic=True)
             self.instance_vbos[kind] = inst
             self.vehicle_vaos[kind] = ctx.vertex_array(
@@ -111,15 +112,16 @@ class Renderer:
                 skip_errors=True,
             )
         tri = np.array([[-1, -1], [3, -1], [-1, 3]], dtype=np.float32)
-        self.sky_vao = ctx.vertex_array(self.sky_prog, [(ctx.buffer(tri.tobytes()), "2f", "in_ndc")])
+        self.sky_vbo = ctx.buffer(tri.tobytes())
+        self.sky_vao = ctx.vertex_array(self.sky_prog, [(self.sky_vbo, "2f", "in_ndc")])
         h, w = camera.height, camera.width
-        self.fbo = ctx.framebuffer(
-            color_attachments=[
-                ctx.renderbuffer((w, h), components=4),
-                ctx.renderbuffer((w, h), components=2, dtype="f4"),
-            ],
-            depth_attachment=ctx.depth_renderbuffer((w, h)),
-        )
+        # the attachments are GL objects of their own: releasing the framebuffer does not free them
+        self.attachments = [
+            ctx.renderbuffer((w, h), components=4),
+            ctx.renderbuffer((w, h), components=2, dtype="f4"),
+            ctx.depth_renderbuffer((w, h)),
+        ]
+        self.fbo = ctx.framebuffer(color_attachments=self.attachments[:2], depth_attachment=self.attachments[2])
         st = town.style
         for prog in (self.static_prog, self.vehicle_prog):
             _set(
@@ -144,9 +146,26 @@ class Renderer:
 
     def render(self, ego_to_world: np.ndarray, boxes: np.ndarray | None = None) -> Frame:
         """Render the view from an ego pose (4x4 ego-to-world) with vehicle ``boxes`` ``[N, >= 9]``
-        (x, y, yaw, length, width, height, r, g, b; world frame; taller than 2.1 m -> van/truck/bus look)."""
+        (x, y, yaw, length, width, height, r, g, b; world frame; taller than 2.1 m -> van/truck/bus look).
+
+        Returns a :class:`Frame`: rgb ``[H, W, 3]`` uint8, label ``[H, W]`` uint8, depth ``[H, W]`` float32.
+        Raises ``ValueError`` for a pose that is not a finite 4x4 matrix or boxes of another shape / non-finite.
+        """
         mgl, ctx, cam = self._moderngl, self.ctx, self.camera
-        world_to_cam = cam.world_to_cam(np.asarray(ego_to_world, dtype=np.float64))
+        pose = np.asarray(ego_to_world, dtype=np.float64)
+        if pose.shape != (4, 4) or not np.isfinite(pose).all():
+            raise ValueError(f"ego_to_world must be a finite 4x4 matrix, got shape {pose.shape}")
+        b = None if boxes is None else np.asarray(boxes, dtype=np.float64)
+        if b is not None and b.size == 0:
+            b = None
+        if b is not None and (b.ndim != 2 or b.shape[1] < 9):
+            raise ValueError(
+                f"boxes must be [N, >= 9] (x, y, yaw, length, width, height, r, g, b), got shape {b.shape}"
+            )
+        if b is not None and not np.isfinite(b[:, :9]).all():
+            rows = np.flatnonzero(~np.isfinite(b[:, :9]).all(axis=1)).tolist()
+            raise ValueError(f"boxes must be finite; rows {rows} are not")
+        world_to_cam = cam.world_to_cam(pose)
         self.fbo.use()
         self.fbo.clear(0.0, 0.0, 0.0, 1.0, depth=1.0)
         ctx.depth_func = "<"
@@ -161,8 +180,7 @@ class Renderer:
         self.static_prog["view"].write(view)
         for first, count in self._visible_chunks(world_to_cam):  # near to far: early depth rejection
             self.static_vao.render(mgl.TRIANGLES, vertices=count, first=first)
-        if boxes is not None and len(boxes):
-            b = np.asarray(boxes, dtype=np.float64)
+        if b is not None:
             self.vehicle_prog["view"].write(view)
             boxy = b[:, 5] > 2.1
             for kind, sel in (("car", ~boxy), ("boxy", boxy)):
@@ -207,10 +225,13 @@ class Renderer:
         """Free the GL objects of this renderer (a context it created itself too)."""
         objs = [
             self.fbo,
+            *self.attachments,
             self.static_vao,
             self.static_vbo,
             self.sky_vao,
+            self.sky_vbo,
             *self.vehicle_vaos.values(),
+            *self.vehicle_vbos.values(),
             *self.instance_vbos.values(),
             self.static_prog,
             self.vehicle_prog,

@@ -28,6 +28,7 @@ from vavam.world.geometry import Polyline, cubic_bezier
 
 LANE_WIDTH = 3.5
 LATERAL_ACCEL = 2.5  # m/s^2 allowed in curves; sets connector speed limits
+MIN_ROAD_LENGTH = 10.0  # metres of road left between two intersections in the closest possible layout
 ARM_DIRS = {"E": (1.0, 0.0), "N": (0.0, 1.0), "W": (-1.0, 0.0), "S": (0.0, -1.0)}
 
 
@@ -65,10 +66,21 @@ class NetworkConfig:
             raise ValueError(f"grid needs at least 2x2 intersections, got {self.grid}")
         if not self.lanes_x or not self.lanes_y or min(self.lanes_x + self.lanes_y) < 1:
             raise ValueError("every road needs at least one lane per direction")
-        if not 20.0 <= self.spacing[0] <= self.spacing[1]:
-            raise ValueError(f"spacing must be an increasing range of at least 20 m, got {self.spacing}")
-        if self.sidewalk < 0 or self.jitter < 0:
-            raise ValueError("sidewalk and jitter must be non-negative")
+        if not 20.0 <= self.spacing[0] <= self.spacing[1] < np.inf:
+            raise ValueError(f"spacing must be an increasing finite range of at least 20 m, got {self.spacing}")
+        if not (0.0 <= self.sidewalk < np.inf and 0.0 <= self.jitter < np.inf):  # NaN fails both
+            raise ValueError(f"sidewalk and jitter must be finite and >= 0, got {self.sidewalk}, {self.jitter}")
+        if not 0.0 < self.speed_limit[0] <= self.speed_limit[1] < np.inf:
+            raise ValueError(f"speed_limit must be an increasing finite range above 0 m/s, got {self.speed_limit}")
+        # neighbouring intersections (each reaching the crossing road's half-width + sidewalk from its centre)
+        # must leave room for the road between them, or its centreline runs backwards
+        half = LANE_WIDTH * max(self.lanes_x + self.lanes_y) + 2.4 + self.sidewalk
+        room = self.spacing[0] - 2.0 * self.jitter - 2.0 * half
+        if room < MIN_ROAD_LENGTH:
+            raise ValueError(
+                f"spacing {self.spacing} with jitter {self.jitter} leaves {room:.1f} m of road between intersections "
+                f"{2 * half:.1f} m wide; need >= {MIN_ROAD_LENGTH} m (raise spacing[0], or lower jitter/lanes/sidewalk)"
+            )
 
 
 @dataclass

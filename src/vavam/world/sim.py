@@ -58,6 +58,9 @@ class World:
 
     def __init__(self, seed: int, config: WorldConfig = WorldConfig(), town: Town | None = None):
         config.validate()
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            # int() would turn 1.5 into world 1 without a word; numpy's own message names no argument
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         self.seed, self.config = int(seed), config
         self.town = town if town is not None else generate_town(seed, config.network)
         net = self.town.network

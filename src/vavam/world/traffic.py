@@ -92,9 +92,21 @@ class Traffic:
         is_ego: bool = False,
         colour: np.ndarray | None = None,
     ) -> Agent:
-        """Add a vehicle on ``lane`` at arc length ``s``; returns it."""
+        """Add a vehicle on ``lane`` at arc length ``s``; returns it.
+
+        Raises ``ValueError`` for a lane id outside ``net.lanes`` (a negative id would silently index from the
+        end, and the vehicle would be invisible to traffic on that lane), a non-finite ``s``, a negative or
+        non-finite ``v`` or a ``kind`` that is not in ``scenery.VEHICLE_TYPES``.
+        """
+        if isinstance(lane, bool) or not isinstance(lane, (int, np.integer)) or not 0 <= lane < len(self.net.lanes):
+            raise ValueError(f"lane must be a lane id in [0, {len(self.net.lanes)}), got {lane!r}")
+        if not np.isfinite(s) or (v is not None and not (np.isfinite(v) and v >= 0)):
+            raise ValueError(f"s must be finite and v finite and >= 0 (or None), got s={s}, v={v}")
+        if kind is not None and kind not in VEHICLE_TYPES:
+            raise ValueError(f"unknown vehicle kind {kind!r}; known: {sorted(VEHICLE_TYPES)}")
+        lane = int(lane)
         kind = kind or draw_vehicle_type(self.rng)
-        (length, width, height), _ = VEHICLE_TYPES.get(kind, VEHICLE_TYPES["car"])
+        (length, width, height), _ = VEHICLE_TYPES[kind]
         factor = 1.0 if is_ego else float(self.rng.uniform(0.8, 1.1))
         agent = Agent(
             id=0 if is_ego else self._next_id,
