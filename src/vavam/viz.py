@@ -123,12 +123,13 @@ def _project_cam(cam: np.ndarray, k: np.ndarray) -> tuple[float, float]:
 
 
 def _clipped_polyline(cam: np.ndarray, k: np.ndarray, near: float) -> list[list[tuple[float, float]]]:
-    """Project a camera-frame polyline ``[N, 3]``, cut at the near plane -> visible pieces of pixel points."""
+    """Project a camera-frame polyline ``[N, 3]``, cut at the near plane -> visible pieces of pixel points
+    (a segment with a non-finite end is left out)."""
     pieces: list[list[tuple[float, float]]] = []
     current: list[tuple[float, float]] = []
     for a, b in itertools.pairwise(cam):
         za, zb = a[2], b[2]
-        if za < near and zb < near:
+        if not (np.isfinite(a).all() and np.isfinite(b).all()) or (za < near and zb < near):  # NaN / inf: a gap
             if current:
                 pieces.append(current)
                 current = []
@@ -220,8 +221,8 @@ def draw_trajectories(
     samples = _as_samples(trajectories, "trajectories")
     gt = None if ground_truth is None else _as_samples(ground_truth, "ground_truth")[0]
     h, w = img.shape[:2]
-    if upscale < 1:
-        raise ValueError(f"upscale must be >= 1, got {upscale}")
+    if isinstance(upscale, bool) or not isinstance(upscale, (int, np.integer)) or upscale < 1:
+        raise ValueError(f"upscale must be an integer >= 1, got {upscale!r}")
     if intrinsics is None or camera_height is None or camera_forward is None:
         k_def, height_def, forward_def = default_camera(h, w)
         intrinsics = k_def if intrinsics is None else intrinsics
@@ -247,7 +248,7 @@ def draw_trajectories(
             draw.line(piece, fill=color, width=width, joint="curve")
         wp = cam[1:] if start_at_origin else cam
         for c in wp:
-            if c[2] >= near:
+            if np.isfinite(c).all() and c[2] >= near:
                 u, v = _project_cam(c, k)
                 if -radius <= u <= out_w + radius and -radius <= v <= out_h + radius:
                     draw.ellipse([u - radius, v - radius, u + radius, v + radius], fill=color)
@@ -313,6 +314,8 @@ def bev_plot(
     samples = _as_samples(trajectories, "trajectories")
     gt = None if ground_truth is None else _as_samples(ground_truth, "ground_truth")[0]
     h, w = int(size[0]), int(size[1])
+    if h < 1 or w < 1:
+        raise ValueError(f"size must be (H, W) of at least 1 x 1 pixels, got {tuple(size)}")
     pts = samples.reshape(-1, 2) if gt is None else np.concatenate([samples.reshape(-1, 2), gt])
     pts = pts[np.isfinite(pts).all(axis=1)]
     if forward_range is None:
@@ -345,10 +348,20 @@ def bev_plot(
     colors = list(colors or SAMPLE_COLORS)
 
     def line(traj: np.ndarray, color, width: int) -> None:
-        p = px(np.concatenate([np.zeros((1, 2)), traj]))
-        draw.line(p, fill=color, width=width, joint="curve")
-        for u, v in p[1:]:
-            draw.ellipse([u - radius, v - radius, u + radius, v + radius], fill=color)
+        pts = np.concatenate([np.zeros((1, 2)), traj])
+        finite = np.isfinite(pts).all(axis=1)
+        p = px(np.where(finite[:, None], pts, 0.0))
+        run: list[tuple[float, float]] = []  # non-finite waypoints (NaN / inf) break the line, are not drawn
+        for point, ok in zip([*p, None], [*finite, False]):
+            if ok:
+                run.append(point)
+                continue
+            if len(run) > 1:
+                draw.line(run, fill=color, width=width, joint="curve")
+            run = []
+        for (u, v), ok in zip(p[1:], finite[1:]):
+            if ok:
+                draw.ellipse([u - radius, v - radius, u + radius, v + radius], fill=color)
 
     if gt is not None:
         line(gt, GROUND_TRUTH_COLOR, lw + 1)

@@ -178,6 +178,7 @@ CASES = {  # name: (config, micro-batch, activation checkpointing)
     "vavim-activations-bound": (_video(layers=4, vocab=64), 8, False),
     "vavim-checkpointing": (_video(vocab=64), 8, True),
     "vavam-4-layers": (_action(layers=4), 8, False),
+    "vavam-checkpointing": (_action(layers=8), 8, True),  # the expert's MLPs, as VaVAM training checkpoints
 }
 
 
@@ -188,7 +189,7 @@ def measured_peak(config, micro_batch: int, precision: str, checkpointing: bool)
         tokens = torch.randint(0, config.video.vocab_size - 1,
                                (micro_batch, config.train_frames, 1, config.video.tokens_per_frame))
         opt = build_optimizer(model.expert, 1e-3)
-        loss = action_loss_fn(model, tokens)
+        loss = action_loss_fn(model, tokens, activation_checkpointing=checkpointing)
     else:
         tokens = torch.randint(0, config.vocab_size, (micro_batch, config.num_frames, 1, config.tokens_per_frame))
         opt = build_optimizer(model, 1e-3)

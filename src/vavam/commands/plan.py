@@ -116,6 +116,8 @@ def plan(
         raise C.CommandError(f"--num-steps must be >= 1, got {num_steps}")
     if start < 0:
         raise C.CommandError(f"--start must be >= 0, got {start}")
+    if display_width < 1:
+        raise C.CommandError(f"--display-width must be a positive width in pixels, got {display_width}")
     if speed is not None and not (math.isfinite(speed) and speed >= 0):
         raise C.CommandError(f"--speed must be a finite ego speed >= 0 in m/s, got {speed}")
     if intrinsics is not None:

@@ -41,6 +41,7 @@ backend, whose count is device-independent.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -73,9 +74,11 @@ def _check_convention(attention: str) -> None:
         raise ValueError(f"attention must be one of {_CONVENTIONS}, got {attention!r}")
 
 
-def _check_positive(value: int, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+def _check_positive(value: int, name: str) -> int:
+    """``value`` as a Python int when it is a positive integer (numpy integers too), else ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 # ------------------------------------------------------------------------------------ VaViM
@@ -116,10 +119,9 @@ def video_flops(
         (``= 6·L·n²·d`` per window).
     """
     _check_convention(attention)
-    _check_positive(tokens, "tokens")
+    tokens = _check_positive(tokens, "tokens")
     window = config.num_frames * config.tokens_per_frame
-    n = window if seq_len is None else seq_len
-    _check_positive(n, "seq_len")
+    n = _check_positive(window if seq_len is None else seq_len, "seq_len")
     if n > window:
         raise ValueError(f"seq_len {n} exceeds the model's window of {window} positions")
     factor = 3 if backward else 1  # backward = 2 x forward (input and weight gradients)
@@ -181,11 +183,10 @@ def action_flops(
         :class:`FlopCount` of VaViM's forward (blocks only, no readout) plus the expert's pass(es).
     """
     _check_convention(attention)
-    _check_positive(batch, "batch")
-    t = config.train_frames if frames is None else frames
-    p = config.video.tokens_per_frame if tokens_per_frame is None else tokens_per_frame
-    _check_positive(t, "frames")
-    _check_positive(p, "tokens_per_frame")
+    batch = _check_positive(batch, "batch")
+    t = _check_positive(config.train_frames if frames is None else frames, "frames")
+    p = _check_positive(config.video.tokens_per_frame if tokens_per_frame is None else tokens_per_frame,
+                        "tokens_per_frame")
     if t > config.video.num_frames or p > config.video.tokens_per_frame:
         raise ValueError(f"{t} frames of {p} tokens exceed VaViM's {config.video.num_frames} x "
                          f"{config.video.tokens_per_frame}")

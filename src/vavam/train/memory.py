@@ -8,15 +8,24 @@ meaning of ``bf16-mixed`` in each):
                   ddp                         fsdp (FULL_SHARD)            deepspeed (ZeRO-2)
 ================  ==========================  ===========================  ==============================
 parameters        fp32, replicated: 4P        fp32 shards: 4P/N            replicated, 2P (bf16) or 4P (fp32)
-gradients         fp32, replicated: 4P_t      fp32 shards: 4P_t/N          partitions: 2 or 4 · P_t/N
-                                                                           (+ fp32 partition at the step
-                                                                           under bf16: 4P_t/N)
+gradients         fp32, replicated: 4P_t;     fp32 shards: 4P_t/N (VaVAM:  partitions: 2 or 4 · P_t/N
+                  N > 1: views of DDP's       4P/N, the frozen part of     (+ fp32 partition at the step
+                  buckets (vavam sets         its one unit included)       under bf16: 4P_t/N)
+                  gradient_as_bucket_view),
+                  live in every phase
 AdamW moments     8P_t                        8P_t/N                       8P_t/N
 fp32 master       none (weights are fp32)     none (the fp32 shards)       4P_t/N
-buffers           DDP buckets 4P_t (N > 1;    gathered units (2 blocks +   2 reduce buckets of 2e8
-                  not gradient views)         the root's embeddings) and   elements (Lightning defaults:
-                                              one block's full gradients   overlap_comm, contiguous
-                                              in the compute dtype         gradients)
+buffers           none (the buckets are the   gathered units in the        2 reduce buckets of 2e8
+                  gradients)                  compute dtype: 2 blocks +    elements (Lightning defaults:
+                                              the root's embeddings;       overlap_comm, contiguous
+                                              VaVAM: the whole model (one  gradients)
+                                              unit, ActionModule targets)
+unit gradients    none                        a unit's unsharded gradient  none
+                                              (compute dtype, + its fp32
+                                              copy for the float32 reduce
+                                              under bf16-mixed): a block
+                                              in every block's backward;
+                                              VaVAM: all P, at the end
 autocast copies   bf16 copies of trainable    none (FSDP gathers bf16      none (bf16 weights)
                   matmul weights: 2·P_mm      weights)
 ================  ==========================  ===========================  ==============================
@@ -47,8 +56,11 @@ each expert layer saves the concatenated keys and values 2·(Nv + Na)·d·b, the
 and output at the attention width d and its other block tensors at width e; a layer's backward makes the
 full key/value gradients 2·(Nv + Na)·d·b (the concatenation's backward drops the visual part).
 
-Activation checkpointing (one checkpoint per block) keeps each block's input (fp32, 4d per token; for
-VaVAM also the visual q/k/v, inputs of the checkpoints) and recomputes one block at a time in the backward.
+Activation checkpointing, as vavam's training applies it (``distributed_targets``): VaViM has one checkpoint
+per block, which keeps each block's input (fp32, 4d per token) and recomputes one block at a time in the
+backward; VaVAM checkpoints the expert's MLPs only (the joint attention calls the blocks' pieces), so each
+expert layer drops its MLP hidden tensors (2·4e·b per action token) and keeps everything else, the joint
+keys/values included, and the backward recomputes one MLP at a time.
 
 The total per device is the peak over the phases of one step, each = parameters + AdamW state (+ master)
 + buffers + what is live then: ``forward`` (the end of the forward, at the loss), ``backward_top``
@@ -259,29 +271,42 @@ def activation_bytes(config: Any, micro_batch: int = 1, precision: Precision = "
         # (x, LN1 and LN2 outputs, the bf16 copy of one, fc_in / GELU outputs) + a frozen weight's bf16 cast
         visual_block = nv * (3 * 4 * d + (2 * d if mixed else 0) + 2 * v.mlp_ratio * d * b)
         visual_peak = layers * visual_qkv + visual_block + (v.mlp_ratio * d * d * 2 if mixed else 0)
-        if activation_checkpointing:  # block inputs and the visual k/v (inputs of each checkpoint) kept
-            kept = layers * (visual_qkv + na * 4 * e)
-            return Activations(forward=max(kept + encoder + copies + block, visual_peak),
-                               backward_top=kept + encoder + copies + block + transient,
-                               backward_bottom=visual_qkv + block + transient, tokens=nv, autocast_copies=copies)
+        if activation_checkpointing:  # vavam's recipe checkpoints the expert's MLPs only (ActionModule targets):
+            # each layer drops its fc_in / GELU outputs and keeps the MLP input (the LN2 output, in fp32 under
+            # autocast instead of its bf16 copy); the joint keys/values, mask and attention tensors stay saved
+            mlp_hidden = na * 2 * 4 * e * b
+            block_ckpt = block - mlp_hidden + (na * 2 * e if mixed else 0)
+            return Activations(forward=max(layers * (visual_qkv + block_ckpt) + encoder + copies, visual_peak),
+                               backward_top=layers * block_ckpt + encoder + copies + mlp_hidden + transient,
+                               backward_bottom=block + transient, tokens=nv, autocast_copies=copies)
         return Activations(forward=max(layers * (visual_qkv + block) + encoder + copies, visual_peak),
                            backward_top=layers * block + encoder + copies + transient,  # visual buffers freed
                            backward_bottom=block + transient, tokens=nv, autocast_copies=copies)
     raise TypeError(f"no memory model for config {type(config).__name__} (VaViM / VaVAM only)")
 
 
-def _state_bytes(counts: ParamCounts, devices: int, strategy: str, mixed: bool, device_type: str) -> dict[str, int]:
-    """Parameters, gradients, AdamW moments, master weights, buffers and step temporaries per device."""
+def _state_bytes(counts: ParamCounts, devices: int, strategy: str, mixed: bool, device_type: str,
+                 whole_unit: bool = False) -> dict[str, int]:
+    """Parameters, gradients, AdamW moments, master weights, buffers and step temporaries per device
+    (``whole_unit``: FSDP wraps the whole model as one unit, as for VaVAM)."""
     n, p, pt = devices, counts.total, counts.trainable
     compute = 2 if mixed else 4
-    if strategy == "ddp":
-        rows = {"parameters": 4 * p, "gradients": 4 * pt, "moments": 8 * pt, "master": 0,
-                "buffers": 4 * pt if n > 1 else 0}
+    if strategy == "ddp":  # N > 1: the gradients are views of DDP's buckets (gradient_as_bucket_view=True)
+        rows = {"parameters": 4 * p, "gradients": 4 * pt, "moments": 8 * pt, "master": 0, "buffers": 0}
         local_trainable = pt
     elif strategy == "fsdp":
-        gathered = (2 * counts.block + counts.non_block) * compute + counts.layer_trainable * compute
-        rows = {"parameters": -(-4 * p // n), "gradients": -(-4 * pt // n), "moments": -(-8 * pt // n),
-                "master": 0, "buffers": gathered}
+        # gathered units in the compute dtype, and the unsharded gradient of one unit (+ its fp32 copy for the
+        # float32 reduce-scatter under bf16-mixed: vavam's MixedPrecision(reduce_dtype=float32)). VaViM: a unit
+        # per block + the root (embeddings); VaVAM: one unit for the whole model (ActionModule targets), whose
+        # unsharded gradient spans its frozen parameters too (FSDP use_orig_params with mixed freezing)
+        unit_grad = compute + (4 if mixed else 0)
+        if whole_unit:
+            gathered, unit_grads = p * compute, p * unit_grad
+        else:
+            gathered = (2 * counts.block + counts.non_block) * compute
+            unit_grads = counts.layer_trainable * unit_grad
+        rows = {"parameters": -(-4 * p // n), "gradients": -(-4 * (p if whole_unit else pt) // n),
+                "moments": -(-8 * pt // n), "master": 0, "buffers": gathered, "unit_gradients": unit_grads}
         local_trainable = -(-pt // n)
     elif strategy == "deepspeed":
         rows = {"parameters": compute * p, "gradients": -(-compute * pt // n), "moments": -(-8 * pt // n),
@@ -289,6 +314,7 @@ def _state_bytes(counts: ParamCounts, devices: int, strategy: str, mixed: bool, 
         local_trainable = -(-pt // n)
     else:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    rows.setdefault("unit_gradients", 0)
     if device_type == "cpu":  # single-tensor AdamW: sqrt and division temporaries of one parameter
         rows["step_temporaries"] = 2 * 4 * counts.largest_trainable
     else:  # foreach AdamW (ZeRO: over the flat fp32 partition): one fp32 tensor per local trainable element
@@ -322,8 +348,8 @@ def estimate_memory(
 
     Returns:
         dict with ``parameters`` (counts), ``bytes`` (rows: parameters, gradients, moments, master,
-        buffers, activations, step_temporaries), ``phases`` (bytes live at the loss, top and bottom of the
-        backward, and the optimiser step), ``peak_phase``, ``total`` (the peak, bytes per device),
+        buffers, unit_gradients, activations, step_temporaries), ``phases`` (bytes live at the loss, top and
+        bottom of the backward, and the optimiser step), ``peak_phase``, ``total`` (the peak, bytes per device),
         ``sum_of_rows`` (an upper bound) and the settings.
     """
     if devices < 1:
@@ -334,17 +360,27 @@ def estimate_memory(
     counts = count_parameters(config)
     act = activation_bytes(config, micro_batch, precision, activation_checkpointing, frames, counts)
     mixed = precision == "bf16-mixed"
-    rows = _state_bytes(counts, devices, strategy, mixed, device_type)
+    from vavam.config import ActionConfig
+
+    whole_unit = isinstance(config, ActionConfig)
+    rows = _state_bytes(counts, devices, strategy, mixed, device_type, whole_unit=whole_unit)
     if strategy != "ddp":  # FSDP / DeepSpeed run the matmuls on bf16 weights: no autocast copies
         act = act.without_autocast_copies()
     static = rows["parameters"] + rows["moments"] + rows["master"] + rows["buffers"]
     grads = rows["gradients"]
-    layer_grads = grads * counts.layer_trainable // max(counts.trainable, 1)
-    first_grads = grads * (counts.trainable - counts.layer_trainable * _num_layers(config)) // max(counts.trainable, 1)
+    if strategy == "ddp" and devices > 1:  # the gradients live in DDP's buckets, allocated when it wraps the model
+        live = dict.fromkeys(("forward", "backward_top", "backward_bottom"), grads)
+    else:  # gradients appear during the backward (the non-block ones first) and are freed by zero_grad
+        layer_grads = grads * counts.layer_trainable // max(counts.trainable, 1)
+        first = grads * (counts.trainable - counts.layer_trainable * _num_layers(config)) // max(counts.trainable, 1)
+        live = {"forward": 0, "backward_top": first, "backward_bottom": grads - layer_grads}
+    # FSDP's unsharded gradient of a unit: every block's backward, or once at the end for a whole-model unit
+    live["backward_top"] += 0 if whole_unit else rows["unit_gradients"]
+    live["backward_bottom"] += rows["unit_gradients"]
     phases = {
-        "forward": static + act.forward,
-        "backward_top": static + act.backward_top + first_grads,
-        "backward_bottom": static + act.backward_bottom + grads - layer_grads,
+        "forward": static + act.forward + live["forward"],
+        "backward_top": static + act.backward_top + live["backward_top"],
+        "backward_bottom": static + act.backward_bottom + live["backward_bottom"],
         "optimizer_step": static + grads + rows["step_temporaries"],
     }
     peak_phase = max(phases, key=phases.get)
@@ -363,7 +399,7 @@ def estimate_memory(
         "phases": phases,
         "peak_phase": peak_phase,
         "total": phases[peak_phase],
-        "sum_of_rows": static + grads + activations + rows["step_temporaries"],
+        "sum_of_rows": static + grads + activations + rows["step_temporaries"] + rows["unit_gradients"],
         "activation_phases": dataclasses.asdict(act),
     }
 
@@ -436,6 +472,7 @@ def _print_table(preset: str, results: dict[str, dict], chosen: str) -> None:
         table.add_column(f"{label}{' *' if s == chosen else ''}", justify="right")
     rows = [("parameters", "parameters"), ("gradients", "gradients"), ("AdamW moments", "moments"),
             ("fp32 master weights", "master"), ("comm. / gather buffers", "buffers"),
+            ("fsdp unit gradients", "unit_gradients"),
             ("activations (peak)", "activations"), ("AdamW step temporaries", "step_temporaries")]
     for label, key in rows:
         table.add_row(label, *[f"{results[s]['bytes'][key] / scale:.2f}" for s in STRATEGIES])

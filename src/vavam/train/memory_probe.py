@@ -119,13 +119,22 @@ def video_loss_fn(model: nn.Module, tokens: torch.Tensor, activation_checkpointi
     return loss
 
 
-def action_loss_fn(model: nn.Module, tokens: torch.Tensor, seed: int = 0) -> Callable[[], torch.Tensor]:
+def action_loss_fn(model: nn.Module, tokens: torch.Tensor, seed: int = 0, activation_checkpointing: bool = False
+                   ) -> Callable[[], torch.Tensor]:
     """Loss closure of VaVAM training (flow matching, seeded flow times / noise / commands / actions).
 
     Args:
         model: a :class:`vavam.action.VideoActionModel` (VaViM frozen).
         tokens: long ``[B, T, h, w]``.
+        seed: seed of the commands, actions, flow times and noise.
+        activation_checkpointing: wrap the expert's MLPs in non-reentrant checkpoints, in place, as VaVAM
+            training does (``ActionModule.distributed_targets``: the joint attention calls the blocks' pieces,
+            so only the MLPs can be checkpointed).
     """
+    if activation_checkpointing:
+        from vavam.train.distributed import apply_activation_checkpointing
+
+        apply_activation_checkpointing(model, [b.mlp for b in model.expert.blocks])
     c = model.config
     gen = torch.Generator().manual_seed(seed)
     b, t = tokens.shape[:2]
