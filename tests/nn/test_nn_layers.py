@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from vavam.nn import Attention, Block, KVCache, mup_normal_, width_mult, zero_query_rows_
@@ -50,3 +51,18 @@ def test_mup_helpers():
     assert math.isclose(w.std().item(), 0.01, rel_tol=0.02)
     zero_query_rows_(w)
     assert torch.count_nonzero(w[:1000]) == 0 and torch.count_nonzero(w[1000:]) > 0
+
+
+def test_kv_cache_refuses_keys_of_another_layout():
+    """Keys of another batch, head count or head dim would broadcast into the buffers (or fail deep inside)."""
+    cache = KVCache(2, batch=2, num_heads=2, max_len=8, head_dim=16)
+    good = torch.randn(2, 2, 3, 16)
+    for bad in (torch.randn(1, 2, 3, 16), torch.randn(2, 1, 3, 16), torch.randn(2, 2, 3, 8), torch.randn(2, 3, 16)):
+        with pytest.raises(ValueError, match="KV cache holds"):
+            cache.append(0, bad, good)
+        with pytest.raises(ValueError, match="KV cache holds"):
+            cache.append(0, good, bad)
+    with pytest.raises(ValueError, match="keys and values disagree"):
+        cache.append(0, good, torch.randn(2, 2, 4, 16))
+    k, v = cache.append(0, good, good)
+    assert k.shape == (2, 2, 3, 16) and torch.equal(v, good) and cache.length == 0

@@ -16,9 +16,17 @@ from vavam.nn import Block, depth_scaled_std, layer_norm, mup_normal_, zero_quer
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding of flow times: ``t [*S]`` -> ``[*S, dim]`` = [sin(t·ω), cos(t·ω)] (sines first),
-    ``ω_i = exp(−i·ln(max_period) / (dim/2 − 1))``, i = 0 .. dim/2 − 1. ``t`` is the raw time in [0, 1]."""
+    ``ω_i = exp(−i·ln(max_period) / (dim/2 − 1))``, i = 0 .. dim/2 − 1. ``t`` is the raw time in [0, 1].
+
+    Integer times (0 or 1) are embedded as floats; float64 times get float64 frequencies (others: float32
+    frequencies cast to ``t``'s dtype).
+    """
     half = dim // 2
-    freqs = torch.exp(torch.arange(half, device=t.device) * -(math.log(max_period) / (half - 1))).to(t.dtype)
+    if not t.is_floating_point():  # the frequencies would otherwise be truncated to integers (all 0 but ω_0)
+        t = t.float()
+    work = torch.float64 if t.dtype == torch.float64 else torch.float32
+    freqs = torch.arange(half, device=t.device, dtype=work) * -(math.log(max_period) / (half - 1))
+    freqs = torch.exp(freqs).to(t.dtype)
     angles = t[..., None] * freqs  # [*S, half]
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
@@ -34,6 +42,8 @@ class ActionEncoder(nn.Module):
     def __init__(self, config: ActionConfig) -> None:
         super().__init__()
         e = config.width
+        if e < 4 or e % 2:  # [sin, cos] of e/2 frequencies spaced over e/2 - 1 intervals must fill the width
+            raise ValueError(f"action expert width must be even and at least 4 (sinusoidal time embedding), got {e}")
         self.width = e
         self.max_period = config.max_period
         self.action_proj = nn.Linear(config.action_dim, e, bias=False)

@@ -112,6 +112,7 @@ class VideoActionModel(nn.Module):
         if tokens.shape[:2] != (b, t_frames):
             raise ValueError(f"tokens {tuple(tokens.shape)} and actions {tuple(x_t.shape)} disagree on [B, T]")
         speed = self._check_speed(speed, (b, t_frames))
+        x_t = x_t.to(self.expert.readout.weight.dtype)  # another float dtype is the same state: cast, no matmul error
         p = tokens.shape[2] * tokens.shape[3]
         visual = self.visual_kv(tokens) if visual is None else visual
         action = self.expert.encoder(x_t, command, t, speed).reshape(b, t_frames * horizon, -1)  # [B, T·H, e]
@@ -147,7 +148,12 @@ class VideoActionModel(nn.Module):
         """
         c = self.config
         check_positive_int(repeats, "repeats")
+        shape_ok = isinstance(actions, torch.Tensor) and actions.dim() == 4
+        if not shape_ok or actions.shape[2:] != (c.horizon, c.action_dim):
+            what = tuple(actions.shape) if isinstance(actions, torch.Tensor) else type(actions).__name__
+            raise ValueError(f"actions must be metres [B, T, {c.horizon}, {c.action_dim}], got {what}")
         check_finite(actions, "actions")
+        actions = actions.to(self.expert.readout.weight.dtype)  # e.g. float64 from numpy: cast to the model's dtype
         speed = self._check_speed(speed, tuple(actions.shape[:2]))
         prior = self._speed_prior(speed, actions)
         x1 = (actions if prior is None else actions - prior) / c.action_scaling
@@ -159,11 +165,18 @@ class VideoActionModel(nn.Module):
             visual = [(k.repeat_interleave(repeats, dim=0), v.repeat_interleave(repeats, dim=0)) for k, v in visual]
         if noise is None:
             noise = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
-        else:
+        else:  # a misshapen noise would broadcast against x1 silently
+            if not isinstance(noise, torch.Tensor) or noise.shape != x1.shape:
+                what = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__
+                raise ValueError(f"noise must be [B·R, T, H, 2] = {tuple(x1.shape)}, got {what}")
             check_finite(noise, "noise")
+            noise = noise.to(x1.dtype)
         if t is None:
             t = flow.sample_time(tuple(x1.shape[:2]), sig_min=c.flow_sig_min, generator=generator, device=x1.device)
         else:
+            if not isinstance(t, torch.Tensor) or t.shape != x1.shape[:2]:
+                what = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                raise ValueError(f"t must be [B·R, T] = {tuple(x1.shape[:2])}, got {what}")
             check_finite(t, "t")
         x_t = flow.interpolate(noise, x1, t, c.flow_sig_min)
         v = self.velocity(x_t, t.to(x1.dtype), command, tokens, visual=visual, speed=speed)
@@ -227,10 +240,9 @@ class VideoActionModel(nn.Module):
             where = generator.device if generator is not None else "cpu"
             shape = (b, k, c.horizon, c.action_dim)
             noise = torch.randn(shape, generator=generator, device=where, dtype=param.dtype).to(param.device)
-        elif noise.shape != (b, k, c.horizon, c.action_dim):
-            raise ValueError(
-                f"noise must be [B, K, H, 2] = {(b, k, c.horizon, c.action_dim)}, got {tuple(noise.shape)}"
-            )
+        elif not isinstance(noise, torch.Tensor) or noise.shape != (b, k, c.horizon, c.action_dim):
+            what = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__
+            raise ValueError(f"noise must be [B, K, H, 2] = {(b, k, c.horizon, c.action_dim)}, got {what}")
         else:
             check_finite(noise, "noise")
             noise = noise.to(device=param.device, dtype=param.dtype)

@@ -44,7 +44,16 @@ class KVCache:
         Returns:
             All keys and values of ``layer`` so far, ``[B, H, length + n, Dh]`` (views of the buffers).
         """
+        buf = self.keys[layer]
+        for name, x in (("keys", k), ("values", v)):  # a mismatched batch or head layout would broadcast silently
+            if x.dim() != 4 or (x.shape[0], x.shape[1], x.shape[3]) != (buf.shape[0], buf.shape[1], buf.shape[3]):
+                raise ValueError(
+                    f"KV cache holds [B, H, n, Dh] = [{buf.shape[0]}, {buf.shape[1]}, n, {buf.shape[3]}]; "
+                    f"layer {layer} {name} have shape {tuple(x.shape)}"
+                )
         n = k.shape[2]
+        if v.shape[2] != n:
+            raise ValueError(f"layer {layer} keys and values disagree on positions: {k.shape[2]} vs {v.shape[2]}")
         end = self.length + n
         if end > self.max_len:
             raise ValueError(f"KV cache overflow: {end} positions > capacity {self.max_len}")
