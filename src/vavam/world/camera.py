@@ -2,7 +2,7 @@
 
 Camera frame (OpenCV): x right, y down, z forward. Pixel (row i, column j) has its centre at
 ``u = j, v = i`` (OpenCV convention). The camera looks straight ahead, level, from
-``VehicleParams.camera`` in the ego frame (x forward, y left, z up; origin at the rear axle).
+``Camera.mount`` in the ego frame (x forward, y left, z up; origin at the rear axle).
 """
 
 from __future__ import annotations

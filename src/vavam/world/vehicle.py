@@ -26,7 +26,6 @@ class VehicleParams:
     max_steer: float = 0.6  # rad
     max_steer_rate: float = 1.5  # rad/s
     max_speed: float = 25.0  # m/s
-    camera: tuple[float, float, float] = (1.70, 0.0, 1.51)  # CAM_FRONT in the ego frame (nuScenes-like)
 
 
 @dataclass(frozen=True)
