@@ -7,6 +7,7 @@ Variations are made with :func:`dataclasses.replace`; presets live in :mod:`vava
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -33,6 +34,13 @@ class VQConfig:
     norm_groups: int = 32
     dropout: float = 0.0
 
+    def __post_init__(self) -> None:
+        _check_positive_ints(self, "codebook_size", "codebook_embed_dim", "base_channels", "z_channels", "norm_groups")
+        if not self.ch_mult or not all(_is_of(m, int) and m > 0 for m in self.ch_mult):
+            # () gave a downsampling factor of 2 ** -1 = 0.5
+            raise ValueError(f"vq config field 'ch_mult' must be a non-empty list of positive int, "
+                             f"got {self.ch_mult!r}")
+
     @property
     def downsample(self) -> int:
         return 2 ** (len(self.ch_mult) - 1)
@@ -56,6 +64,12 @@ class VideoConfig:
     tokens_per_frame: int = 576
     init_std: float = 0.0289
     base_width: int = 256
+
+    def __post_init__(self) -> None:
+        _check_positive_ints(self, "width", "num_layers", "head_dim", "mlp_ratio", "vocab_size", "num_frames",
+                             "tokens_per_frame", "base_width")
+        if self.width % self.head_dim:  # num_heads = width // head_dim would drop the remainder
+            raise ValueError(f"video config: width {self.width} is not a multiple of head_dim {self.head_dim}")
 
     @property
     def num_heads(self) -> int:
@@ -104,9 +118,26 @@ class ActionConfig:
     speed_scaling: float = 10.0
     speed_prior: bool = False
 
+    def __post_init__(self) -> None:
+        _check_positive_ints(self, "width", "base_width", "base_attention_width", "action_dim", "horizon",
+                             "num_commands", "train_frames")
+        for name in ("action_scaling", "speed_scaling"):  # trajectories (speeds) are divided by them
+            value = getattr(self, name)
+            if _is_of(value, float) and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"action config field {name!r} must be a positive finite number, got {value!r}")
+
     @property
     def width_mult(self) -> float:
         return self.width / self.base_width
+
+
+def _check_positive_ints(config: Any, *names: str) -> None:
+    """Refuse a size field below 1 (0 used to build empty layers or divide by zero much later), naming it; values
+    of another type are left to :func:`config_from_dict`'s type check."""
+    for name in names:
+        value = getattr(config, name)
+        if _is_of(value, int) and value < 1:
+            raise ValueError(f"{type(config).kind} config field {name!r} must be a positive int, got {value!r}")
 
 
 CONFIG_TYPES: dict[str, type] = {c.kind: c for c in (VQConfig, VideoConfig, ActionConfig)}
@@ -131,6 +162,8 @@ def config_from_dict(data: dict[str, Any]) -> Any:
     A nested config field (``ActionConfig.video``) takes its declared kind when its dict has no ``kind``;
     a dict of another kind, or a value that is not a dict, raises ``ValueError``.
     """
+    if not isinstance(data, dict):  # e.g. a config.json holding a list: dict() of it raised a TypeError
+        raise ValueError(f"a config must be a JSON object with a 'kind' key, got {type(data).__name__} {data!r:.80}")
     data = dict(data)
     kind = data.pop("kind", None)
     if kind not in CONFIG_TYPES:

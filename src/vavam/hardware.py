@@ -101,7 +101,11 @@ def warn_if_slow_bf16(precision: str, device: str | torch.device = "cpu", what: 
     """Warn (once per call site) when ``precision`` asks for bf16 on a device where it is slow."""
     if "bf16" not in str(precision) or bf16_is_fast(device):
         return
-    message = (f"{what} with precision {precision!r} on a CPU without native bf16 (no avx512_bf16 / amx_bf16): "
-               f"bf16 runs 10-80x slower than float32 here; pass precision '32' (--precision 32)")
+    if torch.device(device).type == "cpu":
+        message = (f"{what} with precision {precision!r} on a CPU without native bf16 (no avx512_bf16 / amx_bf16): "
+                   f"bf16 runs 10-80x slower than float32 here; pass precision '32' (--precision 32)")
+    else:  # a GPU without bf16 (or none visible) used to be called "a CPU without native bf16"
+        message = (f"{what} with precision {precision!r} on device {str(device)!r}, which has no bf16 support here "
+                   f"(no CUDA device visible, or compute capability below 8.0); pass precision '32' (--precision 32)")
     warnings.warn(message, RuntimeWarning, stacklevel=3)
     print(f"[vavam] warning: {message}", file=sys.stderr)

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import pickle
+import stat
 import tempfile
 import types
 from pathlib import Path
@@ -163,12 +164,15 @@ def _pickle_module(source: str, extra_globals: dict[tuple[str, str], Any] | None
 
 
 def to_plain(obj: Any) -> Any:
-    """Replace stand-ins by plain values, recursively: configs -> dict/list, InfShape -> list of base dims."""
-    if isinstance(obj, DictConfigStandIn):
-        content = getattr(obj, "_content", None) or {}
-        return {key: to_plain(value) for key, value in content.items()}
-    if isinstance(obj, ListConfigStandIn):
-        return [to_plain(value) for value in (getattr(obj, "_content", None) or [])]
+    """Replace stand-ins by plain values, recursively: configs -> dict/list (a None config -> None, a missing ``???``
+    or interpolation ``${...}`` -> that string), InfShape -> list of base dims."""
+    if isinstance(obj, (DictConfigStandIn, ListConfigStandIn)):
+        content = getattr(obj, "_content", None)
+        if content is None or isinstance(content, str):  # a None config, or "???" (missing) / "${...}" (interpolation)
+            return content  # ({} / [] for None used to make an unset section look present; a str raised AttributeError)
+        if isinstance(obj, DictConfigStandIn):
+            return {key: to_plain(value) for key, value in content.items()}
+        return [to_plain(value) for value in content]
     if isinstance(obj, NodeStandIn):
         return to_plain(getattr(obj, "_val", None))
     if isinstance(obj, InfShapeStandIn):
@@ -283,13 +287,20 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     """Open a temporary file beside ``path``; on success fsync and rename it over ``path``.
 
     On an exception (or a kill before the rename) ``path`` keeps its old content and the
-    temporary file is removed (or left under a ``.tmp`` name that readers never pick up).
+    temporary file is removed (or left under a ``.tmp`` name that readers never pick up). A file that is
+    replaced keeps its permission bits; a new one gets ``0666`` less the umask.
     """
+    if mode not in ("w", "wb", "wt"):  # "a" / "r+" / "r" would replace the old content by only what is written now
+        raise ValueError(f"{path}: atomic_write replaces the whole file; mode must be 'w', 'wt' or 'wb', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:  # a file replaced keeps its permissions (a 0600 file must not become world-readable)
+        perms = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        perms = 0o666 & ~_UMASK  # mkstemp makes 0600 files; a new file gets the usual permissions
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
     try:
+        os.fchmod(fd, perms)
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -402,15 +413,24 @@ def save_checkpoint(folder: str | os.PathLike, state_dict: dict[str, torch.Tenso
     from vavam.config import config_to_dict
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
     data = st_save(tensors)
-    atomic_write_bytes(folder / MODEL_FILE, data)
-    atomic_write_json(folder / CONFIG_FILE, config_to_dict(config) if not isinstance(config, dict) else config)
     meta = dict(meta or {})
     meta["model_sha256"] = hashlib.sha256(data).hexdigest()
     meta.setdefault("vavam_version", _version())
-    atomic_write_json(folder / META_FILE, meta)
+    # both JSON texts first: a config or meta that JSON cannot hold must fail before a file is replaced (it used to
+    # fail after model.safetensors was, leaving an existing checkpoint's weights overwritten and its meta stale)
+    texts = {}
+    for name, obj in ((CONFIG_FILE, config_to_dict(config) if not isinstance(config, dict) else config),
+                      (META_FILE, meta)):
+        try:
+            texts[name] = json.dumps(obj, indent=2) + "\n"
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{folder / name}: cannot write as JSON ({exc}); nothing was written") from exc
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(folder / MODEL_FILE, data)
+    atomic_write_text(folder / CONFIG_FILE, texts[CONFIG_FILE])
+    atomic_write_text(folder / META_FILE, texts[META_FILE])  # last: it vouches for the two files before it
     return folder
 
 
@@ -431,6 +451,8 @@ def load_checkpoint(
         if not (folder / name).is_file():
             raise ValueError(f"{folder}: not a complete vavam checkpoint folder ({name} is missing)")
     meta = read_json(folder / META_FILE)
+    if not isinstance(meta, dict):
+        raise ValueError(f"{folder / META_FILE}: must hold a JSON object, got {type(meta).__name__}")
     data = (folder / MODEL_FILE).read_bytes()
     if verify and meta.get("model_sha256") and hashlib.sha256(data).hexdigest() != meta["model_sha256"]:
         raise ValueError(f"{folder / MODEL_FILE}: content hash does not match meta.json (corrupt or partly written)")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import shutil
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Callable
 
 from vavam.io import atomic_write_json, read_json
@@ -40,14 +40,36 @@ def stage_done(run_dir: Path, name: str) -> bool:
     return (Path(run_dir) / name / DONE_FILE).is_file()
 
 
+def _check_inside(name: str, what: str, folder: bool) -> None:
+    """Refuse a stage name (``folder``: one plain path component) or an output path that would not lie inside the
+    run folder: both are deleted when the stage is to run again (``..`` used to clear the run folder's parent)."""
+    if not isinstance(name, str):
+        raise ValueError(f"{what}: must be a string")
+    parts = PurePath(name).parts
+    if folder:
+        bad = name in ("", ".", "..") or "/" in name or "\\" in name
+    else:
+        bad = not parts or PurePath(name).is_absolute() or ".." in parts
+    if bad:
+        kind = "a plain folder name" if folder else "a relative path inside the run folder"
+        raise ValueError(f"{what}: must be {kind} (not empty, '.', '..' or an absolute path)")
+
+
 def run_stages(run_dir: Path, stages: list[Stage], log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
     """Run ``stages`` in order under ``run_dir``, skipping finished ones (up to the first that runs: every
     stage after it runs again). Returns summaries by stage name."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
         raise ValueError(f"stage names must be unique: {names}")
+    for stage in stages:  # a stage's folder is cleared with rmtree: it must be a folder inside run_dir
+        _check_inside(stage.name, f"stage name {stage.name!r}", folder=True)
+        if isinstance(stage.outputs, str):  # ("report.md") is a string: its letters would be deleted as files
+            raise ValueError(f"stage {stage.name!r}: outputs must be a tuple of paths, "
+                             f"got the string {stage.outputs!r}")
+        for name in stage.outputs:
+            _check_inside(name, f"stage {stage.name!r}: output {name!r}", folder=False)
+    run_dir.mkdir(parents=True, exist_ok=True)
     summaries: dict[str, dict[str, Any]] = {}
     for i, stage in enumerate(stages, 1):
         folder = run_dir / stage.name
@@ -75,6 +97,8 @@ def run_stages(run_dir: Path, stages: list[Stage], log: Callable[[str], None] = 
         summary = stage.fn(folder) or {}
         seconds = time.perf_counter() - start
         atomic_write_json(marker, {"stage": stage.name, "seconds": round(seconds, 3), "summary": summary})
-        summaries[stage.name] = summary
+        # what a later run reads back when it skips the stage (lists for tuples, str keys): a fresh run and a resumed
+        # one must hand the same summaries to later stages and to the caller
+        summaries[stage.name] = read_json(marker)["summary"]
         log(f"{prefix}: finished in {seconds:.1f} s")
     return summaries

@@ -65,9 +65,12 @@ def quat_from_yaw(yaw: np.ndarray | float) -> np.ndarray:
 
 
 def yaw_from_quat(q: np.ndarray) -> np.ndarray:
-    """Heading about +z of quaternions ``[..., 4]`` -> radians ``[...]`` in (-pi, pi]."""
+    """Heading about +z of quaternions ``[..., 4]`` -> radians ``[...]`` in (-pi, pi]: the angle of the rotated
+    x axis, ``atan2(R[1, 0], R[0, 0])`` of :func:`quat_to_matrix`. Any scale of ``q`` gives the same yaw (like
+    :func:`quat_to_matrix`, which normalises); a non-finite quaternion gives NaN."""
     w, x, y, z = np.moveaxis(np.asarray(q, dtype=np.float64), -1, 0)
-    return np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+    # w^2 + x^2 - y^2 - z^2 rather than 1 - 2 (y^2 + z^2): equal for unit quaternions, and scale-free
+    return np.arctan2(2 * (w * z + x * y), w * w + x * x - y * y - z * z)
 
 
 def world_to_ego(translation: np.ndarray, rotation: np.ndarray, points: np.ndarray) -> np.ndarray:

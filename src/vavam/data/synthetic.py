@@ -273,6 +273,7 @@ def make_frames(n: int, height: int, width: int, seed: int, supersample: int = 2
     Frame ``i`` comes from its own scene and time, seeded by ``(seed, i)``: deterministic per seed,
     different between seeds, and ``make_frames(n + 1, ...)[:n] == make_frames(n, ...)``.
     """
+    _check_sizes(n=n, height=height, width=width, seed=seed, supersample=supersample)
     out = np.empty((n, height, width, 3), dtype=np.uint8)
     for i in range(n):
         rng = np.random.default_rng([seed, i])
@@ -284,11 +285,28 @@ def make_frames(n: int, height: int, width: int, seed: int, supersample: int = 2
 def make_clip(
     num_frames: int, height: int, width: int, seed: int, fps: float = 10.0, supersample: int = 2
 ) -> np.ndarray:
-    """``num_frames`` consecutive frames of one scene at ``fps`` -> uint8 ``[T, height, width, 3]``."""
+    """``num_frames`` consecutive frames of one scene at ``fps`` -> uint8 ``[T, height, width, 3]`` (``T = 0``: an
+    empty array, like ``make_frames(0, ...)``)."""
+    _check_sizes(num_frames=num_frames, height=height, width=width, seed=seed, supersample=supersample)
+    if not (isinstance(fps, (int, float, np.integer, np.floating)) and np.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a positive finite number, got {fps!r}")
     rng = np.random.default_rng([seed, 1 << 20])
     scene = sample_scene(rng)
     start = float(rng.uniform(0, 60))
-    return np.stack([render(scene, start + t / fps, height, width, supersample) for t in range(num_frames)])
+    out = np.empty((num_frames, height, width, 3), dtype=np.uint8)
+    for t in range(num_frames):
+        out[t] = render(scene, start + t / fps, height, width, supersample)
+    return out
+
+
+def _check_sizes(**values: int) -> None:
+    """Refuse counts and sizes that are not integers of their range, naming them: ``n`` / ``num_frames`` / ``seed``
+    ``>= 0``, ``height`` / ``width`` / ``supersample`` ``>= 1`` (numpy's errors named none, and ``make_clip(0)``
+    failed in ``np.stack``)."""
+    for name, value in values.items():
+        low = 0 if name in ("n", "num_frames", "seed") else 1
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 __all__ = ["Box", "Scene", "sample_scene", "render", "make_frames", "make_clip"]
