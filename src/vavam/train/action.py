@@ -19,7 +19,7 @@ import torch
 import tyro
 
 from vavam import flow, presets
-from vavam.checks import check_fraction, check_nonnegative_int, check_optimizer_args, check_positive_int
+from vavam.checks import check_nonnegative_int, check_optimizer_args, check_positive_int
 from vavam.config import ActionConfig
 from vavam.data.records import SceneRecord, load_records
 from vavam.data.tokens import TokenStore
@@ -47,7 +47,14 @@ from vavam.train.ema import EMAWeights
 from vavam.train.lightning import RESUME_HINT, MupWsdMixin, NanPolicy, fit_resumable
 from vavam.train.resume import step_generator
 from vavam.train.validation import ShardedValidation, sharded_loader
-from vavam.train.video import _snapshot_steps, check_store_fits, open_token_store
+from vavam.train.optim import frac_steps
+from vavam.train.video import (
+    _snapshot_steps,
+    check_model_options,
+    check_schedule_fracs,
+    check_store_fits,
+    open_token_store,
+)
 
 
 def expert_width_multipliers(expert: torch.nn.Module) -> dict[str, float]:
@@ -367,8 +374,8 @@ def train_action(
         weight_decay: decoupled weight decay.
         init_std: override of the preset's expert init std.
         width: override of the expert's width (its muP base width stays).
-        warmup_frac: share of steps of linear warmup.
-        drop_frac: share of steps of the final drop to 0.1 x lr.
+        warmup_frac: share of steps of linear warmup (``floor(warmup_frac x steps)`` steps).
+        drop_frac: share of steps of the final drop to 0.1 x lr; with ``warmup_frac`` at most 1.
         subsampling: record frames per 0.5 s (1 for 2 Hz data, 5 for 10 Hz).
         val_records: validation records (with ``val_tokens``).
         val_tokens: validation token store.
@@ -454,8 +461,8 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
     check_nonnegative_int(plot_every, "--plot-every", "only at the end")
     if isinstance(ema, bool) or not isinstance(ema, (int, float)) or not (ema == 0 or 0 < ema < 1):
         raise ValueError(f"--ema must be a decay in (0, 1), or 0 for none, got {ema!r}")
-    check_fraction(warmup_frac, "--warmup-frac")
-    check_fraction(drop_frac, "--drop-frac")
+    check_schedule_fracs(warmup_frac, drop_frac)
+    check_model_options(width, init_std, seed)
     if (val_records is None) != (val_tokens is None):
         given_flag, other = ("--val-records", "--val-tokens") if val_tokens is None else \
             ("--val-tokens", "--val-records")
@@ -482,7 +489,7 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
     frames = min(config.train_frames, vim.config.num_frames)
     config = dataclasses.replace(config, video=vim.config, train_frames=frames,
                                  init_std=init_std if init_std is not None else config.init_std,
-                                 width=width or config.width,
+                                 width=width if width is not None else config.width,
                                  ego_speed=config.ego_speed if ego_speed is None else bool(ego_speed),
                                  speed_prior=config.speed_prior if speed_prior is None else bool(speed_prior),
                                  action_scaling=config.action_scaling if action_scaling is None else float(action_scaling))
@@ -497,8 +504,8 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
     val_loader = None
     if val_set is not None:
         val_loader = sharded_loader(val_set, batch_size, collate_fn=_collate, num_workers=num_workers)
-    module = ActionLitModule(model, lr, weight_decay, int(warmup_frac * steps), steps, int(drop_frac * steps),
-                             seed=seed, nan_policy=nan_policy, accumulate=plan.accumulate,
+    module = ActionLitModule(model, lr, weight_decay, frac_steps(warmup_frac, steps), steps,
+                             frac_steps(drop_frac, steps), seed=seed, nan_policy=nan_policy, accumulate=plan.accumulate,
                              noise_repeats=noise_repeats)
     out = Path(out)
     start = time.perf_counter()

@@ -12,7 +12,7 @@ video recipe            what it is
 ======================  =========================================================================
 ``pretrain``            OpenDV pretraining: lr 0.0041, wd 1e-7, global batch 384, 8 frames at
                         2 Hz from 10 fps tokens (stride 5), 10 % warmup, no drop, one epoch,
-                        bf16-mixed, checkpoints every quarter epoch, seed 84924; the quarter and
+                        bf16-mixed, checkpoints and validation every quarter epoch, seed 84924; the quarter and
                         90 % checkpoints (cool-down starts of the scaling grid) are never pruned
 ``cooldown``            continues a pretraining checkpoint (weights + optimiser moments; schedule
                         and data position reset) on the OpenDV / nuPlan / nuScenes mix 0.40 /
@@ -23,8 +23,10 @@ video recipe            what it is
 ======================  =========================================================================
 
 The action recipe ``release`` is the VaVAM imitation-learning recipe: lr 0.0194, wd 1e-7, global
-batch 384, 1 % warmup, 10 % drop, one epoch (7,251 steps on nuPlan + nuScenes), bf16-mixed,
-checkpoints every 3,625 steps and the "before drop" one at 90 % kept for good; ``cpu`` is the quickstart's (vavam_mini, batch 16, lr 0.02, 2,000 steps).
+batch 384, 1 % warmup, 10 % drop, one epoch (7,251 steps on nuPlan + nuScenes), bf16-mixed, seed 84924 (the
+reference's top-level seed, §6.1), checkpoints every 3,625 steps and the "before drop" one at 90 % kept for
+good. Its warmup is ``int(0.01 x steps)``: 72 of 7,251 steps where the authors' config says 75 (a documented
+deviation, docs/scale-out.md). ``cpu`` is the quickstart's (vavam_mini, batch 16, lr 0.02, 2,000 steps).
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ ACTION_SNAPSHOTS = (0.9,)
 VIDEO_RECIPES: dict[str, dict[str, Any]] = {
     "pretrain": dict(preset="vavim_s", steps=None, batch_size=384, lr=0.0041, weight_decay=1e-7, warmup_frac=0.1,
                      drop_frac=0.0, stride=5, precision="bf16-mixed", seed=84924, ckpt_every_frac=0.25,
-                     snapshot_fracs=PRETRAIN_SNAPSHOTS),
+                     val_every_frac=0.25, snapshot_fracs=PRETRAIN_SNAPSHOTS),
     "cooldown": dict(preset="vavim_s", steps=15_529, batch_size=384, lr=0.0041, weight_decay=1e-7, warmup_frac=0.0,
                      drop_frac=1.0, stride=5, precision="bf16-mixed", seed=84924, ckpt_every_frac=0.25,
                      mix_ratios=COOLDOWN_MIX),
@@ -92,7 +94,8 @@ VIDEO_RECIPES: dict[str, dict[str, Any]] = {
 
 ACTION_RECIPES: dict[str, dict[str, Any]] = {
     "release": dict(preset="vavam_s", steps=None, batch_size=384, lr=0.0194, weight_decay=1e-7, warmup_frac=0.01,
-                    drop_frac=0.1, precision="bf16-mixed", ckpt_every=3_625, snapshot_fracs=ACTION_SNAPSHOTS),
+                    drop_frac=0.1, precision="bf16-mixed", seed=84924, ckpt_every=3_625,
+                    snapshot_fracs=ACTION_SNAPSHOTS),
     "cpu": dict(preset="vavam_mini", steps=2000, batch_size=16, lr=0.02, weight_decay=1e-7, warmup_frac=0.01,
                 drop_frac=0.1, precision="32"),
 }
@@ -110,7 +113,7 @@ def apply_recipe(func: Callable, recipes: dict[str, dict[str, Any]], name: str |
 
     Returns:
         (arguments, extras): the filled arguments, and recipe keys that are not arguments of ``func``
-        (``ckpt_every_frac``, ``snapshot_fracs``, ``mix_ratios``) for the caller to interpret.
+        (``ckpt_every_frac``, ``val_every_frac``, ``snapshot_fracs``) for the caller to interpret.
     """
     args = dict(given)
     if name is None:

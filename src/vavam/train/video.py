@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import time
 import warnings
+from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -39,6 +41,7 @@ from vavam.train.distributed import (
     scale_summary,
 )
 from vavam.train.lightning import RESUME_HINT, MupWsdMixin, NanPolicy, fit_resumable
+from vavam.train.optim import frac_steps
 from vavam.train.validation import ShardedValidation, sharded_loader
 
 
@@ -223,6 +226,54 @@ def check_store_fits(store: TokenStore, flag: str, tokens_per_frame: int, vocab_
         raise ValueError(f"{flag} {store.root} does not fit {model}: " + "; ".join(problems))
 
 
+def check_model_options(width: int | None, init_std: float | None, seed: int) -> None:
+    """Refuse ``--width`` / ``--init-std`` / ``--seed`` values that would be ignored or fail deep inside, naming the
+    option: a width of 0 used to fall back on the preset's width silently, a negative or NaN init std failed in
+    ``torch.nn.init.normal_`` (and 0 zeroed every weight), a seed outside [0, 2^32) failed in Lightning.
+
+    Raises:
+        ValueError: naming the option and the value.
+    """
+    if width is not None:
+        check_positive_int(width, "--width")
+    if init_std is not None and (isinstance(init_std, (bool, np.bool_)) or not isinstance(init_std, numbers.Real)
+                                 or not math.isfinite(init_std) or init_std <= 0):
+        raise ValueError(f"--init-std must be a positive finite number (std of the weights' init), got {init_std!r}")
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
+        raise ValueError(f"--seed must be an integer in [0, 2^32 - 1], got {seed!r}")
+
+
+def check_schedule_fracs(warmup_frac: float, drop_frac: float) -> None:
+    """Each of ``--warmup-frac`` / ``--drop-frac`` is a fraction in [0, 1], and together they fit in the run: a
+    warmup that overlaps the drop never reaches the learning rate (the schedule jumped from the warmup's ramp to the
+    drop's line), which used to be accepted silently.
+
+    Raises:
+        ValueError: naming the options and the values.
+    """
+    check_fraction(warmup_frac, "--warmup-frac")
+    check_fraction(drop_frac, "--drop-frac")
+    if Fraction(repr(float(warmup_frac))) + Fraction(repr(float(drop_frac))) > 1:
+        raise ValueError(f"--warmup-frac {warmup_frac} and --drop-frac {drop_frac} overlap (their sum exceeds 1): "
+                         "the warmup would end inside the drop and never reach --lr; make them sum to 1 at most")
+
+
+def check_mix_ratios(ratios: list[float], stores: int) -> None:
+    """``--mix-ratios``: one finite ratio >= 0 per token store (``--tokens`` first, then each ``--mix``), not all 0.
+
+    Raises:
+        ValueError: naming ``--mix-ratios`` and the values.
+    """
+    ratios = list(ratios)
+    if len(ratios) != stores:
+        raise ValueError(f"--mix-ratios: {len(ratios)} ratios for {stores} token stores (--tokens + --mix), got "
+                         f"{ratios}")
+    bad = [r for r in ratios if isinstance(r, (bool, np.bool_)) or not isinstance(r, numbers.Real)
+           or not math.isfinite(r) or r < 0]
+    if bad or not any(r > 0 for r in ratios):
+        raise ValueError(f"--mix-ratios must be finite numbers >= 0, not all 0 (shares of the mix), got {ratios}")
+
+
 #: what ``--init-from`` takes, said in its errors
 INIT_FROM_EXPECTED = "give the .ckpt of a `vavam train video` run (OUT/checkpoints/step-XXXXXXXX.ckpt)"
 
@@ -347,15 +398,15 @@ def train_video(
         weight_decay: decoupled weight decay.
         init_std: override of the preset's init std.
         width: override of the preset's width (its muP base width stays: hyper-parameters transfer).
-        warmup_frac: share of steps of linear warmup.
-        drop_frac: share of steps of the final linear drop to 0.1 x lr.
+        warmup_frac: share of steps of linear warmup (``floor(warmup_frac x steps)`` steps).
+        drop_frac: share of steps of the final linear drop to 0.1 x lr; with ``warmup_frac`` at most 1.
         num_frames: frames per window (default: the preset's).
         stride: frames skipped between window frames (subsampling factor of the store's fps: 5 for 10 Hz
             tokens, 1 for 2 Hz; a stride whose step is not VaViM's 0.5 s is named in a warning).
         val_tokens: token stores with validation scenes (optional); CE is logged per store
             (``val/<folder name>/loss``) when there are several.
-        val_every: validation interval in steps.
-        seed: seed of initialisation and data order.
+        val_every: validation interval in steps (the ``pretrain`` recipe: a quarter of the run, unless given).
+        seed: seed of initialisation and data order (an integer in [0, 2^32)).
         precision: "32" or "bf16-mixed".
         num_workers: DataLoader workers.
         ckpt_every: also checkpoint every this many steps (0: only at the end and on SIGTERM / SIGUSR1).
@@ -377,7 +428,7 @@ def train_video(
             ``steps x batch_size`` windows, split by ``mix_ratios``; when ``init_from`` was trained on
             ``tokens``, its windows come only from those the pretraining had not drawn yet.
         mix_ratios: one ratio per store (``tokens`` first); default the cool-down's 0.40 / 0.5872 / 0.0128.
-        mix_seed: seed of the mix's subsampling and repeats.
+        mix_seed: seed of the mix's subsampling and repeats (``mix_ratios`` and ``mix_seed`` need ``mix``).
         progress: show a progress bar.
         devices: devices (GPUs, or CPU processes) per node.
         nodes: machines (launch one process per device, e.g. with torchrun; see docs/scale-out.md).
@@ -399,14 +450,25 @@ def train_video(
     cool-down of a run started before that check indexes every window, as the run did.
     """
     given = dict(locals())
-    from vavam.train.recipes import VIDEO_RECIPES, apply_recipe
+    import inspect
 
+    from vavam.train.recipes import VIDEO_RECIPES, apply_recipe, typed
+
+    if not mix:  # the mix options mean nothing without --mix: refused rather than ignored
+        defaults = inspect.signature(train_video).parameters
+        for name, flag in (("mix_ratios", "--mix-ratios"), ("mix_seed", "--mix-seed")):
+            if name in typed() or given[name] != defaults[name].default:
+                raise ValueError(f"{flag} {given[name]} was given without --mix: it sets the cool-down mix of --tokens "
+                                 "and the --mix token stores; give --mix too, or leave it out")
     args, extras = apply_recipe(train_video, VIDEO_RECIPES, recipe, given)
     recipe_global_batch(train_video, args, given)
     args.pop("recipe")
     if args["mix_ratios"] is None and extras.get("mix_ratios") is not None:
         args["mix_ratios"] = list(extras["mix_ratios"])
-    return _train_video(**args, ckpt_every_frac=extras.get("ckpt_every_frac"),
+    val_every_frac = extras.get("val_every_frac")  # the recipe's validation cadence, unless --val-every is given
+    if "val_every" in typed() or given["val_every"] != inspect.signature(train_video).parameters["val_every"].default:
+        val_every_frac = None
+    return _train_video(**args, ckpt_every_frac=extras.get("ckpt_every_frac"), val_every_frac=val_every_frac,
                         snapshot_fracs=tuple(extras.get("snapshot_fracs", ())))
 
 
@@ -431,7 +493,7 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
                  strategy: StrategyName = "auto", global_batch: int | None = None, accumulate: int = 1,
                  activation_checkpointing: bool = False, compile: bool = False,
                  checkpoint_format: CheckpointFormat = "full", ckpt_every_frac: float | None = None,
-                 snapshot_fracs: tuple[float, ...] = (),
+                 snapshot_fracs: tuple[float, ...] = (), val_every_frac: float | None = None,
                  resume_hint: str = RESUME_HINT) -> dict:
     from vavam.video import save_video_model
 
@@ -444,8 +506,8 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
     check_positive_int(val_every, "--val-every")
     check_nonnegative_int(ckpt_every, "--ckpt-every", "only at the end and on SIGTERM / SIGUSR1")
     check_nonnegative_int(keep, "--keep", "keep every checkpoint")
-    check_fraction(warmup_frac, "--warmup-frac")
-    check_fraction(drop_frac, "--drop-frac")
+    check_schedule_fracs(warmup_frac, drop_frac)
+    check_model_options(width, init_std, seed)
     if isinstance(val_tokens, (str, Path)):
         val_tokens = [val_tokens]
     val_paths = [Path(v) for v in (val_tokens or [])]
@@ -487,11 +549,15 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
         vocab = max(config.vocab_size, int(store.codebook_size or 0) + 1)
         config = dataclasses.replace(config, tokens_per_frame=h * w, num_frames=frames, vocab_size=vocab,
                                      init_std=init_std if init_std is not None else config.init_std,
-                                     width=width or config.width)
+                                     width=width if width is not None else config.width)
         model_words = f"the VaViM (--preset {preset} on the {h}x{w} grid of --tokens, vocabulary {vocab})"
     for flag, stores in (("--val-tokens", val_sets), ("--mix", mix_sets)):
         for other in stores:
             check_store_fits(other, flag, config.tokens_per_frame, config.vocab_size, model_words)
+    if mix:
+        from vavam.train.recipes import COOLDOWN_MIX
+
+        check_mix_ratios(mix_ratios if mix_ratios is not None else COOLDOWN_MIX, 1 + len(mix))
     for flag, each in (("--tokens", [store]), ("--val-tokens", val_sets)):
         for one in each:
             if (why := stride_step_warning(one, stride)) is not None:
@@ -503,6 +569,8 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
     periodic_from_frac = bool(ckpt_every_frac and not ckpt_every)
     if periodic_from_frac:
         ckpt_every = max(1, int(ckpt_every_frac * steps))
+    if val_every_frac:  # the pretraining recipe validates every quarter epoch (reference §2.9)
+        val_every = max(1, frac_steps(val_every_frac, steps))
     snapshots = _snapshot_steps(snapshot_fracs, steps, ckpt_every_frac if periodic_from_frac else None, ckpt_every)
     mix_info = None
     if mix:
@@ -510,7 +578,8 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
                                             steps * plan.global_batch, mix_seed, frames, init_state, steady_others)
     val_loaders = [sharded_loader(VideoWindowDataset(v, frames, stride, steady=steady_others), batch_size,
                                   num_workers=num_workers) for v in val_sets]
-    module = VideoLitModule(config, lr, weight_decay, int(warmup_frac * steps), steps, int(drop_frac * steps),
+    module = VideoLitModule(config, lr, weight_decay, frac_steps(warmup_frac, steps), steps,
+                            frac_steps(drop_frac, steps),
                             nan_policy=nan_policy, val_names=names, init_state=init_state,
                             data={"tokens": str(tokens), "seed": seed, "batch_size": batch_size, "stride": stride,
                                   "num_frames": frames, "windows": len(train_set), "world_size": plan.world_size,
