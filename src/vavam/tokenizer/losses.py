@@ -31,8 +31,17 @@ from torch import nn
 # ------------------------------------------------------------------------------ elementary losses
 
 
+def _same_shape(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
+    """Refuse tensors of different shapes: elementwise losses would broadcast them silently (e.g. one image
+    against a batch), giving a finite but meaningless loss."""
+    if tuple(a.shape) != tuple(b.shape):
+        raise ValueError(f"{name_a} {tuple(a.shape)} and {name_b} {tuple(b.shape)} must have the same shape")
+
+
 def reconstruction_losses(recon: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean absolute and mean squared error, in float32 -> ``(l1, l2)``."""
+    """Mean absolute and mean squared error of ``recon`` and ``target`` (same shape, e.g. [B,3,H,W]), in float32
+    -> scalars ``(l1, l2)``. Raises ValueError when the shapes differ (no broadcasting)."""
+    _same_shape(recon, target, "recon", "target")
     diff = recon.float() - target.float()
     return diff.abs().mean(), diff.pow(2).mean()
 
@@ -42,7 +51,9 @@ def vq_losses(z: torch.Tensor, z_q: torch.Tensor, beta: float = 0.25) -> tuple[t
 
     ``codebook = mean((z_q - sg(z))^2)`` moves the codes; ``commit = beta * mean((sg(z_q) - z)^2)`` moves the
     encoder. (:class:`vavam.tokenizer.quantizer.VectorQuantizer` computes the same on normalised latents.)
+    ``z`` and ``z_q``: same shape (e.g. [N,D]); scalars out. Raises ValueError when the shapes differ.
     """
+    _same_shape(z, z_q, "z", "z_q")
     codebook = torch.mean((z_q - z.detach()) ** 2)
     commit = beta * torch.mean((z_q.detach() - z) ** 2)
     return codebook, commit
@@ -127,6 +138,8 @@ class PatchDiscriminator(nn.Module):
 _VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
 #: indices (in ``features``) of the ReLUs LPIPS reads: relu1_2, relu2_2, relu3_3, relu4_3, relu5_3.
 _VGG16_TAPS = (3, 8, 15, 22, 29)
+#: channels at those taps (one LPIPS head weight per channel).
+_VGG16_TAP_WIDTHS = (64, 128, 256, 512, 512)
 _LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 _LPIPS_SCALE = (0.458, 0.448, 0.450)
 
@@ -193,7 +206,8 @@ def load_perceptual_loss(path: str | Path) -> VGGPerceptualLoss:
 
     Raises:
         FileNotFoundError: ``path`` does not exist (vavam downloads nothing; see the module docstring).
-        ValueError: the file lacks some VGG16 ``features`` tensors.
+        ValueError: the file lacks some VGG16 ``features`` tensors, or holds LPIPS heads other than five of
+            widths 64, 128, 256, 512, 512 (``lin0..lin4``).
     """
     path = Path(path)
     if not path.is_file():
@@ -217,14 +231,21 @@ def load_perceptual_loss(path: str | Path) -> VGGPerceptualLoss:
     for key, value in raw.items():
         if not isinstance(value, torch.Tensor):
             continue
-        m = re.match(r"^(?:module\.)?lin(\d)\.(?:model\.1\.)?weight$", key)
+        # LPIPS heads: 'linK.model.1.weight' (with dropout, as LPIPS ships them), 'linK.model.0.weight' (without)
+        m = re.match(r"^(?:module\.)?lin(\d)\.(?:model\.\d\.)?weight$", key)
         if m:
             lins[int(m.group(1))] = value
             continue
         name = _PREFIXES.sub("", key)
         if re.match(r"^\d+\.(weight|bias)$", name) and int(name.split(".")[0]) < 30:
             vgg[name] = value
-    loss = VGGPerceptualLoss(lins=[lins[k] for k in range(5)] if len(lins) == 5 else None)
+    if lins and sorted(lins) != list(range(5)):
+        raise ValueError(f"{path}: LPIPS heads lin{sorted(lins)} found; VGG16 LPIPS needs all five, lin0..lin4")
+    for k, width in enumerate(_VGG16_TAP_WIDTHS if lins else ()):
+        if lins[k].numel() != width:
+            raise ValueError(f"{path}: LPIPS head lin{k} has shape {tuple(lins[k].shape)}, expected {width} "
+                             f"weights (one per channel of VGG16's relu{k + 1} features)")
+    loss = VGGPerceptualLoss(lins=[lins[k] for k in range(5)] if lins else None)
     expected = set(loss.features.state_dict())
     missing = sorted(expected - set(vgg), key=lambda k: (int(k.split(".")[0]), k))
     if missing:
@@ -294,7 +315,12 @@ class TokenizerLoss(nn.Module):
         step: int,
         last_layer: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Total generator loss and a dict of its (detached) parts."""
+        """Total generator loss (scalar) and a dict of its (detached) parts.
+
+        ``images`` and ``recon``: [B,3,H,W] in [-1,1], the same shape (ValueError otherwise); the VQ terms are
+        scalars from the quantizer; ``last_layer``: the decoder's output weight (adaptive GAN weight).
+        """
+        _same_shape(recon, images, "recon", "images")
         c = self.config
         l1, l2 = reconstruction_losses(recon, images)
         nll = c.l1_weight * l1 + c.l2_weight * l2

@@ -14,6 +14,7 @@ where ``z`` is the normalised latent. The quantized output is the straight-throu
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -61,6 +62,11 @@ class VectorQuantizer(nn.Module):
         self, codebook_size: int, dim: int, beta: float = 0.25, entropy_ratio: float = 0.0, l2_norm: bool = True
     ) -> None:
         super().__init__()
+        if codebook_size < 1 or dim < 1:
+            raise ValueError(f"quantizer needs codebook_size >= 1 and dim >= 1, got {codebook_size} and {dim}")
+        for name, value in (("commit_loss_beta", beta), ("entropy_loss_ratio", entropy_ratio)):
+            if not (math.isfinite(value) and value >= 0):  # a negative entropy ratio was silently treated as 0
+                raise ValueError(f"quantizer {name} must be a finite number >= 0, got {value!r}")
         self.codebook_size = codebook_size
         self.dim = dim
         self.beta = beta

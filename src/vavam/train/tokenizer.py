@@ -32,6 +32,7 @@ import dataclasses
 import io
 import json
 import math
+import numbers
 import os
 import time
 from collections.abc import Sequence
@@ -201,8 +202,17 @@ def _crop_resize(im, height: int, width: int):
 
 
 def to_model_images(frames: np.ndarray | torch.Tensor, device: str | torch.device = "cpu") -> torch.Tensor:
-    """uint8 ``[N,H,W,3]`` -> float ``[N,3,H,W]`` in [-1, 1]."""
-    x = torch.as_tensor(frames).to(device)
+    """uint8 ``[N,H,W,3]`` -> float ``[N,3,H,W]`` in [-1, 1].
+
+    Raises TypeError for another dtype (float frames in [0, 1] or [-1, 1] would map silently to about -1) and
+    ValueError for another layout (e.g. channels first).
+    """
+    x = torch.as_tensor(frames)
+    if x.dtype != torch.uint8:
+        raise TypeError(f"frames must be uint8 [N,H,W,3] (0..255), got dtype {x.dtype}")
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 [N,H,W,3] (RGB last), got shape {tuple(x.shape)}")
+    x = x.to(device)
     return x.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # [N,H,W,3] -> [N,3,H,W]
 
 
@@ -390,7 +400,8 @@ def train_tokenizer(
         dead_code_window: restart codes unused over this many steps (0: never).
         seed: seed of the initialisation, the data and the restarts.
         device: torch device.
-        precision: ``32`` or ``bf16-mixed`` (autocast of encoder/decoder; quantizer and losses in float32).
+        precision: ``32`` or ``bf16-mixed`` (autocast of the encoder, decoder, VGG features and discriminator, as
+            in LlamaGen; quantizer, pixel and VQ losses in float32).
         val_frames: held-out frames for PSNR and codebook usage.
         log_every: steps between training-loss rows in metrics.csv.
         eval_every: steps between validations (0: at each checkpoint and at the end).
@@ -430,6 +441,20 @@ def train_tokenizer(
     check_nonnegative_int(eval_every, "--eval-every", "at each checkpoint")
     check_nonnegative_int(keep, "--keep", "keep every checkpoint")
     check_optimizer_args(lr, 0.0)  # the tokenizer has no weight decay
+    # refused by name rather than trained on silently: a negative ratio ends in a negative learning rate (gradient
+    # ascent), a negative loss weight maximises its term, a negative count acts as 0
+    check_nonnegative_int(warmup_steps, "--warmup-steps", "no warmup")
+    check_nonnegative_int(gan_start, "--gan-start", "from the first step")
+    check_nonnegative_int(dead_code_window, "--dead-code-window", "never restart dead codes")
+    if isinstance(final_lr_ratio, bool) or not isinstance(final_lr_ratio, numbers.Real) \
+            or not (math.isfinite(final_lr_ratio) and 0.0 <= final_lr_ratio <= 1.0):
+        raise ValueError(f"--final-lr-ratio must be a number in [0, 1] (1: constant learning rate), "
+                         f"got {final_lr_ratio!r}")
+    for flag, weight in (("--l1-weight", l1_weight), ("--l2-weight", l2_weight),
+                         ("--perceptual-weight", perceptual_weight), ("--gan-weight", gan_weight)):
+        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) \
+                or not (math.isfinite(weight) and weight >= 0):
+            raise ValueError(f"{flag} must be a finite number >= 0, got {weight!r}")
     if precision not in ("32", "bf16-mixed"):
         raise ValueError(f"--precision must be '32' or 'bf16-mixed', got {precision!r}")
     if nan_policy not in ("stop", "skip"):
@@ -519,7 +544,9 @@ def train_tokenizer(
         if opt_d is not None and state.get("opt_d") is not None:
             criterion.discriminator.load_state_dict(state["discriminator"])
             opt_d.load_state_dict(state["opt_d"])
-        monitor.load_state_dict(state["monitor"])
+        # the monitor counts and keeps latents on the CPU (observe() adds CPU counts in place): its tensors come
+        # back there, not on --device where map_location put them (a CUDA resume failed at its first step)
+        monitor.load_state_dict({k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in state["monitor"].items()})
         start, rows, initial = int(state["step"]), json.loads(state["rows"]), json.loads(state["initial"])
         running = json.loads(state.get("running", "{}"))
         running_steps = int(state.get("running_steps", _steps_since_train_row(rows, start)))
