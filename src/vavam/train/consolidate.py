@@ -151,6 +151,87 @@ def _deepspeed_tag_dir(path: Path) -> Path:
                      f"name of the tag to consolidate into {path / 'latest'}")
 
 
+def _sidecar_of(path: Path) -> Path:
+    """The ``.sha256`` file beside a checkpoint (for a folder: the list of its files and sizes)."""
+    return path.with_name(path.name + ".sha256")
+
+
+def _dcp_metadata_globals() -> dict[tuple[str, str], Any]:
+    """What a ``torch.distributed.checkpoint`` ``.metadata`` pickle may name: the metadata dataclasses and enums,
+    the file reader's storage info, ``torch.Size``, layouts and paths (plain data; nothing that runs code)."""
+    import pathlib
+
+    import torch.distributed.checkpoint.metadata as md
+    from torch.distributed.checkpoint.filesystem import _StorageInfo
+
+    allowed: dict[tuple[str, str], Any] = {(md.__name__, name): obj for name, obj in vars(md).items()
+                                           if isinstance(obj, type) and obj.__module__ == md.__name__}
+    allowed[(_StorageInfo.__module__, _StorageInfo.__name__)] = _StorageInfo
+    allowed[("torch", "Size")] = torch.Size
+    allowed[("torch.serialization", "_get_layout")] = torch.serialization._get_layout
+    for cls in (pathlib.Path, pathlib.PosixPath, pathlib.PurePosixPath, pathlib.PureWindowsPath):
+        allowed[("pathlib", cls.__name__)] = cls
+    return allowed
+
+
+def _load_sharded_weights_only(path: Path) -> dict[str, Any]:
+    """Lightning's ``_load_distributed_checkpoint`` without running pickled code: torch reads a sharded folder's
+    ``.metadata`` with plain ``pickle`` and its non-tensor items with ``torch.load(weights_only=False)``, so a
+    crafted folder would run code when consolidated. The metadata is first unpickled with vavam's restricted
+    unpickler (a global off the allow-list is refused), non-tensor items and ``meta.pt`` load weights-only."""
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.format_utils import _EmptyStateDictLoadPlanner
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+
+    from vavam.io import RestrictedUnpickler
+
+    for metadata in sorted(path.glob("*.metadata")):
+        unpickler = type("DCPMetadataUnpickler", (RestrictedUnpickler,),
+                         {"extra_globals": _dcp_metadata_globals(), "source": str(metadata)})
+        with open(metadata, "rb") as f:
+            unpickler(f).load()
+
+    class WeightsOnlyPlanner(_EmptyStateDictLoadPlanner):
+        def load_bytes(self, read_item: Any, value: Any) -> None:
+            from torch.distributed.checkpoint._traverse import set_element  # as torch's DefaultLoadPlanner
+
+            loaded = torch.load(value, weights_only=True)
+            if self.flatten_state_dict:
+                set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], loaded)
+            else:
+                self.state_dict[read_item.dest_index.fqn] = loaded
+
+    checkpoint: dict[str, Any] = {}
+    _load_state_dict(checkpoint, storage_reader=FileSystemReader(path), planner=WeightsOnlyPlanner(), no_dist=True)
+    extra = path / "meta.pt"  # Lightning's metadata file: the rest of the Lightning checkpoint
+    if extra.is_file():
+        checkpoint.update(torch.load(extra, map_location="cpu", weights_only=True))
+    return checkpoint
+
+
+def _read_sharded(path: Path) -> dict[str, Any]:
+    """An FSDP sharded folder gathered into one dict on the CPU (no process group).
+
+    Raises:
+        CheckpointError: a shard or the ``.metadata`` file is missing, truncated or corrupt, named with the
+            folder (torch reports it as a ``CheckpointException``, a ``BaseException`` with per-rank tracebacks).
+    """
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    from vavam.io import UnsafePickleError
+    from vavam.train.resume import CheckpointError
+
+    try:
+        return _load_sharded_weights_only(path)
+    except UnsafePickleError:
+        raise
+    except (Exception, CheckpointException) as exc:  # noqa: BLE001 - any failure to read is a bad folder
+        causes = [pair[0] for pair in exc.failures.values()] if isinstance(exc, CheckpointException) else [exc]
+        what = "; ".join(f"{type(c).__name__}: {str(c).splitlines()[0] if str(c) else ''}" for c in causes)
+        raise CheckpointError(f"{path}: cannot read the FSDP sharded checkpoint folder (a shard or its .metadata "
+                              f"missing, truncated or corrupt?): {what}") from exc
+
+
 def _read_deepspeed(path: Path, tag_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     from vavam.io import safe_torch_load
 
@@ -179,10 +260,12 @@ def read_training_checkpoint(checkpoint: str | os.PathLike, kind: Kind = "auto",
         ValueError: an unknown layout, no stored config, a kind other than ``kind``, or weights that do not
             fit the config.
         RuntimeError: a DeepSpeed folder without the ``deepspeed`` package.
+        CheckpointError: a file that fails its hash or does not load; a folder whose files do not match the list
+            written beside it (``.sha256``), or an FSDP sharded folder whose shards cannot be read.
     """
     from vavam.config import config_from_dict
     from vavam.io import is_checkpoint_folder
-    from vavam.train.resume import checkpoint_layout
+    from vavam.train.resume import checkpoint_layout, verify_checkpoint
 
     path = Path(checkpoint)
     if kind not in ("auto", *KINDS):
@@ -195,10 +278,10 @@ def read_training_checkpoint(checkpoint: str | os.PathLike, kind: Kind = "auto",
         if is_checkpoint_folder(path):
             raise ValueError(f"{path}: already a vavam model folder (config.json); nothing to consolidate")
         layout = checkpoint_layout(path)
+        if layout in ("fsdp-sharded", "deepspeed") and _sidecar_of(path).is_file():
+            verify_checkpoint(path)  # a shard truncated or missing since the run listed them: named, not read
         if layout == "fsdp-sharded":  # torch.distributed.checkpoint shards + Lightning metadata
-            from lightning.fabric.utilities.load import _load_distributed_checkpoint
-
-            data = _load_distributed_checkpoint(path)
+            data = _read_sharded(path)
             config = _config_from_hparams(data.get("hyper_parameters"), path)
             raw, source, meta = data.get("model", {}), "fsdp-sharded", data
         elif layout == "deepspeed":

@@ -445,11 +445,24 @@ def environment_world() -> tuple[int, int, int] | None:
 
 
 def check_launch(scale: ScaleOut, command: str) -> None:
-    """Raise a clear error when the launcher's world size (torchrun) disagrees with ``devices x nodes``."""
+    """Raise a clear error when the launcher's world size (torchrun) disagrees with ``devices x nodes``, or its
+    processes per machine (``LOCAL_WORLD_SIZE``, torchrun's ``--nproc_per_node``) with ``devices``: Lightning
+    takes rank ``LOCAL_RANK``'s device from a list of ``devices`` and would fail with an IndexError (or leave
+    devices unused) at the same world size."""
+    import os
+
     env = environment_world()
-    if env is not None and env[2] != scale.world_size:
+    if env is None:
+        return
+    if env[2] != scale.world_size:
         raise ValueError(f"{command}: the launcher started {env[2]} processes but devices {scale.devices} x nodes "
                          f"{scale.nodes} = {scale.world_size}; make them agree")
+    local = os.environ.get("LOCAL_WORLD_SIZE", "").strip()
+    if local.isdigit() and int(local) > 0 and int(local) != scale.devices:
+        per_node = int(local)
+        raise ValueError(f"{command}: the launcher started {per_node} processes per machine (--nproc_per_node) but "
+                         f"--devices {scale.devices} x --nodes {scale.nodes}; --devices counts the processes of one "
+                         f"machine: --devices {per_node} --nodes {scale.world_size // per_node}")
 
 
 def recipe_global_batch(func: Any, args: dict[str, Any], given: dict[str, Any]) -> None:
