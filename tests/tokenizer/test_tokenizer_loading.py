@@ -233,3 +233,29 @@ def test_torchscript_decode_accepts_uint16_and_encode_refuses_bad_input(jit_fold
     tok._downsample = 8  # as if the export were not ds16: the encoder's 2x3 grid is not the expected 4x6
     with pytest.raises(ValueError, match="returned ids .* expected 24 ids"):
         tok.encode(x)
+
+
+@_JIT_DEPRECATION
+@pytest.mark.parametrize("content", ["junk", "pickle"])
+def test_a_file_torchscript_cannot_read_is_refused_naming_it(jit_folder: Path, content: str) -> None:
+    """torch.jit.load's RuntimeError ('PytorchStreamReader failed ...') did not name the file; with a pair, which of
+    the two is bad matters."""
+    bad = jit_folder / "VQ_ds16_16384_llamagen_decoder.jit"
+    if content == "junk":
+        bad.write_bytes(b"truncated download")
+    else:  # a torch.save file under the export's name
+        torch.save({"model": {"w": torch.zeros(1)}}, bad)
+    for path in (jit_folder, bad):
+        with pytest.raises(ValueError, match=rf"{bad.name}: cannot read as a TorchScript module"):
+            vavam.load_tokenizer(path, trust_code=True)
+
+
+def test_load_llamagen_names_a_relative_path_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """'./junk.pt' was named twice ('./junk.pt: junk.pt: cannot read ...')."""
+    from vavam.tokenizer import load_llamagen
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="cannot read as a torch checkpoint") as info:
+        load_llamagen("./junk.pt")
+    assert str(info.value).startswith("junk.pt: ") and str(info.value).count("junk.pt") == 1

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,8 @@ from vavam.io import is_checkpoint_folder, load_checkpoint, save_checkpoint
 from vavam.video.convert import (
     _read_released,
     check_state_fits,
+    check_unit_scales,
+    file_error,
     reference_key,
     released_video_key,
     strip_prefix,
@@ -91,6 +93,7 @@ def action_config_from_reference(
         raise ValueError("the expert and VaViM must have the same number of layers")
     if int(ac.get("mlp_dim_mult", 4)) != 4:
         raise ValueError("only expert MLP ratio 4 is supported")
+    check_unit_scales(ac, "action expert")
     d = ActionConfig()
     return ActionConfig(
         video=video,
@@ -138,16 +141,21 @@ def load_released_action(path: str | os.PathLike, device: str | torch.device = "
         state = ckpt["state_dict"]
     except (KeyError, TypeError) as exc:
         raise ValueError(f"{path}: not a VaVAM Lightning checkpoint (missing {exc})") from exc
-    state = strip_prefix(strip_wrapper_prefixes(state), "vam.")
+    state = strip_wrapper_prefixes(state)
+    outside = [k for k in state if not k.startswith("vam.")]  # reported by _check_extras
+    state = strip_prefix(state, "vam.")
     video_ref, expert_ref = strip_prefix(state, "gpt."), strip_prefix(state, "action_expert.")
     if not video_ref or not expert_ref:
         raise ValueError(f"{path}: no 'vam.gpt.' / 'vam.action_expert.' parameters in the state dict")
-    _check_extras(state, path)
+    _check_extras(state, path, outside)
     gpt_shapes = ckpt.get("gpt_mup_base_shapes")
     action_shapes = ckpt.get("action_mup_base_shapess", ckpt.get("action_mup_base_shapes"))
-    config = action_config_from_reference(vam_conf, gpt_shapes, action_shapes)
-    native = {f"video.{k}": v for k, v in video_state_from_reference(video_ref).items()}
-    native.update({f"expert.{k}": v for k, v in expert_state_from_reference(expert_ref).items()})
+    try:
+        config = action_config_from_reference(vam_conf, gpt_shapes, action_shapes)
+        native = {f"video.{k}": v for k, v in video_state_from_reference(video_ref).items()}
+        native.update({f"expert.{k}": v for k, v in expert_state_from_reference(expert_ref).items()})
+    except (KeyError, ValueError, TypeError) as exc:  # names the file (messages of the converters do not)
+        raise file_error(path, exc) from exc
     return build_from_state(config, native, device, source=str(path))
 
 
@@ -162,11 +170,12 @@ def released_action_key(key: str) -> str:
 _KNOWN_EXTRAS = ("joint_model.gpt.", "joint_model.action_expert.", "attn_mask")  # duplicates and the mask buffer
 
 
-def _check_extras(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
-    """Warn about ``vam.*`` entries the loader does not read (another architecture's?) and about duplicate
-    copies (``vam.joint_model.*``) that differ from the ones read."""
+def _check_extras(state: Mapping[str, torch.Tensor], path: str | os.PathLike, outside: Sequence[str] = ()) -> None:
+    """Warn about ``vam.*`` entries (``state``, prefix stripped) the loader does not read (another architecture's?),
+    about entries ``outside`` the ``vam.`` module, and about duplicate copies (``vam.joint_model.*``) that differ
+    from the ones read."""
     read = ("gpt.", "action_expert.")
-    unknown = [f"vam.{k}" for k in state if not k.startswith(read + _KNOWN_EXTRAS)]
+    unknown = [f"vam.{k}" for k in state if not k.startswith(read + _KNOWN_EXTRAS)] + list(outside)
     if unknown:
         warnings.warn(f"{path}: ignoring {len(unknown)} unexpected entries: {', '.join(unknown[:5])}", stacklevel=4)
     differ = [f"vam.joint_model.{k[len('joint_model.'):]}" for k, v in state.items() if k.startswith("joint_model.")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from pathlib import Path
 from typing import Any, Mapping
 
 import torch
@@ -136,6 +137,7 @@ def load_llamagen(path: str | os.PathLike, map_location: str = "cpu", **override
     """Load a LlamaGen VQ ``.pt`` through vavam's restricted unpickler -> :class:`VQModel` (eval)."""
     from vavam.io import safe_torch_load
 
+    path = Path(path)  # as the reader names it ("./vq.pt" -> "vq.pt")
     try:
         obj = safe_torch_load(path, map_location=map_location)
         return convert_llamagen_state_dict(obj, **overrides)

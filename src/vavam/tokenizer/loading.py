@@ -136,6 +136,15 @@ def _is_torchscript_zip(path: Path) -> bool:
         return False
 
 
+def _load_script(path: Path, trust_code: bool, device: str) -> torch.jit.ScriptModule:
+    """One TorchScript file; a file TorchScript cannot read is refused with a ``ValueError`` naming it."""
+    try:
+        return vio.load_torchscript(path, trust_code=trust_code, map_location=device)
+    except RuntimeError as exc:  # torch.jit.load's messages do not name the file
+        raise ValueError(f"{path}: cannot read as a TorchScript module (not a TorchScript export, or truncated?): "
+                         f"{exc}") from exc
+
+
 def load_torchscript_tokenizer(
     path: str | os.PathLike, trust_code: bool = False, device: str = "cpu"
 ) -> TorchScriptTokenizer:
@@ -145,8 +154,8 @@ def load_torchscript_tokenizer(
     if pair is None:
         raise ValueError(f"{path}: no TorchScript tokenizer export (*{ENCODER_SUFFIX} / *{DECODER_SUFFIX}) found")
     enc_path, dec_path = pair
-    encoder = vio.load_torchscript(enc_path, trust_code=trust_code, map_location=device)
-    decoder = vio.load_torchscript(dec_path, trust_code=trust_code, map_location=device) if dec_path else None
+    encoder = _load_script(enc_path, trust_code, device)
+    decoder = _load_script(dec_path, trust_code, device) if dec_path else None
     files = (enc_path,) + ((dec_path,) if dec_path else ())
     return TorchScriptTokenizer(encoder, decoder, files=files).eval()
 

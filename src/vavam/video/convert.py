@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -93,10 +94,20 @@ def base_width_from_shapes(base_shapes: Mapping[str, Any] | None, default: int =
     return default
 
 
+def check_unit_scales(kwargs: Mapping[str, Any], what: str) -> None:
+    """Refuse ``attn_scale`` / ``output_scale`` other than 1 (muP multipliers of the reference's ``MupGPT2`` /
+    ``MupActionExpert`` that our configs have no field for: ignoring them would change every output)."""
+    for name in ("attn_scale", "output_scale"):
+        value = kwargs.get(name, 1.0)
+        if value is not None and float(value) != 1.0:
+            raise ValueError(f"{what} {name}={value!r} is not supported (only 1.0, as in the released models)")
+
+
 def video_config_from_reference(network: Mapping[str, Any], base_shapes: Mapping[str, Any] | None = None) -> VideoConfig:
     """``hyper_parameters["network"]`` (``MupGPT2`` kwargs) + stored base shapes -> :class:`VideoConfig`."""
     if network.get("output_tied", True) is False:
         raise ValueError("only VaViM models with a tied readout (output_tied=True) are supported")
+    check_unit_scales(network, "VaViM")
     defaults = VideoConfig()
     return VideoConfig(
         width=int(network["embedding_dim"]),
@@ -146,12 +157,35 @@ def _is_bare_state_dict(obj: Any) -> bool:
 
 
 def strip_wrapper_prefixes(state: Mapping[str, Any]) -> dict[str, Any]:
-    """Remove the DeepSpeed / Lightning wrapper prefixes (``_forward_module.``, ``module.``) of a state dict."""
+    """Remove the DeepSpeed / Lightning wrapper prefixes (``_forward_module.``, ``module.``) of a state dict.
+
+    Keys without the prefix are kept as they are (not dropped), so that the loaders can report them.
+    """
     state = dict(state)
     for prefix in ("module.", "_forward_module."):
         if any(k.startswith(prefix) for k in state):
-            state = strip_prefix(state, prefix)
+            state = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
     return state
+
+
+def warn_ignored(path: str | os.PathLike, names: list[str]) -> None:
+    """Warn that the released file at ``path`` holds state-dict entries ``names`` that the loader does not read."""
+    if names:
+        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+        warnings.warn(f"{path}: ignoring {len(names)} unexpected state-dict entries: {', '.join(names[:5])}{more}",
+                      stacklevel=4)
+
+
+def file_error(path: str | os.PathLike, exc: Exception) -> ValueError:
+    """``exc`` (raised while reading the released file at ``path``) as a ``ValueError`` naming the file.
+
+    A bare ``KeyError('name')`` is a hyper-parameter the file lacks; the converters' own ``KeyError`` s carry a message.
+    """
+    message = str(exc)
+    if isinstance(exc, KeyError) and exc.args:
+        arg = str(exc.args[0])
+        message = arg if " " in arg else f"missing {arg!r} in the hyper-parameters"
+    return ValueError(f"{path}: {message}")
 
 
 def reference_key(key: str, top: Mapping[str, str], block: Mapping[str, str]) -> str:
@@ -259,19 +293,26 @@ def load_released_video(
         )
     state = strip_wrapper_prefixes(ckpt["state_dict"])
     if any(k.startswith("network.") for k in state):
+        warn_ignored(path, [k for k in state if not k.startswith("network.")])
         state = strip_prefix(state, "network.")
     if not state:
         raise ValueError(f"{path}: no VaViM ('network.transformer.*') parameters in the state dict")
     hyper = ckpt.get("hyper_parameters")
     network = hyper.get("network") if isinstance(hyper, Mapping) else None
-    if network is None:
-        network = video_network_from_state(state, head_dim)
-    shapes = ckpt.get("mup_base_shapes")
-    if not isinstance(shapes, Mapping) and base_width is not None:
-        shapes = {"transformer.wie.weight": [None, int(base_width)]}
-    config = video_config_from_reference(network, shapes)
-    return build_from_state(config, video_state_from_reference(state), device, source=str(path),
-                            name_in_file=released_video_key)
+    try:
+        if network is None:
+            if any(k.startswith("vam.") for k in state):
+                raise ValueError("a VaVAM checkpoint ('vam.*' parameters), not a VaViM one: "
+                                 "load it with vavam.load_action_model")
+            network = video_network_from_state(state, head_dim)
+        shapes = ckpt.get("mup_base_shapes")
+        if not isinstance(shapes, Mapping) and base_width is not None:
+            shapes = {"transformer.wie.weight": [None, int(base_width)]}
+        config = video_config_from_reference(network, shapes)
+        native = video_state_from_reference(state)
+    except (KeyError, ValueError, TypeError) as exc:  # names the file (messages of the converters do not)
+        raise file_error(path, exc) from exc
+    return build_from_state(config, native, device, source=str(path), name_in_file=released_video_key)
 
 
 def released_video_key(key: str) -> str:
