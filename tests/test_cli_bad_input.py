@@ -201,3 +201,15 @@ def test_a_nested_group_lists_its_commands(capsys):
     assert code == 2 and "'vavam data prepare' needs a command before the option '--dataroot'" in err
     assert cli.main(["data", "prepare"]) == 2  # no command: the group's commands, as for `vavam train`
     assert "data prepare nuplan" in capsys.readouterr().out
+
+
+def test_a_checkpoint_that_fails_its_hash_is_a_one_line_error(tmp_path, capsys):
+    """CheckpointError (a RuntimeError) used to end the command in a traceback."""
+    import json
+
+    ckpt = tmp_path / "step-00000010.ckpt"
+    ckpt.write_bytes(b"0123456789")
+    (tmp_path / "step-00000010.ckpt.sha256").write_text(json.dumps({"size": 99, "sha256": "0" * 64}))
+    code, err = _run(capsys, "checkpoint", "consolidate", "--checkpoint", str(ckpt), "--out", str(tmp_path / "m"))
+    assert code == 2 and "Traceback" not in err
+    assert f"{ckpt}: truncated or overwritten (10 bytes, expected 99)" in err

@@ -105,7 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = " ".join(args[:depth])
         if len(args) >= depth and name in COMMANDS:
             func = _resolve(COMMANDS[name])
+            from vavam.io import UnsafePickleError
             from vavam.serve.errors import ServerUnreachable
+            from vavam.train.resume import CheckpointError
 
             from vavam.train.recipes import command_line
 
@@ -119,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         check_device(device)
                 with command_line(args[depth:]):  # options typed win over a --recipe even at their defaults
                     result = tyro.cli(func, args=args[depth:], prog=f"vavam {name}")
-            except (ValueError, FileNotFoundError, PermissionError, ServerUnreachable) as exc:  # bad input, named
+            except (ValueError, FileNotFoundError, PermissionError, ServerUnreachable, CheckpointError,
+                    UnsafePickleError) as exc:  # bad input (a corrupt or crafted checkpoint too), named
                 if os.environ.get("VAVAM_TRACEBACK"):
                     raise
                 print(f"vavam {name}: error: {exc}\n(VAVAM_TRACEBACK=1 shows where it was raised)", file=sys.stderr)
