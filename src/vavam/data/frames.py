@@ -22,7 +22,8 @@ Preprocessing (reference §1.2): RGB uint8 -> antialiased bilinear resize -> flo
 ``[3, H, W]``. The target size is either explicit (``size=(H, W)``) or the per-dataset divisor rule
 ``(int(H / div), int(W / div))`` (OpenDV 1.0, nuPlan 3.75, nuScenes 3.125). The resize is
 ``torch.nn.functional.interpolate(..., mode="bilinear", antialias=True)`` on the uint8 values, rounded
-back to integers as torchvision's resize of a uint8 image does, then ``x / 127.5 - 1``.
+back to integers as torchvision's resize of a uint8 image does, then normalised with the reference's float32
+ops (``x * (1 / 255)``, then ``2 * x - 1``: bit-identical to its ``to_dtype(scale=True)`` + ``2x - 1``).
 
 Every decoding or size problem raises :class:`FrameError` naming the file (and the frame index
 for videos) and what is wrong.
@@ -47,6 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from vavam.io import sha256_json
+from vavam.types import uint8_to_unit
 
 IMAGE_EXTS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
 VIDEO_EXTS: tuple[str, ...] = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
@@ -81,6 +83,12 @@ def natural_key(name: str) -> list:
     """Sort key that orders embedded numbers numerically (``f_2`` < ``f_10``)."""
     return [int(part) if part.isdigit() else part for part in _NATURAL.split(name)]
 
+
+#: resampling a video to ``fps``: a frame up to this fraction of a slot before a slot's start counts as that slot's
+#: (timestamps jitter by a few ms: a 10 fps video resampled to 10 fps lost every frame stamped early)
+SLOT_TOLERANCE = 0.05
+#: a video whose own rate is below the resampling rate by more than this (relative) keeps its own rate
+_RATE_REL_TOL = 0.02
 
 #: an interval longer than this many median intervals is a gap (a missing frame), not jitter
 _GAP_FACTOR = 1.75
@@ -165,7 +173,7 @@ def preprocess_frame(
     if out != (h0, w0):
         xf = F.interpolate(x[None].float(), size=out, mode="bilinear", antialias=True, align_corners=False)[0]
         x = xf.round_().clamp_(0, 255)
-    return x.float().div_(127.5).sub_(1.0)
+    return uint8_to_unit(x)  # the reference's float32 ops (to_dtype(float32, scale=True), then 2x - 1)
 
 
 # ------------------------------------------------------------------------------ decoding
@@ -248,11 +256,16 @@ class FrameSource:
         Images with real timestamps (given, sidecar, names): measured from them (their median
         interval; ``fps`` for a single frame); images with index timestamps: the ``fps`` they were
         made with, None when none was given (the rate cannot be known). Videos: the resampling rate,
-        None when every frame is kept (measure it from the decoded timestamps).
+        None when every frame is kept or the video's own rate (``extra["source_fps"]``) is below the resampling
+        rate (resampling keeps one frame per slot and never repeats one, so such a video keeps its own rate:
+        measure it from the decoded timestamps).
         """
         real = self.timestamps_from not in ("index", "stand-in")
         if self.kind == "images" and real and self.timestamps_us is not None:
             return rate_from_timestamps(self.timestamps_us) or self.fps
+        own = self.extra.get("source_fps") if self.kind != "images" else None
+        if self.fps and own and float(own) < self.fps * (1 - _RATE_REL_TOL):
+            return None
         return self.fps
 
     def timing(self) -> str:
@@ -357,24 +370,29 @@ class FrameSource:
 
     @classmethod
     def from_video(cls, path: str | Path, name: str | None = None, fps: float | None = None) -> "FrameSource":
-        """A video file; ``fps`` resamples to that rate (first frame reaching each 1/fps slot), None keeps all."""
+        """A video file; ``fps`` resamples to that rate (first frame reaching each 1/fps slot, up to
+        :data:`SLOT_TOLERANCE` of a slot early), None keeps all. A video slower than ``fps`` keeps its own frames
+        (none is repeated), so its rate is its own (:meth:`known_fps`)."""
         check_fps(fps)
         path = Path(path)
         if not path.is_file():
             raise FrameError(f"{path}: video file is missing")
         hint = None
+        extra: dict = {}
         try:
             import av
 
             with av.open(str(path)) as container:
                 stream = container.streams.video[0]
                 hint = int(stream.frames) or None
+                if stream.average_rate:
+                    extra["source_fps"] = float(stream.average_rate)
                 if fps and hint and stream.average_rate:  # the slots 0 .. (n - 1) / rate · fps, as _video_frames
-                    hint = min(hint, int(np.floor((hint - 1) * fps / float(stream.average_rate) + 1e-6)) + 1)
+                    hint = min(hint, int(np.floor((hint - 1) * fps / float(stream.average_rate) + SLOT_TOLERANCE)) + 1)
         except Exception as exc:  # noqa: BLE001 - reported when the scene is decoded; never hide it
             raise FrameError(f"{path}: cannot open video (truncated or corrupt?): {exc}") from exc
         return cls(name=name or path.stem, path=path, kind="video", fps=fps, num_frames_hint=hint,
-                   timestamps_from="pts")
+                   timestamps_from="pts", extra=extra)
 
     # -------------------------------------------------------------- reading
     def frames(
@@ -459,7 +477,8 @@ class FrameSource:
                 if self.fps:
                     if t0 is None:
                         t0 = ts
-                    slot = int(np.floor((ts - t0) * self.fps / 1e6 + 1e-6))  # first frame at/after each slot
+                    # first frame at/after each slot (up to SLOT_TOLERANCE of a slot early: timestamp jitter)
+                    slot = int(np.floor((ts - t0) * self.fps / 1e6 + SLOT_TOLERANCE))
                     if slot <= last_slot:
                         continue
                     last_slot = slot
@@ -600,6 +619,7 @@ def discover_sources(
             if has_images and not recursive:
                 sources.append(FrameSource.from_image_folder(p, _scene_name(p, name_depth, False), fps=fps))
             elif recursive:
+                before = len(sources)
                 for sub in sorted(p.rglob("*"), key=lambda q: natural_key(str(q))):
                     if sub.is_file() and sub.suffix.lower() in VIDEO_EXTS:
                         sources.append(FrameSource.from_video(sub, _scene_name(sub, name_depth, True), fps=fps))
@@ -607,6 +627,9 @@ def discover_sources(
                     sources.append(
                         FrameSource.from_image_folder(folder, _scene_name(folder, name_depth, False), fps=fps)
                     )
+                if len(sources) == before:  # (it used to give no scene, and a store of nothing)
+                    raise FrameError(f"{p}: no image folder nor video file ({'/'.join(VIDEO_EXTS)}) at any depth "
+                                     "under this folder (--recursive)")
             else:
                 raise FrameError(
                     f"{p}: folder holds no images (to search its sub-folders: recursive=True, on the command line "

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import re
 import sys
@@ -56,12 +57,14 @@ from vavam.data.frames import (
     DATASET_DIVISORS,
     FrameError,
     FrameSource,
+    check_fps,
     discover_sources,
     natural_key,
     rate_from_timestamps,
 )
 from vavam.data.sources import SourceError
 from vavam.data.tokens import (
+    FPS_REL_TOL,
     MANIFEST,
     TokenStoreError,
     TokenStoreWriter,
@@ -171,10 +174,22 @@ def _load_tokenizer(tokenizer: Any, device: str) -> Any:
     return model
 
 
-def _resize_args(dataset: str | None, divisor: float | None, height: int | None, width: int | None):
+def _resize_args(
+    dataset: str | None, divisor: float | None, height: int | None, width: int | None
+) -> tuple[tuple[int, int] | None, float | None]:
+    """``(size, divisor)`` of the resize flags: ``--height/--width`` (positive integers, both or neither), else
+    ``--divisor`` (a positive finite number), else ``--dataset``'s divisor. Bad values raise ``ValueError`` naming
+    the flag (they used to fail at the first frame as a bad *scene*, which ``--skip-bad`` then skipped)."""
     if (height is None) != (width is None):
-        raise ValueError("give both height and width, or neither")
-    size = (int(height), int(width)) if height is not None else None
+        raise ValueError("--height / --width: give both, or neither")
+    size = None
+    if height is not None:
+        for flag, value in (("--height", height), ("--width", width)):
+            if isinstance(value, bool) or not float(value).is_integer() or int(value) < 1:
+                raise ValueError(f"{flag} {value!r}: must be a positive whole number of pixels")
+        size = (int(height), int(width))
+    if divisor is not None and (isinstance(divisor, bool) or not math.isfinite(float(divisor)) or float(divisor) <= 0):
+        raise ValueError(f"--divisor {divisor!r}: must be a positive number (each side becomes int(side / divisor))")
     if divisor is None and dataset is not None:
         key = dataset.lower()
         if key not in DATASET_DIVISORS:
@@ -357,7 +372,9 @@ def tokenize_sources(
         fps: the store's nominal frame rate (a dataset's known rate), recorded in the manifest for the
             store and every image scene. None: each scene records its true rate (:meth:`FrameSource.known_fps`,
             or for videos kept at their own rate the rate measured from the decoded timestamps; null when
-            unknown) and the store the scenes' common rate (null when unknown or mixed).
+            unknown) and the store the scenes' common rate (null when unknown or mixed). A video always records
+            the rate its kept frames show when it is off its resampling rate by over 2 % (a video slower than
+            the rate asked for keeps its own frames: no frame is repeated).
         on_bad_scene: when given, a scene whose frames cannot be decoded (:class:`FrameError` /
             :class:`SourceError`) is left out of the store and reported as ``on_bad_scene(name, error)``
             while the other scenes go on (``--skip-bad``); otherwise the error propagates. When every
@@ -369,7 +386,13 @@ def tokenize_sources(
         TokenStoreError: an existing store at ``out`` is incompatible or its manifest is unreadable.
         ValueError: codebook larger than 65,536 codes; duplicate scene names.
     """
-    shard_t = parse_shard(shard) if isinstance(shard, str) or shard is None else tuple(shard)
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+        # 0 or a negative size made one batch of a whole scene (every frame of a video in memory at once)
+        raise ValueError(f"--batch-size {batch_size!r}: must be a positive number of frames per encoder call")
+    if isinstance(num_workers, bool) or int(num_workers) != num_workers or num_workers < 0:
+        raise ValueError(f"--num-workers {num_workers!r}: must be 0 (decode in the main thread) or more threads")
+    # a tuple is checked as "i/N" is: (2, 2) took no scene and wrote a part "2 of 2"; (0, 0) failed deep inside
+    shard_t = parse_shard(shard if isinstance(shard, str) or shard is None else "/".join(str(int(v)) for v in shard))
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
@@ -422,10 +445,13 @@ def tokenize_sources(
             resumed = _Resume(writer, "tokenize", "tokenizing it again",
                               kept_hint="an image folder without timestamps needs --fps")
         fp, frames_fp = fingerprints[source.name]
+        video = source.kind == "video"
+        # A video's rate is measured from its decoded frames (resampling can fall short of the rate asked for):
+        # the fingerprint covers file and resampling rate, so the rate recorded with it stands, never replaced by
+        # the rate asked for; an entry without fingerprints gets the rate measured from its recorded timestamps.
         return resumed.keep(source.name, str(source.path), fingerprint=fp, frames_fingerprint=frames_fp,
-                            timestamps_us=source.timestamps_us, rate=scene_rate(source),
-                            timestamps_from=source.timestamps_from or None,
-                            measure_recorded=source.kind == "video" and source.fps is None)
+                            timestamps_us=source.timestamps_us, rate=None if video else scene_rate(source),
+                            timestamps_from=source.timestamps_from or None, measure_recorded=video)
 
     if image_size is not None:
         writer = make_writer(image_size)
@@ -478,8 +504,11 @@ def tokenize_sources(
                 grid = tuple(writer.header["grid"])
                 tokens = np.concatenate(chunks) if chunks else np.zeros((0, *grid), np.uint16)
                 scene_fps = scene_rate(source)  # true rate: known up front, or (video at its own rate) from the pts
-                if scene_fps is None and source.kind == "video":
-                    scene_fps = rate_from_timestamps(stamps)
+                if source.kind == "video":  # what the frames kept show: a video slower than --fps keeps its own rate
+                    measured = rate_from_timestamps(stamps)
+                    off = scene_fps is not None and measured is not None
+                    if scene_fps is None or (off and abs(measured - scene_fps) > FPS_REL_TOL * scene_fps):
+                        scene_fps = measured
                 writer.write_scene(source.name, tokens, stamps, source=str(source.path), fps=scene_fps,
                                    fingerprint=fingerprints[source.name][0],
                                    frames_fingerprint=fingerprints[source.name][1],
@@ -683,7 +712,8 @@ def tokenize(
         divisor: resize both sides by int(side / divisor) (overrides dataset).
         height: explicit output height (with width; overrides the divisor).
         width: explicit output width.
-        fps: resample videos to this rate (default: keep every frame at the video's own rate); image folders
+        fps: resample videos to this rate (default: keep every frame at the video's own rate; a video slower than
+            this keeps its own frames and rate); image folders
             without timestamps (no timestamps.json/.txt sidecar, no "__<µs>" names) get index / fps. The store
             records each scene's true rate (video stream, frame timestamps, or this value) and the scenes'
             common rate; without --fps, an image folder without timestamps has an unknown rate (null). On a
@@ -1045,6 +1075,7 @@ def convert_npy_layout(
     """
     src = Path(src)
     check_codebook_size(codebook_size)
+    check_fps(fps, "--fps")  # a negative rate reversed every scene's frames; 0 / NaN wrote INT64_MIN timestamps
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: no such folder")
     if timestamps not in _TIMESTAMP_MODES:
