@@ -182,13 +182,16 @@ def test_preprocess_rules():
 
     img = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
     x = preprocess_image(img, (32, 48))  # already the model's size: no resize at all (not via 900x1600)
-    assert torch.equal(x, torch.from_numpy(img).permute(2, 0, 1).float() / 255 * 2 - 1)
+    from vavam.data.frames import preprocess_frame
+
+    assert torch.equal(x, torch.from_numpy(img).permute(2, 0, 1).float().mul(1 / 255).mul(2).sub(1))
+    assert torch.equal(x, preprocess_frame(img, (32, 48)))  # bit for bit the frames the models were trained on
     big = np.random.default_rng(1).integers(0, 256, (900, 1599, 3), dtype=np.uint8)
     t = torch.from_numpy(big).permute(2, 0, 1)[None].float()
     for size in ((900, 1600), (288, 512)):  # each resize on uint8 values, rounded (torchvision's uint8 resize)
         t = torch.nn.functional.interpolate(t, size=size, mode="bilinear", antialias=True, align_corners=False)
         t = t.round().clamp(0, 255)
-    assert torch.allclose(preprocess_image(big), (t[0] / 255 * 2 - 1).clamp(-1, 1))
+    assert torch.equal(preprocess_image(big), (t[0].mul(1 / 255).mul(2).sub(1)).clamp(-1, 1))
     assert grid_for(576) == (18, 32) and grid_for(128) == (8, 16) and grid_for(24) == (4, 6)
     assert checkpoint_image_size(FakeTokenizer(), FakeModel()) == (288, 512)  # unknown -> the paper's size
 

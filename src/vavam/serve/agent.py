@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vavam.types import CONTEXT_FRAMES, IMAGE_SIZE, WAYPOINT_DT
+from vavam.types import CONTEXT_FRAMES, IMAGE_SIZE, WAYPOINT_DT, uint8_to_unit
 
 NEURONCAP_SIZE = (900, 1600)  # (H, W) the simulator renders; resized to this first when it differs
 DEFAULT_SESSION = "default"
@@ -65,7 +65,7 @@ def preprocess_image(image: np.ndarray, size: tuple[int, int] = IMAGE_SIZE, neur
             x = resize_u8(x, NEURONCAP_SIZE)
         if tuple(x.shape[-2:]) != size:
             x = resize_u8(x, size)
-    return (x[0] / 255.0 * 2.0 - 1.0).clamp(-1.0, 1.0)
+    return uint8_to_unit(x[0]).clamp(-1.0, 1.0)  # as the training frames (vavam.data.frames.preprocess_frame)
 
 
 def grid_for(tokens_per_frame: int, aspect: float = 16 / 9) -> tuple[int, int]:

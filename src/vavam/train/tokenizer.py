@@ -213,7 +213,9 @@ def to_model_images(frames: np.ndarray | torch.Tensor, device: str | torch.devic
     if x.ndim != 4 or x.shape[-1] != 3:
         raise ValueError(f"frames must be uint8 [N,H,W,3] (RGB last), got shape {tuple(x.shape)}")
     x = x.to(device)
-    return x.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # [N,H,W,3] -> [N,3,H,W]
+    from vavam.types import uint8_to_unit
+
+    return uint8_to_unit(x.permute(0, 3, 1, 2))  # [N,H,W,3] -> [N,3,H,W], as the frames of vavam tokenize
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
