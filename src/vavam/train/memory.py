@@ -50,8 +50,9 @@ VaViM, sequence T = frames × tokens_per_frame, N = B·T tokens per micro-batch,
     backward  = saved + N·r·d·b  (top of the backward: a block's largest temporary, the MLP hidden gradient)
 
 VaVAM (frozen VaViM, trained expert of width e; Nv = B·T·p visual and Na = B·T·6 action tokens): the
-visual stream runs without autograd, but each layer's fused q/k/v buffer (3d per visual token) stays
-alive until the expert has used it (peak of the visual pass: L·3d·Nv·b + one frozen block's temporaries);
+visual stream runs without autograd; each layer's keys and values (2d per visual token, copied out of the
+fused q/k/v buffer) stay alive until the expert has used them (peak of the visual pass: L·2d·Nv·b + one
+layer's q/k/v buffer 3d·Nv·b + one frozen block's temporaries);
 each expert layer saves the concatenated keys and values 2·(Nv + Na)·d·b, the action rows' mask, its q/k/v
 and output at the attention width d and its other block tensors at width e; a layer's backward makes the
 full key/value gradients 2·(Nv + Na)·d·b (the concatenation's backward drops the visual part).
@@ -260,7 +261,8 @@ def activation_bytes(config: Any, micro_batch: int = 1, precision: Precision = "
         t = frames or c.train_frames
         nv, na = micro_batch * t * v.tokens_per_frame, micro_batch * t * c.horizon
         d, e, heads, layers = v.width, c.width, v.num_heads, v.num_layers
-        visual_qkv = nv * 3 * d * b  # a layer's fused visual q/k/v buffer, alive through its k and v views
+        visual_kv = nv * 2 * d * b  # a layer's visual keys and values (copied out of its fused q/k/v buffer)
+        visual_qkv = nv * 3 * d * b  # the fused q/k/v buffer of the layer being computed
         joint_kv = 2 * (nv + na) * d * b  # concatenated keys and values, saved by the expert's attention
         mask = t * c.horizon * t * (v.tokens_per_frame + c.horizon) * b  # action rows' mask as an additive bias
         expert = na * (_block_bytes(e, heads, 4, mixed) + (3 * d + d - 3 * e - e) * b)  # q/k/v and output at width d
@@ -270,16 +272,16 @@ def activation_bytes(config: Any, micro_batch: int = 1, precision: Precision = "
         # the frozen visual stream (no autograd): all layers' q/k/v buffers + one block's temporaries
         # (x, LN1 and LN2 outputs, the bf16 copy of one, fc_in / GELU outputs) + a frozen weight's bf16 cast
         visual_block = nv * (3 * 4 * d + (2 * d if mixed else 0) + 2 * v.mlp_ratio * d * b)
-        visual_peak = layers * visual_qkv + visual_block + (v.mlp_ratio * d * d * 2 if mixed else 0)
+        visual_peak = layers * visual_kv + visual_qkv + visual_block + (v.mlp_ratio * d * d * 2 if mixed else 0)
         if activation_checkpointing:  # vavam's recipe checkpoints the expert's MLPs only (ActionModule targets):
             # each layer drops its fc_in / GELU outputs and keeps the MLP input (the LN2 output, in fp32 under
             # autocast instead of its bf16 copy); the joint keys/values, mask and attention tensors stay saved
             mlp_hidden = na * 2 * 4 * e * b
             block_ckpt = block - mlp_hidden + (na * 2 * e if mixed else 0)
-            return Activations(forward=max(layers * (visual_qkv + block_ckpt) + encoder + copies, visual_peak),
+            return Activations(forward=max(layers * (visual_kv + block_ckpt) + encoder + copies, visual_peak),
                                backward_top=layers * block_ckpt + encoder + copies + mlp_hidden + transient,
                                backward_bottom=block + transient, tokens=nv, autocast_copies=copies)
-        return Activations(forward=max(layers * (visual_qkv + block) + encoder + copies, visual_peak),
+        return Activations(forward=max(layers * (visual_kv + block) + encoder + copies, visual_peak),
                            backward_top=layers * block + encoder + copies + transient,  # visual buffers freed
                            backward_bottom=block + transient, tokens=nv, autocast_copies=copies)
     raise TypeError(f"no memory model for config {type(config).__name__} (VaViM / VaVAM only)")

@@ -196,7 +196,8 @@ class VideoGPT(nn.Module):
         for block in self.blocks:
             h = block.norm1(x)
             q, k, v = block.attn.qkv(h)
-            out.append((k, v))
+            # copies: views would keep each layer's whole fused q/k/v buffer alive (1.5x the memory of k and v)
+            out.append((k.contiguous(), v.contiguous()))
             x = x + block.attn.out_proj(block.attn.attend(q, k, v, is_causal=True))
             x = x + block.mlp(block.norm2(x))
         return out
