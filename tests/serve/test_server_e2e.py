@@ -399,9 +399,18 @@ def test_load_agent_from_checkpoint_folders(tiny, tmp_path):
     ckpt = save_action_model(vam, tmp_path / "vam", meta={"tokenizer": str(tok_dir)})
     agent = load_agent(ckpt, seed=1, num_samples=2, reduction="mean")
     assert agent.options.image_size == (32, 48) and agent.context_frames == 4  # from the token grid
-    tok2 = save_tokenizer(tok, tmp_path / "tok2", meta={"training": {"image_size": [64, 96]}})
-    assert load_agent(ckpt, tokenizer=tok2).options.image_size == (64, 96)  # recorded with the tokenizer
-    assert load_agent(ckpt, image_size=(16, 24)).options.image_size == (16, 24)
+    tok2 = save_tokenizer(tok, tmp_path / "tok2", meta={"training": {"image_size": [24, 64]}})  # 3 x 8 = 24 tokens
+    assert load_agent(ckpt, tokenizer=tok2).options.image_size == (24, 64)  # recorded with the tokenizer
+    assert load_agent(ckpt, image_size=(48, 32)).options.image_size == (48, 32)
+    # a size (or a tokenizer) whose token grid is not the model's 24 tokens is refused before any frame (every
+    # call failed later, naming neither); so is a checkpoint without a recorded tokenizer (a bare SystemExit)
+    tok3 = save_tokenizer(tok, tmp_path / "tok3", meta={"training": {"image_size": [64, 96]}})
+    for kwargs in ({"tokenizer": tok3}, {"image_size": (16, 24)}):
+        with pytest.raises(ValueError, match=r"tokens per frame, but the model takes 24: pass the tokenizer"):
+            load_agent(ckpt, **kwargs)
+    bare = save_action_model(vam, tmp_path / "bare")
+    with pytest.raises(ValueError, match="no tokenizer recorded with this checkpoint; pass --tokenizer PATH"):
+        load_agent(bare)
     image = _frame(90, 160, 0)
     expected = VaVAMAgent(tok, vam, AgentOptions(seed=1, num_samples=2, reduction="mean")).plan(image, T0, 2)
     np.testing.assert_allclose(agent.plan(image, T0, 2), expected, rtol=0, atol=1e-5)

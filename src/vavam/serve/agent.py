@@ -86,6 +86,27 @@ def checkpoint_image_size(tokenizer, model, default: tuple[int, int] = IMAGE_SIZ
     return (h * ds, w * ds)
 
 
+def check_tokenizer_fits(tokenizer, model, image_size: tuple[int, int]) -> None:
+    """Refuse, before any frame, a tokenizer whose token grid at ``image_size`` (H, W) is not the model's
+    (``tokens_per_frame``): each call would fail later with a message naming neither. Models or tokenizers that do
+    not say their sizes (no ``config.video`` / integer ``downsample``) are not checked.
+
+    Raises:
+        ValueError: naming the tokenizer's downsampling, the image size and both token counts.
+    """
+    video = getattr(getattr(model, "config", None), "video", None)
+    ds = getattr(tokenizer, "downsample", None)
+    if video is None or not isinstance(ds, int) or ds < 1:
+        return
+    h, w = int(image_size[0]), int(image_size[1])
+    grid = (h // ds, w // ds)
+    if h % ds or w % ds or grid[0] * grid[1] != int(video.tokens_per_frame):
+        raise ValueError(
+            f"the tokenizer (downsampling {ds}) turns {h}x{w} images into {grid[0]}x{grid[1]} = {grid[0] * grid[1]} "
+            f"tokens per frame, but the model takes {video.tokens_per_frame}: pass the tokenizer the model was trained "
+            "with (--tokenizer), or its image size (--image-height / --image-width)")
+
+
 def sample_seed(seed: int, timestamp_us: int) -> int:
     """Seed of the noise generator for one call: a fixed mix of the option seed and the frame time."""
     return (int(seed) * 1_000_003 + int(timestamp_us)) % (2**63 - 1)
@@ -242,6 +263,7 @@ class VaVAMAgent:
         options = options or AgentOptions()
         size = options.image_size if options.image_size is not None else checkpoint_image_size(tokenizer, model)
         self.options = dataclasses.replace(options, image_size=(int(size[0]), int(size[1])))  # a copy: never the caller's
+        check_tokenizer_fits(tokenizer, model, self.options.image_size)
         from vavam.hardware import warn_if_slow_bf16
 
         warn_if_slow_bf16("bf16" if self.options.dtype == "bf16" else "32", self.options.device, "serving")

@@ -309,7 +309,7 @@ def load_agent(
     model = vavam.load_action_model(checkpoint, device=device).eval()
     tok_path = tokenizer or recorded_tokenizer(checkpoint)
     if tok_path is None:
-        raise SystemExit(f"{checkpoint}: no tokenizer recorded with this checkpoint; pass --tokenizer PATH")
+        raise ValueError(f"{checkpoint}: no tokenizer recorded with this checkpoint; pass --tokenizer PATH")
     tok = vavam.load_tokenizer(tok_path, trust_code=trust_code, device=device)
     if hasattr(tok, "eval"):
         tok.eval()
