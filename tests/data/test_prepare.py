@@ -370,3 +370,20 @@ def test_encode_sources_shard_and_skip(tmp_path):
     assert path.name == "manifest.part-001-of-002.json" and failed == ["s1"] and log.scenes == 1
     part = json.loads(path.read_text())
     assert sorted(part["scenes"]) == ["s3"]  # shard 1 of 2 = s1, s3 of the sorted names; s1 failed
+
+
+def test_prepare_names_its_own_resize_options(tmp_path, monkeypatch):
+    """A frame size the tokenizer cannot cut named `--dataset`, which `data prepare` does not have (a hint written
+    for `vavam tokenize`); now each command names its own options."""
+    root = tmp_path / "nuscenes"
+
+    def load_nuscenes(dataroot, version="v1.0-trainval", split="train", camera="CAM_FRONT", skip_bad=False,
+                      check_images=True):
+        return SourceResult([_record("scene-0001", root, "samples/CAM_FRONT", 3, 2.0, 100, 200, 1)],
+                            image_root=Path(dataroot), split=split)
+
+    _install(monkeypatch, "vavam.data.sources.nuscenes", "load_nuscenes", load_nuscenes)
+    with pytest.raises(ValueError, match=r"image size 66x33 \(WxH\) is not divisible by the tokenizer's downsampling 8 "
+                                         r"\(resize with --height/--width or --divisor\)$"):
+        prepare_nuscenes(root, tmp_path / "out", splits=("train",), tokenizer="preset:vq_tiny", divisor=3.0,
+                         progress=False, check_images=False)

@@ -81,6 +81,7 @@ def encode_sources(
     skip_bad: bool = False,
     skipped: SkipLog | None = None,
     desc: str = "tokenize",
+    resize_hint: str = "--height/--width or --divisor",
 ) -> tuple[Path, list[str]]:
     """Tokenize frame sources into a token store, scene by scene, skipping scenes that fail to decode.
 
@@ -106,7 +107,7 @@ def encode_sources(
     path = tokenize_sources(sources, out, tokenizer, batch_size=batch_size, size=size, divisor=divisor,
                             device=device, bf16=bf16, shard=shard, resume=resume, num_workers=num_workers,
                             progress=progress, fps=fps, on_bad_scene=on_bad_scene if skip_bad else None,
-                            desc=desc)
+                            desc=desc, resize_hint=resize_hint)
     return path, failed
 
 
@@ -329,6 +330,7 @@ def prepare_opendv(
                     out / split / "tokens",
                     model,
                     size=(height, width),
+                    resize_hint="--height/--width",
                     batch_size=batch_size,
                     device=device,
                     bf16=bf16,

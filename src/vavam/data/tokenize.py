@@ -353,6 +353,7 @@ def tokenize_sources(
     fps: float | None = None,
     on_bad_scene: Callable[[str, Exception], None] | None = None,
     desc: str | None = None,
+    resize_hint: str = "--height/--width, --divisor or --dataset",
 ) -> Path:
     """Encode frame sources into the token store at ``out``; returns the manifest (part) path.
 
@@ -380,6 +381,8 @@ def tokenize_sources(
             while the other scenes go on (``--skip-bad``); otherwise the error propagates. When every
             scene fails and no image size is known, no manifest is written (its path is returned).
         desc: progress-bar label.
+        resize_hint: the options that resize frames, named when a frame size does not divide by the
+            tokenizer's downsampling (``vavam data prepare`` passes its own).
 
     Raises:
         FrameError: a frame cannot be decoded or has the wrong size (names the file and frame).
@@ -421,7 +424,7 @@ def tokenize_sources(
     def make_writer(img_size: tuple[int, int], where: str = "") -> TokenStoreWriter:
         h, w = img_size
         if h % downsample or w % downsample:
-            hint = " (resize with --height/--width, --divisor or --dataset)" if where else ""
+            hint = f" (resize with {resize_hint})" if where else ""
             raise ValueError(f"{where}image size {w}x{h} (WxH) is not divisible by the tokenizer's downsampling "
                              f"{downsample}{hint}")
         return TokenStoreWriter(out, (h // downsample, w // downsample), image_size=img_size, downsample=downsample,
