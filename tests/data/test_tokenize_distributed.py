@@ -131,6 +131,7 @@ def test_rank_with_no_scene_writes_nothing(world, tmp_path, clean_env):
     clean_env.setenv("RANK", "6")
     path = tokenize([str(world / "frames" / "*")], tmp_path / "s", "preset:vq_tiny", num_workers=0, progress=False)
     assert path.name == "manifest.part-006-of-007.json" and not path.exists()
+    assert (tmp_path / "s" / "manifest.part-006-of-007.empty").is_file()  # for the merge: finished, empty
 
 
 def test_rerun_with_another_process_count_keeps_finished_scenes(world, reference, tmp_path, clean_env):

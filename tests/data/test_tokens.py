@@ -26,6 +26,7 @@ from vavam.data.tokenize import (
     tokenize_sources,
 )
 from vavam.data.tokens import (
+    MANIFEST,
     TokenStore,
     TokenStoreError,
     TokenStoreWriter,
@@ -750,6 +751,30 @@ def test_merge_manifests_rate_after_a_scene_is_dropped(tmp_path):
     (tmp_path / "scenes" / "a.npy").unlink()
     merge_manifests(tmp_path)
     assert TokenStore(tmp_path).scenes == ["b"] and TokenStore(tmp_path).fps == 2.0
+
+
+def test_a_first_merge_refuses_shards_that_left_nothing(tmp_path):
+    """4 scenes over 8 shards, only shards 0 and 5 run: the merge used to write a 1-scene manifest.json, exit 0,
+    as if complete (shard 5 took no scene and wrote no file, so a missing shard could not be told from an empty
+    one). Empty shards now leave a marker; a first merge names the shards that left nothing."""
+    sources = make_sources(tmp_path)
+    out = tmp_path / "store"
+    for i in (0, 5):
+        tokenize_sources(sources, out, FakeTokenizer(), shard=f"{i}/8", progress=False)
+    assert (out / "manifest.part-005-of-008.empty").is_file()
+    with pytest.raises(TokenStoreError, match=r"6 shard\(s\) left no manifest part \(1/8, 2/8, 3/8, 4/8, 6/8, "
+                                              r"7/8\): run them .* --allow-missing"):
+        merge_manifests(out)
+    assert not (out / MANIFEST).exists()
+    from vavam.cli import main
+
+    assert main(["tokenize", "merge", "--root", str(out), "--allow-missing"]) == 0
+    assert TokenStore(out).scenes == ["a_scene"]
+    for i in (1, 2, 3, 4, 6, 7):  # the rest finish: the parts merge into the complete store
+        tokenize_sources(sources, out, FakeTokenizer(), shard=f"{i}/8", progress=False)
+    merge_manifests(out, remove_parts=True)
+    assert TokenStore(out).scenes == ["a_scene", "b_scene", "c_scene", "d_scene"]
+    assert not list(out.glob("manifest.part-*"))  # parts and empty markers removed
 
 
 def test_sharded_resume_redoes_and_retimes_then_merges(tmp_path, capsys):

@@ -69,11 +69,12 @@ from vavam.data.tokens import (
     TokenStoreError,
     TokenStoreWriter,
     check_codebook_size,
+    empty_part_name,
     merge_manifests,
     part_manifest_name,
     read_manifest,
 )
-from vavam.io import sha256_json
+from vavam.io import atomic_write_text, sha256_json
 
 #: how long a rank waits at a barrier for the slowest rank (a shard can take hours); torchrun ends
 #: the job sooner when a rank dies
@@ -524,7 +525,9 @@ def tokenize_sources(
         if failed and image_size is None:  # every scene failed: no store
             return out / (part_manifest_name(*shard_t) if shard_t else MANIFEST)
         if not mine and image_size is None:
-            if shard_t is not None:  # an empty share (more shards than scenes): nothing to record
+            if shard_t is not None:  # an empty share (more shards than scenes): no part, a marker for the merge
+                Path(out).mkdir(parents=True, exist_ok=True)
+                atomic_write_text(Path(out) / empty_part_name(*shard_t), "")
                 return out / part_manifest_name(*shard_t)
             raise ValueError("no scenes to tokenize and no image size given (pass height/width)")
         writer = make_writer(image_size)  # type: ignore[arg-type]
@@ -666,11 +669,11 @@ def _fold_earlier_parts(out: Path, resume: bool) -> None:
     remove manifest and parts (``resume=False``)."""
     parts = sorted(out.glob("manifest.part-*-of-*.json")) if out.is_dir() else []
     if not resume:
-        for p in [out / MANIFEST, *parts]:
+        for p in [out / MANIFEST, *parts, *(out.glob("manifest.part-*-of-*.empty") if out.is_dir() else [])]:
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
     elif parts:
-        merge_manifests(out, remove_parts=True)
+        merge_manifests(out, remove_parts=True, allow_missing=True)  # an interrupted run: some never finished
 
 
 def _merge_and_check(out: Path, names: Sequence[str]) -> str | None:
@@ -678,7 +681,7 @@ def _merge_and_check(out: Path, names: Sequence[str]) -> str | None:
     has_manifest = (out / MANIFEST).is_file() or any(out.glob("manifest.part-*-of-*.json"))
     if not has_manifest:
         return f"{out}: no manifest written by any rank" if names else None
-    merged = read_manifest(merge_manifests(out, remove_parts=True))
+    merged = read_manifest(merge_manifests(out, remove_parts=True, allow_missing=True))  # scenes checked below
     missing = sorted(set(names) - set(merged["scenes"]))
     if missing:
         return (f"{out / MANIFEST}: {len(missing)} of {len(names)} scenes missing after the merge "
@@ -793,7 +796,7 @@ def tokenize(
         if info.rank == 0:
             if failed:  # keep what is complete: a re-run resumes from the merged manifest
                 with contextlib.suppress(TokenStoreError):
-                    merge_manifests(out, remove_parts=True)
+                    merge_manifests(out, remove_parts=True, allow_missing=True)
             else:
                 message = _merge_and_check(out, [s.name for s in found])
         message = group.broadcast(message)

@@ -45,6 +45,7 @@ the next run redoes it. Reading (:class:`TokenStore`) goes through memory maps.
 from __future__ import annotations
 
 import os
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,26 @@ class SceneCheck:
 def part_manifest_name(shard_index: int, num_shards: int) -> str:
     """File name of shard ``shard_index`` (0-based) of ``num_shards``'s manifest part."""
     return f"manifest.part-{shard_index:03d}-of-{num_shards:03d}.json"
+
+
+def empty_part_name(shard_index: int, num_shards: int) -> str:
+    """File name of the marker a shard with no scene leaves instead of a manifest part (it knows no grid or
+    image size to write one), so that a merge can tell a finished empty shard from one that never ran."""
+    return f"manifest.part-{shard_index:03d}-of-{num_shards:03d}.empty"
+
+
+_PART_NAME = re.compile(r"^manifest\.part-(\d+)-of-(\d+)\.(?:json|empty)$")
+
+
+def missing_shards(root: Path) -> list[tuple[int, int]]:
+    """``(i, N)`` of every shard of the shard counts found in ``root`` with neither a manifest part nor an empty
+    marker (not run yet, still running, or killed), sorted."""
+    seen: dict[int, set[int]] = {}
+    for path in Path(root).glob("manifest.part-*-of-*.*"):
+        m = _PART_NAME.match(path.name)
+        if m:
+            seen.setdefault(int(m.group(2)), set()).add(int(m.group(1)))
+    return sorted((i, n) for n, done in seen.items() for i in range(n) if i not in done)
 
 
 def check_codebook_size(codebook_size: int | None) -> None:
@@ -668,18 +689,21 @@ def check_compatible(header: Mapping[str, Any], other: Mapping[str, Any], where:
             )
 
 
-def merge_manifests(root: Path, remove_parts: bool = False) -> Path:
+def merge_manifests(root: Path, remove_parts: bool = False, allow_missing: bool = False) -> Path:
     """Merge the shard parts ``manifest.part-*-of-*.json`` of a store into its ``manifest.json``.
 
     Scenes of the existing ``manifest.json`` are kept; every part must agree on tokenizer, grid and
     image size; a scene recorded by two parts with different files or frame counts raises; a recorded
     scene whose files are incomplete is dropped (it will be redone). Parts of runs with different
     shard counts merge too (an interrupted run re-launched with another number of processes).
-    Idempotent.
+    Idempotent. The first merge of a store (no ``manifest.json`` yet) refuses a shard count whose shards did not
+    all leave a part (or, for a shard with no scene, an empty marker) unless ``allow_missing``: a merge of what
+    is there would look complete.
 
     Args:
         root: the store folder.
-        remove_parts: delete the part files after a successful merge.
+        remove_parts: delete the part files (and empty markers) after a successful merge.
+        allow_missing: merge the parts there are even when some shards left none.
 
     Returns:
         Path of the written ``manifest.json``.
@@ -687,6 +711,13 @@ def merge_manifests(root: Path, remove_parts: bool = False) -> Path:
     root = Path(root)
     parts = sorted(root.glob("manifest.part-*-of-*.json"))
     main_path = root / MANIFEST
+    # checked for a first merge (a store with a manifest.json already holds the shards merged before: re-running
+    # one of them and merging it alone is the way to redo its scenes)
+    missing = [] if main_path.is_file() else missing_shards(root)
+    if missing and not allow_missing:
+        names = ", ".join(f"{i}/{n}" for i, n in missing[:8]) + (" ..." if len(missing) > 8 else "")
+        raise TokenStoreError(f"{root}: {len(missing)} shard(s) left no manifest part ({names}): run them (or wait "
+                              "for them) before merging, or merge what is there with --allow-missing")
     sources: list[tuple[Path, dict]] = []
     if main_path.is_file():
         sources.append((main_path, read_manifest(main_path)))
@@ -719,7 +750,7 @@ def merge_manifests(root: Path, remove_parts: bool = False) -> Path:
     header["shard"] = None
     atomic_write_json(main_path, {**header, "scenes": {k: scenes[k] for k in sorted(scenes)}})
     if remove_parts:
-        for p in parts:
+        for p in [*parts, *root.glob("manifest.part-*-of-*.empty")]:
             os.unlink(p)
     return main_path
 
