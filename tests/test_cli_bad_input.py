@@ -213,3 +213,10 @@ def test_a_checkpoint_that_fails_its_hash_is_a_one_line_error(tmp_path, capsys):
     code, err = _run(capsys, "checkpoint", "consolidate", "--checkpoint", str(ckpt), "--out", str(tmp_path / "m"))
     assert code == 2 and "Traceback" not in err
     assert f"{ckpt}: truncated or overwritten (10 bytes, expected 99)" in err
+
+
+def test_a_message_that_names_its_command_is_not_prefixed_twice(tmp_path, capsys):
+    """'vavam train tokenizer: error: vavam train tokenizer: 2 devices asked for ...' named the command twice."""
+    code, err = _run(capsys, "train", "tokenizer", "--out", str(tmp_path / "t"), "--devices", "2", "--steps", "1")
+    assert code == 2 and err.count("vavam train tokenizer:") == 1
+    assert "vavam train tokenizer: error: 2 devices asked for, but this process was not started by a launcher" in err

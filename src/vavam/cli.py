@@ -125,7 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     UnsafePickleError) as exc:  # bad input (a corrupt or crafted checkpoint too), named
                 if os.environ.get("VAVAM_TRACEBACK"):
                     raise
-                print(f"vavam {name}: error: {exc}\n(VAVAM_TRACEBACK=1 shows where it was raised)", file=sys.stderr)
+                message = str(exc).removeprefix(f"vavam {name}: ")  # messages that name their command already
+                print(f"vavam {name}: error: {message}\n(VAVAM_TRACEBACK=1 shows where it was raised)", file=sys.stderr)
                 return 2
             return result if isinstance(result, int) else 0
     # The longest group the arguments name ("data prepare" before "data"), then what follows it.
