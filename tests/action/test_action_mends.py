@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +16,9 @@ from vavam import presets
 from vavam.action import VideoActionModel
 from vavam.action.expert import sinusoidal_embedding
 from vavam.video.model import VideoGPT
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_action_inputs import _inputs as _shared_inputs  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +32,7 @@ def model() -> VideoActionModel:
 
 
 def _inputs(b: int = 2, t: int = 3):
-    g = torch.Generator().manual_seed(0)
-    tokens = torch.randint(0, 1024, (b, t, 4, 6), generator=g)
-    x = torch.randn(b, t, 6, 2, generator=g)
-    times = torch.rand(b, t, generator=g)
-    command = torch.randint(0, 3, (b, t), generator=g)
-    return tokens, x, times, command
+    return _shared_inputs(b, t)  # tokens [b, t, 4, 6], states [b, t, 6, 2], times [b, t], commands [b, t]
 
 
 # ------------------------------------------------------------------------------ time embedding
