@@ -93,6 +93,9 @@ def _evaluations_beat_untrained(out, tmp_path):
 
     torch.manual_seed(123)
     vam = vavam.load_action_model(out / "action" / "model")
+    meta = json.loads((out / "action" / "model" / "meta.json").read_text())  # the tokenizer, found from anywhere
+    assert meta["tokenizer_relative"] == "../../tokenizer/tokenizer"
+    assert meta["tokenizer"] == str((out / "tokenizer" / "tokenizer").resolve())
     untrained = tmp_path / "untrained"
     save_video_model(vavam.build_model(vam.video.config), untrained / "video")
     save_action_model(vavam.build_model(vam.config), untrained / "action")

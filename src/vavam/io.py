@@ -475,6 +475,35 @@ def is_checkpoint_folder(path: str | os.PathLike) -> bool:
     return path.is_dir() and (path / CONFIG_FILE).is_file()
 
 
+def tokenizer_record(tokenizer: str | os.PathLike, model_folder: str | os.PathLike) -> dict[str, str]:
+    """What a model folder's ``meta.json`` records of the tokenizer its tokens came from: the absolute path
+    (``tokenizer``) and the path relative to the model folder (``tokenizer_relative``), which still finds it
+    after the runs are moved or copied together to another place or machine."""
+    tok, folder = Path(tokenizer).resolve(), Path(model_folder).resolve()
+    return {"tokenizer": str(tok), "tokenizer_relative": os.path.relpath(tok, folder)}
+
+
+def recorded_tokenizer(checkpoint: str | os.PathLike) -> Path | None:
+    """The tokenizer our checkpoint folder records in ``meta.json`` (:func:`tokenizer_record`): the recorded path
+    (a relative one is relative to the folder), or, when it is gone, ``tokenizer_relative`` from the folder if
+    that exists. None for a released file or a folder that records none; the path returned may not exist."""
+    checkpoint = Path(checkpoint)
+    if not is_checkpoint_folder(checkpoint):
+        return None
+    try:
+        meta = read_json(checkpoint / META_FILE)
+    except ValueError:
+        return None
+    if not isinstance(meta, dict) or not meta.get("tokenizer"):
+        return None
+    path = Path(meta["tokenizer"])
+    path = path if path.is_absolute() else (checkpoint / path).resolve()
+    relative = meta.get("tokenizer_relative")
+    if not path.exists() and isinstance(relative, str) and (checkpoint / relative).exists():
+        return (checkpoint / relative).resolve()
+    return path
+
+
 def _version() -> str:
     try:
         from importlib.metadata import version

@@ -294,3 +294,30 @@ def test_write_mp4_refuses_frames_that_differ_before_padding(tmp_path):
     with av.open(str(tmp_path / "v.mp4")) as c:
         f = next(c.decode(video=0))
         assert (f.height, f.width) == (64, 8)
+
+
+def test_a_moved_run_still_finds_its_recorded_tokenizer(assets, tmp_path):
+    """meta.json recorded only the tokenizer's absolute path: runs moved or copied elsewhere (another machine, a
+    renamed folder) lost it, and serve / plan / generate / eval closedloop needed --tokenizer again. The path
+    relative to the model folder is recorded too and used when the absolute one is gone."""
+    import shutil
+
+    from vavam.action import save_action_model
+    from vavam.io import recorded_tokenizer, tokenizer_record
+    from vavam.serve.server import load_agent
+
+    root = assets["root"]
+    cfg = vavam.presets.vavam_tiny()
+    vam = vavam.build_model(dataclasses.replace(cfg, video=assets["vim"].config))
+    runs = tmp_path / "runs"
+    shutil.copytree(root / "tok", runs / "tok")
+    save_action_model(vam, runs / "vam" / "model", meta=tokenizer_record(runs / "tok", runs / "vam" / "model"))
+    assert recorded_tokenizer(runs / "vam" / "model") == (runs / "tok").resolve()
+    moved = tmp_path / "elsewhere"
+    shutil.move(str(runs), str(moved))
+    assert recorded_tokenizer(moved / "vam" / "model") == (moved / "tok").resolve()
+    assert C.resolve_tokenizer(moved / "vam" / "model", None, required=True) == str((moved / "tok").resolve())
+    assert load_agent(moved / "vam" / "model").tokenizer is not None
+    shutil.rmtree(moved / "tok")  # gone from both places: the recorded path is named as missing
+    with pytest.raises(C.CommandError, match="does not record a tokenizer that exists"):
+        C.resolve_tokenizer(moved / "vam" / "model", None, required=True)

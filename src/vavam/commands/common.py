@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vavam.io import is_checkpoint_folder, read_json
+from vavam.io import is_checkpoint_folder, recorded_tokenizer
 from vavam.media import (  # noqa: F401  (re-exported for the commands)
     _font,
     caption,
@@ -94,11 +94,8 @@ def resolve_tokenizer(checkpoint: Path, tokenizer: str | None, required: bool) -
         return str(tokenizer)
     kind = check_checkpoint(checkpoint)
     if kind == "folder":
-        try:
-            recorded = read_json(Path(checkpoint) / "meta.json").get("tokenizer")
-        except (ValueError, AttributeError):
-            recorded = None
-        if recorded and Path(recorded).exists():
+        recorded = recorded_tokenizer(checkpoint)  # its recorded path, else the same file relative to the folder
+        if recorded is not None and recorded.exists():
             return str(recorded)
     if not required:
         return None

@@ -42,7 +42,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
-from vavam.io import UnsafePickleError
+from vavam.io import UnsafePickleError, recorded_tokenizer
 from vavam.serve.errors import NonFiniteTrajectory
 from vavam.serve.schemas import DEFAULT_PORT, ModelInput, ModelOutput, decode_image, parse_server_timing  # noqa: F401
 
@@ -380,20 +380,6 @@ def serve(
     print(f"vavam serve: {checkpoint} at {agent.options.image_size[0]}x{agent.options.image_size[1]} "
           f"on http://{host}:{port} ({device}, {dtype}, K={num_samples} {reduction})", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="info")
-
-
-def recorded_tokenizer(checkpoint: Path) -> Path | None:
-    """The tokenizer path our checkpoint folders record in meta.json (``tokenizer``), if any."""
-    from vavam.io import is_checkpoint_folder, read_json
-
-    checkpoint = Path(checkpoint)
-    if not is_checkpoint_folder(checkpoint):
-        return None
-    recorded = read_json(checkpoint / "meta.json").get("tokenizer")
-    if not recorded:
-        return None
-    path = Path(recorded)
-    return path if path.is_absolute() else (checkpoint / path).resolve()
 
 
 _recorded_tokenizer = recorded_tokenizer  # old private name

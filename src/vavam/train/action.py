@@ -30,7 +30,7 @@ from vavam.data.windows import (
     WindowIndex,
     infer_subsampling,
 )
-from vavam.io import atomic_write_json
+from vavam.io import atomic_write_json, tokenizer_record
 from vavam.train.distributed import (
     CheckpointFormat,
     ModuleTargets,
@@ -527,7 +527,7 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
     if fit.trainer.is_global_zero:  # rank 0 writes the model and the summary
         meta = {"train": summary, "video": str(video), "records": str(records), "tokens": str(tokens)}
         if tokenizer is not None:
-            meta["tokenizer"] = str(Path(tokenizer).resolve())
+            meta.update(tokenizer_record(tokenizer, out / "model"))  # absolute, and relative to the model folder
         if scale.resolved_strategy in ("fsdp", "deepspeed"):  # the module holds shards; the last checkpoint is whole
             from vavam.train.consolidate import consolidate_to
 
