@@ -14,6 +14,7 @@ from vavam.data.frames import FrameError, FrameSource, discover_sources, preproc
 from vavam.data.tokenize import tokenize, tokenize_sources
 
 from test_frames import make_images, make_video
+from test_prepare import tiny_tokenizer
 
 # ------------------------------------------------------------------------------ helpers
 
@@ -37,13 +38,6 @@ def write_video_at(path: Path, pts_ms: list[int], h: int = 32, w: int = 48) -> P
         for packet in stream.encode():
             container.mux(packet)
     return path
-
-
-def tiny_tokenizer():
-    import vavam
-
-    torch.manual_seed(0)
-    return vavam.build_model(vavam.presets.get("vq_tiny", kind="tokenizer"))
 
 
 def scene_rates(manifest: Path) -> tuple[float | None, dict[str, tuple[float | None, int]]]:

@@ -65,7 +65,8 @@ COOLDOWN_TOTAL = 5_963_251  # 15,529 steps x global batch 384
 # ------------------------------------------------------------------------------ targets
 
 
-def _exact(value: float | Fraction) -> Fraction:
+def exact_fraction(value: float | Fraction) -> Fraction:
+    """``value`` as the exact decimal it was written as (``0.7`` -> 7/10, not its binary neighbour)."""
     if isinstance(value, Fraction):
         return value
     if isinstance(value, int):
@@ -89,7 +90,7 @@ def mix_targets(ratios: Sequence[float], total: int) -> list[int]:
         raise ValueError(f"total must be >= 0, got {total}")
     if not ratios:
         raise ValueError("need at least one ratio")
-    exact = [_exact(r) for r in ratios]
+    exact = [exact_fraction(r) for r in ratios]
     if any(r < 0 for r in exact):
         raise ValueError(f"ratios must be >= 0, got {list(ratios)}")
     denom = sum(exact)

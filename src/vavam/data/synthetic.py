@@ -303,10 +303,13 @@ def _check_sizes(**values: int) -> None:
     """Refuse counts and sizes that are not integers of their range, naming them: ``n`` / ``num_frames`` / ``seed``
     ``>= 0``, ``height`` / ``width`` / ``supersample`` ``>= 1`` (numpy's errors named none, and ``make_clip(0)``
     failed in ``np.stack``)."""
+    from vavam.checks import check_nonnegative_int, check_positive_int
+
     for name, value in values.items():
-        low = 0 if name in ("n", "num_frames", "seed") else 1
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if name in ("n", "num_frames", "seed"):
+            check_nonnegative_int(value, name, "none" if name != "seed" else "seed 0")
+        else:
+            check_positive_int(value, name)
 
 
 __all__ = ["Box", "Scene", "sample_scene", "render", "make_frames", "make_clip"]

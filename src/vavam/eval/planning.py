@@ -375,15 +375,10 @@ def _join_launch(device: str) -> tuple[int, str]:
     """(this process's rank, its device) for ``eval openloop``: under a launcher with several processes
     (``torchrun``), join (or start) the process group; ``cuda`` becomes ``cuda:LOCAL_RANK``. (0, ``device``)
     otherwise."""
-    from vavam.train.distributed import distributed_initialized, environment_world
+    from vavam.train.distributed import environment_world, join_launch_group
 
     env = environment_world()
     if env is None or env[2] == 1:
         return process_rank_and_world()[0], device
     rank, local_rank, _ = env
-    if str(device) == "cuda":
-        device = f"cuda:{local_rank}"
-        torch.cuda.set_device(device)
-    if not distributed_initialized():
-        torch.distributed.init_process_group("nccl" if str(device).startswith("cuda") else "gloo")
-    return rank, device
+    return rank, str(join_launch_group(device, local_rank)[0])

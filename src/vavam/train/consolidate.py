@@ -151,11 +151,6 @@ def _deepspeed_tag_dir(path: Path) -> Path:
                      f"name of the tag to consolidate into {path / 'latest'}")
 
 
-def _sidecar_of(path: Path) -> Path:
-    """The ``.sha256`` file beside a checkpoint (for a folder: the list of its files and sizes)."""
-    return path.with_name(path.name + ".sha256")
-
-
 def _dcp_metadata_globals() -> dict[tuple[str, str], Any]:
     """What a ``torch.distributed.checkpoint`` ``.metadata`` pickle may name: the metadata dataclasses and enums,
     the file reader's storage info, ``torch.Size``, layouts and paths (plain data; nothing that runs code)."""
@@ -265,7 +260,7 @@ def read_training_checkpoint(checkpoint: str | os.PathLike, kind: Kind = "auto",
     """
     from vavam.config import config_from_dict
     from vavam.io import is_checkpoint_folder
-    from vavam.train.resume import checkpoint_layout, verify_checkpoint
+    from vavam.train.resume import checkpoint_layout, sidecar_path, verify_checkpoint
 
     path = Path(checkpoint)
     if kind not in ("auto", *KINDS):
@@ -278,7 +273,7 @@ def read_training_checkpoint(checkpoint: str | os.PathLike, kind: Kind = "auto",
         if is_checkpoint_folder(path):
             raise ValueError(f"{path}: already a vavam model folder (config.json); nothing to consolidate")
         layout = checkpoint_layout(path)
-        if layout in ("fsdp-sharded", "deepspeed") and _sidecar_of(path).is_file():
+        if layout in ("fsdp-sharded", "deepspeed") and sidecar_path(path).is_file():
             verify_checkpoint(path)  # a shard truncated or missing since the run listed them: named, not read
         if layout == "fsdp-sharded":  # torch.distributed.checkpoint shards + Lightning metadata
             data = _read_sharded(path)

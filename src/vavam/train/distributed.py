@@ -444,6 +444,19 @@ def environment_world() -> tuple[int, int, int] | None:
     return None
 
 
+def join_launch_group(device: str | torch.device, local_rank: int) -> tuple[torch.device, bool]:
+    """A launched process's device and process group: ``cuda`` becomes (and is set as) ``cuda:local_rank``;
+    the default group is started (NCCL on CUDA, else gloo) unless one exists. Returns ``(device, started)``."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    started = not distributed_initialized()
+    if started:
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device, started
+
+
 def check_launch(scale: ScaleOut, command: str) -> None:
     """Raise a clear error when the launcher's world size (torchrun) disagrees with ``devices x nodes``, or its
     processes per machine (``LOCAL_WORLD_SIZE``, torchrun's ``--nproc_per_node``) with ``devices``: Lightning
@@ -569,12 +582,7 @@ class LoopParallel:
                 f"{command.removeprefix('vavam ')} ... (see docs/scale-out.md)")
         check_launch(scale, command)
         self.rank, self.local_rank, _ = env
-        if self.device.type == "cuda":
-            self.device = torch.device("cuda", self.local_rank)
-            torch.cuda.set_device(self.device)
-        if not distributed_initialized():
-            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
-            self.owns_group = True
+        self.device, self.owns_group = join_launch_group(self.device, self.local_rank)
 
     @property
     def is_main(self) -> bool:

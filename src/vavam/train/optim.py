@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from fractions import Fraction
 from typing import Iterable
 
 import torch
@@ -86,7 +85,9 @@ def frac_steps(frac: float, steps: int) -> int:
     Returns:
         the whole number of steps, e.g. ``frac_steps(0.1, 155_293) == 15_529``.
     """
-    return math.floor(Fraction(repr(float(frac))) * int(steps))
+    from vavam.data.mix import exact_fraction
+
+    return math.floor(exact_fraction(float(frac)) * int(steps))
 
 
 def build_wsd_scheduler(

@@ -175,7 +175,8 @@ class StepBatchSampler:
 
 # --------------------------------------------------------------------------- checkpoint files
 
-def _sidecar(path: Path) -> Path:
+def sidecar_path(path: Path) -> Path:
+    """The ``.sha256`` file beside a checkpoint (for a folder: the list of its files and sizes)."""
     return path.with_name(path.name + ".sha256")
 
 
@@ -200,7 +201,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     data = path.read_bytes()
-    side = _sidecar(path)
+    side = sidecar_path(path)
     if side.is_file():
         try:
             meta = json.loads(side.read_text())
@@ -227,7 +228,7 @@ def write_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     data = buffer.getvalue()
     with atomic_write(path, "wb") as f:
         f.write(data)
-    atomic_write_json(_sidecar(path), {"sha256": _sha256(data), "size": len(data),
+    atomic_write_json(sidecar_path(path), {"sha256": _sha256(data), "size": len(data),
                                        "global_step": state.get("global_step", state.get("step"))})
     return path
 
@@ -246,7 +247,7 @@ def prune_checkpoints(run: str | os.PathLike, keep: int, protect: Iterable[int] 
         rolling = [p for p in list_checkpoints(run) if checkpoint_step(p) not in protected
                    and (upto is None or checkpoint_step(p) <= upto)]
         for old in rolling[:-keep]:
-            _sidecar(old).unlink(missing_ok=True)  # first: a half-deleted folder is then never "intact"
+            sidecar_path(old).unlink(missing_ok=True)  # first: a half-deleted folder is then never "intact"
             if old.is_dir():
                 shutil.rmtree(old, ignore_errors=True)
             else:
@@ -259,8 +260,8 @@ def write_folder_manifest(path: str | os.PathLike, step: int | None = None) -> P
     files = {str(f.relative_to(path)): f.stat().st_size for f in sorted(path.rglob("*")) if f.is_file()}
     if not files:
         raise CheckpointError(f"{path}: empty checkpoint folder")
-    atomic_write_json(_sidecar(path), {"folder": True, "files": files, "global_step": step})
-    return _sidecar(path)
+    atomic_write_json(sidecar_path(path), {"folder": True, "files": files, "global_step": step})
+    return sidecar_path(path)
 
 
 def verify_checkpoint(path: str | os.PathLike) -> None:
@@ -274,7 +275,7 @@ def verify_checkpoint(path: str | os.PathLike) -> None:
     if not path.is_dir():
         read_checkpoint(path)
         return
-    side = _sidecar(path)
+    side = sidecar_path(path)
     try:
         meta = json.loads(side.read_text())
         files = dict(meta["files"])
@@ -326,7 +327,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
 
     def remove_checkpoint(self, path: Any) -> None:
         path = Path(path)
-        for p in (path, _sidecar(path)):
+        for p in (path, sidecar_path(path)):
             p.unlink(missing_ok=True)
 
 
@@ -751,7 +752,7 @@ class ResumeCallback(L.Callback):
         of a folder, which rank 0 then lists in the sidecar) and prune old ones."""
         path = self.checkpoint_path(step)
         if trainer.is_global_zero:
-            _sidecar(path).unlink(missing_ok=True)  # an older folder of this name is not intact while rewritten
+            sidecar_path(path).unlink(missing_ok=True)  # an older folder of this name is not intact while rewritten
         trainer.save_checkpoint(path, weights_only=False)  # ends with a barrier: every rank has written
         self.last_saved = path
         if trainer.is_global_zero:

@@ -13,7 +13,6 @@ import math
 import numbers
 import time
 import warnings
-from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,6 +26,7 @@ from torch.utils.data import Dataset
 from vavam import presets
 from vavam.checks import check_fraction, check_nonnegative_int, check_optimizer_args, check_positive_int
 from vavam.config import VideoConfig
+from vavam.data.mix import exact_fraction
 from vavam.data.tokens import TokenStore, TokenStoreError, stride_step_warning
 from vavam.io import atomic_write_json
 from vavam.train.distributed import (
@@ -253,7 +253,7 @@ def check_schedule_fracs(warmup_frac: float, drop_frac: float) -> None:
     """
     check_fraction(warmup_frac, "--warmup-frac")
     check_fraction(drop_frac, "--drop-frac")
-    if Fraction(repr(float(warmup_frac))) + Fraction(repr(float(drop_frac))) > 1:
+    if exact_fraction(float(warmup_frac)) + exact_fraction(float(drop_frac)) > 1:
         raise ValueError(f"--warmup-frac {warmup_frac} and --drop-frac {drop_frac} overlap (their sum exceeds 1): "
                          "the warmup would end inside the drop and never reach --lr; make them sum to 1 at most")
 
