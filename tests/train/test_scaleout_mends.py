@@ -131,3 +131,54 @@ def test_consolidating_a_sharded_folder_runs_no_pickled_code(tmp_path):
     with pytest.raises(CheckpointError, match=str(item)):
         consolidate(item, tmp_path / "out2")
     assert not marker.exists()
+
+
+def test_resuming_a_sharded_folder_runs_no_pickled_code(tmp_path, monkeypatch):
+    """Consolidation read sharded folders safely, but a resume under FSDP went through Lightning, whose
+    torch.distributed.checkpoint load unpickles the .metadata with plain pickle and non-tensor items with
+    torch.load(weights_only=False): resuming from a crafted run folder ran its code. check_sharded_pickles reads
+    those pickles (and no tensor) first, and fit_resumable calls it before Lightning touches the folder."""
+    import pickle
+
+    import lightning.pytorch as pl
+    import torch.distributed.checkpoint as dcp
+
+    import vavam.train.lightning as lt
+    from vavam.train.consolidate import check_sharded_pickles
+
+    folder, state = _sharded_folder(tmp_path / "a", manifest=False)
+    meta = torch.load(folder / "meta.pt", weights_only=True)
+    plain = tmp_path / "plain.ckpt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dcp.save({"model": {f"model.{k}": v for k, v in state.items()},
+                  "optimizer_0": {"param_groups": [{"lr": 0.01, "betas": (0.9, 0.95), "params": ["model.x"]}]}},
+                 checkpoint_id=plain)
+    check_sharded_pickles(plain)  # plain data passes
+
+    marker = tmp_path / "ran"
+    metadata = pickle.loads((folder / ".metadata").read_bytes())
+    metadata.storage_meta = _Touch(str(marker))  # a crafted .metadata
+    (folder / ".metadata").write_bytes(pickle.dumps(metadata))
+    with pytest.raises(UnsafePickleError, match="refusing to load global 'builtins.exec'"):
+        check_sharded_pickles(folder)
+    assert not marker.exists()
+
+    run = tmp_path / "run"
+    item = run / "checkpoints" / "step-00000004.ckpt"  # a crafted non-tensor item, in a run folder
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dcp.save({"model": {f"model.{k}": v for k, v in state.items()}, "evil": _Touch(str(marker))},
+                 checkpoint_id=item)
+    torch.save(meta, item / "meta.pt")
+    write_folder_manifest(item, 4)
+    with pytest.raises(CheckpointError, match=r"item 'evil' of the sharded checkpoint does not load weights-only"):
+        check_sharded_pickles(item)
+    assert not marker.exists()
+
+    monkeypatch.setattr(lt, "check_resume", lambda *a, **k: None)  # the recorded settings are not the point here
+    module = pl.LightningModule()
+    with pytest.raises(CheckpointError, match=str(item)):
+        lt.fit_resumable(module, [0, 1, 2, 3], out=run, steps=8, batch_size=1, seed=0, resume=True, progress=False,
+                         scale=ScaleOut(strategy="fsdp"))
+    assert not marker.exists()

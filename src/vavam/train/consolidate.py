@@ -23,6 +23,7 @@ checkpoint that does not match its config fails here, not later. The folder then
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ Kind = Literal["auto", "video", "action", "tokenizer"]
 Weights = Literal["average", "raw"]
 KINDS = ("video", "action", "tokenizer")
 
-__all__ = ["TrainingCheckpoint", "consolidate", "consolidate_to", "read_training_checkpoint"]
+__all__ = ["TrainingCheckpoint", "check_sharded_pickles", "consolidate", "consolidate_to", "read_training_checkpoint"]
 
 
 @dataclass
@@ -169,6 +170,60 @@ def _dcp_metadata_globals() -> dict[tuple[str, str], Any]:
     return allowed
 
 
+def _safe_metadata(path: Path) -> list[Any]:
+    """The ``.metadata`` pickles of a sharded folder, each read with vavam's restricted unpickler.
+
+    Raises:
+        vavam.io.UnsafePickleError: a pickle names a global off :func:`_dcp_metadata_globals` (it would run code).
+    """
+    from vavam.io import RestrictedUnpickler
+
+    out = []
+    for metadata in sorted(path.glob("*.metadata")):
+        unpickler = type("DCPMetadataUnpickler", (RestrictedUnpickler,),
+                         {"extra_globals": _dcp_metadata_globals(), "source": str(metadata)})
+        with open(metadata, "rb") as f:
+            out.append(unpickler(f).load())
+    return out
+
+
+def check_sharded_pickles(checkpoint: str | os.PathLike) -> None:
+    """Refuse an FSDP sharded folder that would run code when Lightning resumes from it.
+
+    Lightning's FSDP resume reads the folder with ``torch.distributed.checkpoint``, which unpickles the
+    ``.metadata`` with plain ``pickle`` and every non-tensor item (optimiser param groups, ...) with
+    ``torch.load(weights_only=False)``. This reads those pickles only (no tensor is loaded): the metadata
+    with vavam's restricted unpickler and each non-tensor item weights-only.
+
+    Raises:
+        vavam.io.UnsafePickleError: the ``.metadata`` names a global off the allow-list.
+        CheckpointError: a non-tensor item is not plain data (names the folder and the item), or cannot be read.
+    """
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.metadata import BytesStorageMetadata, MetadataIndex
+
+    from vavam.train.resume import CheckpointError
+
+    path = Path(checkpoint)
+    reader = FileSystemReader(path)
+    for metadata in _safe_metadata(path):
+        for fqn, entry in metadata.state_dict_metadata.items():
+            if not isinstance(entry, BytesStorageMetadata):
+                continue
+            try:
+                info = metadata.storage_data[MetadataIndex(fqn)]
+                with open(path / info.relative_path, "rb") as f:
+                    raw = reader.transforms.transform_load_stream(
+                        None, info.transform_descriptors or (), reader._slice_file(f, info))  # its (de)compression
+                    data = io.BytesIO(raw.read(-1))
+                torch.load(data, map_location="cpu", weights_only=True)
+            except Exception as exc:  # noqa: BLE001 - not plain data, or unreadable: either way not resumed
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                raise CheckpointError(f"{path}: item {fqn!r} of the sharded checkpoint does not load weights-only "
+                                      f"(resuming would unpickle it with plain pickle, which can run code): "
+                                      f"{type(exc).__name__}: {first}") from exc
+
+
 def _load_sharded_weights_only(path: Path) -> dict[str, Any]:
     """Lightning's ``_load_distributed_checkpoint`` without running pickled code: torch reads a sharded folder's
     ``.metadata`` with plain ``pickle`` and its non-tensor items with ``torch.load(weights_only=False)``, so a
@@ -178,13 +233,7 @@ def _load_sharded_weights_only(path: Path) -> dict[str, Any]:
     from torch.distributed.checkpoint.format_utils import _EmptyStateDictLoadPlanner
     from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
-    from vavam.io import RestrictedUnpickler
-
-    for metadata in sorted(path.glob("*.metadata")):
-        unpickler = type("DCPMetadataUnpickler", (RestrictedUnpickler,),
-                         {"extra_globals": _dcp_metadata_globals(), "source": str(metadata)})
-        with open(metadata, "rb") as f:
-            unpickler(f).load()
+    _safe_metadata(path)
 
     class WeightsOnlyPlanner(_EmptyStateDictLoadPlanner):
         def load_bytes(self, read_item: Any, value: Any) -> None:

@@ -16,6 +16,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from vavam.train.consolidate import check_sharded_pickles
 from vavam.train.distributed import ModuleTargets, ScaleOut, clean_name, is_sharded, make_strategy, prepare_module
 from vavam.train.optim import build_optimizer, build_wsd_scheduler, wsd_factor
 from vavam.train.resume import (
@@ -25,6 +26,7 @@ from vavam.train.resume import (
     StepBatchSampler,
     check_resume,
     check_resume_layout,
+    checkpoint_layout,
     checkpoint_step,
     find_resume_checkpoint,
 )
@@ -286,6 +288,8 @@ def fit_resumable(
                  rate=_wsd_rate if hasattr(module, "schedule") else None)
     if ckpt is not None:
         check_resume_layout(ckpt, scale.strategy)
+        if checkpoint_layout(ckpt) == "fsdp-sharded":  # torch reads it with plain pickle: checked first
+            check_sharded_pickles(ckpt)
         print(f"resuming from {ckpt} (step {start} of {steps})", file=sys.stderr)
     sampler = StepBatchSampler(len(train_set), batch_size, seed, total_steps=steps * scale.accumulate)
     position = _DataPosition(sampler)
