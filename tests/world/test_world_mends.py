@@ -245,3 +245,39 @@ def test_world_seed_must_be_a_non_negative_integer(seed):
     with pytest.raises(ValueError, match="seed must be a non-negative integer, got " + re.escape(repr(seed))):
         World(seed, WorldConfig(network=TINY, traffic_density=0.0))
     assert World(np.int64(3), WorldConfig(network=TINY, traffic_density=0.0)).seed == 3
+
+
+def test_a_hazard_recording_resets_primes_and_shows_frames_to_its_planner():
+    """record_hazard_episode called a given planner without reset() and without the camera frame, and never
+    passed it the priming steps' observations: a stateful, frame-reading planner (a VaVAM agent) planned from a
+    stale history and no image. It now treats the planner as closed loop does; the recording is unchanged."""
+    pytest.importorskip("moderngl")
+    from vavam.world.episode import record_hazard_episode
+    from vavam.world.planners import ExpertPlanner
+    from vavam.world.scenarios import make_scenario
+
+    class Recording(ExpertPlanner):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[tuple[str, bool]] = []
+
+        def reset(self) -> None:
+            self.calls.append(("reset", False))
+
+        def observe(self, obs: dict) -> None:
+            self.calls.append(("observe", obs["image"] is not None and obs["image"].shape == (36, 64, 3)))
+
+        def __call__(self, obs: dict):
+            self.calls.append(("plan", obs["image"] is not None and obs["image"].shape == (36, 64, 3)))
+            return super().__call__(obs)
+
+    spec = make_scenario("stationary", 0, 0)
+    planner = Recording()
+    try:
+        ep = record_hazard_episode(spec, duration_s=3.0, rate_hz=2.0, height=36, width=64, planner=planner)
+        default = record_hazard_episode(spec, duration_s=3.0, rate_hz=2.0, height=36, width=64)
+    except RuntimeError as err:
+        pytest.skip(str(err))
+    n, plans = spec.priming_steps, 12  # 6 frames 0.5 s apart, then 3 s more (the future commands): 56 steps of 0.1 s
+    assert planner.calls == [("reset", False)] + [("observe", True)] * n + [("plan", True)] * (plans - n)
+    np.testing.assert_array_equal(ep.images, default.images)  # the same plans: the same drive

@@ -203,7 +203,9 @@ def record_hazard_episode(
     ``spec`` is a :class:`~vavam.world.scenarios.ScenarioSpec`; the target actor is rendered and
     recorded with box id ``-100000`` and category ``hazard``. ``planner`` defaults to
     :class:`~vavam.world.planners.ExpertPlanner`; it is called at 2 Hz and tracked as in closed loop
-    (the first ``spec.priming_steps`` plans come from the unreacting reference driver).
+    (the first ``spec.priming_steps`` plans come from the unreacting reference driver). As in closed loop, a
+    given planner is ``reset()`` first (when it has the method), sees the recorded camera frame in its
+    observations and gets the priming steps' observations through ``observe(obs)`` (when it has the method).
     """
     from vavam.world.closedloop import STEPS_PER_PLAN, observation
     from vavam.world.planners import ExpertPlanner, ReferencePlanner
@@ -211,35 +213,51 @@ def record_hazard_episode(
     from vavam.world.tracker import TrajectoryTracker
 
     world = build_world(spec)
+    sees = planner is not None  # the privileged default plans from the world, not from frames: none rendered
     planner = planner or ExpertPlanner()
+    if hasattr(planner, "reset"):
+        planner.reset()
     reference = ReferencePlanner()
     state = {"tracker": None, "k": 0}
+    own = sees and renderer is None
+    if own:
+        from vavam.world.render import Renderer
+
+        renderer = Renderer(world.town, Camera(height, width), ctx=ctx)
 
     def control(step: int):
         if step % STEPS_PER_PLAN == 0:
             k = step // STEPS_PER_PLAN
-            obs = observation(world, spec, world.t)
-            plan = (reference if k < spec.priming_steps else planner)(obs)
+            priming = k < spec.priming_steps
+            observes = priming and hasattr(planner, "observe")
+            obs = observation(world, spec, world.t, renderer if sees and (observes or not priming) else None)
+            if sees and observes:
+                planner.observe(obs)
+            plan = (reference if priming else planner)(obs)
             state["tracker"] = TrajectoryTracker(world.ego, plan, world.params)
         return state["tracker"].control(world.ego, world.config.dt)
 
     def extra(t: float):
         return spec.actor_state(t)[None, :10]
 
-    ep = _record(
-        world,
-        spec.world_seed,
-        spec.duration if duration_s is None else duration_s,
-        rate_hz,
-        height,
-        width,
-        labels,
-        depth,
-        renderer,
-        control=control,
-        extra_boxes=extra,
-        ctx=ctx,
-    )
+    try:
+        ep = _record(
+            world,
+            spec.world_seed,
+            spec.duration if duration_s is None else duration_s,
+            rate_hz,
+            height,
+            width,
+            labels,
+            depth,
+            renderer,
+            control=control,
+            extra_boxes=extra,
+            ctx=ctx,
+        )
+    finally:
+        if own:
+            renderer.release()
     ep.meta.update({"hazard": spec.kind, "layout": spec.layout, "run": spec.run})
     return ep
 
