@@ -220,3 +220,42 @@ def test_a_message_that_names_its_command_is_not_prefixed_twice(tmp_path, capsys
     code, err = _run(capsys, "train", "tokenizer", "--out", str(tmp_path / "t"), "--devices", "2", "--steps", "1")
     assert code == 2 and err.count("vavam train tokenizer:") == 1
     assert "vavam train tokenizer: error: 2 devices asked for, but this process was not started by a launcher" in err
+
+
+_WARNING_DEMO = '''
+import sys, warnings
+import vavam.cli as cli
+import vavam.data.tokens as inside
+
+exec(compile("import warnings\\ndef warn_here():\\n    warnings.warn('a vavam warning', stacklevel=2)\\n",
+             inside.__file__, "exec"), inside.__dict__)  # a function of a vavam module, warning for its caller
+
+
+def demo() -> int:
+    """A command whose code warns from vavam and from elsewhere."""
+    inside.warn_here()
+    warnings.warn("another package's warning")
+    return 0
+
+
+sys.modules["demo_commands"] = sys.modules[__name__]
+cli.COMMANDS["demo"] = "demo_commands:demo"
+sys.exit(cli.main(["demo"]))
+'''
+
+
+def test_vavam_warnings_are_one_line_naming_the_command(tmp_path):
+    """A vavam warning printed 'file:line: UserWarning: ...' and the source line of its warnings.warn call (with
+    stacklevel=2, a line of tyro's); under a command it is now 'vavam <command>: warning: ...'. Other packages'
+    warnings keep Python's format, and the format is restored after the command."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "demo.py"
+    script.write_text(_WARNING_DEMO)
+    done = subprocess.run([sys.executable, "-W", "always", str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[0] == "vavam demo: warning: a vavam warning"
+    assert lines[1] == f"{script}:13: UserWarning: another package's warning"
+    assert len(lines) == 3 and "warnings.warn" in lines[2]  # the source line, Python's default

@@ -92,6 +92,29 @@ def _typed_option(args: Sequence[str], flag: str) -> str | None:
     return value
 
 
+def _warning_format(name: str) -> Callable:
+    """``warnings.formatwarning`` for command ``name``: vavam's own warnings are one line naming the command (the
+    default format adds ``file:line`` and the source line of the ``warnings.warn`` call, which tells a user
+    nothing); warnings of other packages keep the default format.
+
+    A warning is vavam's when the code that called ``warnings.warn`` is in the vavam package (found on the stack:
+    the reported file follows ``stacklevel`` and may be the caller's)."""
+    import warnings
+
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    default = warnings.formatwarning
+
+    def format_warning(message, category, filename, lineno, line=None) -> str:
+        frame = sys._getframe(1)
+        while frame is not None and frame.f_code.co_filename == warnings.__file__:  # showwarning and its helpers
+            frame = frame.f_back
+        if frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+            return f"vavam {name}: warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    return format_warning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vavam`` console script."""
     import tyro
@@ -119,8 +142,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         from vavam.hardware import check_device
 
                         check_device(device)
-                with command_line(args[depth:]):  # options typed win over a --recipe even at their defaults
-                    result = tyro.cli(func, args=args[depth:], prog=f"vavam {name}")
+                import warnings
+
+                formatwarning, warnings.formatwarning = warnings.formatwarning, _warning_format(name)
+                try:
+                    with command_line(args[depth:]):  # options typed win over a --recipe even at their defaults
+                        result = tyro.cli(func, args=args[depth:], prog=f"vavam {name}")
+                finally:
+                    warnings.formatwarning = formatwarning
             except (ValueError, FileNotFoundError, PermissionError, ServerUnreachable, CheckpointError,
                     UnsafePickleError) as exc:  # bad input (a corrupt or crafted checkpoint too), named
                 if os.environ.get("VAVAM_TRACEBACK"):
