@@ -43,6 +43,8 @@ def test_cooldown_continues_pretraining_on_unseen_windows(tmp_path):
     assert mix["ratios"] == list(COOLDOWN_MIX) and mix["total"] == 20
     targets = [s["target"] for s in mix["sources"]["sources"]]
     assert targets == [8, 12, 0] and sum(targets) == 20  # largest remainder: 8.0 / 11.744 / 0.256
+    # each source named by its path (the mixed stores were named by their repr, 'TokenStore(..., scenes=3, ...)')
+    assert [s["name"] for s in mix["sources"]["sources"]] == [str(opendv), str(nuplan), str(nuscenes)]
     windows = pre["windows"]  # 4 scenes x (14 - 5) windows
     assert windows == 36 and mix["pretraining_windows_available"] == windows - 12  # 3 steps x 4 consumed
     # cool-down LR drops linearly to 0.1 lr over all its steps (recipe: warmup 0, drop 100 %)

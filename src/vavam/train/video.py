@@ -719,7 +719,7 @@ def _cooldown_mix(first: VideoWindowDataset, tokens: Path, others: list[TokenSto
         consumed_mask = np.ones(len(first), dtype=bool)
         consumed_mask[sampler.unseen(consumed)] = False
         unseen_from = consumed
-    names = [str(tokens)] + [str(p) for p in others]
+    names = [str(tokens)] + [str(store.root) for store in others]  # the paths (a store's repr lists its sizes)
     mixture = cooldown_mix({n: len(d) for n, d in zip(names, datasets)}, total=total, ratios=ratios, seed=seed,
                            pretraining=consumed_mask, pretraining_source=0)
     info = {"total": total, "ratios": ratios, "sources": mixture.summary(),
