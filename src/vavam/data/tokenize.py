@@ -70,6 +70,7 @@ from vavam.data.tokens import (
     TokenStoreWriter,
     check_codebook_size,
     empty_part_name,
+    manifest_parts,
     merge_manifests,
     part_manifest_name,
     read_manifest,
@@ -667,18 +668,17 @@ class _Group:
 def _fold_earlier_parts(out: Path, resume: bool) -> None:
     """Rank 0 before a distributed run: fold the parts of an earlier run into manifest.json (resume), or
     remove manifest and parts (``resume=False``)."""
-    parts = sorted(out.glob("manifest.part-*-of-*.json")) if out.is_dir() else []
     if not resume:
-        for p in [out / MANIFEST, *parts, *(out.glob("manifest.part-*-of-*.empty") if out.is_dir() else [])]:
+        for p in [out / MANIFEST, *manifest_parts(out, markers=True)]:
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
-    elif parts:
+    elif manifest_parts(out):
         merge_manifests(out, remove_parts=True, allow_missing=True)  # an interrupted run: some never finished
 
 
 def _merge_and_check(out: Path, names: Sequence[str]) -> str | None:
     """Rank 0 after a distributed run: merge the parts; an error message when scenes are missing."""
-    has_manifest = (out / MANIFEST).is_file() or any(out.glob("manifest.part-*-of-*.json"))
+    has_manifest = (out / MANIFEST).is_file() or bool(manifest_parts(out))
     if not has_manifest:
         return f"{out}: no manifest written by any rank" if names else None
     merged = read_manifest(merge_manifests(out, remove_parts=True, allow_missing=True))  # scenes checked below

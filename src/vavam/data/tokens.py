@@ -114,6 +114,16 @@ def empty_part_name(shard_index: int, num_shards: int) -> str:
 _PART_NAME = re.compile(r"^manifest\.part-(\d+)-of-(\d+)\.(?:json|empty)$")
 
 
+def manifest_parts(root: str | Path, markers: bool = False) -> list[Path]:
+    """The shard manifest parts in ``root`` (sorted; none when it is not a folder), and the empty shards' markers
+    after them when ``markers``."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    parts = sorted(root.glob("manifest.part-*-of-*.json"))
+    return [*parts, *sorted(root.glob("manifest.part-*-of-*.empty"))] if markers else parts
+
+
 def missing_shards(root: Path) -> list[tuple[int, int]]:
     """``(i, N)`` of every shard of the shard counts found in ``root`` with neither a manifest part nor an empty
     marker (not run yet, still running, or killed), sorted."""
@@ -217,8 +227,7 @@ class TokenStore:
         self.root = Path(root)
         path = self.root / manifest
         if not path.is_file():
-            parts = sorted(self.root.glob("manifest.part-*.json")) if self.root.is_dir() else []
-            hint = " (shard parts exist: run merge_manifests / `vavam tokenize merge`)" if parts else ""
+            hint = " (shard parts exist: run merge_manifests / `vavam tokenize merge`)" if manifest_parts(root) else ""
             raise TokenStoreError(f"{path}: token store manifest is missing{hint}")
         self.manifest_path = path
         self.manifest = read_manifest(path)
@@ -709,7 +718,7 @@ def merge_manifests(root: Path, remove_parts: bool = False, allow_missing: bool 
         Path of the written ``manifest.json``.
     """
     root = Path(root)
-    parts = sorted(root.glob("manifest.part-*-of-*.json"))
+    parts = manifest_parts(root)
     main_path = root / MANIFEST
     # checked for a first merge (a store with a manifest.json already holds the shards merged before: re-running
     # one of them and merging it alone is the way to redo its scenes)
@@ -750,7 +759,7 @@ def merge_manifests(root: Path, remove_parts: bool = False, allow_missing: bool 
     header["shard"] = None
     atomic_write_json(main_path, {**header, "scenes": {k: scenes[k] for k in sorted(scenes)}})
     if remove_parts:
-        for p in [*parts, *root.glob("manifest.part-*-of-*.empty")]:
+        for p in manifest_parts(root, markers=True):
             os.unlink(p)
     return main_path
 
@@ -803,6 +812,7 @@ __all__ = [
     "common_fps",
     "stride_step_warning",
     "identity_hash",
+    "manifest_parts",
     "merge_manifests",
     "part_manifest_name",
     "read_manifest",
