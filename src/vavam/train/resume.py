@@ -21,7 +21,9 @@ curve in fp32 on CPU, data position included):
 
 Sharded checkpoints (FSDP ``checkpoint_format="sharded"``, DeepSpeed) are folders named like the
 files; each gets a ``.sha256`` sidecar listing its files and their sizes once every rank has written
-its part, and a folder whose files do not match the list is treated like a corrupt file.
+its part, and a folder whose files do not match the list is treated like a corrupt file. Before an FSDP
+folder is resumed its pickles are read safely (:func:`vavam.train.consolidate.check_sharded_pickles`), since
+Lightning's load unpickles them with plain ``pickle``.
 
 :func:`find_resume_checkpoint` picks the newest intact checkpoint of a run folder and warns about
 any newer one that is truncated or corrupt.
