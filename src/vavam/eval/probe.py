@@ -10,10 +10,11 @@ Protocol (reference §5.2), for feature maps ``[N, h, w, d]`` whose patch ``(i, 
    labels: the set of classes present in each patch is computed, a class's frequency is the number of
    the image's patches containing it, a patch's score is the sum of the frequencies of its classes
    multiplied by U(0, 1) (1e6, unscaled, for a patch without any label); the lowest scores are kept. For depth,
-   the depth values of the images added together are min-max normalised and cut into 255 bins that
-   play the role of classes. Stored values: the patch's class histogram (segmentation) or its mean
-   depth (depth; the reference stores the patch's raw depths and averages them after the transfer,
-   which gives the same prediction because the transfer is linear).
+   the depth values of each image are min-max normalised and cut into 255 bins that play the role of
+   classes (the reference normalised over its batch: results then depended on the batch size). Stored
+   values: the patch's class histogram (segmentation) or its mean depth (depth; the reference stores the
+   patch's raw depths and averages them after the transfer, which gives the same prediction because the
+   transfer is linear).
 3. **Retrieval**: the ``k`` nearest memory patches by cosine similarity (inner product of normalised
    features): exact chunked ``torch`` matmul + top-k with bounded memory, or ``faiss`` when installed
    (exact ``IndexFlatIP``, or IVF with sqrt(M) lists probing a tenth of them with ``exact=False``).

@@ -100,11 +100,16 @@ def _read_gray(path: Path, channel: int | None = 0) -> np.ndarray:
 
 
 def _resize_map(target: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest resize of a ``[H, W]`` map to ``size``; dtype kept."""
+    """Nearest resize of a ``[H, W]`` map to ``size``; dtype kept.
+
+    Each output pixel takes the source pixel under its centre (``nearest-exact``), the sampling grid of the images'
+    bilinear ``align_corners=False`` resize; torch's legacy ``nearest`` takes the pixel under its top-left corner,
+    which shifts the map by about half an output pixel against the image.
+    """
     if tuple(target.shape) == tuple(size):
         return target
     t = torch.from_numpy(np.ascontiguousarray(target).astype(np.float32))[None, None]
-    out = F.interpolate(t, size=size, mode="nearest")[0, 0].numpy()
+    out = F.interpolate(t, size=size, mode="nearest-exact")[0, 0].numpy()
     return out.astype(target.dtype)
 
 
@@ -210,6 +215,10 @@ class WorldProbeData(ProbeDataset):
             for last in range(span, len(rec), sample_step):
                 frames = [rec.image_paths[i] for i in range(last - span, last + 1, frame_step)]
                 items.append((rec.name, rec.metadata[key], last, frames))
+        if not items:
+            longest = max(len(rec) for rec in records)
+            raise ProbeDataError(f"{self.root}: no scene of split {split!r} holds a window of {window} frames "
+                                 f"{frame_step} apart ({span + 1} frames; the longest scene has {longest})")
         self._items = [items[i] for i in _evenly(len(items), max_samples)]
         self._maps: dict[str, np.ndarray] = {}
 

@@ -7,7 +7,8 @@ For feature maps ``[N, h, w, d]`` whose patch ``(i, j)`` covers the ``P_h x P_w`
 computed, a class's frequency is the number of the image's patches containing it, a patch's score is
 the sum of the frequencies of its classes, multiplied by U(0, 1) (1e6, unscaled, for a patch without any
 label: it comes after every labelled one); the lowest scores are kept. For depth, the depth values of
-the images added together are min-max normalised and cut into 255 bins that play the role of classes.
+each image are min-max normalised and cut into 255 bins that play the role of classes (the reference
+normalised over its batch, which made the memory depend on the batch size; per image is its batch-size-1 case).
 Stored values: the patch's class histogram (segmentation) or its mean depth (depth; the reference
 stores the patch's raw depths and averages them after the transfer, which gives the same prediction
 because the transfer is linear).
@@ -192,7 +193,9 @@ class MemoryBuilder:
         else:
             depth = targets.float()
             values = patch_view(depth, grid).mean(-1)  # [N, h, w]
-            presence = label_histograms(depth_bins(depth), grid, DEPTH_BINS, ignore_index=-1) > 0
+            # bins per image: over the batch (the reference), the memory would depend on the batch size
+            bins = torch.cat([depth_bins(one[None]) for one in depth])  # [N, H, W]
+            presence = label_histograms(bins, grid, DEPTH_BINS, ignore_index=-1) > 0
         per = min(self.per_image, h * w)
         self.used_per_image = per
         idx = select_patches(presence.reshape(n, h * w, -1), per, self.generator)  # [N, per]

@@ -16,6 +16,9 @@ from vavam.checks import check_finite
 from vavam.eval.probe_knn import KnnIndex
 from vavam.eval.probe_memory import MemoryBank
 
+#: Elements (float32) of the transferred values and upsampled maps computed at once by :func:`predict_dense`.
+PREDICT_CHUNK_ELEMENTS = 2**24
+
 
 def transfer_labels(sims: torch.Tensor, idx: torch.Tensor, values: torch.Tensor, temperature: float = 0.02) -> torch.Tensor:
     """Softmax(sims / temperature)-weighted average of the neighbours' values.
@@ -65,9 +68,18 @@ def predict_dense(
     if k > len(memory):
         warnings.warn(f"k={k} exceeds the memory size {len(memory)}; using k={len(memory)}", stacklevel=2)
         k = len(memory)
-    q = F.normalize(features.reshape(n * h * w, d).float(), dim=-1)
-    sims, idx = index.search(q, k)
-    soft = transfer_labels(sims, idx, memory.values, temperature)  # [n*h*w, (C)]
-    grid = soft.reshape(n, h, w, -1).permute(0, 3, 1, 2)  # [N, C, h, w]
-    up = F.interpolate(grid, size=tuple(size), mode="bilinear", align_corners=False)
-    return up.argmax(1) if memory.task == "segmentation" else up[:, 0]
+    # images in chunks: the neighbours' values [n*h*w, k, C] and the upsampled maps [n, C, H, W] of all queries at
+    # once would be several times the features' own size (GBs for a dataset's worth of queries); rows are independent
+    width = int(memory.values.shape[1]) if memory.values.ndim == 2 else 1
+    per_image = h * w * k * width + width * int(size[0]) * int(size[1])
+    step = max(1, PREDICT_CHUNK_ELEMENTS // per_image)
+    out = []
+    for start in range(0, n, step):
+        part = features[start : start + step]
+        q = F.normalize(part.reshape(-1, d).float(), dim=-1)
+        sims, idx = index.search(q, k)
+        soft = transfer_labels(sims, idx, memory.values, temperature)  # [m*h*w, (C)]
+        grid = soft.reshape(part.shape[0], h, w, -1).permute(0, 3, 1, 2)  # [m, C, h, w]
+        up = F.interpolate(grid, size=tuple(size), mode="bilinear", align_corners=False)
+        out.append(up.argmax(1) if memory.task == "segmentation" else up[:, 0])
+    return torch.cat(out)

@@ -405,7 +405,8 @@ def quality_sections(result: QualityResult, strips: list[str], plot: str | None)
 
 
 def save_quality_report(result: QualityResult, out: Path, extra: dict[str, Any] | None = None) -> Path:
-    """Write ``evaluation.json`` (kind "quality") + report.md/html + ``fd_vs_k.png`` + strips into ``out``."""
+    """Write ``evaluation.json`` (kind "quality") + report.md/html + ``fd_vs_k.png`` + strips into ``out``; the
+    report lists ``extra["warnings"]`` (e.g. too few windows for a full-rank covariance) in a Warnings section."""
     from vavam.eval.report import save_evaluation
 
     out = Path(out)
@@ -413,6 +414,10 @@ def save_quality_report(result: QualityResult, out: Path, extra: dict[str, Any] 
     strips = write_strips(result, out)
     plot = plot_fd_vs_k(result, out / "fd_vs_k.png").name
     intro, sections = quality_sections(result, strips, plot)
+    if (extra or {}).get("warnings"):  # e.g. too few windows for a full-rank covariance: said beside the numbers
+        from vavam.eval.report import Section
+
+        sections.insert(1, Section("Warnings", "\n".join(f"- {w}" for w in extra["warnings"])))
     results = {**result.to_dict(), **(extra or {}), "figures": [plot, *strips]}
     results["label"] = comparability_label(result)
     title = "Video quality: FD@k" + (" (not comparable to published FID)" if result.extractor == "vq" else "")
@@ -461,27 +466,45 @@ def plan_windows(lengths: dict[str, int], count: int, span: int, stride: int, se
 
 def read_windows(sources: list, plan: list[tuple[str, int]], length: int, step: int, size: tuple[int, int],
                  batch_size: int) -> Iterator[torch.Tensor]:
-    """Batches ``[B, length, 3, H, W]`` in [-1, 1] of the planned windows (frames ``start + i * step``)."""
+    """Batches ``[B, length, 3, H, W]`` in [-1, 1] of the planned windows (frames ``start + i * step``).
+
+    Frames are read in order and let go once no pending window of their scene needs them, so at most the frames of
+    the windows that overlap the current one are held (not every planned frame of a scene: a long video with many
+    windows would need gigabytes). A window whose frames a video does not hold (it ends before its declared
+    length) is skipped.
+    """
     from vavam.data.frames import preprocess_frame, read_image
 
     by_name = {s.name: s for s in sources}
     batch: list[torch.Tensor] = []
+    last = (length - 1) * step  # a window starting at s is complete once frame s + last is read
     for name in dict.fromkeys(n for n, _ in plan):
         source = by_name[name]
-        starts = [s for n, s in plan if n == name]
-        needed = {s + i * step for s in starts for i in range(length)}
+        pending = sorted(s for n, s in plan if n == name)
+        needed = sorted({s + i * step for s in pending for i in range(length)})
         if source.kind == "images":
-            frames = {i: preprocess_frame(read_image(source.files[i]), size=size, where=f"{source.files[i]}")
-                      for i in sorted(needed)}
+            stream = ((i, preprocess_frame(read_image(source.files[i]), size=size, where=f"{source.files[i]}"))
+                      for i in needed)
         else:
-            frames = {f.index: f.image for f in source.frames(size=size) if f.index in needed}
-        for s in starts:
-            idx = [s + i * step for i in range(length)]
-            if all(i in frames for i in idx):  # a video may end before its declared length
-                batch.append(torch.stack([frames[i] for i in idx]))
-            if len(batch) == batch_size:
-                yield torch.stack(batch)
-                batch = []
+            wanted = set(needed)
+            stream = ((f.index, f.image) for f in source.frames(size=size) if f.index in wanted)
+        frames: dict[int, torch.Tensor] = {}
+        for index, image in stream:
+            frames[index] = image
+            while pending and pending[0] + last <= index:
+                s = pending.pop(0)
+                idx = [s + i * step for i in range(length)]
+                if all(i in frames for i in idx):
+                    batch.append(torch.stack([frames[i] for i in idx]))
+                if len(batch) == batch_size:
+                    yield torch.stack(batch)
+                    batch = []
+            low = pending[0] if pending else index + 1
+            for i in [i for i in frames if i < low]:  # no pending window starts before `low`
+                del frames[i]
+            if not pending:
+                break
+        stream.close()  # the rest of a video is not decoded
     if batch:
         yield torch.stack(batch)
 
@@ -603,6 +626,9 @@ def eval_quality(
     result = evaluate_video_quality(vim, tok, batches, feats, context=context, horizon=horizon, reference=reference,
                                     top_k=top_k, temperature=sample_temperature, seed=seed, num_examples=examples,
                                     total=len(plan), progress=progress)
+    if result.windows < len(plan):  # read_windows skips windows a video does not hold (it ended early)
+        warnings.append(f"{len(plan) - result.windows} of the {len(plan)} planned windows could not be read (a video "
+                        f"ended before its declared length); FD is over the other {result.windows}")
     if (why := rank_deficiency(result.windows, result.feature_dim)) is not None:
         warnings.append(why)
     world_export = (Path(data) / "frames").is_dir()  # --split applies to world exports only
