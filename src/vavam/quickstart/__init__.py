@@ -17,6 +17,7 @@ Sizes follow the time budget by the rule in :mod:`vavam.quickstart.plan`.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ import numpy as np
 
 from vavam.io import atomic_write_json, read_json
 from vavam.quickstart.plan import DEFAULT_BUDGET_MIN, SCENES_PER_TOWN, QuickstartPlan
+from vavam.quickstart.report import OUTPUTS as REPORT_OUTPUTS
 from vavam.stages import Stage, run_stages
 
 SPLITS = ("train", "heldout")
@@ -133,7 +135,7 @@ def _stages(out: Path, plan: QuickstartPlan, seed: int) -> list[Stage]:
         Stage("video", video, f"training VaViM ({plan.video_preset}, {plan.video_steps} steps)"),
         Stage("action", action, f"training VaVAM's action expert ({plan.action_steps} steps)"),
         Stage("eval", evaluate, "evaluating on held-out towns (open and closed loop)"),
-        Stage("report", report, "writing the report", outputs=("report.md", "report.html")),
+        Stage("report", report, "writing the report", outputs=REPORT_OUTPUTS),
     ]
 
 
@@ -142,12 +144,19 @@ def quickstart(out: Path = Path("runs/quickstart"), budget: float = DEFAULT_BUDG
 
     Args:
         out: run folder; a re-run skips finished stages (delete it to start over). A folder that holds folders
-            named like the stages but no ``plan.json`` (not a quickstart run) is refused, not used.
-        budget: time budget in minutes on 2 CPU cores; data, steps and sizes scale with it (see the README).
-        seed: seed of the world, the initialisations and the sampling.
+            named like the stages or files named like the report's but no ``plan.json`` (not a quickstart run) is
+            refused, not used.
+        budget: time budget in minutes on 2 CPU cores; data, steps and sizes scale with it (see the README); at
+            most about 597 minutes (the embedded world's 7,800 scenes).
+        seed: seed of the world, the initialisations and the sampling (0 to 2^32 - 1).
     """
     out = Path(out)
     plan = QuickstartPlan.from_budget(budget)
+    # the range every stage accepts (the trainers seed numpy): a seed outside it failed in the world stage (< 0) or
+    # the VaViM stage (>= 2^32), minutes in, after plan.json had tied the folder to it
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
+        raise ValueError(f"--seed must be an integer in [0, 2^32 - 1], got {seed!r}")
+    seed = int(seed)  # a numpy integer would not go into plan.json
     plan_file = out / "plan.json"
     if plan_file.is_file():
         old = read_json(plan_file)
@@ -156,8 +165,10 @@ def quickstart(out: Path = Path("runs/quickstart"), budget: float = DEFAULT_BUDG
                              "choose another --out")
     else:
         # without plan.json, folders named like the stages are not this run's: run_stages would take a finished
-        # one as done (whatever budget and seed made it) and delete an unfinished one (whatever it holds)
-        taken = [s.name for s in _stages(out, plan, seed) if (out / s.name).exists()] if out.is_dir() else []
+        # one as done (whatever budget and seed made it) and delete an unfinished one (whatever it holds); files
+        # named like the report's it would delete before the first stage
+        names = [s.name for s in _stages(out, plan, seed)] + list(REPORT_OUTPUTS)
+        taken = [name for name in names if (out / name).exists()] if out.is_dir() else []
         if taken:
             raise SystemExit(f"{out} holds {', '.join(taken)} but no plan.json: it is not a quickstart run folder "
                              "(or one whose budget and seed are unknown); choose another --out")

@@ -9,6 +9,8 @@ The rule (documented in the README): with ``s = budget_minutes / 15``,
 - floors for tiny budgets: at least 4 training and 8 held-out scenes, 50 tokenizer, 30 VaViM and 50 VaVAM
   steps;
 - closed loop: ``max(1, round(2 s))`` runs of 2 layouts per scenario type;
+- at most 7,800 scenes in all (the most the embedded world renders in one export): budgets above about
+  597 minutes are refused;
 - VaVAM keeps the average of its expert's weights over about the last 100 steps (EMA 0.99) from
   ``s >= 1``; shorter runs keep the last weights;
 - VaVAM reads the ego speed of each frame (``ActionConfig.ego_speed``) at every budget, and its flow
@@ -114,6 +116,9 @@ SCENES_PER_TOWN = 4  # the quickstart's world: 4 scenes per town, so held-out to
 # expert 128 vs 128 + 64: 0.391 / 0.189 s
 WIDE_VIDEO_STEP_COST = 2.3
 WIDE_ACTION_STEP_COST = 2.1
+# the most scenes the embedded world renders in one export (``vavam.world.export.HAZARD_LAYOUT_SPAN``; not imported:
+# that module pulls in the whole world): a larger plan failed in the world stage, after plan.json was written
+MAX_SCENES = 7800
 
 
 @dataclass(frozen=True)
@@ -155,11 +160,15 @@ class QuickstartPlan:
     def from_budget(cls, budget_min: float = DEFAULT_BUDGET_MIN) -> QuickstartPlan:
         """The plan of a time budget in minutes (see the module docstring for the rule)."""
         if not math.isfinite(budget_min) or budget_min <= 0:  # NaN passed "<= 0" and failed later, unexplained
-            raise ValueError(f"budget must be positive minutes, got {budget_min}")
+            raise ValueError(f"--budget must be positive minutes, got {budget_min}")
         s = budget_min / DEFAULT_BUDGET_MIN
+        too_many = (f"--budget {budget_min:g} minutes plans more than the {MAX_SCENES} scenes the embedded world "
+                    f"renders; choose at most about 597 minutes")
+        if s > MAX_SCENES:  # more scenes than that whatever the rounding; and 1200 s could overflow to infinity
+            raise ValueError(too_many)
         wide = s >= 4  # twice the widths; fewer steps, so that the run still fits the budget
         video_cost, action_cost = (WIDE_VIDEO_STEP_COST, WIDE_ACTION_STEP_COST) if wide else (1.0, 1.0)
-        return cls(
+        plan = cls(
             budget_min=budget_min,
             train_scenes=SCENES_PER_TOWN * max(1, round(180 * s / SCENES_PER_TOWN)),  # whole towns, so that
             heldout_scenes=SCENES_PER_TOWN * max(2, round(16 * s / SCENES_PER_TOWN)),  # the split is as planned
@@ -171,3 +180,6 @@ class QuickstartPlan:
             video_width=256 if wide else None,
             action_width=128 if wide else None,
         )
+        if plan.train_scenes + plan.heldout_scenes > MAX_SCENES:
+            raise ValueError(too_many)
+        return plan

@@ -26,6 +26,13 @@ def _fmt(value: Any, spec: str, missing: str) -> str:
     return format(value, spec)
 
 
+def _small(value: Any) -> str:
+    """The format of a number quoted to 3 decimals, or to 3 significant digits where those decimals would show a
+    non-zero number as 0.000 (a Fréchet distance of 2e-9 and one of 5e-12 both read "0.000")."""
+    small = isinstance(value, (int, float)) and math.isfinite(value) and 0 < abs(value) < 0.0005
+    return ".3g" if small else ".3f"
+
+
 def _has_missing(tables: list[Table]) -> bool:
     """Whether a table cell will show "–" (None or NaN)."""
     return any(v is None or (isinstance(v, float) and math.isnan(v)) for t in tables for row in t.rows for v in row)
@@ -113,6 +120,13 @@ def _stage_seconds(out: Path) -> dict[str, float]:
 
 
 CLOSED_LOOP_VIDEO = "closed_loop_vavam.mp4"
+# every file the report writes at the top of the run folder (the report stage's ``outputs``: removed as soon as an
+# earlier stage runs again, so that no picture of older models stays beside newer ones)
+STAGE_PICTURES = (("eval", "next_frames.png"), ("eval", "trajectories.png"), ("eval", "probe_examples.png"),
+                  ("tokenizer", "reconstructions.png"))
+TRAINING_CURVES, HELDOUT_FRAMES = "training_curves.png", "heldout_frames.png"
+OUTPUTS = ("report.md", "report.html", *(name for _, name in STAGE_PICTURES), CLOSED_LOOP_VIDEO, TRAINING_CURVES,
+           HELDOUT_FRAMES)
 
 
 def _closed_loop_video(out: Path, closed_loop: dict[str, Any]) -> str | None:
@@ -141,8 +155,7 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
     world = read_json(out / "world" / DONE_FILE)["summary"]
     # the stages' pictures, copied beside the report; a copy an earlier report made of a picture the stage's
     # latest run did not draw is removed (it showed other models)
-    for stage, name in (("eval", "next_frames.png"), ("eval", "trajectories.png"), ("eval", "probe_examples.png"),
-                        ("tokenizer", "reconstructions.png")):
+    for stage, name in STAGE_PICTURES:
         if (out / stage / name).is_file():
             shutil.copy(out / stage / name, out / name)
         else:
@@ -151,8 +164,8 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
 
     def figure(name: str) -> list[str]:  # only pictures that exist: no broken links
         return [name] if (out / name).is_file() else []
-    has_curves = _plot_curves(out, out / "training_curves.png")
-    has_frames = _frame_montage(out / "world", out / "heldout_frames.png")
+    has_curves = _plot_curves(out, out / TRAINING_CURVES)
+    has_frames = _frame_montage(out / "world", out / HELDOUT_FRAMES)
 
     down = presets.get(plan.tokenizer_preset).downsample  # pixels per token side
     nt, nf, ol, cf, cl = res["next_token"], res["next_frame"], res["open_loop"], res["command_following"], res["closed_loop"]
@@ -207,7 +220,7 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
                 + "\n".join(data_lines)
                 + "\n\nHazard scenes drive through a stationary, frontal or side hazard; scenes with a turn have a "
                 "LEFT or RIGHT command (an intersection) at some frame.",
-                figures=["heldout_frames.png"] if has_frames else []),
+                figures=[HELDOUT_FRAMES] if has_frames else []),
         Section("Tokenizer", f"`{plan.tokenizer_preset}`, {plan.tokenizer_steps} steps. PSNR on frames held out "
                 "from the training towns (the tokenizer never sees the held-out towns) "
                 f"{_fmt(tok.get('initial_psnr'), '.1f', 'not recorded')} dB at initialisation → "
@@ -228,7 +241,7 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
                 + (f"; given the frame's true earlier tokens instead of its own (teacher-forced), VaViM gets "
                    f"{nf['teacher_forced_accuracy']:.3f} of the tokens right" if "teacher_forced_accuracy" in nf else "")
                 + ". Fréchet distance of tokenizer-encoder features (channel mean and std) to the true frames: "
-                + (f"{_fmt(fd, '.3f', no_fd)} (copying the last frame: {_fmt(fd_copy, '.3f', no_fd)})"
+                + (f"{_fmt(fd, _small(fd), no_fd)} (copying the last frame: {_fmt(fd_copy, _small(fd_copy), no_fd)})"
                    if _fmt(fd, "", "") or _fmt(fd_copy, "", "") else no_fd)
                 + "; not comparable to published FID. "
                 "Per row: last context frame, true next frame, generated next frame (decoded)."
@@ -269,7 +282,7 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
                 cl_tables, figures=[video] if video else []),
         Section("Training", f"Plan for a {plan.budget_min:g}-minute budget, seed {seed}. Stage wall times (s): "
                 + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + f"; total {total:.0f} s.",
-                figures=["training_curves.png"] if has_curves else []),
+                figures=[TRAINING_CURVES] if has_curves else []),
     ]
     md, html = write_report(out, "vavam quickstart", sections,
                             intro="The whole system trained and evaluated on the embedded driving world on a CPU.")
