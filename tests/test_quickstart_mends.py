@@ -125,3 +125,26 @@ def test_a_tiny_frechet_distance_is_not_shown_as_zero(tmp_path):
     (out / "eval" / "results.json").write_text(json.dumps(res))
     write_quickstart_report(out, PLAN, seed=0)  # zero and ordinary sizes keep 3 decimals
     assert "to the true frames: 0.000 (copying the last frame: 1.235)" in (out / "report.md").read_text()
+
+
+def test_a_run_with_no_finished_stage_takes_a_new_budget_or_seed(tmp_path, monkeypatch):
+    """plan.json is written before the first stage, so a run stopped in its world stage (or failing there) tied the
+    folder to its budget and seed for good: the command with another budget was refused although nothing had
+    finished. Now such a folder starts over with the new plan; one with a finished stage is still refused."""
+    import vavam.quickstart as qs
+
+    calls = []
+    monkeypatch.setattr(qs, "run_stages", lambda *a, **k: calls.append(a) or {"report": {"report_html": "r.html",
+                                                                                          "headline": []}})
+    out = tmp_path / "qs"
+    assert quickstart(out=out, budget=1.0, seed=0) == 0
+    (out / "world").mkdir()  # stopped in the world stage: an unfinished attempt, no DONE.json
+    (out / "world" / "partial.npz").write_bytes(b"x")
+    assert quickstart(out=out, budget=2.0, seed=1) == 0
+    saved = json.loads((out / "plan.json").read_text())
+    assert (saved["seed"], saved["budget_min"], len(calls)) == (1, 2.0, 2)
+
+    (out / "world" / DONE_FILE).write_text(json.dumps({"stage": "world", "seconds": 1.0, "summary": {}}))
+    with pytest.raises(SystemExit, match="another budget or seed.*finished stages: world"):
+        quickstart(out=out, budget=1.0, seed=1)
+    assert json.loads((out / "plan.json").read_text()) == saved and len(calls) == 2

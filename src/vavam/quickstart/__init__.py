@@ -27,7 +27,7 @@ import numpy as np
 from vavam.io import atomic_write_json, read_json
 from vavam.quickstart.plan import DEFAULT_BUDGET_MIN, SCENES_PER_TOWN, QuickstartPlan
 from vavam.quickstart.report import OUTPUTS as REPORT_OUTPUTS
-from vavam.stages import Stage, run_stages
+from vavam.stages import Stage, run_stages, stage_done
 
 SPLITS = ("train", "heldout")
 WORLD_WORKERS = 4  # rendering processes (the output does not depend on the number)
@@ -145,7 +145,7 @@ def quickstart(out: Path = Path("runs/quickstart"), budget: float = DEFAULT_BUDG
     Args:
         out: run folder; a re-run skips finished stages (delete it to start over). A folder that holds folders
             named like the stages or files named like the report's but no ``plan.json`` (not a quickstart run) is
-            refused, not used.
+            refused, not used; so is a run of another budget or seed with a finished stage (one without starts over).
         budget: time budget in minutes on 2 CPU cores; data, steps and sizes scale with it (see the README); at
             most about 597 minutes (the embedded world's 7,800 scenes).
         seed: seed of the world, the initialisations and the sampling (0 to 2^32 - 1).
@@ -158,11 +158,17 @@ def quickstart(out: Path = Path("runs/quickstart"), budget: float = DEFAULT_BUDG
         raise ValueError(f"--seed must be an integer in [0, 2^32 - 1], got {seed!r}")
     seed = int(seed)  # a numpy integer would not go into plan.json
     plan_file = out / "plan.json"
+    planned = {"seed": seed, **dataclasses.asdict(plan)}
     if plan_file.is_file():
-        old = read_json(plan_file)
-        if old != {"seed": seed, **dataclasses.asdict(plan)}:
-            raise SystemExit(f"{out} holds a run with another budget or seed, or of an older plan rule ({plan_file}); "
-                             "choose another --out")
+        if read_json(plan_file) != planned:
+            done = [s.name for s in _stages(out, plan, seed) if stage_done(out, s.name)]
+            if done:
+                raise SystemExit(f"{out} holds a run with another budget or seed, or of an older plan rule "
+                                 f"({plan_file}; finished stages: {', '.join(done)}); choose another --out")
+            # nothing of the earlier plan finished (e.g. it stopped in the world stage): nothing is lost by starting
+            # over with this one, and every unfinished stage is cleared before it runs
+            _log(f"{out}: no stage of its earlier run (another budget or seed) finished; starting over with this one")
+            atomic_write_json(plan_file, planned)
     else:
         # without plan.json, folders named like the stages are not this run's: run_stages would take a finished
         # one as done (whatever budget and seed made it) and delete an unfinished one (whatever it holds); files
@@ -173,7 +179,7 @@ def quickstart(out: Path = Path("runs/quickstart"), budget: float = DEFAULT_BUDG
             raise SystemExit(f"{out} holds {', '.join(taken)} but no plan.json: it is not a quickstart run folder "
                              "(or one whose budget and seed are unknown); choose another --out")
         try:
-            atomic_write_json(plan_file, {"seed": seed, **dataclasses.asdict(plan)})
+            atomic_write_json(plan_file, planned)
         except OSError as exc:  # a file in the way, no permission, ...: one line, not a traceback
             raise SystemExit(f"cannot write the run folder {out}: {exc}; choose another --out") from exc
     _log(f"budget {budget:g} min, seed {seed}: {plan.train_scenes}+{plan.heldout_scenes} scenes at "
