@@ -150,6 +150,9 @@ def evaluate_planner(
     bad = [k for k in kinds if k not in SCENARIO_TYPES]
     if bad:
         raise ValueError(f"unknown scenario types {bad}; expected some of {SCENARIO_TYPES}")
+    repeated = sorted({k for k in kinds if kinds.count(k) > 1})
+    if repeated:  # each run would be driven and counted once per mention: twice the runs the report says per type
+        raise ValueError(f"kinds: scenario types {repeated} are given more than once (got {kinds})")
     if runs < 1 or layouts < 1 or not kinds:
         raise ValueError(f"need runs >= 1, layouts >= 1 and at least one type, got {runs}, {layouts}, {kinds}")
     if video_runs and out is None:

@@ -1,0 +1,23 @@
+"""Mends found auditing the agent, the NCAP score and the closed-loop evaluation around them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vavam.world.evaluate import evaluate_planner
+
+
+def test_repeated_scenario_type_is_refused_before_any_run() -> None:
+    """``kinds=["side", "side"]`` drove every side run twice and counted both in the type's mean: the report said
+    ``runs_per_type`` 1 but ``types.side.runs`` 2 (and ``num_runs`` 2). It is now refused, naming the type, before
+    the planner is called."""
+    calls: list[float] = []
+
+    def planner(obs: dict) -> np.ndarray:
+        calls.append(obs["time"])
+        raise RuntimeError("must not be called")
+
+    with pytest.raises(ValueError, match=r"kinds: scenario types \['side'\] are given more than once"):
+        evaluate_planner(planner, runs=1, layouts=1, kinds=["side", "stationary", "side"], progress=False)
+    assert calls == []
