@@ -259,3 +259,13 @@ def test_vavam_warnings_are_one_line_naming_the_command(tmp_path):
     assert lines[0] == "vavam demo: warning: a vavam warning"
     assert lines[1] == f"{script}:13: UserWarning: another package's warning"
     assert len(lines) == 3 and "warnings.warn" in lines[2]  # the source line, Python's default
+
+
+@pytest.mark.parametrize("flag", ["--url", "--token"])
+def test_eval_closedloop_server_options_need_through_server(tmp_path, capsys, flag):
+    """--url / --token without --through-server were ignored: the evaluation planned in-process, not with the
+    server the user named. They are now refused, before any checkpoint is read."""
+    code, err = _run(capsys, "eval", "closedloop", str(tmp_path / "missing"), flag, "http://127.0.0.1:9")
+    assert code == 2
+    assert err.splitlines()[0] == (f"vavam eval closedloop: error: {flag} is for planning through a server: add "
+                                   "--through-server")

@@ -396,6 +396,9 @@ def eval_closedloop(
     from vavam.checks import image_size_arg
     from vavam.serve.server import load_agent
 
+    if (url is not None or token is not None) and not through_server:  # it planned in-process, ignoring them
+        raise ValueError(f"{'--url' if url is not None else '--token'} is for planning through a server: add "
+                         "--through-server")
     size = image_size_arg(image_height, image_width)
     agent = load_agent(checkpoint, tokenizer, device=device, dtype=dtype, num_samples=num_samples, reduction=reduction,
                        seed=seed, num_steps=num_steps, image_size=size, trust_code=trust_code)
