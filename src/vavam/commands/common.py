@@ -207,6 +207,29 @@ def check_grid(grid: tuple[int, int], tokens_per_frame: int, what: str) -> None:
         )
 
 
+def check_out_dir(out: Path) -> Path:
+    """``--out`` must be a folder or a path where one can be created: refused by name, before any work, when it or
+    one of its parents is a file (``mkdir`` raised ``FileExistsError`` / ``NotADirectoryError`` at the end, after
+    the whole run, with a traceback)."""
+    out = Path(out)
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise CommandError(f"--out {out}: {p} is a file, not a folder")
+            break
+    return out
+
+
+def make_out_dir(out: Path) -> Path:
+    """Create the ``--out`` folder (and its parents); an ``OSError`` becomes a :class:`CommandError` naming it."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CommandError(f"--out {out}: cannot create the output folder: {exc.strerror or exc}") from exc
+    return out
+
+
 # ------------------------------------------------------------------------------ inputs
 
 

@@ -128,6 +128,7 @@ def generate(
         check_fps(fps, "--fps")
     except FrameError as exc:
         raise C.CommandError(str(exc)) from None
+    out = C.check_out_dir(out)
     kind = C.check_checkpoint(checkpoint)
     tok_path = C.resolve_tokenizer(checkpoint, tokenizer, required=True)
 
@@ -200,8 +201,7 @@ def generate(
     copy_last = [float((ctx_tokens[-1] == real_tokens[i]).float().mean()) for i in range(n_real)]
 
     with timer("write"):
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
+        out = C.make_out_dir(out)
         if not n_real:  # a real future from an earlier run into this folder would sit beside this clip's frames
             for stale in ("real.png", "real_tokens.npy"):
                 (out / stale).unlink(missing_ok=True)

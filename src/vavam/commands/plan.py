@@ -138,6 +138,7 @@ def plan(
         check_fps(fps, "--fps")
     except FrameError as exc:
         raise C.CommandError(str(exc)) from None
+    out = C.check_out_dir(out)
     kind = C.check_checkpoint(checkpoint)
     tok_path = C.resolve_tokenizer(checkpoint, tokenizer, required=frames is not None)
 
@@ -219,8 +220,7 @@ def plan(
         label = f"VaVAM plan: {Command(cmd).name.lower()}, {num_samples} sample{'s' if num_samples > 1 else ''}"
         picture = C.caption(picture, label)
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = C.make_out_dir(out)
     files = {"png": str(out / "plan.png"), "json": str(out / "trajectory.json")}
     with timer("write"):
         C.write_png(out / "plan.png", picture)

@@ -28,7 +28,11 @@ def sample_logits(
         return logits.argmax(dim=-1)
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    # shifted so the largest logit is 0 (a tiny temperature gives -inf, never inf - inf = NaN), and the temperature
+    # kept above float32's smallest normal (below it, it rounds to 0 and 0 / 0 is NaN)
+    x = logits.float()
+    x = (x - x.amax(dim=-1, keepdim=True)) / max(float(temperature), torch.finfo(torch.float32).tiny)
+    probs = torch.softmax(x, dim=-1)
     if top_k is not None and top_k < probs.shape[-1]:
         top_p, top_i = probs.topk(top_k, dim=-1)  # [B, k]
         choice = torch.multinomial(top_p / top_p.sum(-1, keepdim=True), 1, generator=generator)  # [B, 1]
