@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vavam.eval.probe import MemoryBuilder
-from vavam.eval.probe_data import ProbeDataError, _resize_map
+from vavam.eval.probe_data import ProbeDataError
 
 
 def test_depth_memory_does_not_depend_on_the_batch_size():
@@ -31,19 +31,6 @@ def test_depth_memory_does_not_depend_on_the_batch_size():
     assert torch.equal(one.features, all_at_once.features)
     assert torch.equal(one.values, all_at_once.values)
     assert torch.equal(build(4).values, one.values)
-
-
-def test_resized_label_map_takes_the_pixel_under_each_output_centre():
-    """Label maps were resized with torch's legacy ``nearest`` (source pixel under the output pixel's top-left
-    corner): against the images' centre-aligned bilinear resize the labels shifted by about half an output pixel."""
-    stripes = np.tile(np.array([0, 1, 2], dtype=np.uint8), (3, 4))  # [3, 12]: columns 0 1 2 0 1 2 ...
-    out = _resize_map(stripes, (1, 4))  # 3x downscale: output column j covers source columns 3j .. 3j+2
-    assert out.dtype == np.uint8 and out.tolist() == [[1, 1, 1, 1]]  # the centre column of each triple
-    # 375 -> 288 rows (KITTI-STEP): a boundary at source row 200 lands where the image's bilinear grid puts it
-    rows = (np.arange(375) >= 200).astype(np.uint8)[:, None].repeat(2, 1)
-    first = int(np.argmax(_resize_map(rows, (288, 2))[:, 0]))
-    centres = (np.arange(288) + 0.5) * 375 / 288 - 0.5  # source coordinate of each output pixel centre
-    assert first == int(np.argmax(centres >= 199.5))
 
 
 @pytest.fixture(scope="module")

@@ -102,14 +102,15 @@ def _read_gray(path: Path, channel: int | None = 0) -> np.ndarray:
 def _resize_map(target: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Nearest resize of a ``[H, W]`` map to ``size``; dtype kept.
 
-    Each output pixel takes the source pixel under its centre (``nearest-exact``), the sampling grid of the images'
-    bilinear ``align_corners=False`` resize; torch's legacy ``nearest`` takes the pixel under its top-left corner,
-    which shifts the map by about half an output pixel against the image.
+    As the reference (torchvision ``Resize`` with ``NEAREST`` on masks, i.e. torch's legacy ``nearest``): output
+    pixel ``j`` reads source pixel ``floor(j * H_in / H_out)``, the one under its top-left corner. Against the
+    images' centre-aligned bilinear resize that is up to half an output pixel off; kept, so that probe numbers
+    compare with the authors'.
     """
     if tuple(target.shape) == tuple(size):
         return target
     t = torch.from_numpy(np.ascontiguousarray(target).astype(np.float32))[None, None]
-    out = F.interpolate(t, size=size, mode="nearest-exact")[0, 0].numpy()
+    out = F.interpolate(t, size=size, mode="nearest")[0, 0].numpy()
     return out.astype(target.dtype)
 
 
