@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from test_probe import world  # noqa: F401 - the module-scoped 2-scene world export (a fixture)
 
 from vavam.eval.probe import MemoryBuilder
 from vavam.eval.probe_data import ProbeDataError
@@ -33,27 +34,16 @@ def test_depth_memory_does_not_depend_on_the_batch_size():
     assert torch.equal(build(4).values, one.values)
 
 
-@pytest.fixture(scope="module")
-def short_world(tmp_path_factory):
-    pytest.importorskip("moderngl")
-    from vavam.world.export import generate
-
-    out = tmp_path_factory.mktemp("mends_world") / "data"
-    generate(out, num_scenes=2, duration_s=1.2, rate_hz=5.0, height=32, width=48, seed=0, hazard_share=0.0,
-             labels=True, depth=True, held_out_towns=1, scenes_per_town=1, progress=False)
-    return out
-
-
-def test_world_window_longer_than_every_scene_names_the_data(short_world):
+def test_world_window_longer_than_every_scene_names_the_data(world):
     """A window longer than every scene gave an empty reader; the probe then failed with "MemoryBuilder: no memory
     image was added", naming neither the data nor the window."""
     from vavam.eval.probe_data import WorldProbeData
 
     with pytest.raises(ProbeDataError, match=r"no scene of split 'train' holds a window of 9 frames 1 apart \(9 "
                                              r"frames; the longest scene has 6\)") as err:
-        WorldProbeData(short_world, "train", "segmentation", window=9, frame_step=1)
-    assert str(short_world) in str(err.value)
-    assert len(WorldProbeData(short_world, "train", "segmentation", window=6, sample_step=1)) == 1
+        WorldProbeData(world, "train", "segmentation", window=9, frame_step=1)
+    assert str(world) in str(err.value)
+    assert len(WorldProbeData(world, "train", "segmentation", window=6, sample_step=1)) == 1
 
 
 def test_read_windows_holds_only_the_frames_of_overlapping_windows(monkeypatch):
@@ -85,7 +75,7 @@ def test_read_windows_holds_only_the_frames_of_overlapping_windows(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def quality_assets(short_world, tmp_path_factory):
+def quality_assets(world, tmp_path_factory):
     import vavam
     from vavam.tokenizer import save_tokenizer
     from vavam.video import save_video_model
@@ -115,7 +105,7 @@ def test_quality_report_states_the_rank_deficiency_of_few_windows(tmp_path):
     assert "4 windows for 128-d features: the covariances are rank-deficient" in (tmp_path / "report.html").read_text()
 
 
-def test_quality_says_when_planned_windows_could_not_be_read(short_world, quality_assets, monkeypatch):
+def test_quality_says_when_planned_windows_could_not_be_read(world, quality_assets, monkeypatch):
     """read_windows skips a window whose video ends before its declared length; the evaluation then ran on fewer
     windows than planned without a word (the "only N windows fit" warning counts planned windows)."""
     import vavam.eval.video_quality as vq
@@ -127,7 +117,7 @@ def test_quality_says_when_planned_windows_could_not_be_read(short_world, qualit
 
     monkeypatch.setattr(vq, "read_windows", short_video)
     out = quality_assets / "short"
-    summary = vq.eval_quality(quality_assets / "vim", quality_assets / "tok", out, short_world, split="all",
+    summary = vq.eval_quality(quality_assets / "vim", quality_assets / "tok", out, world, split="all",
                               windows=3, context=2, horizon=2, stride=1, examples=0, progress=False)
     assert summary["windows"] == 2
     assert "1 of the 3 planned windows could not be read" in " ".join(summary["warnings"])
