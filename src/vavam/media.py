@@ -157,25 +157,31 @@ def write_npy(path: Path, array: np.ndarray) -> Path:
     return Path(path)
 
 
+#: MAX_MP4_FPS: the fastest frame rate :func:`write_mp4` writes (at 10,000 fps PyAV's mp4 decodes to no frame).
+MAX_MP4_FPS = 1000
+
+
 def write_mp4(path: Path, frames: Sequence[np.ndarray], fps: float = 2.0) -> Path:
     """Write RGB uint8 frames ``[H, W, 3]`` (equal sizes, padded to even) as an mp4 with PyAV, atomically.
 
     H.264 (yuv420p) when PyAV has libx264, else MPEG-4 part 2.
 
     Raises:
-        ValueError: no frames, frames of different sizes, or an ``fps`` that is not a positive finite rate
-            (PyAV would silently write 24 fps for 0).
+        ValueError: no frames, frames of different sizes, or an ``fps`` that is not a finite rate in
+            [1/1000, 1000] (PyAV would silently write 24 fps for 0, and at 10,000 fps or more a video that decodes
+            to no frame).
     """
     import av
 
     if not frames:
         raise ValueError("write_mp4: no frames")
     try:
-        good = not isinstance(fps, bool) and math.isfinite(float(fps)) and Fraction(fps).limit_denominator(1000) > 0
+        good = (not isinstance(fps, bool) and math.isfinite(float(fps))
+                and 0 < Fraction(fps).limit_denominator(1000) <= MAX_MP4_FPS)
     except (TypeError, ValueError):
         good = False
     if not good:
-        raise ValueError(f"write_mp4: fps must be a positive frame rate (at least 1/1000), got {fps!r}")
+        raise ValueError(f"write_mp4: fps must be a positive frame rate from 1/1000 to {MAX_MP4_FPS}, got {fps!r}")
     frames = [np.asarray(f) for f in frames]
     for i, f in enumerate(frames):
         if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:

@@ -240,6 +240,8 @@ def test_generate_refuses_bad_rates_and_temperatures_by_name(assets, tmp_path):
         generate(root / "vim", video_fps=0.0, **kw)
     with pytest.raises(C.CommandError, match=r"^--video-fps must be a positive frame rate .*got -1"):
         generate(root / "vim", video_fps=-1.0, **kw)
+    with pytest.raises(C.CommandError, match=r"^--video-fps must be a positive frame rate \(0.001 to 1000\).*got 10000.0"):
+        generate(root / "vim", video_fps=1e4, **kw)
     for fps in (0.0, -2.0, float("nan")):
         with pytest.raises(C.CommandError, match=r"^--fps must be a positive frame rate in frames per second"):
             generate(root / "vim", fps=fps, **kw)
@@ -263,7 +265,7 @@ def test_greedy_generation_accepts_temperature_zero(assets, tmp_path):
 
 def test_write_mp4_and_frame_sources_refuse_non_positive_rates(tmp_path):
     frame = np.zeros((8, 8, 3), np.uint8)
-    for fps in (0, -1.0, float("inf"), 1e-4):
+    for fps in (0, -1.0, float("inf"), 1e-4, 1001, 10_000):  # 10,000 fps wrote an mp4 that decodes to no frame
         with pytest.raises(ValueError, match="write_mp4: fps must be a positive frame rate"):
             C.write_mp4(tmp_path / "v.mp4", [frame], fps=fps)
     assert not (tmp_path / "v.mp4").exists()

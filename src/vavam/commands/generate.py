@@ -28,6 +28,7 @@ import tyro
 from vavam.commands import common as C
 from vavam.data.frames import FrameError, check_fps
 from vavam.io import atomic_write_json
+from vavam.media import MAX_MP4_FPS
 
 
 class _ProgressModel:
@@ -99,7 +100,7 @@ def generate(
         size: frame size ``H W`` fed to the tokenizer; default: the token grid nearest the input's
             aspect ratio (``h * w`` = the model's tokens per frame) times the downsampling factor.
         fps: resample a video input to this rate (None: every frame); image inputs are taken as they are.
-        video_fps: frame rate of the written mp4 (positive).
+        video_fps: frame rate of the written mp4 (0.001 to 1000).
         display_height: frames are upscaled (nearest, integer factor) to about this height in the
             mp4 and PNGs.
         device: torch device.
@@ -122,8 +123,9 @@ def generate(
     if start < 0:
         raise C.CommandError(f"--start must be >= 0, got {start}")
     top_k, sample_temperature = C.sampling_args(top_k, temperature)
-    if not (math.isfinite(video_fps) and video_fps >= 0.001):
-        raise C.CommandError(f"--video-fps must be a positive frame rate (at least 0.001) for the mp4, got {video_fps}")
+    if not (math.isfinite(video_fps) and 0.001 <= video_fps <= MAX_MP4_FPS):
+        raise C.CommandError(f"--video-fps must be a positive frame rate (0.001 to {MAX_MP4_FPS}) for the mp4, got "
+                             f"{video_fps}")
     try:
         check_fps(fps, "--fps")
     except FrameError as exc:
