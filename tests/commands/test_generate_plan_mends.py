@@ -149,3 +149,27 @@ def test_a_run_video_whose_planner_fails_at_once_keeps_its_result(tmp_path) -> N
     with av.open(str(path)) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(frames) == len(res.poses) == 1 and frames[0].shape == (36, 64, 3)
+
+
+def test_one_generator_per_row_makes_each_row_independent_of_the_batch() -> None:
+    """Sampled generation drew every row from one generator in turn, so a row's tokens changed with the batch size
+    and with the rows beside it. With one generator per row, row i's frames are the ones it gets alone."""
+    torch.manual_seed(0)
+    vim = vavam.build_model(vavam.presets.vavim_tiny()).eval()
+    ctx = torch.randint(0, 1024, (3, 2, 4, 6))  # [B, T0, h, w]: 24 tokens per frame
+
+    def gens(seeds):
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    together = generate_frames(vim, ctx, 2, top_k=None, generator=gens([5, 6, 7]))
+    for i, s in enumerate([5, 6, 7]):
+        alone = generate_frames(vim, ctx[i : i + 1], 2, top_k=None, generator=gens([s]))
+        assert torch.equal(together[i : i + 1], alone)
+    shared = generate_frames(vim, ctx, 2, top_k=None, generator=torch.Generator().manual_seed(5))
+    assert not torch.equal(shared[1:2], generate_frames(vim, ctx[1:2], 2, top_k=None,
+                                                        generator=torch.Generator().manual_seed(5)))  # the old way
+    logits = torch.randn(3, 10)
+    top = sample_logits(logits, top_k=4, generator=gens([1, 2, 3]))
+    assert all(int(top[i]) in logits[i].topk(4).indices.tolist() for i in range(3))
+    with pytest.raises(ValueError, match="2 generators for 3 rows"):
+        sample_logits(logits, top_k=None, generator=gens([1, 2]))

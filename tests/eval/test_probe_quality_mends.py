@@ -151,3 +151,22 @@ def test_dense_prediction_works_in_bounded_chunks(monkeypatch):
     pred = predict_dense(queries, memory, index, (8, 12), k=5)  # [Q, H, W]
     assert torch.equal(pred, whole)
     assert rows == [12, 12, 12, 6]  # two images (2 x 6 patches) at a time
+
+
+def test_sampled_quality_generation_does_not_depend_on_the_batch_size():
+    """eval quality --top-k 5 drew every window of a batch from one generator, so a window's generated frames (and
+    the Fréchet distances) changed with --batch-size; each window now draws from a generator seeded by (seed, its
+    index)."""
+    import vavam
+    from vavam.eval.video_quality import _as_generator
+
+    torch.manual_seed(0)
+    vim = vavam.build_model(vavam.presets.vavim_tiny()).eval()
+    ctx = torch.randint(0, 1024, (5, 2, 4, 6))  # [N, T0, h, w]
+    at_once = _as_generator(vim, 1.0, 5, seed=3)(ctx, 2)
+    run = _as_generator(vim, 1.0, 5, seed=3)
+    one_by_one = torch.cat([run(ctx[i : i + 1], 2) for i in range(5)])
+    pairs = _as_generator(vim, 1.0, 5, seed=3)
+    in_pairs = torch.cat([pairs(ctx[:2], 2), pairs(ctx[2:4], 2), pairs(ctx[4:], 2)])
+    assert torch.equal(at_once, one_by_one) and torch.equal(at_once, in_pairs)
+    assert not torch.equal(at_once, _as_generator(vim, 1.0, 5, seed=4)(ctx, 2))  # the seed still matters

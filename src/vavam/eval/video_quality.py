@@ -112,16 +112,22 @@ def _fd(a: FeatureStats, b: FeatureStats) -> float:
 
 
 def _as_generator(vim: Any, temperature: float, top_k: int | None, seed: int) -> Generator:
-    """A VideoGPT -> greedy/sampled :func:`generate_frames`; any other callable is used as it is."""
+    """A VideoGPT -> greedy/sampled :func:`generate_frames`; any other callable is used as it is.
+
+    Sampling draws window ``i``'s tokens (counted over the calls, in order) from a generator seeded by ``(seed, i)``
+    alone, so a window's frames do not depend on the batch size or on the other windows of its batch."""
+    from vavam.train.resume import step_generator
     from vavam.video import generate_frames
     from vavam.video.model import VideoGPT
 
     if isinstance(vim, VideoGPT):
         device = next(vim.parameters()).device
-        gen = torch.Generator(device=device).manual_seed(seed)
+        done = [0]  # windows generated so far
 
         def run(ctx: torch.Tensor, n: int) -> torch.Tensor:
-            return generate_frames(vim, ctx.to(device), n, temperature=temperature, top_k=top_k, generator=gen).cpu()
+            first, done[0] = done[0], done[0] + ctx.shape[0]
+            gens = None if top_k == 1 else [step_generator(seed, first + i, device=device) for i in range(ctx.shape[0])]
+            return generate_frames(vim, ctx.to(device), n, temperature=temperature, top_k=top_k, generator=gens).cpu()
 
         return run
     if callable(vim):

@@ -8,20 +8,32 @@ because the temporal positions are absolute inside the window.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from vavam.checks import check_positive_int, check_token_ids
 from vavam.video.model import VideoGPT
 
 
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
 def sample_logits(
-    logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = 1, generator: torch.Generator | None = None
+    logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = 1, generator: Generators = None
 ) -> torch.Tensor:
     """Draw one token per row from ``logits [B, V]`` -> long ``[B]``.
 
     ``logits / temperature`` -> softmax -> keep the ``top_k`` largest probabilities (all if None) ->
-    renormalise -> multinomial draw. ``top_k == 1`` is greedy (argmax, no randomness).
+    renormalise -> multinomial draw. ``top_k == 1`` is greedy (argmax, no randomness). ``generator``: one for
+    the whole batch, or one per row (B of them): row ``i`` then draws from generator ``i`` alone, so its tokens do
+    not depend on the other rows (the batch size, the batch's order).
     """
+    rows = None
+    if generator is not None and not isinstance(generator, torch.Generator):
+        rows = list(generator)
+        if len(rows) != logits.shape[0]:
+            raise ValueError(f"generator: {len(rows)} generators for {logits.shape[0]} rows of logits")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
     if top_k == 1:
@@ -33,11 +45,15 @@ def sample_logits(
     x = logits.float()
     x = (x - x.amax(dim=-1, keepdim=True)) / max(float(temperature), torch.finfo(torch.float32).tiny)
     probs = torch.softmax(x, dim=-1)
+    top_i = None
     if top_k is not None and top_k < probs.shape[-1]:
-        top_p, top_i = probs.topk(top_k, dim=-1)  # [B, k]
-        choice = torch.multinomial(top_p / top_p.sum(-1, keepdim=True), 1, generator=generator)  # [B, 1]
-        return top_i.gather(-1, choice).squeeze(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        probs, top_i = probs.topk(top_k, dim=-1)  # [B, k]
+        probs = probs / probs.sum(-1, keepdim=True)
+    if rows is None:
+        choice = torch.multinomial(probs, 1, generator=generator)  # [B, 1]
+    else:  # row by row: each row's draw is the one it gets alone
+        choice = torch.cat([torch.multinomial(probs[i : i + 1], 1, generator=g) for i, g in enumerate(rows)])
+    return (choice if top_i is None else top_i.gather(-1, choice)).squeeze(-1)
 
 
 @torch.no_grad()
@@ -47,7 +63,7 @@ def generate_frames(
     num_frames: int,
     temperature: float = 1.0,
     top_k: int | None = 1,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     use_cache: bool = True,
     return_step_logits: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -57,7 +73,8 @@ def generate_frames(
         model: a :class:`VideoGPT` (put it in eval mode; it has no dropout anyway).
         context: long ``[B, T0, h, w]``, ``T0 >= 1``.
         num_frames: number of new frames F.
-        temperature, top_k, generator: see :func:`sample_logits` (defaults: greedy).
+        temperature, top_k, generator: see :func:`sample_logits` (defaults: greedy); B generators (one per row)
+            make each row's frames independent of the rest of the batch.
         use_cache: KV-cached decoding (default); False reruns the whole window at every token.
         return_step_logits: also return the readout output before temperature/top-k at each step.
 
