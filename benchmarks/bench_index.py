@@ -52,15 +52,8 @@ def synthetic_records(num_scenes: int, frames_per_scene: int, hz: float = 10.0, 
 
 
 def _index_nbytes(index) -> int:
-    arrays = (
-        index.scene_offsets,
-        index.frame_timestamps,
-        index.frame_positions,
-        index.frame_commands,
-        index.window_starts,
-        index.window_scenes,
-    )
-    return int(sum(a.nbytes for a in arrays))
+    """Bytes of every array the finished index holds (per-frame targets, speeds, window starts, ...)."""
+    return int(sum(a.nbytes for a in vars(index).values() if isinstance(a, np.ndarray)))
 
 
 def run(num_scenes: int = 10_000, frames_per_scene: int = 1_000, repeats: int = 2) -> list[dict]:
