@@ -45,7 +45,7 @@ class RunResult:
     hit_target: bool = False
     failure: str | None = None
     poses: np.ndarray = field(default_factory=lambda: np.zeros((0, 5)))  # t, x, y, yaw, v
-    plans: list = field(default_factory=list)  # (t, [6, 2]) per planner call
+    plans: list = field(default_factory=list)  # (t, [6, 2]) per plan tracked (the priming steps': the reference's)
 
     def summary(self) -> dict:
         """JSON-able dict without the per-step arrays."""

@@ -8,6 +8,7 @@
     out/scores.md          the same as a Markdown table (:func:`score_table`)
     out/runs.json          per run: type, layout, run, collided, collision time, impact / reference
                            speed, score, failure reason, trajectory (t, x, y, yaw, v) and plans
+                           (t, the [6, 2] plan, by: "reference" in the priming steps, else "planner")
     out/videos/<type>-layout<L>-run<R>.mp4   front camera with the tracked plan drawn in (first
                            ``video_runs`` runs of each type)
 
@@ -96,8 +97,10 @@ def _run_record(result, spec) -> dict:
     d = result.summary()
     d["designed_collision_time"] = float(spec.collision_time)
     d["trajectory"] = np.round(np.asarray(result.poses, dtype=np.float64), 5).tolist()
-    d["plans"] = [
-        {"t": float(t), "plan": np.round(np.asarray(p, dtype=np.float64), 4).tolist()} for t, p in result.plans
+    d["plans"] = [  # the first priming_steps plans are the reference driver's, the planner's after them
+        {"t": float(t), "plan": np.round(np.asarray(p, dtype=np.float64), 4).tolist(),
+         "by": "reference" if k < spec.priming_steps else "planner"}
+        for k, (t, p) in enumerate(result.plans)
     ]
     return d
 
