@@ -56,6 +56,12 @@ def check_positive_int(value: int, name: str) -> None:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
+def check_seed(value: int, name: str = "--seed") -> None:
+    """``value`` is an integer in [0, 2^32 - 1], the seeds numpy's generators take (a Python or numpy integer)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or not 0 <= value < 2**32:
+        raise ValueError(f"{name} must be an integer in [0, 2^32 - 1], got {value!r}")
+
+
 def image_size_arg(height: int | None, width: int | None) -> tuple[int, int] | None:
     """``(height, width)`` from ``--image-height`` / ``--image-width``: both or neither (None: neither given)."""
     if (height is None) != (width is None):

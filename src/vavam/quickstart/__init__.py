@@ -17,13 +17,13 @@ Sizes follow the time budget by the rule in :mod:`vavam.quickstart.plan`.
 from __future__ import annotations
 
 import dataclasses
-import numbers
 import os
 import time
 from pathlib import Path
 
 import numpy as np
 
+from vavam.checks import check_seed
 from vavam.io import atomic_write_json, read_json
 from vavam.quickstart.plan import DEFAULT_BUDGET_MIN, SCENES_PER_TOWN, QuickstartPlan
 from vavam.quickstart.report import OUTPUTS as REPORT_OUTPUTS
@@ -154,8 +154,7 @@ def quickstart(out: Path = Path("runs/quickstart"), budget: float = DEFAULT_BUDG
     plan = QuickstartPlan.from_budget(budget)
     # the range every stage accepts (the trainers seed numpy): a seed outside it failed in the world stage (< 0) or
     # the VaViM stage (>= 2^32), minutes in, after plan.json had tied the folder to it
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
-        raise ValueError(f"--seed must be an integer in [0, 2^32 - 1], got {seed!r}")
+    check_seed(seed)
     seed = int(seed)  # a numpy integer would not go into plan.json
     plan_file = out / "plan.json"
     planned = {"seed": seed, **dataclasses.asdict(plan)}

@@ -24,7 +24,7 @@ import tyro
 from torch.utils.data import Dataset
 
 from vavam import presets
-from vavam.checks import check_fraction, check_nonnegative_int, check_optimizer_args, check_positive_int
+from vavam.checks import check_fraction, check_nonnegative_int, check_optimizer_args, check_positive_int, check_seed
 from vavam.config import VideoConfig
 from vavam.data.mix import exact_fraction
 from vavam.data.tokens import TokenStore, TokenStoreError, stride_step_warning
@@ -239,8 +239,7 @@ def check_model_options(width: int | None, init_std: float | None, seed: int) ->
     if init_std is not None and (isinstance(init_std, (bool, np.bool_)) or not isinstance(init_std, numbers.Real)
                                  or not math.isfinite(init_std) or init_std <= 0):
         raise ValueError(f"--init-std must be a positive finite number (std of the weights' init), got {init_std!r}")
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
-        raise ValueError(f"--seed must be an integer in [0, 2^32 - 1], got {seed!r}")
+    check_seed(seed)
 
 
 def check_schedule_fracs(warmup_frac: float, drop_frac: float) -> None:
