@@ -102,6 +102,20 @@ def observation(world: World, spec: ScenarioSpec, t: float, renderer=None) -> di
     }
 
 
+def next_plan(world: World, spec: ScenarioSpec, t: float, k: int, planner: Planner | None, reference: Planner,
+              renderer=None) -> np.ndarray:
+    """The plan of planner call ``k`` at time ``t``: the ``reference`` driver's in the first ``spec.priming_steps``
+    calls (and throughout without a ``planner``), where a planner with ``observe(obs)`` is shown the observation
+    (its history), then the ``planner``'s. Frames are rendered (with ``renderer``) only for a planner that sees
+    them."""
+    use_reference = planner is None or k < spec.priming_steps
+    observes = use_reference and planner is not None and hasattr(planner, "observe")
+    obs = observation(world, spec, t, renderer if (not use_reference or observes) else None)
+    if observes:  # priming: the planner sees the frame (history) but the reference drives
+        planner.observe(obs)
+    return (reference if use_reference else planner)(obs)
+
+
 def simulate(
     spec: ScenarioSpec,
     planner: Planner | None,
@@ -126,13 +140,8 @@ def simulate(
     others_prev, vel_prev, _ = _others(world, spec, t)
     n_plans = round(spec.duration / (STEPS_PER_PLAN * dt))
     for k in range(n_plans):
-        use_reference = planner is None or k < spec.priming_steps
-        observes = use_reference and planner is not None and hasattr(planner, "observe")
         try:
-            obs = observation(world, spec, t, renderer if (not use_reference or observes) else None)
-            if observes:  # priming: the planner sees the frame (history) but the reference drives
-                planner.observe(obs)
-            plan = validate_plan((reference if use_reference else planner)(obs))
+            plan = validate_plan(next_plan(world, spec, t, k, planner, reference, renderer))
         except Exception as err:  # noqa: BLE001 - a failing planner fails this run only
             return RunResult(
                 spec.kind,

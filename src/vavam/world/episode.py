@@ -207,7 +207,7 @@ def record_hazard_episode(
     given planner is ``reset()`` first (when it has the method), sees the recorded camera frame in its
     observations and gets the priming steps' observations through ``observe(obs)`` (when it has the method).
     """
-    from vavam.world.closedloop import STEPS_PER_PLAN, observation
+    from vavam.world.closedloop import STEPS_PER_PLAN, next_plan
     from vavam.world.planners import ExpertPlanner, ReferencePlanner
     from vavam.world.scenarios import build_world
     from vavam.world.tracker import TrajectoryTracker
@@ -218,7 +218,7 @@ def record_hazard_episode(
     if hasattr(planner, "reset"):
         planner.reset()
     reference = ReferencePlanner()
-    state = {"tracker": None, "k": 0}
+    state = {"tracker": None}
     own = sees and renderer is None
     if own:
         from vavam.world.render import Renderer
@@ -227,13 +227,8 @@ def record_hazard_episode(
 
     def control(step: int):
         if step % STEPS_PER_PLAN == 0:
-            k = step // STEPS_PER_PLAN
-            priming = k < spec.priming_steps
-            observes = priming and hasattr(planner, "observe")
-            obs = observation(world, spec, world.t, renderer if sees and (observes or not priming) else None)
-            if sees and observes:
-                planner.observe(obs)
-            plan = (reference if priming else planner)(obs)
+            plan = next_plan(world, spec, world.t, step // STEPS_PER_PLAN, planner, reference,
+                             renderer if sees else None)
             state["tracker"] = TrajectoryTracker(world.ego, plan, world.params)
         return state["tracker"].control(world.ego, world.config.dt)
 
