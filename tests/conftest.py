@@ -34,3 +34,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def gl_context():
+    """A headless moderngl (EGL) context for a module's renders, released after it; skips without moderngl or EGL."""
+    pytest.importorskip("moderngl")
+    from vavam.world.render import create_context
+
+    try:
+        ctx = create_context()
+    except RuntimeError as err:
+        pytest.skip(str(err))
+    yield ctx
+    ctx.release()

@@ -125,26 +125,19 @@ def test_draw_plan_puts_a_dot_on_every_visible_waypoint_the_first_included() -> 
         assert (patch == (255, 0, 255)).all(axis=1).any(), f"no waypoint dot near pixel ({c}, {r})"
 
 
-def test_a_run_video_whose_planner_fails_at_once_keeps_its_result(tmp_path) -> None:
+def test_a_run_video_whose_planner_fails_at_once_keeps_its_result(tmp_path, gl_context) -> None:
     """A planner that raises on its first call: ``simulate`` returns the failed run before any frame, and
     ``write_mp4`` raised "no frames", losing the result; now the video holds the start frame (one per pose)."""
-    pytest.importorskip("moderngl")
     av = pytest.importorskip("av")
-    from vavam.world.render import create_context
     from vavam.world.scenarios import make_scenario
     from vavam.world.video import record_run_video
-
-    try:
-        ctx = create_context()
-    except RuntimeError as err:
-        pytest.skip(str(err))
 
     def broken(obs):
         raise RuntimeError("planner down")
 
     spec = dataclasses.replace(make_scenario("stationary", 0, 0), priming_steps=0)
     path = tmp_path / "run.mp4"
-    res = record_run_video(spec, broken, path, 36, 64, ctx=ctx)
+    res = record_run_video(spec, broken, path, 36, 64, ctx=gl_context)
     assert res.failure is not None and "planner down" in res.failure
     with av.open(str(path)) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]

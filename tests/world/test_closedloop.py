@@ -145,38 +145,28 @@ def test_done_criteria_with_10_runs_per_type():
         assert np.mean(ex) >= 4.5, kind
 
 
-def test_planner_gets_camera_images_when_rendering():
-    pytest.importorskip("moderngl")
+def test_planner_gets_camera_images_when_rendering(gl_context):
     from vavam.world.camera import Camera
-    from vavam.world.render import Renderer, create_context
+    from vavam.world.render import Renderer
 
-    try:
-        ctx = create_context()
-    except RuntimeError as err:
-        pytest.skip(str(err))
     seen = []
 
     def planner(obs):
         seen.append((obs["image"].shape, obs["command"], obs["intrinsics"].shape))
         return ConstantVelocityPlanner()(obs)
 
-    res = run_scenario(make_scenario("stationary", 0, 2), planner, lambda town: Renderer(town, Camera(18, 32), ctx=ctx))
+    res = run_scenario(make_scenario("stationary", 0, 2), planner,
+                       lambda town: Renderer(town, Camera(18, 32), ctx=gl_context))
     assert res.collided and seen and seen[0] == ((18, 32, 3), seen[0][1], (3, 3))
     assert len(seen) == res.collision_time // 0.5 + 1 - 2  # 2 Hz after the 2 priming steps
 
 
-def test_run_video_with_plan_overlay(tmp_path):
-    pytest.importorskip("moderngl")
+def test_run_video_with_plan_overlay(tmp_path, gl_context):
     av = pytest.importorskip("av")
-    from vavam.world.render import create_context
     from vavam.world.video import record_run_video
 
-    try:
-        ctx = create_context()
-    except RuntimeError as err:
-        pytest.skip(str(err))
     path = tmp_path / "run.mp4"
-    res = record_run_video(make_scenario("stationary", 0, 0), EmergencyBrakePlanner(), path, 36, 64, ctx=ctx)
+    res = record_run_video(make_scenario("stationary", 0, 0), EmergencyBrakePlanner(), path, 36, 64, ctx=gl_context)
     with av.open(str(path)) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(frames) == len(res.poses) and frames[0].shape == (36, 64, 3)

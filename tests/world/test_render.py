@@ -17,17 +17,6 @@ SMALL = NetworkConfig(grid=(3, 3))
 
 
 @pytest.fixture(scope="module")
-def ctx():
-    pytest.importorskip("moderngl")
-    from vavam.world.render import create_context
-
-    try:
-        return create_context()
-    except RuntimeError as err:
-        pytest.skip(str(err))
-
-
-@pytest.fixture(scope="module")
 def town():
     from vavam.world.town import generate_town
 
@@ -65,12 +54,12 @@ def _far_away_scene(renderer, distance: float = 15.0, height: float = 3.0):
     return ego, box
 
 
-def test_vehicle_ahead_gives_label_and_depth_at_image_centre(ctx, town):
+def test_vehicle_ahead_gives_label_and_depth_at_image_centre(gl_context, town):
     from vavam.world.meshes import LABEL_IDS
     from vavam.world.render import Renderer
 
     cam = Camera(72, 128)
-    r = Renderer(town, cam, ctx=ctx)
+    r = Renderer(town, cam, ctx=gl_context)
     ego, box = _far_away_scene(r)
     frame = r.render(ego, box)
     assert frame.rgb.shape == (72, 128, 3) and frame.rgb.dtype == np.uint8
@@ -93,7 +82,7 @@ def test_vehicle_ahead_gives_label_and_depth_at_image_centre(ctx, town):
     r.release()
 
 
-def test_render_is_deterministic_and_matches_golden(ctx):
+def test_render_is_deterministic_and_matches_golden(gl_context):
     from PIL import Image
 
     from vavam.world.render import Renderer
@@ -102,7 +91,7 @@ def test_render_is_deterministic_and_matches_golden(ctx):
     world = World(0, WorldConfig(network=SMALL))
     for _ in range(20):
         world.step()
-    r = Renderer(world.town, Camera(36, 64), ctx=ctx)
+    r = Renderer(world.town, Camera(36, 64), ctx=gl_context)
     a = r.render(world.ego_to_world(), world.render_boxes())
     b = r.render(world.ego_to_world(), world.render_boxes())
     np.testing.assert_array_equal(a.rgb, b.rgb)

@@ -18,19 +18,6 @@ TINY = NetworkConfig(grid=(2, 2))
 
 
 @pytest.fixture(scope="module")
-def ctx():
-    pytest.importorskip("moderngl")
-    from vavam.world.render import create_context
-
-    try:
-        c = create_context()
-    except RuntimeError as err:
-        pytest.skip(str(err))
-    yield c
-    c.release()
-
-
-@pytest.fixture(scope="module")
 def town():
     from vavam.world.town import generate_town
 
@@ -62,7 +49,7 @@ class _SpyContext:
         setattr(self._ctx, name, value)
 
 
-def test_renderer_release_frees_every_gl_object(ctx, town):
+def test_renderer_release_frees_every_gl_object(gl_context, town):
     """release() left the two vehicle mesh buffers, the sky triangle's buffer and the framebuffer's three
     renderbuffers alive (releasing a framebuffer does not free its attachments): on a shared context
     (generate_episodes, export) every episode leaked them."""
@@ -70,7 +57,7 @@ def test_renderer_release_frees_every_gl_object(ctx, town):
 
     from vavam.world.render import Renderer
 
-    spy = _SpyContext(ctx)
+    spy = _SpyContext(gl_context)
     r = Renderer(town, Camera(18, 32), ctx=spy)
     r.render(np.eye(4), np.array([[8.0, 0.0, 0.0, 4.5, 1.8, 1.5, 0.8, 0.1, 0.1]]))
     r.release()
@@ -78,12 +65,12 @@ def test_renderer_release_frees_every_gl_object(ctx, town):
     assert len(spy.made) >= 15 and alive == []
 
 
-def test_render_refuses_malformed_pose_and_boxes(ctx, town):
+def test_render_refuses_malformed_pose_and_boxes(gl_context, town):
     """Boxes with 8 columns were drawn from a misaligned instance buffer (no error); non-finite boxes and a
     3x3 pose gave nothing or numpy's matmul message, naming neither input."""
     from vavam.world.render import Renderer
 
-    r = Renderer(town, Camera(18, 32), ctx=ctx)
+    r = Renderer(town, Camera(18, 32), ctx=gl_context)
     try:
         good = np.array([[8.0, 0.0, 0.0, 4.5, 1.8, 1.5, 0.8, 0.1, 0.1]])
         with pytest.raises(ValueError, match=r"boxes must be \[N, >= 9\].*\(1, 8\)"):
