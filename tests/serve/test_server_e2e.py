@@ -452,3 +452,22 @@ def test_closed_loop_scores_same_through_server(tiny, tmp_path):
     assert local["planners"]["expert (privileged)"]["collision_rate"] == 0.0
     assert local["planners"]["constant velocity"]["collision_rate"] > 0.5
     assert len(a["videos"]) == 3 and all(os.path.getsize(v) > 0 for v in a["videos"])
+
+
+@pytest.mark.slow
+def test_closed_loop_through_a_running_server_does_not_claim_local_options(tiny, tmp_path):
+    """With ``--url`` the planning is the running server's: closedloop.json names that server and does not
+    report the local checkpoint's options (seed, samples, ...) as if they had planned."""
+    from vavam.action.convert import save_action_model
+    from vavam.eval.closedloop import eval_closedloop
+    from vavam.tokenizer.loading import save_tokenizer
+
+    tok, vam = tiny
+    ckpt = save_action_model(vam, tmp_path / "vam", meta={"tokenizer": str(save_tokenizer(tok, tmp_path / "tok"))})
+    with BackgroundServer(create_app(VaVAMAgent(tok, vam, AgentOptions(seed=11)))) as srv:
+        result = eval_closedloop(ckpt, through_server=True, url=srv.url, out=tmp_path / "cl", runs=1, layouts=1,
+                                 kinds=["stationary"], seed=3, video_runs=0, baselines=False, progress=False)
+    saved = json.loads((tmp_path / "cl" / "closedloop.json").read_text())
+    assert saved["url"] == srv.url and result["planners"]["VaVAM"]["num_runs"] == 1
+    assert saved["agent"]["server"] == srv.url and saved["agent"]["image_size"] == [32, 48]
+    assert "seed" not in saved["agent"] and "num_samples" not in saved["agent"]

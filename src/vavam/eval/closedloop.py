@@ -274,6 +274,7 @@ def evaluate_vavam(
     def renderer_factory(town):
         return Renderer(town, Camera(height, width))
 
+    external = through_server and url is not None  # a server started elsewhere, with options of its own
     server = client = None
     try:
         if through_server:
@@ -323,7 +324,10 @@ def evaluate_vavam(
         "layouts": layouts,
         "kinds": list(kinds),
         "image_size": [height, width],
-        "agent": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(agent.options).items()},
+        "agent": ({"server": url, "image_size": [height, width],
+                   "note": "planned by the server at this url: its checkpoint and options are not known here; "
+                           "image_size is the camera size the world sent it"} if external
+                  else {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(agent.options).items()}),
         "planners": results,
     }
     out.mkdir(parents=True, exist_ok=True)
