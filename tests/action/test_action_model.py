@@ -68,6 +68,22 @@ def test_batched_samples_equal_separate_calls():
     assert torch.equal(model.sample_trajectory(tokens, command, 2, generator=g1), model.sample_trajectory(tokens, command, 2, generator=g2))
 
 
+@torch.no_grad()
+@pytest.mark.parametrize("batch", [1, 2])
+def test_more_samples_keep_the_first_ones(batch):
+    """Asking for more samples from the same seed adds samples: the first ones stay (``vavam plan --num-samples 1``
+    and ``5`` draw the same sample 0; one [B, K, 6, 2] draw had CPU randn switch method at 16 values)."""
+    model = _noisy_tiny()
+    tokens = torch.randint(0, 1024, (batch, 3, 4, 6))
+    command = torch.tensor([0, 2][:batch])
+    one = model.sample_trajectory(tokens, command, 1, generator=torch.Generator().manual_seed(4))
+    five = model.sample_trajectory(tokens, command, 5, generator=torch.Generator().manual_seed(4))
+    two = model.sample_trajectory(tokens, command, 2, generator=torch.Generator().manual_seed(4))
+    # equal up to the float sums of a wider batch (other noise moves them by metres)
+    assert (five[:, :1] - one).abs().max() < 1e-4 and (five[:, :2] - two).abs().max() < 1e-4
+    assert not torch.equal(five[:, 0], five[:, 1])
+
+
 def test_flow_loss_repeats_equal_separate_windows_and_share_gradients():
     """``repeats=R``: the loss equals the mean of the losses of R copies of each window with their own
     noise and times (rows window-major), and so do the expert's gradients."""

@@ -93,7 +93,8 @@ def test_plan_from_token_store_same_noise_and_tyro(assets, tmp_path):
                                "--seed", "5", "--out", str(tmp_path / "q")])
     assert res["tokenizer"] is None and res["picture"].startswith("blank canvas")
     tokens = torch.from_numpy(TokenStore(root / "store").window("s0", 2, 4).astype(np.int64))
-    noise = torch.randn((1, 2, 6, 2), generator=torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)  # the model draws its noise sample by sample
+    noise = torch.stack([torch.randn((1, 6, 2), generator=g) for _ in range(2)], 1)  # [1, 2, 6, 2]
     direct = assets["vam"].sample_trajectory(tokens[None], torch.tensor([0]), num_samples=2, num_steps=3, noise=noise)
     np.testing.assert_allclose(np.asarray(res["trajectories"]), direct[0].numpy(), atol=1e-6)
     assert (tmp_path / "q" / "plan.png").is_file()
@@ -211,7 +212,8 @@ def test_plan_with_a_speed_reading_checkpoint(assets, tmp_path, prior):
         plan(ckpt, "straight", out=tmp_path / "a", **args)
     res = plan(ckpt, "straight", out=tmp_path / "b", speed=8.5, **args)
     tokens = torch.from_numpy(TokenStore(root / "store").window("s0", 2, 4).astype(np.int64))
-    noise = torch.randn((1, 2, 6, 2), generator=torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)  # the model draws its noise sample by sample
+    noise = torch.stack([torch.randn((1, 6, 2), generator=g) for _ in range(2)], 1)  # [1, 2, 6, 2]
     direct = vam.sample_trajectory(tokens[None], torch.tensor([2]), num_samples=2, num_steps=3, noise=noise,
                                    speed=torch.tensor([8.5]))
     np.testing.assert_allclose(np.asarray(res["trajectories"]), direct[0].numpy(), atol=1e-6)

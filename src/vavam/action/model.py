@@ -208,7 +208,8 @@ class VideoActionModel(nn.Module):
             num_samples: K.
             num_steps: Euler steps (None: the config's ``num_inference_steps``).
             noise: the state at t = 0 in model units ``[B, K, H, 2]`` (default N(0, I) from ``generator``, drawn on
-                the generator's device, the CPU without one).
+                the generator's device, the CPU without one, sample by sample: the first samples of a call with
+                more are those of a call with fewer, for the same generator state and batch).
             return_intermediate: also return the trajectory after each step, ``[S, B, K, H, 2]`` metres.
             speed: ego speed at the last context frame, m/s ``[B]`` (``[B, T]``: the last column is used);
                 needed with ``config.ego_speed``, else ignored.
@@ -238,8 +239,11 @@ class VideoActionModel(nn.Module):
         tokens, command = tokens.to(param.device), command.to(param.device)
         if noise is None:  # drawn where the generator lives (CPU without one), then moved to the model
             where = generator.device if generator is not None else "cpu"
-            shape = (b, k, c.horizon, c.action_dim)
-            noise = torch.randn(shape, generator=generator, device=where, dtype=param.dtype).to(param.device)
+            # one draw per sample, samples outermost, so that sample j of each row is the same whatever K (CPU
+            # randn fills fewer than 16 values by another method than 16 or more: one [B, K, H, 2] draw is not)
+            shape = (b, c.horizon, c.action_dim)
+            noise = torch.stack([torch.randn(shape, generator=generator, device=where, dtype=param.dtype)
+                                 for _ in range(k)], 1).to(param.device)  # [B, K, H, 2]
         elif not isinstance(noise, torch.Tensor) or noise.shape != (b, k, c.horizon, c.action_dim):
             what = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__
             raise ValueError(f"noise must be [B, K, H, 2] = {(b, k, c.horizon, c.action_dim)}, got {what}")
