@@ -54,7 +54,7 @@ class FeatureStats:
 
 
 def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray, eps: float = 1e-6) -> float:
-    """Fréchet distance between the Gaussians N(mu1, cov1) and N(mu2, cov2)."""
+    """Fréchet distance between the Gaussians N(mu1, cov1) and N(mu2, cov2) (never below 0)."""
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     cov1, cov2 = np.atleast_2d(cov1).astype(np.float64), np.atleast_2d(cov2).astype(np.float64)
     if mu1.shape != mu2.shape or cov1.shape != cov2.shape:
@@ -70,7 +70,8 @@ def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: n
             offset = np.eye(cov1.shape[0]) * eps
             covmean = linalg.sqrtm((cov1 + offset) @ (cov2 + offset))
     covmean = covmean.real
-    return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * np.trace(covmean))
+    # a distance: the float sums of a set against itself (or a near copy) land a hair either side of 0
+    return max(0.0, float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * np.trace(covmean)))
 
 
 def rank_deficiency(samples: int, dim: int, what: str = "windows") -> str | None:
