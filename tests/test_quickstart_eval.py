@@ -50,3 +50,36 @@ def test_accuracy_by_change_groups_windows_by_how_much_the_last_step_kept():
         accuracy_by_change(context, truth[:, 0], generated)  # would broadcast into wrong accuracies
     with pytest.raises(ValueError, match="edges: expected increasing"):
         accuracy_by_change(context, truth, generated, edges=(0.7, 0.5))
+
+
+def test_command_following_reads_each_held_out_item_once_and_compares_the_same_frames():
+    """LEFT minus RIGHT from a stand-in planner whose lateral offset is the command's id: the same turning frames
+    under both commands, straight frames left out, each (costly: it loads tokens) item read once."""
+    from vavam.quickstart.evaluate import command_following
+    from vavam.types import Command
+
+    class Items:
+        def __init__(self, commands):
+            self.commands, self.reads = commands, 0
+
+        def __len__(self):
+            return len(self.commands)
+
+        def __getitem__(self, i):
+            self.reads += 1
+            return {"tokens": torch.zeros(2, 1, 1, dtype=torch.long), "speeds": torch.ones(2),
+                    "commands": torch.tensor([0, self.commands[i]])}
+
+    class Planner:
+        calls = []
+
+        def sample_trajectory(self, tokens, command, num_samples, generator, speed):
+            self.calls.append(len(tokens))
+            traj = torch.zeros(len(tokens), num_samples, 6, 2)
+            traj[..., 1] = command.float()[:, None, None]
+            return traj
+
+    items = Items([int(Command.LEFT), int(Command.STRAIGHT), int(Command.RIGHT), int(Command.STRAIGHT)])
+    out = command_following(Planner(), items, num_samples=2)
+    assert items.reads == 4 and out["windows"] == 2 and Planner.calls == [2, 2]
+    assert out["left_minus_right_m"] == float(Command.LEFT) - float(Command.RIGHT)

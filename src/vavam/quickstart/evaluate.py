@@ -142,7 +142,8 @@ def open_loop(vam, train_set, heldout_set, num_samples: int = 5, batch_size: int
 def command_following(vam, heldout_set, num_samples: int = 5, seed: int = 0) -> dict[str, Any]:
     """At intersections (held-out frames whose true command is left or right), the mean lateral offset at
     3 s when the SAME frames are given the LEFT command and the RIGHT command."""
-    items = [heldout_set[i] for i in range(len(heldout_set)) if int(heldout_set[i]["commands"][-1]) != Command.STRAIGHT]
+    items = [item for item in (heldout_set[i] for i in range(len(heldout_set)))  # each item read once
+             if int(item["commands"][-1]) != Command.STRAIGHT]
     if not items:
         return {"windows": 0, "left_minus_right_m": float("nan")}
     tokens = _stack(items, "tokens")
