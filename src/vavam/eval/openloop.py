@@ -53,7 +53,7 @@ def check_trajectories(pred: torch.Tensor, gt: torch.Tensor, windows: Sequence[s
         raise ValueError(f"ground truth: {name(int(bad_gt.nonzero()[0]))} holds NaN or infinite coordinates")
 
 
-def check_commands(commands: torch.Tensor, n: int | None = None, windows: Sequence[str] | None = None,
+def window_commands(commands: torch.Tensor, n: int | None = None, windows: Sequence[str] | None = None,
                    what: str = "commands") -> torch.Tensor:
     """``commands`` as a long ``[n]`` CPU tensor (any length when ``n`` is None) of 0 (right), 1 (left) or
     2 (straight); a ValueError naming ``what`` (and the window) otherwise. The windows' -1 ("no command": the
@@ -121,7 +121,7 @@ class MeanTrajectoryBaseline:
         """``positions [N, 6, 2]``, ``commands [N]`` (0 right, 1 left, 2 straight)."""
         if len(positions) == 0:
             raise ValueError("MeanTrajectoryBaseline.fit: no training trajectories")
-        commands = check_commands(commands, len(positions), what="MeanTrajectoryBaseline.fit: commands")
+        commands = window_commands(commands, len(positions), what="MeanTrajectoryBaseline.fit: commands")
         overall = positions.double().mean(0)
         means = []
         for c in Command:
@@ -134,7 +134,7 @@ class MeanTrajectoryBaseline:
         """``commands [N]`` -> ``[N, 6, 2]``."""
         if self.means is None:
             raise RuntimeError("MeanTrajectoryBaseline: call fit() first")
-        return self.means[check_commands(commands, what="MeanTrajectoryBaseline.predict: commands")]
+        return self.means[window_commands(commands, what="MeanTrajectoryBaseline.predict: commands")]
 
 
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
@@ -176,7 +176,7 @@ class OpenLoopAccumulator:
         :func:`trajectory_errors`). Returns its per-window errors."""
         errors = trajectory_errors(pred, gt, windows, what, checked=checked)
         values = torch.stack([errors[m] for m in self.metrics], dim=1).cpu()  # [N, M]
-        commands = check_commands(commands, pred.shape[0], windows)  # before any sum changes
+        commands = window_commands(commands, pred.shape[0], windows)  # before any sum changes
         if collisions is not None:
             collisions = torch.as_tensor(collisions, dtype=torch.float64).cpu()
             if collisions.shape != pred.shape[:2]:
