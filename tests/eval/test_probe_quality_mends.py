@@ -170,3 +170,18 @@ def test_sampled_quality_generation_does_not_depend_on_the_batch_size():
     in_pairs = torch.cat([pairs(ctx[:2], 2), pairs(ctx[2:4], 2), pairs(ctx[4:], 2)])
     assert torch.equal(at_once, one_by_one) and torch.equal(at_once, in_pairs)
     assert not torch.equal(at_once, _as_generator(vim, 1.0, 5, seed=4)(ctx, 2))  # the seed still matters
+
+
+@pytest.mark.parametrize("dataset, flags, match", [
+    ("cityscapes", {"frame_step": 5}, "--frame-step / --sample-step apply to world and kitti-step"),
+    ("cityscapes", {"sample_step": 2}, "--frame-step / --sample-step apply to world and kitti-step"),
+    ("cityscapes", {"image_height": 96, "image_width": 160}, "--image-height / --image-width apply to world"),
+    ("kitti-step", {"image_height": 96, "image_width": 160}, "kitti-step images are cropped and resized to 288x512"),
+])
+def test_probe_flags_a_real_dataset_would_ignore_are_refused(tmp_path, dataset, flags, match):
+    """They were silently ignored (real images take the reference's fixed geometry); refused before any loading."""
+    from vavam.eval.probe import eval_probe
+
+    with pytest.raises(ValueError, match=match):
+        eval_probe(tmp_path / "no-vim", tmp_path / "no-tok", tmp_path / "out", dataset=dataset, data=tmp_path,
+                   progress=False, **flags)

@@ -374,11 +374,12 @@ def eval_probe(
         memory_split: split of the memory (default train).
         query_split: split of the queries (default heldout for world, val otherwise).
         window: frames per sample, the last one evaluated (world, kitti-step).
-        frame_step: frames between the frames of a window (default: 1 world, 5 kitti-step).
-        sample_step: frames between evaluated frames of a scene (default: 2 world, 1 kitti-step).
+        frame_step: frames between the frames of a window (default: 1 world, 5 kitti-step; not for cityscapes).
+        sample_step: frames between evaluated frames of a scene (default: 2 world, 1 kitti-step; not for cityscapes).
         max_memory_images: cap on memory images (evenly spread).
         max_query_images: cap on query images (evenly spread).
-        image_height: world frames are resized to this (default: the tokenizer's training size, if recorded).
+        image_height: world frames are resized to this (default: the tokenizer's training size, if recorded; real
+            datasets take the reference's 288x512 crop).
         image_width: see image_height.
         world_scenes: scenes of the generated world export (without --data).
         backend: k-NN backend (auto = faiss when installed, else chunked torch).
@@ -398,6 +399,11 @@ def eval_probe(
     from vavam.tokenizer.loading import recorded_image_size
 
     size = image_size_arg(image_height, image_width)  # before loading anything
+    if dataset != "world" and size is not None:  # it was ignored: real images take the reference's geometry
+        raise ValueError(f"--image-height / --image-width apply to world frames; {dataset} images are cropped and "
+                         "resized to 288x512 as in the reference evaluation")
+    if dataset == "cityscapes" and (frame_step is not None or sample_step is not None):
+        raise ValueError("--frame-step / --sample-step apply to world and kitti-step (Cityscapes has single images)")
     out = Path(out)
     vim = vavam.load_video_model(video, device=device).eval()
     tok = vavam.load_tokenizer(tokenizer, trust_code=trust_code, device=device)
