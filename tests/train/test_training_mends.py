@@ -203,3 +203,26 @@ def test_bad_mix_ratios_are_named_before_anything_is_written(tmp_path, ratios, m
     with pytest.raises(ValueError, match=message):
         tv.train_video(tmp_path / "run", tok, steps=1, mix=[other], mix_ratios=ratios, **VIDEO)
     assert not (tmp_path / "run").exists()
+
+
+def test_training_prints_no_lightning_advertisement_nor_its_internal_warnings(tmp_path, capfd):
+    """Every Trainer printed a tip to install Lightning's cloud logger, and every run torch's deprecation of a
+    pytree API that Lightning calls (and, without validation data, a note on the unused validation step)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tv.train_video(tmp_path / "v", _store(tmp_path / "tok"), steps=2, **VIDEO)
+    out = "".join(capfd.readouterr())
+    messages = [str(w.message) for w in caught]
+    assert (tmp_path / "v" / "model").is_dir()
+    assert "litlogger" not in out and "Tip" not in out
+    assert not [m for m in messages if "LeafSpec" in m or "validation_step" in m], messages
+
+
+def test_the_training_progress_bar_counts_steps_without_a_negative_epoch_count(tmp_path, capfd):
+    """The bar read "Epoch 0/-2" (max_steps leaves max_epochs at -1) and showed the CSV logger's "v_num"."""
+    tv.train_video(tmp_path / "v", _store(tmp_path / "tok"), steps=3, **(VIDEO | {"progress": True}))
+    out = "".join(capfd.readouterr())
+    assert "steps" in out and "3/3" in out
+    assert "Epoch 0/-" not in out and "v_num" not in out

@@ -4,6 +4,7 @@ on one device or many (DDP / FSDP / DeepSpeed, gradient accumulation; see :mod:`
 
 from __future__ import annotations
 
+import logging
 import math
 import signal
 import sys
@@ -32,6 +33,18 @@ from vavam.train.resume import (
 )
 
 NanPolicy = Literal["stop", "skip"]
+
+
+class _DropAdvertisement(logging.Filter):
+    """Drops Lightning's tip, printed by every Trainer, to install its cloud logger."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg)
+
+
+_RANK_ZERO_LOG = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+if not any(isinstance(f, _DropAdvertisement) for f in _RANK_ZERO_LOG.filters):
+    _RANK_ZERO_LOG.addFilter(_DropAdvertisement())
 
 
 #: RESUMABLE_CHANGES: settings a resume may change: data folders and how the global batch is laid out on
@@ -158,6 +171,27 @@ class _PlainNames:
         return dict(get()) if get is not None else {}
 
 
+def _step_progress_bar() -> L.Callback | None:
+    """Lightning's rich progress bar without its two misleading items: "Epoch 0/-2" (a run is one epoch of
+    step-addressed batches, and ``max_steps`` leaves ``max_epochs`` at -1) and the logger's version ``v_num``.
+    None without rich (Lightning's default bar then)."""
+    from lightning.pytorch.callbacks.progress.rich_progress import _RICH_AVAILABLE, RichProgressBar
+
+    if not _RICH_AVAILABLE:
+        return None
+
+    class StepProgressBar(RichProgressBar):
+        def _get_train_description(self, current_epoch: int) -> str:
+            return f"{'steps':{len(self.validation_description)}}"  # padded as Lightning's, against flicker
+
+        def get_metrics(self, trainer, pl_module):
+            items = super().get_metrics(trainer, pl_module)
+            items.pop("v_num", None)
+            return items
+
+    return StepProgressBar()
+
+
 def make_trainer(out: Path, steps: int, precision: str, progress: bool, batches_per_epoch: int,
                  val_every: int | None = None, deterministic: bool = True,
                  callbacks: Sequence[L.Callback] = (), strategy: Any = "auto", devices: int = 1, nodes: int = 1,
@@ -169,13 +203,14 @@ def make_trainer(out: Path, steps: int, precision: str, progress: bool, batches_
     from lightning.pytorch.loggers import CSVLogger
 
     val_batches = val_every * accumulate if val_every else None
+    bar = _step_progress_bar() if progress else None
     return L.Trainer(
         max_steps=steps, accelerator="auto", devices=devices, num_nodes=nodes, strategy=strategy,
         precision=precision, gradient_clip_val=1.0, accumulate_grad_batches=accumulate,
         logger=CSVLogger(out, name="logs"), enable_checkpointing=False, enable_progress_bar=progress,
         enable_model_summary=False, val_check_interval=min(val_batches, batches_per_epoch) if val_batches else None,
         check_val_every_n_epoch=None if val_every else 1, num_sanity_val_steps=0, deterministic=deterministic,
-        log_every_n_steps=10, callbacks=list(callbacks), plugins=[SafeCheckpointIO()],
+        log_every_n_steps=10, callbacks=[*callbacks, *([bar] if bar else [])], plugins=[SafeCheckpointIO()],
         use_distributed_sampler=False,
     )
 
@@ -311,6 +346,10 @@ def fit_resumable(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch.*")
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        # Lightning's own noise, nothing the user can act on: its call of a pytree API that torch deprecated,
+        # and the validation step that runs without validation data (the runs without --val-tokens)
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+        warnings.filterwarnings("ignore", message=".*You defined a `validation_step` but have no `val_dataloader`.*")
         try:
             trainer.fit(module, loader, val_loaders or None, ckpt_path=ckpt, weights_only=True)
         except SystemExit as exc:
