@@ -4,14 +4,17 @@
   complete JPEG/PNG (magic bytes, end-of-image marker, header parse with PIL) — no pixel decoding.
 * :func:`screen_frames`: given one scene's per-frame timestamps, poses and already known problems
   (missing table rows, bad images), finds the remaining problems (non-finite or non-unit poses,
-  duplicate or backwards timestamps) and either raises :class:`SourceError` naming the scene and the
+  duplicate or out-of-order timestamps) and either raises :class:`SourceError` naming the scene and the
   first bad frame, or, with ``skip_bad``, drops the bad frames and counts them in a :class:`SkipLog`.
+* :func:`in_time_order`: which frames of a sequence to keep so that their timestamps increase
+  strictly (the longest such run), so that one frame with a far-off timestamp is the one dropped.
 * :func:`restricted_loads`: unpickle a small blob (nuPlan's pickled camera matrices) through the
   restricted unpickler of :mod:`vavam.io` (containers and numpy arrays only).
 """
 
 from __future__ import annotations
 
+import bisect
 import io as _io
 import os
 from collections.abc import Sequence
@@ -89,6 +92,56 @@ def check_images(
         return list(pool.map(check_image, paths, sizes))
 
 
+def in_time_order(timestamps: np.ndarray) -> np.ndarray:
+    """Mask ``[N]`` bool of the frames to keep so that the kept timestamps increase strictly.
+
+    The kept frames are a longest strictly increasing subsequence of ``timestamps`` (``[N]`` int, in the
+    dataset's own order), the one with the earliest frames where several are as long. So a frame whose
+    timestamp jumps far ahead is dropped alone (not every later frame with it), and of two frames that
+    are out of order with each other only, or that share a timestamp, the later one is dropped.
+    """
+    ts = [int(t) for t in np.asarray(timestamps).reshape(-1).tolist()]
+    n = len(ts)
+    # run[i]: length of the longest strictly increasing run starting at frame i (patience sort from the end).
+    run = [0] * n
+    tails: list[int] = []  # ascending -ts of run ends, for runs read backwards
+    for i in range(n - 1, -1, -1):
+        pos = bisect.bisect_left(tails, -ts[i])
+        if pos == len(tails):
+            tails.append(-ts[i])
+        else:
+            tails[pos] = -ts[i]
+        run[i] = pos + 1
+    keep = np.zeros(n, dtype=bool)
+    need = max(run, default=0)
+    last: int | None = None
+    for i in range(n):
+        if need and run[i] == need and (last is None or ts[i] > last):
+            keep[i] = True
+            last = ts[i]
+            need -= 1
+    return keep
+
+
+def table_timestamp(value: Any) -> int | None:
+    """A table's timestamp (integer µs; a whole float or a numeric string is accepted) -> int, or None when
+    missing, malformed or not positive (the frame is then reported, never placed at time 0)."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, float):
+        if not value.is_integer():
+            return None
+        value = int(value)
+    if not isinstance(value, int):
+        return None
+    return value if value > 0 else None
+
+
 def screen_frames(
     scene: str,
     labels: Sequence[str],
@@ -104,8 +157,10 @@ def screen_frames(
     """Find bad frames of one scene; raise, or drop and count them.
 
     Frame ``i`` is bad when ``problems[i]`` is set (found by the caller), when its pose is not finite
-    or its quaternion is not unit (within ``quat_tol``), or when its timestamp is not larger than
-    every earlier good frame's (duplicate or backwards timestamps; the later frame is the bad one).
+    or its quaternion is not unit (within ``quat_tol``), or when its timestamp breaks the time order
+    of the other good frames (duplicate, backwards or far-ahead timestamps): the good frames kept are
+    those of :func:`in_time_order`, so a single frame with a wrong timestamp is the one dropped, and of
+    two frames out of order with each other only (or sharing a timestamp) the later one.
 
     Args:
         scene: scene name for messages.
@@ -143,16 +198,20 @@ def screen_frames(
     ts = np.asarray(timestamps, dtype=np.int64).reshape(n)
     ok = np.array([r is None for r in reasons], dtype=bool)
     if n:
-        # A good frame must come strictly after every earlier good frame. Dropping a late frame never
-        # lowers the running maximum (its timestamp is not above it), so one pass finds them all.
-        lowest = np.iinfo(np.int64).min
-        running = np.maximum.accumulate(np.where(ok, ts, lowest))
-        prev_max = np.concatenate([[lowest], running[:-1]])
-        for i in np.flatnonzero(ok & (ts <= prev_max)).tolist():
-            earlier = np.flatnonzero(ok[:i])
-            j = int(earlier[np.argmax(ts[earlier])])
-            kind = "duplicate timestamp" if ts[i] == ts[j] else "timestamp goes backwards"
-            reasons[i] = f"{kind}: {int(ts[i])} us, frame {j} ({labels[j]}) has {int(ts[j])} us"
+        good = np.flatnonzero(ok)
+        kept_good = good[in_time_order(ts[good])]
+        for i in np.setdiff1d(good, kept_good).tolist():
+            # the nearest kept frame before it is not earlier (backwards / duplicate), else the nearest
+            # kept frame after it is not later (this frame's timestamp jumps ahead)
+            before = kept_good[kept_good < i]
+            j = int(before[-1]) if len(before) else -1
+            if j >= 0 and ts[i] <= ts[j]:
+                kind = "duplicate timestamp" if ts[i] == ts[j] else "timestamp goes backwards"
+                reasons[i] = f"{kind}: {int(ts[i])} us, frame {j} ({labels[j]}) has {int(ts[j])} us"
+            else:
+                k = int(kept_good[kept_good > i][0])
+                kind = "duplicate timestamp" if ts[i] == ts[k] else "timestamp jumps ahead of later frames"
+                reasons[i] = f"{kind}: {int(ts[i])} us, later frame {k} ({labels[k]}) has {int(ts[k])} us"
         ok = np.array([r is None for r in reasons], dtype=bool)
     bad = [i for i, r in enumerate(reasons) if r is not None]
     if bad and not skip_bad:
@@ -189,4 +248,7 @@ def restricted_loads(blob: bytes, source: str) -> Any:
     return to_plain(unpickler(_io.BytesIO(bytes(blob))).load())
 
 
-__all__ = ["check_image", "check_images", "restricted_loads", "scene_problem", "screen_frames"]
+__all__ = [
+    "check_image", "check_images", "in_time_order", "restricted_loads", "scene_problem", "screen_frames",
+    "table_timestamp",
+]

@@ -22,8 +22,8 @@ metadata as ``log_unmatched_images``); inside a scene's span they are bad frames
 
 Bad input raises :class:`SourceError` naming the scene and the frame (position in the scene's time
 order, plus file name), or with ``skip_bad`` drops and counts it: missing or corrupt image, missing
-``ego_pose`` row, NULL/NaN pose, duplicate timestamps, a log or scene without the camera, an
-unreadable database.
+``ego_pose`` row, NULL/NaN pose, duplicate timestamps, a timestamp out of order along the image chain,
+an image without a timestamp (named by log and file), a log or scene without the camera, an unreadable database.
 """
 
 from __future__ import annotations
@@ -40,7 +40,14 @@ import numpy as np
 
 from vavam.data.records import AgentBoxes, SceneRecord
 from vavam.data.sources import SkipLog, SourceError, SourceResult
-from vavam.data.sources._tables import check_images, restricted_loads, scene_problem, screen_frames
+from vavam.data.sources._tables import (
+    check_images,
+    in_time_order,
+    restricted_loads,
+    scene_problem,
+    screen_frames,
+    table_timestamp,
+)
 
 DATASET = "nuplan"
 MATCH_TOLERANCE_US = 50_000
@@ -110,7 +117,9 @@ def _hex(token: Any) -> str:
     return token.hex() if isinstance(token, (bytes, bytearray)) else str(token)
 
 
-def _read_frames(con: sqlite3.Connection, camera_tokens: list[bytes]) -> _Frames:
+def _read_frames(con: sqlite3.Connection, camera_tokens: list[bytes]) -> tuple[_Frames, list[tuple]]:
+    """The camera's images with an integer timestamp, in time order, and those without one (NULL or text: they
+    cannot be placed in time) as ``(row, token, filename_jpg, timestamp)``, ``row`` counting the camera's images."""
     marks = ",".join("?" * len(camera_tokens))
     rows = con.execute(
         "SELECT i.token, i.timestamp, i.filename_jpg, i.ego_pose_token, e.token IS NOT NULL, "
@@ -119,6 +128,9 @@ def _read_frames(con: sqlite3.Connection, camera_tokens: list[bytes]) -> _Frames
         f"WHERE i.camera_token IN ({marks}) ORDER BY i.timestamp, i.rowid",
         camera_tokens,
     ).fetchall()
+    stamps = [table_timestamp(r[1]) for r in rows]
+    untimed = [(k, r[0], r[2], r[1]) for k, (r, s) in enumerate(zip(rows, stamps)) if s is None]
+    rows = [(r[0], s, *r[2:]) for r, s in zip(rows, stamps) if s is not None]
     if not rows:
         n = 0
         cols: list[tuple] = [() for _ in range(13)]
@@ -126,7 +138,7 @@ def _read_frames(con: sqlite3.Connection, camera_tokens: list[bytes]) -> _Frames
         n = len(rows)
         cols = list(zip(*rows))
     pose = np.asarray(np.array(cols[5:12], dtype=object).T if n else np.zeros((0, 7)), dtype=np.float64).reshape(n, 7)
-    return _Frames(
+    frames = _Frames(
         tokens=list(cols[0]),
         next_tokens=list(cols[12]),
         timestamps=np.asarray(cols[1], dtype=np.int64).reshape(n),
@@ -136,6 +148,7 @@ def _read_frames(con: sqlite3.Connection, camera_tokens: list[bytes]) -> _Frames
         translations=pose[:, :3].copy(),
         rotations=pose[:, 3:].copy(),
     )
+    return frames, untimed
 
 
 def _camera(con: sqlite3.Connection, camera: str, db: Path) -> tuple[list[bytes], np.ndarray | None, tuple | None]:
@@ -170,6 +183,8 @@ def _lidar_pcs(con: sqlite3.Connection, present: set[str]) -> tuple[list[bytes],
         rows = con.execute(sql, (LIDAR_CHANNEL,)).fetchall()
     else:
         rows = con.execute("SELECT token, timestamp, scene_token FROM lidar_pc ORDER BY timestamp").fetchall()
+    rows = [(r[0], table_timestamp(r[1]), r[2]) for r in rows]
+    rows = [r for r in rows if r[1] is not None]  # a lidar_pc without a valid time matches no image
     return [r[0] for r in rows], np.asarray([r[1] for r in rows], dtype=np.int64), [r[2] for r in rows]
 
 
@@ -355,7 +370,12 @@ def _load_log(
         row = con.execute("SELECT logfile FROM log LIMIT 1").fetchone()
         log = str(row[0]) if row and row[0] else db.stem
         cam_tokens, intrinsics, size = _camera(con, camera, db)
-        frames = _read_frames(con, cam_tokens) if cam_tokens else None
+        frames, untimed = _read_frames(con, cam_tokens) if cam_tokens else (None, [])
+        for k, token, file, value in untimed:
+            why = f"{camera} image {_hex(token)} ({file}) has no valid timestamp ({value!r}) in {db}"
+            if not skip_bad:
+                raise SourceError(f"log '{log}', image {k}: {why}; pass --skip-bad to drop such images")
+            skipped.add(log, k, why)
         if frames is None or len(frames.timestamps) == 0:
             why = "no camera row" if frames is None else "no image rows"
             scene_problem(log, f"log has no {camera} images ({why}; nuPlan ships camera data for only part of its "
@@ -372,6 +392,9 @@ def _load_log(
         con.close()
 
     problems: list[str | None] = [frame_problems.get(i) for i in range(len(frames.timestamps))]
+    for i, file in enumerate(frames.files):
+        if not file:
+            problems[i] = problems[i] or f"image {_hex(frames.tokens[i])} has no filename_jpg"
     for i in np.flatnonzero(~frames.pose_found).tolist():
         problems[i] = (
             problems[i] or f"ego_pose {_hex(frames.pose_tokens[i])} of image {_hex(frames.tokens[i])} is missing"
@@ -425,17 +448,46 @@ def _load_log(
 
 
 def _check_chain(frames: _Frames, problems: list[str | None]) -> None:
-    """Flag images that come before their predecessor in the ``image.next_token`` chain (time order is
-    by timestamp, so a corrupted timestamp would otherwise silently move a frame)."""
+    """Flag images whose timestamp is out of order along the ``image.next_token`` chain.
+
+    Time order is by timestamp, so a corrupted timestamp would otherwise silently move a frame (with its
+    image and pose) to another place in the scene. Along each chain the images kept are those of
+    :func:`~vavam.data.sources._tables.in_time_order`: a single image whose timestamp jumps back or ahead
+    is the one flagged, not its good neighbours (nor every image after it).
+    """
     position = {t: i for i, t in enumerate(frames.tokens)}
+    nxt = [position.get(t) if t is not None else None for t in frames.next_tokens]
+    has_prev = np.zeros(len(nxt), dtype=bool)
+    for j in nxt:
+        if j is not None:
+            has_prev[j] = True
     ts = frames.timestamps
-    for i, nxt in enumerate(frames.next_tokens):
-        j = position.get(nxt) if nxt is not None else None
-        if j is not None and ts[j] < ts[i]:
-            problems[j] = problems[j] or (
-                f"timestamp goes backwards along the image chain: {int(ts[j])} us, "
-                f"after image {_hex(frames.tokens[i])} at {int(ts[i])} us"
-            )
+    seen = np.zeros(len(nxt), dtype=bool)
+    # chains from their first image, then any loop (no first image) from its lowest one
+    for head in [*np.flatnonzero(~has_prev).tolist(), *range(len(nxt))]:
+        chain: list[int] = []
+        i: int | None = head
+        while i is not None and not seen[i]:  # a looping chain stops where it closes
+            seen[i] = True
+            chain.append(i)
+            i = nxt[i]
+        if len(chain) < 2:
+            continue
+        order = np.asarray(chain, dtype=np.int64)
+        keep = in_time_order(ts[order])
+        for c in np.flatnonzero(~keep).tolist():
+            j = chain[c]
+            before = np.flatnonzero(keep[:c])
+            if len(before) and ts[chain[before[-1]]] >= ts[j]:
+                k = chain[before[-1]]
+                kind = "duplicate timestamp" if ts[k] == ts[j] else "timestamp goes backwards"
+                why = (f"{kind} along the image chain: {int(ts[j])} us, after image {_hex(frames.tokens[k])} "
+                       f"at {int(ts[k])} us")
+            else:
+                k = chain[c + 1 + int(np.flatnonzero(keep[c + 1:])[0])]
+                why = (f"timestamp jumps ahead along the image chain: {int(ts[j])} us, the later image "
+                       f"{_hex(frames.tokens[k])} has {int(ts[k])} us")
+            problems[j] = problems[j] or why
 
 
 def _group_frames(

@@ -27,7 +27,9 @@ names, a text/JSON file of names, or a key of ``<dataroot>/<version>/splits.json
 Bad input raises :class:`SourceError` naming the scene and the frame (frame = position in the
 scene's sample chain), or with ``skip_bad`` drops and counts it: missing or corrupt image, a
 ``sample_data`` whose ``ego_pose`` / ``calibrated_sensor`` row is absent, a sample without the camera,
-a broken sample chain, duplicate or backwards timestamps, NaN poses, a scene without the camera.
+a broken sample chain, a missing or malformed timestamp, duplicate or out-of-order timestamps (the
+frame out of order is dropped, see :func:`~vavam.data.sources._tables.screen_frames`), NaN poses, a scene
+without the camera.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import numpy as np
 from vavam.data.geometry import yaw_from_quat
 from vavam.data.records import AgentBoxes, SceneRecord
 from vavam.data.sources import SkipLog, SourceError, SourceResult
-from vavam.data.sources._tables import check_images, scene_problem, screen_frames
+from vavam.data.sources._tables import check_images, scene_problem, screen_frames, table_timestamp
 from vavam.io import read_json
 
 DATASET = "nuscenes"
@@ -339,19 +341,24 @@ def _scene_record(
     for i, token in enumerate(chain):
         rows = keyframes.get(token, [])
         if len(rows) != 1:
-            ts[i] = int(samples[token].get("timestamp", 0))
+            ts[i] = table_timestamp(samples[token].get("timestamp")) or 0  # a bad frame either way
             labels.append(f"sample {token}")
             problems[i] = (
                 f"sample has no {camera} keyframe" if not rows else f"sample has {len(rows)} {camera} keyframes"
             )
             continue
         sd = rows[0]
-        ts[i] = int(sd.get("timestamp", 0))
+        stamp = table_timestamp(sd.get("timestamp"))
+        ts[i] = stamp or 0
         paths[i] = sd.get("filename", "")
         labels.append(paths[i] or f"sample_data {sd.get('token')}")
         pose = poses.get(sd.get("ego_pose_token", ""))
         cs = calib.get(sd.get("calibrated_sensor_token", ""))
-        if pose is None:
+        if stamp is None:
+            problems[i] = f"sample_data {sd.get('token')} has no valid timestamp ({sd.get('timestamp')!r})"
+        elif not paths[i]:
+            problems[i] = f"sample_data {sd.get('token')} has no filename"
+        elif pose is None:
             problems[i] = f"ego_pose {sd.get('ego_pose_token')!r} of sample_data {sd.get('token')} is missing"
         elif cs is None:
             problems[i] = (
