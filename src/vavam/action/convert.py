@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import torch
 
 from vavam.action.model import VideoActionModel
 from vavam.config import ActionConfig
-from vavam.io import is_checkpoint_folder, load_checkpoint, save_checkpoint
+from vavam.io import CONFIG_FILE, MODEL_FILE, is_checkpoint_folder, load_checkpoint, save_checkpoint
 from vavam.video.convert import (
     _read_released,
     check_state_fits,
@@ -117,16 +117,18 @@ def action_config_from_reference(
 
 def build_from_state(
     config: ActionConfig, state: Mapping[str, torch.Tensor], device: str | torch.device = "cpu",
-    source: str | None = None,
+    source: str | None = None, name_in_file: Callable[[str], str] | None = None,
+    described_by: str = "its hyper-parameters",
 ) -> VideoActionModel:
     """:class:`VideoActionModel` on ``device`` holding ``state`` (strict), float32, eval mode, frozen VaViM.
 
-    With ``source`` (the released file), a state that does not fit is refused naming the file's parameters.
+    With ``source``, a state that does not fit is refused with a ``ValueError`` naming ``source`` and the parameters
+    as ``name_in_file`` names them (default: as the released file does, :func:`released_action_key`).
     """
     with torch.device("meta"):
         model = VideoActionModel(config)
     if source is not None:
-        check_state_fits(model, state, released_action_key, source)
+        check_state_fits(model, state, name_in_file or released_action_key, source, described_by)
     state = {k: v.to(device=device, dtype=torch.float32) for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     model.video.requires_grad_(False)
@@ -167,6 +169,11 @@ def released_action_key(key: str) -> str:
     return f"vam.action_expert.{reference_key(rest, _ENCODER_KEYS, _BLOCK_KEYS)}"
 
 
+def _same_name(key: str) -> str:
+    """Our parameter names, as our checkpoint folders hold them."""
+    return key
+
+
 _KNOWN_EXTRAS = ("joint_model.gpt.", "joint_model.action_expert.", "attn_mask")  # duplicates and the mask buffer
 
 
@@ -190,7 +197,9 @@ def load_action_model(path: str | os.PathLike, device: str | torch.device = "cpu
     path = Path(path)
     if is_checkpoint_folder(path):
         state, config, _ = load_checkpoint(path, expected=ActionConfig)
-        return build_from_state(config, state, device)
+        # source: weights that do not fit config.json are named with the folder (a bare RuntimeError did not)
+        return build_from_state(config, state, device, source=str(path / MODEL_FILE), name_in_file=_same_name,
+                                described_by=CONFIG_FILE)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or checkpoint folder")
     return load_released_action(path, device)

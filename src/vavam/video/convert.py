@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from vavam.config import VideoConfig
-from vavam.io import is_checkpoint_folder, load_checkpoint, safe_torch_load, save_checkpoint
+from vavam.io import CONFIG_FILE, MODEL_FILE, is_checkpoint_folder, load_checkpoint, safe_torch_load, save_checkpoint
 from vavam.video.model import VideoGPT
 
 DEFAULT_BASE_WIDTH = 256
@@ -202,10 +202,12 @@ def reference_key(key: str, top: Mapping[str, str], block: Mapping[str, str]) ->
 
 
 def check_state_fits(
-    model: torch.nn.Module, state: Mapping[str, torch.Tensor], name_in_file: Callable[[str], str], source: str
+    model: torch.nn.Module, state: Mapping[str, torch.Tensor], name_in_file: Callable[[str], str], source: str,
+    described_by: str = "its hyper-parameters",
 ) -> None:
     """Raise ``ValueError`` naming, as the file names them, the parameters ``state`` lacks, holds at a shape
-    ``model`` (on any device, meta included) does not have, or holds beyond the model's."""
+    ``model`` (on any device, meta included) does not have, or holds beyond the model's. ``described_by`` names
+    where the model's sizes came from (the released file's hyper-parameters, our folder's ``config.json``)."""
     expected = model.state_dict()
     missing = [name_in_file(k) for k in expected if k not in state]
     wrong = [f"{name_in_file(k)} {list(state[k].shape)} (expected {list(v.shape)})"
@@ -217,7 +219,7 @@ def check_state_fits(
             more = f" and {len(names) - 5} more" if len(names) > 5 else ""
             problems.append(f"{what}: {', '.join(names[:5])}{more}")
     if problems:
-        raise ValueError(f"{source}: does not fit the model its hyper-parameters describe; {'; '.join(problems)}")
+        raise ValueError(f"{source}: does not fit the model described by {described_by}; {'; '.join(problems)}")
 
 
 def _meta_model(config: VideoConfig) -> VideoGPT:
@@ -228,15 +230,16 @@ def _meta_model(config: VideoConfig) -> VideoGPT:
 def build_from_state(
     config: VideoConfig, state: Mapping[str, torch.Tensor], device: str | torch.device = "cpu",
     source: str | None = None, name_in_file: Callable[[str], str] | None = None,
+    described_by: str = "its hyper-parameters",
 ) -> VideoGPT:
     """Build a :class:`VideoGPT` on ``device`` holding ``state`` (strict), float32, eval mode.
 
     With ``source``, a state that does not fit is refused with a ``ValueError`` naming ``source`` and the
-    parameters as ``name_in_file`` names them.
+    parameters as ``name_in_file`` names them (``described_by``: where the config came from).
     """
     model = _meta_model(config)
     if source is not None:
-        check_state_fits(model, state, name_in_file or (lambda k: k), source)
+        check_state_fits(model, state, name_in_file or (lambda k: k), source, described_by)
     state = {k: v.to(device=device, dtype=torch.float32) for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
@@ -338,7 +341,8 @@ def load_video_model(
     path = Path(path)
     if is_checkpoint_folder(path):
         state, config, _ = load_checkpoint(path, expected=VideoConfig)
-        return build_from_state(config, state, device)
+        # source: weights that do not fit config.json are named with the folder (a bare RuntimeError did not)
+        return build_from_state(config, state, device, source=str(path / MODEL_FILE), described_by=CONFIG_FILE)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
     return load_released_video(path, device, head_dim, base_width)
