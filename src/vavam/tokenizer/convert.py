@@ -28,6 +28,21 @@ from vavam.config import VQConfig
 from vavam.tokenizer.model import VQModel
 
 USAGE_BUFFER = "quantize.codebook_used"
+
+
+class TrainingArgs:
+    """Stand-in for the ``argparse.Namespace`` that LlamaGen's ``vq_train.py`` stores as ``"args"`` in every
+    training checkpoint: the restricted unpickler builds this plain attribute holder instead (nothing is called)."""
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, dict):
+            raise TypeError(f"argparse.Namespace: unexpected state of type {type(state).__name__}")
+        self.__dict__.update(state)
+
+
+#: Globals a LlamaGen ``.pt`` may hold beyond vavam's allow-list (its training checkpoints pickle the argparse args).
+LLAMAGEN_GLOBALS: dict[tuple[str, str], Any] = {("argparse", "Namespace"): TrainingArgs}
+
 _PREFIXES = ("module.", "_orig_mod.", "vq_model.", "vqvae.")
 
 
@@ -139,7 +154,7 @@ def load_llamagen(path: str | os.PathLike, map_location: str = "cpu", **override
 
     path = Path(path)  # as the reader names it ("./vq.pt" -> "vq.pt")
     try:
-        obj = safe_torch_load(path, map_location=map_location)
+        obj = safe_torch_load(path, map_location=map_location, extra_globals=LLAMAGEN_GLOBALS)
         return convert_llamagen_state_dict(obj, **overrides)
     except ValueError as exc:
         if str(exc).startswith(f"{path}:"):  # the reader's messages already name the file
