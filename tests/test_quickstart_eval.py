@@ -41,6 +41,14 @@ def test_accuracy_by_change_groups_windows_by_how_much_the_last_step_kept():
     assert [r["generated"] for r in rows] == pytest.approx([0.5, 0.75, 0.75])
     # the groups partition the windows: their window-weighted means give back the overall accuracies
     assert sum(r["windows"] * r["copy"] for r in rows) / 4 == pytest.approx(float((last == truth[:, 0]).float().mean()))
+    assert all("teacher_forced" not in r for r in rows)
+    # teacher-forced predictions per group too: 4/4, 1/4, then 2/4 and 4/4 (mean 3/4)
+    forced = torch.tensor([[9, 9, 9, 9], [1, 0, 0, 0], [2, 2, 0, 0], [3, 3, 3, 7]])[:, None, :]
+    with_forced = accuracy_by_change(context, truth, generated, teacher_forced=forced)
+    assert [r["teacher_forced"] for r in with_forced] == pytest.approx([1.0, 0.25, 0.75])
+    assert [r["generated"] for r in with_forced] == [r["generated"] for r in rows]
+    with pytest.raises(ValueError, match=r"teacher_forced: expected \(4, 1, 4\)"):
+        accuracy_by_change(context, truth, generated, teacher_forced=forced[:, 0])
     empty = accuracy_by_change(context, truth, generated, edges=(0.1, 0.2))
     assert empty[1]["windows"] == 0 and math.isnan(empty[1]["copy"])
     assert accuracy_by_change(context, truth, generated, edges=())[0]["kept"] == "all"

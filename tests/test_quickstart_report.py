@@ -42,9 +42,12 @@ def _results(missing: bool) -> dict:
                        "ratio_to_per_position": 0.49991},
         "next_frame": {"windows": 12, "greedy_accuracy": 0.5432, "copy_last_frame_accuracy": 0.5678,
                        "teacher_forced_accuracy": 0.7891,
-                       "by_change": [{"kept": "< 50%", "windows": 0, "generated": NAN, "copy": NAN},
-                                     {"kept": "50% to < 70%", "windows": 5, "generated": 0.4012, "copy": 0.4523},
-                                     {"kept": "≥ 70%", "windows": 7, "generated": 0.6034, "copy": 0.6545}]},
+                       "by_change": [{"kept": "< 50%", "windows": 0, "generated": NAN, "copy": NAN,
+                                      "teacher_forced": NAN},
+                                     {"kept": "50% to < 70%", "windows": 5, "generated": 0.4012, "copy": 0.4523,
+                                      "teacher_forced": 0.4701},
+                                     {"kept": "≥ 70%", "windows": 7, "generated": 0.6034, "copy": 0.6545,
+                                      "teacher_forced": 0.6123}]},
         "generated_frames": {"frechet_tokenizer_features": NAN if missing else 0.12345,
                              "frechet_tokenizer_features_copy": NAN if missing else 0.09876, "note": "not FID",
                              "figure": "next_frames.png"},
@@ -127,7 +130,8 @@ def test_every_table_number_equals_its_json_value(tmp_path, missing):
     rows = _find(tables, "model | cross-entropy | perplexity")
     assert rows[1:] == [[k, _cell(v["cross_entropy"]), _cell(v["perplexity"])] for k, v in res["next_token"]["rows"].items()]
     rows = _find(tables, "tokens kept in the last context step")
-    assert rows[1:] == [[g["kept"], str(g["windows"]), _cell(g["generated"]), _cell(g["copy"])]
+    assert rows[0][-1] == "teacher-forced"
+    assert rows[1:] == [[g["kept"], str(g["windows"]), _cell(g["generated"]), _cell(g["copy"]), _cell(g["teacher_forced"])]
                         for g in res["next_frame"]["by_change"]]
     ol = res["open_loop"]["rows"]
     rows = _find(tables, "planner | minADE | FDE")
@@ -347,3 +351,12 @@ def test_data_section_shows_held_out_frames_of_the_world_stage(tmp_path):
     montage = np.asarray(Image.open(out / "heldout_frames.png"))
     assert montage.shape == (8, 32, 3)  # the two held-out scenes' frame 4, side by side; not the training scene
     assert montage[0, 0, 0] == 40 + 4 and montage[0, 16, 0] == 80 + 4
+
+
+def test_change_table_of_results_without_teacher_forced_groups_keeps_four_columns():
+    """Results written before the teacher-forced column (an earlier run's eval/) still make their table."""
+    from vavam.quickstart.report import _change_table
+
+    table = _change_table([{"kept": "all", "windows": 3, "generated": 0.5, "copy": 0.25}])
+    assert list(table.columns) == ["tokens kept in the last context step", "windows", "greedy", "copy"]
+    assert [list(r) for r in table.rows] == [["all", 3, 0.5, 0.25]]

@@ -39,13 +39,14 @@ def next_frame(vim, heldout_store: TokenStore, limit: int | None = None, seed: i
     context, truth = windows[:, :-1], windows[:, -1]
     generated = torch.cat([generate_frames(vim, context[i : i + 8], 1, top_k=1)[:, 0] for i in range(0, len(context), 8)])
     copy = context[:, -1]
+    forced = teacher_forced_last_frame(vim, windows)
     return {
         "windows": len(windows),
         "context_frames": context.shape[1],
         "greedy_accuracy": float((generated == truth).float().mean()),
         "copy_last_frame_accuracy": float((copy == truth).float().mean()),
-        "teacher_forced_accuracy": float((teacher_forced_last_frame(vim, windows) == truth).float().mean()),
-        "by_change": accuracy_by_change(context, truth, generated),
+        "teacher_forced_accuracy": float((forced == truth).float().mean()),
+        "by_change": accuracy_by_change(context, truth, generated, teacher_forced=forced),
         "_generated": generated,
         "_context": context,
         "_truth": truth,
@@ -53,7 +54,8 @@ def next_frame(vim, heldout_store: TokenStore, limit: int | None = None, seed: i
 
 
 def accuracy_by_change(context: torch.Tensor, truth: torch.Tensor, generated: torch.Tensor,
-                       edges: tuple[float, ...] = (0.5, 0.7)) -> list[dict[str, Any]]:
+                       edges: tuple[float, ...] = (0.5, 0.7),
+                       teacher_forced: torch.Tensor | None = None) -> list[dict[str, Any]]:
     """Generated and copied next frames' token accuracy, by how much the scene changed in the last context step.
 
     A window's change is the share of tokens its last context frame keeps from the frame before (1: nothing
@@ -62,17 +64,21 @@ def accuracy_by_change(context: torch.Tensor, truth: torch.Tensor, generated: to
 
     Args:
         context: long ``[N, T-1, h, w]`` (``T-1 >= 2``); truth, generated: long ``[N, h, w]``.
+        teacher_forced: long ``[N, h, w]``, the model's predictions given the true earlier tokens (optional).
         edges: increasing shares strictly between 0 and 1 where one group ends and the next begins (a window
             on an edge goes to the upper group; the last group includes 1).
 
     Returns:
         One dict per group, lowest share first: ``kept`` (the group's range of that share, as text),
-        ``windows``, ``generated`` and ``copy`` (mean token accuracy; NaN for an empty group).
+        ``windows``, ``generated``, ``copy`` and, when given, ``teacher_forced`` (mean token accuracy; NaN for
+        an empty group).
     """
     if context.dim() != 4 or context.shape[1] < 2:
         raise ValueError(f"context: expected [N, T-1 >= 2, h, w] to measure the last step's change, "
                          f"got {tuple(context.shape)}")
-    for name, frames in (("truth", truth), ("generated", generated)):
+    for name, frames in (("truth", truth), ("generated", generated), ("teacher_forced", teacher_forced)):
+        if frames is None:
+            continue
         if frames.shape != context[:, -1].shape:
             raise ValueError(f"{name}: expected {tuple(context[:, -1].shape)} (the context's frame shape, one per "
                              f"window), got {tuple(frames.shape)}")
@@ -81,6 +87,7 @@ def accuracy_by_change(context: torch.Tensor, truth: torch.Tensor, generated: to
     kept = (context[:, -1] == context[:, -2]).flatten(1).float().mean(1)  # [N]
     generated_acc = (generated == truth).flatten(1).float().mean(1)  # [N]
     copy_acc = (context[:, -1] == truth).flatten(1).float().mean(1)  # [N]
+    forced_acc = None if teacher_forced is None else (teacher_forced == truth).flatten(1).float().mean(1)  # [N]
     # [N] group index g: edges[g-1] <= kept < edges[g] (the top group takes kept = 1)
     group_of = torch.bucketize(kept, torch.tensor(edges, dtype=kept.dtype), right=True)
     bounds = [0.0, *edges, 1.0]
@@ -88,9 +95,11 @@ def accuracy_by_change(context: torch.Tensor, truth: torch.Tensor, generated: to
     for g, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
         member = group_of == g
         n = int(member.sum())
-        rows.append({"kept": _share_range(lo, hi), "windows": n,
-                     "generated": float(generated_acc[member].mean()) if n else float("nan"),
-                     "copy": float(copy_acc[member].mean()) if n else float("nan")})
+        row = {"kept": _share_range(lo, hi), "windows": n}
+        for key, acc in (("generated", generated_acc), ("copy", copy_acc), ("teacher_forced", forced_acc)):
+            if acc is not None:
+                row[key] = float(acc[member].mean()) if n else float("nan")
+        rows.append(row)
     return rows
 
 

@@ -249,8 +249,7 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
                    "frame before (how little the scene changed): copying is hard to beat where it changed little."
                    + (" – : no window in that group." if any(not g["windows"] for g in by_change) else "")
                    if by_change else ""),
-                [Table(["tokens kept in the last context step", "windows", "greedy", "copy"],
-                       [[g["kept"], g["windows"], g["generated"], g["copy"]] for g in by_change])] if by_change else [],
+                [_change_table(by_change)] if by_change else [],
                 figures=figure("next_frames.png")),
         *_probe_sections(res.get("probe"), figure("probe_examples.png")),
         Section("VaVAM: open-loop planning",
@@ -288,6 +287,14 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
                             intro="The whole system trained and evaluated on the embedded driving world on a CPU.")
     headline = [f"{c}: {'met' if ok else 'NOT met'} ({m})" for c, ok, m in checks]
     return {"report_md": str(md), "report_html": str(html), "headline": headline}
+
+
+def _change_table(by_change: list[dict]) -> Table:
+    """Greedy, copying and (results that have it) teacher-forced accuracy per group of last-step change."""
+    forced = all("teacher_forced" in g for g in by_change)
+    keys = ["generated", "copy"] + (["teacher_forced"] if forced else [])
+    head = ["tokens kept in the last context step", "windows", "greedy", "copy"] + (["teacher-forced"] if forced else [])
+    return Table(head, [[g["kept"], g["windows"], *(g[k] for k in keys)] for g in by_change])
 
 
 def _probe_sections(pr: dict | None, figures: list[str]) -> list[Section]:
