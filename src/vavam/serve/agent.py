@@ -2,10 +2,12 @@
 
 Each ``/infer`` call brings one new front-camera image. The agent tokenizes only that image and
 keeps a short history of ``(timestamp, tokens)`` per session. The context for the model is chosen by
-time: the newest frame, then the frames nearest to 0.5 s, 1.0 s, ... earlier (within a tolerance),
-up to ``context_frames``; it stops at the first gap. So the model always sees 2 Hz context whatever
-rate the simulator calls at (NeuroNCAP calls at 2 Hz), and a frame is never tokenized twice (the
-reference re-tokenized all 8 frames on every call).
+time: the newest frame, then, step by step, the frame nearest to 0.5 s before the frame chosen last
+(within a tolerance), up to ``context_frames``; it stops at the first gap. Each step is measured from
+the previous choice, so logged timestamps a little off 0.5 s (NeuroNCAP's priming steps replay
+nuScenes keyframes, 0.45-0.55 s apart) do not add up and cut the context short. So the model always
+sees 2 Hz context whatever rate the simulator calls at (NeuroNCAP calls at 2 Hz), and a frame is never
+tokenized twice (the reference re-tokenized all 8 frames on every call).
 
 Reproducibility: with ``AgentOptions.seed`` set, the noise of a call comes from a CPU generator
 seeded with :func:`sample_seed` ``(seed, timestamp_us)``, so the same frames, command and timestamp
@@ -143,7 +145,7 @@ class TokenHistory:
         self.check_next(timestamp_us)
         self.timestamps.append(int(timestamp_us))
         self.tokens.append(tokens)
-        horizon = self.spacing_us * self.context_frames + self.tolerance_us
+        horizon = (self.spacing_us + self.tolerance_us) * self.context_frames  # the oldest frame a context can reach
         while self.timestamps and self.timestamps[0] < timestamp_us - horizon:
             self.timestamps.pop(0)
             self.tokens.pop(0)
@@ -155,15 +157,16 @@ class TokenHistory:
             self.tokens.pop()
 
     def context_indices(self) -> list[int]:
-        """Indices into the history, oldest first, of the frames forming the 2 Hz context."""
+        """Indices into the history, oldest first, of the frames forming the 2 Hz context: each is the frame
+        nearest to ``spacing_us`` before the one chosen after it (within ``tolerance_us``)."""
         if not self.timestamps:
             return []
-        ts = np.asarray(self.timestamps, dtype=np.int64)
+        ts = self.timestamps  # Python ints: no int64 overflow near the ends of the range
         chosen = [len(ts) - 1]
-        for k in range(1, self.context_frames):
-            target = ts[-1] - k * self.spacing_us
-            j = int(np.abs(ts - target).argmin())
-            if abs(int(ts[j]) - target) > self.tolerance_us or j in chosen:
+        for _ in range(1, self.context_frames):
+            target = ts[chosen[-1]] - self.spacing_us
+            j = min(range(len(ts)), key=lambda i: abs(ts[i] - target))  # the first (oldest) of equally near ones
+            if abs(ts[j] - target) > self.tolerance_us or j in chosen:
                 break
             chosen.append(j)
         return chosen[::-1]
