@@ -346,6 +346,7 @@ class FrameSource:
             ts = np.asarray(timestamps_us, dtype=np.int64)
             if ts.shape != (len(files),):
                 raise FrameError(f"scene {name!r}: {len(ts)} timestamps for {len(files)} files")
+        _check_frame_order(name, files, ts, timestamps_from)
         parent = files[0].parent
         return cls(name=name, path=parent, kind="images", files=files, timestamps_us=ts, fps=fps,
                    num_frames_hint=len(files), timestamps_from=timestamps_from)
@@ -451,6 +452,7 @@ class FrameSource:
         kept = 0
         last_slot = -1
         t0: int | None = None
+        last_ts: int | None = None  # latest timestamp decoded so far
         try:
             if not container.streams.video:
                 raise FrameError(f"{path}: no video stream")
@@ -474,6 +476,14 @@ class FrameSource:
                     ts = int(round(decoded * 1e6 / (rate or 10.0)))
                 i = decoded
                 decoded += 1
+                # Time going back: every frame is kept (the store refused the scene only once encoded, naming no
+                # file), or more than one slot back when resampling (a restarted / concatenated stream: every frame
+                # after it was dropped as belonging to a past slot, silently cutting the video)
+                back = last_ts is not None and ts < last_ts - (1e6 / self.fps if self.fps else 0)
+                if back:
+                    raise FrameError(f"{path} (frame {i}): timestamp {ts} µs is before the previous frame's "
+                                     f"{last_ts} µs: the video's timestamps go back (broken or concatenated video?)")
+                last_ts = ts if last_ts is None else max(last_ts, ts)
                 if self.fps:
                     if t0 is None:
                         t0 = ts
@@ -509,6 +519,25 @@ def _timestamps_from_names(files: Sequence[Path]) -> np.ndarray | None:
             return None
         out.append(int(m.group(1)))
     return np.asarray(out, dtype=np.int64)
+
+
+def _check_frame_order(name: str, files: Sequence[Path], ts: np.ndarray, timestamps_from: str) -> None:
+    """Frames in file order must go forward in time: timestamps from the names must increase (as a sidecar's
+    must), given ones must not decrease (the token store's rule). Else :class:`FrameError` naming the scene and the
+    two frames, before any frame is decoded: a folder mixing nuScenes logs (``samples/CAM_FRONT``) or a list in
+    the wrong order used to fail only when the scene was written, after encoding it, with no file named."""
+    if ts.size < 2:
+        return
+    strict = timestamps_from == "names"
+    bad = np.flatnonzero(np.diff(ts) <= 0 if strict else np.diff(ts) < 0)
+    if not bad.size:
+        return
+    i = int(bad[0])
+    origin = "their names" if strict else f"the timestamps given ({timestamps_from})"
+    hint = (" (one folder holding several scenes or logs, e.g. a nuScenes samples/<CAMERA> folder: tokenize the "
+            "scenes of `vavam data prepare` instead)" if strict else "")
+    raise FrameError(f"scene {name!r}: frames do not go forward in time by {origin}: {files[i + 1]} is at "
+                     f"{int(ts[i + 1])} µs and the frame before it, {files[i]}, at {int(ts[i])} µs{hint}")
 
 
 def _read_sidecar(folder: Path, files: Sequence[Path]) -> np.ndarray | None:

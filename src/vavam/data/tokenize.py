@@ -431,7 +431,7 @@ def tokenize_sources(
                              f"{downsample}{hint}")
         return TokenStoreWriter(out, (h // downsample, w // downsample), image_size=img_size, downsample=downsample,
                                 codebook_size=_codebook_size(tokenizer), tokenizer=identity, fps=fps,
-                                shard=shard_t, resume=resume, fps_from_scenes=fps is None)
+                                shard=shard_t, resume=resume, fps_from_scenes=fps is None, complete=False)
 
     fingerprints = {s.name: s.fingerprints() for s in mine}
     resumed: _Resume | None = None
@@ -523,15 +523,18 @@ def tokenize_sources(
         if resumed is not None:
             resumed.writer.flush()  # a scene found finished inside the loop may have been updated in memory only
     if writer is None:  # nothing to do and no size known: still leave a valid (empty) manifest
+        if (failed or not mine) and image_size is None and shard_t is not None:
+            # an empty share (more shards than scenes) or one whose every scene failed (reported): no part (no
+            # grid to write one with), a marker telling the merge that this shard finished
+            Path(out).mkdir(parents=True, exist_ok=True)
+            atomic_write_text(Path(out) / empty_part_name(*shard_t), "")
+            return out / part_manifest_name(*shard_t)
         if failed and image_size is None:  # every scene failed: no store
-            return out / (part_manifest_name(*shard_t) if shard_t else MANIFEST)
+            return out / MANIFEST
         if not mine and image_size is None:
-            if shard_t is not None:  # an empty share (more shards than scenes): no part, a marker for the merge
-                Path(out).mkdir(parents=True, exist_ok=True)
-                atomic_write_text(Path(out) / empty_part_name(*shard_t), "")
-                return out / part_manifest_name(*shard_t)
             raise ValueError("no scenes to tokenize and no image size given (pass height/width)")
         writer = make_writer(image_size)  # type: ignore[arg-type]
+    writer.finish()  # a shard's part is marked finished only now: a merge refuses the part of a killed shard
     return writer.manifest_path
 
 
@@ -1138,7 +1141,7 @@ def convert_npy_layout(
     nominal = index is not None and fps is not None  # --index --fps: the store's nominal rate
     writer = TokenStoreWriter(out, grid, image_size=(grid[0] * downsample, grid[1] * downsample), downsample=downsample,
                               codebook_size=codebook_size, tokenizer=identity, shard=shard_t, resume=resume,
-                              fps=fps if nominal else None, fps_from_scenes=not nominal)
+                              fps=fps if nominal else None, fps_from_scenes=not nominal, complete=False)
     fingerprints = {n: _convert_fingerprints(src, groups[n]) for n in mine}
     resumed = _Resume(writer, "convert", "converting it again", kept_hint="a single-frame scene has none")
 
@@ -1165,6 +1168,7 @@ def convert_npy_layout(
                                timestamps_from=scene.timestamps_from)
     finally:
         bar.close()
+    writer.finish()  # a shard's part is marked finished only now (see merge_manifests)
     return writer.manifest_path
 
 

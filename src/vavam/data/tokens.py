@@ -16,6 +16,7 @@ Layout of a store folder::
       "fps": 10.0,                              # frame rate of the store (null when unknown or mixed)
       "tokenizer": {...}, "tokenizer_hash": "<sha256 of the identity JSON>",
       "shard": null | [i, N],
+      "complete": false | true,                 # parts of `vavam tokenize` only: the shard finished its scenes
       "scenes": {
         "<name>": {"name": "<name>", "num_frames": T, "file": "scenes/<name>.npy",
                    "timestamps_file": "scenes/<name>.timestamps.npy", "bytes": <size of the .npy>,
@@ -133,6 +134,18 @@ def missing_shards(root: Path) -> list[tuple[int, int]]:
         if m:
             seen.setdefault(int(m.group(2)), set()).add(int(m.group(1)))
     return sorted((i, n) for n, done in seen.items() for i in range(n) if i not in done)
+
+
+def unfinished_shards(manifests: Iterable[tuple[Path, Mapping[str, Any]]]) -> list[tuple[int, int]]:
+    """``(i, N)`` of the manifest parts among ``manifests`` (``(path, manifest)``) marked unfinished
+    (``"complete": false``: the shard was killed, failed or is still running), sorted. Parts without the mark
+    (older versions, writers that do not keep it) count as finished."""
+    out = []
+    for path, m in manifests:
+        match = _PART_NAME.match(Path(path).name)
+        if match and m.get("complete") is False:
+            out.append((int(match.group(1)), int(match.group(2))))
+    return sorted(out)
 
 
 def check_codebook_size(codebook_size: int | None) -> None:
@@ -422,6 +435,9 @@ class TokenStoreWriter:
         resume: keep the finished scenes of an existing manifest (else start the manifest afresh).
         fps_from_scenes: record as the store's ``fps`` the common rate of its scenes (:func:`common_fps`,
             updated with every scene written), not ``fps``.
+        complete: with ``shard``, record in the part whether the shard has finished (``False`` until
+            :meth:`finish`): a first merge refuses a part still marked unfinished (a shard killed, failed or still
+            running), whose scenes would otherwise look like the shard's whole share. None records nothing.
 
     Raises:
         TokenStoreError: the existing manifest was made with another tokenizer/grid/image size.
@@ -439,6 +455,7 @@ class TokenStoreWriter:
         shard: tuple[int, int] | None = None,
         resume: bool = True,
         fps_from_scenes: bool = False,
+        complete: bool | None = None,
     ) -> None:
         check_codebook_size(codebook_size)
         self.fps_from_scenes = fps_from_scenes
@@ -459,6 +476,8 @@ class TokenStoreWriter:
             "tokenizer_hash": identity_hash(tokenizer),
             "shard": list(shard) if shard else None,
         }
+        if shard and complete is not None:
+            self.header["complete"] = bool(complete)
         self.scenes: dict[str, dict] = {}
         #: finished scenes of the merged manifest.json (when writing a shard part), also skipped on resume
         self.merged_scenes: dict[str, dict] = {}
@@ -574,6 +593,13 @@ class TokenStoreWriter:
         """Write the manifest (store rate recomputed) as the writer holds it."""
         self._update_fps()
         self._write_manifest()
+
+    def finish(self) -> None:
+        """Record that this shard has finished its share (``complete`` of a part made with ``complete=False``)
+        and write the manifest."""
+        if "complete" in self.header:
+            self.header["complete"] = True
+        self.flush()
 
     def discard_scene(self, name: str) -> None:
         """Unrecord scene ``name`` and delete its files (a stale scene about to be redone).
@@ -706,13 +732,13 @@ def merge_manifests(root: Path, remove_parts: bool = False, allow_missing: bool 
     scene whose files are incomplete is dropped (it will be redone). Parts of runs with different
     shard counts merge too (an interrupted run re-launched with another number of processes).
     Idempotent. The first merge of a store (no ``manifest.json`` yet) refuses a shard count whose shards did not
-    all leave a part (or, for a shard with no scene, an empty marker) unless ``allow_missing``: a merge of what
-    is there would look complete.
+    all leave a part (or, for a shard with no scene, an empty marker), or left a part marked unfinished (a shard
+    killed, failed or still running), unless ``allow_missing``: a merge of what is there would look complete.
 
     Args:
         root: the store folder.
         remove_parts: delete the part files (and empty markers) after a successful merge.
-        allow_missing: merge the parts there are even when some shards left none.
+        allow_missing: merge the parts there are even when some shards left none or did not finish.
 
     Returns:
         Path of the written ``manifest.json``.
@@ -722,7 +748,8 @@ def merge_manifests(root: Path, remove_parts: bool = False, allow_missing: bool 
     main_path = root / MANIFEST
     # checked for a first merge (a store with a manifest.json already holds the shards merged before: re-running
     # one of them and merging it alone is the way to redo its scenes)
-    missing = [] if main_path.is_file() else missing_shards(root)
+    first = not main_path.is_file()
+    missing = missing_shards(root) if first else []
     if missing and not allow_missing:
         names = ", ".join(f"{i}/{n}" for i, n in missing[:8]) + (" ..." if len(missing) > 8 else "")
         raise TokenStoreError(f"{root}: {len(missing)} shard(s) left no manifest part ({names}): run them (or wait "
@@ -731,6 +758,15 @@ def merge_manifests(root: Path, remove_parts: bool = False, allow_missing: bool 
     if main_path.is_file():
         sources.append((main_path, read_manifest(main_path)))
     sources += [(p, read_manifest(p)) for p in parts]
+    unfinished = unfinished_shards(sources) if first else []
+    if unfinished and not allow_missing:
+        names = ", ".join(f"{root / part_manifest_name(i, n)}" for i, n in unfinished[:4]) + (
+            " ..." if len(unfinished) > 4 else "")
+        raise TokenStoreError(f"{root}: {len(unfinished)} shard(s) did not finish "
+                              f"({', '.join(f'{i}/{n}' for i, n in unfinished[:8])}; their parts are marked "
+                              f"unfinished: {names}): the shard was killed, failed or is still running. Re-run "
+                              "them (finished scenes are kept) before merging, or merge what is there with "
+                              "--allow-missing")
     if not sources:
         raise TokenStoreError(f"{root}: no manifest.json nor manifest parts to merge")
     header = {k: v for k, v in sources[0][1].items() if k != "scenes"}
@@ -757,6 +793,7 @@ def merge_manifests(root: Path, remove_parts: bool = False, allow_missing: bool 
     elif scenes:
         header["fps"] = common_fps(e.get("fps") for e in scenes.values())
     header["shard"] = None
+    header.pop("complete", None)
     atomic_write_json(main_path, {**header, "scenes": {k: scenes[k] for k in sorted(scenes)}})
     if remove_parts:
         for p in manifest_parts(root, markers=True):
@@ -817,5 +854,6 @@ __all__ = [
     "part_manifest_name",
     "read_manifest",
     "scene_files_ok",
+    "unfinished_shards",
     "write_synthetic_store",
 ]
