@@ -391,10 +391,11 @@ def generate_episodes(
     config: WorldConfig = WorldConfig(),
 ) -> Iterator[Episode]:
     """``num`` episodes, deterministic for ``seed``: a ``hazard_share`` of them drive through a random
-    hazard scenario (expert evasion, at most the scenario's duration), the rest are expert drives of
-    ``duration_s`` in their own towns. One rendering context is shared."""
+    hazard scenario (expert evasion, at most the scenario's duration; never one of the benchmark layouts
+    0 .. 99), the rest are expert drives of ``duration_s`` in their own towns. One rendering context is shared."""
     if num < 0 or not 0.0 <= hazard_share <= 1.0:
         raise ValueError(f"num must be >= 0 and hazard_share in [0, 1], got {num}, {hazard_share}")
+    from vavam.world.export import HAZARD_LAYOUT_BASE
     from vavam.world.render import create_context
     from vavam.world.scenarios import SCENARIO_TYPES, make_scenario
 
@@ -406,7 +407,9 @@ def generate_episodes(
         for i in range(num):
             if rng.random() < hazard_share:
                 kind = SCENARIO_TYPES[int(rng.integers(len(SCENARIO_TYPES)))]
-                spec = make_scenario(kind, int(rng.integers(10_000)), int(rng.integers(10_000)))
+                # layouts below HAZARD_LAYOUT_BASE are the benchmark's (``vavam world scenarios``): never train on them
+                layout = HAZARD_LAYOUT_BASE + int(rng.integers(10_000 - HAZARD_LAYOUT_BASE))
+                spec = make_scenario(kind, layout, int(rng.integers(10_000)))
                 yield record_hazard_episode(
                     spec, min(duration_s, spec.duration), rate_hz, height, width, labels, depth, ctx=ctx
                 )
