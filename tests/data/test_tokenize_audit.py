@@ -5,20 +5,16 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_frames import make_images  # pytest puts this folder on sys.path (rootdir-relative test modules)
+from test_tokens import FakeTokenizer, make_sources
 
 from vavam.data.frames import FrameError, FrameSource
 from vavam.data.tokenize import tokenize_sources
 from vavam.data.tokens import MANIFEST, TokenStore, TokenStoreError, merge_manifests
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from test_frames import make_images  # noqa: E402
-from test_tokens import FakeTokenizer, make_sources  # noqa: E402
 
 
 def test_first_merge_refuses_the_part_of_a_killed_shard(tmp_path):

@@ -28,6 +28,7 @@ from vavam.video.convert import (
     check_state_fits,
     check_unit_scales,
     file_error,
+    own_name,
     reference_key,
     released_video_key,
     strip_prefix,
@@ -169,11 +170,6 @@ def released_action_key(key: str) -> str:
     return f"vam.action_expert.{reference_key(rest, _ENCODER_KEYS, _BLOCK_KEYS)}"
 
 
-def _same_name(key: str) -> str:
-    """Our parameter names, as our checkpoint folders hold them."""
-    return key
-
-
 _KNOWN_EXTRAS = ("joint_model.gpt.", "joint_model.action_expert.", "attn_mask")  # duplicates and the mask buffer
 
 
@@ -198,7 +194,7 @@ def load_action_model(path: str | os.PathLike, device: str | torch.device = "cpu
     if is_checkpoint_folder(path):
         state, config, _ = load_checkpoint(path, expected=ActionConfig)
         # source: weights that do not fit config.json are named with the folder (a bare RuntimeError did not)
-        return build_from_state(config, state, device, source=str(path / MODEL_FILE), name_in_file=_same_name,
+        return build_from_state(config, state, device, source=str(path / MODEL_FILE), name_in_file=own_name,
                                 described_by=CONFIG_FILE)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or checkpoint folder")

@@ -201,6 +201,11 @@ def reference_key(key: str, top: Mapping[str, str], block: Mapping[str, str]) ->
     return key
 
 
+def own_name(key: str) -> str:
+    """Parameter names as our checkpoint folders hold them (the modules' own names)."""
+    return key
+
+
 def check_state_fits(
     model: torch.nn.Module, state: Mapping[str, torch.Tensor], name_in_file: Callable[[str], str], source: str,
     described_by: str = "its hyper-parameters",
@@ -239,7 +244,7 @@ def build_from_state(
     """
     model = _meta_model(config)
     if source is not None:
-        check_state_fits(model, state, name_in_file or (lambda k: k), source, described_by)
+        check_state_fits(model, state, name_in_file or own_name, source, described_by)
     state = {k: v.to(device=device, dtype=torch.float32) for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
