@@ -442,8 +442,6 @@ def load_checkpoint(
     Raises ``ValueError`` naming the folder and the file when something is missing or corrupt, or
     when the config is not an instance of ``expected`` (e.g. a VaViM folder given as a tokenizer).
     """
-    from safetensors.torch import load as st_load
-
     from vavam.config import config_from_dict
 
     folder = Path(folder)
@@ -453,13 +451,7 @@ def load_checkpoint(
     meta = read_json(folder / META_FILE)
     if not isinstance(meta, dict):
         raise ValueError(f"{folder / META_FILE}: must hold a JSON object, got {type(meta).__name__}")
-    data = (folder / MODEL_FILE).read_bytes()
-    if verify and meta.get("model_sha256") and hashlib.sha256(data).hexdigest() != meta["model_sha256"]:
-        raise ValueError(f"{folder / MODEL_FILE}: content hash does not match meta.json (corrupt or partly written)")
-    try:
-        state = st_load(data)
-    except Exception as exc:  # safetensors raises its own error types
-        raise ValueError(f"{folder / MODEL_FILE}: cannot read safetensors ({exc})") from exc
+    state = _read_safetensors(folder / MODEL_FILE, meta.get("model_sha256") if verify else None)
     try:
         config = config_from_dict(read_json(folder / CONFIG_FILE))
     except ValueError as exc:
@@ -467,6 +459,37 @@ def load_checkpoint(
     if expected is not None and not isinstance(config, expected):
         raise ValueError(f"{folder}: holds a {type(config).__name__}, not a {expected.__name__}")
     return state, config, meta
+
+
+def _read_safetensors(path: Path, sha256: str | None) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file, checked against ``sha256`` when given. The file is hashed through a
+    memory map and read by safetensors from the file, so the peak memory is about the weights once (reading the
+    bytes, then building tensors from them, held both: twice the weights, 10 GB for a 1.2B-parameter float32
+    VaViM). The file is the one hashed: a replacement in between (an atomic write renames a new file over it) is
+    refused, as the hash of one file cannot vouch for another."""
+    import mmap
+
+    from safetensors.torch import load_file
+
+    with open(path, "rb") as f:
+        before = os.fstat(f.fileno())
+        if sha256:
+            if before.st_size == 0:  # mmap refuses an empty file
+                digest = hashlib.sha256(b"").hexdigest()
+            else:
+                with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                    digest = hashlib.sha256(mm).hexdigest()
+            if digest != sha256:
+                raise ValueError(f"{path}: content hash does not match meta.json (corrupt or partly written)")
+        try:
+            state = load_file(path)
+        except Exception as exc:  # safetensors raises its own error types
+            raise ValueError(f"{path}: cannot read safetensors ({exc})") from exc
+        after = os.stat(path)
+    if (after.st_dev, after.st_ino, after.st_size, after.st_mtime_ns) != \
+            (before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns):
+        raise ValueError(f"{path}: was replaced or changed while it was read; load it again")
+    return state
 
 
 def is_checkpoint_folder(path: str | os.PathLike) -> bool:
