@@ -527,6 +527,24 @@ def recorded_tokenizer(checkpoint: str | os.PathLike) -> Path | None:
     return path
 
 
+def recorded_grid(checkpoint: str | os.PathLike) -> tuple[int, int] | None:
+    """The token grid ``(h, w)`` our VaViM / VaVAM checkpoint folder was trained on (``token_grid`` in its
+    ``meta.json``): the models themselves record only ``h * w`` tokens per frame, and a store of the transposed grid
+    (same count) would feed every token at another token's spatial position. None for a released file, a folder
+    written before folders recorded it, or an unreadable meta (whose loading reports it)."""
+    checkpoint = Path(checkpoint)
+    if not is_checkpoint_folder(checkpoint):
+        return None
+    try:
+        meta = read_json(checkpoint / META_FILE)
+    except ValueError:
+        return None
+    grid = meta.get("token_grid") if isinstance(meta, dict) else None
+    if isinstance(grid, list) and len(grid) == 2 and all(isinstance(v, int) and v > 0 for v in grid):
+        return int(grid[0]), int(grid[1])
+    return None
+
+
 def _version() -> str:
     try:
         from importlib.metadata import version
@@ -554,4 +572,5 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "is_checkpoint_folder",
+    "recorded_grid",
 ]

@@ -50,7 +50,8 @@ class _Planner:
 
     def __init__(self, nan_sample: int | None = None) -> None:
         self.nan_sample = nan_sample
-        self.config = type("Config", (), {"train_frames": CONTEXT, "horizon": 6, "action_dim": 2})()
+        video = type("VideoConfig", (), {"tokens_per_frame": 6, "vocab_size": 17})()  # _split's 2 x 3 grid, 16 codes
+        self.config = type("Config", (), {"train_frames": CONTEXT, "horizon": 6, "action_dim": 2, "video": video})()
 
     def sample_trajectory(self, tokens, commands, num_samples, noise=None, speed=None):
         plans = torch.zeros(len(tokens), num_samples, 6, 2)

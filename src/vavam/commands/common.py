@@ -198,12 +198,21 @@ def choose_frame_size(
     return hh, ww
 
 
-def check_grid(grid: tuple[int, int], tokens_per_frame: int, what: str) -> None:
-    """A token grid ``h x w`` must hold the model's tokens per frame."""
+def check_grid(
+    grid: tuple[int, int], tokens_per_frame: int, what: str, model_grid: tuple[int, int] | None = None
+) -> None:
+    """A token grid ``h x w`` must hold the model's tokens per frame, and be the grid the model was trained on
+    when that is known (``model_grid``, :func:`vavam.io.recorded_grid`): a transposed grid holds as many tokens,
+    each at another token's position."""
     if grid[0] * grid[1] != tokens_per_frame:
         raise CommandError(
             f"{what}: token grid {grid[0]}x{grid[1]} = {grid[0] * grid[1]} tokens per frame, but the model "
             f"expects {tokens_per_frame} tokens per frame"
+        )
+    if model_grid is not None and tuple(grid) != tuple(model_grid):
+        raise CommandError(
+            f"{what}: token grid {grid[0]}x{grid[1]}, but the model was trained on {model_grid[0]}x{model_grid[1]} "
+            "tokens (the same count, each token at another position of the frame)"
         )
 
 
@@ -312,8 +321,10 @@ def read_frames(
     tokenizer: str,
     size: tuple[int, int] | None = None,
     fps: float | None = None,
+    model_grid: tuple[int, int] | None = None,
 ) -> ClipInput:
-    """Read frames ``start .. start+count-1`` of ``--frames`` (fewer when the source ends), resized for the model.
+    """Read frames ``start .. start+count-1`` of ``--frames`` (fewer when the source ends), resized for the model
+    (to its trained token grid ``model_grid`` times the downsampling when that is known and ``size`` is not given).
 
     Raises:
         CommandError: fewer than ``needed`` frames from ``start``.
@@ -325,6 +336,8 @@ def read_frames(
         from vavam.tokenizer.loading import recorded_image_size
 
         trained = recorded_image_size(tokenizer) if tokenizer else None
+        if model_grid is not None and size is None:  # the model's own grid beats the tokenizer's training size
+            trained = (model_grid[0] * downsample, model_grid[1] * downsample)
         hw = choose_frame_size(source_size(source), tokens_per_frame, downsample, size, tokenizer, trained)
         images, names = [], []
         for fr in source.frames(size=hw):
@@ -351,16 +364,18 @@ def read_frames(
 
 
 def read_store_window(
-    tokens: Path, scene: str | None, start: int, count: int, needed: int, tokens_per_frame: int
+    tokens: Path, scene: str | None, start: int, count: int, needed: int, tokens_per_frame: int,
+    model_grid: tuple[int, int] | None = None,
 ) -> tuple[ClipInput, Any]:
-    """Frames ``start .. start+count-1`` (fewer when the scene ends) of ``scene`` in the token store ``tokens``."""
+    """Frames ``start .. start+count-1`` (fewer when the scene ends) of ``scene`` in the token store ``tokens``,
+    whose grid must hold ``tokens_per_frame`` tokens and be ``model_grid`` when given (:func:`check_grid`)."""
     from vavam.data.tokens import TokenStore, TokenStoreError
 
     try:
         store = TokenStore(tokens)
     except TokenStoreError as exc:
         raise CommandError(f"--tokens: {exc}") from exc
-    check_grid(store.grid, tokens_per_frame, f"--tokens {tokens}")
+    check_grid(store.grid, tokens_per_frame, f"--tokens {tokens}", model_grid)
     if scene is None:
         if len(store.scenes) != 1:
             listed = ", ".join(store.scenes[:5]) + (" ..." if len(store.scenes) > 5 else "")

@@ -27,7 +27,7 @@ import tyro
 
 from vavam.commands import common as C
 from vavam.data.frames import FrameError, check_fps
-from vavam.io import atomic_write_json
+from vavam.io import atomic_write_json, recorded_grid
 from vavam.media import MAX_MP4_FPS
 
 
@@ -147,16 +147,17 @@ def generate(
             "context frames (one frame must be generated inside the window)"
         )
     warnings = C.check_codebook(tok, tok_path, cfg.vocab_size)
+    model_grid = recorded_grid(checkpoint)  # None for a released file or an older folder
     ds = int(tok.downsample)
 
     with timer("read"):
         if frames is not None:
             clip = C.read_frames(frames, start, context + new_frames, context, cfg.tokens_per_frame, ds, tok_path,
-                                 size, fps)
+                                 size, fps, model_grid)
             store = None
         else:
             clip, store = C.read_store_window(tokens, scene, start, context + new_frames, context,
-                                              cfg.tokens_per_frame)
+                                              cfg.tokens_per_frame, model_grid)
             if store.codebook_size is not None and int(store.codebook_size) != int(tok.codebook_size):
                 raise C.CommandError(
                     f"--tokenizer {tok_path}: codebook of {tok.codebook_size} codes, but --tokens {tokens} was "
@@ -167,7 +168,8 @@ def generate(
     if clip.images is not None:
         with timer("tokenize"):
             clip.tokens = C.encode_images(tok, clip.images.to(device))
-        C.check_grid(tuple(clip.tokens.shape[1:]), cfg.tokens_per_frame, f"--tokenizer {tok_path}")
+        C.check_grid(tuple(clip.tokens.shape[1:]), cfg.tokens_per_frame, f"--tokenizer {tok_path}",
+                     model_grid)
     all_tokens = clip.tokens  # [N, h, w]
     h, w = all_tokens.shape[1:]
     ctx_tokens = all_tokens[:context]

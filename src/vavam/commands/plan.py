@@ -29,7 +29,7 @@ import tyro
 
 from vavam.commands import common as C
 from vavam.data.frames import FrameError, check_fps
-from vavam.io import atomic_write_json
+from vavam.io import atomic_write_json, recorded_grid
 from vavam.types import NUM_WAYPOINTS, WAYPOINT_DT, Command
 
 COMMAND_IDS: dict[str, int] = {c.name.lower(): int(c) for c in Command}  # right 0, left 1, straight 2
@@ -162,16 +162,18 @@ def plan(
     if not 1 <= context <= vcfg.num_frames:
         raise C.CommandError(f"--context {context}: must be between 1 and the model's {vcfg.num_frames} frames")
     warnings = C.check_codebook(tok, tok_path, vcfg.vocab_size) if tok is not None else []
+    model_grid = recorded_grid(checkpoint)  # None for a released file or an older folder
     if speed_warning is not None:
         warnings.append(speed_warning)
 
     with timer("read"):
         if frames is not None:
             clip = C.read_frames(frames, start, context, context, vcfg.tokens_per_frame, int(tok.downsample),
-                                 tok_path, size, fps)
+                                 tok_path, size, fps, model_grid)
             store = None
         else:
-            clip, store = C.read_store_window(tokens, scene, start, context, context, vcfg.tokens_per_frame)
+            clip, store = C.read_store_window(tokens, scene, start, context, context, vcfg.tokens_per_frame,
+                                                model_grid)
             if tok is not None and store.codebook_size is not None and int(store.codebook_size) != tok.codebook_size:
                 raise C.CommandError(
                     f"--tokenizer {tok_path}: codebook of {tok.codebook_size} codes, but --tokens {tokens} was "
@@ -183,7 +185,8 @@ def plan(
     if clip.images is not None:
         with timer("tokenize"):
             clip.tokens = C.encode_images(tok, clip.images.to(device))
-        C.check_grid(tuple(clip.tokens.shape[1:]), vcfg.tokens_per_frame, f"--tokenizer {tok_path}")
+        C.check_grid(tuple(clip.tokens.shape[1:]), vcfg.tokens_per_frame, f"--tokenizer {tok_path}",
+                     model_grid)
     ctx_tokens = clip.tokens[:context]  # [T, h, w]
 
     with timer("sample"):

@@ -353,10 +353,15 @@ def eval_nexttoken(
     check_positive_int(batch_size, "--batch-size")
     if limit is not None:
         check_positive_int(limit, "--limit")
+    from vavam.io import recorded_grid
+    from vavam.train.video import check_store_fits
+
     vim = vavam.load_video_model(video, device=device)
     datasets, left_out = {}, {}
     for path, name in zip(tokens, store_labels(tokens)):
         store = TokenStore(path)
+        check_store_fits(store, "--tokens", vim.config.tokens_per_frame, vim.config.vocab_size,
+                         f"the VaViM of --video {video}", recorded_grid(video))
         if (why := stride_step_warning(store, stride)) is not None:
             warnings.warn(why, stacklevel=2)
         windows, left_out[name] = counted_store_windows(store, vim.config.num_frames, stride, limit, seed)

@@ -312,7 +312,9 @@ def eval_openloop(
     from vavam.checks import check_positive_int
     from vavam.data.records import load_records
     from vavam.eval.report import Section, save_evaluation
+    from vavam.io import recorded_grid
     from vavam.train.action import make_window_dataset
+    from vavam.train.video import check_store_fits, open_token_store
 
     check_positive_int(subsampling, "--subsampling")
     check_positive_int(num_samples, "--num-samples")
@@ -327,7 +329,10 @@ def eval_openloop(
     rank, device = _join_launch(device)
     vam = vavam.load_action_model(action, device=device)
     frames = vam.config.train_frames
-    dataset = make_window_dataset(Path(records), Path(tokens), frames, subsampling)
+    store = open_token_store(Path(tokens), "--tokens")
+    check_store_fits(store, "--tokens", vam.config.video.tokens_per_frame, vam.config.video.vocab_size,
+                     f"the VaVAM of --action {action}", recorded_grid(action))
+    dataset = make_window_dataset(Path(records), store, frames, subsampling)
     scene_records = {r.name: r for r in load_records(records, check_files=False)}
     mean_baseline = None
     if train_records is not None:

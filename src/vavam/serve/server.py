@@ -42,7 +42,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
-from vavam.io import UnsafePickleError, recorded_tokenizer
+from vavam.io import UnsafePickleError, recorded_grid, recorded_tokenizer
 from vavam.serve.errors import NonFiniteTrajectory
 from vavam.serve.schemas import DEFAULT_PORT, ModelInput, ModelOutput, decode_image, parse_server_timing  # noqa: F401
 
@@ -299,8 +299,9 @@ def load_agent(
 ):
     """A :class:`~vavam.serve.agent.VaVAMAgent` for a checkpoint (see :func:`serve` for the arguments).
 
-    The image size is ``image_size`` if given, else the one recorded in our tokenizer folder's
-    ``meta.json`` (``image_size``), else the model's token grid times the tokenizer's downsampling
+    The image size is ``image_size`` if given, else the token grid our checkpoint folder was trained on
+    (:func:`vavam.io.recorded_grid`) times the tokenizer's downsampling, else the one recorded in our tokenizer
+    folder's ``meta.json`` (``image_size``), else the model's token grid times the tokenizer's downsampling
     (288 x 512 for the released models).
     """
     import vavam
@@ -313,6 +314,15 @@ def load_agent(
     tok = vavam.load_tokenizer(tok_path, trust_code=trust_code, device=device)
     if hasattr(tok, "eval"):
         tok.eval()
+    grid, ds = recorded_grid(checkpoint), getattr(tok, "downsample", None)
+    if grid is not None and isinstance(ds, int) and ds > 0:  # the token grid the model was trained on
+        if image_size is None:
+            image_size = (grid[0] * ds, grid[1] * ds)
+        elif (image_size[0] // ds) * (image_size[1] // ds) == grid[0] * grid[1] and \
+                (image_size[0] // ds, image_size[1] // ds) != grid:  # other counts: the agent names them
+            raise ValueError(f"--image-height {image_size[0]} --image-width {image_size[1]} give a "
+                             f"{image_size[0] // ds}x{image_size[1] // ds} token grid, but {checkpoint} was trained on "
+                             f"{grid[0]}x{grid[1]} (the same count, each token at another position); leave them out")
     if image_size is None:
         image_size = _recorded_image_size(Path(tok_path))
     options = AgentOptions(num_samples=num_samples, reduction=reduction, seed=seed, num_steps=num_steps, dtype=dtype,
@@ -354,7 +364,8 @@ def serve(
         reduction: first, mean or medoid of the samples.
         seed: makes answers reproducible (same frames, timestamp and seed -> same trajectory).
         num_steps: Euler steps (default: the checkpoint's).
-        image_height: model input height (default: recorded with the tokenizer, else from the token grid).
+        image_height: model input height (default: the token grid the checkpoint folder records, else the size
+            recorded with the tokenizer, else the grid nearest 16:9 of the model's tokens per frame).
         image_width: model input width (idem).
         token: require ``Authorization: Bearer TOKEN`` on /reset and /infer (NeuroNCAP itself sends
             none: use it for servers reachable by others, behind a proxy that adds it).

@@ -30,7 +30,7 @@ from vavam.data.windows import (
     WindowIndex,
     infer_subsampling,
 )
-from vavam.io import atomic_write_json, tokenizer_record
+from vavam.io import atomic_write_json, recorded_grid, tokenizer_record
 from vavam.train.distributed import (
     CheckpointFormat,
     ModuleTargets,
@@ -484,7 +484,7 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
     for flag, checked in (("--tokens", store), ("--val-tokens", val_store)):
         if checked is not None:
             check_store_fits(checked, flag, vim.config.tokens_per_frame, vim.config.vocab_size,
-                             f"the VaViM of --video {video}")
+                             f"the VaViM of --video {video}", recorded_grid(video))
     _check_released_expert_width(preset, config, vim.config.width, width)
     frames = min(config.train_frames, vim.config.num_frames)
     config = dataclasses.replace(config, video=vim.config, train_frames=frames,
@@ -525,7 +525,8 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
                "resumed_from": fit.resumed_from, "scale": scale_summary(scale, plan), "ema": ema,
                "metrics": {k: float(v) for k, v in fit.trainer.callback_metrics.items()}}
     if fit.trainer.is_global_zero:  # rank 0 writes the model and the summary
-        meta = {"train": summary, "video": str(video), "records": str(records), "tokens": str(tokens)}
+        meta = {"train": summary, "video": str(video), "records": str(records), "tokens": str(tokens),
+                "token_grid": [int(v) for v in store.grid]}  # io.recorded_grid reads it
         if tokenizer is not None:
             meta.update(tokenizer_record(tokenizer, out / "model"))  # absolute, and relative to the model folder
         if scale.resolved_strategy in ("fsdp", "deepspeed"):  # the module holds shards; the last checkpoint is whole

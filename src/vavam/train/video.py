@@ -201,15 +201,21 @@ def open_token_store(path: Path, flag: str) -> TokenStore:
         raise TokenStoreError(f"{flag}: {exc}") from None
 
 
-def check_store_fits(store: TokenStore, flag: str, tokens_per_frame: int, vocab_size: int, model: str) -> None:
+def check_store_fits(
+    store: TokenStore, flag: str, tokens_per_frame: int, vocab_size: int, model: str,
+    grid: tuple[int, int] | None = None,
+) -> None:
     """A token store's grid and codebook (from its manifest) must fit a VaViM: ``h * w`` tokens per frame equal
-    to the model's, and ids that the model's vocabulary holds (codebook + 1 at least, as in the released models).
+    to the model's, the very grid ``h x w`` the model was trained on when that is known (a transposed grid has the
+    same count, but every token would sit at another token's learned position), and ids that the model's
+    vocabulary holds (codebook + 1 at least, as in the released models).
 
     Args:
         store: the token store.
         flag: the option that gave it (``--tokens``, ``--val-tokens``, ``--mix``), named in the error.
         tokens_per_frame, vocab_size: the model's.
         model: words for the model, e.g. ``"the VaViM of --video x"``.
+        grid: the ``(h, w)`` grid the model was trained on (:func:`vavam.io.recorded_grid`), or None if unknown.
 
     Raises:
         ValueError: naming ``flag``, the store and both sizes.
@@ -218,6 +224,9 @@ def check_store_fits(store: TokenStore, flag: str, tokens_per_frame: int, vocab_
     problems = []
     if h * w != tokens_per_frame:
         problems.append(f"its token grid {h}x{w} = {h * w} tokens per frame, the model takes {tokens_per_frame}")
+    elif grid is not None and (h, w) != tuple(grid):
+        problems.append(f"its token grid is {h}x{w}, the model was trained on {grid[0]}x{grid[1]} tokens (the same "
+                        "count, but each token would be read at another position of the frame)")
     codes = store.codebook_size
     if codes is not None and int(codes) >= vocab_size:
         problems.append(f"its codebook of {codes} codes needs a vocabulary of at least {int(codes) + 1} ids "
@@ -541,7 +550,9 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
                 raise ValueError(f"{flag} {value}: the cool-down continues the VaViM of --init-from {init_from} as "
                                  f"it is ({flag.lstrip('-').replace('-', ' ')} {model_value}); leave {flag} out")
         model_words = f"the VaViM of --init-from {init_from}"
-        check_store_fits(store, "--tokens", config.tokens_per_frame, config.vocab_size, model_words)
+        trained = (init_state["hyper_parameters"].get("data") or {}).get("grid")  # runs before it was recorded: None
+        grid = tuple(trained) if isinstance(trained, list) and len(trained) == 2 else None
+        check_store_fits(store, "--tokens", config.tokens_per_frame, config.vocab_size, model_words, grid)
     else:
         config = preset_config
         frames = num_frames if num_frames is not None else config.num_frames
@@ -552,7 +563,7 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
         model_words = f"the VaViM (--preset {preset} on the {h}x{w} grid of --tokens, vocabulary {vocab})"
     for flag, stores in (("--val-tokens", val_sets), ("--mix", mix_sets)):
         for other in stores:
-            check_store_fits(other, flag, config.tokens_per_frame, config.vocab_size, model_words)
+            check_store_fits(other, flag, config.tokens_per_frame, config.vocab_size, model_words, (h, w))
     if mix:
         from vavam.train.recipes import COOLDOWN_MIX
 
@@ -580,7 +591,8 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
     module = VideoLitModule(config, lr, weight_decay, frac_steps(warmup_frac, steps), steps,
                             frac_steps(drop_frac, steps),
                             nan_policy=nan_policy, val_names=names, init_state=init_state,
-                            data={"tokens": str(tokens), "seed": seed, "batch_size": batch_size, "stride": stride,
+                            data={"tokens": str(tokens), **_grid_setting(Path(out), resume, (h, w)), "seed": seed,
+                                  "batch_size": batch_size, "stride": stride,
                                   "num_frames": frames, "windows": len(train_set), "world_size": plan.world_size,
                                   "accumulate": plan.accumulate, "global_batch": plan.global_batch,
                                   "strategy": scale.resolved_strategy,
@@ -601,7 +613,7 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
                "resumed_from": fit.resumed_from, "init_from": str(init_from) if init_from else None,
                "pretraining": _pretraining_summary(init_state), "config": dataclasses.asdict(config)}
     if fit.trainer.is_global_zero:  # rank 0 writes the model and the summary
-        meta = {"train": summary, "tokens": str(tokens)}
+        meta = {"train": summary, "tokens": str(tokens), "token_grid": [h, w]}  # io.recorded_grid reads it
         if scale.resolved_strategy in ("fsdp", "deepspeed"):  # the module holds shards; the last checkpoint is whole
             from vavam.train.consolidate import consolidate_to
 
@@ -633,6 +645,19 @@ def _window_rules(out: Path, resume: bool, init_state: dict | None, tokens: Path
     if data and Path(data.get("tokens", "")).resolve() == Path(tokens).resolve():
         return _read_window_rule(data)[0], True
     return True, True
+
+
+def _grid_setting(out: Path, resume: bool, grid: tuple[int, int]) -> dict[str, list[int]]:
+    """The token grid for the run's recorded ``data`` (a cool-down from its checkpoint checks its store against
+    it): ``{"grid": [h, w]}``, or nothing for a resume of a run recorded before runs recorded it (a resume
+    compares its settings with the recorded ones)."""
+    from vavam.train.resume import list_checkpoints, read_run_settings
+
+    if resume and list_checkpoints(out):
+        data = ((read_run_settings(out) or {}).get("module") or {}).get("data") or {}
+        if data and "grid" not in data:
+            return {}
+    return {"grid": [int(grid[0]), int(grid[1])]}
 
 
 def _read_window_rule(data: dict) -> tuple[bool, bool]:
