@@ -17,11 +17,19 @@ record timestamps) and resized by the dataset's divisor (3.125 / 3.75 -> 512x288
 straight into the tokenizer (no JPEGs), trimmed and resampled to 10 fps, resized to 288x512.
 
 Token stores are written scene by scene and resumable (``--resume``, default on), optionally
-sharded (``--shard i/N``, then ``vavam tokenize merge``). With ``--skip-bad``, bad input found by
+sharded (``--shard i/N``: nuScenes / nuPlan merge the shards' parts when their last shard ends, below;
+OpenDV's are merged with ``vavam tokenize merge``). With ``--skip-bad``, bad input found by
 the readers (missing / corrupt files, bad rows, non-monotonic timestamps, NaN poses, ...) and
 scenes that fail to decode during tokenization are skipped, counted and printed; without it the
 first problem raises an error naming the scene and frame. Records never keep a scene whose
-tokenization failed in the same (unsharded) run.
+tokenization failed.
+
+Sharded nuScenes / nuPlan runs: each shard records the scenes that failed in its share in
+``OUT/<split>/tokenize_failed.part-<i>-of-<N>.json`` (rewritten from scratch by each run of the shard, before
+its manifest part is marked finished) and writes ``records.npz`` without the failures known so far. The
+shard that finds every shard of the ``N`` finished merges the token store (as ``vavam tokenize merge``
+does) and writes the final ``records.npz`` without the scenes that failed in any shard, printing them
+(count, names, reasons): the records and the store are then those of the unsharded run.
 """
 
 from __future__ import annotations
@@ -30,15 +38,21 @@ import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from vavam.data.frames import FrameSource
 from vavam.data.sources import SkipLog, SourceError, SourceResult
 from vavam.data.tokenize import _progress, _resize_args, parse_shard
 
+if TYPE_CHECKING:
+    from vavam.data.records import SceneRecord
+
 __all__ = ["encode_sources", "prepare_nuplan", "prepare_nuscenes", "prepare_opendv", "record_sources"]
 
 SUMMARY_FILE = "prepare_summary.json"
+#: a shard's tokenization failures, in OUT/<split>/ (see the module docstring)
+FAILED_PART = "tokenize_failed.part-{i:03d}-of-{n:03d}.json"
+FAILED_FORMAT = "vavam-prepare-failures"
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -82,6 +96,7 @@ def encode_sources(
     skipped: SkipLog | None = None,
     desc: str = "tokenize",
     resize_hint: str = "--height/--width or --divisor",
+    on_failed: Callable[[str, str], None] | None = None,
 ) -> tuple[Path, list[str]]:
     """Tokenize frame sources into a token store, scene by scene, skipping scenes that fail to decode.
 
@@ -89,7 +104,8 @@ def encode_sources(
     (same writer, same manifest); in addition a scene whose frames cannot be decoded
     (:class:`FrameError` / :class:`SourceError`) is, with ``skip_bad``, left out of the store and
     added to ``skipped`` (``(scene, None, reason)``) while the other scenes go on. Without
-    ``skip_bad`` the error propagates.
+    ``skip_bad`` the error propagates. ``on_failed(scene, reason)`` is called for each such scene as it fails
+    (before a shard's manifest part is marked finished).
 
     Returns:
         (path of the manifest or manifest part, names of the scenes that failed). The manifest does
@@ -101,8 +117,11 @@ def encode_sources(
     failed: list[str] = []
 
     def on_bad_scene(name: str, exc: Exception) -> None:
-        skipped.add(name, None, f"cannot tokenize: {exc}")
+        reason = f"cannot tokenize: {exc}"
+        skipped.add(name, None, reason)
         failed.append(name)
+        if on_failed is not None:
+            on_failed(name, reason)
 
     path = tokenize_sources(sources, out, tokenizer, batch_size=batch_size, size=size, divisor=divisor,
                             device=device, bf16=bf16, shard=shard, resume=resume, num_workers=num_workers,
@@ -158,6 +177,113 @@ def _report(split: str, log: SkipLog, say) -> None:
         say(f"  ... and {len(log.rows) - 20} more (see {SUMMARY_FILE})")
 
 
+class _ShardFailures:
+    """One shard's tokenization failures (scene -> reason), rewritten to its file as each scene fails."""
+
+    def __init__(self, folder: Path, shard: tuple[int, int]) -> None:
+        self.path = folder / FAILED_PART.format(i=shard[0], n=shard[1])
+        self.shard = shard
+        self.failed: dict[str, str] = {}
+        self._write()  # a re-run starts afresh: a scene that failed before and now succeeds is no longer listed
+
+    def add(self, scene: str, reason: str) -> None:
+        """Record that ``scene`` failed to tokenize, and why."""
+        self.failed[scene] = reason
+        self._write()
+
+    def _write(self) -> None:
+        from vavam.io import atomic_write_json
+
+        atomic_write_json(self.path, {"format": FAILED_FORMAT, "shard": list(self.shard), "failed": self.failed})
+
+
+def _read_failures(folder: Path, num_shards: int) -> dict[str, str]:
+    """Scenes that failed to tokenize in any shard of ``num_shards`` (scene -> reason), from the shards' files.
+
+    Raises:
+        ValueError: a shard's file cannot be read or is not one, named with the shard to re-run.
+    """
+    from vavam.io import read_json
+
+    failed: dict[str, str] = {}
+    for i in range(num_shards):
+        path = folder / FAILED_PART.format(i=i, n=num_shards)
+        if not path.is_file():
+            continue
+        try:
+            data = read_json(path)
+        except Exception as exc:
+            raise ValueError(f"{path}: cannot read the scenes that failed in shard {i}/{num_shards} ({exc}); "
+                             "re-run that shard") from exc
+        ok = isinstance(data, dict) and data.get("format") == FAILED_FORMAT and isinstance(data.get("failed"), dict)
+        if not ok:
+            raise ValueError(f"{path}: not a list of failed scenes written by `vavam data prepare`; re-run shard "
+                             f"{i}/{num_shards}")
+        failed.update({str(k): str(v) for k, v in data["failed"].items()})
+    return failed
+
+
+def _pending_shards(tokens: Path, num_shards: int) -> list[str]:
+    """The shards ``i/N`` of the store at ``tokens`` not finished yet: neither a manifest part nor an empty
+    shard's marker (not run, still starting, or its part was removed by a merge), or a part marked unfinished."""
+    from vavam.data.tokens import empty_part_name, part_manifest_name, read_manifest
+
+    pending = []
+    for i in range(num_shards):
+        part = tokens / part_manifest_name(i, num_shards)
+        if part.is_file():
+            if read_manifest(part).get("complete") is False:
+                pending.append(f"{i}/{num_shards}")
+        elif not (tokens / empty_part_name(i, num_shards)).is_file():
+            pending.append(f"{i}/{num_shards}")
+    return pending
+
+
+def _save_shard_records(
+    dataset: str,
+    folder: Path,
+    split: str,
+    result: SourceResult,
+    loader_rows: list[tuple[str, int | None, str]],
+    num_shards: int,
+) -> tuple[Path, list[SceneRecord], SkipLog, list[str], dict[str, str]]:
+    """Write a sharded split's ``records.npz`` without the scenes that failed to tokenize in any shard.
+
+    While shards of ``num_shards`` are still pending the records are provisional (the failures known so far);
+    once all have finished the token store is merged (``manifest.json``, as ``vavam tokenize merge``) and the
+    records are the unsharded run's: the scenes of the merged store, with the same skip log. Written, then checked
+    again: a shard that finished meanwhile is reflected, so the last write is the final one.
+
+    Returns:
+        (records path, kept records, skip log (reader rows, then the failures by name), pending shards,
+        dropped scenes -> reason).
+
+    Raises:
+        ValueError: after the merge, a kept scene is missing from the store with no failure recorded for it.
+    """
+    from vavam.data.records import save_records
+    from vavam.data.tokens import MANIFEST, merge_manifests, read_manifest
+
+    tokens = folder / "tokens"
+    names = {r.name for r in result.records}
+    while True:
+        pending = _pending_shards(tokens, num_shards)
+        failed = {k: v for k, v in sorted(_read_failures(folder, num_shards).items()) if k in names}
+        kept = [r for r in result.records if r.name not in failed]
+        log = SkipLog([*loader_rows, *((name, None, reason) for name, reason in failed.items())])
+        if not pending:
+            merged = read_manifest(merge_manifests(tokens))["scenes"]
+            absent = [r.name for r in kept if r.name not in merged]
+            if absent:
+                raise ValueError(f"{tokens / MANIFEST}: {len(absent)} scene(s) of the records are missing from the "
+                                 f"merged token store with no tokenization failure recorded by any of the {num_shards} "
+                                 f"shards (first {absent[0]!r}): re-run the shards (finished scenes are kept)")
+        path = save_records(folder / "records.npz", kept, dataset=dataset, image_root=result.image_root,
+                            metadata={"split": split, "skipped": log.summary()})
+        if not pending or _pending_shards(tokens, num_shards):
+            return path, kept, log, pending, failed
+
+
 def _prepare_records(
     dataset: str,
     results: list[SourceResult],
@@ -181,7 +307,7 @@ def _prepare_records(
     """Shared tail of nuScenes / nuPlan: records file, optional token store, summary."""
     from vavam.data.records import save_records
 
-    parse_shard(shard)  # refused before any split folder is made
+    shard_t = parse_shard(shard)  # refused before any split folder is made
     model = _load_tokenizer(tokenizer, device)
     size, div = _resize_args(dataset, divisor, height, width)
     _check_size_fits(model, size)
@@ -193,6 +319,8 @@ def _prepare_records(
         records = list(result.records)
         entry: dict[str, Any] = {"scenes": len(records), "frames": int(sum(len(r) for r in records))}
         failed: list[str] = []
+        loader_rows = list(result.skipped.rows)  # the readers' rows (encode_sources adds the failures after them)
+        failures = _ShardFailures(folder, shard_t) if model is not None and records and shard_t is not None else None
         if model is not None and records:
             manifest, failed = encode_sources(
                 record_sources(result, fps),
@@ -211,27 +339,46 @@ def _prepare_records(
                 skip_bad=skip_bad,
                 skipped=result.skipped,
                 desc=f"{dataset} {split}",
+                on_failed=failures.add if failures is not None else None,
             )
             entry["tokens"] = str(manifest)
-        if failed and shard is None:
-            bad = set(failed)
-            records = [r for r in records if r.name not in bad]
-        path = save_records(
-            folder / "records.npz",
-            records,
-            dataset=dataset,
-            image_root=result.image_root,
-            metadata={"split": split, "skipped": result.skipped.summary()},
-        )
+        log = result.skipped
+        if failures is not None and shard_t is not None:
+            path, records, log, pending, dropped = _save_shard_records(dataset, folder, split, result, loader_rows,
+                                                                       shard_t[1])
+            entry.update(shards_pending=pending, dropped_scenes=sorted(dropped))
+            if not pending:
+                entry["tokens"] = str(folder / "tokens" / "manifest.json")
+        else:
+            if failed:
+                bad = set(failed)
+                records = [r for r in records if r.name not in bad]
+            path = save_records(
+                folder / "records.npz",
+                records,
+                dataset=dataset,
+                image_root=result.image_root,
+                metadata={"split": split, "skipped": log.summary()},
+            )
         entry.update(
             records=str(path),
             kept_scenes=len(records),
-            skipped=_skip_rows(result.skipped),
-            skipped_summary=result.skipped.summary(),
+            skipped=_skip_rows(log),
+            skipped_summary=log.summary(),
         )
         summary["splits"][split] = entry
+        if failures is not None and shard_t is not None:
+            if entry["shards_pending"]:
+                say(f"[{split}] shard {shard_t[0]}/{shard_t[1]} done; records are provisional until shard(s) "
+                    f"{', '.join(entry['shards_pending'])} finish (the last one merges the token store and drops "
+                    "the scenes that failed in any shard)")
+            else:
+                names = entry["dropped_scenes"]
+                say(f"[{split}] all {shard_t[1]} shard(s) finished: token store merged -> {entry['tokens']}; dropped "
+                    f"{len(names)} scene(s) whose tokenization failed in a shard"
+                    + (f": {', '.join(names[:20])}{' ...' if len(names) > 20 else ''}" if names else ""))
         say(f"[{split}] {len(records)} scene(s), {sum(len(r) for r in records)} frame(s) -> {path}")
-        _report(split, result.skipped, say)
+        _report(split, log, say)
     _write_summary(out, dataset, summary)
     return summary
 
@@ -397,7 +544,8 @@ def prepare_nuscenes(
         batch_size: frames per tokenizer call.
         device: cpu, cuda, cuda:1, ...
         bf16: encode under bf16 autocast.
-        shard: "i/N": tokenize every N-th scene (sorted by name) from i; merge with `vavam tokenize merge`.
+        shard: "i/N": tokenize every N-th scene (sorted by name) from i; the last shard to finish merges the
+            token store (as `vavam tokenize merge`) and writes the final records, without the scenes that failed.
         resume: skip scenes already in the token store.
         num_workers: image decoding threads.
         skip_bad: skip (and count) bad frames and scenes instead of failing.
@@ -480,7 +628,8 @@ def prepare_nuplan(
         batch_size: frames per tokenizer call.
         device: cpu, cuda, cuda:1, ...
         bf16: encode under bf16 autocast.
-        shard: "i/N": tokenize every N-th scene (sorted by name) from i; merge with `vavam tokenize merge`.
+        shard: "i/N": tokenize every N-th scene (sorted by name) from i; the last shard to finish merges the
+            token store (as `vavam tokenize merge`) and writes the final records, without the scenes that failed.
         resume: skip scenes already in the token store.
         num_workers: image decoding threads.
         skip_bad: skip (and count) bad frames, scenes and logs instead of failing.

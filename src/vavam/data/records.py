@@ -26,7 +26,8 @@ uncompressed (or, on request, zip-compressed) ``.npz`` written atomically, loada
 - ``header``: uint8, the UTF-8 bytes of a JSON object ``{"format": "vavam-records", "version": 1,
   "dataset": str, "image_root": str | null, "metadata": {...}, "scenes": [{"name", "camera",
   "dataset", "num_frames", "has_image_paths", "has_token_indices", "has_intrinsics",
-  "has_boxes"}, ...]}``;
+  "has_boxes"}, ...]}``; ``image_root`` is stored absolute (files written before held the folder as the user
+  typed it, possibly relative: such a root is still read relative to the working directory);
 - ``frame_offsets`` ``[S+1]`` int64: scene ``s`` owns frames ``frame_offsets[s]:frame_offsets[s+1]``;
 - ``timestamps`` ``[F]`` int64, ``translations`` ``[F, 3]`` float64, ``rotations`` ``[F, 4]`` float64;
 - ``token_indices`` ``[F]`` int64 (-1 for scenes without);
@@ -367,7 +368,8 @@ def save_records(
         path: destination file (``.npz`` recommended).
         records: the scenes, in the order to keep.
         dataset: dataset name stored in the header (and the default of scenes without one).
-        image_root: folder that relative image paths are resolved against, stored in the header.
+        image_root: folder that relative image paths are resolved against, stored in the header made absolute
+            (against the working directory, ``~`` expanded), so the file reads the same from any directory.
         metadata: JSON-serialisable free-form dict for the header.
         compress: zip-deflate the arrays (smaller, slower).
         validate: run :func:`validate_records` first (files are not checked here).
@@ -428,7 +430,7 @@ def save_records(
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
         "dataset": dataset,
-        "image_root": None if image_root is None else os.fspath(image_root),
+        "image_root": None if image_root is None else os.path.abspath(os.path.expanduser(os.fspath(image_root))),
         "metadata": metadata or {},
         "scenes": scenes_meta,
     }
