@@ -94,11 +94,18 @@ def load_table(table_dir: Path, name: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _by_token(rows: list[dict[str, Any]], table: str, table_dir: Path) -> dict[str, dict[str, Any]]:
-    try:
-        return {r["token"]: r for r in rows}
-    except KeyError as exc:
-        raise SourceError(f"{table_dir / (table + '.json')}: a record has no 'token'") from exc
+def _by_token(
+    rows: list[dict[str, Any]], table: str, table_dir: Path, required: tuple[str, ...] = ()
+) -> dict[str, dict[str, Any]]:
+    """A table's rows by their ``token``. Every row must hold ``token`` and the ``required`` fields (the reader
+    indexes them): a row without one is refused naming the file, the row and the field (it was a bare KeyError).
+    """
+    for i, row in enumerate(rows):
+        for field in ("token", *required):
+            if field not in row:
+                which = f"the record with token {row['token']!r}" if "token" in row else f"record {i}"
+                raise SourceError(f"{table_dir / (table + '.json')}: {which} has no {field!r}")
+    return {r["token"]: r for r in rows}
 
 
 # ------------------------------------------------------------------------------------- splits
@@ -226,7 +233,7 @@ def _camera_keyframes(
         if not key:
             continue
         cs = calib.get(sd.get("calibrated_sensor_token", ""))
-        channel = channels.get(cs["sensor_token"]) if cs is not None else None
+        channel = channels.get(cs.get("sensor_token", "")) if cs is not None else None  # no sensor: by file name
         if channel == camera or (channel is None and filename.startswith(prefix)):
             out.setdefault(sd.get("sample_token", ""), []).append(sd)
     return out
@@ -267,11 +274,11 @@ def load_nuscenes(
     if not table_dir.is_dir():
         raise SourceError(f"{table_dir}: nuScenes table folder for version {version!r} is missing")
     tables = {name: load_table(table_dir, name) for name in CORE_TABLES}
-    scenes = _by_token(tables["scene"], "scene", table_dir)
+    scenes = _by_token(tables["scene"], "scene", table_dir, ("name",))
     label, wanted = resolve_split(split, version, [s["name"] for s in scenes.values()], table_dir)
     samples = _by_token(tables["sample"], "sample", table_dir)
     calib = _by_token(tables["calibrated_sensor"], "calibrated_sensor", table_dir)
-    channels = {s["token"]: s.get("channel", "") for s in tables["sensor"]}
+    channels = {t: s.get("channel", "") for t, s in _by_token(tables["sensor"], "sensor", table_dir).items()}
     logs = _by_token(tables["log"], "log", table_dir)
     keyframes = _camera_keyframes(tables["sample_data"], calib, channels, camera)
     del tables["sample_data"]
@@ -417,7 +424,8 @@ def _annotations(table_dir: Path, sample_tokens: set[str]) -> dict[str, dict[str
     if not anns:
         return None
     instances = _by_token(load_table(table_dir, "instance"), "instance", table_dir)
-    categories = {c["token"]: c.get("name", "") for c in load_table(table_dir, "category")}
+    categories = {t: c.get("name", "") for t, c in _by_token(load_table(table_dir, "category"), "category",
+                                                              table_dir).items()}
     out: dict[str, dict[str, list]] = {}
     for a in anns:
         st = a.get("sample_token")
