@@ -143,7 +143,9 @@ def load_released_action(path: str | os.PathLike, device: str | torch.device = "
         vam_conf = ckpt["hyper_parameters"]["vam_conf"]
         state = ckpt["state_dict"]
     except (KeyError, TypeError) as exc:
-        raise ValueError(f"{path}: not a VaVAM Lightning checkpoint (missing {exc})") from exc
+        raise ValueError(f"{path}: not a VaVAM Lightning checkpoint (missing {exc}): the expert's sizes are read from "
+                         "hyper_parameters['vam_conf'], so a bare state dict is not read (unlike a VaViM's, whose "
+                         "sizes its shapes give); load the Lightning checkpoint the authors released") from exc
     state = strip_wrapper_prefixes(state)
     outside = [k for k in state if not k.startswith("vam.")]  # reported by _check_extras
     state = strip_prefix(state, "vam.")
@@ -189,7 +191,9 @@ def _check_extras(state: Mapping[str, torch.Tensor], path: str | os.PathLike, ou
 
 
 def load_action_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> VideoActionModel:
-    """Load a VaVAM: our checkpoint folder or the authors' released ``.pt``. Eval mode, VaViM frozen."""
+    """Load a VaVAM: our checkpoint folder or the authors' released ``.pt`` (a Lightning checkpoint with its
+    ``hyper_parameters``, also DeepSpeed-consolidated; a bare state dict is refused, as the expert's sizes come from
+    ``hyper_parameters["vam_conf"]``). Eval mode, VaViM frozen."""
     path = Path(path)
     if is_checkpoint_folder(path):
         state, config, _ = load_checkpoint(path, expected=ActionConfig)
