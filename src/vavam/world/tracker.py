@@ -1,9 +1,10 @@
 """Tracking a planner's trajectory: 6 ego-frame waypoints at 0.5 s -> acceleration and steering.
 
 The plan is frozen in the world frame when it arrives (origin = the rear axle at that time, t = 0).
-At each 0.1 s step the tracker aims at the planned position half a second ahead in time:
-longitudinal control drives the speed towards the planned speed plus a correction for the progress
-error; lateral control is pure pursuit on the planned polyline.
+At each 0.1 s step the tracker aims half a second ahead in time: longitudinal control drives the speed
+towards the planned speed 0.5 s ahead (with a gain of 2 per second, so that it asks for the plan's own
+acceleration) plus a correction for the progress error; lateral control is pure pursuit on the planned
+polyline.
 """
 
 from __future__ import annotations
@@ -64,15 +65,22 @@ class TrajectoryTracker:
         self.elapsed = 0.0
 
     def _s_ref(self, t: float) -> float:
-        return float(np.interp(t, self.times, self.s_at, right=self.s_at[-1]))
+        """Planned arc length at ``t`` s; past the last waypoint the plan goes on at its last segment's speed (its
+        end is not an order to stop: a stopping plan's last segment has no length)."""
+        if t > self.times[-1]:
+            last_speed = (self.s_at[-1] - self.s_at[-2]) / (self.times[-1] - self.times[-2])
+            return float(self.s_at[-1] + (t - self.times[-1]) * last_speed)
+        return float(np.interp(t, self.times, self.s_at))
 
     def control(self, state: EgoState, dt: float = 0.1) -> tuple[float, float]:
         """(acceleration, steering angle) for the next ``dt``; call once per step."""
         t = self.elapsed
         self.elapsed += dt
         s_now, _ = self.line.project((state.x, state.y))
-        horizon = 0.5
-        v_ref = (self._s_ref(t + horizon) - self._s_ref(t)) / horizon
+        lead = 0.5  # the planned speed half a second ahead (the mean planned speed over t + 0.25 .. t + 0.75 s):
+        # with the gain of 2 per second this asks for the plan's own acceleration (the mean speed over t .. t + 0.5,
+        # i.e. the planned speed at t + 0.25 s, asked for half of it: braking plans stopped about 1.5x as far)
+        v_ref = (self._s_ref(t + lead + 0.25) - self._s_ref(t + lead - 0.25)) / 0.5
         progress_err = self._s_ref(t) - s_now
         if self.total < 0.3 or v_ref < 0.05 and progress_err < 0.5:
             acc = -self.params.max_decel if state.v > 0.05 else 0.0  # stop plans
