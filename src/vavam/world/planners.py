@@ -52,11 +52,14 @@ class EmergencyBrakePlanner:
         v = float(obs["speed"])
         b = boxes_in_ego(obs)
         if len(b):
-            ahead = b[:, 0] - 0.5 * b[:, 3] - self.front
+            c, s = np.abs(np.cos(b[:, 2])), np.abs(np.sin(b[:, 2]))
+            half_x = 0.5 * (b[:, 3] * c + b[:, 4] * s)  # the box's half extents along the ego's axes (a crossing
+            half_y = 0.5 * (b[:, 3] * s + b[:, 4] * c)  # car is long across the corridor, short along it)
+            ahead = b[:, 0] - half_x - self.front
             closing = v - b[:, 5]
-            in_lane = np.abs(b[:, 1]) < self.corridor + 0.5 * b[:, 4]
+            in_lane = np.abs(b[:, 1]) < self.corridor + half_y
             ttc = np.where(closing > 0.1, ahead / np.maximum(closing, 1e-6), np.inf)
-            if np.any(in_lane & (ahead > -0.5 * b[:, 3]) & ((ttc < self.ttc) | (ahead < 2.0))):
+            if np.any(in_lane & (ahead > -half_x) & ((ttc < self.ttc) | (ahead < 2.0))):
                 return np.zeros((NUM_WAYPOINTS, 2))
         return np.stack([v * TIMES, np.zeros(NUM_WAYPOINTS)], axis=1)
 

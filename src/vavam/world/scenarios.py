@@ -8,6 +8,12 @@ speed along its route, collides after about 4 s:
 - stationary: a stopped vehicle in the ego lane ahead (lateral ±0.5 m, yaw ±0.3 rad jitter);
 - frontal: an oncoming vehicle driving along the ego lane towards the ego;
 - side: a vehicle crossing the ego's straight path through an intersection, from the left or right.
+
+Differences from NeuroNCAP (``reference/neuroncap.md``), by design: every run lasts 8 s (NeuroNCAP's own
+scenarios last 7-10 s stationary, 8 s frontal, 7-12 s side: 8 s is within each range, and the collision is
+designed at about 4 s); the jitter is narrower (lateral ±0.5 m and yaw ±0.3 rad for stationary targets against
+±0.75-1.5 m and ±0.5 rad: a stationary target stays inside the ego lane), and the longitudinal jitter is the
+collision time's (4 ± 0.6 s) rather than ±1-10 m of position.
 """
 
 from __future__ import annotations
