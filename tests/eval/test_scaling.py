@@ -315,6 +315,7 @@ def test_unidentified_alpha_gives_infinite_bounds_and_a_report(tmp_path):
     results = eval_scaling(runs, tmp_path / "out", x="compute", bootstrap=0)  # OverflowError (math.exp) before
     entry = results["laws"]["compute"]
     assert entry["ci_covariance"]["A"][1] == float("inf") and entry["ci_covariance"]["A"][0] >= 0.0
+    assert tuple(entry["ci_covariance"]["E"]) == (0.0, float("inf"))  # at α = 0 only E + A is determined
     assert entry["alpha_identified"] is False and entry["identification_issues"]
     data = json.loads((tmp_path / "out" / "evaluation.json").read_text())
     assert data["results"]["laws"]["compute"]["ci_covariance"]["A"][1] is None  # JSON has no inf

@@ -369,8 +369,9 @@ class PowerLawFit:
     def covariance_ci(self) -> dict[str, tuple[float, float]]:
         """Intervals from the fit's covariance (t quantile, n − 3 dof): ``E``, ``α`` (clipped at 0), ``A`` (in log A).
 
-        A bound the data do not limit is ``inf`` (e.g. ``A``'s upper bound when ``log A`` is poorly determined,
-        as when ``α`` sits at 0); see :meth:`identification_issues`.
+        A bound the data do not limit is ``inf`` (e.g. ``A``'s upper bound when ``log A`` is poorly determined);
+        with ``α`` at its lower bound 0 only ``E + A`` is determined, and ``E`` and ``A`` get ``(0, inf)``; see
+        :meth:`identification_issues`.
         """
         t = self._t()
         diag = np.diag(self.cov)
@@ -379,11 +380,18 @@ class PowerLawFit:
         # log A = log A' + α·log x_ref
         var_log_a = float(self.cov[1, 1] + lx * lx * self.cov[2, 2] + 2 * lx * self.cov[1, 2])
         sd_log_a = math.sqrt(max(var_log_a, 0.0)) if math.isfinite(var_log_a) else math.inf
-        return {
+        out = {
             "E": (max(self.E - t * sd[0], 0.0), self.E + t * sd[0]),
             "A": (self.A * _safe_exp(-t * sd_log_a), self.A * _safe_exp(t * sd_log_a)),
             "alpha": (max(self.alpha - t * sd[2], 0.0), self.alpha + t * sd[2]),
         }
+        if self.alpha <= _ALPHA_MIN * 1e3:
+            # at α = 0 the law is the constant E + A: only the sum is determined, so neither E nor A is bounded above.
+            # The covariance says so only through a near-singular Jacobian, whose huge but finite variances depend
+            # on the rounding of the machine (A's upper bound came out as 8e301 on one CPU and inf on another)
+            out["E"] = (0.0, math.inf)
+            out["A"] = (0.0, math.inf)
+        return out
 
     def identification_issues(self) -> list[str]:
         """Why the data may not pin ``α`` down (empty when they do): ``α`` at an optimiser bound, its covariance
