@@ -506,18 +506,25 @@ def tokenizer_record(tokenizer: str | os.PathLike, model_folder: str | os.PathLi
     return {"tokenizer": str(tok), "tokenizer_relative": os.path.relpath(tok, folder)}
 
 
+def _folder_meta(checkpoint: Path) -> dict:
+    """The ``meta.json`` object of our checkpoint folder; ``{}`` for anything else (a released file, a folder
+    without our config, an unreadable meta or one that is not an object: loading the folder reports those)."""
+    if not is_checkpoint_folder(checkpoint):
+        return {}
+    try:
+        meta = read_json(checkpoint / META_FILE)
+    except ValueError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def recorded_tokenizer(checkpoint: str | os.PathLike) -> Path | None:
     """The tokenizer our checkpoint folder records in ``meta.json`` (:func:`tokenizer_record`): the recorded path
     (a relative one is relative to the folder), or, when it is gone, ``tokenizer_relative`` from the folder if
     that exists. None for a released file or a folder that records none; the path returned may not exist."""
     checkpoint = Path(checkpoint)
-    if not is_checkpoint_folder(checkpoint):
-        return None
-    try:
-        meta = read_json(checkpoint / META_FILE)
-    except ValueError:
-        return None
-    if not isinstance(meta, dict) or not meta.get("tokenizer"):
+    meta = _folder_meta(checkpoint)
+    if not meta.get("tokenizer"):
         return None
     path = Path(meta["tokenizer"])
     path = path if path.is_absolute() else (checkpoint / path).resolve()
@@ -532,14 +539,7 @@ def recorded_grid(checkpoint: str | os.PathLike) -> tuple[int, int] | None:
     ``meta.json``): the models themselves record only ``h * w`` tokens per frame, and a store of the transposed grid
     (same count) would feed every token at another token's spatial position. None for a released file, a folder
     written before folders recorded it, or an unreadable meta (whose loading reports it)."""
-    checkpoint = Path(checkpoint)
-    if not is_checkpoint_folder(checkpoint):
-        return None
-    try:
-        meta = read_json(checkpoint / META_FILE)
-    except ValueError:
-        return None
-    grid = meta.get("token_grid") if isinstance(meta, dict) else None
+    grid = _folder_meta(Path(checkpoint)).get("token_grid")
     if isinstance(grid, list) and len(grid) == 2 and all(isinstance(v, int) and v > 0 for v in grid):
         return int(grid[0]), int(grid[1])
     return None
