@@ -40,7 +40,7 @@ and each step is 4x cheaper. With 32 training scenes VaViM then memorises them (
 held-out cross-entropy 7.7 nats after 1,500 steps); with 180+ it generalises (train loss and held-out
 cross-entropy stay within 0.1 nat). With 64 codes rather than 512, VaViM's teacher-forced next-frame
 accuracy passes copying the last frame (``vq_mini``'s docstring). Greedy generation of the next frame
-stays 2-6 points below copying whatever we changed on the default run's data (1,200 VaViM steps unless
+stays 2-6 points below copying whatever we changed on an earlier default run's data (1,200 VaViM steps unless
 said): 64 codes 0.532 vs 0.560, 32 codes 0.553 vs 0.575, 16 codes 0.559 vs 0.592 (tokenizer PSNR
 17.6, 17.3, 16.8 dB); width 256 for the same time (520 steps) 0.528; a 30 % instead of 10 %
 learning-rate decay phase 0.529; averaging VaViM's weights (EMA 0.99) 0.531; on training windows 0.488
@@ -51,7 +51,7 @@ loss 1.15 vs held-out 1.43 nats); weight decay 0.1 (instead of 1e-7) 0.522 at 1,
 2,400 (cross-entropy ratio 0.418): greedy falls as the cross-entropy improves on the same data. More data
 helps a little: the training scenes plus their mirror images (frames flipped left-right, tokenized by the run's
 tokenizer) give 0.495 at 1,200 steps and 0.511 at 2,400 (cross-entropy ratio 0.406, the best measured) against
-copying's 0.551 on the data of the default run whose plain VaViM scores 0.484. Regularising did not:
+copying's 0.551 on the data of the Intel default run whose plain VaViM scores 0.484. Regularising did not:
 on that data, dropout 0.1 on each block's update gives 0.485, width 64 0.487, and windows played backwards
 (a quarter / half of each batch, free data) 0.493 / 0.489; with the mirror images and 2,400 steps, 0.512.
 Training on its own greedy last frames (the inputs of each window's last frame replaced by VaViM's greedy
@@ -73,7 +73,7 @@ VaVAM without the ego speed: on one VaViM, 1,200 steps gave held-out minADE@5 2.
 2.74 m (lr 0.02; lr 0.005 / 0.0025: 2.98 / 2.95 m; lr 0.04 and uniform flow times: 2.72 m; 4 flow
 samples per window (``noise_repeats``) at equal compute, 420 steps: 2.71 m), so the steps go to the data
 and VaViM instead. The expert's weights are averaged over about the last 100 steps (``ema`` 0.99; the
-released recipe keeps the last weights): on the default run's data and VaViM, 1,100 steps, held-out
+released recipe keeps the last weights): on an earlier default run's data and VaViM, 1,100 steps, held-out
 minADE@5 2.76 -> 2.39 m (seed 0) and 2.44 -> 2.45 m (seed 1); with the average, 2,000 steps gave 2.33 /
 2.28 m, too little for 900 more steps; also training VaViM with the expert (VaViM lr 0.002) gave 2.86 m.
 A short run is still improving fast and the average lags behind it: at budget 3 (220 steps) it made
@@ -88,7 +88,7 @@ The ego speed: the released VaVAM sees only frames and the command (reference li
 from 4 x 8-token frames the quickstart's expert could not tell its own speed well enough to beat the
 constant-velocity baseline, which is given the speed: every variant above stayed at 1.0-1.3x its
 minADE@5. Given the same speed the baseline reads (the distance driven over the last 0.5 s), the same
-1,100 steps with the average on the default run's data and VaViM gave held-out minADE@5 1.32 m against
+1,100 steps with the average on an earlier default run's data and VaViM gave held-out minADE@5 1.32 m against
 2.21 m (0.60x; L2@1s 0.74 m, L2@3s 2.49 m vs 4.93 m) and LEFT - RIGHT 9.8 m.
 The speed prior: the expert then still generated whole trajectories, whose straight-ahead part it
 had to rebuild from the speed, in units of 35 m (``vavam_mini``). Generating only the deviation from
