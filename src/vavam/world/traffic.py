@@ -217,7 +217,10 @@ class Traffic:
         return None
 
     def desired_speed(self, agent: Agent) -> float:
-        """Speed limit of the current lane, lowered so that slower lanes ahead are reached comfortably."""
+        """Speed limit of the current lane, lowered so that slower lanes ahead are reached comfortably (on a
+        profile braking at ``b_comf``). IDM follows the lowered target loosely (its free-road term brakes only
+        ``a_max (1 - (v / v0)^4)``, -0.6 m/s² at 8 % over), so a car can enter a turn a little above its limit:
+        up to 13 % in a world audit (36 seeds x 120 s), about 2.9 m/s² sideways for the 2.5 m/s² limit."""
         lanes = self.net.lanes
         v = lanes[agent.path[0]].speed_limit * agent.speed_factor
         dist = lanes[agent.path[0]].length - agent.s - 0.5 * agent.length
