@@ -85,3 +85,29 @@ def test_records_store_the_dataroot_absolute(tmp_path, monkeypatch):
     assert read_records_header(old)["image_root"] == "nuscenes"
     monkeypatch.chdir(tmp_path)
     assert len(load_records(old, check_files=True)) == 4
+
+
+def test_sharded_opendv_prepare_writes_the_split_list_when_its_last_shard_ends(tmp_path):
+    """A sharded OpenDV prepare wrote no split list at all (only unsharded runs did); the shard that finds every
+    shard finished now merges the store and writes the list of the videos in it, as the unsharded run does."""
+    from test_prepare import H, W, make_video
+
+    from vavam.data.prepare import prepare_opendv
+
+    videos = tmp_path / "videos"
+    make_video(videos / "Chan_A" / "vidA.mp4", 20, 10, seed=1)
+    make_video(videos / "Chan_B" / "vidB.mp4", 20, 10, seed=2)
+    make_video(videos / "Chan_B" / "vidC.mp4", 20, 10, seed=3)
+    rows = [{"videoid": v, "youtuber": c, "split": "Train", "start_discard": 0, "end_discard": 0}
+            for v, c in (("vidA", "Chan A"), ("vidB", "Chan B"), ("vidC", "Chan B"))]
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps(rows))
+    common = dict(splits=("train",), tokenizer="preset:vq_tiny", height=H, width=W, progress=False)
+    prepare_opendv(meta, videos, tmp_path / "whole", **common)
+    sharded = tmp_path / "sharded"
+    first = prepare_opendv(meta, videos, sharded, shard="1/2", **common)
+    assert not (sharded / "train.json").exists() and first["splits"]["train"]["shards_pending"] == ["0/2"]
+    last = prepare_opendv(meta, videos, sharded, shard="0/2", **common)
+    assert last["splits"]["train"]["shards_pending"] == []
+    assert json.loads((sharded / "train.json").read_text()) == json.loads((tmp_path / "whole" / "train.json").read_text())
+    assert sorted(TokenStore(sharded / "train" / "tokens").scenes) == ["vidA", "vidB", "vidC"]

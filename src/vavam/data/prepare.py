@@ -17,8 +17,8 @@ record timestamps) and resized by the dataset's divisor (3.125 / 3.75 -> 512x288
 straight into the tokenizer (no JPEGs), trimmed and resampled to 10 fps, resized to 288x512.
 
 Token stores are written scene by scene and resumable (``--resume``, default on), optionally
-sharded (``--shard i/N``: nuScenes / nuPlan merge the shards' parts when their last shard ends, below;
-OpenDV's are merged with ``vavam tokenize merge``). With ``--skip-bad``, bad input found by
+sharded (``--shard i/N``: the shard that finds every shard finished merges the parts and writes the records
+(nuScenes / nuPlan, below) or the split list (OpenDV)). With ``--skip-bad``, bad input found by
 the readers (missing / corrupt files, bad rows, non-monotonic timestamps, NaN poses, ...) and
 scenes that fail to decode during tokenization are skipped, counted and printed; without it the
 first problem raises an error naming the scene and frame. Records never keep a scene whose
@@ -424,7 +424,9 @@ def prepare_opendv(
         batch_size: frames per tokenizer call.
         device: cpu, cuda, cuda:1, ...
         bf16: encode under bf16 autocast.
-        shard: "i/N": tokenize every N-th video (sorted by id) from i; merge with `vavam tokenize merge`.
+        shard: "i/N": tokenize every N-th video (sorted by id) from i; the last shard to finish merges the token
+            store (as `vavam tokenize merge`) and writes the split list of the videos in it (unsharded runs write
+            it at once; a shard wrote none, so a sharded split had no list).
         resume: skip videos already in the token store.
         skip_bad: skip (and count) bad metadata rows and missing, corrupt or truncated videos instead of failing.
         progress: show progress bars.
@@ -493,7 +495,23 @@ def prepare_opendv(
                 entry["tokens"] = str(manifest)
         loaded = {s.name for s in sources}
         kept = [v for v in sources.videos if v.video_id in loaded and v.video_id not in bad]
-        lists = write_split_lists(kept, out, splits=[split]) if shard is None else {}
+        lists = {}
+        if shard is None:
+            lists = write_split_lists(kept, out, splits=[split])
+        elif model is not None:  # the shard that finds every shard finished merges the store and writes the list
+            tokens_dir = out / split / "tokens"
+            entry["shards_pending"] = pending = _pending_shards(tokens_dir, parse_shard(shard)[1]) if todo else []
+            if todo and not pending:
+                from vavam.data.tokens import merge_manifests, read_manifest
+
+                merged = read_manifest(merge_manifests(tokens_dir))["scenes"]
+                kept = [v for v in kept if v.video_id in merged]  # the scenes that failed in any shard are not
+                lists = write_split_lists(kept, out, splits=[split])
+                entry["tokens"] = str(tokens_dir / "manifest.json")
+                print(f"[{split}] all shards finished: token store merged -> {entry['tokens']}")
+            elif pending:
+                print(f"[{split}] the split list is written by the last shard to finish (waiting for "
+                      f"{', '.join(pending)})")
         entry.update(
             kept=len(kept),
             split_list=str(lists[split]) if split in lists else None,
