@@ -109,5 +109,42 @@ def test_sharded_opendv_prepare_writes_the_split_list_when_its_last_shard_ends(t
     assert not (sharded / "train.json").exists() and first["splits"]["train"]["shards_pending"] == ["0/2"]
     last = prepare_opendv(meta, videos, sharded, shard="0/2", **common)
     assert last["splits"]["train"]["shards_pending"] == []
-    assert json.loads((sharded / "train.json").read_text()) == json.loads((tmp_path / "whole" / "train.json").read_text())
+    whole_list = json.loads((tmp_path / "whole" / "train.json").read_text())
+    assert json.loads((sharded / "train.json").read_text()) == whole_list
     assert sorted(TokenStore(sharded / "train" / "tokens").scenes) == ["vidA", "vidB", "vidC"]
+
+
+def test_sharded_opendv_frames_are_each_shards_share(tmp_path, monkeypatch):
+    """With --frames every shard extracted every video, each extraction first deleting the video's frames, so
+    concurrent shards replaced each other's frames; each now extracts the share it tokenizes, and the shards'
+    frames together are the unsharded run's, file for file."""
+    from test_prepare import H, W, make_video
+
+    import vavam.data.sources.opendv as opendv
+    from vavam.data.prepare import prepare_opendv
+
+    videos = tmp_path / "videos"
+    for k, v in enumerate(("vidA", "vidB", "vidC")):
+        make_video(videos / "Chan" / f"{v}.mp4", 20, 10, seed=k)
+    rows = [{"videoid": v, "youtuber": "Chan", "split": "Train", "start_discard": 0, "end_discard": 0}
+            for v in ("vidA", "vidB", "vidC")]
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps(rows))
+    common = dict(splits=("train",), tokenizer="preset:vq_tiny", height=H, width=W, progress=False, frames=True)
+    prepare_opendv(meta, videos, tmp_path / "whole", **common)
+    written = []
+    real = opendv.write_opendv_frames
+    monkeypatch.setattr(opendv, "write_opendv_frames",
+                        lambda src, *a, **k: written.append(src.name) or real(src, *a, **k))
+    sharded = tmp_path / "sharded"
+    prepare_opendv(meta, videos, sharded, shard="0/2", **common)
+    assert written == ["vidA", "vidC"]  # its share: sorted names from 0 in steps of 2
+    prepare_opendv(meta, videos, sharded, shard="1/2", **common)
+    assert written == ["vidA", "vidC", "vidB"]
+    whole = tmp_path / "whole" / "frames512"
+    files = sorted(p.relative_to(whole) for p in whole.rglob("*.*"))
+    assert files and files == sorted(p.relative_to(sharded / "frames512") for p in (sharded / "frames512").rglob("*.*"))
+    for f in files:
+        assert (sharded / "frames512" / f).read_bytes() == (whole / f).read_bytes()
+    assert sorted(TokenStore(sharded / "train" / "tokens").scenes) == ["vidA", "vidB", "vidC"]
+    assert json.loads((sharded / "train.json").read_text()) == json.loads((whole.parent / "train.json").read_text())

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from vavam.data.frames import FrameSource
 from vavam.data.sources import SkipLog, SourceError, SourceResult
-from vavam.data.tokenize import _progress, _resize_args, parse_shard
+from vavam.data.tokenize import _progress, _resize_args, parse_shard, select_shard
 
 if TYPE_CHECKING:
     from vavam.data.records import SceneRecord
@@ -415,7 +415,8 @@ def prepare_opendv(
         out: output folder (<split>.json video lists, <split>/tokens/, frames512/, prepare_summary.json).
         splits: splits to prepare (train, val; case-insensitive, outputs use the lower-cased name).
         tokenizer: a LlamaGen VQ .pt, our checkpoint folder, or "preset:vq_tiny"; omitted: no token store.
-        frames: also write JPEG frames in the authors' layout (out/frames512/<channel>/<video id>/f_000001.jpg).
+        frames: also write JPEG frames in the authors' layout (out/frames512/<channel>/<video id>/f_000001.jpg);
+            with ``shard``, of the shard's share of the videos only.
         height: frame height fed to the tokenizer / written as JPEG (288).
         width: frame width (512).
         fps: frame rate after resampling (10).
@@ -458,9 +459,13 @@ def prepare_opendv(
                   f"{DEFAULT_DISCARD_S['discard_start']:g} s (start) / {DEFAULT_DISCARD_S['discard_end']:g} s (end)")
         bad: set[str] = set()
         if frames:
-            bar = _progress(sum(s.num_frames_hint or 0 for s in sources) or None, progress, f"opendv {split} frames")
+            # a shard extracts its own share (the one it tokenizes): each extraction first deletes the video's old
+            # frames, so shards that all extracted every video replaced each other's frames as they wrote them
+            share = set(select_shard([s.name for s in sources], parse_shard(shard))) if shard is not None else None
+            chosen = [s for s in sources if share is None or s.name in share]
+            bar = _progress(sum(s.num_frames_hint or 0 for s in chosen) or None, progress, f"opendv {split} frames")
             try:
-                for src in sources:
+                for src in chosen:
                     try:
                         folder = write_opendv_frames(src, out / "frames512", size=(height, width))
                         bar.update(len(list(folder.glob("f_*.jpg"))))
@@ -472,7 +477,9 @@ def prepare_opendv(
             finally:
                 bar.close()
         if model is not None:
-            todo = [s for s in sources if s.name not in bad]
+            # sharded, every video goes on: the tokenizer picks the shard's share by position among the names, and
+            # leaving out this shard's frame failures would shift the others' shares (such a video fails again)
+            todo = [s for s in sources if shard is not None or s.name not in bad]
             if todo:
                 manifest, failed = encode_sources(
                     todo,
