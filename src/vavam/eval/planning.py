@@ -299,7 +299,8 @@ def eval_openloop(
         batch_size: windows per forward pass (at least 1).
         limit: evaluate LIMIT windows spread evenly over the split (default: all; at least 1).
         seed: seed of the sampling noise.
-        image_root: folder the records' image paths are relative to (for the overlays on frames).
+        image_root: folder the records' image paths are relative to (for the overlays on frames); default the
+            records header's ``image_root``, else the records file's folder.
         device: where the model runs. Under ``torchrun`` (several processes) each rank takes every N-th window,
             ``cuda`` means ``cuda:LOCAL_RANK``, and rank 0 writes the report (the numbers equal one process's).
         progress: show a progress bar.
@@ -310,7 +311,7 @@ def eval_openloop(
     """
     import vavam
     from vavam.checks import check_positive_int
-    from vavam.data.records import load_records
+    from vavam.data.records import load_records, read_records_header
     from vavam.eval.report import Section, save_evaluation
     from vavam.io import recorded_grid
     from vavam.train.action import make_window_dataset
@@ -353,7 +354,10 @@ def eval_openloop(
     if result["_examples"]:
         plot_examples_bev(result["_examples"], out / "trajectories_bev.png")
         figures.append("trajectories_bev.png")
-        root = image_root if image_root is not None else Path(records).parent
+        # as load_records resolves them: the header's image_root (a prepared split's dataroot), else the file's
+        # folder (the folder alone missed every nuScenes / nuPlan frame, whose paths are relative to the dataroot)
+        root = image_root if image_root is not None else (read_records_header(records).get("image_root")
+                                                          or Path(records).parent)
         if overlay_examples_on_frames(result["_examples"], scene_records, root, out / "trajectories_frames.png"):
             figures.append("trajectories_frames.png")
     has_boxes = any(r.boxes is not None for r in scene_records.values())
