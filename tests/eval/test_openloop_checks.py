@@ -168,6 +168,7 @@ def _ranked_worker(rank: int, root: str, errors_dir: str) -> None:
     except Exception as error:  # noqa: BLE001 -- the test reads each rank's outcome
         message = f"{type(error).__name__}: {error}"
     (Path(errors_dir) / f"rank{rank}.txt").write_text(message)
+    dist.barrier()  # both ranks are done before either tears the group down (a rank once aborted in gloo's teardown)
     dist.destroy_process_group()
 
 
