@@ -78,8 +78,9 @@ class TrajectoryTracker:
         self.elapsed += dt
         s_now, _ = self.line.project((state.x, state.y))
         lead = 0.5  # the planned speed half a second ahead (the mean planned speed over t + 0.25 .. t + 0.75 s):
-        # with the gain of 2 per second this asks for the plan's own acceleration (the mean speed over t .. t + 0.5,
-        # i.e. the planned speed at t + 0.25 s, asked for half of it: braking plans stopped about 1.5x as far)
+        # with the gain of 2 per second this asks for the plan's own acceleration. The mean speed over t .. t + 0.5
+        # used before is the planned speed at t + 0.25 s, which asked for half of it (braking plans stopped ~1.5x
+        # as far as planned)
         v_ref = (self._s_ref(t + lead + 0.25) - self._s_ref(t + lead - 0.25)) / 0.5
         progress_err = self._s_ref(t) - s_now
         if self.total < 0.3 or v_ref < 0.05 and progress_err < 0.5:
