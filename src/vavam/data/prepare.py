@@ -224,19 +224,14 @@ def _read_failures(folder: Path, num_shards: int) -> dict[str, str]:
 
 
 def _pending_shards(tokens: Path, num_shards: int) -> list[str]:
-    """The shards ``i/N`` of the store at ``tokens`` not finished yet: neither a manifest part nor an empty
-    shard's marker (not run, still starting, or its part was removed by a merge), or a part marked unfinished."""
-    from vavam.data.tokens import empty_part_name, part_manifest_name, read_manifest
+    """The shards ``i/N`` of the store at ``tokens`` not finished yet: without a manifest part or an empty shard's
+    marker (:func:`~vavam.data.tokens.missing_shards`), or with a part marked unfinished
+    (:func:`~vavam.data.tokens.unfinished_shards`). The caller's own shard has left its file, so ``N`` is seen."""
+    from vavam.data.tokens import manifest_parts, missing_shards, read_manifest, unfinished_shards
 
-    pending = []
-    for i in range(num_shards):
-        part = tokens / part_manifest_name(i, num_shards)
-        if part.is_file():
-            if read_manifest(part).get("complete") is False:
-                pending.append(f"{i}/{num_shards}")
-        elif not (tokens / empty_part_name(i, num_shards)).is_file():
-            pending.append(f"{i}/{num_shards}")
-    return pending
+    parts = [(p, read_manifest(p)) for p in manifest_parts(tokens)]
+    pending = set(missing_shards(tokens)) | set(unfinished_shards(parts))
+    return [f"{i}/{n}" for i, n in sorted(pending) if n == num_shards]
 
 
 def _save_shard_records(
