@@ -539,9 +539,15 @@ def recorded_grid(checkpoint: str | os.PathLike) -> tuple[int, int] | None:
     ``meta.json``): the models themselves record only ``h * w`` tokens per frame, and a store of the transposed grid
     (same count) would feed every token at another token's spatial position. None for a released file, a folder
     written before folders recorded it, or an unreadable meta (whose loading reports it)."""
-    grid = _folder_meta(Path(checkpoint)).get("token_grid")
-    if isinstance(grid, list) and len(grid) == 2 and all(isinstance(v, int) and v > 0 for v in grid):
-        return int(grid[0]), int(grid[1])
+    return as_token_grid(_folder_meta(Path(checkpoint)).get("token_grid"))
+
+
+def as_token_grid(value: Any) -> tuple[int, int] | None:
+    """A recorded token grid (a JSON list ``[h, w]`` of positive integers) as ``(h, w)``; None for anything else
+    (not recorded, or not a grid)."""
+    if isinstance(value, (list, tuple)) and len(value) == 2 and \
+            all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+        return int(value[0]), int(value[1])
     return None
 
 
@@ -573,4 +579,5 @@ __all__ = [
     "load_checkpoint",
     "is_checkpoint_folder",
     "recorded_grid",
+    "as_token_grid",
 ]

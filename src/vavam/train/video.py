@@ -28,7 +28,7 @@ from vavam.checks import check_fraction, check_nonnegative_int, check_optimizer_
 from vavam.config import VideoConfig
 from vavam.data.mix import exact_fraction
 from vavam.data.tokens import TokenStore, TokenStoreError, stride_step_warning
-from vavam.io import atomic_write_json
+from vavam.io import as_token_grid, atomic_write_json
 from vavam.train.distributed import (
     CheckpointFormat,
     ModuleTargets,
@@ -550,8 +550,8 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
                 raise ValueError(f"{flag} {value}: the cool-down continues the VaViM of --init-from {init_from} as "
                                  f"it is ({flag.lstrip('-').replace('-', ' ')} {model_value}); leave {flag} out")
         model_words = f"the VaViM of --init-from {init_from}"
-        trained = (init_state["hyper_parameters"].get("data") or {}).get("grid")  # runs before it was recorded: None
-        grid = tuple(trained) if isinstance(trained, list) and len(trained) == 2 else None
+        # runs recorded before the grid was: None
+        grid = as_token_grid((init_state["hyper_parameters"].get("data") or {}).get("grid"))
         check_store_fits(store, "--tokens", config.tokens_per_frame, config.vocab_size, model_words, grid)
     else:
         config = preset_config
