@@ -57,6 +57,14 @@ def test_quickstart_reduced_budget(tmp_path, capsys):
     assert sum(g["windows"] for g in groups) == nf["windows"] and "| tokens kept in the last context step |" in report
     assert sum(g["windows"] * g["copy"] for g in groups if g["windows"]) / nf["windows"] == pytest.approx(
         nf["copy_last_frame_accuracy"])
+    # the same tokens again, grouped by how many context steps each stayed (0 .. 6 for 7 context frames)
+    kept = nf["by_persistence"]
+    tokens = sum(g["tokens"] for g in kept)
+    assert [g["steps"] for g in kept] == list(range(nf["context_frames"])) and "| steps the token stayed |" in report
+    assert tokens == nf["windows"] * (plan.height // 16) * (plan.width // 16)
+    assert sum(g["tokens"] * g["copy"] for g in kept if g["tokens"]) / tokens == pytest.approx(
+        nf["copy_last_frame_accuracy"])
+    assert all(0 <= g["copy_prob"] <= 1 for g in kept if g["tokens"])
     # it learns, on held-out towns: VaViM beats the token-frequency baselines (measured: 1.13 vs 2.12
     # nats); VaVAM's flow loss falls several-fold, its plans beat both baselines after 220 steps
     # (measured minADE@5: 2.20 m vs constant velocity 2.52 m and per-command mean 5.50 m) and it turns

@@ -1,4 +1,5 @@
-"""The quickstart's next-frame evaluation: teacher-forced and greedy predictions of the last frame line up."""
+"""The quickstart's next-frame evaluation: teacher-forced and greedy predictions of the last frame line up; the
+breakdowns by scene change and by how long each token stayed."""
 
 import torch
 
@@ -19,6 +20,57 @@ def test_teacher_forced_prediction_of_a_greedy_frame_is_that_frame():
     tf = teacher_forced_last_frame(vim, windows, batch_size=3)
     assert tf.shape == (5, 4, 6) and torch.equal(tf[:, 0, 0], greedy[:, 0, 0, 0])
     assert not torch.equal(tf, greedy[:, 0])  # the true earlier tokens change later predictions
+
+
+def test_teacher_forced_probability_of_reference_tokens_is_the_softmax_at_the_position_before():
+    import pytest
+
+    torch.manual_seed(0)
+    vim = VideoGPT(vavim_tiny()).eval()
+    windows = torch.randint(0, 1024, (5, 3, 2, 3))  # [N, T, h, w]
+    reference = windows[:, -2]  # the last context frame: the copy
+    pred, prob = teacher_forced_last_frame(vim, windows, batch_size=2, reference=reference)
+    assert torch.equal(pred, teacher_forced_last_frame(vim, windows, batch_size=5))
+    with torch.no_grad():
+        full = vim(windows).softmax(-1)  # [N, 18, V]; position j predicts token j + 1
+    # the last frame's tokens are 12..17, predicted at positions 11..16
+    expected = full[:, 11:17].gather(-1, reference.reshape(5, 6, 1)).reshape(5, 2, 3)
+    assert prob.shape == (5, 2, 3) and torch.allclose(prob, expected, atol=1e-6)
+    # the probability of the argmax is the largest any token gets
+    top = full[:, 11:17].max(-1).values.reshape(5, 2, 3)
+    assert torch.allclose(teacher_forced_last_frame(vim, windows, reference=pred)[1], top, atol=1e-6)
+    with pytest.raises(ValueError, match=r"reference: expected \(5, 2, 3\)"):
+        teacher_forced_last_frame(vim, windows, reference=reference[:, 0])
+
+
+def test_accuracy_by_persistence_counts_the_steps_each_token_stayed():
+    import math
+
+    import pytest
+
+    from vavam.quickstart.evaluate import accuracy_by_persistence
+
+    # one window of 3 context frames, 1 x 4 tokens; counted back from the last frame, the positions kept their
+    # token for 0 (changed last step), 1 (changed the step before), 2 and 2 steps
+    context = torch.tensor([[[1, 5, 3, 4], [2, 6, 3, 4], [3, 6, 3, 4]]])[:, :, None, :]  # [1, 3, 1, 4]
+    truth = torch.tensor([[[3, 7, 3, 9]]])  # copying gets positions 0 and 2 right
+    generated = torch.tensor([[[3, 7, 0, 9]]])
+    forced = torch.tensor([[[0, 7, 3, 4]]])
+    prob = torch.tensor([[[0.25, 0.5, 0.75, 0.125]]])
+    rows = accuracy_by_persistence(context, truth, generated, forced, prob)
+    assert [(r["steps"], r["tokens"]) for r in rows] == [(0, 1), (1, 1), (2, 2)]
+    assert [r["copy"] for r in rows] == pytest.approx([1.0, 0.0, 0.5])
+    assert [r["copy_prob"] for r in rows] == pytest.approx([0.25, 0.5, (0.75 + 0.125) / 2])
+    assert [r["generated"] for r in rows] == pytest.approx([1.0, 1.0, 0.5])
+    assert [r["teacher_forced"] for r in rows] == pytest.approx([0.0, 1.0, 0.5])
+    # a token that changed back (A, B, A) stayed 0 steps, whatever the earlier frames; an empty group is NaN
+    flicker = torch.tensor([[[1, 1, 1, 1], [1, 1, 1, 2], [2, 2, 2, 1]]])[:, :, None, :]
+    rows = accuracy_by_persistence(flicker, truth, generated, forced, prob)
+    assert [r["tokens"] for r in rows] == [4, 0, 0] and math.isnan(rows[1]["copy_prob"])
+    with pytest.raises(ValueError, match=r"copy_prob: expected \(1, 1, 4\)"):
+        accuracy_by_persistence(context, truth, generated, forced, prob[0])
+    with pytest.raises(ValueError, match=r"context: expected \[N, T-1 >= 2, h, w\]"):
+        accuracy_by_persistence(context[:, :1], truth, generated, forced, prob)
 
 
 def test_accuracy_by_change_groups_windows_by_how_much_the_last_step_kept():

@@ -47,7 +47,14 @@ def _results(missing: bool) -> dict:
                                      {"kept": "50% to < 70%", "windows": 5, "generated": 0.4012, "copy": 0.4523,
                                       "teacher_forced": 0.4701},
                                      {"kept": "≥ 70%", "windows": 7, "generated": 0.6034, "copy": 0.6545,
-                                      "teacher_forced": 0.6123}]},
+                                      "teacher_forced": 0.6123}],
+                       "by_persistence": [{"steps": 0, "tokens": 200, "copy": 0.3125, "copy_prob": 0.2875,
+                                           "generated": 0.3011, "teacher_forced": 0.3333},
+                                          {"steps": 1, "tokens": 0 if missing else 56, "copy": NAN if missing else 0.5,
+                                           "copy_prob": NAN if missing else 0.4196, "generated": NAN if missing else 0.4643,
+                                           "teacher_forced": NAN if missing else 0.4821},
+                                          {"steps": 2, "tokens": 128, "copy": 0.7422, "copy_prob": 0.4831,
+                                           "generated": 0.6641, "teacher_forced": 0.6719}]},
         "generated_frames": {"frechet_tokenizer_features": NAN if missing else 0.12345,
                              "frechet_tokenizer_features_copy": NAN if missing else 0.09876, "note": "not FID",
                              "figure": "next_frames.png"},
@@ -133,6 +140,16 @@ def test_every_table_number_equals_its_json_value(tmp_path, missing):
     assert rows[0][-1] == "teacher-forced"
     assert rows[1:] == [[g["kept"], str(g["windows"]), _cell(g["generated"]), _cell(g["copy"]), _cell(g["teacher_forced"])]
                         for g in res["next_frame"]["by_change"]]
+    rows = _find(tables, "steps the token stayed")
+    groups = res["next_frame"]["by_persistence"]
+    total = sum(g["tokens"] for g in groups)
+    assert total == (328 if missing else 384)
+    assert rows[1:] == [[str(g["steps"]), _cell(g["tokens"] / total), *(_cell(g[k]) for k in
+                                                                         ("copy", "copy_prob", "generated", "teacher_forced"))]
+                        for g in groups]
+    # the text quotes the last group (tokens unchanged over the whole context) in percent
+    assert "Tokens unchanged over all 2 steps of the context stay 74% of the time; VaViM gives the copied token 48%" in md
+    assert ("– : no token in that group." in md) == missing
     ol = res["open_loop"]["rows"]
     rows = _find(tables, "planner | minADE | FDE")
     assert rows[0] == ["planner", "minADE", "FDE", "L2@1s", "L2@2s", "L2@3s", "collision rate", "windows"]
@@ -166,8 +183,8 @@ def test_every_table_number_equals_its_json_value(tmp_path, missing):
     if missing:
         assert "not computed (needs more than 2 windows)" in md
         assert targets[4][1:] == ["no", "not measured (no held-out frame at an intersection) over 0 frames"]
-        # every "–" in a table is explained in its section's text
-        assert md.count("– : ") == 4
+        # every "–" in a table is explained in its section's text (the next-frame section: one per table)
+        assert md.count("– : ") == 5
     else:
         gf = res["generated_frames"]
         assert f"{gf['frechet_tokenizer_features']:.3f} (copying the last frame: {gf['frechet_tokenizer_features_copy']:.3f})" in md
@@ -360,3 +377,18 @@ def test_change_table_of_results_without_teacher_forced_groups_keeps_four_column
     table = _change_table([{"kept": "all", "windows": 3, "generated": 0.5, "copy": 0.25}])
     assert list(table.columns) == ["tokens kept in the last context step", "windows", "greedy", "copy"]
     assert [list(r) for r in table.rows] == [["all", 3, 0.5, 0.25]]
+
+
+def test_results_of_runs_before_the_persistence_table_give_the_report_without_it(tmp_path):
+    """Runs made before the persistence breakdown have no ``by_persistence``: the report keeps the change table
+    alone (called "the table") and says nothing about the missing one."""
+    out = tmp_path / "qs"
+    _build(out, missing=False)
+    path = out / "eval" / "results.json"
+    res = json.loads(path.read_text())
+    del res["next_frame"]["by_persistence"]
+    path.write_text(json.dumps(res))
+    write_quickstart_report(out, PLAN, seed=0)
+    md = (out / "report.md").read_text()
+    assert "| tokens kept in the last context step |" in md and "steps the token stayed" not in md
+    assert "The table groups the windows" in md and "second table groups" not in md

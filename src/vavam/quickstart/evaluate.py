@@ -39,7 +39,7 @@ def next_frame(vim, heldout_store: TokenStore, limit: int | None = None, seed: i
     context, truth = windows[:, :-1], windows[:, -1]
     generated = torch.cat([generate_frames(vim, context[i : i + 8], 1, top_k=1)[:, 0] for i in range(0, len(context), 8)])
     copy = context[:, -1]
-    forced = teacher_forced_last_frame(vim, windows)
+    forced, copy_prob = teacher_forced_last_frame(vim, windows, reference=copy)
     return {
         "windows": len(windows),
         "context_frames": context.shape[1],
@@ -47,6 +47,7 @@ def next_frame(vim, heldout_store: TokenStore, limit: int | None = None, seed: i
         "copy_last_frame_accuracy": float((copy == truth).float().mean()),
         "teacher_forced_accuracy": float((forced == truth).float().mean()),
         "by_change": accuracy_by_change(context, truth, generated, teacher_forced=forced),
+        "by_persistence": accuracy_by_persistence(context, truth, generated, forced, copy_prob),
         "_generated": generated,
         "_context": context,
         "_truth": truth,
@@ -110,22 +111,81 @@ def _share_range(lo: float, hi: float) -> str:
     return f"< {hi:.0%}" if lo == 0.0 else f"{lo:.0%} to < {hi:.0%}"
 
 
+def accuracy_by_persistence(context: torch.Tensor, truth: torch.Tensor, generated: torch.Tensor,
+                            teacher_forced: torch.Tensor, copy_prob: torch.Tensor) -> list[dict[str, Any]]:
+    """Next-frame tokens grouped by how many context steps their position kept its token, with VaViM's
+    (teacher-forced) probability of the copied token beside the share copying gets right.
+
+    A token's persistence is the number of consecutive steps, counted back from the last context frame, over
+    which its position's token did not change (0: it changed in the last step; ``T-2``: the whole context
+    showed the same token). Within a group, copying's accuracy is the observed chance that the token stays;
+    a calibrated model's mean probability of the copied token would match it, and where that chance is high
+    a model that gives the copied token less than half loses tokens to copying.
+
+    Args:
+        context: long ``[N, T-1, h, w]`` (``T-1 >= 2``); truth, generated, teacher_forced: long ``[N, h, w]``.
+        copy_prob: float ``[N, h, w]``, the model's probability of the last context frame's token at each
+            position given the true earlier tokens.
+
+    Returns:
+        One dict per persistence ``0 .. T-2`` (in order): ``steps``, ``tokens`` (count), ``copy``,
+        ``copy_prob`` (mean), ``generated``, ``teacher_forced`` (mean token accuracy; NaN for an empty group).
+    """
+    if context.dim() != 4 or context.shape[1] < 2:
+        raise ValueError(f"context: expected [N, T-1 >= 2, h, w] to measure how long tokens stayed, "
+                         f"got {tuple(context.shape)}")
+    for name, frames in (("truth", truth), ("generated", generated), ("teacher_forced", teacher_forced),
+                         ("copy_prob", copy_prob)):
+        if frames.shape != context[:, -1].shape:
+            raise ValueError(f"{name}: expected {tuple(context[:, -1].shape)} (the context's frame shape, one per "
+                             f"window), got {tuple(frames.shape)}")
+    kept = context[:, 1:] == context[:, :-1]  # [N, T-2, h, w]: step s kept the token at this position
+    # [N, h, w]: leading run of kept steps counted back from the last one
+    steps = kept.flip(1).long().cumprod(1).sum(1)
+    copy = context[:, -1]
+    rows = []
+    for k in range(context.shape[1]):
+        member = steps == k
+        n = int(member.sum())
+        row: dict[str, Any] = {"steps": k, "tokens": n}
+        for key, value in (("copy", (copy == truth).float()), ("copy_prob", copy_prob.float()),
+                           ("generated", (generated == truth).float()),
+                           ("teacher_forced", (teacher_forced == truth).float())):
+            row[key] = float(value[member].mean()) if n else float("nan")
+        rows.append(row)
+    return rows
+
+
 @torch.no_grad()
-def teacher_forced_last_frame(vim, windows: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+def teacher_forced_last_frame(vim, windows: torch.Tensor, batch_size: int = 8,
+                              reference: torch.Tensor | None = None
+                              ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """VaViM's top-1 prediction of each token of the last frame given every true token before it.
 
     Args:
         windows: long ``[N, T, h, w]``.
+        reference: long ``[N, h, w]`` (optional): also return the model's probability of these tokens
+            (e.g. the last context frame's, to compare with copying).
 
     Returns:
-        long ``[N, h, w]``: the argmax at the position before each last-frame token.
+        long ``[N, h, w]``: the argmax at the position before each last-frame token; with ``reference`` also
+        float ``[N, h, w]``, the softmax probability of each reference token there.
     """
     n, _, h, w = windows.shape
-    preds = []
+    if reference is not None and reference.shape != (n, h, w):
+        raise ValueError(f"reference: expected {(n, h, w)} (one token per last-frame position), "
+                         f"got {tuple(reference.shape)}")
+    preds, probs = [], []
     for i in range(0, n, batch_size):
-        logits = vim(windows[i : i + batch_size])  # [b, T·h·w, V]; position j predicts token j + 1
-        preds.append(logits[:, -h * w - 1 : -1].argmax(-1).reshape(-1, h, w))
-    return torch.cat(preds) if preds else windows[:, -1].clone()
+        logits = vim(windows[i : i + batch_size])[:, -h * w - 1 : -1]  # [b, h·w, V]; position j predicts token j + 1
+        preds.append(logits.argmax(-1).reshape(-1, h, w))
+        if reference is not None:
+            ref = reference[i : i + batch_size].reshape(-1, h * w, 1)  # [b, h·w, 1]
+            probs.append(logits.float().softmax(-1).gather(-1, ref).reshape(-1, h, w))
+    pred = torch.cat(preds) if preds else windows[:, -1].clone()
+    if reference is None:
+        return pred
+    return pred, (torch.cat(probs) if probs else torch.zeros(n, h, w))
 
 
 def _stack(items: list[dict], key: str) -> torch.Tensor:

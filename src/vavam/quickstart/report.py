@@ -170,6 +170,7 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
     down = presets.get(plan.tokenizer_preset).downsample  # pixels per token side
     nt, nf, ol, cf, cl = res["next_token"], res["next_frame"], res["open_loop"], res["command_following"], res["closed_loop"]
     by_change = nf.get("by_change") or []  # absent from results of older runs
+    by_persistence = nf.get("by_persistence") or []  # absent from results of older runs
     checks = [
         ("VaViM held-out cross-entropy ≤ 0.8 × per-position baseline", nt["ratio_to_per_position"] <= 0.8,
          f"ratio {nt['ratio_to_per_position']:.3f}"),
@@ -245,11 +246,14 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
                    if _fmt(fd, "", "") or _fmt(fd_copy, "", "") else no_fd)
                 + "; not comparable to published FID. "
                 "Per row: last context frame, true next frame, generated next frame (decoded)."
-                + (" The table groups the windows by the share of tokens their last context frame kept from the "
-                   "frame before (how little the scene changed): copying is hard to beat where it changed little."
+                + (f" The {'first ' if by_persistence else ''}table groups the windows by the share of tokens their "
+                   "last context frame kept from the frame before (how little the scene changed): copying is hard "
+                   "to beat where it changed little."
                    + (" – : no window in that group." if any(not g["windows"] for g in by_change) else "")
-                   if by_change else ""),
-                [_change_table(by_change)] if by_change else [],
+                   if by_change else "")
+                + _persistence_text(by_persistence, with_change=bool(by_change)),
+                ([_change_table(by_change)] if by_change else [])
+                + ([_persistence_table(by_persistence)] if by_persistence else []),
                 figures=figure("next_frames.png")),
         *_probe_sections(res.get("probe"), figure("probe_examples.png")),
         Section("VaVAM: open-loop planning",
@@ -295,6 +299,31 @@ def _change_table(by_change: list[dict]) -> Table:
     keys = ["generated", "copy"] + (["teacher_forced"] if forced else [])
     head = ["tokens kept in the last context step", "windows", "greedy", "copy"] + (["teacher-forced"] if forced else [])
     return Table(head, [[g["kept"], g["windows"], *(g[k] for k in keys)] for g in by_change])
+
+
+def _persistence_text(groups: list[dict], with_change: bool = True) -> str:
+    """What the persistence table shows, with its last group (tokens unchanged over the whole context) quoted."""
+    if not groups:
+        return ""
+    last = groups[-1]
+    text = (f" The {'second ' if with_change else ''}table groups the generated tokens by how many context steps "
+            "their position kept its token (0: it changed in the last step): copying's accuracy there is the chance that a token stays, "
+            "beside VaViM's mean probability of the copied token given the true earlier tokens.")
+    if last["tokens"]:
+        text += (f" Tokens unchanged over all {last['steps']} steps of the context stay "
+                 f"{last['copy']:.0%} of the time; VaViM gives the copied token {last['copy_prob']:.0%} on average.")
+    if any(not g["tokens"] for g in groups):
+        text += " – : no token in that group."
+    return text
+
+
+def _persistence_table(groups: list[dict]) -> Table:
+    """Share of tokens, copying, VaViM's probability of the copied token, greedy and teacher-forced accuracy per
+    number of steps the token stayed."""
+    total = sum(g["tokens"] for g in groups) or 1
+    head = ["steps the token stayed", "share of tokens", "copy", "VaViM P(copied token)", "greedy", "teacher-forced"]
+    return Table(head, [[g["steps"], g["tokens"] / total, g["copy"], g["copy_prob"], g["generated"],
+                         g["teacher_forced"]] for g in groups])
 
 
 def _probe_sections(pr: dict | None, figures: list[str]) -> list[Section]:
