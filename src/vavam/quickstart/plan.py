@@ -68,7 +68,9 @@ where the scene changes fast, 0.433 vs 0.402 on 27 windows, and loses where it b
 target's position to the logits: 0.526; that token's embedding added to the input: 0.524); and adding to
 the plain VaViM's logits the constant bias toward that token that scores best on the held-out windows
 themselves (chosen on the test windows: an upper bound) only ties copying, 0.557 at 2 nats (1 / 3 nats:
-0.550 / 0.554) against 0.555. (Scratch experiments: no training option runs them.)
+0.550 / 0.554) against 0.555. On the AMD machine's default run (copy 0.460, plain 0.419), four times the
+training scenes and 3,000 steps give 0.444, and with its own greedy frames 0.451, for a VaViM stage of 462 s
+(the whole run: 350 s). (Scratch experiments: no training option runs them.)
 VaVAM without the ego speed: on one VaViM, 1,200 steps gave held-out minADE@5 2.46 m and 2,000 steps
 2.74 m (lr 0.02; lr 0.005 / 0.0025: 2.98 / 2.95 m; lr 0.04 and uniform flow times: 2.72 m; 4 flow
 samples per window (``noise_repeats``) at equal compute, 420 steps: 2.71 m), so the steps go to the data
