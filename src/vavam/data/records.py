@@ -654,7 +654,9 @@ def records_from_reference_pickle(
             cam = item[camera]
             stamps[i] = int(cam["timestamp"])
             t = np.asarray(cam["ego_to_world_tran"], dtype=np.float64).reshape(-1)
-            trans[i] = t if t.size == 3 else np.pad(t, (0, 3 - t.size))[:3]
+            if t.size not in (2, 3):  # (x, y) gets z = 0; an empty or 1-value list is no position
+                raise ValueError(f"ego_to_world_tran has {t.size} values, expected 3 (x, y, z) or 2 (x, y)")
+            trans[i] = t if t.size == 3 else np.append(t, 0.0)
             rots[i] = np.asarray(cam["ego_to_world_rot"], dtype=np.float64).reshape(4)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(

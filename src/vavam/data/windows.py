@@ -250,13 +250,23 @@ def _scene_groups(lengths: np.ndarray, target: int) -> list[tuple[int, int]]:
 
 
 def _check_scene_arrays(record: SceneRecord) -> None:
-    """Refuse a record whose poses do not have one row per timestamp (``[N, 3]``, ``[N, 4]``) or whose
-    timestamps ``[N]`` do not increase strictly; the message names the scene (and the first bad frame)."""
+    """Refuse a record whose poses do not have one row per timestamp (``[N, 3]``, ``[N, 4]``), are not finite
+    (or a quaternion has norm 0), or whose timestamps ``[N]`` do not increase strictly; the message names the
+    scene (and the first bad frame). A non-finite pose would give NaN waypoints and a STRAIGHT command (NaN
+    compares false with the thresholds) to every window that reads it."""
     n = len(record.timestamps)
     for what, arr, width in (("translations", record.translations, 3), ("rotations", record.rotations, 4)):
         if np.shape(arr) != (n, width):
             raise ValueError(f"scene '{record.name}': {what} have shape {np.shape(arr)}, expected ({n}, {width}) "
                              "(one row per timestamp)")
+        bad = ~np.isfinite(np.asarray(arr, dtype=np.float64)).all(axis=1)
+        if what == "rotations":
+            bad |= np.linalg.norm(np.where(np.isfinite(arr), arr, 0.0), axis=1) == 0
+        if np.any(bad):
+            i = int(np.flatnonzero(bad)[0])
+            row = np.asarray(arr)[i]
+            why = "is not finite" if not np.isfinite(row).all() else "is a zero quaternion"
+            raise ValueError(f"scene '{record.name}', frame {i}: ego pose {what[:-1]} {row.tolist()} {why}")
     dt = np.diff(np.asarray(record.timestamps, dtype=np.int64))
     if np.any(dt <= 0):
         i = int(np.flatnonzero(dt <= 0)[0]) + 1
@@ -519,30 +529,48 @@ class TokenWindowDataset(torch.utils.data.Dataset):
         store: a token store (e.g. :class:`vavam.data.tokens.TokenStore`):
             ``frame_index_at(scene, timestamps_us, tolerance_us) -> [C]`` ints (raising, or negative,
             for a miss) and ``tokens(scene) -> [T, h, w]``.
-        tolerance_us: largest allowed |record timestamp - token timestamp|; None lets the store
-            choose (the vavam store: half its median frame interval).
+        tolerance_us: largest allowed |record timestamp - token timestamp|; None: half the smaller median
+            frame interval of the scene's record frames and store frames (:meth:`scene_tolerance_us`).
     """
 
     def __init__(self, index: WindowIndex, store: TokenStoreLike, tolerance_us: int | None = None) -> None:
         self.index = index
         self.store = store
         self.tolerance_us = tolerance_us
+        self._tolerances: dict[int, int | None] = {}
 
     def __len__(self) -> int:
         return len(self.index)
 
+    def scene_tolerance_us(self, scene_index: int) -> int | None:
+        """The join tolerance (µs) of scene ``scene_index``: ``tolerance_us`` when given, else half the smaller
+        median frame interval of the record's frames and the store's frames (None when neither has 2 frames).
+
+        The store alone would allow half *its* interval: a store holding fewer frames than the records (2 Hz
+        tokens of 10 Hz records) would then pair a record frame with a token up to 0.25 s away, silently.
+        """
+        if self.tolerance_us is not None:
+            return self.tolerance_us
+        if scene_index not in self._tolerances:
+            idx, name = self.index, self.index.scene_names[scene_index]
+            a, b = int(idx.scene_offsets[scene_index]), int(idx.scene_offsets[scene_index + 1])
+            halves = [
+                int(np.median(np.diff(ts)) // 2)
+                for ts in (idx.frame_timestamps[a:b], np.asarray(self.store.timestamps(name), dtype=np.int64))
+                if len(ts) > 1
+            ]
+            self._tolerances[scene_index] = min(halves) if halves else None
+        return self._tolerances[scene_index]
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         w = self.index[i]
-        rows = np.asarray(
-            self.store.frame_index_at(w.scene, w.timestamps_us, self.tolerance_us), dtype=np.int64
-        ).reshape(-1)
+        tol = self.scene_tolerance_us(w.scene_index)
+        rows = np.asarray(self.store.frame_index_at(w.scene, w.timestamps_us, tol), dtype=np.int64).reshape(-1)
         if rows.shape != w.timestamps_us.shape or np.any(rows < 0):
             missing = (
                 w.timestamps_us[rows < 0].tolist() if rows.shape == w.timestamps_us.shape else w.timestamps_us.tolist()
             )
-            raise KeyError(
-                f"scene '{w.scene}', window {w.index}: no tokens within {self.tolerance_us} us of timestamps {missing}"
-            )
+            raise KeyError(f"scene '{w.scene}', window {w.index}: no tokens within {tol} us of timestamps {missing}")
         tokens = np.asarray(self.store.tokens(w.scene)[rows]).astype(np.int64)
         out = w.as_dict()
         out.pop("image_paths", None)
