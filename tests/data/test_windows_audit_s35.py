@@ -96,3 +96,57 @@ def test_token_join_same_rate_unchanged_s35() -> None:
         start = int(index.window_starts[i])
         assert ds[i]["tokens"][:, 0, 0].tolist() == list(range(start, start + 40, 5))
     assert TokenWindowDataset(index, store, tolerance_us=7).scene_tolerance_us(0) == 7
+
+
+class _RaisingStoreS35(_StoreS35):
+    """Like the vavam store: a miss raises ValueError instead of returning -1."""
+
+    def frame_index_at(self, scene: str, timestamps_us: np.ndarray, tolerance_us: int | None) -> np.ndarray:
+        rows = super().frame_index_at(scene, timestamps_us, tolerance_us)
+        if np.any(rows < 0):
+            raise ValueError(f"scene {scene!r}: no frame within {tolerance_us} µs")
+        return rows
+
+
+@pytest.mark.parametrize("store_kind", [_StoreS35, _RaisingStoreS35])
+def test_first_unjoined_finds_the_first_context_frame_without_tokens_s35(store_kind) -> None:
+    """Checked before training: the first scene / frame a window reads that has no token, whether the store
+    returns -1 or raises for a miss; None when the store holds every frame."""
+    recs = [_straight_scene_s35(100, name="a"), _straight_scene_s35(100, name="b")]
+    index = WindowIndex(recs, WindowConfig(subsampling=5))
+
+    class Stores:
+        def __init__(self, by_scene):
+            self.by_scene = by_scene
+
+        def __getattr__(self, attr):
+            return lambda scene, *args: getattr(self.by_scene[scene], attr)(scene, *args)
+
+    full = store_kind(recs[0].timestamps)
+    assert TokenWindowDataset(index, Stores({"a": full, "b": full})).first_unjoined() is None
+    # scene b lacks frame 23 (a context frame of windows starting at 3, 8, 13, 18)
+    holes = store_kind(np.delete(recs[1].timestamps, 23))
+    assert TokenWindowDataset(index, Stores({"a": full, "b": holes})).first_unjoined() == ("b", 2_300_000, 50_000)
+    # 2 Hz tokens of 10 Hz records: frame 0 of scene a already misses
+    sparse = store_kind(recs[0].timestamps[2::5])
+    assert TokenWindowDataset(index, Stores({"a": sparse, "b": full})).first_unjoined() == ("a", 0, 50_000)
+
+
+def test_action_windows_refuse_a_store_at_a_lower_frame_rate_s35(tmp_path) -> None:
+    """``train action`` / ``eval openloop``: 2 Hz tokens of 10 Hz records are refused when the windows are made,
+    naming the options, the scene and the frame (before: every window joined tokens up to 200 ms away)."""
+    from vavam.data.records import save_records
+    from vavam.data.tokens import TokenStoreWriter
+    from vavam.train.action import make_window_dataset
+
+    rec = _straight_scene_s35(80)
+    save_records(tmp_path / "records.npz", [rec])
+    for name, frames in (("tok_full", slice(None)), ("tok_2hz", slice(2, None, 5))):
+        writer = TokenStoreWriter(tmp_path / name, (2, 3), codebook_size=16, tokenizer={"name": "t"}, fps=10.0,
+                                  resume=False)
+        ts = rec.timestamps[frames]
+        writer.write_scene("a", np.zeros((len(ts), 2, 3), dtype=np.uint16), ts)
+    assert len(make_window_dataset(tmp_path / "records.npz", tmp_path / "tok_full", 8, subsampling=5)) == 15
+    with pytest.raises(ValueError, match=r"--tokens .*tok_2hz has no tokens within 50000 µs of frame 0 µs of "
+                                         r"scene 'a' in --records .*records.npz"):
+        make_window_dataset(tmp_path / "records.npz", tmp_path / "tok_2hz", 8, subsampling=5)

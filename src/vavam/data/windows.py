@@ -562,6 +562,30 @@ class TokenWindowDataset(torch.utils.data.Dataset):
             self._tolerances[scene_index] = min(halves) if halves else None
         return self._tolerances[scene_index]
 
+    def first_unjoined(self) -> tuple[str, int, int | None] | None:
+        """The first context frame of any window with no token within its scene's tolerance, as
+        ``(scene, record timestamp µs, tolerance µs)``; None when every window joins.
+
+        One store query per scene over the context frames its windows use (each frame once), so a store
+        made at another frame rate than the records is found before training rather than at its first batch.
+        """
+        idx = self.index
+        if len(idx) == 0:
+            return None
+        frames = np.unique(idx.context_frames(np.arange(len(idx))))  # global frame numbers, sorted
+        bounds = np.searchsorted(frames, idx.scene_offsets)  # [S+1]: each scene's slice of ``frames``
+        for s in np.flatnonzero(np.diff(bounds)):
+            name, ts = idx.scene_names[s], idx.frame_timestamps[frames[bounds[s] : bounds[s + 1]]]
+            tol = self.scene_tolerance_us(int(s))
+            try:
+                rows = np.asarray(self.store.frame_index_at(name, ts, tol), dtype=np.int64).reshape(-1)
+            except (KeyError, ValueError):  # the vavam store raises for a miss: find the first one
+                rows = np.array([_joined_row(self.store, name, t, tol) for t in ts.tolist()], dtype=np.int64)
+            if rows.shape != ts.shape or np.any(rows < 0):
+                bad = 0 if rows.shape != ts.shape else int(np.flatnonzero(rows < 0)[0])
+                return name, int(ts[bad]), tol
+        return None
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         w = self.index[i]
         tol = self.scene_tolerance_us(w.scene_index)
@@ -576,6 +600,14 @@ class TokenWindowDataset(torch.utils.data.Dataset):
         out.pop("image_paths", None)
         out["tokens"] = torch.from_numpy(tokens)
         return out
+
+
+def _joined_row(store: TokenStoreLike, scene: str, timestamp_us: int, tolerance_us: int | None) -> int:
+    """The store's frame for one timestamp, -1 for a miss (raised or returned negative)."""
+    try:
+        return int(np.asarray(store.frame_index_at(scene, np.array([timestamp_us]), tolerance_us)).reshape(-1)[0])
+    except (KeyError, ValueError):
+        return -1
 
 
 __all__ = [

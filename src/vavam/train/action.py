@@ -259,7 +259,8 @@ def make_window_dataset(records: Path, tokens: Path | TokenStore, context_frames
 
     Raises:
         ValueError: no window fits any scene (the message says what the records' frame rate needs), or the
-            token store lacks a scene that has windows (named, with both options).
+            token store lacks a scene that has windows (named, with both options), or has no tokens for a
+            frame a window reads (a store made at another frame rate; named likewise).
     """
     config = WindowConfig(context_frames=context_frames, subsampling=subsampling,
                           max_step_error_us=DEFAULT_STEP_TOLERANCE_US)  # never across a dropped frame
@@ -275,7 +276,15 @@ def make_window_dataset(records: Path, tokens: Path | TokenStore, context_frames
         raise ValueError(f"{flags[1]} {store.root} lacks {len(missing)} of the {len(used)} scenes with windows in "
                          f"{flags[0]} {records}, first {missing[0]!r}: tokenize every scene of the records into "
                          "the store (vavam tokenize), or give the store made from them")
-    return TokenWindowDataset(index, store)
+    dataset = TokenWindowDataset(index, store)
+    unjoined = dataset.first_unjoined()
+    if unjoined is not None:
+        scene, stamp, tol = unjoined
+        raise ValueError(f"{flags[1]} {store.root} has no tokens within {tol} µs of frame {stamp} µs of scene "
+                         f"{scene!r} in {flags[0]} {records}, which a window reads: tokenize the records' frames "
+                         "at their own rate (a store made at a lower frame rate would pair frames with other "
+                         "frames' tokens)")
+    return dataset
 
 
 def _rate_hint(scenes: list[SceneRecord], subsampling: int) -> str:
