@@ -119,8 +119,8 @@ def accuracy_by_persistence(context: torch.Tensor, truth: torch.Tensor, generate
     A token's persistence is the number of consecutive steps, counted back from the last context frame, over
     which its position's token did not change (0: it changed in the last step; ``T-2``: the whole context
     showed the same token). Within a group, copying's accuracy is the observed chance that the token stays;
-    a calibrated model's mean probability of the copied token would match it, and where that chance is high
-    a model that gives the copied token less than half loses tokens to copying.
+    a calibrated model's mean probability of the copied token would match it; where that chance is high, a
+    model that underweights the copied token picks other codes more often and loses tokens to copying.
 
     Args:
         context: long ``[N, T-1, h, w]`` (``T-1 >= 2``); truth, generated, teacher_forced: long ``[N, h, w]``.
