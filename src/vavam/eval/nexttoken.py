@@ -182,13 +182,18 @@ def model_cross_entropy(model: torch.nn.Module, tokens: torch.Tensor) -> tuple[f
     """(sum of CE, number of targets) of a video model on windows ``long [N, T, h, w]``."""
     logits = model(tokens)  # [N, L, V]
     n, length, vocab = logits.shape
-    loss = F.cross_entropy(logits[:, :-1].reshape(-1, vocab).float(), tokens.reshape(n, length)[:, 1:].reshape(-1), reduction="sum")
+    targets = tokens.reshape(n, length)[:, 1:].reshape(-1)  # [N*(L-1)]
+    loss = F.cross_entropy(logits[:, :-1].reshape(-1, vocab).float(), targets, reduction="sum")
     return float(loss), n * (length - 1)
 
 
 def perplexity(mean_cross_entropy: float) -> float:
-    """exp(CE), with CE in nats."""
-    return math.exp(mean_cross_entropy)
+    """exp(CE), with CE in nats; ``inf`` where it overflows a float (CE above about 709.78, a diverged model),
+    instead of ``math.exp``'s ``OverflowError`` ending the whole evaluation."""
+    try:
+        return math.exp(mean_cross_entropy)
+    except OverflowError:
+        return math.inf
 
 
 def store_window_index(store, num_frames: int, stride: int = 1) -> tuple[list[tuple[str, int]], int]:
@@ -249,10 +254,11 @@ def counted_store_windows(store, num_frames: int, stride: int = 1, limit: int | 
     if not index:
         raise ValueError(f"{store.root}: no scene has {span} frames (a window of {num_frames} at stride {stride})"
                          + (" without a jump in time" if left_out else ""))
+    if limit is not None and len(index) > limit:  # the subset is drawn first: only its windows are read
+        keep = torch.randperm(len(index), generator=torch.Generator().manual_seed(seed))[:limit]
+        index = [index[i] for i in keep.tolist()]
     windows = torch.from_numpy(np.stack([store.window(scene, start, num_frames, stride).astype(np.int64)
                                          for scene, start in index]))
-    if limit is not None and len(windows) > limit:
-        windows = windows[torch.randperm(len(windows), generator=torch.Generator().manual_seed(seed))[:limit]]
     return windows, left_out
 
 

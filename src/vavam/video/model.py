@@ -110,6 +110,11 @@ class VideoGPT(nn.Module):
         the cached sequence.
         """
         last = len(self.blocks) - 1 if last_layer is None else last_layer
+        if kv_cache is not None and (last != len(self.blocks) - 1 or kv_cache.num_layers != len(self.blocks)):
+            # the cache advances its length when its last layer appends: a shallower pass (or a cache of another
+            # depth) would leave it at the same length, and the next pass would overwrite these positions
+            raise ValueError(f"run_blocks: a KV cache of {kv_cache.num_layers} layers needs all {len(self.blocks)} "
+                             f"blocks of the model, got blocks 0..{last}")
         for i, block in enumerate(self.blocks[: last + 1]):
             x = block(x, is_causal=kv_cache is None, kv_cache=kv_cache, layer=i)
         return x
