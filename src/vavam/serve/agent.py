@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -140,21 +141,28 @@ class TokenHistory:
                 f"timestamp {timestamp_us} us is not after the previous frame's {self.timestamps[-1]} us; call /reset between runs"
             )
 
-    def push(self, timestamp_us: int, tokens: torch.Tensor) -> None:
-        """Add the newest frame. Timestamps must increase (a new run must :meth:`clear` first)."""
+    def push(self, timestamp_us: int, tokens: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+        """Add the newest frame. Timestamps must increase (a new run must :meth:`clear` first).
+
+        Returns the ``(timestamp, tokens)`` frames dropped as too old for any context now, oldest first (give them
+        to :meth:`drop_newest` to undo this push exactly)."""
         self.check_next(timestamp_us)
         self.timestamps.append(int(timestamp_us))
         self.tokens.append(tokens)
         horizon = (self.spacing_us + self.tolerance_us) * self.context_frames  # the oldest frame a context can reach
+        pruned = []
         while self.timestamps and self.timestamps[0] < timestamp_us - horizon:
-            self.timestamps.pop(0)
-            self.tokens.pop(0)
+            pruned.append((self.timestamps.pop(0), self.tokens.pop(0)))
+        return pruned
 
-    def drop_newest(self, timestamp_us: int) -> None:
-        """Forget the newest frame if it is ``timestamp_us``'s (a call that failed after :meth:`push`)."""
+    def drop_newest(self, timestamp_us: int, pruned: Sequence[tuple[int, torch.Tensor]] = ()) -> None:
+        """Forget the newest frame if it is ``timestamp_us``'s (a call that failed after :meth:`push`), and put back
+        the old frames ``pruned`` that this push dropped (its return value), so the history is as before it."""
         if self.timestamps and self.timestamps[-1] == timestamp_us:
             self.timestamps.pop()
             self.tokens.pop()
+            self.timestamps[:0] = [int(t) for t, _ in pruned]
+            self.tokens[:0] = [tok for _, tok in pruned]
 
     def context_indices(self) -> list[int]:
         """Indices into the history, oldest first, of the frames forming the 2 Hz context: each is the frame
@@ -374,11 +382,11 @@ class VaVAMAgent:
             t0 = time.perf_counter()
             tokens = self._tokenize(image)
             timing["tokenize"] = time.perf_counter() - t0
-            history.push(int(timestamp_us), tokens)
+            pruned = history.push(int(timestamp_us), tokens)
             try:  # a call that fails from here on leaves the history as it was (the caller may send the frame again)
                 traj = self._sample(history.context()[None], command, timestamp_us, speed, timing)  # [6, 2]
             except BaseException:
-                history.drop_newest(int(timestamp_us))
+                history.drop_newest(int(timestamp_us), pruned)  # old frames the push dropped come back too
                 raise
         timing["total"] = time.perf_counter() - t_start
         return traj, timing
