@@ -44,6 +44,13 @@ BASELINES = ("constant velocity", "emergency brake", "expert (privileged)")
 # ------------------------------------------------------------------ planners
 
 
+def _position(obs: dict) -> tuple[float, float] | None:
+    """The ego's planar world position (m) of an observation: its ``ego_to_world`` translation, as the server
+    reads NeuroNCAP's ``ego2world``."""
+    pose = obs.get("ego_to_world")
+    return None if pose is None else (float(pose[0][3]), float(pose[1][3]))
+
+
 class AgentPlanner:
     """A :class:`~vavam.serve.agent.VaVAMAgent` as a world planner (in-process)."""
 
@@ -57,13 +64,14 @@ class AgentPlanner:
     def observe(self, obs: dict) -> None:
         """Priming steps: the frame joins the history, no plan is made."""
         if obs.get("image") is not None:
-            self.agent.observe(obs["image"], int(obs["timestamp_us"]))
+            self.agent.observe(obs["image"], int(obs["timestamp_us"]), position=_position(obs))
 
     def __call__(self, obs: dict) -> np.ndarray:
         if obs.get("image") is None:
             raise ValueError("the VaVAM planner needs the camera frame (run with a renderer)")
         t0 = time.perf_counter()
-        plan = self.agent.plan(obs["image"], int(obs["timestamp_us"]), int(obs["command"]), speed=float(obs["speed"]))
+        plan = self.agent.plan(obs["image"], int(obs["timestamp_us"]), int(obs["command"]), speed=float(obs["speed"]),
+                               position=_position(obs))
         self.latencies.append(time.perf_counter() - t0)
         return plan
 

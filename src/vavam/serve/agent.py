@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -110,13 +111,31 @@ def check_tokenizer_fits(tokenizer, model, image_size: tuple[int, int]) -> None:
             "with (--tokenizer), or its image size (--image-height / --image-width)")
 
 
+def _checked_position(position: Sequence[float] | None) -> tuple[float, float] | None:
+    """A planar ego position ``(x, y)`` metres (more values: the first two), refused unless finite."""
+    if position is None:
+        return None
+    xy = np.asarray(position, dtype=np.float64).reshape(-1)
+    if xy.size < 2 or not np.isfinite(xy[:2]).all():
+        raise ValueError(f"position: expected a finite ego position (x, y) in metres, got {list(position)}")
+    return float(xy[0]), float(xy[1])
+
+
+def _check_speed(speed: float, what: str) -> float:
+    """``speed`` (m/s) when plausible, else ``ValueError`` naming ``what``."""
+    if abs(speed) > MAX_SPEED:
+        raise ValueError(f"{what}: {speed} m/s is not a plausible ego speed (|speed| <= {MAX_SPEED:g} m/s)")
+    return speed
+
+
 def sample_seed(seed: int, timestamp_us: int) -> int:
     """Seed of the noise generator for one call: a fixed mix of the option seed and the frame time."""
     return (int(seed) * 1_000_003 + int(timestamp_us)) % (2**63 - 1)
 
 
 class TokenHistory:
-    """Recent ``(timestamp µs, tokens [h, w])`` pairs; :meth:`context` picks frames at ``spacing_us``."""
+    """Recent ``(timestamp µs, tokens [h, w], ego position)`` frames; :meth:`context` picks frames at ``spacing_us``
+    and :meth:`recent_speed` measures the ego speed over the last of those steps."""
 
     def __init__(self, context_frames: int = CONTEXT_FRAMES, spacing_us: int = int(WAYPOINT_DT * 1e6), tolerance_us: int = 100_000):
         self.context_frames = context_frames
@@ -124,6 +143,7 @@ class TokenHistory:
         self.tolerance_us = tolerance_us
         self.timestamps: list[int] = []
         self.tokens: list[torch.Tensor] = []
+        self.positions: list[tuple[float, float] | None] = []  # planar ego position (m, world frame), if given
 
     def __len__(self) -> int:
         return len(self.timestamps)
@@ -131,6 +151,7 @@ class TokenHistory:
     def clear(self) -> None:
         self.timestamps.clear()
         self.tokens.clear()
+        self.positions.clear()
 
     def check_next(self, timestamp_us: int) -> None:
         """Raise ``ValueError`` unless ``timestamp_us`` is an int64 after the newest frame."""
@@ -141,28 +162,47 @@ class TokenHistory:
                 f"timestamp {timestamp_us} us is not after the previous frame's {self.timestamps[-1]} us; call /reset between runs"
             )
 
-    def push(self, timestamp_us: int, tokens: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
-        """Add the newest frame. Timestamps must increase (a new run must :meth:`clear` first).
+    def push(self, timestamp_us: int, tokens: torch.Tensor,
+             position: tuple[float, float] | None = None) -> list[tuple[int, torch.Tensor, tuple[float, float] | None]]:
+        """Add the newest frame (with the ego's planar world position in metres, when known). Timestamps must
+        increase (a new run must :meth:`clear` first).
 
-        Returns the ``(timestamp, tokens)`` frames dropped as too old for any context now, oldest first (give them
-        to :meth:`drop_newest` to undo this push exactly)."""
+        Returns the ``(timestamp, tokens, position)`` frames dropped as too old for any context now, oldest first
+        (give them to :meth:`drop_newest` to undo this push exactly)."""
         self.check_next(timestamp_us)
         self.timestamps.append(int(timestamp_us))
         self.tokens.append(tokens)
+        self.positions.append(None if position is None else (float(position[0]), float(position[1])))
         horizon = (self.spacing_us + self.tolerance_us) * self.context_frames  # the oldest frame a context can reach
         pruned = []
         while self.timestamps and self.timestamps[0] < timestamp_us - horizon:
-            pruned.append((self.timestamps.pop(0), self.tokens.pop(0)))
+            pruned.append((self.timestamps.pop(0), self.tokens.pop(0), self.positions.pop(0)))
         return pruned
 
-    def drop_newest(self, timestamp_us: int, pruned: Sequence[tuple[int, torch.Tensor]] = ()) -> None:
+    def drop_newest(self, timestamp_us: int,
+                    pruned: Sequence[tuple[int, torch.Tensor, tuple[float, float] | None]] = ()) -> None:
         """Forget the newest frame if it is ``timestamp_us``'s (a call that failed after :meth:`push`), and put back
         the old frames ``pruned`` that this push dropped (its return value), so the history is as before it."""
         if self.timestamps and self.timestamps[-1] == timestamp_us:
             self.timestamps.pop()
             self.tokens.pop()
-            self.timestamps[:0] = [int(t) for t, _ in pruned]
-            self.tokens[:0] = [tok for _, tok in pruned]
+            self.positions.pop()
+            self.timestamps[:0] = [int(t) for t, _, _ in pruned]
+            self.tokens[:0] = [tok for _, tok, _ in pruned]
+            self.positions[:0] = [pos for _, _, pos in pruned]
+
+    def recent_speed(self) -> float | None:
+        """Ego speed (m/s) as training measures each frame's (``vavam.data.windows``): the planar distance from the
+        context frame before the newest (about ``spacing_us`` earlier) to the newest, over their time apart.
+        None when the context has one frame or either frame came without a position."""
+        idx = self.context_indices()
+        if len(idx) < 2:
+            return None
+        a, b = idx[-2], idx[-1]
+        pa, pb = self.positions[a], self.positions[b]
+        if pa is None or pb is None:
+            return None
+        return math.hypot(pb[0] - pa[0], pb[1] - pa[1]) / ((self.timestamps[b] - self.timestamps[a]) * 1e-6)
 
     def context_indices(self) -> list[int]:
         """Indices into the history, oldest first, of the frames forming the 2 Hz context: each is the frame
@@ -343,34 +383,43 @@ class VaVAMAgent:
             return self.tokenizer.encode(pixels)[0].cpu()  # [h, w]
 
     @torch.inference_mode()
-    def observe(self, image: np.ndarray, timestamp_us: int, session: str = DEFAULT_SESSION) -> None:
-        """Tokenize a uint8 ``[H,W,3]`` frame and add it to the history without planning."""
+    def observe(self, image: np.ndarray, timestamp_us: int, session: str = DEFAULT_SESSION,
+                position: Sequence[float] | None = None) -> None:
+        """Tokenize a uint8 ``[H,W,3]`` frame and add it to the history without planning (``position``: the ego's
+        planar world position in metres, for :meth:`plan`'s speed)."""
+        position = _checked_position(position)
         history, lock = self._session(session)
         with lock:
             history.check_next(int(timestamp_us))
-            history.push(int(timestamp_us), self._tokenize(image))
+            history.push(int(timestamp_us), self._tokenize(image), position)
 
     def plan(
         self, image: np.ndarray, timestamp_us: int, command: int, session: str = DEFAULT_SESSION,
-        speed: float | None = None,
+        speed: float | None = None, position: Sequence[float] | None = None,
     ) -> np.ndarray:
-        """One step: uint8 ``[H,W,3]`` CAM_FRONT image, time, command (and the ego speed in m/s, read by
-        models with ``config.ego_speed``) -> trajectory float64 ``[6, 2]`` metres."""
-        return self.plan_timed(image, timestamp_us, command, session, speed)[0]
+        """One step: uint8 ``[H,W,3]`` CAM_FRONT image, time, command -> trajectory float64 ``[6, 2]`` metres.
+
+        Models with ``config.ego_speed`` read the ego speed (m/s) as training measured it: the distance driven
+        over the last context step, from the ``position`` (planar world position, metres; NeuroNCAP's
+        ``ego2world`` translation) of this frame and of the context frame before it. Without both positions
+        (a run's first frame, or a caller that sends none) they read ``speed`` (e.g. the CAN bus's).
+        """
+        return self.plan_timed(image, timestamp_us, command, session, speed, position)[0]
 
     @torch.inference_mode()
     def plan_timed(
         self, image: np.ndarray, timestamp_us: int, command: int, session: str = DEFAULT_SESSION,
-        speed: float | None = None,
+        speed: float | None = None, position: Sequence[float] | None = None,
     ) -> tuple[np.ndarray, dict[str, float]]:
         """:meth:`plan`, also returning seconds spent per stage (``tokenize``, ``prefill``, ``denoise``, ``total``)."""
         if int(command) not in (0, 1, 2):
             raise ValueError(f"command must be 0 (right), 1 (left) or 2 (straight), got {command}")
+        position = _checked_position(position)
         # checked here too (the model checks again): refuse before the frame joins the session's history
         if self.reads_speed and (speed is None or not np.isfinite(speed)):
             raise ValueError(f"speed: this model reads the ego speed (m/s), got {speed}")
-        if self.reads_speed and abs(speed) > MAX_SPEED:
-            raise ValueError(f"speed: {speed} m/s is not a plausible ego speed (|speed| <= {MAX_SPEED:g} m/s)")
+        if self.reads_speed:
+            _check_speed(speed, "speed")
         timing: dict[str, float] = {}
         t_start = time.perf_counter()
         history, lock = self._session(session)
@@ -382,8 +431,12 @@ class VaVAMAgent:
             t0 = time.perf_counter()
             tokens = self._tokenize(image)
             timing["tokenize"] = time.perf_counter() - t0
-            pruned = history.push(int(timestamp_us), tokens)
+            pruned = history.push(int(timestamp_us), tokens, position)
             try:  # a call that fails from here on leaves the history as it was (the caller may send the frame again)
+                if self.reads_speed:  # the speed training saw, where the poses give it
+                    measured = history.recent_speed()
+                    if measured is not None:
+                        speed = _check_speed(measured, "speed measured from the last two context frames' positions")
                 traj = self._sample(history.context()[None], command, timestamp_us, speed, timing)  # [6, 2]
             except BaseException:
                 history.drop_newest(int(timestamp_us), pruned)  # old frames the push dropped come back too

@@ -148,7 +148,9 @@ def create_app(
         planner: ``plan(image uint8 [H,W,3], timestamp_us, command) -> [6, 2]`` and ``reset()``;
             both may take ``session=`` (per-client histories); ``plan`` may take ``speed=`` (m/s, the
             request's ``canbus[13]``; a request with a shorter CAN bus is refused with 400, unless the
-            planner says it does not read the speed (``reads_speed`` False), which then gets none);
+            planner says it does not read the speed (``reads_speed`` False), which then gets none) and
+            ``position=`` (the ``ego2world`` translation's x, y: the agent measures the speed from it as
+            training did, the CAN bus's being the fallback for a run's first frame);
             ``plan_timed`` (returning ``(trajectory, seconds per stage)``) is
             used when present.
         camera: the camera decoded from ``images``.
@@ -163,6 +165,7 @@ def create_app(
     plan_fn = timed if callable(timed) else planner.plan
     plan_session = _accepts(plan_fn, "session")
     plan_speed = _accepts(plan_fn, "speed")
+    plan_position = _accepts(plan_fn, "position")
     reset_session = _accepts(planner.reset, "session")
 
     def session_of(request: Request) -> str:
@@ -215,6 +218,8 @@ def create_app(
             raise HTTPException(400, str(exc)) from exc
         decode_s = time.perf_counter() - t0
         kwargs = {"session": session} if plan_session else {}
+        if plan_position:
+            kwargs["position"] = (body.ego2world[0][3], body.ego2world[1][3])
         if plan_speed and body.speed is not None:
             kwargs["speed"] = body.speed
         elif plan_speed and getattr(planner, "reads_speed", True):
