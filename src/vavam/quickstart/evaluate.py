@@ -74,15 +74,7 @@ def accuracy_by_change(context: torch.Tensor, truth: torch.Tensor, generated: to
         ``windows``, ``generated``, ``copy`` and, when given, ``teacher_forced`` (mean token accuracy; NaN for
         an empty group).
     """
-    if context.dim() != 4 or context.shape[1] < 2:
-        raise ValueError(f"context: expected [N, T-1 >= 2, h, w] to measure the last step's change, "
-                         f"got {tuple(context.shape)}")
-    for name, frames in (("truth", truth), ("generated", generated), ("teacher_forced", teacher_forced)):
-        if frames is None:
-            continue
-        if frames.shape != context[:, -1].shape:
-            raise ValueError(f"{name}: expected {tuple(context[:, -1].shape)} (the context's frame shape, one per "
-                             f"window), got {tuple(frames.shape)}")
+    _check_frames(context, "the last step's change", truth=truth, generated=generated, teacher_forced=teacher_forced)
     if list(edges) != sorted(set(edges)) or not all(0 < e < 1 for e in edges):
         raise ValueError(f"edges: expected increasing shares strictly between 0 and 1, got {edges}")
     kept = (context[:, -1] == context[:, -2]).flatten(1).float().mean(1)  # [N]
@@ -102,6 +94,18 @@ def accuracy_by_change(context: torch.Tensor, truth: torch.Tensor, generated: to
                 row[key] = float(acc[member].mean()) if n else float("nan")
         rows.append(row)
     return rows
+
+
+def _check_frames(context: torch.Tensor, measure: str, **frames: torch.Tensor | None) -> None:
+    """Refuse a context that is not ``[N, T-1 >= 2, h, w]`` (``measure`` says what needs two steps) or a frame
+    tensor (given by name; None skipped) that is not one ``[h, w]`` per window: it would broadcast into wrong
+    accuracies."""
+    if context.dim() != 4 or context.shape[1] < 2:
+        raise ValueError(f"context: expected [N, T-1 >= 2, h, w] to measure {measure}, got {tuple(context.shape)}")
+    for name, value in frames.items():
+        if value is not None and value.shape != context[:, -1].shape:
+            raise ValueError(f"{name}: expected {tuple(context[:, -1].shape)} (the context's frame shape, one per "
+                             f"window), got {tuple(value.shape)}")
 
 
 def _share_range(lo: float, hi: float) -> str:
@@ -131,14 +135,8 @@ def accuracy_by_persistence(context: torch.Tensor, truth: torch.Tensor, generate
         One dict per persistence ``0 .. T-2`` (in order): ``steps``, ``tokens`` (count), ``copy``,
         ``copy_prob`` (mean), ``generated``, ``teacher_forced`` (mean token accuracy; NaN for an empty group).
     """
-    if context.dim() != 4 or context.shape[1] < 2:
-        raise ValueError(f"context: expected [N, T-1 >= 2, h, w] to measure how long tokens stayed, "
-                         f"got {tuple(context.shape)}")
-    for name, frames in (("truth", truth), ("generated", generated), ("teacher_forced", teacher_forced),
-                         ("copy_prob", copy_prob)):
-        if frames.shape != context[:, -1].shape:
-            raise ValueError(f"{name}: expected {tuple(context[:, -1].shape)} (the context's frame shape, one per "
-                             f"window), got {tuple(frames.shape)}")
+    _check_frames(context, "how long tokens stayed", truth=truth, generated=generated, teacher_forced=teacher_forced,
+                  copy_prob=copy_prob)
     kept = context[:, 1:] == context[:, :-1]  # [N, T-2, h, w]: step s kept the token at this position
     # [N, h, w]: leading run of kept steps counted back from the last one
     steps = kept.flip(1).long().cumprod(1).sum(1)
