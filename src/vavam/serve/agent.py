@@ -121,8 +121,10 @@ def _checked_position(position: Sequence[float] | None) -> tuple[float, float] |
     return float(xy[0]), float(xy[1])
 
 
-def _check_speed(speed: float, what: str) -> float:
-    """``speed`` (m/s) when plausible, else ``ValueError`` naming ``what``."""
+def _check_speed(speed: float | None, what: str) -> float:
+    """``speed`` (m/s) when given, finite and plausible, else ``ValueError`` naming ``what``."""
+    if speed is None or not np.isfinite(speed):
+        raise ValueError(f"{what}: this model reads the ego speed (m/s), got {speed}")
     if abs(speed) > MAX_SPEED:
         raise ValueError(f"{what}: {speed} m/s is not a plausible ego speed (|speed| <= {MAX_SPEED:g} m/s)")
     return speed
@@ -416,8 +418,6 @@ class VaVAMAgent:
             raise ValueError(f"command must be 0 (right), 1 (left) or 2 (straight), got {command}")
         position = _checked_position(position)
         # checked here too (the model checks again): refuse before the frame joins the session's history
-        if self.reads_speed and (speed is None or not np.isfinite(speed)):
-            raise ValueError(f"speed: this model reads the ego speed (m/s), got {speed}")
         if self.reads_speed:
             _check_speed(speed, "speed")
         timing: dict[str, float] = {}
