@@ -130,15 +130,18 @@ class VideoLitModule(ShardedValidation, MupWsdMixin, L.LightningModule):
         val_names: tuple[str, ...] = (),
         init_state: dict | None = None,
         data: dict | None = None,
+        augment: dict | None = None,
     ) -> None:
         super().__init__()
         from vavam.config import config_to_dict
         from vavam.video import VideoGPT
 
+        # ``augment`` is recorded only when a run uses it: the settings of runs without it stay as they were
+        # (a resume compares them with the recorded ones)
         self.save_hyperparameters({"config": dataclasses.asdict(config), "vavam_config": config_to_dict(config),
                                    "lr": lr, "weight_decay": weight_decay,
                                    "warmup_iter": warmup_iter, "end_iter": end_iter, "drop_iter": drop_iter,
-                                   "data": data or {}})
+                                   "data": data or {}, **({"augment": dict(augment)} if augment else {})})
         self.model = VideoGPT(config)
         # muP multipliers read parameter shapes: taken now, before any sharding flattens them
         self._mup_multipliers = {f"model.{k}": v for k, v in video_width_multipliers(self.model).items()}
@@ -147,6 +150,8 @@ class VideoLitModule(ShardedValidation, MupWsdMixin, L.LightningModule):
         self.nan_policy = nan_policy
         self.val_names = val_names
         self.init_state = init_state  # a pretraining checkpoint to continue from (cool-down), applied once
+        # video_augment: {"permute_codes": share, "codes": K, "seed": s, "self_forcing": bool}
+        self.augment = dict(augment or {})
 
     def on_train_start(self) -> None:
         """Cool-down start: weights and AdamW moments of the pretraining checkpoint; the schedule and
@@ -175,8 +180,32 @@ class VideoLitModule(ShardedValidation, MupWsdMixin, L.LightningModule):
         blocks = tuple(self.model.blocks)
         return ModuleTargets(fsdp_units=(Block,), checkpoint=blocks, compile=blocks)
 
+    def training_inputs(self, batch: torch.Tensor) -> torch.Tensor:
+        """The windows ``[B, T, h, w]`` of a training batch as the model reads and predicts them: with code
+        permutation some are relabelled (:func:`~vavam.train.video_augment.permute_codes`), drawn from the seed
+        and the optimiser step for the step's global batch, so a resume or another number of devices draws
+        the same."""
+        share = self.augment.get("permute_codes", 0.0)
+        if not share:
+            return batch
+        from vavam.train.resume import step_generator
+        from vavam.train.video_augment import permute_codes
+
+        passes = int(self.trainer.accumulate_grad_batches) if self._trainer is not None else 1
+        world = int(self.trainer.world_size) if self._trainer is not None else 1
+        step, micro = divmod(int(getattr(self, "data_step", 0)), passes)
+        b = batch.shape[0]
+        return permute_codes(batch, share, int(self.augment["codes"]), step_generator(self.augment["seed"], step),
+                             offset=(micro * world + self.global_rank) * b, total=b * world * passes)
+
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor | None:
-        loss = self.checked_loss(next_token_loss(self.model(batch), batch))
+        batch = self.training_inputs(batch)  # the targets: true (if relabelled) tokens
+        inputs = batch
+        if self.augment.get("self_forcing"):
+            from vavam.train.video_augment import own_last_frame
+
+            inputs = own_last_frame(self.model, batch)  # last frame: the model's greedy generation
+        loss = self.checked_loss(next_token_loss(self.model(inputs), batch))
         if loss is not None:
             self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         return loss
@@ -391,6 +420,9 @@ def train_video(
     activation_checkpointing: bool = False,
     compile: bool = False,
     checkpoint_format: CheckpointFormat = "full",
+    permute_codes: float = 0.0,
+    self_forcing: bool = False,
+    ema: float = 0.0,
     resume_hint: Annotated[str, tyro.conf.Suppress] = RESUME_HINT,
 ) -> dict:
     """Train VaViM by next-token prediction on a token store; writes our checkpoint folder to OUT/model.
@@ -448,6 +480,12 @@ def train_video(
         compile: ``torch.compile`` each block (needs a working compiler toolchain).
         checkpoint_format: ``full`` (one file) or ``sharded`` (FSDP only: a folder of per-rank shards; turn it
             into a model folder with ``vavam checkpoint consolidate``).
+        permute_codes: share of the training windows whose codes are relabelled by a random permutation (one per
+            window; :mod:`vavam.train.video_augment`); 0 (the released recipe): none.
+        self_forcing: feed the last frame of every training window as the model's own greedy generation from the
+            frames before it (targets unchanged; :mod:`vavam.train.video_augment`); not with fsdp / deepspeed.
+        ema: decay of an exponential moving average of the weights, saved as the model (:mod:`vavam.train.ema`;
+            checkpoints keep the raw weights); 0 (the released recipe): the last weights. Not with fsdp / deepspeed.
         resume_hint: what the message after a SIGTERM / SIGUSR1 checkpoint tells the user to do (not a
             command-line option; a caller that re-runs the stage itself passes its own).
 
@@ -502,7 +540,10 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
                  activation_checkpointing: bool = False, compile: bool = False,
                  checkpoint_format: CheckpointFormat = "full", ckpt_every_frac: float | None = None,
                  snapshot_fracs: tuple[float, ...] = (), val_every_frac: float | None = None,
+                 permute_codes: float = 0.0, self_forcing: bool = False, ema: float = 0.0,
                  resume_hint: str = RESUME_HINT) -> dict:
+    from vavam.train.ema import EMAWeights
+    from vavam.train.video_augment import check_permute_share
     from vavam.video import save_video_model
 
     if steps is not None:  # None: one epoch
@@ -528,6 +569,15 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
                      activation_checkpointing=activation_checkpointing, compile=compile,
                      checkpoint_format=checkpoint_format)
     check_launch(scale, "vavam train video")
+    check_permute_share(permute_codes)
+    if not isinstance(self_forcing, (bool, np.bool_)):
+        raise ValueError(f"--self-forcing must be true or false, got {self_forcing!r}")
+    if isinstance(ema, (bool, np.bool_)) or not isinstance(ema, numbers.Real) or not (ema == 0 or 0 < ema < 1):
+        raise ValueError(f"--ema must be a decay in (0, 1), or 0 for none, got {ema!r}")
+    for flag, used in (("--self-forcing", self_forcing), (f"--ema {ema}", ema)):
+        if used and scale.resolved_strategy in ("fsdp", "deepspeed"):
+            raise ValueError(f"{flag} is not supported with the {scale.resolved_strategy} strategy (sharded weights: "
+                             "generation and the weight average need whole ones); use ddp")
     if init_from is not None and scale.resolved_strategy in ("fsdp", "deepspeed"):
         raise ValueError(f"--init-from (the cool-down start) loads full weights and AdamW moments into the optimiser, "
                          f"which strategy {strategy!r} shards; run the cool-down with --strategy ddp")
@@ -588,8 +638,13 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
                                             steps * plan.global_batch, mix_seed, frames, init_state, steady_others)
     val_loaders = [sharded_loader(VideoWindowDataset(v, frames, stride, steady=steady_others), batch_size,
                                   num_workers=num_workers) for v in val_sets]
+    augment = None
+    if permute_codes or self_forcing:
+        codes = max([int(s.codebook_size or 0) for s in (store, *mix_sets)]) or config.vocab_size - 1
+        augment = {"permute_codes": float(permute_codes), "codes": codes, "seed": seed,
+                   "self_forcing": bool(self_forcing)}
     module = VideoLitModule(config, lr, weight_decay, frac_steps(warmup_frac, steps), steps,
-                            frac_steps(drop_frac, steps),
+                            frac_steps(drop_frac, steps), augment=augment,
                             nan_policy=nan_policy, val_names=names, init_state=init_state,
                             data={"tokens": str(tokens), **_grid_setting(Path(out), resume, (h, w)), "seed": seed,
                                   "batch_size": batch_size, "stride": stride,
@@ -599,19 +654,24 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
                                   **_window_rule_setting(steady, steady_others)})
     out = Path(out)
     start = time.perf_counter()
+    averager = [EMAWeights(ema, prefix="model")] if ema else []
     fit = fit_resumable(module, train_set, out=out, steps=steps, batch_size=batch_size, seed=seed,
                         precision=precision, progress=progress, val_loaders=val_loaders or None,
                         val_every=val_every, ckpt_every=ckpt_every, keep=keep, resume=resume,
-                        num_workers=num_workers, deterministic=True, scale=scale,
-                        settings={"cooldown": init_from is not None, "mix": _mix_settings(mix_info)},
+                        num_workers=num_workers, deterministic=True, scale=scale, extra_callbacks=averager,
+                        settings={"cooldown": init_from is not None, "mix": _mix_settings(mix_info),
+                                  **({"ema": ema} if ema else {})},  # recorded when used: older runs resume
                         resume_hint=resume_hint, snapshots=snapshots)
+    if averager:  # the saved model is the average; checkpoints keep the raw weights for resuming
+        averager[0].copy_to(module)
     seconds = time.perf_counter() - start
     metrics = {k: float(v) for k, v in fit.trainer.callback_metrics.items()}
     summary = {"steps": steps, "seconds": round(seconds, 2), "windows": len(train_set),
                "windows_left_out": _left_out(train_set), "metrics": metrics,
                "mix": mix_info, "scale": scale_summary(scale, plan),
                "resumed_from": fit.resumed_from, "init_from": str(init_from) if init_from else None,
-               "pretraining": _pretraining_summary(init_state), "config": dataclasses.asdict(config)}
+               "pretraining": _pretraining_summary(init_state), "config": dataclasses.asdict(config),
+               "augment": augment, "ema": ema}
     if fit.trainer.is_global_zero:  # rank 0 writes the model and the summary
         meta = {"train": summary, "tokens": str(tokens), "token_grid": [h, w]}  # io.recorded_grid reads it
         if scale.resolved_strategy in ("fsdp", "deepspeed"):  # the module holds shards; the last checkpoint is whole
