@@ -103,6 +103,7 @@ def _stages(out: Path, plan: QuickstartPlan, seed: int) -> list[Stage]:
             out=folder, tokens=tokens_dir / "train", preset=plan.video_preset, steps=plan.video_steps,
             batch_size=plan.video_batch, lr=plan.video_lr, width=plan.video_width, val_tokens=tokens_dir / "heldout",
             val_every=plan.video_steps, seed=seed, precision=plan.video_precision, progress=True,
+            permute_codes=plan.video_permute_codes, self_forcing=plan.video_self_forcing, ema=plan.video_ema,
             resume_hint=RESUME_HINT,
         )
 

@@ -149,6 +149,9 @@ class QuickstartPlan:
     video_batch: int = 8
     video_lr: float = 0.004
     video_precision: str = "32"
+    video_permute_codes: float = 0.5
+    video_self_forcing: bool = True
+    video_ema: float = 0.99
     action_preset: str = "vavam_mini"
     action_width: int | None = None
     action_steps: int = 1100
@@ -184,6 +187,7 @@ class QuickstartPlan:
             action_steps=max(50, round(1100 * s / action_cost)),
             closed_loop_runs=max(1, round(2 * s)),
             action_ema=0.99 if s >= 1 else 0.0,
+            video_ema=0.99 if s >= 1 else 0.0,
             video_width=256 if wide else None,
             action_width=128 if wide else None,
         )

@@ -19,6 +19,19 @@ from vavam.stages import DONE_FILE
 STAGES = ("world", "tokenizer", "tokens", "video", "action", "eval", "report")
 
 
+def _video_training(plan: QuickstartPlan) -> str:
+    """How the run trained VaViM, in words: steps and the changes to the released recipe it used."""
+    extras = []
+    if plan.video_permute_codes:
+        extras.append(f"the codes of {plan.video_permute_codes:.0%} of the windows relabelled by a random permutation")
+    if plan.video_self_forcing:
+        extras.append("the last frame of each window fed as its own greedy generation (self-forcing)")
+    if plan.video_ema:
+        extras.append(f"the weights averaged over the last steps (EMA {plan.video_ema:g})")
+    return (f"`{plan.video_preset}` trained for {plan.video_steps} steps"
+            + (", with " + "; ".join(extras) if extras else "") + " (README: VaViM in the quickstart).")
+
+
 def _fmt(value: Any, spec: str, missing: str) -> str:
     """``value`` formatted with ``spec``, or ``missing`` (why there is no number) for None / NaN / absent values."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
@@ -231,7 +244,7 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
         Section("VaViM: next-token prediction",
                 f"Cross-entropy in nats per token over {nt['windows']} held-out windows of {plan.height // down}×{plan.width // down}"
                 " tokens" + (f" × {nt['frames']} frames" if "frames" in nt else "")
-                + "; the baselines are token frequencies of the training set.",
+                + "; the baselines are token frequencies of the training set. " + _video_training(plan),
                 [Table(["model", "cross-entropy", "perplexity"],
                        [[k, v["cross_entropy"], v["perplexity"]] for k, v in nt["rows"].items()])]),
         Section("VaViM: generating the next frame",
