@@ -24,8 +24,12 @@ def test_plan_scales_with_budget():
     assert small.action_ego_speed and default.action_ego_speed and big.action_ego_speed  # VaVAM reads the speed
     # ... and its flow generates the deviation from constant velocity, in units of 10 m
     assert all(p.action_speed_prior and p.action_scaling == 10.0 for p in (small, default, big))
-    # wider steps cost 2.3x (VaViM) and 2.1x (VaVAM): a 60-minute plan takes fewer than 4x the steps
-    assert big.video_steps == round(1200 * 4 / 2.3) and big.action_steps == round(1100 * 4 / 2.1)
+    # VaViM's weights too; and it trains with half its windows' codes permuted, on its own greedy last frames
+    assert small.video_ema == 0.0 and default.video_ema == big.video_ema == 0.99
+    assert all(p.video_permute_codes == 0.5 and p.video_self_forcing for p in (small, default, big))
+    # wider steps cost 2.3x (VaViM, and 1.4x more with self-forcing) and 2.1x (VaVAM): a 60-minute plan takes
+    # fewer than 4x the steps
+    assert big.video_steps == round(1200 * 4 / (2.3 * 1.4)) and big.action_steps == round(1100 * 4 / 2.1)
     with pytest.raises(ValueError):
         QuickstartPlan.from_budget(0)
 

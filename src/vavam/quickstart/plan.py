@@ -12,14 +12,18 @@ The rule (documented in the README): with ``s = budget_minutes / 15``,
 - at most 7,800 scenes in all (the most the embedded world renders in one export): budgets above about
   597 minutes are refused;
 - VaVAM keeps the average of its expert's weights over about the last 100 steps (EMA 0.99) from
-  ``s >= 1``; shorter runs keep the last weights;
+  ``s >= 1``; shorter runs keep the last weights; so does VaViM;
+- VaViM trains with the codes of half its windows relabelled by a random permutation each
+  (``--permute-codes 0.5``) and on its own greedy last frames (``--self-forcing``; see
+  :mod:`vavam.train.video_augment` and below), which make a step 1.4x dearer: at ``s >= 4`` its step
+  count is divided by that too (below it, the default run's spare minutes pay for it);
 - VaVAM reads the ego speed of each frame (``ActionConfig.ego_speed``) at every budget, and its flow
   generates the deviation from the constant-velocity trajectory (``speed_prior``) in units of 10 m
   (``action_scaling``);
 - sizes: 64 x 128 frames, ``vq_mini`` (downsampling 16: 4 x 8 tokens per frame, 64 codes) /
   ``vavim_mini`` / ``vavam_mini`` below ``s = 4``; from ``s >= 4`` the VaViM and expert widths double
   (more budget buys a bigger model, as in the paper's scaling study) and their step counts are divided
-  by the measured cost of a wider step (VaViM ``round(1200 s / 2.3)``, VaVAM ``round(1100 s / 2.1)``).
+  by the measured cost of a wider step (VaViM ``round(1200 s / (2.3 x 1.4))``, VaVAM ``round(1100 s / 2.1)``).
   The frames stay 64 x 128 at every budget, because more pixels did not buy better models per minute
   on 2 CPU cores: 8 x 16 tokens per frame (what 128 x 256 frames would give) kept the tiny VaViM on a
   loss plateau for ~2,000 steps before it learned to look at the previous frame (below), more steps
@@ -122,6 +126,7 @@ SCENES_PER_TOWN = 4  # the quickstart's world: 4 scenes per town, so held-out to
 # cores (float32): VaViM 8 x 256 tokens, width 256 vs 128: 0.591 / 0.255 s; VaVAM 16 windows, VaViM 256 +
 # expert 128 vs 128 + 64: 0.391 / 0.189 s
 WIDE_VIDEO_STEP_COST = 2.3
+SELF_FORCING_STEP_COST = 1.4  # a VaViM step with self-forcing, code permutation and the average: 175 s vs 124 s
 WIDE_ACTION_STEP_COST = 2.1
 # the most scenes the embedded world renders in one export (``vavam.world.export.HAZARD_LAYOUT_SPAN``; not imported:
 # that module pulls in the whole world): a larger plan failed in the world stage, after plan.json was written
@@ -177,7 +182,8 @@ class QuickstartPlan:
         if s > MAX_SCENES:  # more scenes than that whatever the rounding; and 1200 s could overflow to infinity
             raise ValueError(too_many)
         wide = s >= 4  # twice the widths; fewer steps, so that the run still fits the budget
-        video_cost, action_cost = (WIDE_VIDEO_STEP_COST, WIDE_ACTION_STEP_COST) if wide else (1.0, 1.0)
+        video_cost, action_cost = (WIDE_VIDEO_STEP_COST * SELF_FORCING_STEP_COST, WIDE_ACTION_STEP_COST) if wide \
+            else (1.0, 1.0)
         plan = cls(
             budget_min=budget_min,
             train_scenes=SCENES_PER_TOWN * max(1, round(180 * s / SCENES_PER_TOWN)),  # whole towns, so that
