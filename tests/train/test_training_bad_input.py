@@ -274,7 +274,8 @@ def test_lightning_sigterm_message_uses_resume_hint(tmp_path, monkeypatch, capsy
                 os.kill(os.getpid(), signal.SIGTERM)
 
     real = V.fit_resumable
-    monkeypatch.setattr(V, "fit_resumable", lambda *a, **k: real(*a, **k, extra_callbacks=[SigtermAfterFirstStep()]))
+    monkeypatch.setattr(V, "fit_resumable", lambda *a, **k: real(*a, **{**k, "extra_callbacks": [
+        *k.get("extra_callbacks", ()), SigtermAfterFirstStep()]}))
     tok = _store(tmp_path / "tok", grid=(2, 3), codes=16)
     kw = dict(preset="vavim_tiny", steps=3, batch_size=2, num_frames=2, progress=False)
     with pytest.raises(SystemExit) as info:
@@ -299,7 +300,8 @@ def test_ctrl_c_in_a_lightning_fit_is_a_keyboard_interrupt(tmp_path, monkeypatch
             raise KeyboardInterrupt
 
     real = V.fit_resumable
-    monkeypatch.setattr(V, "fit_resumable", lambda *a, **k: real(*a, **k, extra_callbacks=[CtrlCAtFirstStep()]))
+    monkeypatch.setattr(V, "fit_resumable", lambda *a, **k: real(*a, **{**k, "extra_callbacks": [
+        *k.get("extra_callbacks", ()), CtrlCAtFirstStep()]}))
     monkeypatch.setattr(signal, "signal", lambda *a, **k: signal.SIG_DFL)  # Lightning would ignore SIGINT after
     tok = _store(tmp_path / "tok", grid=(2, 3), codes=16)
     with pytest.raises(KeyboardInterrupt):

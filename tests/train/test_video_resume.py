@@ -58,7 +58,8 @@ def test_sigterm_then_resume_is_bit_identical(tmp_path, monkeypatch):
     import vavam.train.video as tl
 
     real = tl.fit_resumable
-    monkeypatch.setattr(tl, "fit_resumable", lambda *a, **k: real(*a, **k, extra_callbacks=[_SignalAt(4, signal.SIGTERM)]))
+    monkeypatch.setattr(tl, "fit_resumable", lambda *a, **k: real(*a, **{**k, "extra_callbacks": [
+        *k.get("extra_callbacks", ()), _SignalAt(4, signal.SIGTERM)]}))
     with pytest.raises(SystemExit) as exit_info:
         train_video(tmp_path / "cut", tok, steps=7, ckpt_every=0, **KW)
     assert exit_info.value.code == 128 + signal.SIGTERM
