@@ -10,14 +10,14 @@ import os
 import signal
 
 import lightning as L
-import numpy as np
 import pytest
 import torch
 
-from vavam.data.tokens import TokenStoreWriter
 from vavam.train.resume import list_checkpoints, step_generator
 from vavam.train.video import VideoLitModule, next_token_loss, train_video
 from vavam.train.video_augment import check_permute_share, own_last_frame, permute_codes
+
+from test_video_resume import _store, _weights  # noqa: E402 - the sibling resume tests' token store and weights
 
 
 def _windows(b=6, t=3, h=2, w=3, codes=8, seed=0):
@@ -107,21 +107,6 @@ def test_self_forcing_feeds_the_models_greedy_last_frame_and_keeps_the_true_targ
 
 
 # ---------------------------------------------------------------------------------------------- train_video
-
-
-def _store(root, num_scenes=3, num_frames=8, grid=(2, 3), codes=16, seed=0):
-    rng = np.random.default_rng(seed)
-    writer = TokenStoreWriter(root, grid, codebook_size=codes, tokenizer={"name": "rand"}, fps=2.0, resume=False)
-    for k in range(num_scenes):
-        frames = rng.integers(0, codes, size=(num_frames, *grid), dtype=np.uint16)
-        writer.write_scene(f"s{k}", frames, np.arange(num_frames, dtype=np.int64) * 500_000)
-    return root
-
-
-def _weights(run):
-    from vavam.video import load_video_model
-
-    return {k: v.clone() for k, v in load_video_model(run / "model").state_dict().items()}
 
 
 KW = dict(preset="vavim_tiny", batch_size=3, lr=0.01, num_frames=2, progress=False, seed=3)
