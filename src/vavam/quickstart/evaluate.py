@@ -46,12 +46,36 @@ def next_frame(vim, heldout_store: TokenStore, limit: int | None = None, seed: i
         "greedy_accuracy": float((generated == truth).float().mean()),
         "copy_last_frame_accuracy": float((copy == truth).float().mean()),
         "teacher_forced_accuracy": float((forced == truth).float().mean()),
+        **paired_wins(generated, copy, truth),
         "by_change": accuracy_by_change(context, truth, generated, teacher_forced=forced),
         "by_persistence": accuracy_by_persistence(context, truth, generated, forced, copy_prob),
         "_generated": generated,
         "_context": context,
         "_truth": truth,
     }
+
+
+def paired_wins(generated: torch.Tensor, copy: torch.Tensor, truth: torch.Tensor) -> dict[str, Any]:
+    """How far apart greedy generation and copying are on the same tokens: the tokens only one of them gets
+    right, and the two-sided sign test of those two counts (how likely so uneven a split is if neither were
+    better).
+
+    Args:
+        generated, copy, truth: long ``[N, h, w]`` (or any one shape).
+
+    Returns:
+        ``greedy_only`` / ``copy_only`` (counts of tokens only that prediction gets right) and ``sign_test_p``
+        (1.0 when both are 0).
+    """
+    from scipy.stats import binomtest
+
+    if not generated.shape == copy.shape == truth.shape:
+        raise ValueError(f"generated {tuple(generated.shape)}, copy {tuple(copy.shape)} and truth "
+                         f"{tuple(truth.shape)} must have one shape")
+    greedy_only = int(((generated == truth) & (copy != truth)).sum())
+    copy_only = int(((copy == truth) & (generated != truth)).sum())
+    p = binomtest(greedy_only, greedy_only + copy_only).pvalue if greedy_only + copy_only else 1.0
+    return {"greedy_only": greedy_only, "copy_only": copy_only, "sign_test_p": float(p)}
 
 
 def accuracy_by_change(context: torch.Tensor, truth: torch.Tensor, generated: torch.Tensor,

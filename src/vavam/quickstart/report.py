@@ -252,6 +252,8 @@ def write_quickstart_report(out: Path, plan: QuickstartPlan, seed: int) -> dict[
                 + (f"{nf['context_frames']} frames before it. " if "context_frames" in nf else "frames before it. ")
                 + f"Token accuracy {nf['greedy_accuracy']:.3f} against {nf['copy_last_frame_accuracy']:.3f} for copying the "
                 f"last context frame"
+                + (f" (greedy generation alone gets {nf['greedy_only']} tokens right, copying alone "
+                   f"{nf['copy_only']}: two-sided sign test p = {nf['sign_test_p']:.2f})" if "greedy_only" in nf else "")
                 + (f"; given the frame's true earlier tokens instead of its own (teacher-forced), VaViM gets "
                    f"{nf['teacher_forced_accuracy']:.3f} of the tokens right" if "teacher_forced_accuracy" in nf else "")
                 + ". Fréchet distance of tokenizer-encoder features (channel mean and std) to the true frames: "
