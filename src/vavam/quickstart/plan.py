@@ -80,7 +80,8 @@ a random permutation each (``--permute-codes``: a quarter / half / three quarter
 makes VaViM copy tokens that stayed put, which the released recipe's VaViM under-trusts: P(copied token)
 0.48 where 74 % of them stay), and with self-forcing and the weight average 0.461 (2,000 steps 0.449, width
 256 0.455, four times the scenes and 2,000 steps 0.453); the quickstart run of this plan: 0.463 vs 0.460
-(seed 1: 0.469 vs 0.466), a margin of a few tokens within noise (sign tests p = 0.54 / 0.38; README). The
+(seeds 1, 2, 3: 0.469 vs 0.466, 0.470 vs 0.471, 0.418 vs 0.415), a margin of a few tokens within noise
+(sign tests p >= 0.38; README). The
 cross-entropy ratio rises with it (0.534 -> 0.592), the VaViM stage takes 1.4x as long (124 -> 175 s).
 VaVAM without the ego speed: on one VaViM, 1,200 steps gave held-out minADE@5 2.46 m and 2,000 steps
 2.74 m (lr 0.02; lr 0.005 / 0.0025: 2.98 / 2.95 m; lr 0.04 and uniform flow times: 2.72 m; 4 flow
