@@ -80,11 +80,12 @@ def check_nonnegative_int(value: int, name: str, zero: str) -> None:
         raise ValueError(f"{name} must be a non-negative integer (0: {zero}), got {value!r}")
 
 
-def check_fraction(value: float, name: str) -> None:
-    """``value`` is a finite number in [0, 1] (Python or numpy)."""
+def check_fraction(value: float, name: str, of: str = "the steps") -> None:
+    """``value`` is a finite number in [0, 1] (Python or numpy); the error names ``name`` and what it is a
+    fraction ``of``."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
             or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be a fraction of the steps in [0, 1], got {value!r}")
+        raise ValueError(f"{name} must be a fraction of {of} in [0, 1], got {value!r}")
 
 
 def check_optimizer_args(lr: float, weight_decay: float) -> None:

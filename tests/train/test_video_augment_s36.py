@@ -15,7 +15,8 @@ import torch
 
 from vavam.train.resume import list_checkpoints, step_generator
 from vavam.train.video import VideoLitModule, next_token_loss, train_video
-from vavam.train.video_augment import check_permute_share, own_last_frame, permute_codes
+from vavam.checks import check_fraction
+from vavam.train.video_augment import own_last_frame, permute_codes
 
 from test_video_resume import _store, _weights  # noqa: E402 - the sibling resume tests' token store and weights
 
@@ -64,7 +65,7 @@ def test_slices_of_a_global_batch_draw_what_the_whole_batch_draws():
 @pytest.mark.parametrize("bad", [-0.1, 1.5, math.nan, True, "0.5"])
 def test_bad_share_is_refused_naming_the_option(bad):
     with pytest.raises(ValueError, match="--permute-codes"):
-        check_permute_share(bad)
+        check_fraction(bad, "--permute-codes", "the windows")
 
 
 def test_bad_windows_are_refused():

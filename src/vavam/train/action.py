@@ -43,7 +43,7 @@ from vavam.train.distributed import (
     recipe_global_batch,
     scale_summary,
 )
-from vavam.train.ema import EMAWeights
+from vavam.train.ema import EMAWeights, check_ema_decay
 from vavam.train.lightning import RESUME_HINT, MupWsdMixin, NanPolicy, fit_resumable
 from vavam.train.resume import step_generator
 from vavam.train.validation import ShardedValidation, sharded_loader
@@ -468,8 +468,7 @@ def _train_action(out: Path, video: Path, records: Path, tokens: Path, preset: s
     check_nonnegative_int(ckpt_every, "--ckpt-every", "only at the end and on SIGTERM / SIGUSR1")
     check_nonnegative_int(keep, "--keep", "keep every checkpoint")
     check_nonnegative_int(plot_every, "--plot-every", "only at the end")
-    if isinstance(ema, bool) or not isinstance(ema, (int, float)) or not (ema == 0 or 0 < ema < 1):
-        raise ValueError(f"--ema must be a decay in (0, 1), or 0 for none, got {ema!r}")
+    check_ema_decay(ema)
     check_schedule_fracs(warmup_frac, drop_frac)
     check_model_options(width, init_std, seed)
     if (val_records is None) != (val_tokens is None):

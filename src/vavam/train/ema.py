@@ -16,12 +16,24 @@ swapped into the module by the callback: call :meth:`EMAWeights.copy_to` after `
 
 from __future__ import annotations
 
+import numbers
 import re
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch import nn
+
+
+def check_ema_decay(ema: float) -> None:
+    """``--ema``: a decay in (0, 1), or 0 for no average (bools refused).
+
+    Raises:
+        ValueError: naming ``--ema`` and the value.
+    """
+    if isinstance(ema, (bool, np.bool_)) or not isinstance(ema, numbers.Real) or not (ema == 0 or 0 < ema < 1):
+        raise ValueError(f"--ema must be a decay in (0, 1), or 0 for none, got {ema!r}")
 
 
 def ema_decay_at(step: int, decay: float) -> float:

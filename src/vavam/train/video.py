@@ -542,8 +542,7 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
                  snapshot_fracs: tuple[float, ...] = (), val_every_frac: float | None = None,
                  permute_codes: float = 0.0, self_forcing: bool = False, ema: float = 0.0,
                  resume_hint: str = RESUME_HINT) -> dict:
-    from vavam.train.ema import EMAWeights
-    from vavam.train.video_augment import check_permute_share
+    from vavam.train.ema import EMAWeights, check_ema_decay
     from vavam.video import save_video_model
 
     if steps is not None:  # None: one epoch
@@ -569,11 +568,10 @@ def _train_video(out: Path, tokens: Path, preset: str, steps: int | None, batch_
                      activation_checkpointing=activation_checkpointing, compile=compile,
                      checkpoint_format=checkpoint_format)
     check_launch(scale, "vavam train video")
-    check_permute_share(permute_codes)
+    check_fraction(permute_codes, "--permute-codes", "the windows")
     if not isinstance(self_forcing, (bool, np.bool_)):
         raise ValueError(f"--self-forcing must be true or false, got {self_forcing!r}")
-    if isinstance(ema, (bool, np.bool_)) or not isinstance(ema, numbers.Real) or not (ema == 0 or 0 < ema < 1):
-        raise ValueError(f"--ema must be a decay in (0, 1), or 0 for none, got {ema!r}")
+    check_ema_decay(ema)
     for flag, used in (("--self-forcing", self_forcing), (f"--ema {ema}", ema)):
         if used and scale.resolved_strategy in ("fsdp", "deepspeed"):
             raise ValueError(f"{flag} is not supported with the {scale.resolved_strategy} strategy (sharded weights: "
